@@ -1,0 +1,67 @@
+"""taseg_ros: TASeg RGB-thermal semantic segmentation for ROS 2.
+
+One setup.py serves both worlds: `colcon build` (ament_python) in a ROS 2
+workspace and `pip install` into a plain virtual environment.
+"""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "taseg_ros"
+
+# ROS 2 Python wheels for machines without a ROS 2 install. Not in
+# install_requires: a user with ROS 2 from apt must not get a second rclpy.
+ROS_WHEELS = [
+    "ros-kilted-rclpy",
+    "ros-kilted-sensor-msgs",
+    "ros-kilted-std-msgs",
+    "ros-kilted-rmw-fastrtps-cpp",
+    "ros-kilted-diagnostic-msgs",
+    "ros-kilted-lifecycle-msgs",
+]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="TASeg: text-aware RGB-thermal semantic segmentation on SAM, as a ROS 2 package",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    package_data={PACKAGE: ["configs/*.yaml", "configs/*.json"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/training/datasets", glob("training/datasets/*.yaml")),
+        (f"share/{PACKAGE}/training/recipes", glob("training/recipes/*.yaml")),
+        (f"share/{PACKAGE}/models", ["models/README.md"]),
+    ],
+    install_requires=[
+        "torch>=2.1",
+        "torchvision",
+        "segment-anything>=1.0",
+        "open_clip_torch>=2.20",
+        "peft>=0.10",
+        "numpy",
+        "opencv-python-headless",
+        "safetensors",
+        "pyyaml",
+        "tqdm",
+        "tensorboard",
+        "matplotlib",
+        "rosbags>=0.10",
+        "rosbags-image",
+    ],
+    extras_require={
+        "ros": ROS_WHEELS,
+        "test": ["pytest", "pytest-timeout"],
+    },
+    tests_require=["pytest"],
+    zip_safe=True,
+    entry_points={
+        "console_scripts": [
+            "taseg = taseg_ros.cli:main",
+        ],
+    },
+)

@@ -1,0 +1,45 @@
+"""The `taseg` command line: one entry point, one module per subcommand.
+
+Each module in COMMANDS defines `register(subparsers)` which adds its parser and
+sets `func` to a callable taking the parsed args and returning an exit code.
+Modules are imported lazily so that `taseg --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> module (relative to this package); the order is the order in --help.
+COMMANDS = {
+    "info": ".info",
+    "init": ".init",
+    "weights": ".weights",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taseg",
+        description="TASeg RGB-thermal semantic segmentation: model, training, evaluation, ROS 2 tools.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMANDS.values():
+        importlib.import_module(module_name, __name__).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError) as exc:  # user errors: one clear line, no traceback
+        print(f"taseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
