@@ -59,9 +59,9 @@ class TASegConfig:
     text: bool = True  # off: K learnable class tokens through the decoder (SAMed style)
 
     # --- trainable parts ------------------------------------------------------------
-    # DFFM hidden width: chosen so that vit_h's trainable total is close to the
-    # paper's 28.77 M (see README "Model"); other sizes keep the same width ratio.
-    dffm_hidden: int = 224
+    # DFFM hidden width: 216 puts vit_h's trainable total at 28.59 M, next to the paper's
+    # 28.77 M (the paper does not give the width; 216 is the multiple of 8 closest to it).
+    dffm_hidden: int = 216
     se_reduction: int = 4
     encoder_lora_rank: int = 4
     decoder_lora_rank: int = 4
@@ -70,7 +70,7 @@ class TASegConfig:
 
     # --- text (CLIP) ------------------------------------------------------------------
     clip_model: str = "ViT-L-14"  # open_clip model name; the paper uses a ViT-L CLIP
-    clip_weights: str | None = "open_clip_vit_l14_openai.bin"  # file name under models/
+    clip_weights: str | None = "ViT-L-14.pt"  # file name under models/ (OpenAI release, see `taseg weights`)
     text_dim: int = 768  # CLIP text embedding width of clip_model
     prompt_template: str = "a photo of a {}."
 
@@ -149,21 +149,18 @@ MODEL_CONFIGS: dict[str, TASegConfig] = {
         encoder=EncoderConfig(embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11)),
         decoder=_SAM_DECODER,
         sam_checkpoint="sam_vit_b_01ec64.pth",
-        dffm_hidden=224,
     ),
     "vit_l": TASegConfig(
         name="vit_l",
         encoder=EncoderConfig(embed_dim=1024, depth=24, num_heads=16, global_attn_indexes=(5, 11, 17, 23)),
         decoder=_SAM_DECODER,
         sam_checkpoint="sam_vit_l_0b3195.pth",
-        dffm_hidden=224,
     ),
     "vit_h": TASegConfig(
         name="vit_h",
         encoder=EncoderConfig(embed_dim=1280, depth=32, num_heads=16, global_attn_indexes=(7, 15, 23, 31)),
         decoder=_SAM_DECODER,
         sam_checkpoint="sam_vit_h_4b8939.pth",
-        dffm_hidden=224,
     ),
 }
 

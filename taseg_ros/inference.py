@@ -1,0 +1,121 @@
+"""The Python API: a trained TASeg on numpy images.
+
+    from taseg_ros import Segmenter
+    seg = Segmenter.from_checkpoint("models/mfnet_vit_b.safetensors")
+    pred = seg.predict(rgb, thermal)          # rgb (H,W,3) uint8; thermal (H,W) 8/16-bit or float
+    pred.labels                               # (H,W) uint8 class ids
+    seg.class_info.names[pred.labels[y, x]]
+
+Any frame size works: the model pads (native mode) or resizes and pads (SAM 1024 mode)
+and maps its logits back to the input frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from taseg_ros.classes import ClassInfo
+from taseg_ros.model.checkpoint import load_checkpoint
+from taseg_ros.model.inputs import normalize_and_pad, plan_geometry, restore_logits
+from taseg_ros.model.taseg import TASeg
+from taseg_ros.preprocessing import ThermalNormalization, normalize_thermal
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class Prediction:
+    labels: np.ndarray  # (H, W) uint8
+    confidence: np.ndarray  # (H, W) float32, probability of the chosen class
+    probabilities: np.ndarray | None = None  # (K, H, W) float32
+
+
+class Segmenter:
+    """A TASeg model ready for inference on one device and precision."""
+
+    def __init__(self, model: TASeg, device: str = "cpu", precision: str = "fp32") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision '{precision}' is not one of {sorted(PRECISIONS)}")
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but CUDA is not available on this machine")
+        if device.type == "cpu" and precision == "fp16":
+            raise ValueError("fp16 is not supported on the CPU; use fp32 or bf16")
+        self.model = model.to(device).eval()
+        self.device = device
+        self.precision = precision
+        self.cfg = model.cfg
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        *,
+        sam_checkpoint: str | Path | None = None,
+        device: str = "cpu",
+        precision: str = "fp32",
+        verify_sam: bool = True,
+    ) -> "Segmenter":
+        model = load_checkpoint(path, sam_checkpoint=sam_checkpoint, verify_sam=verify_sam)
+        return cls(model, device=device, precision=precision)
+
+    @property
+    def class_info(self) -> ClassInfo:
+        return self.model.class_info
+
+    def predict(
+        self,
+        rgb: np.ndarray,
+        thermal: np.ndarray,
+        thermal_norm: ThermalNormalization | None = None,
+        return_probabilities: bool = False,
+    ) -> Prediction:
+        return self.predict_batch([rgb], [thermal], thermal_norm, return_probabilities)[0]
+
+    @torch.inference_mode()
+    def predict_batch(
+        self,
+        rgbs: list[np.ndarray],
+        thermals: list[np.ndarray],
+        thermal_norm: ThermalNormalization | None = None,
+        return_probabilities: bool = False,
+    ) -> list[Prediction]:
+        if self.model is None:
+            raise RuntimeError("this Segmenter was released")
+        if len(rgbs) != len(thermals) or not rgbs:
+            raise ValueError(f"need equally many RGB and thermal frames, got {len(rgbs)} and {len(thermals)}")
+        height, width = rgbs[0].shape[:2]
+        rgb_batch, thermal_batch = [], []
+        for i, (rgb, thermal) in enumerate(zip(rgbs, thermals)):
+            if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+                raise ValueError(f"frame {i}: rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+            if rgb.shape[:2] != (height, width):
+                raise ValueError(f"frame {i}: all frames of a batch must have one size, got {rgb.shape[:2]} and {(height, width)}")
+            if thermal.shape[:2] != rgb.shape[:2]:
+                raise ValueError(f"frame {i}: thermal {thermal.shape[:2]} is not on the RGB grid {rgb.shape[:2]}; register/resize it first")
+            rgb_batch.append(torch.from_numpy(np.ascontiguousarray(rgb)))
+            thermal_batch.append(torch.from_numpy(normalize_thermal(thermal, thermal_norm)))
+        rgb_t = torch.stack(rgb_batch).to(self.device).permute(0, 3, 1, 2).float()
+        thermal_t = torch.stack(thermal_batch).to(self.device).unsqueeze(1)
+        geometry = plan_geometry(height, width, self.cfg)
+        rgb_t, thermal_t = normalize_and_pad(rgb_t, thermal_t, self.cfg, geometry)
+        dtype = PRECISIONS[self.precision]
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            logits = self.model(rgb_t, thermal_t)
+        probabilities = restore_logits(logits.float(), geometry).softmax(dim=1)
+        confidence, labels = probabilities.max(dim=1)
+        labels = labels.to(torch.uint8).cpu().numpy()
+        confidence = confidence.cpu().numpy()
+        probs = probabilities.cpu().numpy() if return_probabilities else None
+        return [
+            Prediction(labels[i], confidence[i], probs[i] if probs is not None else None) for i in range(len(rgbs))
+        ]
+
+    def release(self) -> None:
+        """Drop the model and give its memory back (lifecycle deactivate/cleanup)."""
+        self.model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

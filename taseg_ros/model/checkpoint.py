@@ -1,0 +1,211 @@
+"""TASeg checkpoints: one safetensors file.
+
+Tensors: the trainable tensors and the class text embeddings; with `frozen=embedded`
+also every frozen weight (used when the frozen weights are random, so there is no SAM
+file to reload them from, and for merged deployment exports).
+Metadata (safetensors' string header): format, model config, class names/prompts/palette,
+where the frozen weights come from (official SAM file name + sha256), text source.
+
+Loading rebuilds the model from the config, loads SAM from the official file, then
+checks that every stored tensor fits (names and shapes) before using any of them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from taseg_ros import __version__
+from taseg_ros.classes import ClassInfo, load_classes
+from taseg_ros.model.config import TASegConfig, get_config
+from taseg_ros.model.taseg import FrozenSource, TASeg, build_model, is_trainable_name
+from taseg_ros.model.text import class_text_embeddings
+from taseg_ros.resources import models_dir
+
+FORMAT = "taseg_ros.checkpoint/1"
+TEXT_KEY = "mask_decoder.text_embeddings"
+
+
+def save_checkpoint(model: TASeg, path: str | Path, *, embed_frozen: bool | None = None, extra: dict | None = None) -> Path:
+    """Write `model` to `path` atomically (temporary file + rename: a crash never leaves a
+    half-written checkpoint under the final name). `embed_frozen` defaults to True when
+    the frozen weights are random."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    source = model.frozen_source
+    if embed_frozen is None:
+        embed_frozen = source.kind != "sam_checkpoint"
+    state = model.state_dict() if embed_frozen else model.trainable_state_dict()
+    tensors = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous().clone() for k, v in state.items()}
+    metadata = {
+        "format": FORMAT,
+        "taseg_ros_version": __version__,
+        "config": json.dumps(model.cfg.to_dict()),
+        "classes": json.dumps(model.class_info.to_mapping()),
+        "frozen": "embedded" if embed_frozen else "sam_checkpoint",
+        "frozen_source": json.dumps(source.__dict__),
+        "text_source": model.text_source,
+    }
+    for key, value in (extra or {}).items():
+        metadata[key] = value if isinstance(value, str) else json.dumps(value)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o644)  # the temporary file is created private
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several error types
+        raise ValueError(f"{path}: not a TASeg checkpoint (cannot read it as safetensors: {exc})") from exc
+    if metadata.get("format") != FORMAT:
+        found = metadata.get("format", "no format field")
+        raise ValueError(f"{path}: not a TASeg checkpoint (format '{found}', expected '{FORMAT}')")
+    return metadata
+
+
+def describe_checkpoint(path: str | Path) -> tuple[TASegConfig, ClassInfo, dict[str, str]]:
+    metadata = read_metadata(path)
+    try:
+        cfg = TASegConfig.from_dict(json.loads(metadata["config"]))
+        class_info = ClassInfo.from_mapping(json.loads(metadata["classes"]), source=str(path))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: damaged TASeg metadata ({exc})") from exc
+    return cfg, class_info, metadata
+
+
+def resolve_sam_checkpoint(name: str, explicit: str | Path | None, needed_by: str) -> Path:
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise FileNotFoundError(f"SAM checkpoint not found: {path}")
+        return path
+    path = models_dir() / name
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{needed_by} needs the SAM checkpoint {name}; put it in {models_dir()} (`taseg weights --download`) "
+            "or pass its path"
+        )
+    return path
+
+
+def _check_fits(path: Path, expected: dict[str, torch.Tensor], stored: dict[str, torch.Tensor]) -> None:
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    mismatched = [
+        f"{k}: file {tuple(stored[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(stored))
+        if tuple(stored[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        lines = [f"{path}: tensors do not fit the model its metadata describes"]
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatches", mismatched)):
+            if items:
+                lines.append(f"  {title}: " + ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else ""))
+        raise ValueError("\n".join(lines))
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    sam_checkpoint: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    verify_sam: bool = True,
+) -> TASeg:
+    """Rebuild a TASeg from a checkpoint. The frozen SAM weights come from the checkpoint
+    itself (frozen=embedded) or from the official SAM file it names: `sam_checkpoint`, else
+    models/<name>; its sha256 is checked against the recorded one when `verify_sam`."""
+    path = Path(path)
+    cfg, class_info, metadata = describe_checkpoint(path)
+    try:
+        # clone(): safetensors hands out views at arbitrary byte offsets; unaligned inputs
+        # take different SIMD paths and the logits would differ in the last bit.
+        tensors = {k: v.clone() for k, v in load_file(str(path)).items()}
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{path}: cannot read tensors ({exc}); the file is truncated or corrupt") from exc
+    text = tensors.get(TEXT_KEY)
+    source = FrozenSource(**json.loads(metadata.get("frozen_source", "{}") or "{}")) if metadata.get("frozen_source") else FrozenSource("random")
+    if metadata.get("frozen") == "embedded":
+        model = build_model(cfg, class_info, text, device="meta", text_source=metadata.get("text_source", ""))
+        _check_fits(path, model.state_dict(), tensors)
+        model.load_state_dict(tensors, strict=True, assign=True)
+        model.frozen_source = source
+        for name, param in model.named_parameters():  # assign=True swaps in new Parameter objects
+            param.requires_grad_(is_trainable_name(name))
+    else:
+        sam_path = resolve_sam_checkpoint(source.name or cfg.sam_checkpoint or "", sam_checkpoint, str(path))
+        if verify_sam and source.sha256:
+            from taseg_ros.weights import sha256_file
+
+            actual = sha256_file(sam_path)
+            if actual != source.sha256:
+                raise ValueError(
+                    f"{sam_path}: sha256 {actual} differs from {source.sha256} recorded in {path}; "
+                    "this is not the SAM checkpoint the model was trained on"
+                )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = build_model(
+                cfg, class_info, text, sam_checkpoint=sam_path, sam_sha256=source.sha256, text_source=metadata.get("text_source", "")
+            )
+        _check_fits(path, model.trainable_state_dict(), tensors)
+        model.load_state_dict(tensors, strict=False)
+    return model.to(device).eval()
+
+
+def init_checkpoint(
+    config: str | Path | TASegConfig,
+    classes: str | Path | ClassInfo,
+    output: str | Path,
+    *,
+    sam_checkpoint: str | Path | None = None,
+    clip_weights: str | Path | None = None,
+    text_embeddings: str | Path | None = None,
+    seed: int = 0,
+) -> TASeg:
+    """Make an untrained but loadable model and write it to `output` (`taseg init`).
+
+    SAM and CLIP weights are taken from the arguments, else from models/ under their
+    official names when present; without them the frozen weights / text encoder are
+    random and a loud warning says so."""
+    cfg = config if isinstance(config, TASegConfig) else get_config(config)
+    class_info = classes if isinstance(classes, ClassInfo) else load_classes(classes)
+    if sam_checkpoint is None and cfg.sam_checkpoint and (models_dir() / cfg.sam_checkpoint).is_file():
+        sam_checkpoint = models_dir() / cfg.sam_checkpoint
+    if clip_weights is None and cfg.clip_weights and (models_dir() / cfg.clip_weights).is_file():
+        clip_weights = models_dir() / cfg.clip_weights
+    text, text_source = None, ""
+    if cfg.text:
+        text, text_source = class_text_embeddings(
+            class_info.prompts,
+            model_name=cfg.clip_model,
+            dim=cfg.text_dim,
+            template=cfg.prompt_template,
+            weights=clip_weights,
+            embeddings_file=text_embeddings,
+            seed=seed,
+        )
+    sam_sha = ""
+    if sam_checkpoint is not None:
+        from taseg_ros.weights import sha256_file
+
+        sam_sha = sha256_file(sam_checkpoint)
+    model = build_model(
+        cfg, class_info, text, sam_checkpoint=sam_checkpoint, sam_sha256=sam_sha, seed=seed, text_source=text_source
+    )
+    save_checkpoint(model, output)
+    return model

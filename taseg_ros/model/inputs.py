@@ -1,0 +1,61 @@
+"""Model input geometry: SAM's resize-and-pad to 1024, or native resolution padded to a
+multiple of the patch size; and the way back from logits to the input frame."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from taseg_ros.model.config import TASegConfig
+
+
+@dataclass(frozen=True)
+class InputGeometry:
+    original_hw: tuple[int, int]
+    resized_hw: tuple[int, int]  # after SAM's longest-side resize (== original in native mode)
+    padded_hw: tuple[int, int]  # what the encoder sees
+
+
+def plan_geometry(height: int, width: int, cfg: TASegConfig) -> InputGeometry:
+    if height < 1 or width < 1:
+        raise ValueError(f"empty image ({height}x{width})")
+    patch = cfg.encoder.patch_size
+    if cfg.resolution == "sam1024":
+        side = cfg.encoder.img_size
+        scale = side / max(height, width)
+        # segment_anything.utils.transforms.ResizeLongestSide.get_preprocess_shape
+        resized = (int(height * scale + 0.5), int(width * scale + 0.5))
+        return InputGeometry((height, width), resized, (side, side))
+    padded = (-(-height // patch) * patch, -(-width // patch) * patch)
+    return InputGeometry((height, width), (height, width), padded)
+
+
+def normalize_and_pad(
+    rgb: torch.Tensor, thermal: torch.Tensor, cfg: TASegConfig, geometry: InputGeometry
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """rgb (B, 3, H, W) float on the 0..255 scale, thermal (B, 1, H, W) in [0, 1] ->
+    the encoder's inputs: resized (sam1024), standardised, zero-padded bottom/right
+    (after standardisation, as SAM pads)."""
+    if geometry.resized_hw != geometry.original_hw:
+        rgb = F.interpolate(rgb, size=geometry.resized_hw, mode="bilinear", align_corners=False, antialias=True)
+        thermal = F.interpolate(thermal, size=geometry.resized_hw, mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(cfg.pixel_mean, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(cfg.pixel_std, device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
+    rgb = (rgb - mean) / std
+    thermal = (thermal - cfg.thermal_mean) / cfg.thermal_std
+    pad_h = geometry.padded_hw[0] - geometry.resized_hw[0]
+    pad_w = geometry.padded_hw[1] - geometry.resized_hw[1]
+    if pad_h or pad_w:
+        rgb = F.pad(rgb, (0, pad_w, 0, pad_h))
+        thermal = F.pad(thermal, (0, pad_w, 0, pad_h))
+    return rgb, thermal
+
+
+def restore_logits(logits: torch.Tensor, geometry: InputGeometry) -> torch.Tensor:
+    """Logits over the padded input -> logits over the original frame."""
+    rh, rw = geometry.resized_hw
+    logits = logits[..., :rh, :rw]
+    if geometry.resized_hw != geometry.original_hw:
+        logits = F.interpolate(logits, size=geometry.original_hw, mode="bilinear", align_corners=False)
+    return logits
