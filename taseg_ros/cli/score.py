@@ -1,0 +1,89 @@
+"""`taseg score`: score any method's prediction PNGs against a dataset's label PNGs with the
+dataset's published protocol (one confusion matrix over the split, its NaN policy, day/night)."""
+from __future__ import annotations
+
+import argparse
+
+EPILOG = """\
+Predictions and labels are matched by file stem; every scored label needs a prediction.
+Prediction PNGs: single channel = class ids 0..K-1 of the dataset's class list, 3/4 channels =
+colours of the dataset palette (--pred-format to force). Labels are read as the dataset stores
+them (FMB raw 0 -> ignored, KP 19 -> ignored).
+
+examples:
+  taseg score --pred out/mfnet --gt /data/MFNet/labels --dataset mfnet --ids /data/MFNet/test.txt
+  taseg score --pred out/pst --gt /data/PST900/test/labels --dataset pst900 --out report/
+  taseg score --pred out/mine --gt /data/mine/labels --dataset /data/mine/classes.yaml
+"""
+
+
+def _resolution(text: str):
+    if text == "native":
+        return "native"
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        if h > 0 and w > 0:
+            return h, w
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected 'native' or HEIGHTxWIDTH (e.g. 360x640), got {text!r}")
+
+
+def _protocol_or(value):
+    """None (flag not given) -> the protocol's resolution; 'native' -> None; else (h, w)."""
+    if value is None:
+        return "protocol"
+    return None if value == "native" else value
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "score",
+        help="score prediction PNGs against label PNGs with a dataset's protocol",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--pred", required=True, metavar="DIR", help="folder of prediction PNGs")
+    p.add_argument("--gt", required=True, metavar="DIR", help="folder of label PNGs as the dataset stores them")
+    p.add_argument("--dataset", required=True, metavar="NAME|YAML",
+                   help="mfnet | pst900 | fmb | kp | a classes.yaml / dataset yaml")
+    p.add_argument("--out", metavar="DIR", help="write metrics.json, metrics.md and PNG plots here")
+    p.add_argument("--ids", metavar="FILE", help="score only the ids of this split file (e.g. MFNet test.txt)")
+    p.add_argument("--pred-format", choices=("auto", "ids", "colour", "raw"), default="auto",
+                   help="auto: 1 channel = class ids, 3/4 channels = palette colours; raw: the "
+                        "dataset's on-disk label encoding (default auto)")
+    p.add_argument("--eval-resolution", type=_resolution, default=None, metavar="native|HxW",
+                   help="override the protocol's scoring resolution (labels and predictions resized "
+                        "with nearest neighbour), e.g. 360x640 for PSTNet's official script")
+    p.add_argument("--resize-pred", action="store_true",
+                   help="resize predictions whose size differs from the label (nearest) instead of failing")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import sys
+
+    from taseg_ros.datasets import load_dataset_config
+    from taseg_ros.evaluation.files import score_directories
+    from taseg_ros.evaluation.report import format_table, write_report
+
+    config = load_dataset_config(args.dataset)
+    result, extra = score_directories(
+        args.pred,
+        args.gt,
+        config,
+        ids_file=args.ids,
+        pred_format=args.pred_format,
+        eval_resolution=_protocol_or(args.eval_resolution),
+        resize_predictions=args.resize_pred,
+    )
+    print(f"{config.name}: {result.num_images} images scored ({args.pred} vs {args.gt})")
+    print(format_table(result))
+    if extra:
+        print(f"note: {len(extra)} prediction file(s) without ground truth were not scored "
+              f"(e.g. {', '.join(extra[:3])})", file=sys.stderr)
+    if args.out:
+        files = write_report(result, args.out)
+        print("wrote " + ", ".join(str(p) for p in files.values()))
+    return 0

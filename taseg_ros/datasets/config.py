@@ -1,0 +1,310 @@
+"""Dataset configs: everything about a dataset that is not pixels, read from one YAML file.
+
+`training/datasets/<name>.yaml` (built-in: mfnet, pst900, fmb, kp) or a user's own
+`classes.yaml` holds the class list (the `taseg_ros.classes.ClassInfo` keys) plus:
+
+    layout: mfnet | pst900 | fmb | kp | folder   # which loader reads the files (default folder)
+    label_map:                  # how values in the label files become class ids
+      ignore: [0]               #   raw values -> IGNORE_INDEX (255): not scored, no loss
+      offset: 1                 #   any other raw value v -> v - offset (must land in 0..K-1)
+    day_night: id_suffix | kaist_set | lists | none
+    splits: [train, val, test]  # documentation of the split names the loader accepts
+    val_holdout:                # datasets without a val split: how val is carved from train
+      pattern: '^\\d+_bag(\\d+)'  # regex on the id; group 1 is the group key (whole groups move)
+      modulus: 5                # key % modulus == 0 -> val (non-matching ids: crc32(id))
+    thermal:
+      normalization: {mode: fixed, low: 0, high: 255}   # a ThermalNormalization
+      source: thermal           # loader-specific alternative folder (PST900: thermal_raw)
+      raw_normalization: {...}  # normalization used with source thermal_raw
+      inpaint_zeros: false      # fill zero-valued holes (PST900 official pipeline)
+    metric:
+      nan_policy: zero | nanmean   # headline mIoU: NaN IoU (class absent and never predicted)
+                                   # counts as 0, or is left out of the mean (default); both
+                                   # are always reported
+      classes_scored: all          # or a list of class names
+      eval_resolution: native      # or [height, width]: labels and predictions resized (nearest)
+      conditions: [day, night]     # also report each from its own confusion matrix
+      reference: text              # which published code this protocol reproduces
+
+For a folder dataset without these keys, `ignore_index` (a raw value in the label files)
+is the only ignored value and labels are used as they are.
+"""
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from taseg_ros.classes import ClassInfo, builtin_dataset_names
+from taseg_ros.preprocessing import ThermalNormalization
+from taseg_ros.resources import training_dir
+
+IGNORE_INDEX = 255
+"""Label value of ignored pixels in every loaded sample, whatever the dataset stores on disk."""
+
+DAY_NIGHT_RULES = ("none", "id_suffix", "kaist_set", "lists")
+NAN_POLICIES = ("zero", "nanmean")
+_KAIST_DAY_SETS = frozenset({0, 1, 2, 6, 7, 8})
+_KAIST_NIGHT_SETS = frozenset({3, 4, 5, 9, 10, 11})
+_MFNET_ID = re.compile(r"^\d+([DN])")
+_KAIST_ID = re.compile(r"^set(\d+)_")
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Raw label file values -> class ids 0..K-1 or IGNORE_INDEX; anything else is an error."""
+
+    num_classes: int
+    ignore: tuple[int, ...] = ()
+    offset: int = 0
+
+    def __post_init__(self) -> None:
+        for v in self.ignore:
+            if self.offset <= v < self.offset + self.num_classes:
+                raise ValueError(
+                    f"label_map: raw value {v} is both ignored and class {v - self.offset}; "
+                    f"ignored values must lie outside {self.offset}..{self.offset + self.num_classes - 1}"
+                )
+
+    @property
+    def valid_raw(self) -> str:
+        text = f"{self.offset}..{self.offset + self.num_classes - 1}"
+        if self.ignore:
+            text += f", ignored {list(self.ignore)}"
+        return text
+
+    def lookup_table(self, size: int) -> np.ndarray:
+        """int16 table raw -> id (IGNORE_INDEX for ignored, -1 for invalid)."""
+        lut = np.full(size, -1, np.int16)
+        lo, hi = self.offset, min(self.offset + self.num_classes, size)
+        lut[lo:hi] = np.arange(hi - lo, dtype=np.int16)
+        for v in self.ignore:
+            if 0 <= v < size:
+                lut[v] = IGNORE_INDEX
+        return lut
+
+    def apply(self, raw: np.ndarray, source: str = "label") -> np.ndarray:
+        """(H, W) raw integer labels -> (H, W) int64 ids; ValueError naming `source` and the bad values."""
+        if raw.dtype == np.uint8 or raw.dtype == np.uint16:
+            lut = self.lookup_table(256 if raw.dtype == np.uint8 else 65536)
+            mapped = lut[raw]
+        else:
+            raw64 = raw.astype(np.int64)
+            mapped = np.full(raw.shape, -1, np.int16)
+            inside = (raw64 >= self.offset) & (raw64 < self.offset + self.num_classes)
+            mapped[inside] = (raw64[inside] - self.offset).astype(np.int16)
+            mapped[np.isin(raw64, self.ignore)] = IGNORE_INDEX
+        bad = mapped < 0
+        if bad.any():
+            values = np.unique(raw[bad])
+            shown = ", ".join(str(v) for v in values[:10]) + (" ..." if len(values) > 10 else "")
+            raise ValueError(
+                f"{source}: label values [{shown}] are outside the class range "
+                f"(valid raw values: {self.valid_raw}; {int(bad.sum())} pixels)"
+            )
+        return mapped.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class ThermalConfig:
+    normalization: ThermalNormalization = field(default_factory=ThermalNormalization)
+    source: str = "thermal"
+    raw_normalization: ThermalNormalization = field(
+        default_factory=lambda: ThermalNormalization("percentile", percentiles=(1.0, 99.0))
+    )
+    inpaint_zeros: bool = False
+    inpaint_radius: float = 10.0
+    inpaint_method: str = "ns"  # cv2.INPAINT_NS as PSTNet's pst_inference.py; "telea" as its toolkit
+
+    def __post_init__(self) -> None:
+        if self.inpaint_method not in ("ns", "telea"):
+            raise ValueError(f"thermal.inpaint_method must be 'ns' or 'telea', got {self.inpaint_method!r}")
+
+
+@dataclass(frozen=True)
+class MetricProtocol:
+    """How a split is scored. One confusion matrix over the split; per-class IoU from it; mean last."""
+
+    nan_policy: str = "zero"
+    classes_scored: tuple[int, ...] | None = None  # None: all classes
+    eval_resolution: tuple[int, int] | None = None  # None: native (label file) size
+    conditions: tuple[str, ...] = ()
+    reference: str = ""
+
+    def __post_init__(self) -> None:
+        if self.nan_policy not in NAN_POLICIES:
+            raise ValueError(f"metric.nan_policy must be one of {NAN_POLICIES}, got {self.nan_policy!r}")
+
+
+@dataclass(frozen=True)
+class HoldoutRule:
+    """Deterministic val split carved from train, moving whole groups (sequences) at once."""
+
+    modulus: int = 5
+    pattern: str | None = None
+
+    def group_key(self, sample_id: str) -> int:
+        if self.pattern:
+            m = re.search(self.pattern, sample_id)
+            if m:
+                key = m.group(1) if m.groups() else m.group(0)
+                return int(key) if key.isdigit() else zlib.crc32(key.encode())
+        # crc32, not hash(): Python's str hash is salted per process.
+        return zlib.crc32(sample_id.encode())
+
+    def is_val(self, sample_id: str) -> bool:
+        return self.group_key(sample_id) % self.modulus == 0
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str
+    classes: ClassInfo
+    layout: str = "folder"
+    label_map: LabelMap | None = None
+    day_night: str = "none"
+    splits: tuple[str, ...] = ()
+    val_holdout: HoldoutRule | None = None
+    thermal: ThermalConfig = field(default_factory=ThermalConfig)
+    metric: MetricProtocol = field(default_factory=MetricProtocol)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.label_map is None:
+            object.__setattr__(self, "label_map", LabelMap(self.classes.num_classes))
+        if self.day_night not in DAY_NIGHT_RULES:
+            raise ValueError(f"{self.source}: day_night must be one of {DAY_NIGHT_RULES}, got {self.day_night!r}")
+
+    @property
+    def num_classes(self) -> int:
+        return self.classes.num_classes
+
+    def condition_of(self, sample_id: str) -> str | None:
+        """Day/night of a sample from its id (rules id_suffix, kaist_set); None otherwise."""
+        return condition_from_id(self.day_night, sample_id)
+
+    def with_thermal(self, **changes: Any) -> "DatasetConfig":
+        return replace(self, thermal=replace(self.thermal, **changes))
+
+
+def condition_from_id(rule: str, sample_id: str) -> str | None:
+    if rule == "id_suffix":  # MFNet: 01402D / 01189N (and the _flip copies 00101D_flip)
+        m = _MFNET_ID.match(sample_id)
+        return None if m is None else ("day" if m.group(1) == "D" else "night")
+    if rule == "kaist_set":  # KAIST: set00-02, 06-08 day; set03-05, 09-11 night
+        m = _KAIST_ID.match(sample_id)
+        if m is None:
+            return None
+        s = int(m.group(1))
+        return "day" if s in _KAIST_DAY_SETS else "night" if s in _KAIST_NIGHT_SETS else None
+    return None
+
+
+def _thermal_norm(data: Any, where: str) -> ThermalNormalization:
+    if data is None:
+        return ThermalNormalization()
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected a mapping like {{mode: fixed, low: 0, high: 255}}")
+    kwargs = dict(data)
+    if "percentiles" in kwargs:
+        kwargs["percentiles"] = tuple(float(p) for p in kwargs["percentiles"])
+    try:
+        return ThermalNormalization(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+
+
+def _resolution(value: Any, where: str) -> tuple[int, int] | None:
+    if value in (None, "native"):
+        return None
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(int(v) > 0 for v in value):
+        return int(value[0]), int(value[1])
+    raise ValueError(f"{where}: eval_resolution must be 'native' or [height, width], got {value!r}")
+
+
+def config_from_mapping(data: dict, source: str, default_name: str = "") -> DatasetConfig:
+    """A DatasetConfig from a parsed YAML mapping (a dataset yaml or a user's classes.yaml)."""
+    classes = ClassInfo.from_mapping(data, source=source)
+    k = classes.num_classes
+    try:
+        lm = data.get("label_map")
+        if lm is None:
+            # Plain classes.yaml: ids are stored as they are; ignore_index is the raw ignored value.
+            ignore = () if classes.ignore_index is None else (int(classes.ignore_index),)
+            label_map = LabelMap(k, ignore=ignore)
+        else:
+            label_map = LabelMap(k, ignore=tuple(int(v) for v in lm.get("ignore") or ()), offset=int(lm.get("offset", 0)))
+        th = data.get("thermal") or {}
+        thermal = ThermalConfig(
+            normalization=_thermal_norm(th.get("normalization"), f"{source}: thermal.normalization"),
+            source=str(th.get("source", "thermal")),
+            raw_normalization=_thermal_norm(
+                th.get("raw_normalization", {"mode": "percentile", "percentiles": [1, 99]}),
+                f"{source}: thermal.raw_normalization",
+            ),
+            inpaint_zeros=bool(th.get("inpaint_zeros", False)),
+            inpaint_radius=float(th.get("inpaint_radius", 10.0)),
+            inpaint_method=str(th.get("inpaint_method", "ns")),
+        )
+        m = data.get("metric") or {}
+        scored = m.get("classes_scored", "all")
+        if scored in (None, "all"):
+            scored_ids = None
+        else:
+            unknown = [n for n in scored if n not in classes.names]
+            if unknown:
+                raise ValueError(f"metric.classes_scored names unknown classes {unknown}")
+            scored_ids = tuple(classes.names.index(n) for n in scored)
+        metric = MetricProtocol(
+            nan_policy=str(m.get("nan_policy", "nanmean")),
+            classes_scored=scored_ids,
+            eval_resolution=_resolution(m.get("eval_resolution"), f"{source}: metric"),
+            conditions=tuple(str(c) for c in m.get("conditions") or ()),
+            reference=str(m.get("reference", "")),
+        )
+        vh = data.get("val_holdout")
+        holdout = None if vh is None else HoldoutRule(modulus=int(vh.get("modulus", 5)), pattern=vh.get("pattern"))
+        if holdout is not None and holdout.modulus < 2:
+            raise ValueError("val_holdout.modulus must be >= 2")
+        return DatasetConfig(
+            name=str(data.get("name") or default_name),
+            classes=classes,
+            layout=str(data.get("layout", "folder")),
+            label_map=label_map,
+            day_night=str(data.get("day_night", "none")),
+            splits=tuple(str(s) for s in data.get("splits") or ()),
+            val_holdout=holdout,
+            thermal=thermal,
+            metric=metric,
+            source=source,
+        )
+    except (TypeError, AttributeError, ValueError) as exc:
+        if str(exc).startswith(source):
+            raise
+        raise ValueError(f"{source}: {exc}") from exc
+
+
+def load_dataset_config(name_or_path: str | Path) -> DatasetConfig:
+    """Config of a built-in dataset (`mfnet`, `pst900`, `fmb`, `kp`) or of a YAML file."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        builtin = training_dir() / "datasets" / f"{name_or_path}.yaml"
+        if not builtin.is_file():
+            raise ValueError(
+                f"unknown dataset '{name_or_path}': use one of {builtin_dataset_names()} or a YAML file"
+            )
+        path = builtin
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping with a 'classes' list")
+    return config_from_mapping(data, source=str(path), default_name=path.stem)
