@@ -62,6 +62,7 @@ setup(
     entry_points={
         "console_scripts": [
             "taseg = taseg_ros.cli:main",
+            "taseg_node = taseg_ros.ros.node:main",
         ],
     },
 )

@@ -15,6 +15,11 @@ COMMANDS = {
     "info": ".info",
     "init": ".init",
     "weights": ".weights",
+    "train": ".train",
+    "eval": ".eval",
+    "score": ".score",
+    "predict": ".predict",
+    "bag": ".bag",
 }
 
 
@@ -30,7 +35,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may stand anywhere, also after options (argparse alone would
+    # refuse a positional list once an option has followed it).
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(item.startswith("-") or "=" not in item for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -1,0 +1,17 @@
+"""rosbag2 tools for your own RGB-T recordings (``taseg bag info|extract|eval|replay``).
+
+    io        open/read/write recordings (sqlite3, mcap) with ``rosbags``; BagError; Ctrl-C handling
+    pairs     RGB/thermal pairs made by the node's StampPairer; the node's real-time policy, simulated
+    info      is a recording usable: topics, rates, gaps, pairs and stamp offsets
+    extract   pairs -> the plain folder dataset (rgb/ thermal/ [labels/] classes.yaml splits)
+    labels    ground truth from a folder (files named by stamp) or a topic, matched by stamp
+    evaluate  scores, latency, drops, report and an output recording for RViz / Foxglove
+    replay    publish a recording to a running node over DDS, record and measure its outputs
+    fixtures  write realistic two-camera recordings (tests, demos)
+
+Nothing here imports torch or rclpy at import time.
+"""
+
+from taseg_ros.bag.io import BagError, BagWriter, open_bag, resolve_image_topics
+
+__all__ = ["BagError", "BagWriter", "open_bag", "resolve_image_topics"]

@@ -1,0 +1,267 @@
+"""Write realistic RGB-thermal rosbag2 recordings: for tests, demos and trying the bag tools.
+
+    from taseg_ros.bag.fixtures import synthetic_frames, msrs_frames, write_rgbt_bag
+    frames = synthetic_frames(40, height=48, width=64, seed=0)          # with known labels
+    rec = write_rgbt_bag(tmp / "run1", frames, storage="mcap", drop_rgb=[5], drop_thermal=[11, 12],
+                         compressed=True, label_topic="/labels")
+    rec.expected_pairs       # frames with both cameras present
+    rec.frames[3].rgb_stamp_ns, rec.frames[3].label
+
+What a recording looks like (the way two unsynchronised cameras and ``ros2 bag record`` behave):
+  - both cameras run at ``rate_hz``; the thermal camera's stamps sit ``thermal_offset_s`` after the
+    RGB camera's, and every stamp has Gaussian ``jitter_s`` (driver timing noise);
+  - each message is received (log time) after its stamp by a random delay in ``delay_s`` (transport,
+    driver), so the two streams interleave irregularly in the recording;
+  - frames listed in ``drop_rgb`` / ``drop_thermal`` are missing (dropped by the driver or the DDS);
+  - images are raw ``sensor_msgs/Image`` (rgb8/bgr8 colour, mono8/mono16 thermal) or, with
+    ``compressed``, ``sensor_msgs/CompressedImage`` on ``<topic>/compressed`` as image_transport
+    publishes them (JPEG colour, lossless PNG thermal, 16-bit PNG for mono16);
+  - an unrelated ``sensor_msgs/Imu`` topic at 5x the camera rate, as real recordings have;
+  - optionally ground-truth labels (mono8 class ids) on ``label_topic``, stamped like the RGB frame.
+Storage: sqlite3 (rosbag2's default before Jazzy) or mcap (the default since); message definitions
+of any ROS 2 distribution (``distro``: humble, jazzy, kilted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from taseg_ros.bag.io import (
+    COMPRESSED_IMAGE,
+    IMAGE,
+    BagWriter,
+    compressed_message,
+    default_typestore,
+    image_message,
+    make_header,
+)
+from taseg_ros.datasets.fixtures import FixtureFrame, synthetic_frame
+
+DEFAULT_RGB_TOPIC = "/camera/color/image_raw"
+DEFAULT_THERMAL_TOPIC = "/thermal/image_raw"
+IMU_TOPIC = "/imu/data"
+DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000
+
+__all__ = [
+    "DEFAULT_RGB_TOPIC",
+    "DEFAULT_THERMAL_TOPIC",
+    "FrameRecord",
+    "RecordedBag",
+    "msrs_frames",
+    "synthetic_frames",
+    "thermal_counts",
+    "write_rgbt_bag",
+]
+
+
+@dataclass
+class FrameRecord:
+    """One instant of the recording: what each camera wrote (None where the frame was dropped)."""
+
+    index: int
+    rgb_stamp_ns: int | None
+    thermal_stamp_ns: int | None
+    rgb_log_ns: int | None
+    thermal_log_ns: int | None
+    source: FixtureFrame
+
+    @property
+    def paired(self) -> bool:
+        return self.rgb_stamp_ns is not None and self.thermal_stamp_ns is not None
+
+    @property
+    def label(self) -> np.ndarray | None:
+        return self.source.label
+
+
+@dataclass
+class RecordedBag:
+    path: Path
+    storage: str
+    rgb_topic: str
+    thermal_topic: str
+    label_topic: str | None
+    rgb_type: str
+    thermal_type: str
+    rate_hz: float
+    frames: list[FrameRecord] = field(default_factory=list)
+
+    @property
+    def expected_pairs(self) -> int:
+        """Frames where both cameras are present (the pairs, for a slop above offset + jitter and
+        well below the frame period)."""
+        return sum(f.paired for f in self.frames)
+
+    @property
+    def paired_frames(self) -> list[FrameRecord]:
+        return [f for f in self.frames if f.paired]
+
+
+def synthetic_frames(
+    count: int, height: int = 48, width: int = 64, num_classes: int = 9, seed: int = 0
+) -> list[FixtureFrame]:
+    """Generated frames with known labels (a few rectangles of random classes; RGB and thermal depend
+    on the label, plus noise)."""
+    rng = np.random.default_rng(seed)
+    return [synthetic_frame(rng, height, width, num_classes) for _ in range(count)]
+
+
+def msrs_frames(root: str | Path, limit: int | None = None, size: tuple[int, int] | None = None) -> list[FixtureFrame]:
+    """Real aligned RGB-T pairs from an MSRS-style folder (``vi/`` RGB, ``ir/`` 8-bit thermal, same
+    names), sorted by name, optionally resized to ``size`` = (height, width). No labels."""
+    import cv2
+
+    from taseg_ros.datasets.io import read_rgb, read_thermal
+
+    root = Path(root)
+    names = sorted(p.name for p in (root / "vi").glob("*.png"))
+    if not names:
+        raise FileNotFoundError(f"no MSRS pairs in {root} (expected vi/*.png and ir/*.png)")
+    frames = []
+    for name in names[:limit]:
+        rgb = read_rgb(root / "vi" / name)
+        thermal = read_thermal(root / "ir" / name)
+        if thermal.dtype != np.uint8:
+            thermal = np.clip(thermal, 0, 255).astype(np.uint8)
+        if size is not None:
+            h, w = size
+            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+            thermal = cv2.resize(thermal, (w, h), interpolation=cv2.INTER_AREA)
+        frames.append(FixtureFrame(rgb=rgb, thermal=thermal))
+    return frames
+
+
+def thermal_counts(thermal8: np.ndarray) -> np.ndarray:
+    """8-bit thermal -> plausible 16-bit radiometric counts (a Boson-like 7000..14650 range)."""
+    return (7000 + 30 * thermal8.astype(np.uint16)).astype(np.uint16)
+
+
+def _imu_message(stamp_ns: int, rng: np.random.Generator):
+    ts = default_typestore()
+    header = make_header(stamp_ns, "imu_link")
+    vec = ts.types["geometry_msgs/msg/Vector3"]
+    quat = ts.types["geometry_msgs/msg/Quaternion"]
+    return ts.types["sensor_msgs/msg/Imu"](
+        header=header,
+        orientation=quat(x=0.0, y=0.0, z=0.0, w=1.0),
+        orientation_covariance=np.zeros(9),
+        angular_velocity=vec(x=float(rng.normal(0, 0.01)), y=float(rng.normal(0, 0.01)), z=float(rng.normal(0, 0.01))),
+        angular_velocity_covariance=np.zeros(9),
+        linear_acceleration=vec(x=float(rng.normal(0, 0.05)), y=float(rng.normal(0, 0.05)), z=9.81),
+        linear_acceleration_covariance=np.zeros(9),
+    )
+
+
+def write_rgbt_bag(
+    path: str | Path,
+    frames: Sequence[FixtureFrame],
+    *,
+    storage: str = "mcap",
+    rate_hz: float = 10.0,
+    thermal_offset_s: float = 0.006,
+    jitter_s: float = 0.002,
+    delay_s: tuple[float, float] = (0.004, 0.030),
+    drop_rgb: Sequence[int] = (),
+    drop_thermal: Sequence[int] = (),
+    compressed: bool | str = False,
+    rgb_encoding: str = "rgb8",
+    thermal_encoding: str = "mono8",
+    rgb_topic: str = DEFAULT_RGB_TOPIC,
+    thermal_topic: str = DEFAULT_THERMAL_TOPIC,
+    label_topic: str | None = None,
+    imu: bool = True,
+    distro: str = "kilted",
+    start_ns: int = DEFAULT_START_NS,
+    seed: int = 0,
+) -> RecordedBag:
+    """Write ``frames`` as a two-camera recording at ``path`` (a new rosbag2 folder); see the module
+    docstring for the timing model. ``compressed``: True (both), "rgb", "thermal" or False."""
+    if rgb_encoding not in ("rgb8", "bgr8"):
+        raise ValueError(f"rgb_encoding must be rgb8 or bgr8, got {rgb_encoding!r}")
+    if thermal_encoding not in ("mono8", "mono16"):
+        raise ValueError(f"thermal_encoding must be mono8 or mono16, got {thermal_encoding!r}")
+    if not 0 <= thermal_offset_s + 3 * jitter_s < 0.5 / rate_hz:
+        raise ValueError("thermal_offset_s + 3 * jitter_s must stay below half a frame period")
+    compress_rgb = compressed is True or compressed == "rgb"
+    compress_thermal = compressed is True or compressed == "thermal"
+    if compress_rgb:
+        rgb_topic = f"{rgb_topic}/compressed"
+    if compress_thermal:
+        thermal_topic = f"{thermal_topic}/compressed"
+    rng = np.random.default_rng(seed)
+    period_ns = int(round(1e9 / rate_hz))
+    offset_ns = int(round(thermal_offset_s * 1e9))
+    dropped_rgb, dropped_thermal = set(drop_rgb), set(drop_thermal)
+
+    def jitter() -> int:
+        return int(round(rng.normal(0.0, jitter_s) * 1e9))
+
+    def delay() -> int:
+        return int(round(rng.uniform(*delay_s) * 1e9))
+
+    # (log time, topic, msgtype, message); sorted by log time before writing, as a recorder would.
+    messages: list[tuple[int, int, str, str, object]] = []
+    records: list[FrameRecord] = []
+    for i, frame in enumerate(frames):
+        base = start_ns + i * period_ns
+        rgb_stamp = base + jitter()
+        thermal_stamp = base + offset_ns + jitter()
+        rgb_log = thermal_log = None
+        if i not in dropped_rgb:
+            rgb_log = rgb_stamp + delay()
+            image = frame.rgb if rgb_encoding == "rgb8" else np.ascontiguousarray(frame.rgb[:, :, ::-1])
+            if compress_rgb:
+                msg = compressed_message(rgb_stamp, "camera_color_optical_frame", frame.rgb, "rgb8", "jpeg")
+            else:
+                msg = image_message(rgb_stamp, "camera_color_optical_frame", image, rgb_encoding)
+            messages.append((rgb_log, len(messages), rgb_topic, COMPRESSED_IMAGE if compress_rgb else IMAGE, msg))
+            if label_topic is not None and frame.label is not None:
+                label_msg = image_message(
+                    rgb_stamp, "camera_color_optical_frame", frame.label.astype(np.uint8), "mono8"
+                )
+                messages.append((rgb_log + 50_000_000, len(messages), label_topic, IMAGE, label_msg))
+        if i not in dropped_thermal:
+            thermal_log = thermal_stamp + delay()
+            pixels = frame.thermal if thermal_encoding == "mono8" else thermal_counts(frame.thermal)
+            if compress_thermal:
+                msg = compressed_message(thermal_stamp, "thermal_optical_frame", pixels, thermal_encoding, "png")
+            else:
+                msg = image_message(thermal_stamp, "thermal_optical_frame", pixels, thermal_encoding)
+            messages.append(
+                (thermal_log, len(messages), thermal_topic, COMPRESSED_IMAGE if compress_thermal else IMAGE, msg)
+            )
+        records.append(
+            FrameRecord(
+                index=i,
+                rgb_stamp_ns=None if i in dropped_rgb else rgb_stamp,
+                thermal_stamp_ns=None if i in dropped_thermal else thermal_stamp,
+                rgb_log_ns=rgb_log,
+                thermal_log_ns=thermal_log,
+                source=frame,
+            )
+        )
+    if imu:
+        for k in range(len(frames) * 5):
+            stamp = start_ns + k * period_ns // 5
+            messages.append(
+                (stamp + 1_000_000, len(messages), IMU_TOPIC, "sensor_msgs/msg/Imu", _imu_message(stamp, rng))
+            )
+    messages.sort(key=lambda m: (m[0], m[1]))
+    with BagWriter(path, storage=storage, compress=False, distro=distro) as writer:
+        for log_ns, _, topic, msgtype, msg in messages:
+            writer.write(topic, msgtype, log_ns, msg)
+    return RecordedBag(
+        path=Path(path),
+        storage=storage,
+        rgb_topic=rgb_topic,
+        thermal_topic=thermal_topic,
+        label_topic=label_topic,
+        rgb_type=COMPRESSED_IMAGE if compress_rgb else IMAGE,
+        thermal_type=COMPRESSED_IMAGE if compress_thermal else IMAGE,
+        rate_hz=rate_hz,
+        frames=records,
+    )

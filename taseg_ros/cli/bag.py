@@ -1,0 +1,379 @@
+"""`taseg bag`: rosbag2 tools for your own RGB-T recordings (sqlite3 or mcap).
+
+info     topics, rates, gaps, and how many RGB/thermal pairs match (with the stamp offsets)
+extract  matched pairs -> the plain folder dataset (rgb/ thermal/ [labels/] classes.yaml splits)
+eval     run a checkpoint on every pair (or at the real rate), score against labels, time it,
+         write a report and an output recording with labels/colorized/overlay topics
+replay   publish the recording over DDS to a running taseg_node and record what it publishes
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EPILOG = """\
+examples:
+  taseg bag info run1
+  taseg bag extract run1 -o data/mine --hz 2
+  taseg bag eval run1 --checkpoint model.safetensors --labels data/mine -o eval_run1
+  taseg bag eval run1 --checkpoint model.safetensors --mode realtime --no-output-bag
+  taseg bag replay run1 --rate 1.0 -o run1_replay
+The RGB and thermal topics are guessed from the recording's image topics when not given
+(thermal: a name with thermal/lwir/ir/flir, or a 16-bit/float encoding).
+"""
+
+
+def _topics(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bag", metavar="BAG", help="rosbag2 folder (sqlite3 or mcap), or a bare .mcap / .db3 file")
+    p.add_argument("--rgb-topic", metavar="TOPIC", help="sensor_msgs/Image or CompressedImage topic of the RGB camera")
+    p.add_argument("--thermal-topic", metavar="TOPIC", help="... of the thermal camera")
+    p.add_argument(
+        "--slop",
+        type=float,
+        default=0.02,
+        metavar="S",
+        help="max stamp difference of a pair in seconds, as the node's `slop` parameter (default 0.02)",
+    )
+
+
+def _homography(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--thermal-homography",
+        type=float,
+        nargs=9,
+        metavar="H",
+        help="3x3 row-major homography thermal px -> RGB px (as the node's thermal_homography); "
+        "default: resize thermal to the RGB size when they differ",
+    )
+
+
+def _progress(total: int | None, unit: str):
+    """A tqdm bar on a terminal, nothing otherwise (logs, CI)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit=unit, disable=not sys.stderr.isatty(), file=sys.stderr, leave=False)
+    return bar, (lambda n: bar.update(n - bar.n))
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bag",
+        help="rosbag2 tools: info, extract, eval, replay",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="bag_command", metavar="ACTION", required=True)
+
+    info = sub.add_parser(
+        "info",
+        help="is this recording usable? topics, rates, pairs, stamp offsets",
+        description="Topics, rates, gaps and how many RGB/thermal pairs match at --slop. "
+        "Exit code 0 when pairs match, 1 when the recording is not usable as it is.",
+    )
+    _topics(info)
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.set_defaults(func=run_info)
+
+    ex = sub.add_parser(
+        "extract",
+        help="matched pairs -> plain folder dataset for labelling and training",
+        description="Write matched RGB/thermal pairs in the plain folder dataset format "
+        "(rgb/, thermal/, classes.yaml, train.txt, val.txt, frames.csv); file names are the RGB "
+        "stamps (<sec>_<nanosec>). Adds to an existing folder.",
+    )
+    _topics(ex)
+    ex.add_argument("-o", "--output", required=True, metavar="DIR", help="dataset folder (created or added to)")
+    rate = ex.add_mutually_exclusive_group()
+    rate.add_argument("--every", type=int, metavar="N", help="keep every N-th pair")
+    rate.add_argument("--hz", type=float, metavar="F", help="keep at most F pairs per second")
+    ex.add_argument(
+        "--classes",
+        metavar="NAME|YAML",
+        help="class list for classes.yaml (mfnet | pst900 | kp | fmb | a YAML); default: keep the "
+        "folder's classes.yaml, else mfnet's",
+    )
+    ex.add_argument("--label-topic", metavar="TOPIC", help="also write labels/ from this topic (class-id images)")
+    ex.add_argument("--prefix", default="", help="prefix of the file names, e.g. the run's name ('run1_')")
+    ex.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        metavar="F",
+        help="last fraction of the recording's pairs listed in val.txt (default 0.2; 0: none)",
+    )
+    ex.add_argument("--max-pairs", type=int, metavar="N", help="stop after writing N pairs")
+    _homography(ex)
+    ex.set_defaults(func=run_extract)
+
+    ev = sub.add_parser(
+        "eval",
+        help="run a checkpoint on the recording: scores, latency, drops, output bag",
+        description="Run a checkpoint on every matched pair (--mode offline) or at the recording's "
+        "rate with the node's newest-pair-wins policy (--mode realtime). Reports per-class IoU and "
+        "mIoU against labels matched by stamp, latency statistics and the share of pairs a "
+        "real-time node would drop; writes report.json, report.md, plots and an mcap recording "
+        "with the inputs plus <ns>/labels, colorized and overlay topics.",
+    )
+    _topics(ev)
+    ev.add_argument("--checkpoint", required=True, metavar="CKPT", help="TASeg checkpoint (.safetensors)")
+    ev.add_argument(
+        "--sam-checkpoint", metavar="PTH", help="official SAM weights the checkpoint refers to (default: models/)"
+    )
+    labels = ev.add_mutually_exclusive_group()
+    labels.add_argument(
+        "--labels",
+        metavar="DIR",
+        help="label PNGs named <sec>_<nanosec>.png (a dataset folder from `bag extract`, or its labels/)",
+    )
+    labels.add_argument("--label-topic", metavar="TOPIC", help="class-id label images recorded in the bag")
+    ev.add_argument(
+        "--label-tolerance",
+        type=float,
+        default=0.001,
+        metavar="S",
+        help="max difference between a label's stamp and the RGB stamp (default 0.001 s)",
+    )
+    ev.add_argument(
+        "--mode",
+        choices=("offline", "realtime"),
+        default="offline",
+        help="offline: every pair, as fast as possible (drops simulated); realtime: only the pairs a "
+        "live node would process (default offline)",
+    )
+    ev.add_argument("-o", "--output", metavar="DIR", help="report folder (default ./<bag name>_eval)")
+    out_bag = ev.add_mutually_exclusive_group()
+    out_bag.add_argument("--output-bag", metavar="PATH", help="output recording (default <output>/<bag name>_taseg)")
+    out_bag.add_argument("--no-output-bag", action="store_true", help="write the report only")
+    ev.add_argument("--force", action="store_true", help="replace an existing output recording")
+    ev.add_argument(
+        "--namespace", default="/taseg", help="namespace of the output topics (default /taseg, as the node's)"
+    )
+    ev.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
+    ev.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    ev.add_argument(
+        "--thermal-normalization",
+        default="auto",
+        choices=("auto", "fixed", "minmax", "percentile"),
+        help="as the node's parameter (default auto: 8-bit fixed 0..255, else percentiles)",
+    )
+    ev.add_argument("--thermal-range", type=float, nargs=2, default=(0.0, 255.0), metavar=("LOW", "HIGH"))
+    ev.add_argument("--thermal-percentiles", type=float, nargs=2, default=(1.0, 99.0), metavar=("LOW", "HIGH"))
+    _homography(ev)
+    ev.add_argument("--overlay-alpha", type=float, default=0.5)
+    ev.add_argument("--max-pairs", type=int, metavar="N", help="stop after N pairs")
+    ev.set_defaults(func=run_eval)
+
+    rp = sub.add_parser(
+        "replay",
+        help="publish the recording to a running taseg_node; record its outputs",
+        description="Publish the RGB and thermal topics over DDS at --rate to a running taseg_node, "
+        "record what the node publishes (labels, colorized, overlay, class_info, diagnostics) into an "
+        "output recording, and report end-to-end latency and dropped pairs.",
+    )
+    _topics(rp)
+    rp.add_argument("--rate", type=float, default=1.0, help="playback speed (1.0 = as recorded)")
+    rp.add_argument(
+        "--node",
+        default="/taseg",
+        metavar="NAME",
+        help="fully qualified name of the node whose outputs are recorded (default /taseg)",
+    )
+    rp.add_argument("--publish-rgb-topic", metavar="TOPIC", help="publish RGB here (default: the recorded topic name)")
+    rp.add_argument(
+        "--publish-thermal-topic", metavar="TOPIC", help="publish thermal here (default: the recorded name)"
+    )
+    rp.add_argument("-o", "--output-bag", metavar="PATH", help="output recording (default ./<bag name>_replay)")
+    rp.add_argument("--no-output-bag", action="store_true", help="measure only")
+    rp.add_argument("--report", metavar="DIR", help="also write replay.json there")
+    rp.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="how long to wait for the node's subscriptions and publishers (default 30 s)",
+    )
+    rp.add_argument(
+        "--drain",
+        type=float,
+        default=3.0,
+        metavar="S",
+        help="after the last message, wait this long without new outputs before stopping (default 3 s)",
+    )
+    rp.add_argument(
+        "--keep-stamps",
+        action="store_true",
+        help="publish the recorded header stamps; default: shift them to now (as a live camera)",
+    )
+    rp.add_argument("--max-pairs", type=int, metavar="N", help="stop publishing after the frames of N pairs")
+    rp.add_argument("--json", action="store_true", help="print the report as JSON")
+    rp.set_defaults(func=run_replay)
+
+
+def _homography_array(values):
+    if values is None:
+        return None
+    import numpy as np
+
+    return np.asarray(values, dtype=np.float64).reshape(3, 3)
+
+
+def run_info(args) -> int:
+    import json
+
+    from taseg_ros.bag.info import format_info, inspect_bag
+
+    info = inspect_bag(args.bag, args.rgb_topic, args.thermal_topic, args.slop)
+    print(json.dumps(info.to_dict(), indent=2) if args.json else format_info(info))
+    return 0 if info.usable else 1
+
+
+def run_extract(args) -> int:
+    from taseg_ros.bag.extract import extract_pairs, format_extract
+    from taseg_ros.bag.io import stop_on_sigint
+
+    bar, update = _progress(None, "pair")
+    with stop_on_sigint() as stop, bar:
+        result = extract_pairs(
+            args.bag,
+            args.output,
+            rgb_topic=args.rgb_topic,
+            thermal_topic=args.thermal_topic,
+            slop_s=args.slop,
+            every=args.every,
+            hz=args.hz,
+            classes=args.classes,
+            label_topic=args.label_topic,
+            prefix=args.prefix,
+            val_fraction=args.val_fraction,
+            homography=_homography_array(args.thermal_homography),
+            max_pairs=args.max_pairs,
+            stop=lambda: bool(stop),
+            on_pair=update,
+        )
+    print(format_extract(result))
+    return 130 if result.interrupted else 0
+
+
+def _prepare_output_bag(path, force: bool):
+    import shutil
+    from pathlib import Path
+
+    from taseg_ros.bag.io import BagError
+
+    path = Path(path)
+    if path.exists():
+        is_recording = (
+            path.is_dir()
+            and (path / "metadata.yaml").is_file()
+            and all(p.name == "metadata.yaml" or p.suffix in (".mcap", ".db3") for p in path.iterdir())
+        )
+        if not force:
+            raise BagError(f"output recording exists: {path}; pass --force to replace it or choose --output-bag")
+        if not is_recording:
+            raise BagError(f"{path} exists and is not a rosbag2 recording; not replacing it")
+        shutil.rmtree(path)
+    return path
+
+
+def run_eval(args) -> int:
+    import warnings
+    from pathlib import Path
+
+    from taseg_ros.bag.evaluate import evaluate_bag, format_summary, write_eval_report
+    from taseg_ros.bag.io import stop_on_sigint
+    from taseg_ros.inference import Segmenter
+    from taseg_ros.preprocessing import ThermalNormalization
+
+    bag_name = Path(args.bag).resolve().name.removesuffix(".mcap").removesuffix(".db3")
+    out_dir = Path(args.output or f"{bag_name}_eval")
+    output_bag = None
+    if not args.no_output_bag:
+        output_bag = _prepare_output_bag(args.output_bag or out_dir / f"{bag_name}_taseg", args.force)
+    norm = ThermalNormalization(
+        args.thermal_normalization, args.thermal_range[0], args.thermal_range[1], tuple(args.thermal_percentiles)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # model-building noise; checkpoint problems raise
+        segmenter = Segmenter.from_checkpoint(
+            args.checkpoint, sam_checkpoint=args.sam_checkpoint, device=args.device, precision=args.precision
+        )
+    bar, update = _progress(None, "pair")
+    with stop_on_sigint() as stop, bar:
+        result = evaluate_bag(
+            args.bag,
+            segmenter,
+            checkpoint_name=str(args.checkpoint),
+            rgb_topic=args.rgb_topic,
+            thermal_topic=args.thermal_topic,
+            slop_s=args.slop,
+            mode=args.mode,
+            labels_dir=args.labels,
+            label_topic=args.label_topic,
+            label_tolerance_s=args.label_tolerance,
+            output_bag=output_bag,
+            output_namespace=args.namespace,
+            thermal_norm=norm,
+            homography=_homography_array(args.thermal_homography),
+            overlay_alpha=args.overlay_alpha,
+            max_pairs=args.max_pairs,
+            stop=lambda: bool(stop),
+            on_pair=update,
+        )
+    files = write_eval_report(result, out_dir)
+    print(format_summary(result))
+    print(f"  report: {files['markdown']} (+ report.json, plots)")
+    return 130 if result.interrupted else 0
+
+
+def run_replay(args) -> int:
+    import json
+    from pathlib import Path
+
+    from taseg_ros.bag.replay import format_replay, replay_bag
+
+    bag_name = Path(args.bag).resolve().name.removesuffix(".mcap").removesuffix(".db3")
+    output_bag = None
+    if not args.no_output_bag:
+        output_bag = _prepare_output_bag(args.output_bag or f"{bag_name}_replay", False)
+    result = replay_bag(
+        args.bag,
+        rgb_topic=args.rgb_topic,
+        thermal_topic=args.thermal_topic,
+        slop_s=args.slop,
+        rate=args.rate,
+        node=args.node,
+        publish_rgb_topic=args.publish_rgb_topic,
+        publish_thermal_topic=args.publish_thermal_topic,
+        output_bag=output_bag,
+        wait_s=args.wait,
+        drain_s=args.drain,
+        restamp=not args.keep_stamps,
+        max_pairs=args.max_pairs,
+        handle_sigint=True,
+    )
+    if args.report:
+        Path(args.report).mkdir(parents=True, exist_ok=True)
+        (Path(args.report) / "replay.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_replay(result))
+    return 130 if result.interrupted else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m taseg_ros.cli.bag ...` (the same as `taseg bag ...`)."""
+    parser = argparse.ArgumentParser(prog="taseg")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["bag", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"taseg bag: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
