@@ -55,7 +55,7 @@ setup(
     ],
     extras_require={
         "ros": ROS_WHEELS,
-        "test": ["pytest", "pytest-timeout"],
+        "test": ["pytest", "pytest-timeout", "colcon-common-extensions"],
     },
     tests_require=["pytest"],
     zip_safe=True,

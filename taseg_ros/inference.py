@@ -96,7 +96,8 @@ class Segmenter:
                 raise ValueError(f"frame {i}: all frames of a batch must have one size, got {rgb.shape[:2]} and {(height, width)}")
             if thermal.shape[:2] != rgb.shape[:2]:
                 raise ValueError(f"frame {i}: thermal {thermal.shape[:2]} is not on the RGB grid {rgb.shape[:2]}; register/resize it first")
-            rgb_batch.append(torch.from_numpy(np.ascontiguousarray(rgb)))
+            # Frames straight from a message buffer are read-only; torch wants writable memory.
+            rgb_batch.append(torch.from_numpy(np.ascontiguousarray(rgb) if rgb.flags.writeable else rgb.copy()))
             thermal_batch.append(torch.from_numpy(normalize_thermal(thermal, thermal_norm)))
         rgb_t = torch.stack(rgb_batch).to(self.device).permute(0, 3, 1, 2).float()
         thermal_t = torch.stack(thermal_batch).to(self.device).unsqueeze(1)

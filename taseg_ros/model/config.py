@@ -133,10 +133,12 @@ _SAM_DECODER = DecoderConfig()
 MODEL_CONFIGS: dict[str, TASegConfig] = {
     # A few-MB model with SAM's structure (windowed + global blocks, full decoder) for tests,
     # the offline demo and CPU smoke checks. Random frozen weights: there is no "tiny SAM".
+    # The decoder keeps 128 channels (SAM: 256) so that the per-pixel mask embedding e_M has
+    # 16 channels: with 8, random frozen weights lose small objects before the head sees them.
     "tiny": TASegConfig(
         name="tiny",
-        encoder=EncoderConfig(embed_dim=64, depth=4, num_heads=2, global_attn_indexes=(1, 3), window_size=7, out_chans=64),
-        decoder=DecoderConfig(transformer_dim=64, depth=2, mlp_dim=128, num_heads=4, iou_head_hidden_dim=64),
+        encoder=EncoderConfig(embed_dim=64, depth=4, num_heads=2, global_attn_indexes=(1, 3), window_size=7, out_chans=128),
+        decoder=DecoderConfig(transformer_dim=128, depth=2, mlp_dim=256, num_heads=8, iou_head_hidden_dim=64),
         dffm_hidden=32,
         text_attn_dim=64,
         clip_model="taseg-tiny-text",

@@ -57,16 +57,26 @@ class SamParts(nn.Module):
         )
 
 
-def randomize_zero_initialised(parts: SamParts, generator: torch.Generator) -> None:
-    """SAM initialises its position embeddings to zero (the checkpoint fills them). For a
-    model with random frozen weights, give them small random values so that position
-    matters, as it does in a trained SAM."""
+def init_random_frozen_weights(parts: SamParts, generator: torch.Generator) -> None:
+    """Make random frozen weights a usable stand-in for a trained SAM (tiny config, demos).
+
+    - SAM initialises its position embeddings to zero (the checkpoint fills them); give them
+      small random values so that position matters, as it does in a trained SAM.
+    - A trained SAM's mask upscaler (two 2x2 stride-2 transposed convolutions) gives the
+      same embedding for the same content at every sub-pixel phase. Random kernels give four
+      unrelated maps per layer, sixteen after two, which scrambles the per-pixel mask
+      embedding e_M that the head reads. Random stand-ins therefore share one kernel over
+      the 2x2 positions (nearest-neighbour upsampling followed by a random 1x1 map).
+    """
     enc = parts.image_encoder
     with torch.no_grad():
         enc.pos_embed.copy_(torch.randn(enc.pos_embed.shape, generator=generator) * 0.02)
         for blk in enc.blocks:
             for p in (blk.attn.rel_pos_h, blk.attn.rel_pos_w):
                 p.copy_(torch.randn(p.shape, generator=generator) * 0.02)
+        for layer in parts.mask_decoder.output_upscaling:
+            if isinstance(layer, nn.ConvTranspose2d):
+                layer.weight.copy_(layer.weight[:, :, :1, :1].expand_as(layer.weight))
 
 
 # `Sam` keeps its normalisation constants as buffers; they are not part of the three modules.

@@ -14,7 +14,7 @@ from taseg_ros.classes import ClassInfo
 from taseg_ros.model.config import TASegConfig
 from taseg_ros.model.decoder import TextAwareMaskDecoder
 from taseg_ros.model.encoder import RGBTImageEncoder
-from taseg_ros.model.sam_parts import SamParts, load_sam_weights, randomize_zero_initialised
+from taseg_ros.model.sam_parts import SamParts, load_sam_weights, init_random_frozen_weights
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def build_model(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             sam = SamParts(cfg)
-        randomize_zero_initialised(sam, generator)
+        init_random_frozen_weights(sam, generator)
         source = FrozenSource("random", seed=seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)

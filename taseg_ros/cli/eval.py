@@ -1,0 +1,77 @@
+"""`taseg eval`: score a checkpoint on a dataset split with the dataset's protocol."""
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="score a checkpoint on a dataset split",
+        description="Predict every image of a split and score it with the dataset's protocol: one confusion "
+        "matrix over the split, per-class IoU/accuracy, mIoU/mAcc with both NaN conventions, day and night "
+        "from their own matrices. Writes metrics.json, metrics.md and plots.",
+    )
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data-root", required=True, metavar="DIR")
+    p.add_argument("--dataset", help="mfnet | pst900 | fmb | kp | folder | dataset YAML (default: the one the checkpoint was trained on)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", metavar="DIR", help="report folder (default: eval_<split> beside the checkpoint)")
+    p.add_argument("--save-predictions", nargs="*", choices=("ids", "colour", "overlay"), metavar="KIND",
+                   help="also write prediction PNGs: ids, colour, overlay (all three when given alone)")
+    p.add_argument("--blank-thermal", action="store_true", help="ablation: zero the thermal input")
+    p.add_argument("--sam-checkpoint", help="official SAM weights (default: models/<name>)")
+    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.set_defaults(func=run)
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from taseg_ros.datasets import build_dataset
+    from taseg_ros.datasets.transforms import eval_transform
+    from taseg_ros.evaluation.report import format_table, write_report
+    from taseg_ros.evaluation.run import PredictionWriter, evaluate
+    from taseg_ros.inference import PRECISIONS, Segmenter
+    from taseg_ros.model.checkpoint import describe_checkpoint
+
+    _, _, metadata = describe_checkpoint(args.checkpoint)
+    dataset_name = args.dataset or metadata.get("dataset")
+    if not dataset_name:
+        raise ValueError(f"{args.checkpoint} does not record its dataset; pass --dataset")
+    seg = Segmenter.from_checkpoint(args.checkpoint, sam_checkpoint=args.sam_checkpoint, device=args.device, precision=args.precision)
+    probe = build_dataset(dataset_name, args.data_root, args.split)
+    resolution = probe.config.metric.eval_resolution
+    dataset = build_dataset(dataset_name, args.data_root, args.split, transform=eval_transform(resolution)) if resolution else probe
+    if tuple(dataset.class_info.names) != tuple(seg.class_info.names):
+        raise ValueError(
+            f"{args.checkpoint} predicts {list(seg.class_info.names)}, the dataset has {list(dataset.class_info.names)}"
+        )
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{args.split}"
+    writer = None
+    if args.save_predictions is not None:
+        kinds = args.save_predictions or PredictionWriter.KINDS
+        writer = PredictionWriter(out / "predictions", dataset.class_info.palette, kinds)
+    evaluator = evaluate(
+        seg.model, dataset, device=seg.device, dtype=PRECISIONS[args.precision] if seg.device.type == "cuda" else torch.float32,
+        blank_thermal=args.blank_thermal, on_prediction=writer, progress=True,
+    )
+    result = evaluator.result()
+    files = write_report(result, out)
+    title = f"{Path(args.checkpoint).name} on {dataset.config.name} {args.split}"
+    if args.blank_thermal:
+        title += " (thermal blanked)"
+    print(title)
+    print(format_table(result))
+    print(f"report: {files['json']}, {files['markdown']}, {files['iou_bars'].name}, {files['confusion'].name}")
+    return 0

@@ -1,0 +1,96 @@
+"""`taseg predict`: segment single RGB-T image pairs or folders of them."""
+from __future__ import annotations
+
+import argparse
+
+
+def thermal_norm_arg(text: str):
+    """auto | minmax | fixed:LOW:HIGH | percentile:P_LOW:P_HIGH"""
+    from taseg_ros.preprocessing import ThermalNormalization
+
+    mode, *values = text.split(":")
+    try:
+        numbers = [float(v) for v in values]
+        if mode == "fixed" and len(numbers) == 2:
+            return ThermalNormalization("fixed", low=numbers[0], high=numbers[1])
+        if mode == "percentile" and len(numbers) == 2:
+            return ThermalNormalization("percentile", percentiles=(numbers[0], numbers[1]))
+        if mode in ("auto", "minmax") and not numbers:
+            return ThermalNormalization(mode)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    raise argparse.ArgumentTypeError(f"expected auto, minmax, fixed:LOW:HIGH or percentile:P1:P2, got {text!r}")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="segment RGB-T images (files or folders)",
+        description="Segment one RGB + thermal pair, or two folders of pairs matched by file stem. Without "
+        "--thermal, RGB files must be 4-channel PNGs with thermal in the alpha channel (MFNet). Writes "
+        "ids/ (class-id PNGs), colour/ and overlay/ into the output folder.",
+    )
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--rgb", required=True, help="RGB image or folder")
+    p.add_argument("--thermal", help="thermal image or folder (8/16-bit PNG, float TIFF)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--thermal-norm", type=thermal_norm_arg, default=None, metavar="MODE",
+                   help="auto (default: 8-bit fixed 0..255, else percentile 1..99), minmax, fixed:LOW:HIGH, percentile:P1:P2")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the labels (default 0.5)")
+    p.add_argument("--sam-checkpoint")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.set_defaults(func=run)
+
+
+def _pairs(rgb_arg: str, thermal_arg: str | None):
+    from pathlib import Path
+
+    from taseg_ros.datasets.io import index_by_stem
+
+    rgb_path = Path(rgb_arg)
+    if rgb_path.is_dir():
+        rgb_files = index_by_stem(rgb_path)
+        if not rgb_files:
+            raise ValueError(f"{rgb_path}: no images")
+        if thermal_arg is None:
+            return [(stem, f, None) for stem, f in sorted(rgb_files.items())]
+        thermal_files = index_by_stem(Path(thermal_arg))
+        missing = sorted(set(rgb_files) - set(thermal_files))
+        if missing:
+            raise FileNotFoundError(f"{thermal_arg}: no thermal image for {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+        return [(stem, f, thermal_files[stem]) for stem, f in sorted(rgb_files.items())]
+    if not rgb_path.is_file():
+        raise FileNotFoundError(f"RGB image not found: {rgb_path}")
+    return [(rgb_path.stem, rgb_path, Path(thermal_arg) if thermal_arg else None)]
+
+
+def run(args) -> int:
+    import sys
+
+    import cv2
+
+    from taseg_ros.datasets.io import read_image, read_thermal, to_rgb8
+    from taseg_ros.evaluation.run import PredictionWriter
+    from taseg_ros.inference import Segmenter
+    from taseg_ros.preprocessing import resize_thermal_to
+
+    pairs = _pairs(args.rgb, args.thermal)
+    seg = Segmenter.from_checkpoint(args.checkpoint, sam_checkpoint=args.sam_checkpoint, device=args.device, precision=args.precision)
+    writer = PredictionWriter(args.output, seg.class_info.palette, alpha=args.alpha)
+    for stem, rgb_file, thermal_file in pairs:
+        image = read_image(rgb_file)
+        if thermal_file is None:
+            if image.ndim != 3 or image.shape[2] != 4:
+                raise ValueError(f"{rgb_file}: no --thermal given and the image has no alpha channel to read thermal from")
+            thermal = image[:, :, 3]
+        else:
+            thermal = read_thermal(thermal_file)
+        rgb = to_rgb8(image, rgb_file)
+        if thermal.shape[:2] != rgb.shape[:2]:
+            print(f"warning: {thermal_file} is {thermal.shape[1]}x{thermal.shape[0]}, RGB is {rgb.shape[1]}x{rgb.shape[0]}; resizing thermal", file=sys.stderr)
+            thermal = resize_thermal_to(thermal, rgb.shape[:2])
+        pred = seg.predict(rgb, thermal, args.thermal_norm)
+        writer({"id": stem, "rgb": rgb}, pred.labels)
+    print(f"wrote {len(pairs)} prediction(s) to {args.output} (ids/, colour/, overlay/)")
+    return 0

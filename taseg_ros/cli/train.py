@@ -1,0 +1,39 @@
+"""`taseg train RECIPE [section.key=value ...]`: fine-tune TASeg (torchrun for several GPUs)."""
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train TASeg from a recipe",
+        description="Train from a recipe YAML (training/recipes/*.yaml or a path) with key=value overrides, "
+        "e.g. `taseg train mfnet data.root=/data/MFNet train.steps=20000`. Several GPUs or machines: "
+        "`torchrun --nproc-per-node 4 -m taseg_ros.cli train ...`.",
+    )
+    p.add_argument("recipe", help="recipe name (training/recipes/<name>.yaml) or YAML path")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="recipe overrides")
+    p.add_argument("--data-root", help="shorthand for data.root=DIR")
+    p.add_argument("--output", help="shorthand for train.output=DIR")
+    p.add_argument("--resume", action="store_true", help="continue the run in the output folder from its last state")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still written)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from taseg_ros.train.loop import train
+    from taseg_ros.train.recipe import load_recipe
+
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides.append(f"data.root={args.data_root}")
+    if args.output:
+        overrides.append(f"train.output={args.output}")
+    recipe = load_recipe(args.recipe, overrides)
+    if not recipe.data.root:
+        raise ValueError("no dataset folder: set data.root in the recipe or pass --data-root DIR")
+    summary = train(recipe, resume=args.resume, progress=not args.no_progress)
+    print(
+        f"done: {summary['steps']} steps, best val mIoU {100 * summary['best_val_miou']:.2f} at step "
+        f"{summary['best_step']}; checkpoints in {summary['output']} (best.safetensors, last.safetensors)"
+    )
+    return 0

@@ -1,0 +1,89 @@
+"""Running a model over a dataset split: predictions and the split's scores.
+
+One implementation for `taseg eval`, validation during training and the demo."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from taseg_ros.evaluation.metrics import SegmentationEvaluator
+from taseg_ros.model.inputs import normalize_and_pad, plan_geometry, restore_logits
+
+
+@torch.no_grad()
+def predict_labels(model, rgb: np.ndarray, thermal: np.ndarray, device, dtype=torch.float32) -> np.ndarray:
+    """Labels (H, W) uint8 for one frame; `thermal` already normalised to [0, 1]."""
+    h, w = rgb.shape[:2]
+    geometry = plan_geometry(h, w, model.cfg)
+    rgb_t = torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(2, 0, 1)[None].float()
+    thermal_t = torch.from_numpy(np.ascontiguousarray(thermal)).to(device)[None, None].float()
+    with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32):
+        logits = model(*normalize_and_pad(rgb_t, thermal_t, model.cfg, geometry))
+    return restore_logits(logits.float(), geometry).argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+
+
+def evaluate(
+    model,
+    dataset,
+    *,
+    device="cpu",
+    dtype=torch.float32,
+    indices: Iterable[int] | None = None,
+    blank_thermal: bool = False,
+    on_prediction: Callable[[dict, np.ndarray], None] | None = None,
+    progress: bool = False,
+) -> SegmentationEvaluator:
+    """Predict every sample (or `indices`) of a labelled dataset and accumulate its
+    confusion matrices (overall and per day/night condition)."""
+    config = dataset.config
+    evaluator = SegmentationEvaluator(config.classes.names, config.metric, config.name)
+    was_training = model.training
+    model.eval()
+    indices = list(range(len(dataset))) if indices is None else list(indices)
+    if progress:
+        from tqdm import tqdm
+
+        indices = tqdm(indices, desc="eval", dynamic_ncols=True)
+    for index in indices:
+        sample = dataset[index]
+        if sample["label"] is None:
+            raise ValueError(f"{config.name} sample '{sample['id']}' has no label file; cannot score it")
+        thermal = np.zeros_like(sample["thermal"]) if blank_thermal else sample["thermal"]
+        labels = predict_labels(model, sample["rgb"], thermal, device, dtype)
+        evaluator.update(sample["label"], labels, condition=sample["condition"], source=sample["id"])
+        if on_prediction is not None:
+            on_prediction(sample, labels)
+    model.train(was_training)
+    return evaluator
+
+
+class PredictionWriter:
+    """Writes prediction PNGs: class ids, palette colours and an overlay on the RGB frame."""
+
+    KINDS = ("ids", "colour", "overlay")
+
+    def __init__(self, out_dir: str | Path, palette: np.ndarray, kinds=KINDS, alpha: float = 0.5) -> None:
+        unknown = set(kinds) - set(self.KINDS)
+        if unknown:
+            raise ValueError(f"unknown prediction kinds {sorted(unknown)}; choose from {self.KINDS}")
+        self.out_dir, self.palette, self.kinds, self.alpha = Path(out_dir), palette, tuple(kinds), alpha
+        for kind in self.kinds:
+            (self.out_dir / kind).mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, sample: dict, labels: np.ndarray) -> None:
+        import cv2
+
+        from taseg_ros.preprocessing import colorize, overlay
+
+        name = f"{sample['id']}.png"
+        colour = colorize(labels, self.palette)
+        if "ids" in self.kinds:
+            cv2.imwrite(str(self.out_dir / "ids" / name), labels)
+        if "colour" in self.kinds:
+            cv2.imwrite(str(self.out_dir / "colour" / name), cv2.cvtColor(colour, cv2.COLOR_RGB2BGR))
+        if "overlay" in self.kinds:
+            blend = overlay(sample["rgb"], colour, self.alpha)
+            cv2.imwrite(str(self.out_dir / "overlay" / name), cv2.cvtColor(blend, cv2.COLOR_RGB2BGR))

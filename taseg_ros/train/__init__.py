@@ -1,0 +1,1 @@
+"""Training: recipes (YAML), the CE + Dice loss, and the training loop (`taseg train`)."""
