@@ -169,24 +169,23 @@ def test_resume_without_state_is_a_clear_error(street, tmp_path, capsys):
 @pytest.mark.slow
 def test_thermal_branch_learns_what_rgb_cannot_see_at_night(tmp_path):
     """Procedural streets: at night cars and people are nearly invisible in RGB but warm in
-    thermal. The same tiny model trained with and without thermal; scored on night frames."""
-    root = write_street_dataset(tmp_path / "street", num_train=48, num_val=8, num_test=24, height=128, width=160, seed=2)
-    scores = {}
+    thermal. The same tiny model trained with and without thermal; scored on night frames.
+    (Measured when written: night mIoU 0.54 vs 0.39, night car IoU 0.39 vs 0.00.)"""
+    from taseg_ros.datasets import build_dataset
+    from taseg_ros.demo.scenes import CAR
+    from taseg_ros.evaluation.run import evaluate
+    from taseg_ros.model.checkpoint import load_checkpoint
+
+    root = write_street_dataset(tmp_path / "street", num_train=48, num_val=8, num_test=24, height=160, width=224, seed=2)
+    night = {}
     for name, blank in (("thermal", False), ("blank", True)):
         out = tmp_path / name
         assert main(["train", "demo_tiny", f"--data-root={root}", f"--output={out}", "--no-progress",
-                     "data.crop=[128,160]", "train.steps=250", "train.val_every=250", f"data.blank_thermal={str(blank).lower()}"]) == 0
-        from taseg_ros.datasets import build_dataset
-        from taseg_ros.evaluation.run import evaluate
-        from taseg_ros.model.checkpoint import load_checkpoint
-
+                     "data.crop=[160,224]", "train.steps=300", "train.val_every=300", f"data.blank_thermal={str(blank).lower()}"]) == 0
         model = load_checkpoint(out / "last.safetensors")
-        result = evaluate(model, build_dataset("folder", root, "test"), blank_thermal=blank).result()
-        scores[name] = result.by_condition["night"]
-    thermal_night, blank_night = scores["thermal"].miou, scores["blank"].miou
-    assert thermal_night > blank_night + 0.10, (thermal_night, blank_night)
-    car, person = 2, 3
-    assert scores["thermal"].iou[person] > scores["blank"].iou[person] + 0.15
+        night[name] = evaluate(model, build_dataset("folder", root, "test"), blank_thermal=blank).result().by_condition["night"]
+    assert night["thermal"].miou > night["blank"].miou + 0.10, (night["thermal"].miou, night["blank"].miou)
+    assert night["thermal"].iou[CAR] > night["blank"].iou[CAR] + 0.20, (night["thermal"].iou, night["blank"].iou)
 
 
 @pytest.mark.slow

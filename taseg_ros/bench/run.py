@@ -1,0 +1,514 @@
+"""`taseg bench`: every figure measured in one process, in interleaved rounds (see timing.py).
+
+Per resolution mode (SAM's 1024 padding, native), one set of rounds times together:
+  - predict: `Segmenter.predict` on a 640x480 uint8 RGB + uint16 thermal pair (the API a
+    user calls: thermal normalisation, padding, forward, logits back to the frame, argmax);
+  - plain_encoder: segment_anything's ImageEncoderViT of the same size with the same frozen
+    weights, on the same padded input, in the same precision;
+  - matmul: a square dense matmul in the model's precision (this machine's attainable FLOP/s);
+  - on CUDA also: the forward alone (CUDA-event stage timing), other precisions, a batch;
+  - with --compile: predict through a torch.compile'd copy of the model.
+Stage times come from module hooks inside the timed forward passes (wall clock on the CPU,
+CUDA events on the GPU), so they add up to the forward they were taken from. Ratios are
+taken per round (both sides measured seconds apart) and summarised by their median. Every
+timed call runs in one long-lived worker thread (see _Worker).
+"""
+from __future__ import annotations
+
+import copy
+import ctypes
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from taseg_ros.bench.memory import measure_peak, model_bytes, process_peak_rss_bytes
+from taseg_ros.bench.models import (
+    STAGES,
+    attach_stage_clock,
+    build_random_model,
+    count_flops,
+    derive_stages,
+    plain_encoder_forward,
+    plain_sam_encoder,
+)
+from taseg_ros.bench.timing import (
+    StageClock,
+    auto_repeats,
+    device_synchronizer,
+    run_rounds,
+    summarize,
+    summarize_ratio,
+)
+from taseg_ros.classes import load_classes
+from taseg_ros.inference import PRECISIONS, Segmenter
+from taseg_ros.model.config import RESOLUTION_MODES, TASegConfig, get_config
+from taseg_ros.model.inputs import normalize_and_pad, plan_geometry
+from taseg_ros.preprocessing import normalize_thermal
+
+PAPER_VIT_H_FPS = 4.65  # TASeg paper: ViT-H at 640x480 on an RTX 3090
+WEIGHTS_NOTE = (
+    "RANDOM frozen weights and random text embeddings (seeded): timings are those of the real "
+    "architecture, outputs are meaningless. No SAM or CLIP file is needed or used."
+)
+
+
+@dataclass
+class BenchOptions:
+    config: str = "tiny"
+    height: int = 480
+    width: int = 640
+    device: str = "cpu"
+    precision: str = "fp32"
+    resolutions: tuple[str, ...] = ("sam1024", "native")
+    warmup: int = 1  # untimed rounds before the timed ones
+    repeats: int | None = None  # timed rounds; None: as many as fit in budget_s (3..50)
+    budget_s: float = 30.0  # seconds of timed rounds per resolution mode when repeats is None
+    batch: int | None = None  # throughput batch; None: 1 on the CPU, 8 on CUDA
+    compile: bool = False
+    node: bool = True
+    node_frames: int | None = None  # None: as many as fit in budget_s (3..50)
+    vit_h: bool = True  # on CUDA, also time ViT-H (the paper's model) when the config is another
+    matmul_size: int | None = None  # None: 2048 on the CPU, 8192 on CUDA
+    seed: int = 0
+    classes: str = "mfnet"
+    quick: bool = False  # smoke run: 1 warm-up, 3 rounds, 3 node frames, small matmul, no ViT-H
+
+    def __post_init__(self) -> None:
+        if self.quick:
+            self.warmup = min(self.warmup, 1)
+            self.repeats = self.repeats or 3
+            self.node_frames = self.node_frames or 3
+            self.matmul_size = self.matmul_size or 512
+            self.vit_h = False
+        if self.height < 1 or self.width < 1:
+            raise ValueError(f"frame size must be positive, got {self.width}x{self.height}")
+        if self.warmup < 0 or (self.repeats is not None and self.repeats < 1):
+            raise ValueError("--warmup must be >= 0 and --repeats >= 1")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision '{self.precision}' is not one of {sorted(PRECISIONS)}")
+        unknown = [r for r in self.resolutions if r not in RESOLUTION_MODES]
+        if unknown or not self.resolutions:
+            raise ValueError(f"resolution modes must be among {RESOLUTION_MODES}, got {list(self.resolutions)}")
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _trim_heap() -> None:
+    # Hand freed heap pages back to the OS before a resident-set measurement, so a later,
+    # smaller working set is not hidden in pages an earlier step left mapped (glibc only).
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _frames(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    thermal = rng.integers(20000, 40000, (height, width), dtype=np.uint16)  # 16-bit radiometric counts
+    return rgb, thermal
+
+
+def _environment(device: torch.device) -> dict[str, Any]:
+    env = {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                env["cpu"] = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+        env["cuda"] = torch.version.cuda
+    if hasattr(os, "getloadavg"):
+        env["loadavg_start"] = list(os.getloadavg())
+    return env
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(values)) if values else float("nan")
+
+
+class _Worker:
+    """One long-lived thread that makes every timed call, as the node's inference thread does.
+
+    Why not the main thread: with OpenMP's default active waiting, torch in the main thread of a
+    process on an oversubscribed CPU ran 3-10x slower here than the same calls in a worker thread
+    (OMP_WAIT_POLICY=PASSIVE removed the gap). Timing where the node runs the model keeps the
+    model figures and the node comparison on one footing."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taseg-bench")
+
+    def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return self._pool.submit(fn, *args).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _PlainEncoderRun(torch.nn.Module):
+    """The plain encoder's forward as one module, so the stage clock can time it like TASeg's."""
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        return plain_encoder_forward(self.encoder, rgb)
+
+
+def _segmenter(model, device, precision: str, cfg: TASegConfig) -> Segmenter:
+    seg = Segmenter(model, device=str(device), precision=precision)
+    seg.cfg = cfg  # the geometry Segmenter plans with; one model serves both resolution modes
+    return seg
+
+
+def _prepared_inputs(rgb: np.ndarray, thermal: np.ndarray, cfg: TASegConfig, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The padded, standardised tensors Segmenter.predict feeds the model."""
+    geometry = plan_geometry(rgb.shape[0], rgb.shape[1], cfg)
+    rgb_t = torch.from_numpy(rgb).to(device).permute(2, 0, 1).unsqueeze(0).float()
+    thermal_t = torch.from_numpy(normalize_thermal(thermal)).to(device).unsqueeze(0).unsqueeze(0)
+    return normalize_and_pad(rgb_t, thermal_t, cfg, geometry)
+
+
+def _bench_mode(
+    mode: str,
+    model,
+    compiled_model,
+    plain_run: _PlainEncoderRun,
+    clock: StageClock,
+    frames: tuple[np.ndarray, np.ndarray],
+    opt: BenchOptions,
+    device: torch.device,
+    worker: _Worker,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    cfg = model.cfg.replace(resolution=mode)
+    rgb, thermal = frames
+    geometry = plan_geometry(opt.height, opt.width, cfg)
+    dtype = PRECISIONS[opt.precision]
+    cuda = device.type == "cuda"
+    sync = device_synchronizer(device)
+    seg = _segmenter(model, device, opt.precision, cfg)
+    rgb_t, thermal_t = _prepared_inputs(rgb, thermal, cfg, device)
+    matmul_n = opt.matmul_size or (8192 if cuda else 2048)
+    generator = torch.Generator(device=device).manual_seed(opt.seed)
+    mat_a = torch.randn(matmul_n, matmul_n, device=device, dtype=dtype, generator=generator)
+    mat_b = torch.randn(matmul_n, matmul_n, device=device, dtype=dtype, generator=generator)
+    batch = opt.batch or (8 if cuda else 1)
+
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+    def staged(fn):
+        def call():
+            clock.enabled = True
+            try:
+                fn()
+            finally:
+                clock.enabled = False
+
+        return call
+
+    def predict():
+        seg.predict(rgb, thermal)
+
+    @torch.inference_mode()
+    def plain_encoder():
+        with autocast():
+            plain_run(rgb_t)
+
+    @torch.inference_mode()
+    def forward():
+        with autocast():
+            model(rgb_t, thermal_t)
+
+    @torch.inference_mode()
+    def matmul():
+        torch.mm(mat_a, mat_b)
+
+    # On the CPU the stage hooks ride along inside predict (a few microseconds against
+    # milliseconds). On CUDA they would add launch overhead to predict, so the forward with
+    # CUDA-event stage timing is a candidate of its own and predict runs without hooks.
+    candidates: dict[str, Callable[[], None]] = {
+        "predict": staged(predict) if not cuda else predict,
+        "plain_encoder": staged(plain_encoder),
+        "matmul": matmul,
+    }
+    staged_names = {"predict" if not cuda else "forward", "plain_encoder"}
+    if cuda:
+        candidates["forward"] = staged(forward)
+        for other in PRECISIONS:
+            if other != opt.precision:
+                other_seg = _segmenter(model, device, other, cfg)
+                candidates[f"predict_{other}"] = lambda s=other_seg: s.predict(rgb, thermal)
+    if batch > 1:
+        candidates["predict_batch"] = lambda: seg.predict_batch([rgb] * batch, [thermal] * batch)
+    if compiled_model is not None:
+        compiled_seg = _segmenter(compiled_model, device, opt.precision, cfg)
+        candidates["predict_compiled"] = lambda: compiled_seg.predict(rgb, thermal)
+
+    records: dict[str, list[dict[str, float]]] = {name: [] for name in staged_names}
+
+    def after_call(name: str) -> None:
+        if name in staged_names:
+            record = clock.collect()
+            if record is not None:
+                records[name].append(record)
+
+    # Warm-up: the first predict also gives the peak memory of one inference.
+    _trim_heap()
+    memory = worker(measure_peak, predict, device)
+    log(f"  {mode}: input {geometry.padded_hw[1]}x{geometry.padded_hw[0]}, first predict done; warming up")
+    round_s = float("nan")
+    for _ in range(opt.warmup):  # the last warm-up round sizes the run (the first may include compiling)
+        _, round_s = worker(run_rounds, candidates, 1, sync, after_call)
+    for name in records:
+        records[name].clear()
+    if opt.repeats:
+        repeats = opt.repeats
+    else:
+        if not math.isfinite(round_s):  # no warm-up round to size the run with: time one
+            _, round_s = worker(run_rounds, candidates, 1, sync, after_call)
+            for name in records:
+                records[name].clear()
+        repeats = auto_repeats(round_s, opt.budget_s)
+    log(f"  {mode}: last warm-up round took {round_s:.2f} s; {repeats} timed rounds")
+    samples, round_s = worker(run_rounds, candidates, repeats, sync, after_call)
+
+    model_records = records["predict" if not cuda else "forward"]
+    plain_records = [r["plain_encoder"] for r in records["plain_encoder"]]
+    stage_rows = [derive_stages(r) for r in model_records]
+    stage_ms = {stage: _median([row[stage] for row in stage_rows]) * 1e3 for stage in STAGES}
+    stage_sum = sum(stage_ms.values())
+    forward_s = [r["forward"] for r in model_records]
+    encoder_s = [r["encoder"] for r in model_records]
+    flops = count_flops(cfg, model.class_info, geometry.padded_hw)
+    matmul_flops = 2 * matmul_n**3
+
+    def achieved(flop_count: int, seconds: list[float]) -> float:
+        return flop_count / _median(seconds) if seconds else float("nan")
+
+    matmul_rate = [matmul_flops / s for s in samples["matmul"]]
+    result: dict[str, Any] = {
+        "input_hw": list(geometry.padded_hw),
+        "resized_hw": list(geometry.resized_hw),
+        "repeats": repeats,
+        "round_seconds": round_s,
+        "latency": {
+            "predict": summarize(samples["predict"]),
+            "forward": summarize(forward_s),
+            "plain_encoder": summarize(plain_records),
+            "taseg_encoder": summarize(encoder_s),
+        },
+        "fps": 1e3 / summarize(samples["predict"])["median_ms"],
+        "timing_clock": "cuda_events" if cuda else "perf_counter",
+        "overhead_vs_plain_encoder": {
+            "forward": summarize_ratio([f / p for f, p in zip(forward_s, plain_records)]),
+            "encoder": summarize_ratio([e / p for e, p in zip(encoder_s, plain_records)]),
+            "predict": summarize_ratio([a / p for a, p in zip(samples["predict"], plain_records)]) if not cuda else None,
+        },
+        "stages_ms": stage_ms,
+        "shares": {stage: (value / stage_sum if stage_sum > 0 else float("nan")) for stage, value in stage_ms.items()},
+        "stages_sum_vs_forward": stage_sum / (_median(forward_s) * 1e3) if forward_s else float("nan"),
+        "flops": flops,
+        "achieved_flops_per_s": {
+            "taseg_encoder": achieved(flops["taseg_encoder"], encoder_s),
+            "plain_encoder": achieved(flops["plain_encoder"], plain_records),
+        },
+        "matmul": {
+            "n": matmul_n,
+            "dtype": str(dtype).replace("torch.", ""),
+            "latency": summarize(samples["matmul"]),
+            "flops_per_s": _median(matmul_rate),
+        },
+        "efficiency_vs_matmul": {
+            "taseg_encoder": summarize_ratio(
+                [flops["taseg_encoder"] / e / m for e, m in zip(encoder_s, matmul_rate)]
+            ),
+            "plain_encoder": summarize_ratio(
+                [flops["plain_encoder"] / p / m for p, m in zip(plain_records, matmul_rate)]
+            ),
+        },
+        "memory": memory,
+    }
+    if not cuda:
+        pre_post = [a - f for a, f in zip(samples["predict"], forward_s)]
+        result["latency"]["pre_post"] = summarize(pre_post)
+    else:
+        result["latency"]["forward_wall"] = summarize(samples["forward"])
+        result["precisions"] = {opt.precision: {"latency": result["latency"]["predict"], "fps": result["fps"]}}
+        for other in PRECISIONS:
+            if f"predict_{other}" in samples:
+                stats = summarize(samples[f"predict_{other}"])
+                result["precisions"][other] = {"latency": stats, "fps": 1e3 / stats["median_ms"]}
+    if "predict_batch" in samples:
+        stats = summarize(samples["predict_batch"])
+        result["throughput"] = {"batch": batch, "latency": stats, "fps": batch * 1e3 / stats["median_ms"]}
+    else:
+        result["throughput"] = {"batch": 1, "fps": result["fps"]}
+    if "predict_compiled" in samples:
+        stats = summarize(samples["predict_compiled"])
+        result["compiled"] = {
+            "latency": stats,
+            "fps": 1e3 / stats["median_ms"],
+            "speedup": summarize_ratio([e / c for e, c in zip(samples["predict"], samples["predict_compiled"])]),
+        }
+    return result
+
+
+def _back_to_back_fps(seg: Segmenter, frames: tuple[np.ndarray, np.ndarray], count: int) -> float:
+    """predict() calls back to back after one warm-up call, as the node's inference thread makes them."""
+    rgb, thermal = frames
+    seg.predict(rgb, thermal)
+    start = time.perf_counter()
+    for _ in range(count):
+        seg.predict(rgb, thermal)
+    return count / (time.perf_counter() - start)
+
+
+def _bench_node(
+    model, opt: BenchOptions, model_fps: dict[str, float], worker: _Worker, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """The real node over DDS (taseg_ros.ros.bench.bench_node: one pair in flight, all three
+    image outputs subscribed) against the model alone, timed right before and right after it."""
+    try:
+        import rclpy  # noqa: F401
+    except ImportError as exc:
+        return {"skipped": f"rclpy is not importable ({exc}); source a ROS 2 environment or use --skip-node"}
+    from taseg_ros.model.checkpoint import save_checkpoint
+    from taseg_ros.ros.bench import bench_node
+
+    mode = model.cfg.resolution
+    count = opt.node_frames
+    if count is None:
+        seconds = 1.0 / model_fps[mode] if model_fps.get(mode) else 1.0
+        count = auto_repeats(seconds, opt.budget_s / 2)
+    frames = _frames(opt.height, opt.width)
+    log(f"  node: {count} frames through DDS ({mode} resolution, the checkpoint's), model alone before and after")
+    with tempfile.TemporaryDirectory(prefix="taseg-bench-") as tmp:
+        checkpoint = save_checkpoint(model, Path(tmp) / f"bench_{model.cfg.name}.safetensors")
+        alone = Segmenter.from_checkpoint(checkpoint, device=opt.device, precision=opt.precision)
+        before = worker(_back_to_back_fps, alone, frames, count)
+        try:
+            node = bench_node(checkpoint, opt.height, opt.width, count, opt.device, opt.precision)
+        except Exception as exc:  # noqa: BLE001 - a DDS failure must not discard the model figures
+            return {"failed": f"{type(exc).__name__}: {exc}", "mode": mode}
+        after = worker(_back_to_back_fps, alone, frames, count)
+        alone.release()
+    reference = 2 * count / (count / before + count / after)  # all frames over all time
+    node.update(
+        mode=mode,
+        frames=count,
+        model_fps=reference,
+        model_fps_before=before,
+        model_fps_after=after,
+        ratio=node["fps"] / reference,
+    )
+    return node
+
+
+def _bench_vit_h(
+    opt: BenchOptions, class_info, device: torch.device, worker: _Worker, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """The paper's model on this GPU: predict at 640x480 in every precision, both modes."""
+    cfg = get_config("vit_h")
+    log("ViT-H: building (random frozen weights)")
+    model = build_random_model(cfg, class_info, opt.seed, device)
+    rgb, thermal = _frames(opt.height, opt.width)
+    sync = device_synchronizer(device)
+    out: dict[str, Any] = {"paper_fps_rtx3090": PAPER_VIT_H_FPS, "modes": {}}
+    for mode in opt.resolutions:
+        mode_cfg = cfg.replace(resolution=mode)
+        candidates = {
+            precision: (lambda s=_segmenter(model, device, precision, mode_cfg): s.predict(rgb, thermal))
+            for precision in PRECISIONS
+        }
+        worker(run_rounds, candidates, max(opt.warmup, 1), sync)
+        samples, _ = worker(run_rounds, candidates, opt.repeats or 10, sync)
+        out["modes"][mode] = {
+            p: {"latency": summarize(s), "fps": 1e3 / summarize(s)["median_ms"]} for p, s in samples.items()
+        }
+        log(f"  ViT-H {mode}: " + ", ".join(f"{p} {v['fps']:.2f} fps" for p, v in out["modes"][mode].items()))
+    del model
+    torch.cuda.empty_cache()
+    return out
+
+
+def run_benchmark(opt: BenchOptions, log: Callable[[str], None] = _log) -> dict[str, Any]:
+    device = torch.device(opt.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available on this machine")
+    if device.type == "cpu" and opt.precision == "fp16":
+        raise ValueError("fp16 is not supported on the CPU; use fp32 or bf16")
+    cfg = get_config(opt.config)
+    class_info = load_classes(opt.classes)
+    started = time.perf_counter()
+    result: dict[str, Any] = {
+        "config": cfg.name,
+        "frame_hw": [opt.height, opt.width],
+        "device": str(device),
+        "precision": opt.precision,
+        "weights": WEIGHTS_NOTE,
+        "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opt).items()},
+        "environment": _environment(device),
+        "modes": {},
+    }
+    log(f"taseg bench: building {cfg.name} with random frozen weights on {device}")
+    model = build_random_model(cfg, class_info, opt.seed, device)
+    compiled_model = torch.compile(copy.deepcopy(model)) if opt.compile else None  # before hooks go on
+    clock = StageClock(device)
+    attach_stage_clock(model, clock)
+    plain_run = _PlainEncoderRun(plain_sam_encoder(model)).to(device).eval()
+    clock.attach(plain_run, "plain_encoder")
+    result["model_bytes"] = model_bytes(model)
+    frames = _frames(opt.height, opt.width)
+    worker = _Worker()
+    if device.type == "cuda" and device.index is not None:  # CUDA events record on the current device
+        worker(torch.cuda.set_device, device)
+    try:
+        for mode in opt.resolutions:
+            result["modes"][mode] = _bench_mode(
+                mode, model, compiled_model, plain_run, clock, frames, opt, device, worker, log
+            )
+        clock.detach()
+        if opt.node:
+            fps = {mode: r["fps"] for mode, r in result["modes"].items()}
+            result["node"] = _bench_node(model, opt, fps, worker, log)
+        else:
+            result["node"] = {"skipped": "--skip-node"}
+        del compiled_model, plain_run
+        if device.type == "cuda" and opt.vit_h and cfg.name != "vit_h":
+            del model
+            torch.cuda.empty_cache()
+            result["vit_h"] = _bench_vit_h(opt, class_info, device, worker, log)
+    finally:
+        clock.detach()
+        worker.close()
+    result["process_peak_rss_bytes"] = process_peak_rss_bytes()
+    if device.type == "cuda":
+        result["cuda_max_memory_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+    if hasattr(os, "getloadavg"):
+        result["environment"]["loadavg_end"] = list(os.getloadavg())
+    result["wall_seconds"] = time.perf_counter() - started
+    return result
