@@ -12,6 +12,7 @@ import sys
 
 # name -> module (relative to this package); the order is the order in --help.
 COMMANDS = {
+    "demo": ".demo",
     "info": ".info",
     "init": ".init",
     "weights": ".weights",
@@ -20,6 +21,7 @@ COMMANDS = {
     "score": ".score",
     "predict": ".predict",
     "bag": ".bag",
+    "bench": ".bench",
 }
 
 

@@ -15,14 +15,23 @@ from taseg_ros.datasets.config import IGNORE_INDEX
 
 
 def dice_per_image(logits: torch.Tensor, labels: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """Soft Dice loss per image (B,), averaged over classes; ignored pixels left out."""
+    """Soft Dice loss per image (B,), averaged over the classes present in that image's
+    labels; ignored pixels left out.
+
+    Averaging over present classes only keeps Dice what it is for: a class-balanced overlap
+    term, so a small class weighs as much as the road. Absent classes would otherwise add a
+    term that pushes their probability to zero in every image without them, which drowns
+    rare classes; keeping false positives down is left to cross-entropy."""
     num_classes = logits.shape[1]
     valid = (labels != IGNORE_INDEX).unsqueeze(1)
     probs = logits.float().softmax(dim=1) * valid
     target = F.one_hot(labels.clamp(max=num_classes - 1), num_classes).permute(0, 3, 1, 2) * valid
     intersection = (probs * target).sum(dim=(2, 3))
-    cardinality = probs.sum(dim=(2, 3)) + target.sum(dim=(2, 3))
-    return (1.0 - (2.0 * intersection + eps) / (cardinality + eps)).mean(dim=1)
+    target_area = target.sum(dim=(2, 3))
+    cardinality = probs.sum(dim=(2, 3)) + target_area
+    dice = 1.0 - (2.0 * intersection + eps) / (cardinality + eps)
+    present = (target_area > 0).float()
+    return (dice * present).sum(dim=1) / present.sum(dim=1).clamp(min=1.0)
 
 
 def loss_share(
