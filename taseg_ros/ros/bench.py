@@ -1,0 +1,259 @@
+"""Measure the node's own per-frame work next to the model's inference time.
+
+    python -m taseg_ros.ros.bench --size 640x480 --frames 50            # tiny untrained model
+    python -m taseg_ros.ros.bench --checkpoint models/my.safetensors --device cuda
+
+Three measurements on the same frames:
+  1. model: ``Segmenter.predict`` alone (what the node calls), on a worker thread like the node's;
+  2. steps: the node's conversion and colourising steps timed one by one, without DDS;
+  3. node: the real lifecycle node over DDS (rclpy), fed one pair at a time (closed loop, so
+     nothing is dropped; ``fps`` is that loop's rate after 3 warm-up frames), with subscribers on
+     labels/colorized/overlay; its own statistics
+     split each frame into inference and overhead (decode + thermal normalise/resize +
+     colourise + message building + publishing) and give the stamp-to-publish latency.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    values = np.asarray(samples, dtype=np.float64) * 1e3
+    return {"mean_ms": float(values.mean()), "p50_ms": float(np.median(values)), "p95_ms": float(np.percentile(values, 95))}
+
+
+def _frames(height: int, width: int):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    thermal = rng.integers(20000, 40000, (height, width), dtype=np.uint16)
+    return rgb, thermal
+
+
+def _timeit(fn, repeats: int) -> list[float]:
+    fn()
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def _in_thread(fn):
+    result = []
+    worker = threading.Thread(target=lambda: result.append(fn()), name="taseg_bench_model")
+    worker.start()
+    worker.join()
+    return result[0]
+
+
+def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int, device: str, precision: str) -> dict:
+    from types import SimpleNamespace
+
+    from taseg_ros.inference import Segmenter
+    from taseg_ros.preprocessing import ThermalNormalization, colorize, normalize_thermal, overlay, resize_thermal_to
+    from taseg_ros.ros.image_codec import decode_rgb, decode_thermal, encode_image
+
+    seg = Segmenter.from_checkpoint(checkpoint, device=device, precision=precision)
+    rgb, thermal = _frames(height, width)
+    unit = ThermalNormalization("fixed", 0.0, 1.0)
+    thermal01 = normalize_thermal(thermal)
+    # Timed on a worker thread, as the node runs it: on a busy machine, torch's OpenMP pool can
+    # behave very differently when driven from the main thread (measured: 3 s vs 18 ms per frame).
+    model = _in_thread(lambda: _timeit(lambda: seg.predict(rgb, thermal01, thermal_norm=unit), frames))
+    labels = seg.predict(rgb, thermal01, thermal_norm=unit).labels
+    palette = seg.class_info.palette
+
+    def raw(array, encoding):
+        fields = encode_image(array, encoding)
+        return SimpleNamespace(height=fields.height, width=fields.width, encoding=encoding, step=fields.step,
+                               is_bigendian=int(fields.is_bigendian), data=fields.data.tobytes())
+
+    rgb_msg, thermal_msg = raw(rgb[:, :, ::-1].copy(), "bgr8"), raw(thermal, "mono16")
+    half = thermal[::2, ::2].copy()
+    colour = colorize(labels, palette)
+    steps = {
+        "decode_rgb_bgr8": _timeit(lambda: decode_rgb(rgb_msg), frames),
+        "decode_thermal_mono16": _timeit(lambda: decode_thermal(thermal_msg), frames),
+        "normalize_thermal": _timeit(lambda: normalize_thermal(thermal), frames),
+        "resize_half_size_thermal": _timeit(lambda: resize_thermal_to(normalize_thermal(half), (height, width)), frames),
+        "colorize": _timeit(lambda: colorize(labels, palette), frames),
+        "overlay": _timeit(lambda: overlay(rgb, colour, 0.5), frames),
+    }
+    try:
+        from taseg_ros.ros.node import _image_msg
+        from std_msgs.msg import Header
+
+        header = Header()
+        steps["build_3_messages"] = _timeit(
+            lambda: (_image_msg(header, labels, "mono8"), _image_msg(header, colour, "rgb8"), _image_msg(header, colour, "rgb8")),
+            frames,
+        )
+    except ImportError:  # no rclpy: the message-building step is measured by the node run only
+        pass
+    seg.release()
+    return {"model": _percentiles(model), "steps": {k: _percentiles(v) for k, v in steps.items()}}
+
+
+def bench_node(checkpoint: Path, height: int, width: int, frames: int, device: str, precision: str) -> dict:
+    import rclpy
+    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from taseg_ros.ros.diagnostics import NodeStatistics
+    from taseg_ros.ros.image_codec import encode_image
+    from taseg_ros.ros.node import TASegNode, spin_resiliently
+
+    domain = random.randint(100, 200)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    node = TASegNode(
+        namespace="/bench",
+        context=context,
+        parameter_overrides=[
+            Parameter("checkpoint", value=str(checkpoint)),
+            Parameter("device", value=device),
+            Parameter("precision", value=precision),
+            Parameter("input_qos", value="reliable"),
+        ],
+    )
+    probe = rclpy.create_node("bench_probe", namespace="/bench", context=context)
+    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    rgb_pub = probe.create_publisher(Image, "rgb/image", reliable)
+    thermal_pub = probe.create_publisher(Image, "thermal/image", reliable)
+    received = {"labels": 0, "colorized": 0, "overlay": 0}
+    cond = threading.Condition()
+
+    def counter(name):
+        def on_msg(_):
+            with cond:
+                received[name] += 1
+                cond.notify_all()
+        return on_msg
+
+    subs = [probe.create_subscription(Image, f"taseg/{n}", counter(n), reliable) for n in received]
+    executor.add_node(node)
+    executor.add_node(probe)
+    spinner = threading.Thread(target=spin_resiliently, args=(executor,), daemon=True)
+    spinner.start()
+    try:
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:  # to_label() is "transition_success"
+            raise RuntimeError(f"configure failed: {node.configure_error}")
+        node.trigger_activate()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+            rgb_pub.get_subscription_count() and thermal_pub.get_subscription_count() and all(s.get_publisher_count() for s in subs)
+        ):
+            time.sleep(0.01)
+        rgb, thermal = _frames(height, width)
+
+        def message(array, encoding):
+            fields = encode_image(array, encoding)
+            msg = Image(height=fields.height, width=fields.width, encoding=encoding, step=fields.step)
+            msg.data = fields.data.tobytes()
+            return msg
+
+        rgb_msg, thermal_msg = message(rgb, "rgb8"), message(thermal, "mono16")
+        clock = probe.get_clock()
+        warmup = 3
+        for i in range(frames + warmup):
+            if i == warmup:
+                node.stats = NodeStatistics()  # drop the warm-up frames from the statistics
+                measured_from = time.perf_counter()
+            stamp = clock.now().to_msg()
+            rgb_msg.header.stamp = thermal_msg.header.stamp = stamp
+            with cond:
+                target = received["overlay"] + 1
+            rgb_pub.publish(rgb_msg)
+            thermal_pub.publish(thermal_msg)
+            with cond:
+                if not cond.wait_for(lambda: min(received.values()) >= target, timeout=60):
+                    raise RuntimeError(f"no output for frame {i}")
+        elapsed = time.perf_counter() - measured_from
+        deadline = time.monotonic() + 10
+        while node.stats.processed < frames and time.monotonic() < deadline:
+            time.sleep(0.01)
+        snap = node.stats.snapshot()
+        result = {
+            "fps": frames / elapsed,  # closed loop: publish a pair, wait for all three outputs
+            "processed": snap["processed"],
+            "dropped": node._slot.dropped,
+            "errors": snap["errors"],
+            "inference": {k + "_ms": v * 1e3 for k, v in snap["inference"].items()},
+            "overhead": {k + "_ms": v * 1e3 for k, v in snap["overhead"].items()},
+            "latency": {k + "_ms": v * 1e3 for k, v in snap["latency"].items()},
+            "prepare": {k + "_ms": v * 1e3 for k, v in snap["prepare"].items()},
+            "publish": {k + "_ms": v * 1e3 for k, v in snap["publish"].items()},
+        }
+    finally:
+        node._teardown()
+        executor.shutdown(timeout_sec=5)
+        spinner.join(timeout=10)
+        node.destroy_node()
+        probe.destroy_node()
+        rclpy.shutdown(context=context)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", help="TASeg checkpoint (default: a tiny untrained model made on the fly)")
+    parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT of the frames (default 640x480)")
+    parser.add_argument("--frames", type=int, default=50)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--no-node", action="store_true", help="skip the DDS run (no rclpy needed)")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(args.checkpoint) if args.checkpoint else Path(tmp) / "tiny.safetensors"
+        if not args.checkpoint:
+            import warnings
+
+            from taseg_ros.model.checkpoint import init_checkpoint
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                init_checkpoint("tiny", "mfnet", checkpoint)
+        results = {"size": f"{width}x{height}", "frames": args.frames, "device": args.device,
+                   "precision": args.precision, "cpu_count": os.cpu_count()}
+        results.update(bench_model_and_steps(checkpoint, height, width, args.frames, args.device, args.precision))
+        if not args.no_node:
+            results["node"] = bench_node(checkpoint, height, width, args.frames, args.device, args.precision)
+
+    print(f"{width}x{height}, {args.frames} frames, {args.device} {args.precision}")
+    print(f"  model predict           {results['model']['mean_ms']:8.2f} ms mean  {results['model']['p95_ms']:8.2f} ms p95")
+    for name, value in results["steps"].items():
+        print(f"  step {name:<22} {value['mean_ms']:7.2f} ms mean  {value['p95_ms']:8.2f} ms p95")
+    if "node" in results:
+        node = results["node"]
+        print(f"  node ({node['processed']} frames, {node['dropped']} dropped, errors {node['errors'] or 0}, "
+              f"{node['fps']:.2f} fps closed loop):")
+        for name in ("inference", "overhead", "prepare", "publish", "latency"):
+            print(f"    {name:<10} {node[name]['mean_ms']:8.2f} ms mean  {node[name]['p95_ms']:8.2f} ms p95"
+                  f"  {node[name]['max_ms']:8.2f} ms max")
+        ratio = node["overhead"]["mean_ms"] / node["inference"]["mean_ms"]
+        print(f"    overhead / inference = {ratio:.1%}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

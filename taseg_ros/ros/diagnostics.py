@@ -1,0 +1,161 @@
+"""Counters and timing statistics of the segmentation node, and the diagnostic status built from them.
+
+ROS-free: the node turns ``DiagnosticReport`` into ``diagnostic_msgs/DiagnosticStatus``; the
+benchmark and tests read the same numbers directly.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# diagnostic_msgs/DiagnosticStatus level values (bytes in the message).
+OK, WARN, ERROR, STALE = 0, 1, 2, 3
+
+
+class RollingWindow:
+    """The last ``size`` samples of a quantity (seconds), for mean/percentile/max."""
+
+    def __init__(self, size: int = 200) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+
+    def add(self, value: float) -> None:
+        self._values.append(float(value))
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def summary(self) -> dict[str, float]:
+        if not self._values:
+            return {"mean": float("nan"), "p95": float("nan"), "max": float("nan")}
+        values = np.fromiter(self._values, dtype=np.float64)
+        return {"mean": float(values.mean()), "p95": float(np.percentile(values, 95)), "max": float(values.max())}
+
+
+@dataclass
+class DiagnosticReport:
+    level: int
+    message: str
+    values: dict[str, str] = field(default_factory=dict)
+
+
+class NodeStatistics:
+    """Thread-safe record of what the node did: outputs with their timings, and error counts.
+
+    Timings per processed pair (seconds):
+      - latency: publish time minus the RGB header stamp (what a consumer sees)
+      - inference: the model's predict() call
+      - overhead: the node's own work, prepare + publish:
+      - prepare: decode both images, thermal normalisation and resize/warp
+      - publish: colourise, overlay, message building and publishing
+    """
+
+    def __init__(self, window: int = 200, fps_window_s: float = 5.0) -> None:
+        self._lock = threading.Lock()
+        self.latency = RollingWindow(window)
+        self.inference = RollingWindow(window)
+        self.overhead = RollingWindow(window)
+        self.prepare = RollingWindow(window)
+        self.publish = RollingWindow(window)
+        self.errors: Counter[str] = Counter()
+        self.processed = 0
+        self._publish_times: deque[float] = deque()
+        self._fps_window_s = fps_window_s
+
+    def record_output(
+        self, latency_s: float, inference_s: float, prepare_s: float, publish_s: float, now: float | None = None
+    ) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self.processed += 1
+            self.latency.add(latency_s)
+            self.inference.add(inference_s)
+            self.prepare.add(prepare_s)
+            self.publish.add(publish_s)
+            self.overhead.add(prepare_s + publish_s)
+            self._publish_times.append(now)
+            self._trim(now)
+
+    def count_error(self, kind: str, n: int = 1) -> None:
+        with self._lock:
+            self.errors[kind] += n
+
+    def fps(self, now: float | None = None) -> float:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._trim(now)
+            times = self._publish_times
+            if len(times) < 2:
+                return 0.0
+            span = now - times[0]
+            return (len(times) - 1) / span if span > 0 else 0.0
+
+    def _trim(self, now: float) -> None:
+        while self._publish_times and self._publish_times[0] < now - self._fps_window_s:
+            self._publish_times.popleft()
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {
+                "processed": self.processed,
+                "errors": dict(self.errors),
+                "latency": self.latency.summary(),
+                "inference": self.inference.summary(),
+                "overhead": self.overhead.summary(),
+                "prepare": self.prepare.summary(),
+                "publish": self.publish.summary(),
+            }
+
+
+def build_report(
+    *,
+    active: bool,
+    stats: NodeStatistics,
+    pairing: dict[str, int],
+    dropped: int,
+    seconds_since_pair: float | None,
+    seconds_since_input: dict[str, float | None],
+    no_pair_warn_s: float,
+    extra: dict[str, str] | None = None,
+    now: float | None = None,
+) -> DiagnosticReport:
+    """The node's diagnostic status: OK while pairs flow, WARN when none matched for ``no_pair_warn_s``.
+
+    ``seconds_since_pair`` counts from the last pair (or from activation); ``seconds_since_input``
+    maps "rgb"/"thermal" to the time since that stream's last message (None: never), so the
+    warning can say which stream is missing.
+    """
+    snap = stats.snapshot()
+    values: dict[str, str] = {
+        "fps": f"{stats.fps(now):.2f}",
+        "processed": str(snap["processed"]),
+        "dropped": str(dropped),
+    }
+    for name in ("latency", "inference", "overhead", "prepare", "publish"):
+        for key, value in snap[name].items():
+            values[f"{name}_{key}_ms"] = f"{value * 1e3:.1f}"
+    for key in ("rgb_received", "thermal_received", "pairs", "unmatched_rgb", "unmatched_thermal",
+                "zero_stamp", "out_of_order", "time_resets"):
+        values[key] = str(pairing.get(key, 0))
+    error_total = sum(snap["errors"].values()) + pairing.get("zero_stamp", 0) + pairing.get("out_of_order", 0)
+    values["errors"] = str(error_total)
+    for key, value in sorted(snap["errors"].items()):
+        values[f"errors_{key}"] = str(value)
+    if extra:
+        values.update(extra)
+
+    if not active:
+        return DiagnosticReport(OK, "inactive", values)
+    if seconds_since_pair is not None and seconds_since_pair > no_pair_warn_s:
+        silent = [
+            name for name, since in seconds_since_input.items() if since is None or since > no_pair_warn_s
+        ]
+        if silent:
+            detail = f"; no message for > {no_pair_warn_s:g} s on: {', '.join(silent)}"
+        else:
+            detail = "; both streams arrive, but their stamps do not match within the slop"
+        return DiagnosticReport(WARN, f"no RGB/thermal pair matched for {seconds_since_pair:.1f} s{detail}", values)
+    return DiagnosticReport(OK, "processing", values)

@@ -1,0 +1,217 @@
+"""sensor_msgs/Image and sensor_msgs/CompressedImage <-> numpy, without ROS.
+
+Works on any object with the message fields, so rclpy messages, ``rosbags`` messages and
+plain test objects all go through the same code:
+
+- Image: ``encoding, height, width, step, is_bigendian, data``
+- CompressedImage: ``format, data`` (detected by the ``format`` attribute, as rosbags-image does)
+
+Decoding
+    ``decode_rgb(msg)`` -> (H, W, 3) uint8 RGB, from rgb8/bgr8/rgba8/bgra8/mono8 or a
+    compressed image. ``decode_thermal(msg)`` -> (H, W) uint8/uint16/float32 raw values,
+    from mono8/mono16/8UC1/16UC1/32FC1/bgr8/rgb8 or a compressed image (16-bit PNG keeps its
+    depth; ``compressedDepth`` PNG from image_transport is read too). ``image_to_array(msg)``
+    is the layout-only step (no colour conversion). ``check_image_fields(msg, allowed)`` is the
+    cheap O(1) validation used in subscription callbacks, before a frame is paired.
+
+    Raw images with unpadded rows go through ``rosbags.image.image_to_cvimage``. Padded rows
+    (``step`` larger than ``width * bytes_per_pixel``) are read by hand because rosbags-image
+    ignores ``step``; compressed images are decoded by hand because rosbags-image reads them
+    with ``IMREAD_ANYCOLOR`` (16-bit PNG thermal would lose its depth) and asserts on
+    undecodable data.
+
+Encoding
+    ``encode_image(array, encoding)`` -> ``ImageFields`` (height, width, encoding, step,
+    is_bigendian, data as a flat uint8 array viewing the pixels) for mono8/rgb8/bgr8/32FC1/
+    mono16. The caller copies ``data`` into its message type (rclpy wants ``array.array('B')``).
+
+Every failure raises ``ImageDecodeError`` (a ``ValueError``) with a message that names the
+offending field.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import cv2
+import numpy as np
+from rosbags.image import ImageError as _RosbagsImageError
+from rosbags.image import image_to_cvimage
+
+from taseg_ros.preprocessing import thermal_to_gray
+
+RGB_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
+THERMAL_ENCODINGS = ("mono8", "mono16", "8UC1", "16UC1", "32FC1", "bgr8", "rgb8")
+
+# encoding -> (numpy dtype, channels)
+_LAYOUTS: dict[str, tuple[np.dtype, int]] = {
+    "mono8": (np.dtype(np.uint8), 1),
+    "8UC1": (np.dtype(np.uint8), 1),
+    "mono16": (np.dtype(np.uint16), 1),
+    "16UC1": (np.dtype(np.uint16), 1),
+    "32FC1": (np.dtype(np.float32), 1),
+    "rgb8": (np.dtype(np.uint8), 3),
+    "bgr8": (np.dtype(np.uint8), 3),
+    "8UC3": (np.dtype(np.uint8), 3),
+    "rgba8": (np.dtype(np.uint8), 4),
+    "bgra8": (np.dtype(np.uint8), 4),
+}
+
+_TO_RGB = {
+    "rgb8": None,
+    "bgr8": cv2.COLOR_BGR2RGB,
+    "rgba8": cv2.COLOR_RGBA2RGB,
+    "bgra8": cv2.COLOR_BGRA2RGB,
+    "mono8": cv2.COLOR_GRAY2RGB,
+}
+
+# image_transport's compressed_depth_image_transport prefixes the PNG with a 12-byte
+# ConfigHeader (int32 format + float32 depthQuantA, depthQuantB).
+_COMPRESSED_DEPTH_HEADER = 12
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+_HOST_BIG_ENDIAN = sys.byteorder == "big"
+
+
+class ImageDecodeError(ValueError):
+    """An image message that cannot be turned into an array; the message says why."""
+
+
+@dataclass(frozen=True)
+class ImageFields:
+    height: int
+    width: int
+    encoding: str
+    step: int
+    is_bigendian: bool
+    data: np.ndarray  # flat uint8, C-contiguous
+
+
+def is_compressed(msg: Any) -> bool:
+    return hasattr(msg, "format")
+
+
+def _data_size(data: Any) -> int:
+    try:
+        return memoryview(data).nbytes
+    except TypeError:
+        return len(data)
+
+
+def check_image_fields(msg: Any, allowed: Iterable[str] | None = None) -> None:
+    """Cheap structural checks of a message, without touching the pixels.
+
+    Raw images: known (and allowed) encoding, non-zero size, ``step`` at least one row,
+    ``data`` holding ``step * height`` bytes. Compressed images: non-empty ``data``.
+    """
+    if is_compressed(msg):
+        if _data_size(msg.data) == 0:
+            raise ImageDecodeError(f"compressed image (format '{msg.format}') has empty data")
+        return
+    encoding = str(msg.encoding)
+    allowed = tuple(allowed) if allowed is not None else tuple(_LAYOUTS)
+    if encoding not in allowed or encoding not in _LAYOUTS:
+        raise ImageDecodeError(f"unsupported encoding '{encoding}'; supported: {', '.join(allowed)}")
+    dtype, channels = _LAYOUTS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ImageDecodeError(f"empty image: height={height}, width={width}")
+    row_bytes = width * channels * dtype.itemsize
+    if step < row_bytes:
+        raise ImageDecodeError(
+            f"step={step} is smaller than one row of {width} px x {channels} ch x {dtype.itemsize} B = {row_bytes} B"
+        )
+    size = _data_size(msg.data)
+    if size < step * height:
+        raise ImageDecodeError(
+            f"truncated data: {size} bytes, expected step * height = {step} * {height} = {step * height}"
+        )
+
+
+def image_to_array(msg: Any, allowed: Iterable[str] | None = None) -> np.ndarray:
+    """Raw Image -> array in the message's own channel order: (H, W) or (H, W, C), native byte order."""
+    check_image_fields(msg, allowed)
+    encoding = str(msg.encoding)
+    dtype, channels = _LAYOUTS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    row_bytes = width * channels * dtype.itemsize
+    if step == row_bytes and _data_size(msg.data) == step * height and encoding != "8UC3":
+        try:
+            return image_to_cvimage(msg)
+        except (_RosbagsImageError, TypeError, ValueError) as exc:  # pragma: no cover - checked above
+            raise ImageDecodeError(f"cannot read {encoding} image: {exc}") from exc
+    # Padded rows: a strided view over the buffer, then one copy to a compact array.
+    buffer = np.frombuffer(msg.data, dtype=np.uint8, count=step * height)
+    rows = buffer.reshape(height, step)[:, :row_bytes]
+    big_endian = bool(msg.is_bigendian)
+    array = np.ascontiguousarray(rows).view(dtype.newbyteorder(">" if big_endian else "<"))
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    array = array.reshape(shape)
+    return array.astype(dtype, copy=False) if array.dtype != dtype else array
+
+
+def _decode_compressed(msg: Any) -> np.ndarray:
+    fmt = str(msg.format)
+    raw = np.frombuffer(msg.data, dtype=np.uint8)
+    if raw.size == 0:
+        raise ImageDecodeError(f"compressed image (format '{fmt}') has empty data")
+    if "compresseddepth" in fmt.lower():
+        if "32FC1" in fmt:
+            raise ImageDecodeError(
+                f"compressedDepth 32FC1 (format '{fmt}') stores quantised inverse depth, not thermal values; "
+                "publish thermal as mono16/16UC1 or use the raw topic"
+            )
+        raw = raw[_COMPRESSED_DEPTH_HEADER:] if raw[:8].tobytes() != _PNG_MAGIC else raw
+    image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageDecodeError(f"compressed image (format '{fmt}', {raw.size} bytes) could not be decoded")
+    return image  # OpenCV order: BGR / BGRA for colour
+
+
+def decode_rgb(msg: Any) -> np.ndarray:
+    """Image or CompressedImage -> (H, W, 3) uint8 RGB."""
+    if is_compressed(msg):
+        image = _decode_compressed(msg)
+        if image.dtype != np.uint8:
+            raise ImageDecodeError(f"compressed RGB image (format '{msg.format}') is {image.dtype}, expected 8-bit")
+        if image.ndim == 2:
+            return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    array = image_to_array(msg, RGB_ENCODINGS)
+    conversion = _TO_RGB[str(msg.encoding)]
+    if conversion is None:
+        return np.ascontiguousarray(array)
+    return cv2.cvtColor(array, conversion)
+
+
+def decode_thermal(msg: Any) -> np.ndarray:
+    """Image or CompressedImage -> (H, W) raw thermal: uint8, uint16 or float32 (may hold NaN/inf)."""
+    if is_compressed(msg):
+        image = _decode_compressed(msg)
+    else:
+        image = image_to_array(msg, THERMAL_ENCODINGS)
+    return thermal_to_gray(image)
+
+
+def encode_image(array: np.ndarray, encoding: str) -> ImageFields:
+    """(H, W[, C]) array -> Image fields in host byte order; the array must match the encoding."""
+    if encoding not in _LAYOUTS:
+        raise ImageDecodeError(f"cannot encode '{encoding}'; supported: {', '.join(_LAYOUTS)}")
+    dtype, channels = _LAYOUTS[encoding]
+    array = np.asarray(array)
+    expected_ndim = 2 if channels == 1 else 3
+    if array.dtype != dtype or array.ndim != expected_ndim or (channels > 1 and array.shape[2] != channels):
+        raise ImageDecodeError(
+            f"array of {array.dtype} {array.shape} does not fit encoding '{encoding}' ({dtype}, {channels} channel(s))"
+        )
+    array = np.ascontiguousarray(array)
+    height, width = array.shape[:2]
+    return ImageFields(
+        height=height,
+        width=width,
+        encoding=encoding,
+        step=width * channels * dtype.itemsize,
+        is_bigendian=_HOST_BIG_ENDIAN,
+        data=array.reshape(-1).view(np.uint8),
+    )

@@ -1,0 +1,537 @@
+"""The TASeg ROS 2 node: synchronised RGB + thermal in, labels and overlays out.
+
+    ros2 run taseg_ros taseg_node --ros-args -p checkpoint:=/path/model.safetensors \\
+        -r rgb/image:=/camera/color/image_raw -r thermal/image:=/thermal/image_raw
+
+A lifecycle node (``rclpy.lifecycle.LifecycleNode``):
+  - configure: reads the parameters, loads the checkpoint (a missing or incompatible file fails
+    the transition with a message naming the file and the reason), creates the publishers,
+    publishes the class list once on the transient-local ``~/class_info`` topic.
+  - activate: subscribes to the inputs and starts the inference thread (reloading the model
+    if a deactivate released it).
+  - deactivate: unsubscribes, stops the inference thread and releases the model's memory.
+  - cleanup / shutdown: also removes the publishers and the diagnostics timer.
+With ``autostart`` (default true) ``main()`` configures and activates the node on start, so
+``ros2 run`` behaves like a plain node; set it false under a lifecycle manager.
+
+Inputs (relative names, remap them): ``rgb/image`` and ``thermal/image`` (sensor_msgs/Image), or
+``rgb/image/compressed`` / ``thermal/image/compressed`` (sensor_msgs/CompressedImage) with
+``rgb_transport`` / ``thermal_transport`` = compressed.
+
+Outputs, each with the RGB header: ``~/labels`` (mono8 class ids), ``~/colorized`` (rgb8),
+``~/overlay`` (rgb8), ``~/confidence`` (32FC1, with ``publish_confidence``); ``~/class_info``
+(std_msgs/String, JSON ``{"classes", "palette", "prompts", "ignore_index"}``, transient local);
+``/diagnostics``.
+
+Threading: subscription callbacks only validate the message header fields and pair frames by
+stamp (``pairing.StampPairer``); a complete pair goes into a newest-wins slot
+(``pairing.LatestSlot``). One worker thread takes pairs from the slot, decodes, runs the model
+and publishes, so a slow model drops stale pairs (counted) instead of building a queue.
+
+This module is the only one in ``taseg_ros.ros`` that imports rclpy and message packages.
+"""
+from __future__ import annotations
+
+import array
+import json
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.exceptions import InvalidHandle
+from rclpy.executors import Executor, ExternalShutdownException, ShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import String
+
+from taseg_ros.preprocessing import ThermalNormalization, colorize, normalize_thermal, overlay, resize_thermal_to
+from taseg_ros.ros.diagnostics import NodeStatistics, build_report
+from taseg_ros.ros.image_codec import (
+    RGB_ENCODINGS,
+    THERMAL_ENCODINGS,
+    ImageDecodeError,
+    check_image_fields,
+    decode_rgb,
+    decode_thermal,
+    encode_image,
+)
+from taseg_ros.ros.pairing import LatestSlot, Pair, StampPairer, stamp_to_ns
+from taseg_ros.ros.params import RGB_TOPIC, THERMAL_TOPIC, NodeParams, resolve_checkpoint
+
+NODE_NAME = "taseg"
+# The worker normalises thermal itself (before any resize/warp), so the model gets [0, 1] values.
+_UNIT_RANGE = ThermalNormalization("fixed", 0.0, 1.0)
+
+
+def qos_profile(preset: str, depth: int) -> QoSProfile:
+    reliability = ReliabilityPolicy.BEST_EFFORT if preset == "sensor_data" else ReliabilityPolicy.RELIABLE
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability, durability=DurabilityPolicy.VOLATILE
+    )
+
+
+def _logged_transition(method):
+    """rclpy turns an exception in a transition callback into ERROR without a word; log it."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, state):
+        try:
+            return method(self, state)
+        except Exception as exc:  # noqa: BLE001 - reported, then the lifecycle's error path runs
+            self.get_logger().error(f"{method.__name__} raised {type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+            raise
+
+    return wrapper
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """A ROS parameter value -> the Python type of its NodeParams default (ints pass as floats)."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, list):
+        if value is None:
+            return []
+        if isinstance(value, (list, tuple, array.array)) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+        ):
+            return [float(v) for v in value]
+    raise ValueError(f"parameter '{name}' = {value!r}: expected a value like {default!r}")
+
+
+class TASegNode(LifecycleNode):
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for name, default in NodeParams.defaults().items():
+            # Dynamic typing: a params file with `slop: 1` or `thermal_range: [0, 65535]` must not
+            # kill the node at start-up; values are checked (with a clear message) on configure.
+            descriptor = ParameterDescriptor(dynamic_typing=True)
+            self.declare_parameter(name, default if default != [] else None, descriptor)
+        self.params = NodeParams()
+        self.stats = NodeStatistics()
+        self.configure_error: str | None = None  # why the last configure failed, for callers and tests
+        self.segmenter = None
+        self._slot: LatestSlot[Pair] = LatestSlot()
+        self._pairer: StampPairer | None = None
+        self._worker: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._active = False
+        self._outputs: dict[str, Any] = {}
+        self._class_info_pub = None
+        self._diag_pub = None
+        self._diag_timer = None
+        self._subscriptions_in: list[Any] = []
+        self._thermal_norm = ThermalNormalization()
+        self._homography = None
+        self._resize_warned = False
+        self._activated_at = time.monotonic()
+        self._last_pair_at: float | None = None
+        self._last_input_at: dict[str, float | None] = {"rgb": None, "thermal": None}
+
+    # --- parameters --------------------------------------------------------------------------
+
+    def read_params(self) -> NodeParams:
+        values = {}
+        for name, default in NodeParams.defaults().items():
+            values[name] = _coerce(name, self.get_parameter(name).value, default)
+        params = NodeParams(**values)
+        params.validate()
+        return params
+
+    # --- lifecycle transitions ------------------------------------------------------------------
+
+    @_logged_transition
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.configure_error = None
+        try:
+            self.params = self.read_params()
+            self._thermal_norm = self.params.thermal_norm()
+            self._homography = self.params.homography()
+            self._load_model()
+        except (ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
+            self.configure_error = str(exc)
+            self.get_logger().error(f"configure failed: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        p = self.params
+        # Counters live from configure to cleanup, like the other statistics.
+        self._pairer = StampPairer(p.slop, p.pairing_queue_size, p.time_reset)
+        self._pairer.on_reject = self._on_rejected_stamp
+        self._create_publishers()
+        self._publish_class_info()
+        self._resize_warned = False
+        return super().on_configure(state)
+
+    @_logged_transition
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self.segmenter is None:
+            try:
+                self._load_model()
+            except (ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
+                self.get_logger().error(f"activate failed: {exc}")
+                return TransitionCallbackReturn.FAILURE
+        self._slot.clear()
+        self._slot.reopen()
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, args=(self.segmenter,), name="taseg_inference", daemon=True)
+        self._worker.start()
+        self._create_subscriptions()
+        self._activated_at = time.monotonic()
+        self._last_pair_at = None
+        self._last_input_at = {"rgb": None, "thermal": None}
+        self._active = True
+        self.get_logger().info(
+            f"active: {self.segmenter.cfg.name} ({self.segmenter.cfg.resolution} resolution) on "
+            f"{self.segmenter.device} {self.segmenter.precision}; inputs "
+            f"{self._input_topic('rgb')} + {self._input_topic('thermal')}, slop {self.params.slop * 1e3:.0f} ms"
+        )
+        return super().on_activate(state)
+
+    @_logged_transition
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_processing()
+        self._release_model()
+        return super().on_deactivate(state)
+
+    @_logged_transition
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return super().on_cleanup(state)
+
+    @_logged_transition
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._teardown()
+        return super().on_shutdown(state)
+
+    @_logged_transition
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f"error in state '{state.label}'; releasing everything")
+        self._teardown()
+        return TransitionCallbackReturn.SUCCESS
+
+    # --- setup / teardown ------------------------------------------------------------------------
+
+    def _load_model(self) -> None:
+        from taseg_ros.inference import Segmenter  # torch loads here, not at import
+
+        path = resolve_checkpoint(self.params.checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {path} (parameter 'checkpoint')")
+        self.segmenter = Segmenter.from_checkpoint(
+            path,
+            sam_checkpoint=self.params.sam_checkpoint or None,
+            device=self.params.device,
+            precision=self.params.precision,
+        )
+        self.get_logger().info(f"loaded {path}")
+
+    def _release_model(self) -> None:
+        if self.segmenter is not None:
+            self.segmenter.release()
+            self.segmenter = None
+
+    def _input_topic(self, stream: str) -> str:
+        base = RGB_TOPIC if stream == "rgb" else THERMAL_TOPIC
+        transport = self.params.rgb_transport if stream == "rgb" else self.params.thermal_transport
+        return f"{base}/compressed" if transport == "compressed" else base
+
+    def _create_publishers(self) -> None:
+        qos = qos_profile(self.params.output_qos, self.params.output_depth)
+        names = ["labels", "colorized", "overlay"] + (["confidence"] if self.params.publish_confidence else [])
+        self._outputs = {name: self.create_publisher(Image, f"~/{name}", qos) for name in names}
+        latched = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=1,
+            reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL,
+        )
+        self._class_info_pub = self.create_publisher(String, "~/class_info", latched)
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
+
+    def _create_subscriptions(self) -> None:
+        qos = qos_profile(self.params.input_qos, self.params.input_depth)
+        for stream, callback in (("rgb", self._on_rgb), ("thermal", self._on_thermal)):
+            transport = self.params.rgb_transport if stream == "rgb" else self.params.thermal_transport
+            msg_type = CompressedImage if transport == "compressed" else Image
+            self._subscriptions_in.append(self.create_subscription(msg_type, self._input_topic(stream), callback, qos))
+
+    def _stop_processing(self) -> None:
+        self._active = False
+        for sub in self._subscriptions_in:
+            self.destroy_subscription(sub)
+        self._subscriptions_in = []
+        self._stop.set()
+        self._slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=60.0)
+            if self._worker.is_alive():
+                self.get_logger().error("the inference thread did not stop within 60 s")
+            self._worker = None
+        self._slot.clear()
+        if self._pairer is not None:
+            self._pairer.reset()
+
+    def _teardown(self) -> None:
+        self._stop_processing()
+        self._release_model()
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        for pub in list(self._outputs.values()) + [self._class_info_pub, self._diag_pub]:
+            if pub is not None:
+                self.destroy_publisher(pub)
+        self._outputs, self._class_info_pub, self._diag_pub = {}, None, None
+
+    def _publish_class_info(self) -> None:
+        info = self.segmenter.class_info.to_mapping()
+        self._class_info_pub.publish(String(data=json.dumps(info)))
+
+    # --- subscription callbacks (cheap: validate, pair, hand over) --------------------------------
+
+    def _on_rgb(self, msg: Any) -> None:
+        self._on_input("rgb", msg, RGB_ENCODINGS)
+
+    def _on_thermal(self, msg: Any) -> None:
+        self._on_input("thermal", msg, THERMAL_ENCODINGS)
+
+    def _on_input(self, stream: str, msg: Any, encodings: tuple[str, ...]) -> None:
+        pairer = self._pairer
+        if not self._active or pairer is None:
+            return
+        self._last_input_at[stream] = time.monotonic()
+        try:
+            check_image_fields(msg, encodings)
+        except ImageDecodeError as exc:
+            self.stats.count_error(f"bad_{stream}")
+            self._warn(f"{self._input_topic(stream)}: {exc}; frame ignored")
+            return
+        stamp = stamp_to_ns(msg.header.stamp)
+        pair = pairer.add_rgb(stamp, msg) if stream == "rgb" else pairer.add_thermal(stamp, msg)
+        if pair is not None:
+            self._last_pair_at = time.monotonic()
+            self._slot.put(pair)
+
+    def _on_rejected_stamp(self, stream: str, reason: str, stamp_ns: int) -> None:
+        topic = self._input_topic(stream)
+        if reason == "zero_stamp":
+            self._warn(f"{topic}: header stamp is zero; frame ignored (pairing needs the driver's stamps)")
+        elif reason == "out_of_order":
+            self._warn(f"{topic}: stamp {stamp_ns * 1e-9:.6f} s is not newer than the previous frame's; frame ignored")
+        elif reason == "time_reset":
+            self.get_logger().warning(f"{topic}: stamps jumped back to {stamp_ns * 1e-9:.3f} s; pairing restarted")
+
+    def _warn(self, text: str) -> None:
+        self.get_logger().warning(text, throttle_duration_sec=self.params.log_throttle)
+
+    # --- inference thread -------------------------------------------------------------------------
+
+    def _work(self, segmenter: Any) -> None:
+        while not self._stop.is_set():
+            pair = self._slot.take(timeout=0.25)
+            if pair is None:
+                continue
+            try:
+                self._process(pair, segmenter)
+            except Exception as exc:  # noqa: BLE001 - the thread must survive anything one pair does
+                self.stats.count_error("internal")
+                self.get_logger().error(
+                    f"unexpected error on a pair (rgb stamp {pair.rgb_stamp_ns * 1e-9:.6f} s): {exc}\n"
+                    + traceback.format_exc(),
+                    throttle_duration_sec=self.params.log_throttle,
+                )
+
+    def _process(self, pair: Pair, segmenter: Any) -> None:
+        start = time.perf_counter()
+        try:
+            rgb = decode_rgb(pair.rgb)
+        except ImageDecodeError as exc:
+            self.stats.count_error("bad_rgb")
+            self._warn(f"{self._input_topic('rgb')}: {exc}; pair skipped")
+            return
+        try:
+            thermal = decode_thermal(pair.thermal)
+        except ImageDecodeError as exc:
+            self.stats.count_error("bad_thermal")
+            self._warn(f"{self._input_topic('thermal')}: {exc}; pair skipped")
+            return
+        if thermal.dtype.kind == "f":
+            finite = np.isfinite(thermal)
+            if not finite.all():
+                self.stats.count_error("nonfinite_thermal")
+                bad = int(finite.size - np.count_nonzero(finite))
+                self._warn(
+                    f"{self._input_topic('thermal')}: {bad} of {finite.size} pixels are NaN/inf; "
+                    "they are excluded from normalisation and treated as the coldest value"
+                )
+        thermal01 = normalize_thermal(thermal, self._thermal_norm)
+        if thermal01.shape != rgb.shape[:2] or self._homography is not None:
+            if not self._resize_warned:
+                self._resize_warned = True
+                how = "warped with the thermal_homography parameter" if self._homography is not None else "resized"
+                self.get_logger().warning(
+                    f"thermal frames ({thermal01.shape[1]}x{thermal01.shape[0]}) are {how} to the RGB frame "
+                    f"({rgb.shape[1]}x{rgb.shape[0]}); set thermal_homography for a registered overlay"
+                )
+            thermal01 = resize_thermal_to(thermal01, rgb.shape[:2], self._homography)
+        prepared = time.perf_counter()
+        try:
+            prediction = segmenter.predict(rgb, thermal01, thermal_norm=_UNIT_RANGE)
+        except Exception as exc:  # noqa: BLE001 - model failures (e.g. out of memory) must not stop the node
+            self.stats.count_error("model")
+            self.get_logger().error(
+                f"model failed on a {rgb.shape[1]}x{rgb.shape[0]} pair: {type(exc).__name__}: {exc}",
+                throttle_duration_sec=self.params.log_throttle,
+            )
+            return
+        inferred = time.perf_counter()
+        self._publish_outputs(pair.rgb.header, rgb, prediction, segmenter.class_info.palette)
+        done = time.perf_counter()
+        latency = (self.get_clock().now() - Time.from_msg(pair.rgb.header.stamp)).nanoseconds * 1e-9
+        self.stats.record_output(latency, inferred - prepared, prepared - start, done - inferred)
+
+    def _publish_outputs(self, header: Any, rgb: np.ndarray, prediction: Any, palette: np.ndarray) -> None:
+        pubs = self._outputs
+
+        def wanted(name: str) -> bool:
+            pub = pubs.get(name)
+            return pub is not None and pub.get_subscription_count() > 0
+
+        if wanted("labels"):
+            pubs["labels"].publish(_image_msg(header, prediction.labels, "mono8"))
+        want_colour, want_overlay = wanted("colorized"), wanted("overlay")
+        if want_colour or want_overlay:
+            colour = colorize(prediction.labels, palette)
+            if want_colour:
+                pubs["colorized"].publish(_image_msg(header, colour, "rgb8"))
+            if want_overlay:
+                blended = overlay(rgb, colour, self.params.overlay_alpha)
+                pubs["overlay"].publish(_image_msg(header, blended, "rgb8"))
+        if wanted("confidence"):
+            pubs["confidence"].publish(_image_msg(header, prediction.confidence.astype(np.float32, copy=False), "32FC1"))
+
+    # --- diagnostics ------------------------------------------------------------------------------
+
+    def diagnostic_report(self):
+        now = time.monotonic()
+        pairing = self._pairer.stats.as_dict() if self._pairer is not None else {}
+        reference = self._last_pair_at if self._last_pair_at is not None else self._activated_at
+        since_input = {k: (None if v is None else now - v) for k, v in self._last_input_at.items()}
+        extra = {}
+        if self.segmenter is not None:
+            extra = {
+                "model": self.segmenter.cfg.name,
+                "resolution_mode": self.segmenter.cfg.resolution,
+                "device": str(self.segmenter.device),
+                "precision": self.segmenter.precision,
+            }
+        return build_report(
+            active=self._active,
+            stats=self.stats,
+            pairing=pairing,
+            dropped=self._slot.dropped,
+            seconds_since_pair=now - reference if self._active else None,
+            seconds_since_input=since_input,
+            no_pair_warn_s=self.params.no_pair_warning,
+            extra=extra,
+            now=now,
+        )
+
+    def _publish_diagnostics(self) -> None:
+        report = self.diagnostic_report()
+        if report.level != 0 and self._active:
+            self._warn(report.message)
+        status = DiagnosticStatus(
+            level=bytes([report.level]),
+            name=f"{self.get_fully_qualified_name()}: segmentation",
+            message=report.message,
+            hardware_id=str(self.segmenter.device) if self.segmenter is not None else "",
+            values=[KeyValue(key=k, value=v) for k, v in report.values.items()],
+        )
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        if self._diag_pub is not None:
+            self._diag_pub.publish(msg)
+
+
+def _image_msg(header: Any, image: np.ndarray, encoding: str) -> Image:
+    fields = encode_image(image, encoding)
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width, msg.encoding = fields.height, fields.width, fields.encoding
+    msg.is_bigendian, msg.step = int(fields.is_bigendian), fields.step
+    data = array.array("B")
+    data.frombytes(fields.data)  # one copy; assigning bytes would make rclpy check every element
+    msg.data = data
+    return msg
+
+
+def spin_resiliently(executor: Executor) -> None:
+    """``executor.spin()`` for a background thread while other threads create and destroy
+    entities (tests and tools that drive lifecycle transitions from outside the executor).
+
+    rclpy raises InvalidHandle in the spinning thread when a subscription or publisher is
+    destroyed while that thread builds its wait set, which ends ``spin()`` for good; the next
+    wait set no longer holds the destroyed entity, so this loop simply carries on.
+    """
+    while executor.context.ok():
+        try:
+            executor.spin_once(timeout_sec=0.1)
+        except InvalidHandle:
+            continue
+        except (ShutdownException, ExternalShutdownException):
+            return
+        except Exception:  # noqa: BLE001 - rclpy raises RCLError when the context shuts down mid-wait
+            if executor.context.ok():
+                raise
+            return
+
+
+def main(args: list[str] | None = None) -> int:
+    """Console script / ``ros2 run taseg_ros taseg_node``."""
+    rclpy.init(args=args)
+    node = TASegNode()
+    # Single-threaded on purpose: the callbacks are cheap (inference has its own thread), and
+    # transitions that destroy subscriptions must not race another executor thread building a
+    # wait set (rclpy's MultiThreadedExecutor dies with InvalidHandle when they do).
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    code = 0
+    try:
+        if node.get_parameter("autostart").value:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal(f"cannot start: {node.configure_error or 'configure failed'}")
+                return 1
+            if node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal("cannot start: activate failed")
+                return 1
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node._teardown()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

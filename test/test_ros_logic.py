@@ -1,0 +1,398 @@
+"""The node's ROS-free logic: pairing, image conversion, colourising, diagnostics, parameters,
+and the launch file's consistency with config/taseg.yaml. No rclpy needed."""
+from __future__ import annotations
+
+import ast
+import py_compile
+import sys
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from taseg_ros.preprocessing import ThermalNormalization, colorize, overlay
+from taseg_ros.ros.diagnostics import OK, WARN, NodeStatistics, build_report
+from taseg_ros.ros.image_codec import (
+    ImageDecodeError,
+    check_image_fields,
+    decode_rgb,
+    decode_thermal,
+    encode_image,
+    image_to_array,
+)
+from taseg_ros.ros.pairing import LatestSlot, StampPairer, stamp_to_ns
+from taseg_ros.ros.params import NodeParams
+
+REPO = Path(__file__).resolve().parents[1]
+MS = 1_000_000
+
+
+# --- pairing -------------------------------------------------------------------------------------
+
+
+def test_pairs_within_slop_and_counts_unmatched():
+    pairer = StampPairer(slop_s=0.010, queue_size=5)
+    assert pairer.add_rgb(100 * MS, "rgb100") is None
+    pair = pairer.add_thermal(104 * MS, "th104")
+    assert (pair.rgb, pair.thermal, pair.skew_ns) == ("rgb100", "th104", 4 * MS)
+    assert pairer.add_rgb(133 * MS, "rgb133") is None
+    assert pairer.add_thermal(150 * MS, "th150") is None  # 17 ms from rgb133: no pair, rgb133 now unmatchable
+    assert pairer.stats.unmatched_rgb == 1
+    pair = pairer.add_rgb(152 * MS, "rgb152")
+    assert (pair.rgb_stamp_ns, pair.thermal_stamp_ns) == (152 * MS, 150 * MS)
+    assert pairer.stats.pairs == 2 and pairer.buffered() == (0, 0)
+
+
+def test_closest_partner_wins_and_older_ones_are_discarded():
+    pairer = StampPairer(slop_s=0.010)
+    for stamp in (100, 103, 108):
+        assert pairer.add_thermal(stamp * MS, f"th{stamp}") is None
+    pair = pairer.add_rgb(107 * MS, "rgb107")
+    assert pair.thermal == "th108"
+    assert pairer.stats.unmatched_thermal == 2  # th100, th103 can never pair any more
+    assert pairer.buffered() == (0, 0)
+
+
+def test_buffers_are_bounded():
+    pairer = StampPairer(slop_s=0.001, queue_size=3)
+    for i in range(1, 101):
+        pairer.add_rgb(i * 100 * MS, i)
+    assert pairer.buffered() == (3, 0)
+    assert pairer.stats.unmatched_rgb == 97
+
+
+def test_zero_and_out_of_order_stamps_are_rejected_and_reported():
+    events = []
+    pairer = StampPairer(slop_s=0.010, time_reset_s=2.0)
+    pairer.on_reject = lambda stream, event, stamp: events.append((stream, event, stamp))
+    assert pairer.add_rgb(0, "zero") is None
+    assert pairer.add_rgb(500 * MS, "a") is None
+    assert pairer.add_rgb(400 * MS, "older") is None
+    assert pairer.add_rgb(500 * MS, "duplicate") is None
+    assert pairer.stats.zero_stamp == 1 and pairer.stats.out_of_order == 2
+    assert events == [("rgb", "zero_stamp", 0), ("rgb", "out_of_order", 400 * MS), ("rgb", "out_of_order", 500 * MS)]
+    pair = pairer.add_thermal(501 * MS, "t")
+    assert pair.rgb == "a"  # the rejected frames never replaced the good one
+
+
+def test_clock_reset_restarts_pairing():
+    pairer = StampPairer(slop_s=0.010, time_reset_s=2.0)
+    assert pairer.add_rgb(100_000 * MS, "late") is None
+    assert pairer.add_thermal(100_001 * MS, "late_t") is not None
+    # a bag loops: both streams jump back 100 s
+    assert pairer.add_rgb(1_000 * MS, "early") is None
+    assert pairer.stats.time_resets == 1 and pairer.stats.out_of_order == 0
+    pair = pairer.add_thermal(1_002 * MS, "early_t")
+    assert pairer.stats.time_resets == 2
+    assert (pair.rgb, pair.thermal) == ("early", "early_t")
+
+
+def test_pairing_rejects_bad_configuration():
+    with pytest.raises(ValueError, match="slop"):
+        StampPairer(slop_s=-0.1)
+    with pytest.raises(ValueError, match="queue_size"):
+        StampPairer(slop_s=0.01, queue_size=0)
+    with pytest.raises(ValueError, match="time_reset"):
+        StampPairer(slop_s=1.0, time_reset_s=0.5)
+
+
+def test_stamp_to_ns():
+    assert stamp_to_ns(SimpleNamespace(sec=12, nanosec=345)) == 12_000_000_345
+
+
+def test_latest_slot_newest_wins_and_counts_drops():
+    slot: LatestSlot[int] = LatestSlot()
+    assert slot.put(1) is False
+    assert slot.put(2) is True and slot.put(3) is True
+    assert slot.dropped == 2 and slot.take(timeout=0) == 3
+    assert slot.take(timeout=0.01) is None
+    consumer_got = []
+    consumer = threading.Thread(target=lambda: consumer_got.append(slot.take(timeout=10)))
+    consumer.start()
+    slot.put(4)
+    consumer.join(timeout=10)
+    assert consumer_got == [4] and slot.dropped == 2
+
+
+def test_latest_slot_close_wakes_consumer():
+    slot: LatestSlot[int] = LatestSlot()
+    result = []
+    consumer = threading.Thread(target=lambda: result.append(slot.take(timeout=30)))
+    consumer.start()
+    slot.close()
+    consumer.join(timeout=10)
+    assert not consumer.is_alive() and result == [None]
+    slot.put(5)
+    assert slot.take(timeout=0) is None  # closed
+    slot.reopen()
+    assert slot.take(timeout=0) == 5
+
+
+# --- image conversion ----------------------------------------------------------------------------
+
+
+def raw_image(array: np.ndarray, encoding: str, pad: int = 0, big_endian: bool = False, data_override=None):
+    """An Image-like object with ROS's fields (rows padded by `pad` bytes)."""
+    array = np.ascontiguousarray(array)
+    height, width = array.shape[:2]
+    if big_endian:
+        array = array.astype(array.dtype.newbyteorder(">"))
+    row = array.reshape(height, -1).view(np.uint8)
+    padded = np.zeros((height, row.shape[1] + pad), np.uint8)
+    padded[:, : row.shape[1]] = row
+    data = padded.tobytes() if data_override is None else data_override
+    return SimpleNamespace(
+        encoding=encoding, height=height, width=width, step=padded.shape[1], is_bigendian=int(big_endian), data=data
+    )
+
+
+@pytest.fixture
+def rgb_frame():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("pad", [0, 3])
+def test_decode_rgb_all_encodings(rgb_frame, pad):
+    bgr = rgb_frame[:, :, ::-1]
+    alpha = np.full(rgb_frame.shape[:2] + (1,), 200, np.uint8)
+    assert np.array_equal(decode_rgb(raw_image(rgb_frame, "rgb8", pad)), rgb_frame)
+    assert np.array_equal(decode_rgb(raw_image(bgr, "bgr8", pad)), rgb_frame)
+    assert np.array_equal(decode_rgb(raw_image(np.concatenate([rgb_frame, alpha], 2), "rgba8", pad)), rgb_frame)
+    assert np.array_equal(decode_rgb(raw_image(np.concatenate([bgr, alpha], 2), "bgra8", pad)), rgb_frame)
+    grey = rgb_frame[:, :, 0]
+    mono = decode_rgb(raw_image(grey, "mono8", pad))
+    assert mono.shape == (5, 7, 3) and np.array_equal(mono[:, :, 1], grey)
+
+
+@pytest.mark.parametrize("pad", [0, 2])
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_decode_thermal_all_encodings(pad, big_endian):
+    rng = np.random.default_rng(1)
+    counts = rng.integers(0, 65536, (4, 6), dtype=np.uint16)
+    celsius = rng.normal(25, 10, (4, 6)).astype(np.float32)
+    grey = rng.integers(0, 256, (4, 6), dtype=np.uint8)
+    for array, encoding in ((counts, "mono16"), (counts, "16UC1"), (celsius, "32FC1"), (grey, "mono8"), (grey, "8UC1")):
+        out = decode_thermal(raw_image(array, encoding, pad, big_endian))
+        assert out.dtype == array.dtype and np.array_equal(out, array), encoding
+    replicated = np.repeat(grey[:, :, None], 3, axis=2)
+    for encoding in ("bgr8", "rgb8"):
+        out = decode_thermal(raw_image(replicated, encoding, pad))
+        assert out.shape == (4, 6) and np.array_equal(out, grey)
+
+
+def test_float_thermal_keeps_nan_and_inf():
+    values = np.array([[1.0, np.nan], [np.inf, -np.inf]], np.float32)
+    out = decode_thermal(raw_image(values, "32FC1"))
+    assert np.isnan(out[0, 1]) and np.isposinf(out[1, 0]) and out[0, 0] == 1.0
+
+
+def test_bad_raw_images_raise_clear_errors(rgb_frame):
+    with pytest.raises(ImageDecodeError, match="unsupported encoding 'yuv422'"):
+        decode_rgb(raw_image(rgb_frame[:, :, :2].copy(), "yuv422"))
+    with pytest.raises(ImageDecodeError, match="unsupported encoding 'mono16'"):
+        decode_rgb(raw_image(np.zeros((2, 2), np.uint16), "mono16"))  # not an RGB encoding
+    with pytest.raises(ImageDecodeError, match="empty image"):
+        decode_rgb(SimpleNamespace(encoding="rgb8", height=0, width=0, step=0, is_bigendian=0, data=b""))
+    good = raw_image(rgb_frame, "rgb8")
+    with pytest.raises(ImageDecodeError, match=r"truncated data: 100 bytes, expected step \* height = 21 \* 5 = 105"):
+        decode_rgb(raw_image(rgb_frame, "rgb8", data_override=good.data[:100]))
+    with pytest.raises(ImageDecodeError, match="step=20 is smaller than one row"):
+        check_image_fields(SimpleNamespace(encoding="rgb8", height=5, width=7, step=20, is_bigendian=0, data=good.data))
+    with pytest.raises(ImageDecodeError, match="truncated data: 0 bytes"):
+        check_image_fields(raw_image(rgb_frame, "rgb8", data_override=b""))
+
+
+def test_image_fields_from_rclpy_style_array_data(rgb_frame):
+    import array
+
+    msg = raw_image(rgb_frame, "rgb8")
+    msg.data = array.array("B", msg.data)
+    assert np.array_equal(image_to_array(msg), rgb_frame)
+
+
+def compressed(array: np.ndarray, ext: str, fmt: str):
+    ok, buffer = cv2.imencode(ext, array)
+    assert ok
+    return SimpleNamespace(format=fmt, data=buffer.tobytes())
+
+
+def test_compressed_images(rgb_frame):
+    png = compressed(rgb_frame[:, :, ::-1], ".png", "rgb8; png compressed bgr8")
+    assert np.array_equal(decode_rgb(png), rgb_frame)
+    counts = np.arange(24, dtype=np.uint16).reshape(4, 6) * 2000
+    thermal = decode_thermal(compressed(counts, ".png", "mono16; png compressed mono16"))
+    assert thermal.dtype == np.uint16 and np.array_equal(thermal, counts)  # 16-bit depth survives
+    depth_png = compressed(counts, ".png", "16UC1; compressedDepth png")
+    depth_png.data = bytes(12) + depth_png.data  # image_transport's ConfigHeader
+    assert np.array_equal(decode_thermal(depth_png), counts)
+    jpeg = decode_rgb(compressed(np.full((8, 8, 3), 128, np.uint8), ".jpg", "jpeg"))
+    assert jpeg.shape == (8, 8, 3) and abs(int(jpeg.mean()) - 128) <= 2
+    with pytest.raises(ImageDecodeError, match="could not be decoded"):
+        decode_rgb(SimpleNamespace(format="jpeg", data=b"\xff\xd8 not a jpeg"))
+    with pytest.raises(ImageDecodeError, match="empty data"):
+        check_image_fields(SimpleNamespace(format="jpeg", data=b""))
+
+
+def test_real_rosbags_message_objects(rgb_frame):
+    """The codec reads the message classes the rosbag tools get from `rosbags`."""
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS2_HUMBLE)
+    Image = store.types["sensor_msgs/msg/Image"]
+    Header = store.types["std_msgs/msg/Header"]
+    Time = store.types["builtin_interfaces/msg/Time"]
+    counts = np.arange(12, dtype=np.uint16).reshape(3, 4) * 1000
+    big = counts.astype(">u2").view(np.uint8).reshape(-1)
+    msg = Image(Header(Time(1, 2), "thermal"), 3, 4, "mono16", 1, 8, big)
+    assert np.array_equal(decode_thermal(msg), counts)
+    assert stamp_to_ns(msg.header.stamp) == 1_000_000_002
+
+
+def test_encode_image_round_trip(rgb_frame):
+    for array, encoding in (
+        (rgb_frame, "rgb8"),
+        (rgb_frame[:, :, 0].copy(), "mono8"),
+        (np.linspace(0, 1, 35, dtype=np.float32).reshape(5, 7), "32FC1"),
+    ):
+        fields = encode_image(array, encoding)
+        assert (fields.height, fields.width, fields.encoding) == (5, 7, encoding)
+        assert fields.step * fields.height == fields.data.size
+        msg = SimpleNamespace(**{k: getattr(fields, k) for k in ("height", "width", "encoding", "step", "is_bigendian")},
+                              data=fields.data.tobytes())
+        assert np.array_equal(image_to_array(msg), array)
+    with pytest.raises(ImageDecodeError, match="does not fit encoding 'rgb8'"):
+        encode_image(rgb_frame[:, :, 0], "rgb8")
+
+
+# --- colourising (the node's use of preprocessing.colorize / overlay) -----------------------------
+
+
+def test_colorize_and_overlay_values():
+    palette = np.array([[0, 0, 0], [255, 0, 0], [0, 0, 255]], np.uint8)
+    labels = np.array([[0, 1], [2, 7]], np.uint8)
+    colour = colorize(labels, palette)
+    assert colour.tolist() == [[[0, 0, 0], [255, 0, 0]], [[0, 0, 255], [0, 0, 0]]]  # 7: unknown -> black
+    rgb = np.full((2, 2, 3), 100, np.uint8)
+    blended = overlay(rgb, colour, 0.5)
+    assert blended[0, 1].tolist() == [178, 50, 50] and blended[0, 0].tolist() == [50, 50, 50]
+    assert np.array_equal(overlay(rgb, colour, 0.0), rgb)
+
+
+# --- diagnostics ---------------------------------------------------------------------------------
+
+
+def test_statistics_and_report():
+    stats = NodeStatistics(fps_window_s=10.0)
+    for i in range(11):
+        stats.record_output(latency_s=0.1 + 0.01 * i, inference_s=0.05, prepare_s=0.0015, publish_s=0.0005,
+                            now=100.0 + 0.5 * i)
+    stats.count_error("bad_rgb", 2)
+    assert stats.fps(now=105.0) == pytest.approx(2.0)
+    pairing = {"rgb_received": 20, "thermal_received": 0, "pairs": 11, "unmatched_rgb": 9, "zero_stamp": 1}
+    report = build_report(active=True, stats=stats, pairing=pairing, dropped=3, seconds_since_pair=0.2,
+                          seconds_since_input={"rgb": 0.0, "thermal": 0.1}, no_pair_warn_s=3.0, now=105.0)
+    assert report.level == OK
+    values = report.values
+    assert values["dropped"] == "3" and values["unmatched_rgb"] == "9" and values["processed"] == "11"
+    assert values["errors"] == "3" and values["errors_bad_rgb"] == "2"
+    assert values["latency_max_ms"] == "200.0" and values["inference_mean_ms"] == "50.0"
+    assert values["overhead_mean_ms"] == "2.0" and values["prepare_mean_ms"] == "1.5" and values["publish_p95_ms"] == "0.5"
+    stale = build_report(active=True, stats=stats, pairing=pairing, dropped=3, seconds_since_pair=5.0,
+                         seconds_since_input={"rgb": 0.0, "thermal": None}, no_pair_warn_s=3.0)
+    assert stale.level == WARN and "no message for > 3 s on: thermal" in stale.message
+    skewed = build_report(active=True, stats=stats, pairing=pairing, dropped=3, seconds_since_pair=5.0,
+                          seconds_since_input={"rgb": 0.0, "thermal": 0.0}, no_pair_warn_s=3.0)
+    assert skewed.level == WARN and "stamps do not match" in skewed.message
+    inactive = build_report(active=False, stats=stats, pairing=pairing, dropped=0, seconds_since_pair=None,
+                            seconds_since_input={"rgb": None, "thermal": None}, no_pair_warn_s=3.0)
+    assert inactive.level == OK and inactive.message == "inactive"
+
+
+# --- parameters, config file, launch file -----------------------------------------------------------
+
+
+def load_config_params() -> dict:
+    data = yaml.safe_load((REPO / "config" / "taseg.yaml").read_text())
+    return data["/**"]["ros__parameters"]
+
+
+def test_config_yaml_matches_node_defaults():
+    assert load_config_params() == NodeParams.defaults()
+
+
+def test_param_validation_names_the_parameter():
+    good = NodeParams(checkpoint="model.safetensors")
+    good.validate()
+    assert good.thermal_norm() == ThermalNormalization("auto", 0.0, 255.0, (1.0, 99.0))
+    assert good.homography() is None
+    cases = {
+        "checkpoint": dict(checkpoint=""),
+        "device": dict(device="tpu"),
+        "precision": dict(precision="int8"),
+        "rgb_transport": dict(rgb_transport="theora"),
+        "input_qos": dict(input_qos="fast"),
+        "thermal_homography": dict(thermal_homography=[1.0, 0.0]),
+        "overlay_alpha": dict(overlay_alpha=1.5),
+        "time_reset": dict(slop=0.5, time_reset=0.1),
+    }
+    for name, change in cases.items():
+        params = NodeParams(**{**dict(checkpoint="m.safetensors"), **change})
+        with pytest.raises(ValueError, match=f"'{name}'"):
+            params.validate()
+    with pytest.raises(ValueError, match="fixed range needs high > low"):
+        NodeParams(checkpoint="m", thermal_normalization="fixed", thermal_range=[5.0, 1.0]).validate()
+    warp = NodeParams(checkpoint="m", thermal_homography=[2.0, 0, 0, 0, 2.0, 0, 0, 0, 1.0])
+    warp.validate()
+    assert warp.homography()[0, 0] == 2.0
+
+
+def launch_file_arguments() -> tuple[set[str], set[str]]:
+    """(all declared launch argument names, names in PARAMETER_ARGUMENTS) from the launch file's AST."""
+    tree = ast.parse((REPO / "launch" / "taseg.launch.py").read_text())
+    declared, parameter_args = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "DeclareLaunchArgument":
+            if node.args and isinstance(node.args[0], ast.Constant):
+                declared.add(node.args[0].value)
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PARAMETER_ARGUMENTS" for t in node.targets):
+            parameter_args = {key.value for key in node.value.keys}
+    return declared, parameter_args
+
+
+def test_launch_file_compiles_and_matches_config(tmp_path):
+    py_compile.compile(str(REPO / "launch" / "taseg.launch.py"), cfile=str(tmp_path / "launch.pyc"), doraise=True)
+    declared, parameter_args = launch_file_arguments()
+    fixed = {"namespace", "rgb_topic", "thermal_topic", "params_file", "rviz", "use_sim_time"}
+    assert fixed <= declared
+    assert parameter_args, "PARAMETER_ARGUMENTS not found in the launch file"
+    unknown = parameter_args - set(load_config_params())
+    assert not unknown, f"launch arguments that are not node parameters: {unknown}"
+    assert "checkpoint" in parameter_args
+    # every parameter argument is declared (by the loop over PARAMETER_ARGUMENTS) and nothing else is extra
+    source = (REPO / "launch" / "taseg.launch.py").read_text()
+    assert "for name, (_, description) in PARAMETER_ARGUMENTS.items()" in source
+    assert declared == fixed
+
+
+def test_rviz_config_shows_overlay_and_labels():
+    config = yaml.safe_load((REPO / "config" / "taseg.rviz").read_text())
+    displays = config["Visualization Manager"]["Displays"]
+    enabled = {d["Topic"]["Value"] for d in displays if d["Class"] == "rviz_default_plugins/Image" and d["Enabled"]}
+    assert enabled == {"/taseg/overlay", "/taseg/colorized"}
+
+
+def test_ros_free_modules_do_not_import_rclpy():
+    import subprocess
+
+    code = (
+        "import sys; import taseg_ros.ros.pairing, taseg_ros.ros.image_codec, taseg_ros.ros.diagnostics, "
+        "taseg_ros.ros.params; bad = [m for m in sys.modules if m.split('.')[0] in "
+        "('rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'torch')]; print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

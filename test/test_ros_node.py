@@ -1,0 +1,699 @@
+"""The segmentation node end to end over real rclpy + DDS (the ROS 2 wheels), with a tiny checkpoint.
+
+Each test runs its own node in its own namespace; a probe node publishes RGB/thermal frames and
+subscribes to every output. The session uses a random ROS_DOMAIN_ID in 100..200 so that other
+test runs on this machine do not cross-talk. All waits are bounded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from lifecycle_msgs.msg import Transition  # noqa: E402
+from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
+from std_msgs.msg import String  # noqa: E402
+
+from taseg_ros.preprocessing import ThermalNormalization, normalize_thermal, resize_thermal_to  # noqa: E402
+from taseg_ros.ros.image_codec import image_to_array  # noqa: E402
+from taseg_ros.ros.node import TASegNode, spin_resiliently  # noqa: E402
+
+DOMAIN_ID = random.randint(100, 200)
+WAIT = 30.0  # seconds: generous upper bound for anything that should happen "soon" on a loaded machine
+RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+OUTPUTS = ("labels", "colorized", "overlay", "confidence")
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_checkpoint):
+    """conftest's tiny untrained MFNet model (9 classes), made once per session."""
+    return tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def ros():
+    os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=DOMAIN_ID)
+    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    # Tests destroy nodes and drive transitions from this thread while the executor spins.
+    spinner = threading.Thread(target=spin_resiliently, args=(executor,), daemon=True)
+    spinner.start()
+    yield context, executor
+    executor.shutdown(timeout_sec=5)
+    spinner.join(timeout=10)
+    rclpy.shutdown(context=context)
+
+
+def wait_until(predicate, timeout: float = WAIT, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Probe:
+    """Publishes frames to a node under test and records what it publishes."""
+
+    def __init__(self, context, executor, namespace: str, compressed: bool = False) -> None:
+        self.namespace = namespace
+        self.node = rclpy.create_node(f"probe_{uuid.uuid4().hex[:8]}", namespace=namespace, context=context)
+        msg_type = CompressedImage if compressed else Image
+        suffix = "/compressed" if compressed else ""
+        self.rgb_pub = self.node.create_publisher(msg_type, "rgb/image" + suffix, RELIABLE)
+        self.thermal_pub = self.node.create_publisher(msg_type, "thermal/image" + suffix, RELIABLE)
+        self.cond = threading.Condition()
+        # bounded: the soak test must measure the node's memory, not a growing record of outputs
+        self.received: dict[str, deque] = {name: deque(maxlen=50) for name in OUTPUTS + ("class_info",)}
+        self.received["diagnostics"] = deque(maxlen=1000)  # small messages; tests look for the first of a kind
+        self.counts: Counter[str] = Counter()
+        self.subs = [
+            self.node.create_subscription(Image, f"taseg/{name}", self._recorder(name), RELIABLE) for name in OUTPUTS
+        ]
+        self.subs.append(self.node.create_subscription(String, "taseg/class_info", self._recorder("class_info"), LATCHED))
+        self.subs.append(self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10))
+        self.clock = self.node.get_clock()
+        self._last_stamp_ns = 0
+        executor.add_node(self.node)
+        self.executor = executor
+
+    def _recorder(self, name):
+        def record(msg):
+            with self.cond:
+                self.received[name].append((time.monotonic(), msg))
+                self.counts[name] += 1
+                self.cond.notify_all()
+        return record
+
+    def _on_diagnostics(self, msg):
+        for status in msg.status:
+            if status.name == f"{self.namespace}/taseg: segmentation":
+                with self.cond:
+                    self.received["diagnostics"].append((time.monotonic(), status))
+                    self.counts["diagnostics"] += 1
+
+    def count(self, name: str) -> int:
+        with self.cond:
+            return self.counts[name]
+
+    def last(self, name: str):
+        with self.cond:
+            return self.received[name][-1][1]
+
+    def wait_connected(self, node: TASegNode, outputs=("labels", "colorized", "overlay")) -> None:
+        """Discovery is asymmetric: wait until both ends of every connection see each other
+        (a sample sent before the receiving end matched is lost, and the node skips outputs
+        whose publisher sees no subscriber)."""
+        wait_until(lambda: self.rgb_pub.get_subscription_count() > 0 and self.thermal_pub.get_subscription_count() > 0
+                   and len(node._subscriptions_in) == 2
+                   and all(sub.get_publisher_count() > 0 for sub in node._subscriptions_in),
+                   what="the node's input subscriptions to match the probe")
+        for sub in self.subs[: len(OUTPUTS)]:
+            name = sub.topic_name.rsplit("/", 1)[1]
+            if name in outputs:
+                wait_until(lambda: sub.get_publisher_count() > 0 and node._outputs[name].get_subscription_count() > 0,
+                           what=f"the node's {name} publisher to match the probe")
+
+    def next_stamp_ns(self) -> int:
+        stamp = max(self.clock.now().nanoseconds, self._last_stamp_ns + 1_000_000)
+        self._last_stamp_ns = stamp
+        return stamp
+
+    def close(self) -> None:
+        self.executor.remove_node(self.node)
+        self.node.destroy_node()
+
+
+def image_msg(array: np.ndarray, encoding: str, stamp_ns: int, frame_id: str, pad: int = 0, big_endian: bool = False):
+    array = np.ascontiguousarray(array)
+    if big_endian:
+        array = array.astype(array.dtype.newbyteorder(">"))
+    height, width = array.shape[:2]
+    rows = array.reshape(height, -1).view(np.uint8)
+    padded = np.zeros((height, rows.shape[1] + pad), np.uint8)
+    padded[:, : rows.shape[1]] = rows
+    msg = Image(encoding=encoding, height=height, width=width, step=padded.shape[1], is_bigendian=int(big_endian))
+    msg.data = padded.tobytes()
+    set_stamp(msg, stamp_ns, frame_id)
+    return msg
+
+
+def set_stamp(msg, stamp_ns: int, frame_id: str):
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def frames(height=120, width=160, seed=0):
+    rng = np.random.default_rng(seed)
+    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    thermal = rng.integers(20000, 40000, (height // 2, width // 2), dtype=np.uint16)
+    return rgb, thermal
+
+
+def publish_pair(probe: Probe, rgb=None, thermal=None, skew_ns=3_000_000, stamp_ns=None):
+    if rgb is None:
+        rgb, thermal = frames()
+    stamp = probe.next_stamp_ns() if stamp_ns is None else stamp_ns
+    probe.rgb_pub.publish(image_msg(rgb, "rgb8", stamp, "camera_rgb"))
+    probe.thermal_pub.publish(image_msg(thermal, "mono16", stamp + skew_ns, "camera_thermal"))
+    return stamp
+
+
+def stamp_of(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+@pytest.fixture
+def start_node(ros, checkpoint):
+    """start_node(activate=True, **params) -> (node, probe) in a fresh namespace."""
+    context, executor = ros
+    created = []
+
+    def start(activate: bool = True, compressed: bool = False, **params):
+        namespace = f"/t{uuid.uuid4().hex[:8]}"
+        # Reliable inputs unless a test asks otherwise: these tests are about the node, not about
+        # best-effort transport losing a sample on a loaded machine.
+        values = {"checkpoint": str(checkpoint), "diagnostics_period": 0.2, "log_throttle": 0.0,
+                  "input_qos": "reliable", **params}
+        node = TASegNode(namespace=namespace, context=context,
+                         parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+        executor.add_node(node)
+        probe = Probe(context, executor, namespace, compressed=compressed)
+        created.append((node, probe))
+        if activate:
+            assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node.configure_error
+            assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+            probe.wait_connected(node)
+        return node, probe
+
+    yield start
+    for node, probe in created:
+        probe.close()
+        node._teardown()
+        executor.remove_node(node)
+        node.destroy_node()
+
+
+# --- outputs --------------------------------------------------------------------------------------
+
+
+def test_paired_frames_produce_all_outputs(start_node, checkpoint):
+    node, probe = start_node(publish_confidence=True, overlay_alpha=0.4, input_qos="sensor_data", no_pair_warning=120.0)
+    probe.wait_connected(node, outputs=OUTPUTS)
+    rgb, _ = frames()
+    thermal = np.random.default_rng(5).integers(20000, 40000, (60, 80), dtype=np.uint16)
+    deadline = time.monotonic() + WAIT
+    while not all(probe.count(name) >= 1 for name in OUTPUTS):  # best-effort inputs: resend if a sample is lost
+        assert time.monotonic() < deadline, "no outputs"
+        stamp = probe.next_stamp_ns()
+        # padded rows, BGR order, big-endian 16-bit thermal at half size, 3 ms later than the RGB frame
+        probe.rgb_pub.publish(image_msg(rgb[:, :, ::-1], "bgr8", stamp, "camera_rgb", pad=4))
+        probe.thermal_pub.publish(image_msg(thermal, "16UC1", stamp + 3_000_000, "camera_thermal", pad=2, big_endian=True))
+        with probe.cond:
+            probe.cond.wait_for(lambda: all(probe.received[name] for name in OUTPUTS), timeout=2.0)
+    stamp = stamp_of(probe.last("labels"))
+
+    outputs = {name: probe.last(name) for name in OUTPUTS}
+    for name, msg in outputs.items():
+        assert (msg.height, msg.width) == (120, 160), name
+        assert stamp_of(msg) == stamp and msg.header.frame_id == "camera_rgb", name
+    assert [outputs[n].encoding for n in OUTPUTS] == ["mono8", "rgb8", "rgb8", "32FC1"]
+
+    # The node's labels are exactly the model's on the same inputs.
+    from taseg_ros.inference import Segmenter
+
+    seg = Segmenter.from_checkpoint(checkpoint)
+    thermal01 = resize_thermal_to(normalize_thermal(thermal, ThermalNormalization()), (120, 160))
+    expected = seg.predict(rgb, thermal01, thermal_norm=ThermalNormalization("fixed", 0.0, 1.0))
+    labels = image_to_array(outputs["labels"])
+    assert np.array_equal(labels, expected.labels)
+    palette = seg.class_info.palette
+    colour = image_to_array(outputs["colorized"])
+    assert np.array_equal(colour, palette[labels])
+    assert np.array_equal(image_to_array(outputs["overlay"]), cv2.addWeighted(colour, 0.4, rgb, 0.6, 0.0))
+    confidence = image_to_array(outputs["confidence"])
+    assert np.allclose(confidence, expected.confidence, atol=1e-6)
+    assert confidence.min() >= 1.0 / len(palette) - 1e-6 and confidence.max() <= 1.0
+
+    # Class info: published once at configure, still delivered to this late-joining subscriber.
+    wait_until(lambda: probe.count("class_info") >= 1, what="class_info")
+    info = json.loads(probe.last("class_info").data)
+    assert info["classes"] == list(seg.class_info.names) and len(info["classes"]) == 9
+    assert info["palette"] == palette.astype(int).tolist()
+    assert probe.count("class_info") == 1
+
+    # Diagnostics after the pair: counts, timings, model description.
+    def first_diag_with_output():
+        with probe.cond:
+            for _, status in probe.received["diagnostics"]:
+                if {kv.key: kv.value for kv in status.values}.get("processed") == "1":
+                    return status
+        return None
+
+    wait_until(first_diag_with_output, what="diagnostics reporting the processed pair")
+    status = first_diag_with_output()
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == b"\x00" and status.message == "processing"
+    for key in ("fps", "latency_mean_ms", "latency_max_ms", "inference_mean_ms", "overhead_mean_ms", "dropped",
+                "unmatched_rgb", "unmatched_thermal", "errors"):
+        assert key in values, key
+    assert int(values["pairs"]) >= 1 and values["dropped"] == "0" and values["errors"] == "0"
+    assert values["model"] == "tiny" and values["resolution_mode"] == "native" and values["device"] == "cpu"
+    assert float(values["latency_max_ms"]) >= float(values["inference_max_ms"]) > 0
+
+
+def test_unsubscribed_outputs_are_not_built(start_node):
+    node, probe = start_node(publish_confidence=True)
+    for sub in list(probe.subs[1:4]):  # keep only ~/labels
+        probe.node.destroy_subscription(sub)
+    wait_until(lambda: node._outputs["overlay"].get_subscription_count() == 0
+               and node._outputs["colorized"].get_subscription_count() == 0
+               and node._outputs["confidence"].get_subscription_count() == 0, what="subscribers to go away")
+    built = []
+    import taseg_ros.ros.node as node_module
+
+    original = node_module._image_msg
+
+    def counting(header, image, encoding):
+        built.append(encoding)
+        return original(header, image, encoding)
+
+    node_module._image_msg = counting
+    try:
+        stamp = publish_pair(probe)
+        wait_until(lambda: probe.count("labels") >= 1, what="labels")
+        wait_until(lambda: node.stats.processed >= 1, what="processing to finish")
+    finally:
+        node_module._image_msg = original
+    assert stamp_of(probe.last("labels")) == stamp
+    assert built == ["mono8"]
+
+
+def test_compressed_inputs(start_node):
+    node, probe = start_node(compressed=True, rgb_transport="compressed", thermal_transport="compressed")
+    rgb, thermal = frames(seed=3)
+    stamp = probe.next_stamp_ns()
+    ok_rgb, jpeg = cv2.imencode(".jpg", rgb[:, :, ::-1])
+    ok_th, png = cv2.imencode(".png", thermal)  # 16-bit PNG
+    assert ok_rgb and ok_th
+    probe.rgb_pub.publish(set_stamp(CompressedImage(format="rgb8; jpeg compressed bgr8", data=jpeg.tobytes()), stamp, "cam"))
+    probe.thermal_pub.publish(set_stamp(CompressedImage(format="mono16; png compressed mono16", data=png.tobytes()),
+                                        stamp + 1_000_000, "th"))
+    wait_until(lambda: probe.count("overlay") >= 1, what="overlay from compressed inputs")
+    assert stamp_of(probe.last("overlay")) == stamp and probe.last("overlay").header.frame_id == "cam"
+
+    # undecodable compressed data: counted, then the next good pair still works
+    stamp = probe.next_stamp_ns()
+    probe.rgb_pub.publish(set_stamp(CompressedImage(format="jpeg", data=b"\xff\xd8garbage"), stamp, "cam"))
+    probe.thermal_pub.publish(set_stamp(CompressedImage(format="png", data=png.tobytes()), stamp, "th"))
+    wait_until(lambda: node.stats.errors["bad_rgb"] == 1, what="the bad JPEG to be counted")
+    stamp = probe.next_stamp_ns()
+    probe.rgb_pub.publish(set_stamp(CompressedImage(format="jpeg", data=jpeg.tobytes()), stamp, "cam"))
+    probe.thermal_pub.publish(set_stamp(CompressedImage(format="png", data=png.tobytes()), stamp, "th"))
+    wait_until(lambda: probe.count("overlay") >= 2, what="output after the bad JPEG")
+    assert stamp_of(probe.last("overlay")) == stamp
+
+
+def test_device_and_precision_parameters(start_node):
+    import torch
+
+    node, probe = start_node(precision="bf16")
+    stamp = publish_pair(probe)
+    wait_until(lambda: probe.count("labels") >= 1, what="labels from the bf16 model")
+    assert stamp_of(probe.last("labels")) == stamp and node.segmenter.precision == "bf16"
+    if not torch.cuda.is_available():  # on this CPU-only machine: clear configure failures
+        node, _ = start_node(activate=False, device="cuda")
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert "CUDA is not available" in node.configure_error
+        node, _ = start_node(activate=False, precision="fp16")
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert "fp16 is not supported on the CPU" in node.configure_error
+
+
+# --- real time ------------------------------------------------------------------------------------
+
+
+def test_stale_pairs_are_dropped_and_latency_stays_bounded(start_node):
+    node, probe = start_node(input_depth=1)  # reliable + keep-last 1: the last pair always arrives
+    rgb, thermal = frames(480, 640, seed=1)  # ~0.1 s per inference for the tiny model on a CPU
+    rgb_msgs = image_msg(rgb, "rgb8", 1, "cam")
+    thermal_msgs = image_msg(thermal, "mono16", 1, "th")
+    published = []
+    for _ in range(80):  # ~ 100 Hz, several pairs per inference
+        stamp = probe.next_stamp_ns()
+        probe.rgb_pub.publish(set_stamp(rgb_msgs, stamp, "cam"))
+        probe.thermal_pub.publish(set_stamp(thermal_msgs, stamp + 2_000_000, "th"))
+        published.append(stamp)
+        time.sleep(0.01)
+    last = published[-1]
+    try:
+        wait_until(lambda: probe.count("labels") and stamp_of(probe.last("labels")) == last,
+                   what="the newest pair to be processed")
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}: last published {last}, last paired rgb {node._pairer.last_pair_stamp_ns}, "
+            f"last output {stamp_of(probe.last('labels')) if probe.count('labels') else None}, "
+            f"pairing {node._pairer.stats}, buffered {node._pairer.buffered()}, stats {node.stats.snapshot()}, "
+            f"dropped {node._slot.dropped}, worker alive {node._worker.is_alive()}"
+        ) from None
+    pairing = node._pairer.stats
+    # every pair is either processed or counted as dropped (processed is counted just after publishing)
+    wait_until(lambda: pairing.pairs == node.stats.processed + node._slot.dropped, what="pair accounting")
+    assert not node._slot.pending
+    assert node._slot.dropped > 0
+    assert node.stats.processed < pairing.pairs
+    snap = node.stats.snapshot()
+    # Newest-wins: a pair waits at most for the inference in progress plus its own; a FIFO queue
+    # would make the last of 80 pairs wait for every pair before it.
+    bound = 2 * snap["inference"]["max"] + 2 * snap["overhead"]["max"] + 1.0
+    assert snap["latency"]["max"] < bound, (snap, bound)
+    wait_until(lambda: probe.count("diagnostics") and {kv.key: kv.value for kv in probe.last("diagnostics").values}
+               .get("dropped") == str(node._slot.dropped), what="diagnostics with the drop count")
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+def test_bad_inputs_are_counted_and_processing_continues(start_node):
+    node, probe = start_node(no_pair_warning=0.6, pairing_queue_size=3)
+    rgb, thermal = frames(seed=2)
+    outputs = 0
+
+    def good_pair_still_works():
+        nonlocal outputs
+        stamp = publish_pair(probe, rgb, thermal)
+        outputs += 1
+        wait_until(lambda: probe.count("labels") >= outputs and stamp_of(probe.last("labels")) == stamp,
+                   what="output of a good pair")
+
+    def errors(kind):
+        return node.stats.errors[kind]
+
+    good_pair_still_works()
+
+    stamp = probe.next_stamp_ns()
+    probe.rgb_pub.publish(image_msg(rgb[:, :, :2], "yuv422", stamp, "cam"))
+    wait_until(lambda: errors("bad_rgb") == 1, what="unknown RGB encoding counted")
+    probe.thermal_pub.publish(image_msg(np.dstack([thermal] * 4).astype(np.uint8), "rgba8", stamp, "th"))
+    wait_until(lambda: errors("bad_thermal") == 1, what="unsupported thermal encoding counted")
+    good_pair_still_works()
+
+    stamp = probe.next_stamp_ns()
+    probe.rgb_pub.publish(set_stamp(Image(encoding="rgb8", height=0, width=0, step=0), stamp, "cam"))
+    wait_until(lambda: errors("bad_rgb") == 2, what="empty RGB image counted")
+    truncated = image_msg(thermal, "mono16", stamp, "th")
+    truncated.data = truncated.data[: len(truncated.data) // 2]
+    probe.thermal_pub.publish(truncated)
+    wait_until(lambda: errors("bad_thermal") == 2, what="truncated thermal counted")
+    good_pair_still_works()
+
+    probe.rgb_pub.publish(image_msg(rgb, "rgb8", 0, "cam"))
+    wait_until(lambda: node._pairer.stats.zero_stamp == 1, what="zero stamp counted")
+    probe.rgb_pub.publish(image_msg(rgb, "rgb8", probe._last_stamp_ns - 50_000_000, "cam"))
+    wait_until(lambda: node._pairer.stats.out_of_order == 1, what="out-of-order stamp counted")
+    good_pair_still_works()
+
+    stamp = probe.next_stamp_ns()
+    hot = np.random.default_rng(4).normal(30.0, 5.0, (60, 80)).astype(np.float32)
+    hot[0, :10], hot[1, :10], hot[2, :10] = np.nan, np.inf, -np.inf
+    probe.rgb_pub.publish(image_msg(rgb, "rgb8", stamp, "cam"))
+    probe.thermal_pub.publish(image_msg(hot, "32FC1", stamp, "th"))
+    outputs += 1
+    wait_until(lambda: probe.count("labels") >= outputs, what="output of the NaN/inf thermal pair")
+    assert errors("nonfinite_thermal") == 1 and stamp_of(probe.last("labels")) == stamp
+
+    # one stream missing: only RGB for longer than no_pair_warning
+    unmatched_before = node._pairer.stats.unmatched_rgb
+    deadline = time.monotonic() + WAIT
+
+    def warned_about_thermal_only():
+        if not probe.count("diagnostics"):
+            return False
+        status = probe.last("diagnostics")
+        return status.level == b"\x01" and status.message.endswith("no message for > 0.6 s on: thermal")
+
+    while time.monotonic() < deadline:
+        if warned_about_thermal_only() and node._pairer.stats.unmatched_rgb > unmatched_before:
+            break
+        probe.rgb_pub.publish(image_msg(rgb, "rgb8", probe.next_stamp_ns(), "cam"))
+        time.sleep(0.05)
+    assert warned_about_thermal_only(), f"no warning about the missing thermal stream: {probe.last('diagnostics')}"
+    assert node._pairer.stats.unmatched_rgb > unmatched_before  # RGB frames without a partner are counted
+    good_pair_still_works()
+    wait_until(lambda: probe.last("diagnostics").level == b"\x00", what="diagnostics back to OK")
+
+    # model failure (e.g. out of GPU memory): injected once into the real model object
+    segmenter = node.segmenter
+    real_predict = segmenter.predict
+    calls = []
+
+    def failing_once(*args, **kwargs):
+        if not calls:
+            calls.append(1)
+            raise RuntimeError("CUDA out of memory (injected)")
+        return real_predict(*args, **kwargs)
+
+    segmenter.predict = failing_once
+    publish_pair(probe, rgb, thermal)
+    wait_until(lambda: errors("model") == 1, what="model error counted")
+    good_pair_still_works()
+
+    assert node._worker.is_alive()
+    values = {}
+    wait_until(lambda: (values.update({kv.key: kv.value for kv in probe.last("diagnostics").values})
+                        or values.get("errors_model") == "1"), what="diagnostics with the model error")
+    assert values["errors_bad_rgb"] == "2" and values["errors_bad_thermal"] == "2"
+    assert values["zero_stamp"] == "1" and values["out_of_order"] == "1"
+    assert int(values["errors"]) == 2 + 2 + 1 + 1 + 1 + 1  # + nonfinite_thermal
+
+
+# --- lifecycle ------------------------------------------------------------------------------------
+
+
+def call(probe: Probe, client, request, attempts: int = 1):
+    """A service call with a bounded wait. Idempotent requests may take several attempts: right
+    after discovery a DDS service reply can be lost before the reply path is matched."""
+    assert client.wait_for_service(timeout_sec=WAIT)
+    for attempt in range(attempts):
+        future = client.call_async(request)
+        try:
+            wait_until(future.done, timeout=WAIT / attempts, what=f"a reply from {client.srv_name}")
+            return future.result()
+        except AssertionError:
+            client.remove_pending_request(future)
+            if attempt == attempts - 1:
+                raise
+
+
+def test_configure_fails_clearly_for_bad_checkpoints(start_node, tmp_path):
+    from safetensors.torch import save_file
+    import torch
+
+    missing = tmp_path / "nope.safetensors"
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"this is not a model")
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"weight": torch.zeros(2)}, str(foreign))
+    cases = {missing: "not found", garbage: "not a TASeg checkpoint", foreign: "not a TASeg checkpoint"}
+    for path, reason in cases.items():
+        node, probe = start_node(activate=False, checkpoint=str(path))
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert str(path) in node.configure_error and reason in node.configure_error, node.configure_error
+        get_state = probe.node.create_client(GetState, "taseg/get_state")
+        assert call(probe, get_state, GetState.Request(), attempts=6).current_state.label == "unconfigured"
+    node, _ = start_node(activate=False, checkpoint="")
+    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert "parameter 'checkpoint'" in node.configure_error
+    node, _ = start_node(activate=False, slop="fast")
+    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert node.configure_error == "parameter 'slop' = 'fast': expected a value like 0.02"
+    # integers where doubles are expected (as in a hand-written params file) are fine
+    node, _ = start_node(activate=False, thermal_range=[0, 65535], slop=0, thermal_normalization="fixed")
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node.configure_error
+    assert node.params.thermal_range == [0.0, 65535.0] and node.params.slop == 0.0
+
+
+def test_lifecycle_transitions_over_services(start_node):
+    node, probe = start_node(activate=False)
+    change = probe.node.create_client(ChangeState, "taseg/change_state")
+    get_state = probe.node.create_client(GetState, "taseg/get_state")
+
+    def transition(transition_id):
+        try:
+            return call(probe, change, ChangeState.Request(transition=Transition(id=transition_id))).success
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; node state now {node._state_machine.current_state}, worker {node._worker}") from None
+
+    def state():
+        return call(probe, get_state, GetState.Request(), attempts=6).current_state.label
+
+    # the first (idempotent) get_state calls also wait until replies from the node get through
+    assert state() == "unconfigured" and node.segmenter is None
+    assert transition(Transition.TRANSITION_CONFIGURE) and state() == "inactive"
+    first_model = node.segmenter
+    assert first_model is not None and probe.rgb_pub.get_subscription_count() == 0  # inactive: not listening
+
+    assert transition(Transition.TRANSITION_ACTIVATE) and state() == "active"
+    probe.wait_connected(node)
+    stamp = publish_pair(probe)
+    wait_until(lambda: probe.count("labels") == 1, what="output while active")
+    assert stamp_of(probe.last("labels")) == stamp
+
+    assert transition(Transition.TRANSITION_DEACTIVATE) and state() == "inactive"
+    assert node.segmenter is None and first_model.model is None  # the model's memory is released
+    assert node._worker is None
+    wait_until(lambda: probe.rgb_pub.get_subscription_count() == 0, what="inputs to be unsubscribed")
+
+    assert transition(Transition.TRANSITION_ACTIVATE) and state() == "active"
+    assert node.segmenter is not None and node.segmenter is not first_model  # reloaded
+    probe.wait_connected(node)
+    stamp = publish_pair(probe)
+    wait_until(lambda: probe.count("labels") == 2, what="output after reactivation")
+    assert stamp_of(probe.last("labels")) == stamp
+
+    assert transition(Transition.TRANSITION_DEACTIVATE)
+    assert transition(Transition.TRANSITION_CLEANUP) and state() == "unconfigured"
+    assert node._outputs == {} and node._diag_timer is None
+    wait_until(lambda: probe.subs[0].get_publisher_count() == 0, what="output publishers to be removed")
+    assert transition(Transition.TRANSITION_CONFIGURE) and state() == "inactive"
+    assert transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN) is False  # not valid from inactive
+    assert transition(Transition.TRANSITION_INACTIVE_SHUTDOWN) and state() == "finalized"
+    assert node.segmenter is None
+
+
+# --- soak -----------------------------------------------------------------------------------------
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_soak_memory_is_flat(start_node):
+    seconds = float(os.environ.get("TASEG_SOAK_SECONDS", "60"))
+    node, probe = start_node(publish_confidence=True)
+    probe.wait_connected(node, outputs=OUTPUTS)
+    # The probe keeps no history during the soak: RSS is the node's (and DDS's) memory.
+    probe.node.destroy_subscription(probe.subs.pop())  # /diagnostics
+    with probe.cond:
+        for name in OUTPUTS:
+            probe.received[name] = deque(maxlen=1)
+    rgb, thermal = frames(240, 320, seed=7)
+    rgb_msg, thermal_msg = image_msg(rgb, "rgb8", 1, "cam"), image_msg(thermal, "mono16", 1, "th")
+    samples = []
+    start = time.monotonic()
+    warmup_end = start + min(20.0, seconds / 4)
+    while time.monotonic() - start < seconds:
+        stamp = probe.next_stamp_ns()
+        probe.rgb_pub.publish(set_stamp(rgb_msg, stamp, "cam"))
+        probe.thermal_pub.publish(set_stamp(thermal_msg, stamp + 1_000_000, "th"))
+        time.sleep(1 / 30)
+        if time.monotonic() > warmup_end and (not samples or time.monotonic() - samples[-1][0] > 5.0):
+            samples.append((time.monotonic(), rss_mib(), node.stats.processed))
+    processed = node.stats.processed
+    growth = samples[-1][1] - samples[0][1]
+    print(f"\nsoak: {seconds:.0f} s, {processed} frames processed, dropped {node._slot.dropped}, "
+          f"RSS {samples[0][1]:.1f} -> {samples[-1][1]:.1f} MiB (max {max(s[1] for s in samples):.1f}); "
+          f"samples (s, MiB, processed) {[(round(t - start), round(m, 1), n) for t, m, n in samples]}; "
+          f"{node.stats.snapshot()}")
+    assert processed > 100
+    assert growth < 20.0, samples
+
+
+# --- the executable ---------------------------------------------------------------------------------
+
+
+def node_process(*ros_args: str):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ROS_DOMAIN_ID": str(DOMAIN_ID), "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen(
+        [sys.executable, "-c", "import sys; from taseg_ros.ros.node import main; sys.exit(main())", "--ros-args", *ros_args],
+        cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def test_executable_exits_with_a_clear_error_for_a_missing_checkpoint(tmp_path):
+    missing = tmp_path / "missing.safetensors"
+    process = node_process("-p", f"checkpoint:={missing}", "-r", f"__ns:=/t{uuid.uuid4().hex[:8]}")
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 1, output
+    assert f"cannot start: checkpoint not found: {missing}" in output
+
+
+def test_executable_autostarts_and_stops_on_sigint(ros, checkpoint):
+    import signal
+
+    context, executor = ros
+    namespace = f"/t{uuid.uuid4().hex[:8]}"
+    process = node_process("-p", f"checkpoint:={checkpoint}", "-r", f"__ns:={namespace}")
+    probe = Probe(context, executor, namespace)
+    try:
+        get_state = probe.node.create_client(GetState, "taseg/get_state")
+        wait_until(lambda: process.poll() is not None or get_state.service_is_ready(), timeout=120,
+                   what="the node process to come up")
+        assert process.poll() is None, process.communicate()[0]
+        wait_until(lambda: call(probe, get_state, GetState.Request(), attempts=6).current_state.label == "active",
+                   timeout=60, what="autostart to reach the active state")
+        wait_until(lambda: probe.rgb_pub.get_subscription_count() > 0 and probe.subs[0].get_publisher_count() > 0,
+                   what="the process's topics")
+        def labels_flow():
+            before = probe.count("labels")
+            deadline = time.monotonic() + WAIT
+            while probe.count("labels") == before:  # discovery may still be settling on the node's side: resend
+                assert time.monotonic() < deadline, "no labels from the node process"
+                publish_pair(probe)
+                with probe.cond:
+                    probe.cond.wait_for(lambda: probe.counts["labels"] > before, timeout=1.0)
+
+        labels_flow()
+        # Transitions through the executable's own executor while frames keep coming.
+        change = probe.node.create_client(ChangeState, "taseg/change_state")
+        for _ in range(3):
+            for transition in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_ACTIVATE):
+                future = change.call_async(ChangeState.Request(transition=Transition(id=transition)))
+                deadline = time.monotonic() + WAIT
+                while not future.done():
+                    assert process.poll() is None, process.communicate()[0]
+                    assert time.monotonic() < deadline, f"no reply to transition {transition}"
+                    publish_pair(probe)
+                    time.sleep(0.01)
+                assert future.result().success
+            labels_flow()
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+        assert process.returncode == 0, output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        probe.close()
