@@ -630,7 +630,7 @@ def running_node(tiny_checkpoint):
     )
     executor = MultiThreadedExecutor(num_threads=4, context=context)
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner = threading.Thread(target=node_module.spin_resiliently, args=(executor,), daemon=True)
     spinner.start()
     from rclpy.lifecycle import TransitionCallbackReturn
 

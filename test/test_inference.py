@@ -78,10 +78,14 @@ def test_info_prints_the_breakdown(capsys):
 
 def test_info_for_vit_h_needs_no_weights_in_memory():
     """ViT-H has 641 M frozen parameters (2.5 GB in fp32); counting them must not allocate them."""
+    # Linux keeps ru_maxrss across fork/exec, so a child of a large pytest process would report
+    # the parent's peak; reset the high-water mark in the child first (clear_refs 5) and read VmHWM.
     code = (
-        "import resource, contextlib, io; from taseg_ros.cli import main\n"
+        "import contextlib, io\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        "from taseg_ros.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()): main(['info', '--config', 'vit_h'])\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
     )
     result = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     peak_kib = int(result.stdout.split()[-1])
