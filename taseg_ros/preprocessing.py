@@ -104,12 +104,12 @@ def resize_thermal_to(thermal: np.ndarray, size_hw: tuple[int, int], homography:
 
 def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """(H, W) integer labels -> (H, W, 3) uint8 RGB. Ids without a colour are drawn black."""
-    lut = np.zeros((256, 1, 3), np.uint8)
-    lut[: len(palette), 0] = palette
-    # cv2.LUT on a 3-channel view: the same table lookup as numpy fancy indexing, ~2x faster
-    # at 640x480 (it is on the node's per-frame path).
-    grey = labels.astype(np.uint8, copy=False)
-    return cv2.LUT(cv2.merge((grey, grey, grey)), lut)
+    # numpy indexing, not cv2.LUT: LUT is faster alone, but its OpenCV worker threads compete
+    # with torch's OpenMP threads inside the node, and measured publish times rose from ~13 ms
+    # to over 100 ms per frame (python -m taseg_ros.ros.bench --size 640x480).
+    lut = np.zeros((256, 3), np.uint8)
+    lut[: len(palette)] = palette
+    return lut[labels.astype(np.uint8, copy=False)]
 
 
 def overlay(rgb: np.ndarray, colour: np.ndarray, alpha: float) -> np.ndarray:
