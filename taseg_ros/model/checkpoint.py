@@ -23,12 +23,14 @@ from safetensors.torch import load_file, save_file
 from taseg_ros import __version__
 from taseg_ros.classes import ClassInfo, load_classes
 from taseg_ros.model.config import TASegConfig, get_config
+from taseg_ros.model.sam_parts import check_state_fits
 from taseg_ros.model.taseg import FrozenSource, TASeg, build_model, is_trainable_name
 from taseg_ros.model.text import class_text_embeddings
 from taseg_ros.resources import models_dir
 
 FORMAT = "taseg_ros.checkpoint/1"
 TEXT_KEY = "mask_decoder.text_embeddings"
+FITS_PROBLEM = "tensors do not fit the model its metadata describes"
 
 
 def save_checkpoint(model: TASeg, path: str | Path, *, embed_frozen: bool | None = None, extra: dict | None = None) -> Path:
@@ -103,22 +105,6 @@ def resolve_sam_checkpoint(name: str, explicit: str | Path | None, needed_by: st
     return path
 
 
-def _check_fits(path: Path, expected: dict[str, torch.Tensor], stored: dict[str, torch.Tensor]) -> None:
-    missing = sorted(set(expected) - set(stored))
-    unexpected = sorted(set(stored) - set(expected))
-    mismatched = [
-        f"{k}: file {tuple(stored[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(expected) & set(stored))
-        if tuple(stored[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or mismatched:
-        lines = [f"{path}: tensors do not fit the model its metadata describes"]
-        for title, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatches", mismatched)):
-            if items:
-                lines.append(f"  {title}: " + ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else ""))
-        raise ValueError("\n".join(lines))
-
-
 def load_checkpoint(
     path: str | Path,
     *,
@@ -141,7 +127,7 @@ def load_checkpoint(
     source = FrozenSource(**json.loads(metadata.get("frozen_source", "{}") or "{}")) if metadata.get("frozen_source") else FrozenSource("random")
     if metadata.get("frozen") == "embedded":
         model = build_model(cfg, class_info, text, device="meta", text_source=metadata.get("text_source", ""))
-        _check_fits(path, model.state_dict(), tensors)
+        check_state_fits(path, FITS_PROBLEM, model.state_dict(), tensors)
         model.load_state_dict(tensors, strict=True, assign=True)
         model.frozen_source = source
         for name, param in model.named_parameters():  # assign=True swaps in new Parameter objects
@@ -162,7 +148,7 @@ def load_checkpoint(
             model = build_model(
                 cfg, class_info, text, sam_checkpoint=sam_path, sam_sha256=source.sha256, text_source=metadata.get("text_source", "")
             )
-        _check_fits(path, model.trainable_state_dict(), tensors)
+        check_state_fits(path, FITS_PROBLEM, model.trainable_state_dict(), tensors)
         model.load_state_dict(tensors, strict=False)
     return model.to(device).eval()
 

@@ -105,6 +105,24 @@ def read_sam_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def check_state_fits(source: str | Path, problem: str, expected: dict, stored: dict) -> None:
+    """Raise a ValueError naming `source` and listing missing/unexpected keys and shape
+    mismatches when the tensors in `stored` do not fit a model's `expected` state."""
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    mismatched = [
+        f"{k}: file {tuple(stored[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(stored))
+        if tuple(stored[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        lines = [f"{source}: {problem}"]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+            if items:
+                lines.append(f"  {title}: " + ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else ""))
+        raise ValueError("\n".join(lines))
+
+
 def load_sam_weights(parts: SamParts, path: str | Path) -> None:
     """Load an official SAM checkpoint into `parts` (which may live on the meta device).
 
@@ -112,19 +130,5 @@ def load_sam_weights(parts: SamParts, path: str | Path) -> None:
     missing/unexpected keys and the shape mismatches (e.g. a ViT-B file for a ViT-H config).
     """
     state = {k: v for k, v in read_sam_state_dict(path).items() if k not in SAM_PREPROCESSING_KEYS}
-    expected = parts.state_dict(keep_vars=True)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(expected) & set(state))
-        if tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or mismatched:
-        lines = [f"{path}: does not fit this model's SAM configuration"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-            if items:
-                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
-                lines.append(f"  {title}: {shown}")
-        raise ValueError("\n".join(lines))
+    check_state_fits(path, "does not fit this model's SAM configuration", parts.state_dict(keep_vars=True), state)
     parts.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, assign=True)
