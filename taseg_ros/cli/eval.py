@@ -19,18 +19,9 @@ def register(subparsers) -> None:
                    help="also write prediction PNGs: ids, colour, overlay (all three when given alone)")
     p.add_argument("--blank-thermal", action="store_true", help="ablation: zero the thermal input")
     p.add_argument("--sam-checkpoint", help="official SAM weights (default: models/<name>)")
-    p.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     p.set_defaults(func=run)
-
-
-def _cuda() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover
-        return False
 
 
 def run(args) -> int:
@@ -45,11 +36,12 @@ def run(args) -> int:
     from taseg_ros.inference import PRECISIONS, Segmenter
     from taseg_ros.model.checkpoint import describe_checkpoint
 
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     _, _, metadata = describe_checkpoint(args.checkpoint)
     dataset_name = args.dataset or metadata.get("dataset")
     if not dataset_name:
         raise ValueError(f"{args.checkpoint} does not record its dataset; pass --dataset")
-    seg = Segmenter.from_checkpoint(args.checkpoint, sam_checkpoint=args.sam_checkpoint, device=args.device, precision=args.precision)
+    seg = Segmenter.from_checkpoint(args.checkpoint, sam_checkpoint=args.sam_checkpoint, device=device, precision=args.precision)
     probe = build_dataset(dataset_name, args.data_root, args.split)
     resolution = probe.config.metric.eval_resolution
     dataset = build_dataset(dataset_name, args.data_root, args.split, transform=eval_transform(resolution)) if resolution else probe

@@ -34,14 +34,20 @@ from __future__ import annotations
 
 import array
 import json
+import os
 import sys
 import threading
 import time
 import traceback
 from typing import Any
 
-import numpy as np
-import rclpy
+# torch's OpenMP threads busy-wait between parallel regions by default. In a node the
+# executor, DDS and inference threads share the cores, and the spinning starved them: frames
+# took 25x longer (measured in the soak test). Set before torch loads (in _load_model).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import InvalidHandle
@@ -495,6 +501,7 @@ def spin_resiliently(executor: Executor) -> None:
         try:
             executor.spin_once(timeout_sec=0.1)
         except InvalidHandle:
+            time.sleep(0.01)  # never a busy loop holding the GIL if rclpy keeps raising
             continue
         except (ShutdownException, ExternalShutdownException):
             return

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from taseg_ros.datasets import build_dataset
 from taseg_ros.datasets.transforms import train_transform
 from taseg_ros.evaluation.run import evaluate
+from taseg_ros.inference import PRECISIONS
 from taseg_ros.model.checkpoint import init_checkpoint, load_checkpoint, save_checkpoint
 from taseg_ros.model.config import get_config
 from taseg_ros.model.inputs import normalize_and_pad, plan_geometry, restore_logits
@@ -37,7 +38,6 @@ from taseg_ros.train.loss import loss_share
 from taseg_ros.train.recipe import Recipe
 
 STATE_FILE = "train_state.pt"
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # --- processes ------------------------------------------------------------------------------
