@@ -1,15 +1,10 @@
 """Shared test fixtures: the real RGB-T samples (when present) and a tiny checkpoint."""
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
-# As the node does before torch loads (taseg_ros/ros/node.py): the node tests run the node
-# in this process, where busy-waiting OpenMP threads would starve its other threads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import pytest  # noqa: E402
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = (REPO_ROOT / ".." / "shared" / "data" / "rgbt_samples").resolve()

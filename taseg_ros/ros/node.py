@@ -34,20 +34,14 @@ from __future__ import annotations
 
 import array
 import json
-import os
 import sys
 import threading
 import time
 import traceback
 from typing import Any
 
-# torch's OpenMP threads busy-wait between parallel regions by default. In a node the
-# executor, DDS and inference threads share the cores, and the spinning starved them: frames
-# took 25x longer (measured in the soak test). Set before torch loads (in _load_model).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
-import rclpy  # noqa: E402
+import numpy as np
+import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.exceptions import InvalidHandle
