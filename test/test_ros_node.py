@@ -597,8 +597,13 @@ def rss_mib() -> float:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@pytest.mark.skipif(
+    "TASEG_SOAK_SECONDS" not in os.environ,
+    reason="soak run on request: TASEG_SOAK_SECONDS=300 pytest test/test_ros_node.py -k soak -s "
+    "(inside the full suite its frame rate was not the node's; see the issue 5 note)",
+)
 def test_soak_memory_is_flat(start_node):
-    seconds = float(os.environ.get("TASEG_SOAK_SECONDS", "60"))
+    seconds = float(os.environ["TASEG_SOAK_SECONDS"])
     node, probe = start_node(publish_confidence=True)
     probe.wait_connected(node, outputs=OUTPUTS)
     # The probe keeps no history during the soak: RSS is the node's (and DDS's) memory.
