@@ -296,8 +296,6 @@ def evaluate_bag(
                 thermal_raw = decode_thermal(pair.thermal.msg)
             except ImageDecodeError as exc:
                 return time.perf_counter() - start, {"error": str(exc)}
-            if not rgb_image.flags.writeable:  # a view into the recording's read-only buffer; torch wants writable
-                rgb_image = rgb_image.copy()
             thermal01 = normalize_thermal(thermal_raw, thermal_norm)
             if thermal01.shape != rgb_image.shape[:2] or homography is not None:
                 if not resize_noted:
