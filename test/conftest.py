@@ -33,12 +33,3 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
         init_checkpoint("tiny", "mfnet", path, seed=0)
     return path
 
-
-def pytest_collection_modifyitems(config, items):
-    """Run the in-process DDS node tests first.
-
-    Measured: after heavy torch use on pytest's main thread (test_model.py), the node's
-    worker-thread inference in this same process became 20-80x slower (a node in its own
-    process, as deployed, is unaffected: see the demo and `taseg bench`). Running these tests
-    before the torch-heavy modules keeps them measuring the node, not the test process."""
-    items.sort(key=lambda item: 0 if item.nodeid.startswith("test/test_ros_node.py") else 1)

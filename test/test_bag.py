@@ -612,7 +612,7 @@ def running_node(tiny_checkpoint):
     """A TASegNode in its own context and namespace, on a random domain (no cross-talk with other tests)."""
     rclpy = pytest.importorskip("rclpy")
     node_module = pytest.importorskip("taseg_ros.ros.node")
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     domain = random.randint(100, 200)
@@ -628,7 +628,7 @@ def running_node(tiny_checkpoint):
             Parameter("thermal_transport", value="compressed"),
         ],
     )
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    executor = SingleThreadedExecutor(context=context)  # see test_ros_node.py: rclpy#1452
     executor.add_node(node)
     spinner = threading.Thread(target=node_module.spin_resiliently, args=(executor,), daemon=True)
     spinner.start()

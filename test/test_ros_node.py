@@ -24,7 +24,7 @@ rclpy = pytest.importorskip("rclpy")
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
@@ -56,7 +56,9 @@ def ros():
     os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=DOMAIN_ID)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    # Single-threaded, like main(): rclpy's MultiThreadedExecutor (kilted wheels) busy-loops re-queueing tasks
+    # the pool has not started (ros2/rclpy#1452, fixed upstream by #1547) and starved the node of CPU.
+    executor = SingleThreadedExecutor(context=context)
     # Tests destroy nodes and drive transitions from this thread while the executor spins.
     spinner = threading.Thread(target=spin_resiliently, args=(executor,), daemon=True)
     spinner.start()
@@ -597,13 +599,9 @@ def rss_mib() -> float:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.skipif(
-    "TASEG_SOAK_SECONDS" not in os.environ,
-    reason="soak run on request: TASEG_SOAK_SECONDS=300 pytest test/test_ros_node.py -k soak -s "
-    "(inside the full suite its frame rate was not the node's; see the issue 5 note)",
-)
 def test_soak_memory_is_flat(start_node):
-    seconds = float(os.environ["TASEG_SOAK_SECONDS"])
+    """A minute of 30 Hz input by default; longer runs: TASEG_SOAK_SECONDS=300 pytest test/test_ros_node.py -k soak -s"""
+    seconds = float(os.environ.get("TASEG_SOAK_SECONDS", "60"))
     node, probe = start_node(publish_confidence=True)
     probe.wait_connected(node, outputs=OUTPUTS)
     # The probe keeps no history during the soak: RSS is the node's (and DDS's) memory.
@@ -630,7 +628,9 @@ def test_soak_memory_is_flat(start_node):
           f"RSS {samples[0][1]:.1f} -> {samples[-1][1]:.1f} MiB (max {max(s[1] for s in samples):.1f}); "
           f"samples (s, MiB, processed) {[(round(t - start), round(m, 1), n) for t, m, n in samples]}; "
           f"{node.stats.snapshot()}")
-    assert processed > 100
+    # A floor far below the ~30 fps measured on 2 cores, there to prove that memory was watched over
+    # hundreds of frames (speed itself is measured by `python -m taseg_ros.ros.bench`, not asserted).
+    assert processed > 5 * seconds, f"only {processed} frames in {seconds:.0f} s"
     assert growth < 20.0, samples
 
 

@@ -107,7 +107,7 @@ def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int
 
 def bench_node(checkpoint: Path, height: int, width: int, frames: int, device: str, precision: str) -> dict:
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -120,7 +120,9 @@ def bench_node(checkpoint: Path, height: int, width: int, frames: int, device: s
     domain = random.randint(100, 200)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
-    executor = MultiThreadedExecutor(num_threads=4, context=context)
+    # Single-threaded, like main(): rclpy's MultiThreadedExecutor busy-loops on tasks its pool has not
+    # started yet (ros2/rclpy#1452) and would take CPU from the node being measured.
+    executor = SingleThreadedExecutor(context=context)
     node = TASegNode(
         namespace="/bench",
         context=context,
