@@ -291,6 +291,21 @@ def test_extract_every_and_hz_thin_the_pairs(raw_bag, tmp_path):
     assert len(listed) == len(set(listed)) == len(hz.written) + 4
 
 
+
+def test_extract_warps_thermal_by_the_homography_and_notes_it_once(raw_bag, tmp_path):
+    from taseg_ros.bag.extract import extract_pairs
+    from taseg_ros.datasets.io import read_image
+
+    shift = np.array([[1.0, 0, 2], [0, 1.0, 0], [0, 0, 1]])  # thermal px (x, y) -> RGB px (x + 2, y)
+    result = extract_pairs(raw_bag.path, tmp_path / "warped", every=5, val_fraction=0, homography=shift)
+    assert len(result.written) > 3
+    warp_notes = [note for note in result.notes if note.startswith("thermal frames")]
+    assert warp_notes == ["thermal frames (64x48) are warped by the thermal homography to the RGB frame (64x48)"]
+    for frame in raw_bag.paired_frames[::5]:
+        thermal = read_image(tmp_path / "warped" / "thermal" / f"{stamp_id(frame.rgb_stamp_ns)}.png")
+        recorded = frame.source.thermal  # this recording's thermal topic is mono8
+        assert np.array_equal(thermal[:, 2:], recorded[:, :-2]) and not thermal[:, :2].any()
+
 def test_extract_real_msrs_pairs(samples_dir, tmp_path):
     from taseg_ros.bag.extract import extract_pairs
     from taseg_ros.datasets.io import read_image

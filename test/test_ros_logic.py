@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from taseg_ros.preprocessing import ThermalNormalization, colorize, overlay
+from taseg_ros.preprocessing import ThermalAligner, ThermalNormalization, colorize, overlay
 from taseg_ros.ros.diagnostics import OK, WARN, NodeStatistics, build_report
 from taseg_ros.ros.image_codec import (
     ImageDecodeError,
@@ -282,6 +282,27 @@ def test_colorize_and_overlay_values():
     assert blended[0, 1].tolist() == [178, 50, 50] and blended[0, 0].tolist() == [50, 50, 50]
     assert np.array_equal(overlay(rgb, colour, 0.0), rgb)
 
+
+
+def test_thermal_aligner_puts_thermal_on_the_rgb_grid_and_notes_it_once():
+    same = np.arange(12, dtype=np.float32).reshape(3, 4)
+    aligner = ThermalAligner()
+    out, note = aligner(same, (3, 4))
+    assert out is same and note is None and not aligner.noted  # nothing to do, nothing to say
+
+    half = np.linspace(0, 1, 8 * 6, dtype=np.float32).reshape(6, 8)
+    out, note = aligner(half, (12, 16))
+    assert out.shape == (12, 16) and note == "thermal frames (8x6) are resized to the RGB frame (16x12)"
+    out, note = aligner(half, (12, 16))
+    assert out.shape == (12, 16) and note is None  # once per aligner
+
+    # thermal px (x, y) -> RGB px (2x + 2, 2y): the registration a user measures between the cameras
+    warp = ThermalAligner(np.array([[2.0, 0, 2], [0, 2.0, 0], [0, 0, 1]]))
+    out, note = warp(half, (12, 16))
+    assert "warped by the thermal homography" in note
+    assert out[4, 8] == pytest.approx(half[2, 3]) and out[10, 14] == pytest.approx(half[5, 6])
+    assert np.all(out[:, 0] == 0)  # left of the thermal camera's view: no data, zero
+    assert warp(same, (3, 4))[1] is None  # a homography warps every frame but is noted once
 
 # --- diagnostics ---------------------------------------------------------------------------------
 

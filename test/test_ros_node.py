@@ -23,6 +23,7 @@ rclpy = pytest.importorskip("rclpy")
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from lifecycle_msgs.msg import Transition  # noqa: E402
+from rcl_interfaces.msg import Log  # noqa: E402
 from lifecycle_msgs.srv import ChangeState, GetState  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.lifecycle import TransitionCallbackReturn  # noqa: E402
@@ -97,6 +98,8 @@ class Probe:
         ]
         self.subs.append(self.node.create_subscription(String, "taseg/class_info", self._recorder("class_info"), LATCHED))
         self.subs.append(self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10))
+        self.logs: deque[str] = deque(maxlen=1000)  # what the node under test logged, via /rosout
+        self.subs.append(self.node.create_subscription(Log, "/rosout", self._on_log, RELIABLE))
         self.clock = self.node.get_clock()
         self._last_stamp_ns = 0
         executor.add_node(self.node)
@@ -116,6 +119,15 @@ class Probe:
                 with self.cond:
                     self.received["diagnostics"].append((time.monotonic(), status))
                     self.counts["diagnostics"] += 1
+
+    def _on_log(self, msg):
+        if msg.name == f"{self.namespace.strip('/')}.taseg":
+            with self.cond:
+                self.logs.append(msg.msg)
+
+    def logged(self, text: str) -> list[str]:
+        with self.cond:
+            return [line for line in self.logs if text in line]
 
     def count(self, name: str) -> int:
         with self.cond:
@@ -286,6 +298,16 @@ def test_paired_frames_produce_all_outputs(start_node, checkpoint):
     assert int(values["pairs"]) >= 1 and values["dropped"] == "0" and values["errors"] == "0"
     assert values["model"] == "tiny" and values["resolution_mode"] == "native" and values["device"] == "cpu"
     assert float(values["latency_max_ms"]) >= float(values["inference_max_ms"]) > 0
+
+    # The half-size thermal is resized onto the RGB grid, and the node says so once, not per frame.
+    for _ in range(2):
+        before = probe.count("labels")
+        publish_pair(probe, rgb, thermal)
+        wait_until(lambda: probe.count("labels") > before, what="another pair's labels")
+    wait_until(lambda: probe.logged("resized to the RGB frame"), what="the resize warning on /rosout")
+    assert probe.logged("resized to the RGB frame") == [
+        "thermal frames (80x60) are resized to the RGB frame (160x120); set thermal_homography for a registered overlay"
+    ]
 
 
 def test_unsubscribed_outputs_are_not_built(start_node):

@@ -46,7 +46,7 @@ from taseg_ros.bag.io import (
 )
 from taseg_ros.bag.labels import FolderLabels, LabelSource, TopicLabels
 from taseg_ros.bag.pairs import NS, BagPairing, RealTimeWorker, simulate_realtime, summarize
-from taseg_ros.preprocessing import ThermalNormalization, colorize, normalize_thermal, overlay, resize_thermal_to
+from taseg_ros.preprocessing import ThermalAligner, ThermalNormalization, colorize, normalize_thermal, overlay
 from taseg_ros.ros.pairing import Pair
 
 MODES = ("offline", "realtime")
@@ -278,13 +278,12 @@ def evaluate_bag(
 
         writer = BagWriter(output_bag, storage="mcap") if output_bag is not None else None
         out = _OrderedOutput(writer)
-        resize_noted = False
-
+        aligner = ThermalAligner(homography)
         warmed = False
 
         def process(pair) -> tuple[float, dict]:
             """The node's per-pair work; returns (seconds, outputs)."""
-            nonlocal resize_noted, warmed
+            nonlocal warmed
             if not warmed:
                 # The first call at a frame size allocates and plans kernels (seconds on a GPU); a node
                 # pays that once at start-up, so it is kept out of the per-pair times.
@@ -297,15 +296,9 @@ def evaluate_bag(
             except ImageDecodeError as exc:
                 return time.perf_counter() - start, {"error": str(exc)}
             thermal01 = normalize_thermal(thermal_raw, thermal_norm)
-            if thermal01.shape != rgb_image.shape[:2] or homography is not None:
-                if not resize_noted:
-                    resize_noted = True
-                    result.notes.append(
-                        f"thermal frames ({thermal01.shape[1]}x{thermal01.shape[0]}) were "
-                        f"{'warped by the homography' if homography is not None else 'resized'} to the RGB frame "
-                        f"({rgb_image.shape[1]}x{rgb_image.shape[0]})"
-                    )
-                thermal01 = resize_thermal_to(thermal01, rgb_image.shape[:2], homography)
+            thermal01, note = aligner(thermal01, rgb_image.shape[:2])
+            if note is not None:
+                result.notes.append(note)
             prepared = time.perf_counter()
             prediction = segmenter.predict(rgb_image, thermal01, thermal_norm=_UNIT_RANGE)
             inferred = time.perf_counter()

@@ -110,7 +110,7 @@ def extract_pairs(
     on_pair: Callable[[int], None] | None = None,
 ) -> ExtractResult:
     from taseg_ros.datasets.io import write_image
-    from taseg_ros.preprocessing import resize_thermal_to
+    from taseg_ros.preprocessing import ThermalAligner
     from taseg_ros.ros.image_codec import ImageDecodeError, decode_rgb, decode_thermal
 
     if every is not None and hz is not None:
@@ -142,7 +142,7 @@ def extract_pairs(
         pairing = BagPairing(bag, rgb.name, thermal.name, slop_s)
         rows: list[list] = []
         last_kept_ns: int | None = None
-        resize_noted = False
+        aligner = ThermalAligner(homography)
         for arrival in pairing:
             if stop is not None and stop():
                 result.interrupted = True
@@ -162,15 +162,9 @@ def extract_pairs(
             except ImageDecodeError as exc:
                 result.failed.append(f"{pair.rgb_stamp_ns * 1e-9:.6f} s: {exc}")
                 continue
-            if thermal_image.shape != rgb_image.shape[:2] or homography is not None:
-                if not resize_noted:
-                    resize_noted = True
-                    result.notes.append(
-                        f"thermal {thermal_image.shape[1]}x{thermal_image.shape[0]} was "
-                        f"{'warped by the homography' if homography is not None else 'resized'} onto the RGB grid "
-                        f"{rgb_image.shape[1]}x{rgb_image.shape[0]}"
-                    )
-                thermal_image = resize_thermal_to(thermal_image, rgb_image.shape[:2], homography)
+            thermal_image, note = aligner(thermal_image, rgb_image.shape[:2])
+            if note is not None:
+                result.notes.append(note)
             sample_id = stamp_id(pair.rgb_stamp_ns, prefix)
             write_image(out / "rgb" / f"{sample_id}.png", np.ascontiguousarray(rgb_image[:, :, ::-1]))
             if thermal_image.dtype.kind == "f":

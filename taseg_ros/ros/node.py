@@ -52,7 +52,7 @@ from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
-from taseg_ros.preprocessing import ThermalNormalization, colorize, normalize_thermal, overlay, resize_thermal_to
+from taseg_ros.preprocessing import ThermalAligner, ThermalNormalization, colorize, normalize_thermal, overlay
 from taseg_ros.ros.diagnostics import NodeStatistics, build_report
 from taseg_ros.ros.image_codec import (
     RGB_ENCODINGS,
@@ -140,8 +140,7 @@ class TASegNode(LifecycleNode):
         self._diag_timer = None
         self._subscriptions_in: list[Any] = []
         self._thermal_norm = ThermalNormalization()
-        self._homography = None
-        self._resize_warned = False
+        self._aligner = ThermalAligner()
         self._activated_at = time.monotonic()
         self._last_pair_at: float | None = None
         self._last_input_at: dict[str, float | None] = {"rgb": None, "thermal": None}
@@ -164,7 +163,7 @@ class TASegNode(LifecycleNode):
         try:
             self.params = self.read_params()
             self._thermal_norm = self.params.thermal_norm()
-            self._homography = self.params.homography()
+            self._aligner = ThermalAligner(self.params.homography())  # warns again after a reconfigure
             self._load_model()
         except (ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
             self.configure_error = str(exc)
@@ -176,7 +175,6 @@ class TASegNode(LifecycleNode):
         self._pairer.on_reject = self._on_rejected_stamp
         self._create_publishers()
         self._publish_class_info()
-        self._resize_warned = False
         return super().on_configure(state)
 
     @_logged_transition
@@ -382,15 +380,10 @@ class TASegNode(LifecycleNode):
                     "they are excluded from normalisation and treated as the coldest value"
                 )
         thermal01 = normalize_thermal(thermal, self._thermal_norm)
-        if thermal01.shape != rgb.shape[:2] or self._homography is not None:
-            if not self._resize_warned:
-                self._resize_warned = True
-                how = "warped with the thermal_homography parameter" if self._homography is not None else "resized"
-                self.get_logger().warning(
-                    f"thermal frames ({thermal01.shape[1]}x{thermal01.shape[0]}) are {how} to the RGB frame "
-                    f"({rgb.shape[1]}x{rgb.shape[0]}); set thermal_homography for a registered overlay"
-                )
-            thermal01 = resize_thermal_to(thermal01, rgb.shape[:2], self._homography)
+        thermal01, note = self._aligner(thermal01, rgb.shape[:2])
+        if note is not None:
+            hint = "" if self._aligner.homography is not None else "; set thermal_homography for a registered overlay"
+            self.get_logger().warning(note + hint)
         prepared = time.perf_counter()
         try:
             prediction = segmenter.predict(rgb, thermal01, thermal_norm=_UNIT_RANGE)
