@@ -149,12 +149,8 @@ def _median(values: list[float]) -> float:
 
 
 class _Worker:
-    """One long-lived thread that makes every timed call, as the node's inference thread does.
-
-    Why not the main thread: with OpenMP's default active waiting, torch in the main thread of a
-    process on an oversubscribed CPU ran 3-10x slower here than the same calls in a worker thread
-    (OMP_WAIT_POLICY=PASSIVE removed the gap). Timing where the node runs the model keeps the
-    model figures and the node comparison on one footing."""
+    """One long-lived thread that makes every timed call, as the node's inference thread does,
+    so the model figures and the node comparison stand on one footing."""
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taseg-bench")

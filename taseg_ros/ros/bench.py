@@ -68,8 +68,7 @@ def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int
     rgb, thermal = _frames(height, width)
     unit = ThermalNormalization("fixed", 0.0, 1.0)
     thermal01 = normalize_thermal(thermal)
-    # Timed on a worker thread, as the node runs it: on a busy machine, torch's OpenMP pool can
-    # behave very differently when driven from the main thread (measured: 3 s vs 18 ms per frame).
+    # Timed on a worker thread, as the node runs it.
     model = _in_thread(lambda: _timeit(lambda: seg.predict(rgb, thermal01, thermal_norm=unit), frames))
     labels = seg.predict(rgb, thermal01, thermal_norm=unit).labels
     palette = seg.class_info.palette
