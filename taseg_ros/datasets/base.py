@@ -181,6 +181,23 @@ class RGBTDataset:
             except FileNotFoundError:
                 raise own_file_missing from None
 
+    def _records_of(
+        self,
+        ids: Sequence[str],
+        only: str | None,
+        files: Callable[[str], tuple[Path, Path | None, Path | None]],
+        condition_of: Callable[[str], str | None] | None = None,
+    ) -> list[SampleRecord]:
+        """Records for ``ids`` (``files(id)`` -> rgb, thermal, label paths), keeping those whose
+        day/night condition is ``only`` when a filter is set (see ``_resolve_split``)."""
+        condition_of = condition_of or self.config.condition_of
+        records = []
+        for i in ids:
+            condition = condition_of(i)
+            if only is None or condition == only:
+                records.append(SampleRecord(i, *files(i), condition=condition))
+        return records
+
     def _present_split_files(self) -> list[str]:
         return sorted(p.name for p in self.root.glob("*.txt"))
 

@@ -33,21 +33,16 @@ class FolderDataset(RGBTDataset):
                 raise ValueError(f"{self.root / 'rgb'}: split 'all' is empty: no images")
         else:
             ids, only = self._resolve_split(split, lambda s: [f"{s}.txt"])
-        records = []
-        for i in ids:
-            condition = conditions.get(i)
-            if only is not None and condition != only:
-                continue
-            records.append(
-                SampleRecord(
-                    id=i,
-                    rgb=rgb_files.get(i, self.root / "rgb" / f"{i}.png"),
-                    thermal=thermal_files.get(i, self.root / "thermal" / f"{i}.png"),
-                    label=label_files.get(i, self.root / "labels" / f"{i}.png") if has_labels else None,
-                    condition=condition,
-                )
-            )
-        return records
+        return self._records_of(
+            ids,
+            only,
+            lambda i: (
+                rgb_files.get(i, self.root / "rgb" / f"{i}.png"),
+                thermal_files.get(i, self.root / "thermal" / f"{i}.png"),
+                label_files.get(i, self.root / "labels" / f"{i}.png") if has_labels else None,
+            ),
+            condition_of=conditions.get,
+        )
 
     def _conditions(self) -> dict[str, str]:
         out: dict[str, str] = {}

@@ -42,18 +42,12 @@ class KPDataset(RGBTDataset):
                 )
         ids, only = self._resolve_split(split, _candidates)
         ids = sorted(ids)  # CRM's loader sorts the concatenated day + night lists
-        records = []
-        for i in ids:
-            condition = self.config.condition_of(i)
-            if only is not None and condition != only:
-                continue
-            records.append(
-                SampleRecord(
-                    id=i,
-                    rgb=kaist_image_path(self.root, i, "visible"),
-                    thermal=kaist_image_path(self.root, i, "lwir"),
-                    label=self.root / "labels" / f"{i}.png",
-                    condition=condition,
-                )
-            )
-        return records
+        return self._records_of(
+            ids,
+            only,
+            lambda i: (
+                kaist_image_path(self.root, i, "visible"),
+                kaist_image_path(self.root, i, "lwir"),
+                self.root / "labels" / f"{i}.png",
+            ),
+        )

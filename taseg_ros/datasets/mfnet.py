@@ -46,21 +46,15 @@ class MFNetDataset(RGBTDataset):
         self.layout = self._detect_layout()
         rgb_dir, th_dir, label_dir = LAYOUTS[self.layout]
         ids, only = self._resolve_split(split, _candidates)
-        records = []
-        for i in ids:
-            condition = self.config.condition_of(i)
-            if only is not None and condition != only:
-                continue
-            records.append(
-                SampleRecord(
-                    id=i,
-                    rgb=self.root / rgb_dir / f"{i}.png",
-                    thermal=None if th_dir is None else self.root / th_dir / f"{i}.png",
-                    label=self.root / label_dir / f"{i}.png",
-                    condition=condition,
-                )
-            )
-        return records
+        return self._records_of(
+            ids,
+            only,
+            lambda i: (
+                self.root / rgb_dir / f"{i}.png",
+                None if th_dir is None else self.root / th_dir / f"{i}.png",
+                self.root / label_dir / f"{i}.png",
+            ),
+        )
 
     def _read(self, record: SampleRecord):
         if record.thermal is not None:  # CMX layout: separate files
