@@ -35,6 +35,7 @@ from std_msgs.msg import String  # noqa: E402
 from taseg_ros.preprocessing import ThermalNormalization, normalize_thermal, resize_thermal_to  # noqa: E402
 from taseg_ros.ros.image_codec import image_to_array  # noqa: E402
 from taseg_ros.ros.node import TASegNode, spin_resiliently  # noqa: E402
+from taseg_ros.ros.params import NodeParams  # noqa: E402
 
 DOMAIN_ID = random.randint(100, 200)
 WAIT = 30.0  # seconds: generous upper bound for anything that should happen "soon" on a loaded machine
@@ -377,6 +378,26 @@ def test_device_and_precision_parameters(start_node):
         assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
         assert "fp16 is not supported on the CPU" in node.configure_error
 
+
+
+def test_qos_follows_the_parameters(start_node):
+    """As DDS discovery reports them to other participants: inputs sensor-data (best effort) and
+    outputs reliable by default, each switchable by its parameter."""
+    def reliability(probe):
+        graph = probe.node
+        wait_until(lambda: all(len(graph.get_subscriptions_info_by_topic(f"{probe.namespace}/{s}/image")) == 1
+                               for s in ("rgb", "thermal")), what="the node's input subscriptions in the graph")
+        inputs = [graph.get_subscriptions_info_by_topic(f"{probe.namespace}/{s}/image")[0] for s in ("rgb", "thermal")]
+        outputs = [graph.get_publishers_info_by_topic(f"{probe.namespace}/taseg/{o}")[0] for o in ("labels", "overlay")]
+        return ({i.qos_profile.reliability for i in inputs}, {o.qos_profile.reliability for o in outputs})
+
+    default = NodeParams()
+    node, probe = start_node(input_qos=default.input_qos, output_qos=default.output_qos)
+    assert reliability(probe) == ({ReliabilityPolicy.BEST_EFFORT}, {ReliabilityPolicy.RELIABLE})
+    node, probe = start_node(activate=False, input_qos="reliable", output_qos="sensor_data")
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert reliability(probe) == ({ReliabilityPolicy.RELIABLE}, {ReliabilityPolicy.BEST_EFFORT})
 
 # --- real time ------------------------------------------------------------------------------------
 
