@@ -251,3 +251,56 @@ def test_openai_torchscript_release_format(tmp_path):
     with torch.no_grad():
         expected = torch.nn.functional.normalize(clip.encode_text(tokens), dim=-1)
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+# --- export: one self-contained file for deployment -------------------------------------------------
+
+
+@pytest.fixture
+def trained_with_sam_file(tmp_path):
+    """A 'trained' checkpoint that refers to an official-format SAM file (frozen=sam_checkpoint)."""
+    sam = official_sam_file(tmp_path / "sam_tiny.pth")
+    model = init_checkpoint("tiny", "mfnet", tmp_path / "init.safetensors", sam_checkpoint=sam)
+    perturb_trainables(model)
+    return model, save_checkpoint(model, tmp_path / "trained.safetensors"), sam
+
+
+def test_export_needs_no_sam_file_and_is_bit_identical(tmp_path, trained_with_sam_file, capsys):
+    from taseg_ros.cli import main
+    from taseg_ros.inference import Segmenter
+
+    model, trained, sam = trained_with_sam_file
+    exported = tmp_path / "deploy" / "model.safetensors"
+    assert main(["export", str(trained), "--sam-checkpoint", str(sam), "-o", str(exported)]) == 0
+    assert "bit-identical" in capsys.readouterr().out
+    sam.unlink()  # the robot has no SAM file
+    with pytest.raises(FileNotFoundError, match="sam_tiny.pth"):
+        load_checkpoint(trained)
+    again = load_checkpoint(exported)
+    assert torch.equal(logits_of(model), logits_of(again))
+    _, _, metadata = describe_checkpoint(exported)
+    assert metadata["frozen"] == "embedded" and metadata["frozen_storage"] == "fp32"
+    assert json.loads(metadata["frozen_source"])["sha256"] == model.frozen_source.sha256  # provenance kept
+    assert json.loads(metadata["exported_from"]) == {"name": "trained.safetensors", "sha256": sha256_file(trained)}
+    rgb = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    assert Segmenter.from_checkpoint(exported).predict(rgb, rgb[:, :, 0]).labels.shape == (60, 80)
+
+
+def test_export_with_half_precision_frozen_weights(tmp_path, trained_with_sam_file):
+    from taseg_ros.model.checkpoint import export_checkpoint
+
+    model, trained, sam = trained_with_sam_file
+    full = export_checkpoint(trained, tmp_path / "fp32.safetensors", sam_checkpoint=sam)
+    half = export_checkpoint(trained, tmp_path / "fp16.safetensors", sam_checkpoint=sam, frozen_storage="fp16")
+    assert full["max_abs_change"] == 0.0 and 0.0 < half["max_abs_change"] < 1e-2
+    trainable_bytes = sum(v.numel() * 4 for v in model.trainable_state_dict().values())
+    frozen_bytes = full["bytes"] - trainable_bytes
+    assert half["bytes"] == pytest.approx(trainable_bytes + frozen_bytes / 2, rel=0.05)
+    again = load_checkpoint(half["output"])
+    assert all(p.dtype == torch.float32 for p in again.parameters())
+    for name, tensor in model.trainable_state_dict().items():  # trained tensors are never rounded
+        assert torch.equal(again.state_dict()[name], tensor), name
+    reference, rounded = logits_of(model), logits_of(again)
+    assert (reference.argmax(1) == rounded.argmax(1)).float().mean() > 0.99
+    with pytest.raises(ValueError, match="must not overwrite its source"):
+        export_checkpoint(trained, trained, sam_checkpoint=sam)

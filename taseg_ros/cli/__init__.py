@@ -15,6 +15,7 @@ COMMANDS = {
     "demo": ".demo",
     "info": ".info",
     "init": ".init",
+    "export": ".export",
     "weights": ".weights",
     "train": ".train",
     "eval": ".eval",

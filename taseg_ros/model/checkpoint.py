@@ -33,23 +33,44 @@ TEXT_KEY = "mask_decoder.text_embeddings"
 FITS_PROBLEM = "tensors do not fit the model its metadata describes"
 
 
-def save_checkpoint(model: TASeg, path: str | Path, *, embed_frozen: bool | None = None, extra: dict | None = None) -> Path:
+STORAGE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def save_checkpoint(
+    model: TASeg,
+    path: str | Path,
+    *,
+    embed_frozen: bool | None = None,
+    frozen_storage: str = "fp32",
+    extra: dict | None = None,
+) -> Path:
     """Write `model` to `path` atomically (temporary file + rename: a crash never leaves a
     half-written checkpoint under the final name). `embed_frozen` defaults to True when
-    the frozen weights are random."""
+    the frozen weights are random. Embedded frozen weights may be stored as fp16/bf16
+    (`frozen_storage`, half the file); trainable tensors are always stored as float32."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     source = model.frozen_source
     if embed_frozen is None:
         embed_frozen = source.kind != "sam_checkpoint"
+    if frozen_storage not in STORAGE_DTYPES:
+        raise ValueError(f"frozen weight storage '{frozen_storage}' is not one of {sorted(STORAGE_DTYPES)}")
     state = model.state_dict() if embed_frozen else model.trainable_state_dict()
-    tensors = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous().clone() for k, v in state.items()}
+    trainable = model.trainable_state_dict()
+
+    def stored_dtype(name: str, tensor: torch.Tensor) -> torch.dtype:
+        if not tensor.is_floating_point():
+            return tensor.dtype
+        return torch.float32 if name in trainable else STORAGE_DTYPES[frozen_storage]
+
+    tensors = {k: v.detach().to("cpu", stored_dtype(k, v)).contiguous().clone() for k, v in state.items()}
     metadata = {
         "format": FORMAT,
         "taseg_ros_version": __version__,
         "config": json.dumps(model.cfg.to_dict()),
         "classes": json.dumps(model.class_info.to_mapping()),
         "frozen": "embedded" if embed_frozen else "sam_checkpoint",
+        "frozen_storage": frozen_storage if embed_frozen else "",
         "frozen_source": json.dumps(source.__dict__),
         "text_source": model.text_source,
     }
@@ -129,6 +150,7 @@ def load_checkpoint(
         model = build_model(cfg, class_info, text, device="meta", text_source=metadata.get("text_source", ""))
         check_state_fits(path, FITS_PROBLEM, model.state_dict(), tensors)
         model.load_state_dict(tensors, strict=True, assign=True)
+        model.float()  # fp16/bf16-stored frozen weights compute in float32 like the rest (precision is the Segmenter's choice)
         model.frozen_source = source
         for name, param in model.named_parameters():  # assign=True swaps in new Parameter objects
             param.requires_grad_(is_trainable_name(name))
@@ -151,6 +173,35 @@ def load_checkpoint(
         check_state_fits(path, FITS_PROBLEM, model.trainable_state_dict(), tensors)
         model.load_state_dict(tensors, strict=False)
     return model.to(device).eval()
+
+
+def export_checkpoint(
+    path: str | Path,
+    output: str | Path,
+    *,
+    sam_checkpoint: str | Path | None = None,
+    frozen_storage: str = "fp32",
+) -> dict:
+    """One self-contained file for deployment (`taseg export`): the checkpoint's tensors merged
+    with the frozen SAM weights it was trained on (sha256-checked as when loading), so a vehicle
+    needs no SAM file. Reloads the written file and compares every tensor with the source model
+    before returning {"output", "bytes", "tensors", "max_abs_change"} (0.0 for fp32 storage)."""
+    from taseg_ros.weights import sha256_file
+
+    path, output = Path(path), Path(output)
+    if output.resolve() == path.resolve():
+        raise ValueError(f"{output}: the export must not overwrite its source checkpoint")
+    model = load_checkpoint(path, sam_checkpoint=sam_checkpoint)
+    exported_from = {"name": path.name, "sha256": sha256_file(path)}
+    save_checkpoint(model, output, embed_frozen=True, frozen_storage=frozen_storage, extra={"exported_from": exported_from})
+    source_state, written = model.state_dict(), load_checkpoint(output).state_dict()
+    check_state_fits(output, FITS_PROBLEM, source_state, written)
+    max_abs_change = max(
+        ((written[k].float() - v.float()).abs().max().item() for k, v in source_state.items() if v.numel()), default=0.0
+    )
+    if frozen_storage == "fp32" and max_abs_change != 0.0:
+        raise ValueError(f"{output}: reloaded tensors differ from {path} by up to {max_abs_change}; the file is not usable")
+    return {"output": output, "bytes": output.stat().st_size, "tensors": len(written), "max_abs_change": max_abs_change}
 
 
 def init_checkpoint(
