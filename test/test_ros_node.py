@@ -100,7 +100,10 @@ class Probe:
         self.subs.append(self.node.create_subscription(String, "taseg/class_info", self._recorder("class_info"), LATCHED))
         self.subs.append(self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10))
         self.logs: deque[str] = deque(maxlen=1000)  # what the node under test logged, via /rosout
-        self.subs.append(self.node.create_subscription(Log, "/rosout", self._on_log, RELIABLE))
+        # transient local, like rcl's /rosout publishers: lines logged before this subscription matched still arrive
+        rosout_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.subs.append(self.node.create_subscription(Log, "/rosout", self._on_log, rosout_qos))
         self.clock = self.node.get_clock()
         self._last_stamp_ns = 0
         executor.add_node(self.node)
