@@ -334,6 +334,29 @@ def test_statistics_and_report():
     assert inactive.level == OK and inactive.message == "inactive"
 
 
+
+def test_report_warns_when_input_stamps_are_far_from_the_node_clock():
+    def report(rgb_age, thermal_age):
+        stats = NodeStatistics()
+        for _ in range(5):
+            stats.record_stamp_age("rgb", rgb_age)
+            stats.record_stamp_age("thermal", thermal_age)
+        return build_report(active=True, stats=stats, pairing={}, dropped=0, seconds_since_pair=0.1,
+                            seconds_since_input={"rgb": 0.0, "thermal": 0.0}, no_pair_warn_s=3.0,
+                            clock_offset_warn_s=2.0)
+
+    live = report(0.04, 0.03)  # transport delays
+    assert live.level == OK and live.values["rgb_stamp_age_mean_ms"] == "40.0"
+    bag = report(3600.0, 3600.0)  # `ros2 bag play` without --clock: hour-old stamps
+    assert bag.level == WARN and "rgb 3.6e+03 s behind, thermal 3.6e+03 s behind" in bag.message
+    assert "use_sim_time" in bag.message
+    camera = report(0.04, -7.5)  # a thermal driver stamping with its own clock, ahead of ours
+    assert camera.level == WARN and "(thermal 7.5 s ahead)" in camera.message
+    silent = NodeStatistics()  # nothing received yet: no offset to speak of
+    assert build_report(active=True, stats=silent, pairing={}, dropped=0, seconds_since_pair=0.1,
+                        seconds_since_input={"rgb": None, "thermal": None}, no_pair_warn_s=3.0,
+                        clock_offset_warn_s=2.0).level == OK
+
 # --- parameters, config file, launch file -----------------------------------------------------------
 
 

@@ -402,6 +402,27 @@ def test_qos_follows_the_parameters(start_node):
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     assert reliability(probe) == ({ReliabilityPolicy.RELIABLE}, {ReliabilityPolicy.BEST_EFFORT})
 
+
+def test_hour_old_stamps_still_pair_and_diagnostics_say_why_latency_is_off(start_node):
+    """`ros2 bag play` without --clock: the recorded stamps are an hour behind the node's clock."""
+    node, probe = start_node()
+    hour_ago = probe.clock.now().nanoseconds - 3600 * 10**9
+    for i in range(3):
+        stamp = publish_pair(probe, stamp_ns=hour_ago + i * 100_000_000)
+        wait_until(lambda: probe.count("labels") > i, what="labels for an old-stamped pair")
+        assert stamp_of(probe.last("labels")) == stamp  # pairing and outputs do not depend on the clock
+
+    def offset_warning():
+        with probe.cond:
+            statuses = [status for _, status in probe.received["diagnostics"]]
+        return next((st for st in reversed(statuses) if "far from this node's clock" in st.message), None)
+
+    wait_until(offset_warning, what="diagnostics warning about the stamp offset")
+    status = offset_warning()
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == b"\x01" and "rgb 3.6e+03 s behind, thermal 3.6e+03 s behind" in status.message
+    assert 3590e3 < float(values["rgb_stamp_age_mean_ms"]) < 3610e3
+
 # --- real time ------------------------------------------------------------------------------------
 
 

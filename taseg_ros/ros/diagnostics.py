@@ -51,6 +51,8 @@ class NodeStatistics:
       - overhead: the node's own work, prepare + publish:
       - prepare: decode both images, thermal normalisation and resize/warp
       - publish: colourise, overlay, message building and publishing
+    Per input message: ``stamp_age`` (node clock at arrival minus the header stamp, per stream):
+    transport delay normally, seconds or hours when the camera's clock is not the node's.
     """
 
     def __init__(self, window: int = 200, fps_window_s: float = 5.0) -> None:
@@ -60,6 +62,7 @@ class NodeStatistics:
         self.overhead = RollingWindow(window)
         self.prepare = RollingWindow(window)
         self.publish = RollingWindow(window)
+        self.stamp_age = {"rgb": RollingWindow(window), "thermal": RollingWindow(window)}
         self.errors: Counter[str] = Counter()
         self.processed = 0
         self._publish_times: deque[float] = deque()
@@ -78,6 +81,10 @@ class NodeStatistics:
             self.overhead.add(prepare_s + publish_s)
             self._publish_times.append(now)
             self._trim(now)
+
+    def record_stamp_age(self, stream: str, age_s: float) -> None:
+        with self._lock:
+            self.stamp_age[stream].add(age_s)
 
     def count_error(self, kind: str, n: int = 1) -> None:
         with self._lock:
@@ -107,6 +114,7 @@ class NodeStatistics:
                 "overhead": self.overhead.summary(),
                 "prepare": self.prepare.summary(),
                 "publish": self.publish.summary(),
+                "stamp_age": {stream: window.summary() for stream, window in self.stamp_age.items()},
             }
 
 
@@ -119,10 +127,12 @@ def build_report(
     seconds_since_pair: float | None,
     seconds_since_input: dict[str, float | None],
     no_pair_warn_s: float,
+    clock_offset_warn_s: float = float("inf"),
     extra: dict[str, str] | None = None,
     now: float | None = None,
 ) -> DiagnosticReport:
-    """The node's diagnostic status: OK while pairs flow, WARN when none matched for ``no_pair_warn_s``.
+    """The node's diagnostic status: OK while pairs flow, WARN when none matched for ``no_pair_warn_s``
+    or when input stamps are more than ``clock_offset_warn_s`` away from the node's clock.
 
     ``seconds_since_pair`` counts from the last pair (or from activation); ``seconds_since_input``
     maps "rgb"/"thermal" to the time since that stream's last message (None: never), so the
@@ -137,6 +147,8 @@ def build_report(
     for name in ("latency", "inference", "overhead", "prepare", "publish"):
         for key, value in snap[name].items():
             values[f"{name}_{key}_ms"] = f"{value * 1e3:.1f}"
+    for stream, summary in snap["stamp_age"].items():
+        values[f"{stream}_stamp_age_mean_ms"] = f"{summary['mean'] * 1e3:.1f}"
     for key in ("rgb_received", "thermal_received", "pairs", "unmatched_rgb", "unmatched_thermal",
                 "zero_stamp", "out_of_order", "time_resets"):
         values[key] = str(pairing.get(key, 0))
@@ -158,4 +170,18 @@ def build_report(
         else:
             detail = "; both streams arrive, but their stamps do not match within the slop"
         return DiagnosticReport(WARN, f"no RGB/thermal pair matched for {seconds_since_pair:.1f} s{detail}", values)
+    offsets = {
+        stream: summary["mean"] for stream, summary in snap["stamp_age"].items()
+        if abs(summary["mean"]) > clock_offset_warn_s  # NaN (no message yet) compares False
+    }
+    if offsets:
+        detail = ", ".join(
+            f"{stream} {abs(age):.3g} s {'behind' if age > 0 else 'ahead'}" for stream, age in offsets.items()
+        )
+        return DiagnosticReport(
+            WARN,
+            f"input stamps are far from this node's clock ({detail}), so latency figures mean nothing: "
+            "a bag played without --clock and use_sim_time, or a camera stamping with its own clock?",
+            values,
+        )
     return DiagnosticReport(OK, "processing", values)

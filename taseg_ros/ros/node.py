@@ -322,6 +322,8 @@ class TASegNode(LifecycleNode):
             self._warn(f"{self._input_topic(stream)}: {exc}; frame ignored")
             return
         stamp = stamp_to_ns(msg.header.stamp)
+        if stamp > 0:  # zero stamps are rejected by the pairer, and counted there
+            self.stats.record_stamp_age(stream, (self.get_clock().now().nanoseconds - stamp) * 1e-9)
         pair = pairer.add_rgb(stamp, msg) if stream == "rgb" else pairer.add_thermal(stamp, msg)
         if pair is not None:
             self._last_pair_at = time.monotonic()
@@ -443,6 +445,7 @@ class TASegNode(LifecycleNode):
             seconds_since_pair=now - reference if self._active else None,
             seconds_since_input=since_input,
             no_pair_warn_s=self.params.no_pair_warning,
+            clock_offset_warn_s=self.params.clock_offset_warning,
             extra=extra,
             now=now,
         )

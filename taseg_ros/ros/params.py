@@ -49,6 +49,7 @@ class NodeParams:
     output_depth: int = 1
     diagnostics_period: float = 1.0
     no_pair_warning: float = 3.0
+    clock_offset_warning: float = 2.0
     log_throttle: float = 5.0
 
     @classmethod
@@ -100,7 +101,7 @@ class NodeParams:
             raise bad("thermal_homography", "contains NaN/inf")
         if not 0.0 <= self.overlay_alpha <= 1.0:
             raise bad("overlay_alpha", "must be in [0, 1]")
-        for name in ("diagnostics_period", "no_pair_warning"):
+        for name in ("diagnostics_period", "no_pair_warning", "clock_offset_warning"):
             if not getattr(self, name) > 0.0:
                 raise bad(name, "must be > 0 seconds")
         if not self.log_throttle >= 0.0:
