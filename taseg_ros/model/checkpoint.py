@@ -200,7 +200,8 @@ def export_checkpoint(
         ((written[k].float() - v.float()).abs().max().item() for k, v in source_state.items() if v.numel()), default=0.0
     )
     if frozen_storage == "fp32" and max_abs_change != 0.0:
-        raise ValueError(f"{output}: reloaded tensors differ from {path} by up to {max_abs_change}; the file is not usable")
+        output.unlink()  # never leave a wrong model where a deployment script would pick it up
+        raise ValueError(f"{output}: reloaded tensors differed from {path} by up to {max_abs_change}; file removed")
     return {"output": output, "bytes": output.stat().st_size, "tensors": len(written), "max_abs_change": max_abs_change}
 
 
