@@ -578,6 +578,49 @@ def call(probe: Probe, client, request, attempts: int = 1):
                 raise
 
 
+def test_parameters_set_while_running(start_node):
+    """`ros2 param set` (the node's set_parameters service): live parameters apply to the next frame,
+    invalid values and parameters read at configure are refused with the reason."""
+    from rcl_interfaces.srv import SetParameters
+
+    node, probe = start_node(overlay_alpha=0.5)
+    client = probe.node.create_client(SetParameters, "taseg/set_parameters")
+
+    def set_params(**values):
+        request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        return call(probe, client, request).results
+
+    rgb, thermal = frames()
+    (result,) = set_params(overlay_alpha=0.9)
+    assert result.successful, result.reason
+    publish_pair(probe, rgb, thermal)
+    wait_until(lambda: probe.count("overlay") >= 1, what="an overlay after the change")
+    colour = image_to_array(probe.last("colorized"))
+    assert np.array_equal(image_to_array(probe.last("overlay")), cv2.addWeighted(colour, 0.9, rgb, 0.1, 0.0))
+    assert node.get_parameter("overlay_alpha").value == 0.9
+
+    (bad,) = set_params(overlay_alpha=1.5)
+    assert not bad.successful and bad.reason == "parameter 'overlay_alpha' = 1.5: must be in [0, 1]"
+    (fixed,) = set_params(checkpoint="/elsewhere/model.safetensors")
+    assert not fixed.successful and fixed.reason.startswith("checkpoint: read at configure; deactivate and clean up")
+    assert node.get_parameter("checkpoint").value != "/elsewhere/model.safetensors"
+    assert node.params.overlay_alpha == 0.9  # the refused values changed nothing
+
+    # thermal normalisation: a fixed range that saturates every pixel gives the labels of an all-hot frame
+    results = set_params(thermal_normalization="fixed", thermal_range=[0.0, 1.0])
+    assert [r.successful for r in results] == [True, True], [r.reason for r in results]
+    before = probe.count("labels")
+    publish_pair(probe, rgb, thermal)
+    wait_until(lambda: probe.count("labels") > before, what="labels after the normalisation change")
+    expected = node.segmenter.predict(rgb, np.ones(rgb.shape[:2], np.float32), thermal_norm=ThermalNormalization("fixed", 0.0, 1.0))
+    assert np.array_equal(image_to_array(probe.last("labels")), expected.labels)
+
+    # unconfigured: anything goes, and is checked at the next configure
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    (later,) = set_params(slop=0.05)
+    assert later.successful and node.get_parameter("slop").value == 0.05
+
 def test_configure_fails_clearly_for_bad_checkpoints(start_node, tmp_path):
     from safetensors.torch import save_file
     import torch

@@ -12,7 +12,8 @@ A lifecycle node (``rclpy.lifecycle.LifecycleNode``):
   - deactivate: unsubscribes, stops the inference thread and releases the model's memory.
   - cleanup / shutdown: also removes the publishers and the diagnostics timer.
 With ``autostart`` (default true) ``main()`` configures and activates the node on start, so
-``ros2 run`` behaves like a plain node; set it false under a lifecycle manager.
+``ros2 run`` behaves like a plain node; set it false under a lifecycle manager. While configured,
+``ros2 param set`` applies ``LIVE_PARAMETERS`` to the next frame and refuses the others.
 
 Inputs (relative names, remap them): ``rgb/image`` and ``thermal/image`` (sensor_msgs/Image), or
 ``rgb/image/compressed`` / ``thermal/image/compressed`` (sensor_msgs/CompressedImage) with
@@ -33,6 +34,7 @@ This module is the only one in ``taseg_ros.ros`` that imports rclpy and message 
 from __future__ import annotations
 
 import array
+import dataclasses
 import json
 import sys
 import threading
@@ -43,7 +45,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import InvalidHandle
 from rclpy.executors import Executor, ExternalShutdownException, ShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -67,6 +69,12 @@ from taseg_ros.ros.pairing import LatestSlot, Pair, StampPairer, stamp_to_ns
 from taseg_ros.ros.params import RGB_TOPIC, THERMAL_TOPIC, NodeParams, resolve_checkpoint
 
 NODE_NAME = "taseg"
+# Parameters a running node applies to the next frame (`ros2 param set`); the others are read at
+# configure (model, device, topics, QoS, pairing), and changing them while configured is refused.
+LIVE_PARAMETERS = frozenset({
+    "overlay_alpha", "thermal_normalization", "thermal_range", "thermal_percentiles", "thermal_homography",
+    "no_pair_warning", "clock_offset_warning", "log_throttle",
+})
 # The worker normalises thermal itself (before any resize/warp), so the model gets [0, 1] values.
 _UNIT_RANGE = ThermalNormalization("fixed", 0.0, 1.0)
 
@@ -134,16 +142,19 @@ class TASegNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
         self._active = False
+        self._configured = False
         self._outputs: dict[str, Any] = {}
         self._class_info_pub = None
         self._diag_pub = None
         self._diag_timer = None
         self._subscriptions_in: list[Any] = []
-        self._thermal_norm = ThermalNormalization()
         self._aligner = ThermalAligner()
         self._activated_at = time.monotonic()
         self._last_pair_at: float | None = None
         self._last_input_at: dict[str, float | None] = {"rgb": None, "thermal": None}
+        # Registered after the declarations above: rclpy runs these callbacks for declarations too.
+        self.add_on_set_parameters_callback(self._check_parameter_change)
+        self.add_post_set_parameters_callback(self._apply_parameter_change)
 
     # --- parameters --------------------------------------------------------------------------
 
@@ -155,6 +166,39 @@ class TASegNode(LifecycleNode):
         params.validate()
         return params
 
+    def _check_parameter_change(self, parameters: list[Any]) -> SetParametersResult:
+        """`ros2 param set` on a configured node: live parameters are validated like at configure;
+        the ones read at configure are refused with the reason, never accepted and ignored."""
+        ours = [p for p in parameters if p.name in NodeParams.defaults()]  # use_sim_time etc. pass through
+        if not ours or not self._configured:
+            return SetParametersResult(successful=True)  # read, and checked, at the next configure
+        fixed = sorted(p.name for p in ours if p.name not in LIVE_PARAMETERS)
+        if fixed:
+            return SetParametersResult(
+                successful=False,
+                reason=f"{', '.join(fixed)}: read at configure; deactivate and clean up the node, set it, then "
+                "configure and activate again (or restart with the new value)",
+            )
+        try:
+            self._changed_params(ours).validate()
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _apply_parameter_change(self, parameters: list[Any]) -> None:
+        ours = [p for p in parameters if p.name in LIVE_PARAMETERS]
+        if not ours or not self._configured:
+            return
+        params = self._changed_params(ours)
+        if params.thermal_homography != self.params.thermal_homography:
+            self._aligner = ThermalAligner(params.homography())
+        self.params = params  # one assignment: the inference thread sees the old or the new set, never a mix
+        self.get_logger().info("applied " + ", ".join(f"{p.name}={p.value!r}" for p in ours))
+
+    def _changed_params(self, parameters: list[Any]) -> NodeParams:
+        defaults = NodeParams.defaults()
+        return dataclasses.replace(self.params, **{p.name: _coerce(p.name, p.value, defaults[p.name]) for p in parameters})
+
     # --- lifecycle transitions ------------------------------------------------------------------
 
     @_logged_transition
@@ -162,7 +206,6 @@ class TASegNode(LifecycleNode):
         self.configure_error = None
         try:
             self.params = self.read_params()
-            self._thermal_norm = self.params.thermal_norm()
             self._aligner = ThermalAligner(self.params.homography())  # warns again after a reconfigure
             self._load_model()
         except (ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
@@ -175,6 +218,7 @@ class TASegNode(LifecycleNode):
         self._pairer.on_reject = self._on_rejected_stamp
         self._create_publishers()
         self._publish_class_info()
+        self._configured = True
         return super().on_configure(state)
 
     @_logged_transition
@@ -288,6 +332,7 @@ class TASegNode(LifecycleNode):
             self._pairer.reset()
 
     def _teardown(self) -> None:
+        self._configured = False
         self._stop_processing()
         self._release_model()
         if self._diag_timer is not None:
@@ -381,7 +426,7 @@ class TASegNode(LifecycleNode):
                     f"{self._input_topic('thermal')}: {bad} of {finite.size} pixels are NaN/inf; "
                     "they are excluded from normalisation and treated as the coldest value"
                 )
-        thermal01 = normalize_thermal(thermal, self._thermal_norm)
+        thermal01 = normalize_thermal(thermal, self.params.thermal_norm())
         thermal01, note = self._aligner(thermal01, rgb.shape[:2])
         if note is not None:
             hint = "" if self._aligner.homography is not None else "; set thermal_homography for a registered overlay"
