@@ -588,7 +588,7 @@ def test_parameters_set_while_running(start_node):
 
     def set_params(**values):
         request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
-        return call(probe, client, request).results
+        return call(probe, client, request, attempts=3).results  # idempotent: safe to resend
 
     rgb, thermal = frames()
     (result,) = set_params(overlay_alpha=0.9)
