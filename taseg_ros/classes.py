@@ -88,21 +88,24 @@ def builtin_dataset_names() -> list[str]:
     return sorted(p.stem for p in (training_dir() / "datasets").glob("*.yaml"))
 
 
-def load_classes(name_or_path: str | Path) -> ClassInfo:
-    """Class list of a built-in dataset (`mfnet`, `pst900`, `kp`, `fmb`) or of a YAML file."""
+def read_dataset_yaml(name_or_path: str | Path, unknown: str, kind: str) -> tuple[Path, object]:
+    """(path, parsed YAML) of a built-in dataset name (`mfnet`, ...: training/datasets/<name>.yaml)
+    or of a YAML file; errors say "unknown <unknown> 'x'" and "<kind> file not found: path"."""
     path = Path(name_or_path)
     if not path.suffix:
         builtin = training_dir() / "datasets" / f"{name_or_path}.yaml"
-        if builtin.is_file():
-            path = builtin
-        else:
-            raise ValueError(
-                f"unknown class list '{name_or_path}': use one of {builtin_dataset_names()} or a YAML file"
-            )
+        if not builtin.is_file():
+            raise ValueError(f"unknown {unknown} '{name_or_path}': use one of {builtin_dataset_names()} or a YAML file")
+        path = builtin
     if not path.is_file():
-        raise FileNotFoundError(f"class list file not found: {path}")
+        raise FileNotFoundError(f"{kind} file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        return path, yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def load_classes(name_or_path: str | Path) -> ClassInfo:
+    """Class list of a built-in dataset (`mfnet`, `pst900`, `kp`, `fmb`) or of a YAML file."""
+    path, data = read_dataset_yaml(name_or_path, "class list", "class list")
     return ClassInfo.from_mapping(data, source=str(path))

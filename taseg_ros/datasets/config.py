@@ -38,11 +38,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from taseg_ros.classes import ClassInfo, builtin_dataset_names
+from taseg_ros.classes import ClassInfo, read_dataset_yaml
 from taseg_ros.preprocessing import ThermalNormalization
-from taseg_ros.resources import training_dir
 
 IGNORE_INDEX = 255
 """Label value of ignored pixels in every loaded sample, whatever the dataset stores on disk."""
@@ -291,20 +289,7 @@ def config_from_mapping(data: dict, source: str, default_name: str = "") -> Data
 
 def load_dataset_config(name_or_path: str | Path) -> DatasetConfig:
     """Config of a built-in dataset (`mfnet`, `pst900`, `fmb`, `kp`) or of a YAML file."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        builtin = training_dir() / "datasets" / f"{name_or_path}.yaml"
-        if not builtin.is_file():
-            raise ValueError(
-                f"unknown dataset '{name_or_path}': use one of {builtin_dataset_names()} or a YAML file"
-            )
-        path = builtin
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    path, data = read_dataset_yaml(name_or_path, "dataset", "dataset config")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping with a 'classes' list")
     return config_from_mapping(data, source=str(path), default_name=path.stem)
