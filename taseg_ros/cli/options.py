@@ -1,5 +1,13 @@
-"""Command-line options shared by several `taseg` commands: one definition, one help text."""
+"""Command-line options shared by several `taseg` commands: one definition, one help text.
+
+Each ``add_*_option(s)(parser)`` adds one option or group; the matching ``*_from_args(args)``
+turns the parsed values into the object the library takes.
+"""
 from __future__ import annotations
+
+import argparse
+
+from taseg_ros.devices import DEVICE_CHOICES_HINT, PRECISIONS, resolve_device
 
 
 def add_force_option(parser) -> None:
@@ -7,3 +15,97 @@ def add_force_option(parser) -> None:
     from taseg_ros.outputs import FORCE_HELP
 
     parser.add_argument("--force", action="store_true", help=FORCE_HELP)
+
+
+# --- device and precision ---------------------------------------------------------------------
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("device")
+    group.add_argument("--device", default="auto", help=f"{DEVICE_CHOICES_HINT} (default auto)")
+    group.add_argument("--precision", default="fp32", choices=tuple(PRECISIONS),
+                       help="compute precision (default fp32; fp16 needs CUDA)")
+
+
+def device_from_args(args: argparse.Namespace) -> str:
+    """The device the command runs on ('auto' resolved)."""
+    return resolve_device(args.device)
+
+
+def segmenter_from_args(args: argparse.Namespace):
+    """A Segmenter from --checkpoint, --sam-checkpoint and the device options."""
+    from taseg_ros.inference import Segmenter
+
+    return Segmenter.from_checkpoint(
+        args.checkpoint, sam_checkpoint=args.sam_checkpoint, device=device_from_args(args), precision=args.precision
+    )
+
+
+# --- thermal normalisation --------------------------------------------------------------------
+# The node's parameter names (thermal_normalization, thermal_range, thermal_percentiles), spelled
+# as options: a recording evaluated with the same values the node runs with gives the same labels.
+
+
+def add_thermal_options(parser: argparse.ArgumentParser, default_help: str) -> None:
+    """--thermal-normalization/--thermal-range/--thermal-percentiles; `default_help` says what
+    happens when none is given."""
+    group = parser.add_argument_group("thermal normalisation (as the node's thermal_* parameters)")
+    group.add_argument("--thermal-normalization", type=_thermal_mode, metavar="MODE",
+                       help=f"{THERMAL_MODES_HELP}; default: {default_help}")
+    group.add_argument("--thermal-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                       help="raw values mapped to 0 and 1 (mode fixed; implies it when no mode is given)")
+    group.add_argument("--thermal-percentiles", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                       help="per-frame percentiles mapped to 0 and 1 (mode percentile; implies it when no mode is given)")
+    # Older spelling of `taseg predict`, kept working: auto | minmax | fixed:LOW:HIGH | percentile:P1:P2.
+    group.add_argument("--thermal-norm", type=_compact_thermal_norm, dest="thermal_norm_compact", help=argparse.SUPPRESS)
+
+
+# The modes of preprocessing.THERMAL_MODES, written out: importing preprocessing (cv2) here would
+# slow every `taseg --help`; _thermal_mode checks a given mode against the real tuple.
+THERMAL_MODES_HELP = "auto (8-bit: fixed 0..255, else percentiles), fixed, minmax or percentile"
+
+
+def _thermal_mode(text: str) -> str:
+    from taseg_ros.preprocessing import THERMAL_MODES
+
+    if text not in THERMAL_MODES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(THERMAL_MODES)}, got {text!r}")
+    return text
+
+
+def thermal_norm_from_args(args: argparse.Namespace):
+    """The ThermalNormalization the options ask for, or None when none was given."""
+    from taseg_ros.preprocessing import ThermalNormalization
+
+    if args.thermal_norm_compact is not None:
+        if args.thermal_normalization or args.thermal_range or args.thermal_percentiles:
+            raise ValueError("--thermal-norm is the old spelling of --thermal-normalization/-range/-percentiles: use one")
+        return args.thermal_norm_compact
+    mode = args.thermal_normalization
+    if mode is None:
+        mode = "fixed" if args.thermal_range else "percentile" if args.thermal_percentiles else None
+    if mode is None:
+        return None
+    defaults = ThermalNormalization()
+    low, high = args.thermal_range or (defaults.low, defaults.high)
+    try:
+        return ThermalNormalization(mode, low, high, tuple(args.thermal_percentiles or defaults.percentiles))
+    except ValueError as exc:
+        raise ValueError(f"--thermal-*: {exc}") from None
+
+
+def _compact_thermal_norm(text: str):
+    from taseg_ros.preprocessing import ThermalNormalization
+
+    mode, *values = text.split(":")
+    try:
+        numbers = [float(v) for v in values]
+        if mode == "fixed" and len(numbers) == 2:
+            return ThermalNormalization("fixed", low=numbers[0], high=numbers[1])
+        if mode == "percentile" and len(numbers) == 2:
+            return ThermalNormalization("percentile", percentiles=(numbers[0], numbers[1]))
+        if mode in ("auto", "minmax") and not numbers:
+            return ThermalNormalization(mode)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    raise argparse.ArgumentTypeError(f"expected auto, minmax, fixed:LOW:HIGH or percentile:P1:P2, got {text!r}")

@@ -1,0 +1,20 @@
+"""Compute devices and precisions: the one table of precision names and the one reading of
+``--device auto``. Torch is imported only where a device is resolved, so the ROS parameter
+checks and the command-line parsers can use the names without loading torch."""
+from __future__ import annotations
+
+# Precision name -> torch dtype attribute. `taseg_ros.inference.PRECISIONS` maps the same names
+# to the dtypes themselves; every command-line choice, recipe and node parameter uses these keys.
+PRECISIONS: dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+DEVICE_CHOICES_HINT = "auto (cuda when available, else cpu), cpu, cuda or cuda:N"
+
+
+def resolve_device(choice: str) -> str:
+    """'auto' -> 'cuda' when CUDA is available, else 'cpu'; any other name is returned as given
+    (torch and the Segmenter refuse names they do not know, with their own message)."""
+    if choice.strip().lower() != "auto":
+        return choice
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
