@@ -33,7 +33,8 @@ from taseg_ros.bag.fixtures import (
     thermal_counts,
     write_rgbt_bag,
 )
-from taseg_ros.bag.io import BagError, open_bag, stop_on_sigint
+from taseg_ros.bag.reader import BagError, open_bag
+from taseg_ros.bag.stop import stop_on_sigint
 from taseg_ros.bag.labels import stamp_id
 from taseg_ros.cli import bag as bag_cli
 from taseg_ros.evaluation.metrics import ConfusionMatrix
@@ -372,12 +373,12 @@ def test_eval_with_perfect_labels_scores_one(compressed_bag, segmenter, tmp_path
     from taseg_ros.datasets.io import write_image
     from taseg_ros.ros.image_codec import decode_rgb, decode_thermal
 
-    from taseg_ros.bag.io import stamp_ns_of
+    from taseg_ros.ros.pairing import stamp_to_ns
 
     labels = tmp_path / "labels"
     with open_bag(compressed_bag.path) as bag:
         msgs = [bag.deserialize(m) for m in bag.messages([compressed_bag.rgb_topic, compressed_bag.thermal_topic])]
-    by_stamp = {stamp_ns_of(m): m for m in msgs}
+    by_stamp = {stamp_to_ns(m.header.stamp): m for m in msgs}
     for f in compressed_bag.paired_frames:
         rgb, thermal = decode_rgb(by_stamp[f.rgb_stamp_ns]), decode_thermal(by_stamp[f.thermal_stamp_ns])
         write_image(labels / f"{stamp_id(f.rgb_stamp_ns)}.png", predict_like_node(segmenter, rgb, thermal))

@@ -30,9 +30,10 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from taseg_ros.bag.io import BagError, open_bag, resolve_image_topics
+from taseg_ros.bag.reader import BagError, open_bag
 from taseg_ros.bag.labels import TopicLabels, stamp_id
 from taseg_ros.bag.pairs import BagPairing
+from taseg_ros.bag.topics import resolve_image_topics
 from taseg_ros.classes import ClassInfo, load_classes
 
 

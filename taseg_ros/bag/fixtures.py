@@ -30,21 +30,16 @@ from typing import Sequence
 
 import numpy as np
 
-from taseg_ros.bag.io import (
-    COMPRESSED_IMAGE,
-    IMAGE,
-    BagWriter,
-    compressed_message,
-    default_typestore,
-    image_message,
-    make_header,
-)
+from taseg_ros.bag.messages import compressed_message, image_message, make_header
+from taseg_ros.bag.msgtypes import COMPRESSED_IMAGE, IMAGE, default_typestore
+from taseg_ros.bag.writer import BagWriter
 from taseg_ros.datasets.fixtures import FixtureFrame, synthetic_frame
+from taseg_ros.ros.pairing import NS_PER_S
 
 DEFAULT_RGB_TOPIC = "/camera/color/image_raw"
 DEFAULT_THERMAL_TOPIC = "/thermal/image_raw"
 IMU_TOPIC = "/imu/data"
-DEFAULT_START_NS = 1_700_000_000 * 1_000_000_000
+DEFAULT_START_NS = 1_700_000_000 * NS_PER_S
 
 __all__ = [
     "DEFAULT_RGB_TOPIC",

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from taseg_ros.bag.io import Bag, BagError, open_bag, resolve_image_topics
 from taseg_ros.bag.pairs import BagPairing, summarize
+from taseg_ros.bag.reader import Bag, BagError, open_bag
+from taseg_ros.bag.topics import resolve_image_topics
 
 CANDIDATE_SLOPS_S = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 

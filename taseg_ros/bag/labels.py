@@ -20,8 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from taseg_ros.bag.io import COMPRESSED_IMAGE, IMAGE, Bag, BagError, stamp_ns_of
+from taseg_ros.bag.msgtypes import COMPRESSED_IMAGE, IMAGE
+from taseg_ros.bag.reader import Bag, BagError
 from taseg_ros.classes import ClassInfo
+from taseg_ros.ros.pairing import NS_PER_S, stamp_to_ns
 
 STAMP_IN_NAME = re.compile(r"(\d+)_(\d{9})$")
 LABEL_ENCODINGS = ("mono8", "8UC1", "mono16", "16UC1")
@@ -29,7 +31,7 @@ LABEL_ENCODINGS = ("mono8", "8UC1", "mono16", "16UC1")
 
 def stamp_id(stamp_ns: int, prefix: str = "") -> str:
     """File stem carrying a stamp: ``<prefix><sec>_<nanosec:09d>`` (sorts by time within a prefix)."""
-    sec, nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    sec, nanosec = divmod(int(stamp_ns), NS_PER_S)
     return f"{prefix}{sec}_{nanosec:09d}"
 
 
@@ -37,7 +39,7 @@ def stamp_from_id(stem: str) -> int | None:
     match = STAMP_IN_NAME.search(stem)
     if match is None:
         return None
-    return int(match.group(1)) * 1_000_000_000 + int(match.group(2))
+    return int(match.group(1)) * NS_PER_S + int(match.group(2))
 
 
 def _label_map(classes: ClassInfo, classes_yaml: Path | None):
@@ -144,7 +146,7 @@ class TopicLabels(LabelSource):
         self._png: dict[int, bytes] = {}
         for message in bag.messages([self.topic]):
             msg = bag.deserialize(message)
-            stamp = stamp_ns_of(msg)
+            stamp = stamp_to_ns(msg.header.stamp)
             label = self._decode(msg, message.msgtype, stamp)
             ok, buffer = cv2.imencode(".png", label)
             if not ok:  # pragma: no cover - PNG encodes any uint8/uint16 image

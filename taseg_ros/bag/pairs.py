@@ -16,10 +16,10 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from taseg_ros.bag.io import Bag, RawMessage, stamp_ns_of
-from taseg_ros.ros.pairing import LatestSlot, Pair, StampPairer
+from taseg_ros.bag.reader import Bag, RawMessage
+from taseg_ros.ros.pairing import NS_PER_S, LatestSlot, Pair, StampPairer, stamp_to_ns
 
-NS = 1_000_000_000
+NS = NS_PER_S  # temporary, for bag/evaluate.py until its split
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class BagPairing:
                 yield Arrival(message, None, None)
                 continue
             msg = self.bag.deserialize(message)
-            frame = Frame(message.topic, stamp_ns_of(msg), message.log_time_ns, msg, message)
+            frame = Frame(message.topic, stamp_to_ns(msg.header.stamp), message.log_time_ns, msg, message)
             if message.topic == self.rgb_topic:
                 pair = self.pairer.add_rgb(frame.stamp_ns, frame)
             else:
@@ -93,12 +93,12 @@ class Processed:
 
     @property
     def wait_s(self) -> float:
-        return (self.start_ns - self.arrival_ns) / NS
+        return (self.start_ns - self.arrival_ns) / NS_PER_S
 
     @property
     def latency_s(self) -> float:
         """Output time minus the RGB header stamp: the node's own latency definition."""
-        return (self.finish_ns - self.pair.rgb_stamp_ns) / NS
+        return (self.finish_ns - self.pair.rgb_stamp_ns) / NS_PER_S
 
 
 @dataclass
@@ -158,7 +158,7 @@ class RealTimeWorker:
         if pair is None:
             return
         seconds, result = self.process(pair)
-        finish = start_ns + int(round(seconds * NS))
+        finish = start_ns + int(round(seconds * NS_PER_S))
         # The slot holds one pair, so the pending pair is the one put last.
         self.processed.append(Processed(pair, self._pending_since_ns, start_ns, finish, result))
         self.free_at_ns = finish

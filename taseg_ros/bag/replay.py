@@ -30,18 +30,15 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
-from taseg_ros.bag.io import (
-    COMPRESSED_IMAGE,
-    IMAGE,
-    BagError,
-    BagWriter,
-    open_bag,
-    resolve_image_topics,
-    stop_on_sigint,
-)
+from taseg_ros.bag.msgtypes import COMPRESSED_IMAGE, IMAGE, STRING
 from taseg_ros.bag.pairs import summarize
-from taseg_ros.ros.pairing import StampPairer
+from taseg_ros.bag.reader import BagError, open_bag
+from taseg_ros.bag.stop import stop_on_sigint
+from taseg_ros.bag.topics import resolve_image_topics
+from taseg_ros.bag.writer import BagWriter
+from taseg_ros.ros.pairing import NS_PER_S, StampPairer, stamp_to_ns
 
 OUTPUTS = ("labels", "colorized", "overlay", "confidence")
 
@@ -122,199 +119,298 @@ def replay_bag(
     handle_sigint: bool = False,
 ) -> ReplayResult:
     _ros_imports()
-    import rclpy
-    from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from rclpy.serialization import deserialize_message, serialize_message
-    from rclpy.signals import SignalHandlerOptions
-    from sensor_msgs.msg import CompressedImage, Image
-    from std_msgs.msg import String
-
     if not rate > 0:
         raise ValueError(f"--rate must be > 0, got {rate}")
-    node_name = "/" + node.strip("/")
-    classes = {IMAGE: Image, COMPRESSED_IMAGE: CompressedImage}
-    reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    latched = QoSProfile(
-        history=HistoryPolicy.KEEP_LAST,
-        depth=1,
-        reliability=ReliabilityPolicy.RELIABLE,
-        durability=DurabilityPolicy.TRANSIENT_LOCAL,
-    )
-
     sigint = stop_on_sigint("stopping the replay (Ctrl-C again to abort)") if handle_sigint else nullcontext(None)
     with open_bag(bag_path) as bag, sigint as stop_flag:
-        stop = (lambda: bool(stop_flag)) if stop_flag is not None else (lambda: False)
         rgb, thermal = resolve_image_topics(bag, rgb_topic, thermal_topic)
-        out_rgb = publish_rgb_topic or rgb.name
-        out_thermal = publish_thermal_topic or thermal.name
-        result = ReplayResult(str(bag.path), node_name, rate, out_rgb, out_thermal)
+        replay = _Replay(
+            bag,
+            rgb,
+            thermal,
+            node_name="/" + node.strip("/"),
+            out_rgb=publish_rgb_topic or rgb.name,
+            out_thermal=publish_thermal_topic or thermal.name,
+            rate=rate,
+            slop_s=slop_s,
+            restamp=restamp,
+            max_pairs=max_pairs,
+            wait_s=wait_s,
+            drain_s=drain_s,
+            stop=(lambda: bool(stop_flag)) if stop_flag is not None else (lambda: False),
+        )
+        return replay.run(output_bag, domain_id)
 
-        context = rclpy.Context()
-        rclpy.init(context=context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
-        ros = rclpy.create_node(f"taseg_bag_replay_{os.getpid()}", context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(ros)
-        spinner = threading.Thread(target=executor.spin, name="taseg_bag_replay_spin", daemon=True)
+
+class _OutputRecorder:
+    """What the node publishes: stamps and receive times of its image outputs (for the measurement),
+    its latest diagnostics status, and everything into the output recording. DDS callbacks run on
+    the executor thread, the replay loop reads the stamps: one lock."""
+
+    def __init__(self, node_name: str, writer: BagWriter | None) -> None:
+        self.node_name = node_name
+        self.writer = writer
+        self.lock = threading.Lock()
+        self.outputs: dict[str, list[tuple[int, int, int]]] = {name: [] for name in OUTPUTS}  # (stamp, mono, wall)
+        self.last_output_mono = 0
+        self.diagnostics: dict = {}
+
+    def _write(self, topic: str, msgtype: str, wall_ns: int, msg: Any) -> None:
+        from rclpy.serialization import serialize_message
+
+        if self.writer is not None:
+            self.writer.write_raw(topic, msgtype, wall_ns, serialize_message(msg))
+
+    def image_callback(self, name: str) -> Callable[[Any], None]:
+        topic = f"{self.node_name}/{name}"
+
+        def callback(msg) -> None:
+            mono, wall = time.monotonic_ns(), time.time_ns()
+            with self.lock:
+                self.outputs[name].append((stamp_to_ns(msg.header.stamp), mono, wall))
+                self.last_output_mono = mono
+            self._write(topic, IMAGE, wall, msg)
+
+        return callback
+
+    def on_class_info(self, msg) -> None:
+        self._write(f"{self.node_name}/class_info", STRING, time.time_ns(), msg)
+
+    def on_diagnostics(self, msg) -> None:
+        mine = [s for s in msg.status if s.name.startswith(f"{self.node_name}:")]
+        if mine:
+            self.diagnostics.clear()
+            self.diagnostics.update({kv.key: kv.value for kv in mine[-1].values})
+            self.diagnostics["message"] = mine[-1].message
+            self._write("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", time.time_ns(), msg)
+
+    def answered(self, stamps) -> int:
+        with self.lock:
+            return len({s for s, _, _ in self.outputs["labels"]} & stamps)
+
+    def quiet_since(self, end_mono: int) -> int:
+        with self.lock:
+            return max(self.last_output_mono, end_mono)
+
+
+class _Replay:
+    """One replay, in named steps: start a ROS node of our own, wait until the taseg node is there and
+    subscribe to its outputs, publish the recording at its rate, wait for the last outputs, measure."""
+
+    def __init__(
+        self,
+        bag,
+        rgb,
+        thermal,
+        *,
+        node_name: str,
+        out_rgb: str,
+        out_thermal: str,
+        rate: float,
+        slop_s: float,
+        restamp: bool,
+        max_pairs: int | None,
+        wait_s: float,
+        drain_s: float,
+        stop: Callable[[], bool],
+    ) -> None:
+        self.bag, self.rgb, self.thermal = bag, rgb, thermal
+        self.node_name = node_name
+        self.labels_topic = f"{node_name}/labels"
+        self.published_topic = {rgb.name: out_rgb, thermal.name: out_thermal}
+        self.rate, self.slop_s, self.restamp, self.max_pairs = rate, slop_s, restamp, max_pairs
+        self.wait_s, self.drain_s = wait_s, drain_s
+        self.stop = stop
+        self.result = ReplayResult(str(bag.path), node_name, rate, out_rgb, out_thermal)
+        self.pair_done_mono: dict[int, int] = {}  # RGB stamp of an expected pair -> when it was complete
+        self.end_mono = 0
+
+    def run(self, output_bag: str | Path | None, domain_id: int | None) -> ReplayResult:
         writer = BagWriter(output_bag, storage="mcap") if output_bag is not None else None
-        lock = threading.Lock()
-        outputs: dict[str, list[tuple[int, int, int]]] = {name: [] for name in OUTPUTS}  # (stamp, mono ns, wall ns)
-        last_output_mono = [0]
-        diagnostics: dict = {}
+        self.recorder = _OutputRecorder(self.node_name, writer)
         try:
-            spinner.start()
-            publishers = {
-                rgb.name: ros.create_publisher(classes[rgb.msgtype], out_rgb, reliable),
-                thermal.name: ros.create_publisher(classes[thermal.msgtype], out_thermal, reliable),
-            }
-            published_topic = {rgb.name: out_rgb, thermal.name: out_thermal}
-
-            def recorder(name: str, topic: str, msgtype: str):
-                def callback(msg):
-                    mono, wall = time.monotonic_ns(), time.time_ns()
-                    stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-                    with lock:
-                        outputs[name].append((stamp, mono, wall))
-                        last_output_mono[0] = mono
-                    if writer is not None:
-                        writer.write_raw(topic, msgtype, wall, serialize_message(msg))
-
-                return callback
-
-            def on_class_info(msg):
-                if writer is not None:
-                    writer.write_raw(
-                        f"{node_name}/class_info", "std_msgs/msg/String", time.time_ns(), serialize_message(msg)
-                    )
-
-            def on_diagnostics(msg):
-                mine = [s for s in msg.status if s.name.startswith(f"{node_name}:")]
-                if mine:
-                    diagnostics.clear()
-                    diagnostics.update({kv.key: kv.value for kv in mine[-1].values})
-                    diagnostics["message"] = mine[-1].message
-                    if writer is not None:
-                        writer.write_raw(
-                            "/diagnostics",
-                            "diagnostic_msgs/msg/DiagnosticArray",
-                            time.time_ns(),
-                            serialize_message(msg),
-                        )
-
-            labels_topic = f"{node_name}/labels"
-            deadline = time.monotonic() + wait_s
-            if not _wait(lambda: ros.count_publishers(labels_topic) > 0, deadline, stop):
-                raise BagError(_no_node_message(node_name, labels_topic, out_rgb, out_thermal, rgb, thermal, wait_s))
-            # Match the node's output reliability: a reliable subscription cannot hear a best-effort publisher.
-            offered = ros.get_publishers_info_by_topic(labels_topic)
-            best_effort = any(info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for info in offered)
-            output_qos = QoSProfile(
-                history=HistoryPolicy.KEEP_LAST,
-                depth=50,
-                reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
-            )
-            subscriptions = [
-                ros.create_subscription(
-                    Image, f"{node_name}/{name}", recorder(name, f"{node_name}/{name}", IMAGE), output_qos
-                )
-                for name in OUTPUTS
-            ]
-            subscriptions.append(ros.create_subscription(String, f"{node_name}/class_info", on_class_info, latched))
-            subscriptions.append(ros.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10))
-            ready = _wait(
-                lambda: all(p.get_subscription_count() > 0 for p in publishers.values())
-                and subscriptions[0].get_publisher_count() > 0,
-                deadline,
-                stop,
-            )
-            if not ready:
-                if stop():
-                    result.interrupted = True
-                    return result
-                raise BagError(_no_node_message(node_name, labels_topic, out_rgb, out_thermal, rgb, thermal, wait_s))
-
-            pairer = StampPairer(slop_s)
-            pair_done_mono: dict[int, int] = {}
-            published = {out_rgb: 0, out_thermal: 0}
-            shift_ns = None
-            first_log = None
-            start_mono = time.monotonic_ns()
-            for message in bag.messages([rgb.name, thermal.name]):
-                if stop():
-                    result.interrupted = True
-                    break
-                if first_log is None:
-                    first_log = message.log_time_ns
-                    shift_ns = time.time_ns() - message.log_time_ns if restamp else 0
-                target = start_mono + int((message.log_time_ns - first_log) / rate)
-                delay = (target - time.monotonic_ns()) * 1e-9
-                if delay > 0:
-                    time.sleep(delay)
-                msg = deserialize_message(bytes(message.data), classes[message.msgtype])
-                stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-                if stamp > 0 and shift_ns:
-                    stamp += shift_ns
-                    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
-                topic = published_topic[message.topic]
-                publishers[message.topic].publish(msg)
-                now_mono = time.monotonic_ns()
-                published[topic] += 1
-                if writer is not None:
-                    writer.write_raw(topic, message.msgtype, time.time_ns(), serialize_message(msg))
-                pair = pairer.add_rgb(stamp, None) if message.topic == rgb.name else pairer.add_thermal(stamp, None)
-                if pair is not None:
-                    pair_done_mono[pair.rgb_stamp_ns] = now_mono
-                    if max_pairs is not None and len(pair_done_mono) >= max_pairs:
-                        break
-            end_mono = time.monotonic_ns()
-            result.playback_s = (end_mono - start_mono) * 1e-9
-            result.published = published
-            result.expected_pairs = len(pair_done_mono)
-
-            def answered() -> int:
-                with lock:
-                    return len({s for s, _, _ in outputs["labels"]} & pair_done_mono.keys())
-
-            # Drain: until every pair is answered, or no output came for drain_s.
-            while not stop() and answered() < len(pair_done_mono):
-                with lock:
-                    quiet_since = max(last_output_mono[0], end_mono)
-                if time.monotonic_ns() - quiet_since > drain_s * 1e9:
-                    break
-                time.sleep(0.02)
-            if stop():
-                result.interrupted = True
+            self._start_ros(domain_id)
+            try:
+                if not self._connect():
+                    self.result.interrupted = True
+                    return self.result
+                self._play()
+                self._drain()
+                if self.stop():
+                    self.result.interrupted = True
+            finally:
+                self._stop_ros()
         finally:
-            executor.shutdown(timeout_sec=5)
-            spinner.join(timeout=10)
-            ros.destroy_node()
-            rclpy.try_shutdown(context=context)
             if writer is not None:
                 writer.close()
+        self._measure(writer)
+        return self.result
 
-    with lock:
-        labels = list(outputs["labels"])
-        result.received = {f"{node_name}/{k}": len(v) for k, v in outputs.items() if v}
-    first_answer: dict[int, tuple[int, int]] = {}
-    for stamp, mono, wall in labels:
-        first_answer.setdefault(stamp, (mono, wall))
-    answered_stamps = first_answer.keys() & pair_done_mono.keys()
-    result.answered_pairs = len(answered_stamps)
-    result.unexpected_outputs = len(first_answer.keys() - pair_done_mono.keys())
-    result.latency_from_pair_ms = summarize((first_answer[s][0] - pair_done_mono[s]) * 1e-9 for s in answered_stamps)
-    if restamp and rate == 1.0:
-        result.latency_from_stamp_ms = summarize((first_answer[s][1] - s) * 1e-9 for s in answered_stamps)
-    result.node_diagnostics = dict(diagnostics)
-    if writer is not None:
-        result.output_bag = str(writer.path)
-        result.output_topics = dict(writer.counts)
-    if result.unexpected_outputs:
-        result.notes.append(
-            f"{result.unexpected_outputs} outputs carry stamps of no pair replay expected (the node paired frames "
-            "differently, e.g. another slop); check the node's `slop` parameter"
+    # --- ROS -------------------------------------------------------------------------------------
+
+    def _start_ros(self, domain_id: int | None) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.signals import SignalHandlerOptions
+        from sensor_msgs.msg import CompressedImage, Image
+
+        self.msg_classes = {IMAGE: Image, COMPRESSED_IMAGE: CompressedImage}
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
+        self.ros = rclpy.create_node(f"taseg_bag_replay_{os.getpid()}", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.ros)
+        self.spinner = threading.Thread(target=self.executor.spin, name="taseg_bag_replay_spin", daemon=True)
+        self.spinner.start()
+        reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.publishers = {
+            topic.name: self.ros.create_publisher(
+                self.msg_classes[topic.msgtype], self.published_topic[topic.name], reliable
+            )
+            for topic in (self.rgb, self.thermal)
+        }
+
+    def _stop_ros(self) -> None:
+        import rclpy
+
+        self.executor.shutdown(timeout_sec=5)
+        self.spinner.join(timeout=10)
+        self.ros.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+    def _no_node(self) -> BagError:
+        return BagError(
+            _no_node_message(
+                self.node_name,
+                self.labels_topic,
+                self.result.rgb_topic,
+                self.result.thermal_topic,
+                self.rgb,
+                self.thermal,
+                self.wait_s,
+            )
         )
-    return result
+
+    def _connect(self) -> bool:
+        """Wait for the node's outputs, subscribe to them and wait until the node hears our inputs, so
+        no frame is lost to discovery. False when Ctrl-C came first; a BagError when no node came."""
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import String
+
+        from taseg_ros.ros.qos import latched_qos
+
+        deadline = time.monotonic() + self.wait_s
+        if not _wait(lambda: self.ros.count_publishers(self.labels_topic) > 0, deadline, self.stop):
+            raise self._no_node()
+        # Match the node's output reliability: a reliable subscription cannot hear a best-effort publisher.
+        offered = self.ros.get_publishers_info_by_topic(self.labels_topic)
+        best_effort = any(info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for info in offered)
+        output_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST,
+            depth=50,
+            reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
+        )
+        recorder = self.recorder
+        self.subscriptions = [
+            self.ros.create_subscription(Image, f"{self.node_name}/{name}", recorder.image_callback(name), output_qos)
+            for name in OUTPUTS
+        ]
+        self.subscriptions.append(
+            self.ros.create_subscription(String, f"{self.node_name}/class_info", recorder.on_class_info, latched_qos())
+        )
+        self.subscriptions.append(
+            self.ros.create_subscription(DiagnosticArray, "/diagnostics", recorder.on_diagnostics, 10)
+        )
+        ready = _wait(
+            lambda: all(p.get_subscription_count() > 0 for p in self.publishers.values())
+            and self.subscriptions[0].get_publisher_count() > 0,
+            deadline,
+            self.stop,
+        )
+        if not ready and not self.stop():
+            raise self._no_node()
+        return ready
+
+    # --- playing ---------------------------------------------------------------------------------
+
+    def _play(self) -> None:
+        """Publish the camera messages at their recorded times / rate, restamped, and pair their stamps
+        as the node will."""
+        from rclpy.serialization import deserialize_message, serialize_message
+
+        pairer = StampPairer(self.slop_s)
+        published = {topic: 0 for topic in self.published_topic.values()}
+        shift_ns = None
+        first_log = None
+        start_mono = time.monotonic_ns()
+        for message in self.bag.messages([self.rgb.name, self.thermal.name]):
+            if self.stop():
+                self.result.interrupted = True
+                break
+            if first_log is None:
+                first_log = message.log_time_ns
+                shift_ns = time.time_ns() - message.log_time_ns if self.restamp else 0
+            delay = (start_mono + int((message.log_time_ns - first_log) / self.rate) - time.monotonic_ns()) * 1e-9
+            if delay > 0:
+                time.sleep(delay)
+            msg = deserialize_message(bytes(message.data), self.msg_classes[message.msgtype])
+            stamp = stamp_to_ns(msg.header.stamp)
+            if stamp > 0 and shift_ns:
+                stamp += shift_ns
+                msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, NS_PER_S)
+            topic = self.published_topic[message.topic]
+            self.publishers[message.topic].publish(msg)
+            now_mono = time.monotonic_ns()
+            published[topic] += 1
+            self.recorder._write(topic, message.msgtype, time.time_ns(), msg)
+            pair = pairer.add_rgb(stamp, None) if message.topic == self.rgb.name else pairer.add_thermal(stamp, None)
+            if pair is not None:
+                self.pair_done_mono[pair.rgb_stamp_ns] = now_mono
+                if self.max_pairs is not None and len(self.pair_done_mono) >= self.max_pairs:
+                    break
+        self.end_mono = time.monotonic_ns()
+        self.result.playback_s = (self.end_mono - start_mono) * 1e-9
+        self.result.published = published
+        self.result.expected_pairs = len(self.pair_done_mono)
+
+    def _drain(self) -> None:
+        """Wait until every pair is answered, or no output came for drain_s."""
+        expected = self.pair_done_mono.keys()
+        while not self.stop() and self.recorder.answered(expected) < len(expected):
+            if time.monotonic_ns() - self.recorder.quiet_since(self.end_mono) > self.drain_s * 1e9:
+                break
+            time.sleep(0.02)
+
+    # --- measuring -------------------------------------------------------------------------------
+
+    def _measure(self, writer: BagWriter | None) -> None:
+        result, recorder, pair_done_mono = self.result, self.recorder, self.pair_done_mono
+        with recorder.lock:
+            labels = list(recorder.outputs["labels"])
+            result.received = {f"{self.node_name}/{k}": len(v) for k, v in recorder.outputs.items() if v}
+        first_answer: dict[int, tuple[int, int]] = {}
+        for stamp, mono, wall in labels:
+            first_answer.setdefault(stamp, (mono, wall))
+        answered_stamps = first_answer.keys() & pair_done_mono.keys()
+        result.answered_pairs = len(answered_stamps)
+        result.unexpected_outputs = len(first_answer.keys() - pair_done_mono.keys())
+        result.latency_from_pair_ms = summarize(
+            (first_answer[s][0] - pair_done_mono[s]) * 1e-9 for s in answered_stamps
+        )
+        if self.restamp and self.rate == 1.0:
+            result.latency_from_stamp_ms = summarize((first_answer[s][1] - s) * 1e-9 for s in answered_stamps)
+        result.node_diagnostics = dict(recorder.diagnostics)
+        if writer is not None:
+            result.output_bag = str(writer.path)
+            result.output_topics = dict(writer.counts)
+        if result.unexpected_outputs:
+            result.notes.append(
+                f"{result.unexpected_outputs} outputs carry stamps of no pair replay expected (the node paired "
+                "frames differently, e.g. another slop); check the node's `slop` parameter"
+            )
 
 
 def _no_node_message(node_name, labels_topic, out_rgb, out_thermal, rgb, thermal, wait_s) -> str:

@@ -24,7 +24,8 @@ The RGB and thermal topics are guessed from the recording's image topics when no
 """
 
 
-def _topics(p: argparse.ArgumentParser) -> None:
+def _bag_and_topics(p: argparse.ArgumentParser) -> None:
+    """The recording and which of its topics to pair: every sub-command starts with these."""
     p.add_argument("bag", metavar="BAG", help="rosbag2 folder (sqlite3 or mcap), or a bare .mcap / .db3 file")
     p.add_argument("--rgb-topic", metavar="TOPIC", help="sensor_msgs/Image or CompressedImage topic of the RGB camera")
     p.add_argument("--thermal-topic", metavar="TOPIC", help="... of the thermal camera")
@@ -48,6 +49,14 @@ def _homography(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _max_pairs(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--max-pairs", type=int, metavar="N", help=what)
+
+
+def _json(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--json", action="store_true", help=what)
+
+
 def _progress(total: int | None, unit: str):
     """A tqdm bar on a terminal, nothing otherwise (logs, CI)."""
     from tqdm import tqdm
@@ -65,17 +74,23 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="bag_command", metavar="ACTION", required=True)
+    for add in (_add_info, _add_extract, _add_eval, _add_replay):
+        add(sub)
 
+
+def _add_info(sub) -> None:
     info = sub.add_parser(
         "info",
         help="is this recording usable? topics, rates, pairs, stamp offsets",
         description="Topics, rates, gaps and how many RGB/thermal pairs match at --slop. "
         "Exit code 0 when pairs match, 1 when the recording is not usable as it is.",
     )
-    _topics(info)
-    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _bag_and_topics(info)
+    _json(info, "print JSON instead of text")
     info.set_defaults(func=run_info)
 
+
+def _add_extract(sub) -> None:
     ex = sub.add_parser(
         "extract",
         help="matched pairs -> plain folder dataset for labelling and training",
@@ -83,7 +98,7 @@ def register(subparsers) -> None:
         "(rgb/, thermal/, classes.yaml, train.txt, val.txt, frames.csv); file names are the RGB "
         "stamps (<sec>_<nanosec>). Adds to an existing folder.",
     )
-    _topics(ex)
+    _bag_and_topics(ex)
     ex.add_argument("-o", "--output", required=True, metavar="DIR", help="dataset folder (created or added to)")
     rate = ex.add_mutually_exclusive_group()
     rate.add_argument("--every", type=int, metavar="N", help="keep every N-th pair")
@@ -103,10 +118,12 @@ def register(subparsers) -> None:
         metavar="F",
         help="last fraction of the recording's pairs listed in val.txt (default 0.2; 0: none)",
     )
-    ex.add_argument("--max-pairs", type=int, metavar="N", help="stop after writing N pairs")
+    _max_pairs(ex, "stop after writing N pairs")
     _homography(ex)
     ex.set_defaults(func=run_extract)
 
+
+def _add_eval(sub) -> None:
     ev = sub.add_parser(
         "eval",
         help="run a checkpoint on the recording: scores, latency, drops, output bag",
@@ -116,7 +133,7 @@ def register(subparsers) -> None:
         "real-time node would drop; writes report.json, report.md, plots and an mcap recording "
         "with the inputs plus <ns>/labels, colorized and overlay topics.",
     )
-    _topics(ev)
+    _bag_and_topics(ev)
     ev.add_argument("--checkpoint", required=True, metavar="CKPT", help="TASeg checkpoint (.safetensors)")
     ev.add_argument(
         "--sam-checkpoint", metavar="PTH", help="official SAM weights the checkpoint refers to (default: models/)"
@@ -162,9 +179,11 @@ def register(subparsers) -> None:
     ev.add_argument("--thermal-percentiles", type=float, nargs=2, default=(1.0, 99.0), metavar=("LOW", "HIGH"))
     _homography(ev)
     ev.add_argument("--overlay-alpha", type=float, default=0.5)
-    ev.add_argument("--max-pairs", type=int, metavar="N", help="stop after N pairs")
+    _max_pairs(ev, "stop after N pairs")
     ev.set_defaults(func=run_eval)
 
+
+def _add_replay(sub) -> None:
     rp = sub.add_parser(
         "replay",
         help="publish the recording to a running taseg_node; record its outputs",
@@ -172,7 +191,7 @@ def register(subparsers) -> None:
         "record what the node publishes (labels, colorized, overlay, class_info, diagnostics) into an "
         "output recording, and report end-to-end latency and dropped pairs.",
     )
-    _topics(rp)
+    _bag_and_topics(rp)
     rp.add_argument("--rate", type=float, default=1.0, help="playback speed (1.0 = as recorded)")
     rp.add_argument(
         "--node",
@@ -206,8 +225,8 @@ def register(subparsers) -> None:
         action="store_true",
         help="publish the recorded header stamps; default: shift them to now (as a live camera)",
     )
-    rp.add_argument("--max-pairs", type=int, metavar="N", help="stop publishing after the frames of N pairs")
-    rp.add_argument("--json", action="store_true", help="print the report as JSON")
+    _max_pairs(rp, "stop publishing after the frames of N pairs")
+    _json(rp, "print the report as JSON")
     rp.set_defaults(func=run_replay)
 
 
@@ -217,6 +236,13 @@ def _homography_array(values):
     import numpy as np
 
     return np.asarray(values, dtype=np.float64).reshape(3, 3)
+
+
+def _bag_name(path) -> str:
+    """The recording's name for default output names: the folder's, or the bare file's without suffix."""
+    from pathlib import Path
+
+    return Path(path).resolve().name.removesuffix(".mcap").removesuffix(".db3")
 
 
 def run_info(args) -> int:
@@ -231,7 +257,7 @@ def run_info(args) -> int:
 
 def run_extract(args) -> int:
     from taseg_ros.bag.extract import extract_pairs, format_extract
-    from taseg_ros.bag.io import stop_on_sigint
+    from taseg_ros.bag.stop import stop_on_sigint
 
     bar, update = _progress(None, "pair")
     with stop_on_sigint() as stop, bar:
@@ -260,7 +286,7 @@ def _prepare_output_bag(path, force: bool):
     import shutil
     from pathlib import Path
 
-    from taseg_ros.bag.io import BagError
+    from taseg_ros.bag.reader import BagError
 
     path = Path(path)
     if path.exists():
@@ -282,11 +308,11 @@ def run_eval(args) -> int:
     from pathlib import Path
 
     from taseg_ros.bag.evaluate import evaluate_bag, format_summary, write_eval_report
-    from taseg_ros.bag.io import stop_on_sigint
+    from taseg_ros.bag.stop import stop_on_sigint
     from taseg_ros.inference import Segmenter
     from taseg_ros.preprocessing import ThermalNormalization
 
-    bag_name = Path(args.bag).resolve().name.removesuffix(".mcap").removesuffix(".db3")
+    bag_name = _bag_name(args.bag)
     out_dir = Path(args.output or f"{bag_name}_eval")
     output_bag = None
     if not args.no_output_bag:
@@ -333,7 +359,7 @@ def run_replay(args) -> int:
 
     from taseg_ros.bag.replay import format_replay, replay_bag
 
-    bag_name = Path(args.bag).resolve().name.removesuffix(".mcap").removesuffix(".db3")
+    bag_name = _bag_name(args.bag)
     output_bag = None
     if not args.no_output_bag:
         output_bag = _prepare_output_bag(args.output_bag or f"{bag_name}_replay", False)

@@ -67,6 +67,7 @@ from taseg_ros.ros.image_codec import (
 )
 from taseg_ros.ros.pairing import LatestSlot, Pair, StampPairer, stamp_to_ns
 from taseg_ros.ros.params import RGB_TOPIC, THERMAL_TOPIC, NodeParams, resolve_checkpoint
+from taseg_ros.ros.qos import latched_qos
 
 NODE_NAME = "taseg"
 # Parameters a running node applies to the next frame (`ros2 param set`); the others are read at
@@ -298,13 +299,7 @@ class TASegNode(LifecycleNode):
         qos = qos_profile(self.params.output_qos, self.params.output_depth)
         names = ["labels", "colorized", "overlay"] + (["confidence"] if self.params.publish_confidence else [])
         self._outputs = {name: self.create_publisher(Image, f"~/{name}", qos) for name in names}
-        latched = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST,
-            depth=1,
-            reliability=ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL,
-        )
-        self._class_info_pub = self.create_publisher(String, "~/class_info", latched)
+        self._class_info_pub = self.create_publisher(String, "~/class_info", latched_qos())
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(self.params.diagnostics_period, self._publish_diagnostics)
 

@@ -1,0 +1,61 @@
+"""Building ``rosbags`` message objects to write into a recording (Header, Image, CompressedImage, String)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from taseg_ros.bag.msgtypes import COMPRESSED_IMAGE, IMAGE, STRING, default_typestore
+from taseg_ros.ros.pairing import NS_PER_S
+
+
+def make_header(stamp_ns: int, frame_id: str):
+    ts = default_typestore()
+    time_cls = ts.types["builtin_interfaces/msg/Time"]
+    header_cls = ts.types["std_msgs/msg/Header"]
+    sec, nanosec = divmod(int(stamp_ns), NS_PER_S)
+    return header_cls(stamp=time_cls(sec=sec, nanosec=nanosec), frame_id=frame_id)
+
+
+def image_message(stamp_ns: int, frame_id: str, array: np.ndarray, encoding: str):
+    """A rosbags ``sensor_msgs/msg/Image`` holding ``array`` (layout checked against ``encoding``)."""
+    from taseg_ros.ros.image_codec import encode_image
+
+    fields = encode_image(array, encoding)
+    return default_typestore().types[IMAGE](
+        header=make_header(stamp_ns, frame_id),
+        height=fields.height,
+        width=fields.width,
+        encoding=fields.encoding,
+        is_bigendian=int(fields.is_bigendian),
+        step=fields.step,
+        data=fields.data,
+    )
+
+
+def compressed_message(stamp_ns: int, frame_id: str, array: np.ndarray, encoding: str, codec: str = "png"):
+    """A rosbags ``sensor_msgs/msg/CompressedImage`` as image_transport's compressed plugin writes it:
+    format ``"<encoding>; <codec> compressed <stored encoding>"``. ``array`` is RGB for rgb8/bgr8."""
+    import cv2
+
+    codec = codec.lower()
+    if codec not in ("png", "jpeg"):
+        raise ValueError(f"codec must be png or jpeg, got {codec!r}")
+    stored = encoding
+    image = array
+    if array.ndim == 3:
+        image = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+        stored = "bgr8"
+    if codec == "jpeg" and image.dtype != np.uint8:
+        raise ValueError("jpeg needs 8-bit images; use png for 16-bit thermal")
+    ok, buffer = cv2.imencode(".png" if codec == "png" else ".jpg", image)
+    if not ok:
+        raise ValueError(f"cannot encode a {array.shape} {array.dtype} image as {codec}")
+    return default_typestore().types[COMPRESSED_IMAGE](
+        header=make_header(stamp_ns, frame_id),
+        format=f"{encoding}; {codec} compressed {stored}",
+        data=buffer.reshape(-1),
+    )
+
+
+def string_message(text: str):
+    return default_typestore().types[STRING](data=text)
