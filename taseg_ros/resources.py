@@ -49,7 +49,3 @@ def models_dir() -> Path:
 
 def training_dir() -> Path:
     return share_dir() / "training"
-
-
-def config_dir() -> Path:
-    return share_dir() / "config"
