@@ -6,6 +6,9 @@ A YAML config file names a base config and overrides fields, e.g.
     encoder_lora_rank: 8
     text: false
     decoder: {depth: 2}
+
+Values are read and checked by taseg_ros.config_io (type, range, shape); a bad one is an error
+naming the file, the key and the expected form.
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from taseg_ros.config_io import ConfigError, check_fields, from_mapping, merge, setting
+
 RESOLUTION_MODES = ("native", "sam1024")
 
 
@@ -22,27 +27,40 @@ RESOLUTION_MODES = ("native", "sam1024")
 class EncoderConfig:
     """SAM ViT image encoder shape (segment_anything.build_sam values)."""
 
-    embed_dim: int
-    depth: int
-    num_heads: int
-    global_attn_indexes: tuple[int, ...]
-    window_size: int = 14
-    patch_size: int = 16
-    img_size: int = 1024
-    mlp_ratio: float = 4.0
-    out_chans: int = 256
+    embed_dim: int = setting(ge=1)
+    depth: int = setting(ge=1)
+    num_heads: int = setting(ge=1)
+    global_attn_indexes: tuple[int, ...] = setting(ge=0)
+    window_size: int = setting(14, ge=1)
+    patch_size: int = setting(16, ge=1)
+    img_size: int = setting(1024, ge=1)
+    mlp_ratio: float = setting(4.0, gt=0)
+    out_chans: int = setting(256, ge=1)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.embed_dim % self.num_heads:
+            raise ConfigError("embed_dim", f"must be divisible by num_heads ({self.num_heads})", self.embed_dim)
+        late = [i for i in self.global_attn_indexes if i >= self.depth]
+        if late:
+            raise ConfigError("global_attn_indexes", f"block indexes must be < depth ({self.depth})", self.global_attn_indexes)
 
 
 @dataclass(frozen=True)
 class DecoderConfig:
     """SAM prompt encoder + mask decoder shape. SAM uses 256/2/2048/8 for every size."""
 
-    transformer_dim: int = 256
-    depth: int = 2
-    mlp_dim: int = 2048
-    num_heads: int = 8
-    num_multimask_outputs: int = 3
-    iou_head_hidden_dim: int = 256
+    transformer_dim: int = setting(256, ge=1)
+    depth: int = setting(2, ge=1)
+    mlp_dim: int = setting(2048, ge=1)
+    num_heads: int = setting(8, ge=1)
+    num_multimask_outputs: int = setting(3, ge=1)
+    iou_head_hidden_dim: int = setting(256, ge=1)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.transformer_dim % self.num_heads:
+            raise ConfigError("transformer_dim", f"must be divisible by num_heads ({self.num_heads})", self.transformer_dim)
 
 
 @dataclass(frozen=True)
@@ -61,71 +79,40 @@ class TASegConfig:
     # --- trainable parts ------------------------------------------------------------
     # DFFM hidden width: 216 puts vit_h's trainable total at 28.59 M, next to the paper's
     # 28.77 M (the paper does not give the width; 216 is the multiple of 8 closest to it).
-    dffm_hidden: int = 216
-    se_reduction: int = 4
-    encoder_lora_rank: int = 4
-    decoder_lora_rank: int = 4
-    lora_alpha: float = 4.0  # LoRA scale = alpha / rank (1.0 with the defaults)
-    text_attn_dim: int = 256  # d_k of the text cross-attention (eq. 8)
+    dffm_hidden: int = setting(216, ge=1)
+    se_reduction: int = setting(4, ge=1)
+    encoder_lora_rank: int = setting(4, ge=1)
+    decoder_lora_rank: int = setting(4, ge=1)
+    lora_alpha: float = setting(4.0, gt=0)  # LoRA scale = alpha / rank (1.0 with the defaults)
+    text_attn_dim: int = setting(256, ge=1)  # d_k of the text cross-attention (eq. 8)
 
     # --- text (CLIP) ------------------------------------------------------------------
     clip_model: str = "ViT-L-14"  # open_clip model name; the paper uses a ViT-L CLIP
     clip_weights: str | None = "ViT-L-14.pt"  # file name under models/ (OpenAI release, see `taseg weights`)
-    text_dim: int = 768  # CLIP text embedding width of clip_model
+    text_dim: int = setting(768, ge=1)  # CLIP text embedding width of clip_model
     prompt_template: str = "a photo of a {}."
 
     # --- input ------------------------------------------------------------------------
-    resolution: str = "native"  # "native": no resize, pad to /16; "sam1024": SAM's resize+pad to 1024
+    # "native": no resize, pad to /16; "sam1024": SAM's resize+pad to 1024
+    resolution: str = setting("native", choices=RESOLUTION_MODES)
     # SAM's RGB statistics (0..255 scale); thermal in [0, 1] is standardised with these.
     pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
-    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    pixel_std: tuple[float, float, float] = setting((58.395, 57.12, 57.375), gt=0)
     thermal_mean: float = 0.449
-    thermal_std: float = 0.226
+    thermal_std: float = setting(0.226, gt=0)
 
     def __post_init__(self) -> None:
-        if self.resolution not in RESOLUTION_MODES:
-            raise ValueError(f"config '{self.name}': resolution '{self.resolution}' is not one of {RESOLUTION_MODES}")
-        if self.encoder.embed_dim % self.encoder.num_heads:
-            raise ValueError(f"config '{self.name}': encoder embed_dim must be divisible by num_heads")
-        for key in ("dffm_hidden", "se_reduction", "encoder_lora_rank", "decoder_lora_rank", "text_attn_dim", "text_dim"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"config '{self.name}': {key} must be >= 1")
+        check_fields(self)
 
     def replace(self, **changes) -> "TASegConfig":
-        return _merge(self, changes, self.name)
+        return merge(self, changes, f"config '{self.name}'")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TASegConfig":
-        data = dict(data)
-        data["encoder"] = EncoderConfig(**{**data["encoder"], "global_attn_indexes": tuple(data["encoder"]["global_attn_indexes"])})
-        data["decoder"] = DecoderConfig(**data["decoder"])
-        for key in ("pixel_mean", "pixel_std"):
-            if key in data:
-                data[key] = tuple(data[key])
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys {sorted(unknown)}")
-        return cls(**data)
-
-
-def _merge(cfg, changes: dict, where: str):
-    """Return a copy of dataclass `cfg` with `changes` applied; nested dicts merge into nested configs."""
-    fields = {f.name: f for f in dataclasses.fields(cfg)}
-    updates = {}
-    for key, value in changes.items():
-        if key not in fields:
-            raise ValueError(f"{where}: unknown config key '{key}' (known: {sorted(fields)})")
-        current = getattr(cfg, key)
-        if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            value = _merge(current, value, f"{where}.{key}")
-        elif isinstance(current, tuple) and isinstance(value, list):
-            value = tuple(value)
-        updates[key] = value
-    return dataclasses.replace(cfg, **updates)
+    def from_dict(cls, data: dict, where: str = "model config") -> "TASegConfig":
+        return from_mapping(cls, data, where)
 
 
 _SAM_DECODER = DecoderConfig()
@@ -175,15 +162,18 @@ def get_config(name_or_path: str | Path, **overrides) -> TASegConfig:
     else:
         path = Path(key)
         if not path.suffix:
-            raise ValueError(f"unknown model config '{key}': use one of {sorted(MODEL_CONFIGS)} or a YAML file")
+            raise ConfigError("", f"unknown model config '{key}': use one of {sorted(MODEL_CONFIGS)} or a YAML file")
         if not path.is_file():
             raise FileNotFoundError(f"model config file not found: {path}")
-        data = yaml.safe_load(path.read_text()) or {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError("", f"not valid YAML: {exc}", where=str(path)) from None
         if not isinstance(data, dict) or "base" not in data:
-            raise ValueError(f"{path}: a model config file needs 'base: <one of {sorted(MODEL_CONFIGS)}>'")
+            raise ConfigError("", f"a model config file needs 'base: <one of {sorted(MODEL_CONFIGS)}>'", where=str(path))
         base = data.pop("base")
         if base not in MODEL_CONFIGS:
-            raise ValueError(f"{path}: base '{base}' is not one of {sorted(MODEL_CONFIGS)}")
+            raise ConfigError("base", f"expected one of {sorted(MODEL_CONFIGS)}", base, where=str(path))
         data.setdefault("name", f"{base}:{path.stem}")
-        cfg = _merge(MODEL_CONFIGS[base], data, str(path))
+        cfg = merge(MODEL_CONFIGS[base], data, str(path))
     return cfg.replace(**overrides) if overrides else cfg

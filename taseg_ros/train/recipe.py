@@ -2,7 +2,9 @@
 
     taseg train training/recipes/mfnet.yaml data.root=/data/MFNet train.steps=20000
 
-Unknown keys are errors (a typo must not silently train with a default)."""
+Unknown keys are errors (a typo must not silently train with a default); values are checked
+by taseg_ros.config_io against the field types and limits below, and a bad one is an error
+naming the recipe file, the dotted key and the expected form."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from taseg_ros.config_io import ConfigError, from_mapping, setting
+from taseg_ros.devices import PRECISIONS
 from taseg_ros.resources import training_dir
 
 
@@ -20,43 +24,48 @@ class DataConfig:
     root: str = ""
     train_split: str = "train"
     val_split: str = "val"  # keep-best selects on this split; never on test
-    crop: tuple[int, int] = (480, 640)  # (height, width) of training crops
-    scale: tuple[float, float] = (0.5, 2.0)
+    # (height, width) of training crops
+    crop: tuple[int, int] = setting((480, 640), ge=16, multiple_of=16, form="[height, width]")
+    scale: tuple[float, float] = setting((0.5, 2.0), gt=0, form="[min, max]")
     flip: bool = True
     color_jitter: bool = True
     blank_thermal: bool = False  # ablation: train and validate with the thermal input zeroed
-    num_workers: int = 4
+    num_workers: int = setting(4, ge=0)
+
+    def __post_init__(self) -> None:
+        if self.scale[0] > self.scale[1]:
+            raise ConfigError("scale", "expected [min, max] with min <= max", self.scale)
 
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = 5e-4  # paper sec. IV-A
-    weight_decay: float = 0.01  # paper sec. IV-A
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 200
-    schedule: str = "poly"  # poly | cosine | constant (after warm-up)
-    poly_power: float = 0.9
-    min_lr_ratio: float = 0.0
-    grad_clip: float = 1.0  # max gradient norm; 0 disables
+    lr: float = setting(5e-4, gt=0)  # paper sec. IV-A
+    weight_decay: float = setting(0.01, ge=0)  # paper sec. IV-A
+    betas: tuple[float, float] = setting((0.9, 0.999), ge=0, lt=1)
+    warmup_steps: int = setting(200, ge=0)
+    schedule: str = setting("poly", choices=("poly", "cosine", "constant"))  # after warm-up
+    poly_power: float = setting(0.9, gt=0)
+    min_lr_ratio: float = setting(0.0, ge=0, le=1)
+    grad_clip: float = setting(1.0, ge=0)  # max gradient norm; 0 disables
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    ce_weight: float = 1.0
-    dice_weight: float = 1.0
+    ce_weight: float = setting(1.0, ge=0)
+    dice_weight: float = setting(1.0, ge=0)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 20000  # optimiser steps
-    batch_size: int = 8  # global: all processes x gradient accumulation
-    micro_batch_size: int = 4  # per process and forward pass
-    precision: str = "bf16"  # fp32 | bf16 | fp16 (GPU); CPU runs use fp32
-    device: str = "auto"  # auto | cpu | cuda
+    steps: int = setting(20000, ge=1)  # optimiser steps
+    batch_size: int = setting(8, ge=1)  # global: all processes x gradient accumulation
+    micro_batch_size: int = setting(4, ge=1)  # per process and forward pass
+    precision: str = setting("bf16", choices=tuple(PRECISIONS))  # fp16/bf16 on GPU; CPU runs use fp32
+    device: str = setting("auto", choices=("auto", "cpu", "cuda"))
     seed: int = 0
-    val_every: int = 1000
-    log_every: int = 20
-    checkpoint_every: int = 500  # resumable state; also written at every validation
+    val_every: int = setting(1000, ge=1)
+    log_every: int = setting(20, ge=1)
+    checkpoint_every: int = setting(500, ge=1)  # resumable state; also written at every validation
     output: str = "runs/experiment"
 
 
@@ -77,37 +86,13 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-def _build(cls, data: dict, where: str):
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values = {}
-    for key, value in data.items():
-        if key not in fields:
-            raise ValueError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(fields))})")
-        default = getattr(cls(), key) if key not in ("model_overrides",) else {}
-        if dataclasses.is_dataclass(default):
-            value = _build(type(default), value, f"{where}.{key}")
-        elif isinstance(default, tuple) and isinstance(value, (list, tuple)):
-            value = tuple(value)
-        elif isinstance(default, bool) and not isinstance(value, bool):
-            raise ValueError(f"{where}.{key}: expected true/false, got {value!r}")
-        elif isinstance(default, (int, float)) and not isinstance(default, bool):
-            try:
-                value = type(default)(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{where}.{key}: expected a number, got {value!r}") from None
-        values[key] = value
-    return cls(**values)
-
-
 def _set_dotted(tree: dict, dotted: str, value) -> None:
     keys = dotted.split(".")
     node = tree
     for key in keys[:-1]:
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
-            raise ValueError(f"override '{dotted}': '{key}' is not a section")
+            raise ConfigError("", f"override '{dotted}': '{key}' is not a section")
     node[keys[-1]] = value
 
 
@@ -131,25 +116,16 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) ->
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError("", f"not valid YAML: {exc}", where=str(path)) from None
+    if not isinstance(tree, dict):
+        raise ConfigError("", f"expected a mapping of sections ({', '.join(f.name for f in dataclasses.fields(Recipe))})", where=str(path))
     for item in overrides or []:
         if "=" not in item:
-            raise ValueError(f"override '{item}' is not of the form section.key=value")
+            raise ConfigError("", f"override '{item}' is not of the form section.key=value")
         key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
-    recipe = _build(Recipe, tree, str(path))
-    validate(recipe, str(path))
-    return recipe
-
-
-def validate(recipe: Recipe, where: str) -> None:
-    t, o = recipe.train, recipe.optim
-    if t.precision not in ("fp32", "bf16", "fp16"):
-        raise ValueError(f"{where}: train.precision must be fp32, bf16 or fp16")
-    if o.schedule not in ("poly", "cosine", "constant"):
-        raise ValueError(f"{where}: optim.schedule must be poly, cosine or constant")
-    for key in ("steps", "batch_size", "micro_batch_size", "val_every", "log_every", "checkpoint_every"):
-        if getattr(t, key) < 1:
-            raise ValueError(f"{where}: train.{key} must be >= 1")
-    if any(c % 16 for c in recipe.data.crop):
-        raise ValueError(f"{where}: data.crop {recipe.data.crop} must be multiples of 16")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(key.strip(), "expected a YAML value", raw, where="override") from None
+        _set_dotted(tree, key.strip(), value)
+    return from_mapping(Recipe, tree, str(path))

@@ -1,0 +1,279 @@
+"""One reader for settings: nested mappings (YAML files, ``section.key=value`` overrides, ROS
+parameter values) -> nested dataclasses, checked against each field's type hint and limits.
+
+Model configs, training recipes, dataset configs and node parameters are dataclasses; this is
+the only code that turns a mapping into one of them. A value of the wrong type, shape or range
+raises ConfigError naming the source, the dotted key and the expected form, e.g.
+
+    training/recipes/mfnet.yaml: data.crop: values must be >= 16 and multiples of 16, got [0, 0]
+
+Limits live beside the field: ``crop: tuple[int, int] = setting((480, 640), ge=16, multiple_of=16)``.
+A field added to a config needs no parser change; its type hint is its check.
+
+Why ours and not a library: dacite and OmegaConf structured configs were considered. Neither
+checks ranges or multiples, so a second pass over the same fields would remain; dacite's
+errors name neither the file nor the expected shape, and int -> float, list -> tuple and
+ROS's array.array -> list each need a hook; OmegaConf hands back its own containers and turns
+tuples into lists. Either would also be one more dependency for the ROS package to declare.
+What is left is small: one recursive walk over the type hints (this module).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, dataclass
+from typing import Any, Literal, Union
+
+from taseg_ros.errors import TasegError
+
+_NO_VALUE = object()
+
+
+class ConfigError(TasegError, ValueError):
+    """A setting of the wrong type, shape or range. ``style="parameter"`` words it the way the
+    node reports ROS parameters (``parameter 'slop' = 'fast': expected a value like 0.02``)."""
+
+    def __init__(self, key: str, why: str, value: Any = _NO_VALUE, where: str = "", style: str = "file") -> None:
+        self.key, self.why, self.value, self.where, self.style = key, why, value, where, style
+        super().__init__(self._text())
+
+    def __reduce__(self):  # pickles with its parts, not the message (multiprocessing workers)
+        return (ConfigError, (self.key, self.why, self.value, self.where, self.style))
+
+    def _text(self) -> str:
+        if self.style == "parameter":
+            return f"parameter '{self.key}' = {self.value!r}: {self.why}"
+        text = self.why if self.value is _NO_VALUE else f"{self.why}, got {self.value!r}"
+        text = f"{self.key}: {text}" if self.key else text
+        return f"{self.where}: {text}" if self.where else text
+
+    def located(self, where: str, prefix: str) -> "ConfigError":
+        """The same problem, seen from an enclosing config read from `where`."""
+        key = ".".join(k for k in (prefix, self.key) if k)
+        return ConfigError(key, self.why, self.value, self.where or where, self.style)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a field's value must satisfy beyond its type; for a list, each of its values."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    multiple_of: int | None = None
+    choices: tuple | None = None
+    form: str | None = None  # the expected form in words, e.g. "[height, width]"
+    unit: str = ""
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` breaks the limits, or None."""
+        many = isinstance(value, (tuple, list))
+        for v in value if many else (value,):
+            if self.choices is not None and v not in self.choices:
+                return f"expected one of {', '.join(str(c) for c in self.choices)}"
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not self._within(v):
+                return ("values must be " if many else "must be ") + self._range_text(many)
+        return None
+
+    def _within(self, v: float) -> bool:
+        if math.isnan(v):
+            return not (self.ge is not None or self.gt is not None or self.le is not None or self.lt is not None)
+        return (
+            (self.ge is None or v >= self.ge)
+            and (self.gt is None or v > self.gt)
+            and (self.le is None or v <= self.le)
+            and (self.lt is None or v < self.lt)
+            and (self.multiple_of is None or v % self.multiple_of == 0)
+        )
+
+    def _range_text(self, many: bool) -> str:
+        parts = []
+        if self.ge is not None and self.le is not None:
+            parts.append(f"in [{self.ge:g}, {self.le:g}]")
+        else:
+            parts += [f"{op} {x:g}" for op, x in ((">=", self.ge), ("<=", self.le)) if x is not None]
+        parts += [f"{op} {x:g}" for op, x in ((">", self.gt), ("<", self.lt)) if x is not None]
+        if self.multiple_of is not None:
+            parts.append(f"multiples of {self.multiple_of}" if many else f"a multiple of {self.multiple_of}")
+        return " and ".join(parts) + (f" {self.unit}" if self.unit else "")
+
+
+def setting(default: Any = MISSING, *, default_factory: Any = MISSING, **limits: Any) -> Any:
+    """A dataclass field with Limits (ge, gt, le, lt, multiple_of, choices, form, unit)."""
+    return dataclasses.field(default=default, default_factory=default_factory, metadata={"limits": Limits(**limits)})
+
+
+def limits_of(field: dataclasses.Field) -> Limits | None:
+    return field.metadata.get("limits")
+
+
+def check_fields(obj: Any, style: str = "file") -> None:
+    """Raise ConfigError for the first field of dataclass `obj` outside its Limits (for
+    __post_init__ and for objects built directly rather than through from_mapping)."""
+    for f in dataclasses.fields(obj):
+        limits = limits_of(f)
+        value = getattr(obj, f.name)
+        why = limits.problem(value) if limits else None
+        if why:
+            raise ConfigError(f.name, why, value, style=style)
+
+
+def from_mapping(cls: type, data: Any, where: str = "", *, base: Any = None, style: str = "file") -> Any:
+    """A `cls` from the mapping `data` (nested mappings -> nested dataclasses). Keys missing from
+    `data` keep their value in `base` (an instance of `cls`), or the field default without one.
+    `where` (a file name) starts every error message."""
+    return _Reader(where, style).build(cls, data, "", base)
+
+
+def merge(obj: Any, changes: Mapping, where: str = "") -> Any:
+    """A copy of dataclass `obj` with `changes` (nested mappings merge into nested configs)."""
+    return from_mapping(type(obj), changes, where, base=obj)
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not MISSING else None
+
+
+class _Reader:
+    """One walk over a mapping; remembers the source and message style for its errors."""
+
+    def __init__(self, where: str, style: str) -> None:
+        self.where, self.style = where, style
+
+    def error(self, key: str, why: str, value: Any = _NO_VALUE) -> ConfigError:
+        return ConfigError(key, why, value, self.where, self.style)
+
+    def build(self, cls: type, data: Any, prefix: str, base: Any) -> Any:
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        if not isinstance(data, Mapping):
+            raise self.error(prefix, f"expected a mapping with keys {', '.join(fields)}", data)
+        unknown = [k for k in data if k not in fields]
+        if unknown:
+            raise self.error(prefix, f"unknown key '{unknown[0]}' (known: {', '.join(sorted(fields))})")
+        if base is None:
+            missing = [n for n, f in fields.items() if n not in data and f.default is MISSING and f.default_factory is MISSING]
+            if missing:
+                raise self.error(prefix, f"missing key '{missing[0]}'")
+        values = {}
+        for name, value in data.items():
+            f = fields[name]
+            key = f"{prefix}.{name}" if prefix else name
+            current = getattr(base, name) if base is not None else _default(f)
+            values[name] = self.convert(_hints(cls)[name], value, key, current, limits_of(f))
+        try:
+            return dataclasses.replace(base, **values) if base is not None else cls(**values)
+        except ConfigError as exc:
+            raise exc.located(self.where, prefix) from None
+        except (TypeError, ValueError) as exc:  # a __post_init__ check of the class itself
+            message = str(exc)
+            if self.where and message.startswith(self.where):
+                raise ConfigError("", message, style=self.style) from None
+            raise self.error(prefix, message) from None
+
+    def convert(self, hint: Any, value: Any, key: str, current: Any, limits: Limits | None) -> Any:
+        converted = self._typed(hint, value, key, current)
+        if converted is _NO_VALUE:
+            if self.style == "parameter":
+                why = f"expected a value like {current!r}"
+            else:
+                form = describe(hint)
+                why = f"expected {limits.form} ({form})" if limits and limits.form else f"expected {form}"
+            raise self.error(key, why, value)
+        why = limits.problem(converted) if limits else None
+        if why:
+            raise self.error(key, why, value)
+        return converted
+
+    def _typed(self, hint: Any, value: Any, key: str, current: Any) -> Any:
+        """`value` as a `hint`, or _NO_VALUE when it is not one (nested errors raise)."""
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if hint is Any:
+            return value
+        if origin in (Union, types.UnionType):
+            if value is None:
+                return None if type(None) in args else _NO_VALUE
+            options = [a for a in args if a is not type(None)]
+            if len(options) == 1:
+                return self._typed(options[0], value, key, current)
+            return next((v for v in (self._typed(a, value, key, current) for a in options) if v is not _NO_VALUE), _NO_VALUE)
+        if origin is Literal:
+            return value if value in args else _NO_VALUE
+        if dataclasses.is_dataclass(hint):
+            if isinstance(value, hint):
+                return value
+            return self.build(hint, value, key, current if isinstance(current, hint) else None)
+        if origin in (tuple, list) or hint in (tuple, list):
+            return self._sequence(hint, value, key)
+        if origin is dict or hint is dict:
+            return dict(value) if isinstance(value, Mapping) else _NO_VALUE
+        return _scalar(hint, value)
+
+    def _sequence(self, hint: Any, value: Any, key: str) -> Any:
+        if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
+            return _NO_VALUE
+        items, args = list(value), typing.get_args(hint)
+        container = typing.get_origin(hint) or hint
+        if container is tuple and args and args[-1] is not Ellipsis:
+            if len(items) != len(args):
+                return _NO_VALUE
+            item_hints = list(args)
+        else:
+            item_hints = [args[0] if args else Any] * len(items)
+        out = [self._typed(h, v, key, None) for h, v in zip(item_hints, items)]
+        return _NO_VALUE if any(v is _NO_VALUE for v in out) else container(out)
+
+
+def _scalar(hint: Any, value: Any) -> Any:
+    if hint is bool:
+        return value if isinstance(value, bool) else _NO_VALUE
+    if isinstance(value, bool):
+        return _NO_VALUE  # True is an int to Python, never a number to a user
+    if hint is int:
+        return value if isinstance(value, int) else _NO_VALUE
+    if hint is float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                return _NO_VALUE
+        return _NO_VALUE
+    if isinstance(hint, type):
+        return value if isinstance(value, hint) else _NO_VALUE
+    return value
+
+
+_PLURALS = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+_SINGULARS = {int: "a number (an integer)", float: "a number", str: "a string", bool: "true or false"}
+
+
+def describe(hint: Any) -> str:
+    """The expected form of a type hint in words ("a list of 2 integers")."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        words = [describe(a) for a in args if a is not type(None)]
+        return " or ".join(words) + (" or null" if type(None) in args else "")
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin in (tuple, list) or hint in (tuple, list):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            kinds = {a for a in args}
+            item = _PLURALS.get(args[0], "values") if len(kinds) == 1 else "values"
+            return f"a list of {len(args)} {item}"
+        return f"a list of {_PLURALS.get(args[0], 'values') if args else 'values'}"
+    if dataclasses.is_dataclass(hint) or origin is dict or hint is dict:
+        return "a mapping"
+    return _SINGULARS.get(hint, getattr(hint, "__name__", str(hint)))
