@@ -10,19 +10,13 @@ import numpy as np
 import torch
 
 from taseg_ros.evaluation.metrics import SegmentationEvaluator
-from taseg_ros.model.inputs import normalize_and_pad, plan_geometry, restore_logits
 
 
-@torch.no_grad()
-def predict_labels(model, rgb: np.ndarray, thermal: np.ndarray, device, dtype=torch.float32) -> np.ndarray:
-    """Labels (H, W) uint8 for one frame; `thermal` already normalised to [0, 1]."""
-    h, w = rgb.shape[:2]
-    geometry = plan_geometry(h, w, model.cfg)
-    rgb_t = torch.from_numpy(np.ascontiguousarray(rgb)).to(device).permute(2, 0, 1)[None].float()
-    thermal_t = torch.from_numpy(np.ascontiguousarray(thermal)).to(device)[None, None].float()
-    with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32):
-        logits = model(*normalize_and_pad(rgb_t, thermal_t, model.cfg, geometry))
-    return restore_logits(logits.float(), geometry).argmax(dim=1)[0].to(torch.uint8).cpu().numpy()
+def _segmenter(model, device, dtype: torch.dtype):
+    from taseg_ros.inference import PRECISIONS, Segmenter
+
+    precision = next(name for name, d in PRECISIONS.items() if d == dtype)
+    return Segmenter(model, device=str(device), precision=precision)
 
 
 def evaluate(
@@ -47,12 +41,13 @@ def evaluate(
         from tqdm import tqdm
 
         indices = tqdm(indices, desc="eval", dynamic_ncols=True)
+    segmenter = _segmenter(model, device, dtype)
     for index in indices:
         sample = dataset[index]
         if sample["label"] is None:
             raise ValueError(f"{config.name} sample '{sample['id']}' has no label file; cannot score it")
         thermal = np.zeros_like(sample["thermal"]) if blank_thermal else sample["thermal"]
-        labels = predict_labels(model, sample["rgb"], thermal, device, dtype)
+        labels = segmenter.predict_prepared(sample["rgb"], thermal).labels
         evaluator.update(sample["label"], labels, condition=sample["condition"], source=sample["id"])
         if on_prediction is not None:
             on_prediction(sample, labels)

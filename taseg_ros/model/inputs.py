@@ -1,5 +1,10 @@
-"""Model input geometry: SAM's resize-and-pad to 1024, or native resolution padded to a
-multiple of the patch size; and the way back from logits to the input frame."""
+"""How a frame becomes the encoder's input and how logits map back to the frame: SAM's
+resize-and-pad to 1024, or native resolution padded to a multiple of the patch size.
+
+``FrameTransform`` is the one place that does it (SAM's ``Sam.preprocess`` /
+``Sam.postprocess_masks``); ``TASeg.preprocess``/``postprocess`` delegate to it, and a runtime
+without the nn.Module (an exported ONNX/OpenVINO/TensorRT file) builds one from the config stored
+in the file. Inference, evaluation, training and the benchmark all go through it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,3 +64,27 @@ def restore_logits(logits: torch.Tensor, geometry: InputGeometry) -> torch.Tenso
     if geometry.resized_hw != geometry.original_hw:
         logits = F.interpolate(logits, size=geometry.original_hw, mode="bilinear", align_corners=False)
     return logits
+
+
+class FrameTransform:
+    """Frames -> encoder inputs -> logits over the frames, for one model config.
+
+    ``preprocess`` takes rgb (B, 3, H, W) float on the 0..255 scale and thermal (B, 1, H, W) in
+    [0, 1] (``preprocessing.normalize_thermal`` output) and returns the standardised, padded
+    tensors plus the geometry that ``postprocess`` needs to map logits back."""
+
+    def __init__(self, cfg: TASegConfig) -> None:
+        self.cfg = cfg
+
+    def geometry(self, height: int, width: int) -> InputGeometry:
+        return plan_geometry(height, width, self.cfg)
+
+    def preprocess(
+        self, rgb: torch.Tensor, thermal: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, InputGeometry]:
+        geometry = self.geometry(rgb.shape[-2], rgb.shape[-1])
+        rgb_in, thermal_in = normalize_and_pad(rgb, thermal, self.cfg, geometry)
+        return rgb_in, thermal_in, geometry
+
+    def postprocess(self, logits: torch.Tensor, geometry: InputGeometry) -> torch.Tensor:
+        return restore_logits(logits, geometry)

@@ -14,6 +14,7 @@ from taseg_ros.classes import ClassInfo
 from taseg_ros.model.config import TASegConfig
 from taseg_ros.model.decoder import TextAwareMaskDecoder
 from taseg_ros.model.encoder import RGBTImageEncoder
+from taseg_ros.model.inputs import FrameTransform, InputGeometry
 from taseg_ros.model.sam_parts import SamParts, load_sam_weights, init_random_frozen_weights
 
 
@@ -40,6 +41,7 @@ class TASeg(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.class_info = class_info
+        self.transform = FrameTransform(cfg)
         self.frozen_source = frozen_source
         self.text_source = text_source
         sam.requires_grad_(False)
@@ -56,9 +58,18 @@ class TASeg(nn.Module):
     def num_classes(self) -> int:
         return self.class_info.num_classes
 
+    def preprocess(self, rgb: torch.Tensor, thermal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, InputGeometry]:
+        """Frames (rgb (B,3,H,W) 0..255, thermal (B,1,H,W) in [0,1]) -> this model's inputs and
+        the geometry to map its logits back (see ``model.inputs.FrameTransform``)."""
+        return self.transform.preprocess(rgb, thermal)
+
+    def postprocess(self, logits: torch.Tensor, geometry: InputGeometry) -> torch.Tensor:
+        """Logits over the prepared input -> logits over the original frames."""
+        return self.transform.postprocess(logits, geometry)
+
     def forward(self, rgb: torch.Tensor, thermal: torch.Tensor) -> torch.Tensor:
-        """Normalised, padded rgb (B, 3, H, W) and thermal (B, 1, H, W) (see
-        model.inputs.normalize_and_pad) -> per-class logits (B, K, H, W)."""
+        """Prepared rgb (B, 3, H, W) and thermal (B, 1, H, W) (``preprocess``) -> per-class
+        logits (B, K, H, W) over the padded input."""
         if rgb.shape[-2:] != thermal.shape[-2:] or rgb.shape[1] != 3 or thermal.shape[1] != 1:
             raise ValueError(f"expected rgb (B,3,H,W) and thermal (B,1,H,W), got {tuple(rgb.shape)} and {tuple(thermal.shape)}")
         patch = self.cfg.encoder.patch_size
