@@ -12,3 +12,12 @@ class TasegError(Exception):
 
 class OutputPathError(TasegError, ValueError):
     """An output path that cannot or must not be written (exists, under a file, overlaps an input)."""
+
+
+class InputWarning(UserWarning):
+    """An input that is used but deserves a word (all-NaN thermal, a thermal image resized to the RGB
+    size); `kind` groups them so a command can count them."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind

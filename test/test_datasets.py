@@ -319,10 +319,21 @@ def test_error_missing_label_file_names_it(mf_root):
         build_dataset("mfnet", mf_root, "train")
 
 
-def test_error_size_mismatch_names_files(mf_root):
-    cv2.imwrite(str(mf_root / "Modal" / "00001D.png"), np.zeros((10, 16), np.uint8))
+def test_thermal_of_another_size_is_resized_with_a_warning_as_predict_does(mf_root):
+    """One behaviour for `taseg eval`/training and `taseg predict` (issue 14): resize, and say so."""
+    from taseg_ros.errors import InputWarning
+
+    cv2.imwrite(str(mf_root / "Modal" / "00001D.png"), np.full((6, 8), 200, np.uint8))
     ds = build_dataset("mfnet", mf_root, "train")
-    with pytest.raises(ValueError, match=r"sizes differ.*Modal/00001D\.png is 16x10"):
+    with pytest.warns(InputWarning, match=r"Modal/00001D\.png: thermal is 8x6, RGB is 16x12; resizing"):
+        sample = ds[0]
+    assert sample["thermal"].shape == sample["rgb"].shape[:2]
+
+
+def test_error_label_size_mismatch_names_files(mf_root):
+    cv2.imwrite(str(mf_root / "Label" / "00001D.png"), np.zeros((10, 16), np.uint8))
+    ds = build_dataset("mfnet", mf_root, "train")
+    with pytest.raises(ValueError, match=r"sizes differ.*Label/00001D\.png is 16x10"):
         ds[0]
 
 

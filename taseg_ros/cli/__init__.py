@@ -7,8 +7,11 @@ Modules are imported lazily so that `taseg --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import collections
 import importlib
 import sys
+import warnings
+from contextlib import contextmanager
 
 # name -> module (relative to this package); the order is the order in --help.
 COMMANDS = {
@@ -46,14 +49,46 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(item.startswith("-") or "=" not in item for item in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
+    from taseg_ros.errors import TasegError
+
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError) as exc:  # user errors: one clear line, no traceback
-        print(f"taseg {args.command}: error: {exc}", file=sys.stderr)
+    # User errors: one clear line, no traceback. The package raises TasegError (and, in older
+    # code, ValueError / FileNotFoundError naming the file); anything else is a bug and keeps
+    # its traceback.
+    except (TasegError, FileNotFoundError, ValueError) as exc:
+        print(f"taseg {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+@contextmanager
+def counted_input_warnings():
+    """Within the block, every InputWarning (all-NaN thermal, resized thermal, ...) is printed as
+    `warning: ...` when it happens and counted by kind in the yielded Counter."""
+    from taseg_ros.errors import InputWarning
+
+    counts = collections.Counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", InputWarning)  # every file counts, also in a second run
+        shown = warnings.showwarning
+
+        def show(message, category, *args, **kwargs):
+            if issubclass(category, InputWarning):
+                counts[message.kind] += 1
+                print(f"warning: {message}", file=sys.stderr)
+            else:
+                shown(message, category, *args, **kwargs)
+
+        warnings.showwarning = show
+        yield counts
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message on one line (YAML parser messages and the like span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 if __name__ == "__main__":

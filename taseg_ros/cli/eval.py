@@ -1,6 +1,8 @@
 """`taseg eval`: score a checkpoint on a dataset split with the dataset's protocol."""
 from __future__ import annotations
 
+from taseg_ros.cli.options import add_force_option
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -14,7 +16,9 @@ def register(subparsers) -> None:
     p.add_argument("--data-root", required=True, metavar="DIR")
     p.add_argument("--dataset", help="mfnet | pst900 | fmb | kp | folder | dataset YAML (default: the one the checkpoint was trained on)")
     p.add_argument("--split", default="test")
-    p.add_argument("--out", metavar="DIR", help="report folder (default: eval_<split> beside the checkpoint)")
+    p.add_argument("--out", metavar="DIR", help="report folder (default: eval_<split> beside the checkpoint; "
+                   "refused when it is not empty, unless --force)")
+    add_force_option(p)
     p.add_argument("--save-predictions", nargs="*", choices=("ids", "colour", "overlay"), metavar="KIND",
                    help="also write prediction PNGs: ids, colour, overlay (all three when given alone)")
     p.add_argument("--blank-thermal", action="store_true", help="ablation: zero the thermal input")
@@ -25,19 +29,25 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    import sys
     from pathlib import Path
 
     import torch
 
+    from taseg_ros.cli import counted_input_warnings
     from taseg_ros.datasets import build_dataset
     from taseg_ros.datasets.transforms import eval_transform
     from taseg_ros.evaluation.report import format_table, write_report
     from taseg_ros.evaluation.run import PredictionWriter, evaluate
     from taseg_ros.inference import PRECISIONS, Segmenter
     from taseg_ros.model.checkpoint import describe_checkpoint
+    from taseg_ros.outputs import check_output_dir, output_dir
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     _, _, metadata = describe_checkpoint(args.checkpoint)
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{args.split}"
+    inputs = {"--data-root": args.data_root, "--checkpoint": args.checkpoint}
+    check_output_dir(out, force=args.force, inputs=inputs)  # before the slow model load
     dataset_name = args.dataset or metadata.get("dataset")
     if not dataset_name:
         raise ValueError(f"{args.checkpoint} does not record its dataset; pass --dataset")
@@ -49,21 +59,25 @@ def run(args) -> int:
         raise ValueError(
             f"{args.checkpoint} predicts {list(seg.class_info.names)}, the dataset has {list(dataset.class_info.names)}"
         )
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{args.split}"
-    writer = None
-    if args.save_predictions is not None:
-        kinds = args.save_predictions or PredictionWriter.KINDS
-        writer = PredictionWriter(out / "predictions", dataset.class_info.palette, kinds)
-    evaluator = evaluate(
-        seg.model, dataset, device=seg.device, dtype=PRECISIONS[args.precision] if seg.device.type == "cuda" else torch.float32,
-        blank_thermal=args.blank_thermal, on_prediction=writer, progress=True,
-    )
-    result = evaluator.result()
-    files = write_report(result, out)
+    with output_dir(out, force=args.force, inputs=inputs):
+        writer = None
+        if args.save_predictions is not None:
+            kinds = args.save_predictions or PredictionWriter.KINDS
+            writer = PredictionWriter(out / "predictions", dataset.class_info.palette, kinds)
+        with counted_input_warnings() as counts:
+            evaluator = evaluate(
+                seg.model, dataset, device=seg.device, dtype=PRECISIONS[args.precision] if seg.device.type == "cuda" else torch.float32,
+                blank_thermal=args.blank_thermal, on_prediction=writer, progress=True,
+            )
+        result = evaluator.result()
+        files = write_report(result, out)
     title = f"{Path(args.checkpoint).name} on {dataset.config.name} {args.split}"
     if args.blank_thermal:
         title += " (thermal blanked)"
     print(title)
     print(format_table(result))
+    if counts["nonfinite_thermal"]:
+        print(f"warning: {counts['nonfinite_thermal']} of {len(dataset)} thermal image(s) had no finite pixel "
+              "(all NaN/inf); they were scored with a blank thermal image", file=sys.stderr)
     print(f"report: {files['json']}, {files['markdown']}, {files['iou_bars'].name}, {files['confusion'].name}")
     return 0

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from taseg_ros.cli.options import add_force_option
+
 
 def thermal_norm_arg(text: str):
     """auto | minmax | fixed:LOW:HIGH | percentile:P_LOW:P_HIGH"""
@@ -28,12 +30,14 @@ def register(subparsers) -> None:
         help="segment RGB-T images (files or folders)",
         description="Segment one RGB + thermal pair, or two folders of pairs matched by file stem. Without "
         "--thermal, RGB files must be 4-channel PNGs with thermal in the alpha channel (MFNet). Writes "
-        "ids/ (class-id PNGs), colour/ and overlay/ into the output folder.",
+        "ids/ (class-id PNGs), colour/ and overlay/ into the output folder (refused when it is not empty, "
+        "unless --force).",
     )
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--rgb", required=True, help="RGB image or folder")
     p.add_argument("--thermal", help="thermal image or folder (8/16-bit PNG, float TIFF)")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
+    add_force_option(p)
     p.add_argument("--thermal-norm", type=thermal_norm_arg, default=None, metavar="MODE",
                    help="auto (default: 8-bit fixed 0..255, else percentile 1..99), minmax, fixed:LOW:HIGH, percentile:P1:P2")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the labels (default 0.5)")
@@ -68,29 +72,45 @@ def _pairs(rgb_arg: str, thermal_arg: str | None):
 def run(args) -> int:
     import sys
 
-    import cv2
-
-    from taseg_ros.datasets.io import read_image, read_thermal, to_rgb8
-    from taseg_ros.evaluation.run import PredictionWriter
+    from taseg_ros.cli import counted_input_warnings
     from taseg_ros.inference import Segmenter
-    from taseg_ros.preprocessing import resize_thermal_to
+    from taseg_ros.outputs import check_output_dir, output_dir
 
     pairs = _pairs(args.rgb, args.thermal)
+    inputs = {"--rgb": args.rgb, "--thermal": args.thermal}
+    check_output_dir(args.output, force=args.force, inputs=inputs)  # before the slow model load
     seg = Segmenter.from_checkpoint(args.checkpoint, sam_checkpoint=args.sam_checkpoint, device=args.device, precision=args.precision)
-    writer = PredictionWriter(args.output, seg.class_info.palette, alpha=args.alpha)
-    for stem, rgb_file, thermal_file in pairs:
-        image = read_image(rgb_file)
-        if thermal_file is None:
-            if image.ndim != 3 or image.shape[2] != 4:
-                raise ValueError(f"{rgb_file}: no --thermal given and the image has no alpha channel to read thermal from")
-            thermal = image[:, :, 3]
-        else:
-            thermal = read_thermal(thermal_file)
-        rgb = to_rgb8(image, rgb_file)
-        if thermal.shape[:2] != rgb.shape[:2]:
-            print(f"warning: {thermal_file} is {thermal.shape[1]}x{thermal.shape[0]}, RGB is {rgb.shape[1]}x{rgb.shape[0]}; resizing thermal", file=sys.stderr)
-            thermal = resize_thermal_to(thermal, rgb.shape[:2])
-        pred = seg.predict(rgb, thermal, args.thermal_norm)
-        writer({"id": stem, "rgb": rgb}, pred.labels)
+    with output_dir(args.output, force=args.force, inputs=inputs) as out, counted_input_warnings() as counts:
+        _predict_pairs(args, seg, pairs, out)
+    if counts["nonfinite_thermal"]:
+        print(f"warning: {counts['nonfinite_thermal']} of {len(pairs)} thermal image(s) had no finite pixel "
+              "(all NaN/inf); they were segmented from RGB alone", file=sys.stderr)
     print(f"wrote {len(pairs)} prediction(s) to {args.output} (ids/, colour/, overlay/)")
     return 0
+
+
+def _alpha_thermal(image, rgb_file):
+    """The MFNet layout: thermal in the alpha channel. A constant alpha is an ordinary RGBA image."""
+    if image.ndim != 3 or image.shape[2] != 4:
+        raise ValueError(f"{rgb_file}: no --thermal given and the image has no alpha channel to read thermal from")
+    thermal = image[:, :, 3]
+    if thermal.min() == thermal.max():
+        raise ValueError(
+            f"{rgb_file}: no --thermal given and the alpha channel is constant ({thermal.flat[0]}), so it holds "
+            "no thermal image (MFNet stores thermal there); pass the thermal image with --thermal"
+        )
+    return thermal
+
+
+def _predict_pairs(args, seg, pairs, out) -> None:
+    from taseg_ros.datasets.io import read_image, read_thermal, thermal_for_rgb, to_rgb8
+    from taseg_ros.evaluation.run import PredictionWriter
+
+    writer = PredictionWriter(out, seg.class_info.palette, alpha=args.alpha)
+    for stem, rgb_file, thermal_file in pairs:
+        image = read_image(rgb_file)
+        thermal = _alpha_thermal(image, rgb_file) if thermal_file is None else read_thermal(thermal_file)
+        rgb = to_rgb8(image, rgb_file)
+        thermal = thermal_for_rgb(thermal, rgb.shape[:2], thermal_file or rgb_file)
+        pred = seg.predict(rgb, thermal, args.thermal_norm)
+        writer({"id": stem, "rgb": rgb}, pred.labels)

@@ -15,6 +15,11 @@ def register(subparsers) -> None:
     p.add_argument("--data-root", help="shorthand for data.root=DIR")
     p.add_argument("--output", help="shorthand for train.output=DIR")
     p.add_argument("--resume", action="store_true", help="continue the run in the output folder from its last state")
+    p.add_argument("--force", action="store_true",
+                   help="replace a run already in the output folder (without --resume or --force it is refused)")
+    p.add_argument("--allow-recipe-change", action="store_true",
+                   help="with --resume: continue with a changed recipe (refused otherwise; both recipes are "
+                   "recorded in recipe_history.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still written)")
     p.set_defaults(func=run)
 
@@ -22,6 +27,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from taseg_ros.train.loop import train
     from taseg_ros.train.recipe import load_recipe
+    from taseg_ros.train.run_dir import prepare_run_dir, removed_if_nothing_to_resume
 
     overrides = list(args.overrides)
     if args.data_root:
@@ -31,7 +37,10 @@ def run(args) -> int:
     recipe = load_recipe(args.recipe, overrides)
     if not recipe.data.root:
         raise ValueError("no dataset folder: set data.root in the recipe or pass --data-root DIR")
-    summary = train(recipe, resume=args.resume, progress=not args.no_progress)
+    prepare_run_dir(recipe.train.output, recipe.to_dict(), resume=args.resume, force=args.force,
+                    allow_recipe_change=args.allow_recipe_change)
+    with removed_if_nothing_to_resume(recipe.train.output):
+        summary = train(recipe, resume=args.resume, progress=not args.no_progress)
     print(
         f"done: {summary['steps']} steps, best val mIoU {100 * summary['best_val_miou']:.2f} at step "
         f"{summary['best_step']}; checkpoints in {summary['output']} (best.safetensors, last.safetensors)"

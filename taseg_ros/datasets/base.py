@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from taseg_ros.datasets.config import IGNORE_INDEX, DatasetConfig, HoldoutRule
-from taseg_ros.datasets.io import index_by_stem, read_label, read_rgb, read_split_file, read_thermal
+from taseg_ros.datasets.io import index_by_stem, read_label, read_rgb, read_split_file, read_thermal, thermal_for_rgb
 from taseg_ros.preprocessing import normalize_thermal
 
 Sample = dict
@@ -114,6 +114,7 @@ class RGBTDataset:
         """The sample without the transform."""
         record = self.records[index]
         rgb, thermal, label = self._read(record)
+        thermal = thermal_for_rgb(thermal, rgb.shape[:2], record.thermal or record.rgb)  # as `taseg predict` does
         sizes = {"rgb": rgb.shape[:2], "thermal": thermal.shape[:2]}
         if label is not None:
             sizes["label"] = label.shape[:2]

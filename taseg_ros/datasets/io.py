@@ -59,6 +59,26 @@ def read_thermal(path: Path) -> np.ndarray:
     return thermal_single_channel(read_image(path), path)
 
 
+def thermal_for_rgb(thermal: np.ndarray, rgb_hw: tuple[int, int], path) -> np.ndarray:
+    """A raw thermal image as `taseg predict` and the dataset loaders use it: resized to the RGB
+    size when it differs, and an InputWarning (kind "thermal_resized" / "nonfinite_thermal") for
+    that and for an image without one finite pixel (it becomes a blank thermal input)."""
+    import warnings
+
+    from taseg_ros.errors import InputWarning
+    from taseg_ros.preprocessing import resize_thermal_to
+
+    if thermal.dtype.kind == "f" and not np.isfinite(thermal).any():
+        warnings.warn(InputWarning(f"{path}: no finite thermal pixel (all NaN/inf); used as a blank thermal image",
+                                   "nonfinite_thermal"), stacklevel=2)
+    if thermal.shape[:2] != tuple(rgb_hw):
+        warnings.warn(InputWarning(
+            f"{path}: thermal is {thermal.shape[1]}x{thermal.shape[0]}, RGB is {rgb_hw[1]}x{rgb_hw[0]}; resizing thermal",
+            "thermal_resized"), stacklevel=2)
+        thermal = resize_thermal_to(thermal, rgb_hw)
+    return thermal
+
+
 def label_single_channel(image: np.ndarray, path: Path, channel: str = "same") -> np.ndarray:
     """A label image -> (H, W) integer ids.
 

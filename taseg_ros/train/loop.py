@@ -36,6 +36,7 @@ from taseg_ros.model.config import get_config
 from taseg_ros.model.inputs import normalize_and_pad, plan_geometry, restore_logits
 from taseg_ros.train.loss import loss_share
 from taseg_ros.train.recipe import Recipe
+from taseg_ros.train.run_dir import drop_replayed_log_rows
 
 STATE_FILE = "train_state.pt"
 
@@ -241,7 +242,11 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> dict:
     # Model, optimiser, state.
     model = initial_model(recipe, train_set.class_info, output, runtime).to(runtime.device).train()
     if tuple(model.class_info.names) != tuple(train_set.class_info.names):
-        raise ValueError(f"model classes {model.class_info.names} differ from the dataset's {train_set.class_info.names}")
+        source = recipe.init_checkpoint or "the model"
+        raise ValueError(
+            f"{source} predicts {len(model.class_info.names)} classes {list(model.class_info.names)}, the dataset "
+            f"{d.root} has {len(train_set.class_info.names)}: {list(train_set.class_info.names)}"
+        )
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=recipe.optim.lr, betas=recipe.optim.betas, weight_decay=recipe.optim.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if use_amp and dtype == torch.float16 else None
@@ -270,8 +275,11 @@ def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> dict:
     if runtime.is_main:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(output / "tensorboard"), purge_step=start)
+        # Steps after `start` were logged by the interrupted run and are logged again now.
+        writer = SummaryWriter(str(output / "tensorboard"), purge_step=start + 1 if start else None)
         new_log = not (resume and (output / "train_log.csv").is_file())
+        if not new_log:
+            drop_replayed_log_rows(output / "train_log.csv", start)
         log_file = open(output / "train_log.csv", "w" if new_log else "a", newline="")
         log_csv = csv.writer(log_file)
         if new_log:
