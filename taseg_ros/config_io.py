@@ -177,9 +177,11 @@ class _Reader:
         except ConfigError as exc:
             raise exc.located(self.where, prefix) from None
         except (TypeError, ValueError) as exc:  # a __post_init__ check of the class itself
-            message = str(exc)
+            message, name = str(exc), prefix.rpartition(".")[2]
             if self.where and message.startswith(self.where):
                 raise ConfigError("", message, style=self.style) from None
+            if name and message.startswith(f"{name}:"):  # the class named itself
+                prefix = prefix.rpartition(".")[0]
             raise self.error(prefix, message) from None
 
     def convert(self, hint: Any, value: Any, key: str, current: Any, limits: Limits | None) -> Any:

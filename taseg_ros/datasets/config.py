@@ -27,19 +27,21 @@
       reference: text              # which published code this protocol reproduces
 
 For a folder dataset without these keys, `ignore_index` (a raw value in the label files)
-is the only ignored value and labels are used as they are.
+is the only ignored value and labels are used as they are. Values are read and checked by
+taseg_ros.config_io; a bad one is an error naming the file, the key and the expected form.
 """
 from __future__ import annotations
 
 import re
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from taseg_ros.classes import ClassInfo, read_dataset_yaml
+from taseg_ros.config_io import ConfigError, from_mapping, setting
 from taseg_ros.preprocessing import ThermalNormalization
 
 IGNORE_INDEX = 255
@@ -58,8 +60,8 @@ class LabelMap:
     """Raw label file values -> class ids 0..K-1 or IGNORE_INDEX; anything else is an error."""
 
     num_classes: int
-    ignore: tuple[int, ...] = ()
-    offset: int = 0
+    ignore: tuple[int, ...] = setting((), ge=0)
+    offset: int = setting(0, ge=0)
 
     def __post_init__(self) -> None:
         for v in self.ignore:
@@ -116,34 +118,28 @@ class ThermalConfig:
         default_factory=lambda: ThermalNormalization("percentile", percentiles=(1.0, 99.0))
     )
     inpaint_zeros: bool = False
-    inpaint_radius: float = 10.0
-    inpaint_method: str = "ns"  # cv2.INPAINT_NS as PSTNet's pst_inference.py; "telea" as its toolkit
-
-    def __post_init__(self) -> None:
-        if self.inpaint_method not in ("ns", "telea"):
-            raise ValueError(f"thermal.inpaint_method must be 'ns' or 'telea', got {self.inpaint_method!r}")
+    inpaint_radius: float = setting(10.0, gt=0)
+    # cv2.INPAINT_NS as PSTNet's pst_inference.py; "telea" as its toolkit
+    inpaint_method: str = setting("ns", choices=("ns", "telea"))
 
 
 @dataclass(frozen=True)
 class MetricProtocol:
     """How a split is scored. One confusion matrix over the split; per-class IoU from it; mean last."""
 
-    nan_policy: str = "zero"
+    nan_policy: str = setting("zero", choices=NAN_POLICIES)
     classes_scored: tuple[int, ...] | None = None  # None: all classes
-    eval_resolution: tuple[int, int] | None = None  # None: native (label file) size
+    # None: native (label file) size
+    eval_resolution: tuple[int, int] | None = setting(None, ge=1, form="native or [height, width]")
     conditions: tuple[str, ...] = ()
     reference: str = ""
-
-    def __post_init__(self) -> None:
-        if self.nan_policy not in NAN_POLICIES:
-            raise ValueError(f"metric.nan_policy must be one of {NAN_POLICIES}, got {self.nan_policy!r}")
 
 
 @dataclass(frozen=True)
 class HoldoutRule:
     """Deterministic val split carved from train, moving whole groups (sequences) at once."""
 
-    modulus: int = 5
+    modulus: int = setting(5, ge=2)
     pattern: str | None = None
 
     def group_key(self, sample_id: str) -> int:
@@ -165,7 +161,7 @@ class DatasetConfig:
     classes: ClassInfo
     layout: str = "folder"
     label_map: LabelMap | None = None
-    day_night: str = "none"
+    day_night: str = setting("none", choices=DAY_NIGHT_RULES)
     splits: tuple[str, ...] = ()
     val_holdout: HoldoutRule | None = None
     thermal: ThermalConfig = field(default_factory=ThermalConfig)
@@ -175,8 +171,6 @@ class DatasetConfig:
     def __post_init__(self) -> None:
         if self.label_map is None:
             object.__setattr__(self, "label_map", LabelMap(self.classes.num_classes))
-        if self.day_night not in DAY_NIGHT_RULES:
-            raise ValueError(f"{self.source}: day_night must be one of {DAY_NIGHT_RULES}, got {self.day_night!r}")
 
     @property
     def num_classes(self) -> int:
@@ -203,88 +197,50 @@ def condition_from_id(rule: str, sample_id: str) -> str | None:
     return None
 
 
-def _thermal_norm(data: Any, where: str) -> ThermalNormalization:
-    if data is None:
-        return ThermalNormalization()
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping like {{mode: fixed, low: 0, high: 255}}")
-    kwargs = dict(data)
-    if "percentiles" in kwargs:
-        kwargs["percentiles"] = tuple(float(p) for p in kwargs["percentiles"])
-    try:
-        return ThermalNormalization(**kwargs)
-    except TypeError as exc:
-        raise ValueError(f"{where}: {exc}") from exc
-
-
-def _resolution(value: Any, where: str) -> tuple[int, int] | None:
-    if value in (None, "native"):
-        return None
-    if isinstance(value, (list, tuple)) and len(value) == 2 and all(int(v) > 0 for v in value):
-        return int(value[0]), int(value[1])
-    raise ValueError(f"{where}: eval_resolution must be 'native' or [height, width], got {value!r}")
+# Keys of the file that ClassInfo reads; every other top-level key is a DatasetConfig field.
+_CLASS_KEYS = ("classes", "palette", "prompts", "ignore_index")
 
 
 def config_from_mapping(data: dict, source: str, default_name: str = "") -> DatasetConfig:
     """A DatasetConfig from a parsed YAML mapping (a dataset yaml or a user's classes.yaml)."""
     classes = ClassInfo.from_mapping(data, source=source)
-    k = classes.num_classes
-    try:
-        lm = data.get("label_map")
-        if lm is None:
-            # Plain classes.yaml: ids are stored as they are; ignore_index is the raw ignored value.
-            ignore = () if classes.ignore_index is None else (int(classes.ignore_index),)
-            label_map = LabelMap(k, ignore=ignore)
-        else:
-            label_map = LabelMap(k, ignore=tuple(int(v) for v in lm.get("ignore") or ()), offset=int(lm.get("offset", 0)))
-        th = data.get("thermal") or {}
-        thermal = ThermalConfig(
-            normalization=_thermal_norm(th.get("normalization"), f"{source}: thermal.normalization"),
-            source=str(th.get("source", "thermal")),
-            raw_normalization=_thermal_norm(
-                th.get("raw_normalization", {"mode": "percentile", "percentiles": [1, 99]}),
-                f"{source}: thermal.raw_normalization",
-            ),
-            inpaint_zeros=bool(th.get("inpaint_zeros", False)),
-            inpaint_radius=float(th.get("inpaint_radius", 10.0)),
-            inpaint_method=str(th.get("inpaint_method", "ns")),
-        )
-        m = data.get("metric") or {}
-        scored = m.get("classes_scored", "all")
-        if scored in (None, "all"):
-            scored_ids = None
-        else:
-            unknown = [n for n in scored if n not in classes.names]
-            if unknown:
-                raise ValueError(f"metric.classes_scored names unknown classes {unknown}")
-            scored_ids = tuple(classes.names.index(n) for n in scored)
-        metric = MetricProtocol(
-            nan_policy=str(m.get("nan_policy", "nanmean")),
-            classes_scored=scored_ids,
-            eval_resolution=_resolution(m.get("eval_resolution"), f"{source}: metric"),
-            conditions=tuple(str(c) for c in m.get("conditions") or ()),
-            reference=str(m.get("reference", "")),
-        )
-        vh = data.get("val_holdout")
-        holdout = None if vh is None else HoldoutRule(modulus=int(vh.get("modulus", 5)), pattern=vh.get("pattern"))
-        if holdout is not None and holdout.modulus < 2:
-            raise ValueError("val_holdout.modulus must be >= 2")
-        return DatasetConfig(
-            name=str(data.get("name") or default_name),
-            classes=classes,
-            layout=str(data.get("layout", "folder")),
-            label_map=label_map,
-            day_night=str(data.get("day_night", "none")),
-            splits=tuple(str(s) for s in data.get("splits") or ()),
-            val_holdout=holdout,
-            thermal=thermal,
-            metric=metric,
-            source=source,
-        )
-    except (TypeError, AttributeError, ValueError) as exc:
-        if str(exc).startswith(source):
-            raise
-        raise ValueError(f"{source}: {exc}") from exc
+    values = {k: v for k, v in data.items() if k not in _CLASS_KEYS}
+    file_keys = sorted({*_CLASS_KEYS, *(f.name for f in fields(DatasetConfig))} - {"source"})
+    for key in values.keys() - set(file_keys):
+        raise ConfigError("", f"unknown key '{key}' (known: {', '.join(file_keys)})", where=source)
+    values["name"] = values.get("name") or default_name
+    values["label_map"] = _label_map(values.get("label_map"), classes)
+    for key in ("thermal", "metric"):
+        if values.get(key, "absent") is None:  # an empty section in the file
+            del values[key]
+    metric = values.get("metric", {})
+    values["metric"] = _metric_in_file_form(metric, classes, source) if isinstance(metric, dict) else metric
+    return from_mapping(DatasetConfig, {**values, "classes": classes, "source": source}, source)
+
+
+def _label_map(data: Any, classes: ClassInfo) -> Any:
+    if data is None:
+        # Plain classes.yaml: ids are stored as they are; ignore_index is the raw ignored value.
+        ignore = () if classes.ignore_index is None else (classes.ignore_index,)
+        return {"num_classes": classes.num_classes, "ignore": ignore}
+    return {"num_classes": classes.num_classes, **data} if isinstance(data, dict) else data
+
+
+def _metric_in_file_form(data: dict, classes: ClassInfo, source: str) -> dict:
+    """The file's spellings -> MetricProtocol values: class names -> ids, `all`/`native` -> None;
+    a file that does not say scores with nanmean (MetricProtocol() itself defaults to zero)."""
+    metric = {"nan_policy": "nanmean", **data}
+    scored = metric.get("classes_scored", "all")
+    if scored in (None, "all"):
+        metric["classes_scored"] = None
+    elif isinstance(scored, list):
+        unknown = [n for n in scored if n not in classes.names]
+        if unknown:
+            raise ConfigError("metric.classes_scored", f"unknown classes {unknown} (known: {list(classes.names)})", where=source)
+        metric["classes_scored"] = tuple(classes.names.index(n) for n in scored)
+    if metric.get("eval_resolution") == "native":
+        metric["eval_resolution"] = None
+    return metric
 
 
 def load_dataset_config(name_or_path: str | Path) -> DatasetConfig:
