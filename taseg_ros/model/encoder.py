@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from taseg_ros.model.config import TASegConfig
 from taseg_ros.model.fusion import DFFM, ConcatFusion, thermal_patch_embed_from_rgb
@@ -35,6 +36,10 @@ class RGBTImageEncoder(nn.Module):
             self.dffm = None
             self.concat_fusion = ConcatFusion(dim)
         add_encoder_lora(vit, cfg.encoder_lora_rank, cfg.lora_alpha)
+        # Activation checkpointing (training only; `train.grad_checkpointing` sets it): each
+        # block with its DFFM keeps only its two inputs for backward and recomputes the rest,
+        # which cuts vit_h's saved activations several-fold for one extra block forward.
+        self.grad_checkpointing = False
 
     def forward(self, rgb: torch.Tensor, thermal: torch.Tensor) -> torch.Tensor:
         """rgb (B, 3, H, W) and thermal (B, 1, H, W), normalised, H and W multiples of the
@@ -44,12 +49,18 @@ class RGBTImageEncoder(nn.Module):
         if self.concat_fusion is not None:
             x = self.concat_fusion(x, thermal_tokens)
         x = x + resize_position_embedding(self.vit.pos_embed, x.shape[1:3])
-        if self.dffm is None:
-            for block in self.vit.blocks:
-                x = block(x)
-        else:
-            fused = thermal_tokens  # F_DFFM^0 = e_th (eq. 4)
-            for block, dffm in zip(self.vit.blocks, self.dffm):
-                fused = dffm(fused, x)  # eq. (2)
-                x = block(x + fused)  # eq. (3)
+        fused = None if self.dffm is None else thermal_tokens  # F_DFFM^0 = e_th (eq. 4)
+        for index in range(len(self.vit.blocks)):
+            if self.grad_checkpointing and torch.is_grad_enabled():
+                # No dropout or other randomness inside a block: no RNG state to replay.
+                x, fused = checkpoint(self._block, index, x, fused, use_reentrant=False, preserve_rng_state=False)
+            else:
+                x, fused = self._block(index, x, fused)
         return self.vit.neck(x.permute(0, 3, 1, 2))
+
+    def _block(self, index: int, x: torch.Tensor, fused: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """SAM block `index` with its DFFM: eqs. (2) and (3)."""
+        if fused is None:
+            return self.vit.blocks[index](x), None
+        fused = self.dffm[index](fused, x)  # eq. (2)
+        return self.vit.blocks[index](x + fused), fused  # eq. (3)
