@@ -45,7 +45,7 @@ class ConfigError(TasegError, ValueError):
         return (ConfigError, (self.key, self.why, self.value, self.where, self.style))
 
     def _text(self) -> str:
-        if self.style == "parameter":
+        if self.style == "parameter" and self.key and self.value is not _NO_VALUE:
             return f"parameter '{self.key}' = {self.value!r}: {self.why}"
         text = self.why if self.value is _NO_VALUE else f"{self.why}, got {self.value!r}"
         text = f"{self.key}: {text}" if self.key else text
@@ -171,7 +171,7 @@ class _Reader:
             f = fields[name]
             key = f"{prefix}.{name}" if prefix else name
             current = getattr(base, name) if base is not None else _default(f)
-            values[name] = self.convert(_hints(cls)[name], value, key, current, limits_of(f))
+            values[name] = self.convert(_hints(cls)[name], value, key, current, f)
         try:
             return dataclasses.replace(base, **values) if base is not None else cls(**values)
         except ConfigError as exc:
@@ -184,11 +184,12 @@ class _Reader:
                 prefix = prefix.rpartition(".")[0]
             raise self.error(prefix, message) from None
 
-    def convert(self, hint: Any, value: Any, key: str, current: Any, limits: Limits | None) -> Any:
+    def convert(self, hint: Any, value: Any, key: str, current: Any, f: dataclasses.Field) -> Any:
+        limits = limits_of(f)
         converted = self._typed(hint, value, key, current)
         if converted is _NO_VALUE:
             if self.style == "parameter":
-                why = f"expected a value like {current!r}"
+                why = f"expected a value like {_default(f)!r}"
             else:
                 form = describe(hint)
                 why = f"expected {limits.form} ({form})" if limits and limits.form else f"expected {form}"

@@ -2,20 +2,24 @@
 
 ``config/taseg.yaml`` documents the same names and values (a test keeps them equal); the node
 declares every field of ``NodeParams`` as a ROS parameter with these defaults, so each one can be
-overridden with ``--ros-args -p name:=value`` or a params file.
+overridden with ``--ros-args -p name:=value`` or a params file. ``from_parameters`` reads the ROS
+values through taseg_ros.config_io (as every other config); the limits stand beside the fields.
 """
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from taseg_ros.preprocessing import THERMAL_MODES, ThermalNormalization
+from taseg_ros.config_io import check_fields, from_mapping, setting
+from taseg_ros.devices import PRECISIONS
+from taseg_ros.preprocessing import THERMAL_MODES, ThermalNormalization, validate_homography
 
 DEVICES_HINT = "cpu, cuda or cuda:N"
-PRECISIONS = ("fp32", "fp16", "bf16")
 TRANSPORTS = ("raw", "compressed")
 QOS_PRESETS = ("sensor_data", "reliable", "best_effort")
 
@@ -30,27 +34,36 @@ class NodeParams:
     checkpoint: str = ""
     sam_checkpoint: str = ""
     device: str = "cpu"
-    precision: str = "fp32"
+    precision: str = setting("fp32", choices=tuple(PRECISIONS))
     autostart: bool = True
-    rgb_transport: str = "raw"
-    thermal_transport: str = "raw"
-    slop: float = 0.02
-    pairing_queue_size: int = 5
+    rgb_transport: str = setting("raw", choices=TRANSPORTS)
+    thermal_transport: str = setting("raw", choices=TRANSPORTS)
+    slop: float = setting(0.02, ge=0, unit="seconds")
+    pairing_queue_size: int = setting(5, ge=1)
     time_reset: float = 2.0
-    thermal_normalization: str = "auto"
+    thermal_normalization: str = setting("auto", choices=THERMAL_MODES)
     thermal_range: list[float] = field(default_factory=lambda: [0.0, 255.0])
     thermal_percentiles: list[float] = field(default_factory=lambda: [1.0, 99.0])
     thermal_homography: list[float] = field(default_factory=list)
-    overlay_alpha: float = 0.5
+    overlay_alpha: float = setting(0.5, ge=0, le=1)
     publish_confidence: bool = False
-    input_qos: str = "sensor_data"
-    input_depth: int = 1
-    output_qos: str = "reliable"
-    output_depth: int = 1
-    diagnostics_period: float = 1.0
-    no_pair_warning: float = 3.0
-    clock_offset_warning: float = 2.0
-    log_throttle: float = 5.0
+    input_qos: str = setting("sensor_data", choices=QOS_PRESETS)
+    input_depth: int = setting(1, ge=1)
+    output_qos: str = setting("reliable", choices=QOS_PRESETS)
+    output_depth: int = setting(1, ge=1)
+    diagnostics_period: float = setting(1.0, gt=0, unit="seconds")
+    no_pair_warning: float = setting(3.0, gt=0, unit="seconds")
+    clock_offset_warning: float = setting(2.0, gt=0, unit="seconds")
+    log_throttle: float = setting(5.0, ge=0, unit="seconds")
+
+    @classmethod
+    def from_parameters(cls, values: Mapping[str, Any], base: "NodeParams | None" = None) -> "NodeParams":
+        """NodeParams (or `base` changed) from ROS parameter values: ints pass where doubles are
+        expected, arrays come as array.array, an empty array as None (it has no declared type).
+        Types and limits are checked here; validate() adds the checks across parameters."""
+        lists = {name for name, default in cls.defaults().items() if isinstance(default, list)}
+        values = {name: [] if value is None and name in lists else value for name, value in values.items()}
+        return from_mapping(cls, values, base=base, style="parameter")
 
     @classmethod
     def names(cls) -> list[str]:
@@ -70,23 +83,9 @@ class NodeParams:
         device = self.device.strip().lower()
         if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
             raise bad("device", f"expected {DEVICES_HINT}")
-        if self.precision not in PRECISIONS:
-            raise bad("precision", f"expected one of {PRECISIONS}")
-        for name in ("rgb_transport", "thermal_transport"):
-            if getattr(self, name) not in TRANSPORTS:
-                raise bad(name, f"expected one of {TRANSPORTS}")
-        for name in ("input_qos", "output_qos"):
-            if getattr(self, name) not in QOS_PRESETS:
-                raise bad(name, f"expected one of {QOS_PRESETS}")
-        for name in ("input_depth", "output_depth", "pairing_queue_size"):
-            if getattr(self, name) < 1:
-                raise bad(name, "must be >= 1")
-        if not self.slop >= 0.0:
-            raise bad("slop", "must be >= 0 seconds")
+        check_fields(self, style="parameter")
         if not self.time_reset > self.slop:
             raise bad("time_reset", f"must be larger than slop ({self.slop} s)")
-        if self.thermal_normalization not in THERMAL_MODES:
-            raise bad("thermal_normalization", f"expected one of {THERMAL_MODES}")
         if len(self.thermal_range) != 2:
             raise bad("thermal_range", "expected [low, high]")
         if len(self.thermal_percentiles) != 2:
@@ -97,15 +96,11 @@ class NodeParams:
             raise ValueError(f"thermal normalisation parameters: {exc}") from exc
         if len(self.thermal_homography) not in (0, 9):
             raise bad("thermal_homography", "expected 9 numbers (3x3 row-major, thermal px -> RGB px) or []")
-        if self.thermal_homography and not np.all(np.isfinite(self.thermal_homography)):
-            raise bad("thermal_homography", "contains NaN/inf")
-        if not 0.0 <= self.overlay_alpha <= 1.0:
-            raise bad("overlay_alpha", "must be in [0, 1]")
-        for name in ("diagnostics_period", "no_pair_warning", "clock_offset_warning"):
-            if not getattr(self, name) > 0.0:
-                raise bad(name, "must be > 0 seconds")
-        if not self.log_throttle >= 0.0:
-            raise bad("log_throttle", "must be >= 0 seconds")
+        if self.thermal_homography:
+            try:
+                validate_homography(self.thermal_homography)  # finite, h33 != 0, invertible
+            except ValueError as exc:
+                raise bad("thermal_homography", str(exc).removeprefix("thermal homography: ")) from None
 
     def thermal_norm(self) -> ThermalNormalization:
         low, high = self.thermal_range
@@ -115,6 +110,12 @@ class NodeParams:
             high=float(high),
             percentiles=(float(self.thermal_percentiles[0]), float(self.thermal_percentiles[1])),
         )
+
+    def frame_settings(self):
+        """The per-frame pipeline's settings (``taseg_ros.frame``) from these parameters."""
+        from taseg_ros.frame import FrameSettings
+
+        return FrameSettings(self.thermal_norm(), self.homography(), self.overlay_alpha)
 
     def homography(self) -> np.ndarray | None:
         if not self.thermal_homography:
