@@ -34,7 +34,6 @@ This module is the only one in ``taseg_ros.ros`` that imports rclpy and message 
 from __future__ import annotations
 
 import array
-import dataclasses
 import json
 import sys
 import threading
@@ -102,30 +101,6 @@ def _logged_transition(method):
     return wrapper
 
 
-def _coerce(name: str, value: Any, default: Any) -> Any:
-    """A ROS parameter value -> the Python type of its NodeParams default (ints pass as floats)."""
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-    elif isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(default, float):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif isinstance(default, str):
-        if isinstance(value, str):
-            return value
-    elif isinstance(default, list):
-        if value is None:
-            return []
-        if isinstance(value, (list, tuple, array.array)) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
-        ):
-            return [float(v) for v in value]
-    raise ValueError(f"parameter '{name}' = {value!r}: expected a value like {default!r}")
-
-
 class TASegNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
@@ -160,10 +135,7 @@ class TASegNode(LifecycleNode):
     # --- parameters --------------------------------------------------------------------------
 
     def read_params(self) -> NodeParams:
-        values = {}
-        for name, default in NodeParams.defaults().items():
-            values[name] = _coerce(name, self.get_parameter(name).value, default)
-        params = NodeParams(**values)
+        params = NodeParams.from_parameters({name: self.get_parameter(name).value for name in NodeParams.names()})
         params.validate()
         return params
 
@@ -197,8 +169,7 @@ class TASegNode(LifecycleNode):
         self.get_logger().info("applied " + ", ".join(f"{p.name}={p.value!r}" for p in ours))
 
     def _changed_params(self, parameters: list[Any]) -> NodeParams:
-        defaults = NodeParams.defaults()
-        return dataclasses.replace(self.params, **{p.name: _coerce(p.name, p.value, defaults[p.name]) for p in parameters})
+        return NodeParams.from_parameters({p.name: p.value for p in parameters}, base=self.params)
 
     # --- lifecycle transitions ------------------------------------------------------------------
 
