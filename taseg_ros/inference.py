@@ -11,6 +11,10 @@ Any frame size works: the model's own ``preprocess`` pads (native mode) or resiz
 any dtype is normalised by ``frame.ThermalPreparation`` (the Segmenter's normalisation policy, or
 one given per call); ``predict_prepared`` takes thermal that is already in [0, 1] on the RGB grid
 (what ``frame.FramePipeline`` passes after timing that step on its own).
+
+The same API runs exported files (``taseg export``): ``Segmenter.from_checkpoint("m.onnx")``
+uses ONNX Runtime, ``.xml`` OpenVINO, ``.engine`` TensorRT (see taseg_ros.runtime); the
+pre/post-processing stays this module's, only the network forward changes runtime.
 """
 from __future__ import annotations
 
@@ -21,11 +25,11 @@ import numpy as np
 import torch
 
 from taseg_ros.classes import ClassInfo
-from taseg_ros.model.checkpoint import load_checkpoint
 from taseg_ros.frame import ThermalPreparation
 from taseg_ros.model.inputs import FrameTransform
 from taseg_ros.model.taseg import TASeg
 from taseg_ros.preprocessing import ThermalNormalization
+from taseg_ros.runtime.base import Backend
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -38,33 +42,42 @@ class Prediction:
 
 
 class Segmenter:
-    """A TASeg model ready for inference on one device and precision.
+    """A TASeg ready for inference: our pre/post-processing around one runtime's network forward.
 
-    ``thermal_norm`` is the default normalisation policy for raw thermal; ``resolution`` overrides
-    the config's resolution mode (one set of weights serves both; the benchmark times both)."""
+    ``Segmenter(model, device, precision)`` runs a TASeg nn.Module with PyTorch;
+    ``Segmenter.from_checkpoint(path, backend=...)`` opens any model file: a checkpoint
+    (PyTorch, optionally LoRA-merged or torch.compile'd) or an export (``taseg export``: ONNX
+    Runtime, OpenVINO, TensorRT; see taseg_ros.runtime). Every runtime returns the same
+    ``Prediction``. ``thermal_norm`` is the default normalisation policy for raw thermal;
+    ``resolution`` overrides the config's resolution mode of a PyTorch model (one set of weights
+    serves both; exports have theirs fixed)."""
 
     def __init__(
         self,
-        model: TASeg,
+        model: TASeg | Backend,
         device: str = "cpu",
         precision: str = "fp32",
         *,
         thermal_norm: ThermalNormalization | None = None,
         resolution: str | None = None,
+        merge_lora: bool = False,
+        compile: bool = False,
     ) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision '{precision}' is not one of {sorted(PRECISIONS)}")
-        device = torch.device(device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but CUDA is not available on this machine")
-        if device.type == "cpu" and precision == "fp16":
-            raise ValueError("fp16 is not supported on the CPU; use fp32 or bf16")
-        self.model = model.to(device).eval()
-        self.device = device
-        self.precision = precision
-        self.cfg = model.cfg if resolution is None else model.cfg.replace(resolution=resolution)
-        self.transform = model.transform if resolution is None else FrameTransform(self.cfg)
+        if isinstance(model, Backend):
+            self.backend = model
+        else:
+            from taseg_ros.runtime.torch_backend import TorchBackend
+
+            self.backend = TorchBackend(model, device, precision, merge=merge_lora, compile=compile)
+        cfg = self.backend.cfg
+        if resolution is not None and resolution != cfg.resolution:
+            if self.backend.input_hw is not None:
+                raise ValueError(f"{self.backend.path}: exported for {cfg.resolution} resolution; re-export for {resolution}")
+            cfg = cfg.replace(resolution=resolution)
+        self.cfg = cfg
+        self.transform = FrameTransform(cfg)
         self.thermal = ThermalPreparation(thermal_norm)
+        self._released = False
 
     @classmethod
     def from_checkpoint(
@@ -76,13 +89,44 @@ class Segmenter:
         precision: str = "fp32",
         verify_sam: bool = True,
         thermal_norm: ThermalNormalization | None = None,
+        backend: str | None = None,
+        merge_lora: bool = False,
+        compile: bool = False,
+        threads: int | None = None,
     ) -> "Segmenter":
-        model = load_checkpoint(path, sam_checkpoint=sam_checkpoint, verify_sam=verify_sam)
-        return cls(model, device=device, precision=precision, thermal_norm=thermal_norm)
+        """Any model file: the runtime follows the file type (.safetensors torch, .onnx onnxruntime,
+        .xml openvino, .engine tensorrt) unless `backend` names one that reads it. `device` is the
+        runtime's: cpu/cuda[:N] (torch), cpu/cuda/tensorrt (onnxruntime EPs), cpu/gpu/npu (openvino)."""
+        from taseg_ros.runtime import open_backend
+
+        runtime = open_backend(
+            path, backend=backend, device=device, precision=precision, merge_lora=merge_lora, compile=compile,
+            sam_checkpoint=sam_checkpoint, verify_sam=verify_sam, threads=threads,
+        )
+        return cls(runtime, thermal_norm=thermal_norm)
+
+    @property
+    def model(self) -> TASeg | None:
+        """The nn.Module of a PyTorch runtime (None for exported files and after release)."""
+        return None if self._released else getattr(self.backend, "model", None)
+
+    @property
+    def device(self) -> torch.device:
+        """Where pre/post-processing runs (the runtime's own device is in `describe()`)."""
+        return self.backend.torch_device
+
+    @property
+    def precision(self) -> str:
+        """The precision the runtime actually computes in."""
+        return self.backend.precision
+
+    def describe(self) -> str:
+        """One line: runtime, device, precision (what ran), fixed input size."""
+        return self.backend.describe()
 
     @property
     def class_info(self) -> ClassInfo:
-        return self.model.class_info
+        return self.backend.class_info
 
     def predict(
         self,
@@ -119,11 +163,12 @@ class Segmenter:
     def predict_prepared_batch(
         self, rgbs: list[np.ndarray], thermals01: list[np.ndarray], return_probabilities: bool = False
     ) -> list[Prediction]:
-        if self.model is None:
+        if self._released:
             raise RuntimeError("this Segmenter was released")
         rgb_t, thermal_t = self._to_tensors(rgbs, thermals01)
         rgb_in, thermal_in, geometry = self.transform.preprocess(rgb_t, thermal_t)
-        logits = self.forward(rgb_in, thermal_in)
+        self.backend.check_geometry(geometry)
+        logits = self.forward(rgb_in, thermal_in).to(self.device)
         probabilities = self.transform.postprocess(logits.float(), geometry).softmax(dim=1)
         confidence, labels = probabilities.max(dim=1)
         labels = labels.to(torch.uint8).cpu().numpy()
@@ -135,9 +180,7 @@ class Segmenter:
 
     def forward(self, rgb_in: torch.Tensor, thermal_in: torch.Tensor) -> torch.Tensor:
         """The network alone, on prepared inputs, at this Segmenter's precision."""
-        dtype = PRECISIONS[self.precision]
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            return self.model(rgb_in, thermal_in)
+        return self.backend.forward(rgb_in, thermal_in)
 
     def _to_tensors(self, rgbs: list[np.ndarray], thermals01: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         height, width = rgbs[0].shape[:2]
@@ -158,6 +201,6 @@ class Segmenter:
 
     def release(self) -> None:
         """Drop the model and give its memory back (lifecycle deactivate/cleanup)."""
-        self.model = None
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
+        if not self._released:
+            self._released = True
+            self.backend.release()

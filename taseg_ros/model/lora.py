@@ -69,3 +69,57 @@ def add_decoder_lora(mask_decoder: nn.Module, rank: int, alpha: float, tokens_us
         r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=rf".*{layers}\.(q_proj|v_proj)", bias="none"
     )
     inject_adapter_in_model(config, mask_decoder.transformer)
+
+
+@torch.no_grad()
+def merged_qkv(layer: LoRAQKV) -> nn.Linear:
+    """The plain fused Linear that computes what `layer` computes: W_q += s Bq Aq, W_v += s Bv Av."""
+    qkv = layer.qkv
+    merged = nn.Linear(qkv.in_features, qkv.out_features, bias=qkv.bias is not None,
+                       device=qkv.weight.device, dtype=qkv.weight.dtype)
+    weight = qkv.weight.detach().clone()
+    dim = layer.dim
+    weight[:dim] += layer.scale * (layer.lora_b_q.weight @ layer.lora_a_q.weight)
+    weight[2 * dim:] += layer.scale * (layer.lora_b_v.weight @ layer.lora_a_v.weight)
+    merged.weight.copy_(weight)
+    if qkv.bias is not None:
+        merged.bias.copy_(qkv.bias)
+    return merged.requires_grad_(False)
+
+
+def merge_encoder_lora(image_encoder: nn.Module) -> int:
+    """Replace every LoRAQKV of a SAM encoder by its merged Linear (in place); returns how many."""
+    count = 0
+    for block in image_encoder.blocks:
+        if isinstance(block.attn.qkv, LoRAQKV):
+            block.attn.qkv = merged_qkv(block.attn.qkv)
+            count += 1
+    return count
+
+
+def merge_decoder_lora(module: nn.Module) -> int:
+    """Fold peft's injected LoRA layers into their base Linears and put the base Linears back
+    (peft's merge_and_unload lives on PeftModel; the adapters here were injected without one)."""
+    from peft.tuners.lora import LoraLayer
+
+    targets = [(name, m) for name, m in module.named_modules() if isinstance(m, LoraLayer)]
+    for name, layer in targets:
+        layer.merge()
+        parent_name, _, child = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, child, layer.get_base_layer())
+    return len(targets)
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Merge a TASeg's encoder q/v LoRA and decoder peft LoRA into the frozen weights, in place.
+
+    The merged model computes the same function with SAM's plain Linears, so inference pays
+    nothing for LoRA (and exporters see ordinary layers). It can no longer be trained or saved
+    as a TASeg checkpoint (the LoRA factors are gone): `model.lora_merged` says so."""
+    if getattr(model, "lora_merged", False):
+        return model
+    merge_encoder_lora(model.image_encoder.vit)
+    merge_decoder_lora(model.mask_decoder.sam_decoder)
+    model.lora_merged = True
+    return model

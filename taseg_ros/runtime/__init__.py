@@ -1,0 +1,80 @@
+"""Runtimes behind the one Segmenter: eager/compiled PyTorch on a checkpoint, ONNX Runtime on
+an .onnx export, OpenVINO on an IR (.xml) or .onnx export, TensorRT on a serialised engine.
+
+`open_backend(path)` picks the runtime from the file type, or takes `backend=` explicitly."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from taseg_ros.runtime.base import BACKENDS, Backend
+
+# File suffix -> the runtime that reads it by default, and the runtimes that can read it.
+SUFFIXES = {
+    ".safetensors": ("torch", ("torch",)),
+    ".onnx": ("onnxruntime", ("onnxruntime", "openvino")),
+    ".xml": ("openvino", ("openvino",)),
+    ".engine": ("tensorrt", ("tensorrt",)),
+    ".plan": ("tensorrt", ("tensorrt",)),
+    ".trt": ("tensorrt", ("tensorrt",)),
+}
+
+
+def backend_for(path: str | Path, backend: str | None = None) -> str:
+    """The runtime for a model file: `backend` checked against the file type, or the type's default."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        known = ", ".join(SUFFIXES)
+        raise ValueError(f"{path}: unknown model file type '{suffix or 'no suffix'}' (expected one of {known})")
+    default, readers = SUFFIXES[suffix]
+    if backend in (None, "", "auto"):
+        return default
+    if backend not in BACKENDS:
+        raise ValueError(f"backend '{backend}' is not one of auto, {', '.join(BACKENDS)}")
+    if backend not in readers:
+        hint = "export it with `taseg export --format ...`" if suffix == ".safetensors" else f"use {' or '.join(readers)}"
+        raise ValueError(f"{path}: backend '{backend}' cannot run a {suffix} file; {hint}")
+    return backend
+
+
+def open_backend(
+    path: str | Path,
+    *,
+    backend: str | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    merge_lora: bool = False,
+    compile: bool = False,
+    sam_checkpoint: str | Path | None = None,
+    verify_sam: bool = True,
+    threads: int | None = None,
+) -> Backend:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    kind = backend_for(path, backend)
+    # merge_lora/compile concern the PyTorch path only: exports are merged already and
+    # optimised by their runtime.
+    if kind == "torch":
+        from taseg_ros.model.checkpoint import load_checkpoint
+        from taseg_ros.runtime.torch_backend import TorchBackend
+
+        model = load_checkpoint(path, sam_checkpoint=sam_checkpoint, verify_sam=verify_sam)
+        result = TorchBackend(model, device, precision, merge=merge_lora, compile=compile)
+        result.path = path
+        return result
+    if kind == "onnxruntime":
+        from taseg_ros.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path, device, precision, threads)
+    if kind == "openvino":
+        from taseg_ros.runtime.openvino_backend import OpenVinoBackend
+
+        return OpenVinoBackend(path, device, precision, threads)
+    from taseg_ros.runtime.tensorrt_backend import TensorRTBackend
+
+    # An engine's precision is fixed when it is built; the default fp32 request means "as built".
+    return TensorRTBackend(path, device if device.startswith("cuda") else "cuda", None if precision == "fp32" else precision)
+
+
+__all__ = ["BACKENDS", "Backend", "SUFFIXES", "backend_for", "open_backend"]

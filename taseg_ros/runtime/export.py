@@ -1,0 +1,249 @@
+"""`taseg export --format onnx|openvino|tensorrt`: a checkpoint as a deployable network file.
+
+The LoRA factors are merged into the frozen weights, the class text embeddings are constants of
+the graph, and the input size and batch are fixed (native mode: the export's frame size padded
+as FrameTransform pads it; sam1024: 1024x1024). The metadata a node needs travels inside the
+file (see runtime.metadata). Every file is loaded back by its runtime and compared with eager
+PyTorch (the unmerged checkpoint) on a frame; a file that fails is removed."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from taseg_ros import __version__
+from taseg_ros.model.checkpoint import load_checkpoint
+from taseg_ros.model.lora import merge_lora
+from taseg_ros.model.taseg import TASeg
+from taseg_ros.preprocessing import normalize_thermal
+from taseg_ros.runtime.frames import verification_frame
+from taseg_ros.runtime.metadata import RT_INFO_SECTION, ExportMetadata, sidecar_path
+
+FORMATS = {"onnx": ".onnx", "openvino": ".xml", "tensorrt": ".engine"}
+OPSET = 18
+ONNX_PROTO_LIMIT = 2**31 - 2**26  # protobuf's 2 GiB cap, with room for the graph itself
+# Acceptance of a reloaded export against eager PyTorch on the verification frame.
+MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.95}
+MAX_LOGIT_DIFF_FP32 = 1e-3  # relative to the largest |logit|
+
+
+class _Forward(torch.nn.Module):
+    """The exported graph: prepared inputs -> logits, optionally computed in half precision
+    (strongly typed fp16 TensorRT networks) with float32 inputs and outputs either way."""
+
+    def __init__(self, model: TASeg, half: bool = False) -> None:
+        super().__init__()
+        self.model = model.half() if half else model
+        self.half = half
+
+    def forward(self, rgb: torch.Tensor, thermal: torch.Tensor) -> torch.Tensor:
+        if self.half:
+            rgb, thermal = rgb.half(), thermal.half()
+        return self.model(rgb, thermal).float()
+
+
+def outputs_of(output: Path, fmt: str) -> list[Path]:
+    """Every file an export writes (removed together when it fails)."""
+    if fmt == "onnx":
+        return [output, output.with_name(output.name + ".data")]
+    if fmt == "openvino":
+        return [output, output.with_suffix(".bin")]
+    return [output, sidecar_path(output)]
+
+
+def prepared_inputs(model: TASeg, rgb: np.ndarray, thermal: np.ndarray, batch: int):
+    rgb_t = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float().expand(batch, -1, -1, -1)
+    thermal_t = torch.from_numpy(normalize_thermal(thermal)).unsqueeze(0).unsqueeze(0).expand(batch, -1, -1, -1)
+    rgb_in, thermal_in, geometry = model.preprocess(rgb_t.contiguous(), thermal_t.contiguous())
+    return rgb_in.contiguous(), thermal_in.contiguous(), geometry
+
+
+def write_onnx(module: torch.nn.Module, inputs, path: Path, metadata: dict[str, str]) -> None:
+    """torch.onnx.export (TorchScript exporter, opset 18: the whole forward exports as is), then
+    the metadata as metadata_props; weights over 2 GiB (ViT-H) go to one external data file."""
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="taseg-onnx-") as tmp:
+        raw = Path(tmp) / "model.onnx"
+        with torch.inference_mode(False), torch.no_grad():
+            torch.onnx.export(
+                module, inputs, str(raw), opset_version=OPSET, dynamo=False,
+                input_names=["rgb", "thermal"], output_names=["logits"], do_constant_folding=True,
+            )
+        proto = onnx.load(str(raw))
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    large = proto.ByteSize() > ONNX_PROTO_LIMIT if hasattr(proto, "ByteSize") else False
+    onnx.save_model(proto, str(path), save_as_external_data=large, all_tensors_to_one_file=True,
+                    location=path.name + ".data")
+
+
+def write_openvino(onnx_path: Path, path: Path, metadata: dict[str, str]) -> None:
+    """OpenVINO IR from the ONNX file, with the metadata in rt_info; weights kept in fp32
+    (save_model would compress them to fp16 by default; the precision is a runtime hint)."""
+    import openvino as ov
+
+    model = ov.convert_model(str(onnx_path))
+    for key, value in metadata.items():
+        model.set_rt_info(value, [RT_INFO_SECTION, key])
+    ov.save_model(model, str(path), compress_to_fp16=False)
+
+
+def write_tensorrt(onnx_path: Path, path: Path, metadata: dict[str, str], fp16: bool, strongly_typed: bool,
+                   workspace_gib: int = 8) -> None:
+    """A serialised engine for this GPU and TensorRT version, built from the ONNX file, plus the
+    JSON beside it. fp16: BuilderFlag.FP16 where TensorRT still has it, else a strongly typed
+    network from an fp16 graph (see export_model)."""
+    import json
+
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ValueError(f"{onnx_path}: TensorRT cannot parse the ONNX graph: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_gib << 30)
+    if fp16 and not strongly_typed:
+        config.set_flag(trt.BuilderFlag.FP16)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ValueError(f"{path}: TensorRT could not build an engine (see its log above)")
+    path.write_bytes(bytes(serialized))
+    sidecar_path(path).write_text(json.dumps(metadata, indent=1))
+
+
+def trt_needs_fp16_graph() -> bool:
+    """TensorRT releases without BuilderFlag.FP16 (weak typing removed) build fp16 engines only
+    from graphs that are fp16 themselves."""
+    import tensorrt as trt
+
+    return not hasattr(trt.BuilderFlag, "FP16")
+
+
+def build_metadata(model: TASeg, checkpoint: Path, geometry, frame_hw, batch: int, precision: str) -> ExportMetadata:
+    from taseg_ros.weights import sha256_file
+
+    return ExportMetadata(
+        cfg=model.cfg,
+        class_info=model.class_info,
+        input_hw=tuple(geometry.padded_hw),
+        frame_hw=tuple(frame_hw),
+        batch=batch,
+        precision=precision,
+        source={"name": checkpoint.name, "sha256": sha256_file(checkpoint)},
+        frozen_source=dict(model.frozen_source.__dict__),
+        text_source=model.text_source,
+        version=__version__,
+    )
+
+
+def compare_logits(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, float]:
+    """Argmax agreement (fraction of pixels) and max |logit difference| of two (B,K,H,W) tensors."""
+    reference, candidate = reference.float(), candidate.float()
+    return {
+        "argmax_agreement": float((reference.argmax(1) == candidate.argmax(1)).float().mean()),
+        "max_abs_diff": float((reference - candidate).abs().max()),
+        "max_abs_logit": float(reference.abs().max()),
+    }
+
+
+def verify_export(path: Path, fmt: str, reference: torch.Tensor, inputs, geometry, precision: str) -> dict:
+    """Load the written file with its runtime and compare its logits over the frame with eager PyTorch."""
+    from taseg_ros.runtime import open_backend
+
+    backend_name = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}[fmt]
+    device = "cuda" if fmt == "tensorrt" else "cpu"
+    # OpenVINO runs at fp32 for the check (its CPU default would be bf16 on bf16-capable CPUs).
+    backend = open_backend(path, backend=backend_name, device=device, precision="fp32")
+    try:
+        candidate = backend.forward(*inputs).to("cpu")
+    finally:
+        backend.release()
+    restore = backend.transform.postprocess
+    result = compare_logits(restore(reference, geometry), restore(candidate, geometry))
+    result.update(runtime=backend.describe(), precision=precision)
+    needed = MIN_AGREEMENT.get(precision, MIN_AGREEMENT["fp16"])
+    problems = []
+    if result["argmax_agreement"] < needed:
+        problems.append(f"argmax agreement {result['argmax_agreement']:.4%} < {needed:.1%}")
+    if precision == "fp32" and result["max_abs_diff"] > MAX_LOGIT_DIFF_FP32 * max(1.0, result["max_abs_logit"]):
+        problems.append(f"max |logit difference| {result['max_abs_diff']:.3g} > {MAX_LOGIT_DIFF_FP32:g} x max |logit|")
+    if problems:
+        raise ValueError(f"{path}: the export does not reproduce eager PyTorch ({'; '.join(problems)}); file removed")
+    return result
+
+
+def export_model(
+    checkpoint: str | Path,
+    output: str | Path,
+    fmt: str,
+    *,
+    size: tuple[int, int] = (640, 480),
+    batch: int = 1,
+    precision: str = "fp32",
+    sam_checkpoint: str | Path | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> dict:
+    """Write `checkpoint` as an `fmt` file for a `size` (width, height) frame and verify it.
+    Returns {"output", "files", "metadata", "verification", "frame"}."""
+    if fmt not in FORMATS:
+        raise ValueError(f"export format '{fmt}' is not one of {sorted(FORMATS)}")
+    if precision not in ("fp32", "fp16") or (precision == "fp16" and fmt != "tensorrt"):
+        raise ValueError(f"--precision {precision}: ONNX and OpenVINO files are fp32 (choose the runtime precision when "
+                         "running them); a TensorRT engine is fp32 or fp16")
+    checkpoint, output = Path(checkpoint), Path(output)
+    if output.suffix.lower() != FORMATS[fmt]:
+        raise ValueError(f"{output}: a {fmt} export is written to a '{FORMATS[fmt]}' file")
+    if output.resolve() == checkpoint.resolve():
+        raise ValueError(f"{output}: the export must not overwrite its source checkpoint")
+    if batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {batch}")
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"{output}: folder {output.parent} does not exist")
+    model = load_checkpoint(checkpoint, sam_checkpoint=sam_checkpoint)
+    width, height = size
+    rgb, thermal, frame_name = verification_frame(height, width)
+    inputs = prepared_inputs(model, rgb, thermal, batch)
+    rgb_in, thermal_in, geometry = inputs
+    with torch.inference_mode():
+        reference = model(rgb_in, thermal_in)
+    metadata = build_metadata(model, checkpoint, geometry, (height, width), batch, precision)
+    merged = merge_lora(model)  # in place: the reference logits are taken already
+    log(f"exporting {model.cfg.name} ({model.cfg.resolution}) for {width}x{height} frames: input "
+        f"{geometry.padded_hw[1]}x{geometry.padded_hw[0]}, batch {batch}, LoRA merged")
+    files = outputs_of(output, fmt)
+    try:
+        _write(fmt, merged, (rgb_in, thermal_in), output, metadata.to_strings(), precision)
+        log(f"wrote {output}; verifying against eager PyTorch on {frame_name}")
+        verification = verify_export(output, fmt, reference, (rgb_in, thermal_in), geometry, precision)
+    except BaseException:
+        for path in files:  # never leave an unverified model where a deployment would pick it up
+            path.unlink(missing_ok=True)
+        raise
+    return {"output": output, "files": [p for p in files if p.exists()], "metadata": metadata,
+            "verification": verification, "frame": frame_name}
+
+
+def _write(fmt: str, merged: TASeg, inputs, output: Path, strings: dict[str, str], precision: str) -> None:
+    if fmt == "onnx":
+        write_onnx(_Forward(merged), inputs, output, strings)
+        return
+    with tempfile.TemporaryDirectory(prefix="taseg-export-") as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        if fmt == "openvino":
+            write_onnx(_Forward(merged), inputs, onnx_path, strings)
+            write_openvino(onnx_path, output, strings)
+            return
+        fp16 = precision == "fp16"
+        strongly_typed = fp16 and trt_needs_fp16_graph()
+        write_onnx(_Forward(merged, half=strongly_typed), inputs, onnx_path, strings)
+        write_tensorrt(onnx_path, output, strings, fp16, strongly_typed)

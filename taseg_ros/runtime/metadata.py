@@ -1,0 +1,122 @@
+"""What an exported model file says about itself: the same string-to-string metadata in every
+format (ONNX metadata_props, OpenVINO rt_info, a JSON file beside a TensorRT engine), so a
+runtime without the nn.Module can rebuild the class table and the pre/post-processing."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from taseg_ros.classes import ClassInfo
+from taseg_ros.model.config import TASegConfig
+from taseg_ros.model.inputs import FrameTransform
+
+FORMAT = "taseg_ros.exported/1"
+RT_INFO_SECTION = "taseg"  # OpenVINO rt_info path: ["taseg", key]
+
+
+@dataclass
+class ExportMetadata:
+    cfg: TASegConfig
+    class_info: ClassInfo
+    input_hw: tuple[int, int]  # the network's fixed input (padded) size
+    frame_hw: tuple[int, int]  # the frame size the export was made for
+    batch: int
+    precision: str  # what the file computes in (fp32; fp16 for a TensorRT fp16 engine)
+    source: dict = field(default_factory=dict)  # {"name", "sha256"} of the source checkpoint
+    frozen_source: dict = field(default_factory=dict)  # FrozenSource fields (SAM file + sha256)
+    verification: dict = field(default_factory=dict)  # the export's comparison with eager PyTorch
+    text_source: str = ""
+    version: str = ""
+
+    @property
+    def transform(self) -> FrameTransform:
+        return FrameTransform(self.cfg)
+
+    @property
+    def sam_sha256(self) -> str:
+        return self.frozen_source.get("sha256", "")
+
+    def to_strings(self) -> dict[str, str]:
+        return {
+            "format": FORMAT,
+            "taseg_ros_version": self.version,
+            "config_name": self.cfg.name,
+            "config": json.dumps(self.cfg.to_dict()),
+            "classes": json.dumps(self.class_info.to_mapping()),
+            "class_names": json.dumps(list(self.class_info.names)),
+            "palette": json.dumps([list(map(int, c)) for c in self.class_info.palette]),
+            "resolution": self.cfg.resolution,
+            "input_hw": json.dumps(list(self.input_hw)),
+            "frame_hw": json.dumps(list(self.frame_hw)),
+            "batch": str(self.batch),
+            "precision": self.precision,
+            "lora_merged": "true",
+            "source_checkpoint": json.dumps(self.source),
+            "frozen_source": json.dumps(self.frozen_source),
+            "sam_sha256": self.sam_sha256,
+            "text_source": self.text_source,
+            "verification": json.dumps(self.verification),
+        }
+
+    @classmethod
+    def from_strings(cls, strings: dict[str, str], path: str | Path) -> "ExportMetadata":
+        """Parse file metadata; a foreign or damaged file fails with one line naming it."""
+        if strings.get("format") != FORMAT:
+            found = strings.get("format", "no taseg metadata")
+            raise ValueError(f"{path}: not a TASeg export (format '{found}', expected '{FORMAT}')")
+        try:
+            return cls(
+                cfg=TASegConfig.from_dict(json.loads(strings["config"])),
+                class_info=ClassInfo.from_mapping(json.loads(strings["classes"]), source=str(path)),
+                input_hw=tuple(json.loads(strings["input_hw"])),
+                frame_hw=tuple(json.loads(strings["frame_hw"])),
+                batch=int(strings["batch"]),
+                precision=strings.get("precision", "fp32"),
+                source=json.loads(strings.get("source_checkpoint", "{}") or "{}"),
+                frozen_source=json.loads(strings.get("frozen_source", "{}") or "{}"),
+                verification=json.loads(strings.get("verification", "{}") or "{}"),
+                text_source=strings.get("text_source", ""),
+                version=strings.get("taseg_ros_version", ""),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: damaged TASeg export metadata ({type(exc).__name__}: {exc})") from exc
+
+
+def sidecar_path(engine: str | Path) -> Path:
+    """The JSON beside a TensorRT engine (an engine has no room for free-form metadata)."""
+    engine = Path(engine)
+    return engine.with_name(engine.name + ".json")
+
+
+def read_onnx_metadata(path: str | Path) -> ExportMetadata:
+    import onnx
+
+    try:
+        # load_external_data=False: only the graph header is needed, not gigabytes of weights.
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types on garbage
+        raise ValueError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc})") from exc
+    return ExportMetadata.from_strings({p.key: p.value for p in proto.metadata_props}, path)
+
+
+def read_openvino_metadata(model, path: str | Path) -> ExportMetadata:
+    """From an ov.Model read from IR (rt_info), or from ONNX (its metadata_props)."""
+    if Path(path).suffix == ".onnx":
+        return read_onnx_metadata(path)
+    strings = {}
+    if model.has_rt_info([RT_INFO_SECTION]):
+        section = model.get_rt_info([RT_INFO_SECTION])
+        strings = {key: value.astype(str) for key, value in section.astype(dict).items()}
+    return ExportMetadata.from_strings(strings, path)
+
+
+def read_tensorrt_metadata(engine: str | Path) -> ExportMetadata:
+    sidecar = sidecar_path(engine)
+    if not sidecar.is_file():
+        raise ValueError(f"{engine}: no metadata file {sidecar.name} beside the engine (write engines with `taseg export`)")
+    try:
+        strings = json.loads(sidecar.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{sidecar}: unreadable TASeg metadata ({exc})") from exc
+    return ExportMetadata.from_strings(strings, engine)

@@ -1,0 +1,56 @@
+"""Eager (or torch.compile'd) PyTorch: the reference every exported runtime is checked against."""
+from __future__ import annotations
+
+import torch
+
+from taseg_ros.model.lora import merge_lora
+from taseg_ros.model.taseg import TASeg
+from taseg_ros.runtime.base import Backend
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(
+        self,
+        model: TASeg,
+        device: str = "cpu",
+        precision: str = "fp32",
+        *,
+        merge: bool = False,
+        compile: bool = False,
+    ) -> None:
+        if precision not in DTYPES:
+            raise ValueError(f"precision '{precision}' is not one of {sorted(DTYPES)}")
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but CUDA is not available on this machine")
+        if device.type == "cpu" and precision == "fp16":
+            raise ValueError("fp16 is not supported on the CPU; use fp32 or bf16")
+        self.model = model.to(device).eval()
+        if merge:  # same function, plain SAM Linears: LoRA costs nothing at inference
+            merge_lora(self.model)
+        self.cfg = model.cfg
+        self.class_info = model.class_info
+        self.torch_device = device
+        self.device_label = str(device)
+        self.precision = precision
+        self.compiled = compile
+        self._forward = torch.compile(self.model) if compile else self.model
+        self.path = None
+
+    def describe(self) -> str:
+        extras = [e for e, on in (("LoRA merged", getattr(self.model, "lora_merged", False)), ("compiled", self.compiled)) if on]
+        return super().describe() + (f" ({', '.join(extras)})" if extras else "")
+
+    def _run(self, rgb: torch.Tensor, thermal: torch.Tensor) -> torch.Tensor:
+        dtype = DTYPES[self.precision]
+        with torch.inference_mode(), torch.autocast(self.torch_device.type, dtype=dtype, enabled=dtype != torch.float32):
+            return self._forward(rgb, thermal).float()
+
+    def release(self) -> None:
+        self.model = self._forward = None
+        if self.torch_device.type == "cuda":
+            torch.cuda.empty_cache()
