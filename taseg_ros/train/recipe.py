@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -59,7 +60,11 @@ class LossConfig:
 class TrainConfig:
     steps: int = setting(20000, ge=1)  # optimiser steps
     batch_size: int = setting(8, ge=1)  # global: all processes x gradient accumulation
-    micro_batch_size: int = setting(4, ge=1)  # per process and forward pass
+    # per process and forward pass; auto: the largest the memory plan fits (train/memory.py)
+    micro_batch_size: int | Literal["auto"] = setting(4, ge=1)
+    grad_checkpointing: bool = False  # recompute each encoder block in backward: far less activation memory
+    half_frozen: bool = True  # under fp16/bf16 autocast, frozen SAM matmul weights stored in that precision
+    gpu_memory: str = ""  # memory the plan may use (micro_batch_size auto), e.g. 24GiB; default the GPU's
     precision: str = setting("bf16", choices=tuple(PRECISIONS))  # fp16/bf16 on GPU; CPU runs use fp32
     device: str = setting("auto", choices=("auto", "cpu", "cuda"))
     seed: int = 0
