@@ -90,6 +90,40 @@ def thermal_to_gray(thermal: np.ndarray) -> np.ndarray:
     raise ValueError(f"cannot read a thermal image of shape {t.shape}")
 
 
+# Fraction of the RGB frame the warped thermal frame must cover; below it every thermal input is
+# (nearly) black and the model silently runs on RGB alone.
+MIN_HOMOGRAPHY_COVERAGE = 0.01
+
+
+def validate_homography(matrix, thermal_hw: tuple[int, int] | None = None, rgb_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """A thermal -> RGB pixel homography as a (3, 3) float64 array, or ValueError with the reason:
+    not 9 finite numbers, h33 = 0 (the thermal origin maps to infinity), not invertible, or (when
+    both frame sizes are given) the warped thermal frame covers (almost) none of the RGB frame."""
+    h = np.asarray(matrix, dtype=np.float64)
+    if h.size != 9:
+        raise ValueError(f"thermal homography: expected 9 numbers (3x3 row-major, thermal px -> RGB px), got {h.size}")
+    h = h.reshape(3, 3)
+    if not np.isfinite(h).all():
+        raise ValueError("thermal homography: contains NaN/inf")
+    if not h.any():
+        raise ValueError("thermal homography: all zeros (the identity is 1 0 0 0 1 0 0 0 1)")
+    if h[2, 2] == 0.0:
+        raise ValueError("thermal homography: h33 is 0 (the thermal origin maps to infinity); a registration "
+                         "homography has h33 = 1")
+    if np.linalg.cond(h / h[2, 2]) > 1e12:
+        raise ValueError(f"thermal homography: not invertible (singular matrix {h.ravel().tolist()})")
+    if thermal_hw is not None and rgb_hw is not None:
+        (th, tw), (rh, rw) = thermal_hw, rgb_hw
+        covered = cv2.warpPerspective(np.ones((th, tw), np.uint8), h, (rw, rh), flags=cv2.INTER_NEAREST)
+        coverage = float(np.count_nonzero(covered)) / covered.size
+        if coverage < MIN_HOMOGRAPHY_COVERAGE:
+            raise ValueError(
+                f"thermal homography: maps the {tw}x{th} thermal frame onto {100 * coverage:.2g}% of the {rw}x{rh} RGB "
+                "frame, so every thermal input would be black; check its translation and direction (thermal px -> RGB px)"
+            )
+    return h
+
+
 def resize_thermal_to(thermal: np.ndarray, size_hw: tuple[int, int], homography: np.ndarray | None = None) -> np.ndarray:
     """Bring a thermal image onto the RGB pixel grid: warp by a 3x3 homography
     (thermal -> RGB pixel coordinates) when given, else a plain resize."""
@@ -107,12 +141,17 @@ class ThermalAligner:
     time it has to, so the node and the bag tools say it once, not once per frame."""
 
     def __init__(self, homography: np.ndarray | None = None) -> None:
-        self.homography = homography
+        self.homography = None if homography is None else validate_homography(homography)
         self.noted = False
+        self.checked_sizes = None  # (thermal hw, rgb hw) the homography was last validated for
 
     def __call__(self, thermal: np.ndarray, rgb_hw: tuple[int, int]) -> tuple[np.ndarray, str | None]:
         if thermal.shape[:2] == tuple(rgb_hw) and self.homography is None:
             return thermal, None
+        sizes = (tuple(thermal.shape[:2]), tuple(rgb_hw))
+        if self.homography is not None and sizes != self.checked_sizes:
+            validate_homography(self.homography, *sizes)  # raises for a frame warped out of view
+            self.checked_sizes = sizes
         note = None
         if not self.noted:
             self.noted = True

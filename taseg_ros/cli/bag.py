@@ -167,16 +167,10 @@ def _add_eval(sub) -> None:
     ev.add_argument(
         "--namespace", default="/taseg", help="namespace of the output topics (default /taseg, as the node's)"
     )
-    ev.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
-    ev.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    ev.add_argument(
-        "--thermal-normalization",
-        default="auto",
-        choices=("auto", "fixed", "minmax", "percentile"),
-        help="as the node's parameter (default auto: 8-bit fixed 0..255, else percentiles)",
-    )
-    ev.add_argument("--thermal-range", type=float, nargs=2, default=(0.0, 255.0), metavar=("LOW", "HIGH"))
-    ev.add_argument("--thermal-percentiles", type=float, nargs=2, default=(1.0, 99.0), metavar=("LOW", "HIGH"))
+    from taseg_ros.cli.options import add_device_options, add_thermal_options
+
+    add_device_options(ev)
+    add_thermal_options(ev, default_help="auto, as the node's parameter")
     _homography(ev)
     ev.add_argument("--overlay-alpha", type=float, default=0.5)
     _max_pairs(ev, "stop after N pairs")
@@ -233,9 +227,12 @@ def _add_replay(sub) -> None:
 def _homography_array(values):
     if values is None:
         return None
-    import numpy as np
+    from taseg_ros.preprocessing import validate_homography
 
-    return np.asarray(values, dtype=np.float64).reshape(3, 3)
+    try:
+        return validate_homography(values)
+    except ValueError as exc:
+        raise ValueError(f"--thermal-homography: {exc}") from None
 
 
 def _bag_name(path) -> str:
@@ -309,7 +306,7 @@ def run_eval(args) -> int:
 
     from taseg_ros.bag.evaluate import evaluate_bag, format_summary, write_eval_report
     from taseg_ros.bag.stop import stop_on_sigint
-    from taseg_ros.inference import Segmenter
+    from taseg_ros.cli.options import segmenter_from_args, thermal_norm_from_args
     from taseg_ros.preprocessing import ThermalNormalization
 
     bag_name = _bag_name(args.bag)
@@ -317,14 +314,10 @@ def run_eval(args) -> int:
     output_bag = None
     if not args.no_output_bag:
         output_bag = _prepare_output_bag(args.output_bag or out_dir / f"{bag_name}_taseg", args.force)
-    norm = ThermalNormalization(
-        args.thermal_normalization, args.thermal_range[0], args.thermal_range[1], tuple(args.thermal_percentiles)
-    )
+    norm = thermal_norm_from_args(args) or ThermalNormalization()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # model-building noise; checkpoint problems raise
-        segmenter = Segmenter.from_checkpoint(
-            args.checkpoint, sam_checkpoint=args.sam_checkpoint, device=args.device, precision=args.precision
-        )
+        segmenter = segmenter_from_args(args)
     bar, update = _progress(None, "pair")
     with stop_on_sigint() as stop, bar:
         result = evaluate_bag(

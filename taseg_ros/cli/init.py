@@ -1,6 +1,8 @@
 """`taseg init`: write an untrained but loadable checkpoint."""
 from __future__ import annotations
 
+from taseg_ros.cli.options import add_force_option
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -12,7 +14,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--config", required=True, help="tiny | vit_b | vit_l | vit_h | config YAML")
     p.add_argument("--classes", required=True, help="mfnet | pst900 | kp | fmb | classes YAML")
-    p.add_argument("-o", "--output", required=True, help="checkpoint path (.safetensors)")
+    p.add_argument("-o", "--output", required=True, help="checkpoint path (.safetensors; an existing file is refused unless --force)")
+    add_force_option(p)
     p.add_argument("--sam-checkpoint", help="official SAM .pth (default: models/<official name> if present)")
     p.add_argument("--clip-weights", help="open_clip weights file (default: models/<name> if present)")
     p.add_argument("--text-embeddings", help="precomputed K x D class text embeddings (.npy or .pt)")
@@ -25,13 +28,16 @@ def run(args) -> int:
 
     from taseg_ros.model.checkpoint import init_checkpoint
     from taseg_ros.model.taseg import parameter_breakdown
+    from taseg_ros.outputs import output_file
 
-    with warnings.catch_warnings(record=True) as caught:
+    inputs = {"--sam-checkpoint": args.sam_checkpoint, "--clip-weights": args.clip_weights,
+              "--text-embeddings": args.text_embeddings}
+    with warnings.catch_warnings(record=True) as caught, output_file(args.output, force=args.force, inputs=inputs) as output:
         warnings.simplefilter("always")
         model = init_checkpoint(
             args.config,
             args.classes,
-            args.output,
+            output,
             sam_checkpoint=args.sam_checkpoint,
             clip_weights=args.clip_weights,
             text_embeddings=args.text_embeddings,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from taseg_ros.cli.options import add_force_option
+
 EPILOG = """\
 Predictions and labels are matched by file stem; every scored label needs a prediction.
 Prediction PNGs: single channel = class ids 0..K-1 of the dataset's class list, 3/4 channels =
@@ -48,7 +50,9 @@ def register(subparsers) -> None:
     p.add_argument("--gt", required=True, metavar="DIR", help="folder of label PNGs as the dataset stores them")
     p.add_argument("--dataset", required=True, metavar="NAME|YAML",
                    help="mfnet | pst900 | fmb | kp | a classes.yaml / dataset yaml")
-    p.add_argument("--out", metavar="DIR", help="write metrics.json, metrics.md and PNG plots here")
+    p.add_argument("--out", metavar="DIR", help="write metrics.json, metrics.md and PNG plots here "
+                   "(refused when it is not empty, unless --force)")
+    add_force_option(p)
     p.add_argument("--ids", metavar="FILE", help="score only the ids of this split file (e.g. MFNet test.txt)")
     p.add_argument("--pred-format", choices=("auto", "ids", "colour", "raw"), default="auto",
                    help="auto: 1 channel = class ids, 3/4 channels = palette colours; raw: the "
@@ -67,7 +71,11 @@ def run(args) -> int:
     from taseg_ros.datasets import load_dataset_config
     from taseg_ros.evaluation.files import score_directories
     from taseg_ros.evaluation.report import format_table, write_report
+    from taseg_ros.outputs import check_output_dir, output_dir
 
+    inputs = {"--pred": args.pred, "--gt": args.gt}
+    if args.out:
+        check_output_dir(args.out, force=args.force, inputs=inputs)  # before scoring, not after
     config = load_dataset_config(args.dataset)
     result, extra = score_directories(
         args.pred,
@@ -84,6 +92,7 @@ def run(args) -> int:
         print(f"note: {len(extra)} prediction file(s) without ground truth were not scored "
               f"(e.g. {', '.join(extra[:3])})", file=sys.stderr)
     if args.out:
-        files = write_report(result, args.out)
+        with output_dir(args.out, force=args.force, inputs=inputs) as out:
+            files = write_report(result, out)
         print("wrote " + ", ".join(str(p) for p in files.values()))
     return 0
