@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from taseg_ros.classes import builtin_dataset_names
 from taseg_ros.datasets.base import FolderSplitDataset, RGBTDataset, Sample, SampleRecord, Transform, collate_samples
 from taseg_ros.datasets.config import (
     IGNORE_INDEX,
@@ -58,6 +59,11 @@ def resolve_config(name_or_yaml: str | Path | DatasetConfig, root: str | Path) -
         if not path.is_file():
             raise FileNotFoundError(f"folder dataset {root}: classes.yaml not found ({path})")
         return load_dataset_config(path)
+    if not Path(str(name_or_yaml)).suffix and str(name_or_yaml) not in builtin_dataset_names():
+        raise ValueError(
+            f"unknown dataset '{name_or_yaml}': use one of {builtin_dataset_names() + ['folder']} "
+            "(folder: <data root>/classes.yaml) or a dataset YAML file"
+        )
     return load_dataset_config(name_or_yaml)
 
 
