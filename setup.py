@@ -56,6 +56,14 @@ setup(
     extras_require={
         "ros": ROS_WHEELS,
         "test": ["pytest", "pytest-timeout", "colcon-common-extensions"],
+        # Deployment runtimes (taseg export --format ..., Segmenter/node backend=...).
+        "onnx": ["onnx>=1.15"],
+        "onnxruntime": ["onnx>=1.15", "onnxruntime>=1.17"],
+        "openvino": ["onnx>=1.15", "openvino>=2024.0"],
+        "runtimes": ["onnx>=1.15", "onnxruntime>=1.17", "openvino>=2024.0"],  # the CPU ones, as scripts/setup.sh installs
+        # NVIDIA GPU machines: ONNX Runtime's CUDA/TensorRT providers and TensorRT engines.
+        # (onnxruntime-gpu replaces onnxruntime: install one of the two.)
+        "gpu": ["onnx>=1.15", "onnxruntime-gpu>=1.17", "tensorrt-cu12>=10.0"],
     },
     tests_require=["pytest"],
     zip_safe=True,

@@ -41,13 +41,14 @@ else
   fi
 fi
 
-extras="test"
-[ "$with_ros" = 1 ] && extras="ros,test"
+# runtimes: ONNX, ONNX Runtime and OpenVINO (CPU), so `taseg export` and the tests cover them.
+extras="test,runtimes"
+[ "$with_ros" = 1 ] && extras="ros,test,runtimes"
 "$venv/bin/python" -m pip install --upgrade pip
 # torch comes from PyPI (its CUDA build also runs on the CPU); torchvision, which
 # segment-anything and open_clip import, must match it.
 "$venv/bin/python" -m pip install -e ".[$extras]"
-"$venv/bin/python" -c "import taseg_ros, torch, segment_anything, open_clip, peft; print('taseg_ros ready, torch', torch.__version__)"
+"$venv/bin/python" -c "import taseg_ros, torch, segment_anything, open_clip, peft, onnx, onnxruntime, openvino; print('taseg_ros ready, torch', torch.__version__)"
 if [ "$with_ros" = 1 ]; then
   "$venv/bin/python" -c "import rclpy, sensor_msgs.msg; print('ROS 2 Python wheels ready')"
 fi

@@ -1,42 +1,92 @@
-"""`taseg export`: one self-contained checkpoint file for deployment."""
+"""`taseg export`: a checkpoint as one self-contained deployment file (safetensors), or as a
+network file for an inference runtime (ONNX, OpenVINO IR, TensorRT engine)."""
 from __future__ import annotations
 
+import argparse
+
 from taseg_ros.cli.options import add_force_option
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT (e.g. 640x480), got {text!r}") from None
+    if width < 1 or height < 1:
+        raise argparse.ArgumentTypeError(f"frame size must be positive, got {text!r}")
+    return width, height
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "export",
-        help="merge a checkpoint with its frozen SAM weights into one file for deployment",
-        description="Write one self-contained checkpoint: the trained tensors plus the frozen SAM weights they "
-        "were trained on (checked by sha256), so the robot needs no SAM file. The node, `taseg predict` and "
-        "`taseg eval` load it like any checkpoint. --frozen-storage fp16 or bf16 halves the file; the "
-        "weights are widened to float32 when loaded.",
+        help="a checkpoint as one deployment file: self-contained checkpoint, ONNX, OpenVINO IR or TensorRT engine",
+        description="--format safetensors (default): one self-contained checkpoint, the trained tensors plus the "
+        "frozen SAM weights they were trained on (checked by sha256), so the robot needs no SAM file; "
+        "--frozen-storage fp16 or bf16 halves the file. --format onnx|openvino|tensorrt: the network for that "
+        "runtime, LoRA merged into the frozen weights, text embeddings folded in, input size fixed (native "
+        "resolution: the --size frame padded to a multiple of 16; sam1024: 1024x1024), class names, palette, "
+        "config and sources stored in the file (a JSON beside a TensorRT engine). Every export is loaded back "
+        "and compared with the checkpoint in eager PyTorch on a frame; a file that fails is removed. The node, "
+        "`taseg predict`, `taseg eval` and `taseg bench` run any of them (--backend).",
     )
     p.add_argument("checkpoint", metavar="CKPT", help="TASeg checkpoint (.safetensors)")
-    p.add_argument("-o", "--output", required=True, help="exported checkpoint path (.safetensors; an existing file is refused unless --force)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file: .safetensors, .onnx, .xml (+ .bin beside it) or .engine (+ .engine.json); "
+                   "an existing file is refused unless --force")
+    p.add_argument("--format", default="safetensors", choices=("safetensors", "onnx", "openvino", "tensorrt"),
+                   help="what to write (default safetensors)")
     add_force_option(p)
     p.add_argument("--sam-checkpoint", help="official SAM .pth the checkpoint refers to (default: models/<name>)")
     p.add_argument("--frozen-storage", default="fp32", choices=("fp32", "fp16", "bf16"),
-                   help="dtype of the stored frozen SAM weights (default fp32: bit-identical model)")
+                   help="safetensors: dtype of the stored frozen SAM weights (default fp32: bit-identical model)")
+    p.add_argument("--size", type=_size, default=(640, 480), metavar="WxH",
+                   help="network exports: the camera frame size (default 640x480); frames of another size are refused")
+    p.add_argument("--batch", type=int, default=1, help="network exports: fixed batch size (default 1)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"),
+                   help="tensorrt: engine precision (default fp32); ONNX/OpenVINO files are fp32, their runtime "
+                   "precision is chosen when running them")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     import warnings
 
-    from taseg_ros.model.checkpoint import export_checkpoint
     from taseg_ros.outputs import output_file
 
     inputs = {"CKPT": args.checkpoint, "--sam-checkpoint": args.sam_checkpoint}
     with warnings.catch_warnings(), output_file(args.output, force=args.force, inputs=inputs) as output:
-        warnings.simplefilter("ignore")  # model-building noise; checkpoint problems raise
-        result = export_checkpoint(
-            args.checkpoint, output, sam_checkpoint=args.sam_checkpoint, frozen_storage=args.frozen_storage
-        )
+        warnings.simplefilter("ignore")  # model-building and exporter noise; problems raise
+        if args.format == "safetensors":
+            _export_checkpoint(args, output)
+        else:
+            _export_network(args, output)
+    return 0
+
+
+def _export_checkpoint(args, output) -> None:
+    from taseg_ros.model.checkpoint import export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, output, sam_checkpoint=args.sam_checkpoint, frozen_storage=args.frozen_storage)
     change = "bit-identical" if result["max_abs_change"] == 0.0 else f"max |weight change| {result['max_abs_change']:.3g}"
     print(
         f"wrote {result['output']}: {result['bytes'] / 2**20:.1f} MiB, {result['tensors']} tensors, "
         f"frozen weights {args.frozen_storage} ({change}); no SAM file needed to load it"
     )
-    return 0
+
+
+def _export_network(args, output) -> None:
+    from taseg_ros.runtime.export import export_model
+
+    result = export_model(
+        args.checkpoint, output, args.format, size=args.size, batch=args.batch, precision=args.precision,
+        sam_checkpoint=args.sam_checkpoint, log=print,
+    )
+    check, meta = result["verification"], result["metadata"]
+    size = sum(p.stat().st_size for p in result["files"]) / 2**20
+    print(
+        f"verified with {check['runtime']} on {result['frame']}: argmax agreement {check['argmax_agreement']:.4%}, "
+        f"max |logit difference| {check['max_abs_diff']:.2g}\n"
+        f"wrote {', '.join(str(p) for p in result['files'])} ({size:.1f} MiB): {meta.cfg.name} {meta.cfg.resolution}, "
+        f"input {meta.input_hw[1]}x{meta.input_hw[0]}, batch {meta.batch}, {meta.class_info.num_classes} classes"
+    )

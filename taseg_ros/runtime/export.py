@@ -129,6 +129,21 @@ def trt_needs_fp16_graph() -> bool:
     return not hasattr(trt.BuilderFlag, "FP16")
 
 
+def check_exporter(fmt: str) -> None:
+    """Fail before the slow part when the runtime the format needs is missing."""
+    from taseg_ros.runtime.base import require
+
+    require("onnx", "onnx", fmt)
+    if fmt == "openvino":
+        require("openvino", "openvino", fmt)
+    if fmt == "tensorrt":
+        require("tensorrt", "gpu", fmt)
+        if not torch.cuda.is_available():
+            raise ValueError("--format tensorrt builds the engine for this machine's NVIDIA GPU; CUDA is not available here")
+    else:
+        require("onnxruntime" if fmt == "onnx" else "openvino", fmt, fmt)
+
+
 def build_metadata(model: TASeg, checkpoint: Path, geometry, frame_hw, batch: int, precision: str) -> ExportMetadata:
     from taseg_ros.weights import sha256_file
 
@@ -209,6 +224,7 @@ def export_model(
         raise ValueError(f"--batch must be >= 1, got {batch}")
     if not output.parent.is_dir():
         raise FileNotFoundError(f"{output}: folder {output.parent} does not exist")
+    check_exporter(fmt)
     model = load_checkpoint(checkpoint, sam_checkpoint=sam_checkpoint)
     width, height = size
     rgb, thermal, frame_name = verification_frame(height, width)
