@@ -25,9 +25,10 @@ NODE_NAME = "taseg"
 # Launch arguments that override the node parameter of the same name (config/taseg.yaml).
 # Values are read as YAML (so "0.5" is a double and "true" a bool) except for string parameters.
 PARAMETER_ARGUMENTS = {
-    "checkpoint": (str, "TASeg checkpoint (.safetensors); a relative path is also looked up in the models folder"),
+    "checkpoint": (str, "TASeg model file (.safetensors, or an export: .onnx, .xml, .engine); a relative path is also looked up in the models folder"),
     "sam_checkpoint": (str, "official SAM checkpoint the model needs (default: models/<recorded name>)"),
-    "device": (str, "cpu, cuda or cuda:N"),
+    "backend": (str, "auto (from the model file type), torch, onnxruntime, openvino or tensorrt"),
+    "device": (str, "cpu, cuda or cuda:N; onnxruntime also tensorrt; openvino cpu, gpu or npu"),
     "precision": (str, "fp32, fp16 (CUDA) or bf16"),
     "rgb_transport": (str, "raw or compressed"),
     "thermal_transport": (str, "raw or compressed"),

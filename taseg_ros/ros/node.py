@@ -253,6 +253,8 @@ class TASegNode(LifecycleNode):
             sam_checkpoint=self.params.sam_checkpoint or None,
             device=self.params.device,
             precision=self.params.precision,
+            backend=self.params.backend,
+            merge_lora=self.params.merge_lora,
         )
         self.get_logger().info(f"loaded {path}")
 

@@ -19,7 +19,7 @@ from taseg_ros.config_io import check_fields, from_mapping, setting
 from taseg_ros.devices import PRECISIONS
 from taseg_ros.preprocessing import THERMAL_MODES, ThermalNormalization, validate_homography
 
-DEVICES_HINT = "cpu, cuda or cuda:N"
+DEVICES_HINT = "cpu, cuda or cuda:N (torch, onnxruntime), tensorrt (onnxruntime's TensorRT provider), gpu or npu (openvino)"
 TRANSPORTS = ("raw", "compressed")
 QOS_PRESETS = ("sensor_data", "reliable", "best_effort")
 
@@ -33,6 +33,8 @@ THERMAL_TOPIC = "thermal/image"
 class NodeParams:
     checkpoint: str = ""
     sam_checkpoint: str = ""
+    backend: str = setting("auto", choices=("auto", "torch", "onnxruntime", "openvino", "tensorrt"))
+    merge_lora: bool = False
     device: str = "cpu"
     precision: str = setting("fp32", choices=tuple(PRECISIONS))
     autostart: bool = True
@@ -81,7 +83,8 @@ class NodeParams:
         if not self.checkpoint:
             raise bad("checkpoint", "required: the path of a TASeg checkpoint (taseg init/train writes one)")
         device = self.device.strip().lower()
-        if not (device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit())):
+        # gpu/npu (OpenVINO) and tensorrt (ONNX Runtime's TensorRT provider): the runtime checks the pairing.
+        if not (device in ("cpu", "cuda", "gpu", "npu", "tensorrt") or (device.startswith("cuda:") and device[5:].isdigit())):
             raise bad("device", f"expected {DEVICES_HINT}")
         check_fields(self, style="parameter")
         if not self.time_reset > self.slop:
