@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from taseg_ros.cli.options import add_device_options, device_from_args
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -31,8 +33,7 @@ def register(subparsers) -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     p.add_argument("--budget", type=float, default=30.0, metavar="SECONDS",
                    help="time for the timed rounds of each mode when --repeats is not given (default 30)")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default cpu)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    add_device_options(p)
     p.add_argument("--batch", type=_positive_int, help="batch size for the throughput figure (default 1 on CPU, 8 on CUDA)")
     p.add_argument("--compile", action="store_true", help="also time predict() through torch.compile")
     p.add_argument("--skip-node", action="store_true", help="skip the ROS node run (needed where rclpy is missing)")
@@ -54,7 +55,7 @@ def run(args) -> int:
         config=args.config,
         height=args.height,
         width=args.width,
-        device=args.device,
+        device=device_from_args(args),
         precision=args.precision,
         resolutions=("sam1024", "native") if args.resolution == "both" else (args.resolution,),
         warmup=args.warmup,

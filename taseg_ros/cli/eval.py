@@ -1,7 +1,7 @@
 """`taseg eval`: score a checkpoint on a dataset split with the dataset's protocol."""
 from __future__ import annotations
 
-from taseg_ros.cli.options import add_force_option
+from taseg_ros.cli.options import add_device_options, add_force_option, add_thermal_options
 
 
 def register(subparsers) -> None:
@@ -23,8 +23,8 @@ def register(subparsers) -> None:
                    help="also write prediction PNGs: ids, colour, overlay (all three when given alone)")
     p.add_argument("--blank-thermal", action="store_true", help="ablation: zero the thermal input")
     p.add_argument("--sam-checkpoint", help="official SAM weights (default: models/<name>)")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    add_thermal_options(p, default_help="the dataset's protocol (thermal.normalization of its YAML)")
+    add_device_options(p)
     p.set_defaults(func=run)
 
 
@@ -35,15 +35,16 @@ def run(args) -> int:
     import torch
 
     from taseg_ros.cli import counted_input_warnings
+    from taseg_ros.cli.options import segmenter_from_args, thermal_norm_from_args
     from taseg_ros.datasets import build_dataset
     from taseg_ros.datasets.transforms import eval_transform
     from taseg_ros.evaluation.report import format_table, write_report
     from taseg_ros.evaluation.run import PredictionWriter, evaluate
-    from taseg_ros.inference import PRECISIONS, Segmenter
+    from taseg_ros.inference import PRECISIONS
     from taseg_ros.model.checkpoint import describe_checkpoint
     from taseg_ros.outputs import check_output_dir, output_dir
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    thermal_norm = thermal_norm_from_args(args)
     _, _, metadata = describe_checkpoint(args.checkpoint)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{args.split}"
     inputs = {"--data-root": args.data_root, "--checkpoint": args.checkpoint}
@@ -51,10 +52,15 @@ def run(args) -> int:
     dataset_name = args.dataset or metadata.get("dataset")
     if not dataset_name:
         raise ValueError(f"{args.checkpoint} does not record its dataset; pass --dataset")
-    seg = Segmenter.from_checkpoint(args.checkpoint, sam_checkpoint=args.sam_checkpoint, device=device, precision=args.precision)
-    probe = build_dataset(dataset_name, args.data_root, args.split)
+    seg = segmenter_from_args(args)
+    probe = build_dataset(dataset_name, args.data_root, args.split, thermal_normalization=thermal_norm)
     resolution = probe.config.metric.eval_resolution
-    dataset = build_dataset(dataset_name, args.data_root, args.split, transform=eval_transform(resolution)) if resolution else probe
+    if resolution:
+        dataset = build_dataset(
+            dataset_name, args.data_root, args.split, transform=eval_transform(resolution), thermal_normalization=thermal_norm
+        )
+    else:
+        dataset = probe
     if tuple(dataset.class_info.names) != tuple(seg.class_info.names):
         raise ValueError(
             f"{args.checkpoint} predicts {list(seg.class_info.names)}, the dataset has {list(dataset.class_info.names)}"

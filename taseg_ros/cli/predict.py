@@ -1,27 +1,7 @@
 """`taseg predict`: segment single RGB-T image pairs or folders of them."""
 from __future__ import annotations
 
-import argparse
-
-from taseg_ros.cli.options import add_force_option
-
-
-def thermal_norm_arg(text: str):
-    """auto | minmax | fixed:LOW:HIGH | percentile:P_LOW:P_HIGH"""
-    from taseg_ros.preprocessing import ThermalNormalization
-
-    mode, *values = text.split(":")
-    try:
-        numbers = [float(v) for v in values]
-        if mode == "fixed" and len(numbers) == 2:
-            return ThermalNormalization("fixed", low=numbers[0], high=numbers[1])
-        if mode == "percentile" and len(numbers) == 2:
-            return ThermalNormalization("percentile", percentiles=(numbers[0], numbers[1]))
-        if mode in ("auto", "minmax") and not numbers:
-            return ThermalNormalization(mode)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    raise argparse.ArgumentTypeError(f"expected auto, minmax, fixed:LOW:HIGH or percentile:P1:P2, got {text!r}")
+from taseg_ros.cli.options import add_device_options, add_force_option, add_thermal_options
 
 
 def register(subparsers) -> None:
@@ -38,12 +18,10 @@ def register(subparsers) -> None:
     p.add_argument("--thermal", help="thermal image or folder (8/16-bit PNG, float TIFF)")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
     add_force_option(p)
-    p.add_argument("--thermal-norm", type=thermal_norm_arg, default=None, metavar="MODE",
-                   help="auto (default: 8-bit fixed 0..255, else percentile 1..99), minmax, fixed:LOW:HIGH, percentile:P1:P2")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the labels (default 0.5)")
-    p.add_argument("--sam-checkpoint")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--sam-checkpoint", help="official SAM weights (default: models/<name>)")
+    add_thermal_options(p, default_help="auto")
+    add_device_options(p)
     p.set_defaults(func=run)
 
 
@@ -73,15 +51,16 @@ def run(args) -> int:
     import sys
 
     from taseg_ros.cli import counted_input_warnings
-    from taseg_ros.inference import Segmenter
+    from taseg_ros.cli.options import segmenter_from_args, thermal_norm_from_args
     from taseg_ros.outputs import check_output_dir, output_dir
 
     pairs = _pairs(args.rgb, args.thermal)
+    thermal_norm = thermal_norm_from_args(args)
     inputs = {"--rgb": args.rgb, "--thermal": args.thermal}
     check_output_dir(args.output, force=args.force, inputs=inputs)  # before the slow model load
-    seg = Segmenter.from_checkpoint(args.checkpoint, sam_checkpoint=args.sam_checkpoint, device=args.device, precision=args.precision)
+    seg = segmenter_from_args(args)
     with output_dir(args.output, force=args.force, inputs=inputs) as out, counted_input_warnings() as counts:
-        _predict_pairs(args, seg, pairs, out)
+        _predict_pairs(args, seg, pairs, out, thermal_norm)
     if counts["nonfinite_thermal"]:
         print(f"warning: {counts['nonfinite_thermal']} of {len(pairs)} thermal image(s) had no finite pixel "
               "(all NaN/inf); they were segmented from RGB alone", file=sys.stderr)
@@ -102,7 +81,7 @@ def _alpha_thermal(image, rgb_file):
     return thermal
 
 
-def _predict_pairs(args, seg, pairs, out) -> None:
+def _predict_pairs(args, seg, pairs, out, thermal_norm) -> None:
     from taseg_ros.datasets.io import read_image, read_thermal, thermal_for_rgb, to_rgb8
     from taseg_ros.evaluation.run import PredictionWriter
 
@@ -112,5 +91,5 @@ def _predict_pairs(args, seg, pairs, out) -> None:
         thermal = _alpha_thermal(image, rgb_file) if thermal_file is None else read_thermal(thermal_file)
         rgb = to_rgb8(image, rgb_file)
         thermal = thermal_for_rgb(thermal, rgb.shape[:2], thermal_file or rgb_file)
-        pred = seg.predict(rgb, thermal, args.thermal_norm)
+        pred = seg.predict(rgb, thermal, thermal_norm)
         writer({"id": stem, "rgb": rgb}, pred.labels)
