@@ -33,6 +33,7 @@ class FrameNote:
     kind: str
     stream: str  # "rgb", "thermal" or "model"
     text: str
+    detail: str = ""  # finer kind for log throttling, e.g. the ImageDecodeError reason
 
 
 @dataclass
@@ -67,8 +68,7 @@ class ThermalPreparation:
                 ))
         thermal01, aligned = self.aligner(normalize_thermal(thermal, self.norm), rgb_hw)
         if aligned is not None:
-            hint = "" if self.aligner.homography is not None else "; set the thermal homography for a registered overlay"
-            notes.append(FrameNote("thermal_aligned", "thermal", aligned + hint))
+            notes.append(FrameNote("thermal_aligned", "thermal", aligned))
         return thermal01, notes
 
 
@@ -116,7 +116,7 @@ class FramePipeline:
             try:
                 images.append(decode(msg))
             except ImageDecodeError as exc:
-                return FrameResult(error=FrameNote(f"bad_{stream}", stream, f"{exc}; pair skipped"),
+                return FrameResult(error=FrameNote(f"bad_{stream}", stream, f"{exc}; pair skipped", exc.reason),
                                    timings={"decode": time.perf_counter() - start})
         return self.process(*images, outputs=outputs, decode_s=time.perf_counter() - start)
 

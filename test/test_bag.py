@@ -508,6 +508,223 @@ def test_eval_errors(raw_bag, segmenter, tmp_path):
         evaluate_bag(late_thermal.path, segmenter, slop_s=0.005)
 
 
+# --- bad input: a clear answer, nothing destroyed (issue 14) -----------------------------------------
+
+SHARED_ROSBAGS = REPO / ".." / "shared" / "data" / "rosbags"
+
+
+def real_rosbag(name: str) -> Path:
+    """A recording written by the real ROS 2 tools (../shared/data/rosbags, see its PROVENANCE.md)."""
+    path = SHARED_ROSBAGS / name
+    if not path.is_dir():
+        pytest.skip(f"real rosbag2 recording not found at {path}")
+    return path
+
+
+def hand_made_bag(path, rgb_message, thermal_message, n=10, label_topic=None, label_offset_ns=0):
+    """Two cameras at 10 Hz with messages built by the callers (encodings the fixtures refuse to
+    write: yuv422, 0x0 images, float thermal); labels (all zeros) stamped ``label_offset_ns`` off."""
+    from taseg_ros.bag.messages import image_message
+    from taseg_ros.bag.msgtypes import IMAGE
+    from taseg_ros.bag.writer import BagWriter
+
+    start = 1_700_000_000 * 10**9
+    with BagWriter(path, storage="mcap") as out:
+        for i in range(n):
+            stamp = start + i * 100_000_000
+            out.write(DEFAULT_RGB_TOPIC, IMAGE, stamp + 1_000_000, rgb_message(i, stamp))
+            out.write(DEFAULT_THERMAL_TOPIC, IMAGE, stamp + 2_000_000, thermal_message(i, stamp))
+            if label_topic is not None:
+                label = image_message(stamp + label_offset_ns, "cam", np.zeros((8, 8), np.uint8), "mono8")
+                out.write(label_topic, IMAGE, stamp + 3_000_000, label)
+    return Path(path)
+
+
+def raw_image(stamp, encoding, height, width, data, step):
+    from taseg_ros.bag.messages import make_header
+    from taseg_ros.bag.msgtypes import IMAGE, default_typestore
+
+    return default_typestore().types[IMAGE](
+        header=make_header(stamp, "cam"), height=height, width=width, encoding=encoding, is_bigendian=0,
+        step=step, data=np.asarray(data, np.uint8),
+    )
+
+
+def rgb8(i, stamp):
+    from taseg_ros.bag.messages import image_message
+
+    return image_message(stamp, "cam", np.full((8, 8, 3), i, np.uint8), "rgb8")
+
+
+def mono16(i, stamp):
+    from taseg_ros.bag.messages import image_message
+
+    return image_message(stamp, "cam", np.full((8, 8), 1000 + i, np.uint16), "mono16")
+
+
+def test_info_extract_eval_say_plainly_that_a_camera_stream_is_missing(tmp_path, tiny_checkpoint):
+    """No image topic at all, and one image topic only: not "cannot tell which image topic is the
+    thermal camera ... Image topics: none"."""
+    from taseg_ros.bag.messages import string_message
+    from taseg_ros.bag.msgtypes import STRING
+    from taseg_ros.bag.writer import BagWriter
+
+    talker = tmp_path / "talker"
+    with BagWriter(talker) as out:
+        for i in range(5):
+            out.write("/chatter", STRING, (i + 1) * 10**8, string_message(f"hello {i}"))
+    code, out, _ = run_cli("info", talker)
+    assert code == 1
+    assert "verdict: NOT USABLE: the recording has no image topics" in out and "an RGB and a thermal camera" in out
+    assert "cannot tell" not in out and "Image topics: none" not in out
+    one = record(tmp_path / "one", drop_rgb=(), drop_thermal=tuple(range(N_FRAMES)))  # the thermal camera died
+    code, out, _ = run_cli("info", one.path)
+    assert code == 1
+    assert f"one camera image topic, {DEFAULT_RGB_TOPIC} (sensor_msgs/msg/Image, {N_FRAMES} msgs): a thermal camera " \
+        "stream is missing" in out
+    code, out, _ = run_cli("info", one.path, "--thermal-topic", DEFAULT_RGB_TOPIC)
+    assert code == 1 and "an RGB camera stream is missing" in out
+    for argv in (["extract", one.path, "-o", tmp_path / "ds"],
+                 ["eval", one.path, "--checkpoint", tiny_checkpoint, "-o", tmp_path / "ev"]):
+        code, _, err = run_cli(*argv)
+        assert code == 2 and err.count("\n") == 1, err
+        assert "a thermal camera stream is missing" in err
+    assert not (tmp_path / "ds").exists() and not (tmp_path / "ev").exists()  # no half-written output
+
+
+def test_the_real_rosbag2_recordings(tmp_path, tiny_checkpoint, monkeypatch):
+    """`taseg bag info|extract|eval` on files the real ROS 2 tools wrote: a Foxy `ros2 bag record` of
+    the talker (no images) and a rosbag2_py recording with one 2x2 mono8 image stream."""
+    monkeypatch.chdir(tmp_path)
+    talker, images = real_rosbag("rosbag2_talker_sqlite3_foxy2020"), real_rosbag("ait_images_bag")
+    code, out, _ = run_cli("info", talker)
+    assert code == 1 and "(sqlite3," in out
+    assert any(line.split()[:4] == ["/topic", "std_msgs/msg/String", "10", "msgs"] for line in out.splitlines())
+    assert "verdict: NOT USABLE: the recording has no image topics" in out
+    code, out, _ = run_cli("info", images)
+    assert code == 1 and "/image  sensor_msgs/msg/Image" in out
+    assert "one camera image topic, /image (sensor_msgs/msg/Image, 3 msgs): a thermal camera stream is missing" in out
+    for bag, reason in ((talker, "no image topics"), (images, "a thermal camera stream is missing")):
+        for argv in (["extract", bag, "-o", "ds"], ["eval", bag, "--checkpoint", tiny_checkpoint]):
+            code, _, err = run_cli(*argv)
+            assert code == 2 and err.count("\n") == 1 and reason in err, err
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even an empty folder
+    code, _, err = run_cli("extract", images, "-o", "ds", "--rgb-topic", "/image", "--thermal-topic", "/image")
+    assert code == 2 and "--rgb-topic and --thermal-topic are both /image" in err
+
+
+def test_an_output_that_is_or_overlaps_the_recording_is_refused(raw_bag, tiny_checkpoint, tmp_path):
+    """`bag eval REC --output-bag REC --force` deleted the recording; every bag output is checked."""
+    before = {p.name: p.read_bytes() for p in raw_bag.path.iterdir()}
+    (tmp_path / "afile").write_text("a file")
+    ev = ["eval", raw_bag.path, "--checkpoint", tiny_checkpoint]
+    cases = [
+        (ev + ["--output-bag", raw_bag.path, "--force"], "the output is also an input (BAG)"),
+        (ev + ["--output-bag", raw_bag.path / "out", "--force"], "the output lies inside the input"),
+        (ev + ["--output-bag", raw_bag.path.parent, "--force"], "the output would contain the input"),
+        (ev + ["-o", raw_bag.path, "--no-output-bag", "--force"], "the output is also an input (BAG)"),
+        (ev + ["-o", tmp_path / "afile" / "ev"], "afile is a file"),
+        (ev + ["-o", tmp_path / "ev", "--output-bag", tmp_path / "afile"], "afile is an existing file"),
+        (["extract", raw_bag.path, "-o", raw_bag.path], "the output is also an input (BAG)"),
+        (["extract", raw_bag.path, "-o", tmp_path / "afile" / "ds"], "afile is a file"),
+        (["replay", raw_bag.path, "-o", raw_bag.path, "--force"], "the output is also an input (BAG)"),
+    ]
+    for argv, message in cases:
+        code, _, err = run_cli(*argv)
+        assert code == 2 and err.count("\n") == 1 and message in err, (argv, err)
+    assert {p.name: p.read_bytes() for p in raw_bag.path.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_extract_label_topic_matching_no_label_fails_before_writing(tmp_path):
+    """Labels stamped 50 ms after their frames (on receipt, say) match nothing within 1 ms."""
+    late = hand_made_bag(tmp_path / "late", rgb8, mono16, label_topic="/labels", label_offset_ns=50_000_000)
+    code, _, err = run_cli("extract", late, "-o", tmp_path / "ds", "--label-topic", "/labels")
+    assert code == 2 and err.count("\n") == 1
+    assert "--label-topic /labels: none of its 10 labels matches one of the 10 pairs within 1 ms" in err
+    assert "the closest is 50.0 ms from a pair's RGB stamp" in err
+    assert not (tmp_path / "ds").exists()
+    exact = hand_made_bag(tmp_path / "exact", rgb8, mono16, label_topic="/labels")
+    code, out, err = run_cli("extract", exact, "-o", tmp_path / "ds2", "--label-topic", "/labels", "--every", "2")
+    assert code == 0, err
+    assert "labels: 5 of the 10 labels on /labels matched an extracted pair (within 1 ms of its RGB stamp)" in out
+    assert len(list((tmp_path / "ds2" / "labels").iterdir())) == 5
+
+
+@pytest.mark.parametrize("command", ["extract", "eval"])
+def test_max_pairs_zero_is_refused(raw_bag, tiny_checkpoint, tmp_path, command):
+    extra = ["-o", tmp_path / "out"] + (["--checkpoint", tiny_checkpoint] if command == "eval" else [])
+    code, _, err = run_cli(command, raw_bag.path, "--max-pairs", "0", *extra)
+    assert code == 2 and "--max-pairs must be >= 1, got 0" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_extract_says_why_no_frame_could_be_decoded(tmp_path):
+    """yuv422 RGB and 0x0 thermal frames pair perfectly (the old answer: "no pair was extracted:
+    USABLE: 10 pairs = 100%"); the cause is each frame's decode failure, counted."""
+    yuv = hand_made_bag(tmp_path / "yuv", lambda i, s: raw_image(s, "yuv422", 8, 8, np.zeros(128), 16), mono16)
+    code, _, err = run_cli("extract", yuv, "-o", tmp_path / "ds")
+    assert code == 2 and err.count("\n") == 1
+    assert "no pair was extracted: 10 of 10 pairs could not be decoded: 10 x RGB /camera/color/image_raw: " \
+        "unsupported encoding 'yuv422'" in err
+    assert "USABLE" not in err and not (tmp_path / "ds").exists()
+    empty = hand_made_bag(tmp_path / "empty", rgb8, lambda i, s: raw_image(s, "mono16", 0, 0, [], 0))
+    code, _, err = run_cli("extract", empty, "-o", tmp_path / "ds")
+    assert code == 2 and "10 x thermal /thermal/image_raw: empty image: height=0, width=0" in err
+    assert not (tmp_path / "ds").exists()
+
+
+def test_extract_counts_nan_thermal_frames(tmp_path):
+    """Float thermal: frames with NaN pixels, and frames without one finite pixel, are counted and
+    said (they were written silently)."""
+    from taseg_ros.bag.messages import image_message
+
+    def float_thermal(i, stamp):
+        frame = np.full((8, 8), 20.0 + i, np.float32)
+        if i in (2, 5):
+            frame[:] = np.nan
+        elif i == 7:
+            frame[0, :3] = np.inf
+        return image_message(stamp, "cam", frame, "32FC1")
+
+    rec = hand_made_bag(tmp_path / "nan", rgb8, float_thermal)
+    code, out, err = run_cli("extract", rec, "-o", tmp_path / "ds")
+    assert code == 0, err
+    assert "3 thermal frames hold NaN/inf pixels (2 without one finite pixel)" in out
+    assert len(list((tmp_path / "ds" / "thermal").glob("*.tiff"))) == 10
+
+
+def test_eval_refuses_a_namespace_ros_rejects(raw_bag, tiny_checkpoint, tmp_path):
+    code, _, err = run_cli("eval", raw_bag.path, "--checkpoint", tiny_checkpoint, "-o", tmp_path / "ev",
+                           "--namespace", "bad name!")
+    assert code == 2 and err.count("\n") == 1
+    assert "--namespace 'bad name!': not a valid ROS 2 namespace ('bad name!' holds ' ', '!')" in err
+    assert not (tmp_path / "ev").exists()
+
+
+@pytest.mark.parametrize("name", ["/taseg", "taseg", "/robot1/taseg", "/taseg/", "bad name!", "/1robot", "/a//b",
+                                  "/a-b", "/ä", "/_x", "/x.y"])
+def test_namespace_rules_agree_with_rcl(name):
+    """Our ROS-free check gives rcl's verdict (rclpy's validate_namespace, which calls rmw)."""
+    pytest.importorskip("rclpy")
+    from rclpy.exceptions import InvalidNamespaceException
+    from rclpy.validate_namespace import validate_namespace
+
+    from taseg_ros.ros.names import check_namespace
+
+    try:
+        ours = check_namespace(name)
+    except ValueError:
+        ours = None
+    normalised = "/" + name.strip().strip("/")
+    try:
+        validate_namespace(normalised)
+        theirs = normalised
+    except InvalidNamespaceException:
+        theirs = None
+    assert ours == theirs
+
+
 # --- the real-time policy ---------------------------------------------------------------------------
 
 
@@ -653,7 +870,7 @@ def running_node(tiny_checkpoint):
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node.configure_error
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     yield namespace, domain
-    node._teardown()
+    node.release_resources()
     executor.shutdown(timeout_sec=5)
     node.destroy_node()
     rclpy.shutdown(context=context)

@@ -231,7 +231,7 @@ def start_node(ros, checkpoint):
     yield start
     for node, probe in created:
         probe.close()
-        node._teardown()
+        node.release_resources()
         executor.remove_node(node)
         node.destroy_node()
 
@@ -537,7 +537,7 @@ def test_bad_inputs_are_counted_and_processing_continues(start_node):
 
     # model failure (e.g. out of GPU memory): injected once into the real model object
     segmenter = node.segmenter
-    real_predict = segmenter.predict
+    real_predict = segmenter.predict_prepared
     calls = []
 
     def failing_once(*args, **kwargs):
@@ -546,7 +546,7 @@ def test_bad_inputs_are_counted_and_processing_continues(start_node):
             raise RuntimeError("CUDA out of memory (injected)")
         return real_predict(*args, **kwargs)
 
-    segmenter.predict = failing_once
+    segmenter.predict_prepared = failing_once
     publish_pair(probe, rgb, thermal)
     wait_until(lambda: errors("model") == 1, what="model error counted")
     good_pair_still_works()
@@ -813,3 +813,29 @@ def test_executable_autostarts_and_stops_on_sigint(ros, checkpoint):
             process.kill()
             process.communicate()
         probe.close()
+
+
+def test_each_kind_of_input_problem_is_logged_within_the_throttle_window(start_node):
+    """Throttling is per kind of problem and stream: an unknown encoding, an empty image and a
+    truncated image on one topic, inside one 60 s window, give three lines on /rosout; a second
+    frame of a kind already logged gives none."""
+    node, probe = start_node(log_throttle=60.0)
+    rgb = np.zeros((24, 32, 3), np.uint8)
+    truncated = image_msg(rgb, "rgb8", probe.next_stamp_ns(), "cam")
+    truncated.data = truncated.data[: len(truncated.data) // 2]
+    frames = [
+        image_msg(rgb[:, :, :2], "yuv422", probe.next_stamp_ns(), "cam"),
+        set_stamp(Image(encoding="rgb8", height=0, width=0, step=0), probe.next_stamp_ns(), "cam"),
+        truncated,
+        image_msg(rgb[:, :, :2], "yuv422", probe.next_stamp_ns(), "cam"),
+    ]
+    for count, msg in enumerate(frames, start=1):  # one at a time: the input queue holds one frame
+        probe.rgb_pub.publish(msg)
+        wait_until(lambda: node.stats.errors["bad_rgb"] == count, what=f"bad RGB frame {count} counted")
+    wait_until(lambda: len(probe.logged("frame ignored")) >= 3, what="three warnings on /rosout")
+    time.sleep(0.5)  # a fourth line would have arrived by now
+    lines = probe.logged("frame ignored")
+    assert len(lines) == 3, lines
+    assert any("unsupported encoding 'yuv422'" in line for line in lines)
+    assert any("empty image" in line for line in lines)
+    assert any("truncated data" in line for line in lines)

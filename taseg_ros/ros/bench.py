@@ -201,7 +201,7 @@ def bench_node(checkpoint: Path, height: int, width: int, frames: int, device: s
             "publish": {k + "_ms": v * 1e3 for k, v in snap["publish"].items()},
         }
     finally:
-        node._teardown()
+        node.release_resources()
         executor.shutdown(timeout_sec=5)
         spinner.join(timeout=10)
         node.destroy_node()

@@ -75,6 +75,13 @@ _HOST_BIG_ENDIAN = sys.byteorder == "big"
 
 
 class ImageDecodeError(ValueError):
+    """``reason`` is the kind of problem (``encoding``, ``empty``, ``size``, ``data``), so a node can
+    count and throttle each kind on its own."""
+
+    def __init__(self, message: str, reason: str = "data") -> None:
+        super().__init__(message)
+        self.reason = reason
+
     """An image message that cannot be turned into an array; the message says why."""
 
 
@@ -107,25 +114,25 @@ def check_image_fields(msg: Any, allowed: Iterable[str] | None = None) -> None:
     """
     if is_compressed(msg):
         if _data_size(msg.data) == 0:
-            raise ImageDecodeError(f"compressed image (format '{msg.format}') has empty data")
+            raise ImageDecodeError(f"compressed image (format '{msg.format}') has empty data", "empty")
         return
     encoding = str(msg.encoding)
     allowed = tuple(allowed) if allowed is not None else tuple(_LAYOUTS)
     if encoding not in allowed or encoding not in _LAYOUTS:
-        raise ImageDecodeError(f"unsupported encoding '{encoding}'; supported: {', '.join(allowed)}")
+        raise ImageDecodeError(f"unsupported encoding '{encoding}'; supported: {', '.join(allowed)}", "encoding")
     dtype, channels = _LAYOUTS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
-        raise ImageDecodeError(f"empty image: height={height}, width={width}")
+        raise ImageDecodeError(f"empty image: height={height}, width={width}", "empty")
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ImageDecodeError(
-            f"step={step} is smaller than one row of {width} px x {channels} ch x {dtype.itemsize} B = {row_bytes} B"
+            f"step={step} is smaller than one row of {width} px x {channels} ch x {dtype.itemsize} B = {row_bytes} B", "step"
         )
     size = _data_size(msg.data)
     if size < step * height:
         raise ImageDecodeError(
-            f"truncated data: {size} bytes, expected step * height = {step} * {height} = {step * height}"
+            f"truncated data: {size} bytes, expected step * height = {step} * {height} = {step * height}", "truncated"
         )
 
 
@@ -155,7 +162,7 @@ def _decode_compressed(msg: Any) -> np.ndarray:
     fmt = str(msg.format)
     raw = np.frombuffer(msg.data, dtype=np.uint8)
     if raw.size == 0:
-        raise ImageDecodeError(f"compressed image (format '{fmt}') has empty data")
+        raise ImageDecodeError(f"compressed image (format '{fmt}') has empty data", "empty")
     if "compresseddepth" in fmt.lower():
         if "32FC1" in fmt:
             raise ImageDecodeError(

@@ -53,7 +53,7 @@ from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
-from taseg_ros.preprocessing import ThermalAligner, ThermalNormalization, colorize, normalize_thermal, overlay
+from taseg_ros.frame import FrameNote, FramePipeline, FrameResult
 from taseg_ros.ros.diagnostics import NodeStatistics, build_report
 from taseg_ros.ros.image_codec import (
     RGB_ENCODINGS,
@@ -66,6 +66,7 @@ from taseg_ros.ros.image_codec import (
 )
 from taseg_ros.ros.pairing import LatestSlot, Pair, StampPairer, stamp_to_ns
 from taseg_ros.ros.params import RGB_TOPIC, THERMAL_TOPIC, NodeParams, resolve_checkpoint
+from taseg_ros.ros.throttle import LogThrottle
 from taseg_ros.ros.qos import latched_qos
 
 NODE_NAME = "taseg"
@@ -75,8 +76,6 @@ LIVE_PARAMETERS = frozenset({
     "overlay_alpha", "thermal_normalization", "thermal_range", "thermal_percentiles", "thermal_homography",
     "no_pair_warning", "clock_offset_warning", "log_throttle",
 })
-# The worker normalises thermal itself (before any resize/warp), so the model gets [0, 1] values.
-_UNIT_RANGE = ThermalNormalization("fixed", 0.0, 1.0)
 
 
 def qos_profile(preset: str, depth: int) -> QoSProfile:
@@ -124,7 +123,8 @@ class TASegNode(LifecycleNode):
         self._diag_pub = None
         self._diag_timer = None
         self._subscriptions_in: list[Any] = []
-        self._aligner = ThermalAligner()
+        self._pipeline: FramePipeline | None = None
+        self._throttle = LogThrottle()
         self._activated_at = time.monotonic()
         self._last_pair_at: float | None = None
         self._last_input_at: dict[str, float | None] = {"rgb": None, "thermal": None}
@@ -163,8 +163,8 @@ class TASegNode(LifecycleNode):
         if not ours or not self._configured:
             return
         params = self._changed_params(ours)
-        if params.thermal_homography != self.params.thermal_homography:
-            self._aligner = ThermalAligner(params.homography())
+        if self._pipeline is not None:
+            self._pipeline.update(params.frame_settings())
         self.params = params  # one assignment: the inference thread sees the old or the new set, never a mix
         self.get_logger().info("applied " + ", ".join(f"{p.name}={p.value!r}" for p in ours))
 
@@ -178,7 +178,6 @@ class TASegNode(LifecycleNode):
         self.configure_error = None
         try:
             self.params = self.read_params()
-            self._aligner = ThermalAligner(self.params.homography())  # warns again after a reconfigure
             self._load_model()
         except (ValueError, FileNotFoundError, OSError, RuntimeError) as exc:
             self.configure_error = str(exc)
@@ -204,7 +203,7 @@ class TASegNode(LifecycleNode):
         self._slot.clear()
         self._slot.reopen()
         self._stop.clear()
-        self._worker = threading.Thread(target=self._work, args=(self.segmenter,), name="taseg_inference", daemon=True)
+        self._worker = threading.Thread(target=self._work, args=(self._pipeline,), name="taseg_inference", daemon=True)
         self._worker.start()
         self._create_subscriptions()
         self._activated_at = time.monotonic()
@@ -226,18 +225,18 @@ class TASegNode(LifecycleNode):
 
     @_logged_transition
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._teardown()
+        self.release_resources()
         return super().on_cleanup(state)
 
     @_logged_transition
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._teardown()
+        self.release_resources()
         return super().on_shutdown(state)
 
     @_logged_transition
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.get_logger().error(f"error in state '{state.label}'; releasing everything")
-        self._teardown()
+        self.release_resources()
         return TransitionCallbackReturn.SUCCESS
 
     # --- setup / teardown ------------------------------------------------------------------------
@@ -256,6 +255,8 @@ class TASegNode(LifecycleNode):
             backend=self.params.backend,
             merge_lora=self.params.merge_lora,
         )
+        # A new pipeline per load: the once-only notes (resized thermal) are said again after a reconfigure.
+        self._pipeline = FramePipeline(self.segmenter, self.params.frame_settings())
         self.get_logger().info(f"loaded {path}")
 
     def _release_model(self) -> None:
@@ -299,7 +300,8 @@ class TASegNode(LifecycleNode):
         if self._pairer is not None:
             self._pairer.reset()
 
-    def _teardown(self) -> None:
+    def release_resources(self) -> None:
+        """Stop processing; release the model, publishers and timer (cleanup, shutdown, error, exit)."""
         self._configured = False
         self._stop_processing()
         self._release_model()
@@ -332,7 +334,7 @@ class TASegNode(LifecycleNode):
             check_image_fields(msg, encodings)
         except ImageDecodeError as exc:
             self.stats.count_error(f"bad_{stream}")
-            self._warn(f"{self._input_topic(stream)}: {exc}; frame ignored")
+            self._warn((f"bad_{stream}:{exc.reason}", stream), f"{self._input_topic(stream)}: {exc}; frame ignored")
             return
         stamp = stamp_to_ns(msg.header.stamp)
         if stamp > 0:  # zero stamps are rejected by the pairer, and counted there
@@ -345,95 +347,76 @@ class TASegNode(LifecycleNode):
     def _on_rejected_stamp(self, stream: str, reason: str, stamp_ns: int) -> None:
         topic = self._input_topic(stream)
         if reason == "zero_stamp":
-            self._warn(f"{topic}: header stamp is zero; frame ignored (pairing needs the driver's stamps)")
+            self._warn((reason, stream), f"{topic}: header stamp is zero; frame ignored (pairing needs the driver's stamps)")
         elif reason == "out_of_order":
-            self._warn(f"{topic}: stamp {stamp_ns * 1e-9:.6f} s is not newer than the previous frame's; frame ignored")
+            self._warn((reason, stream), f"{topic}: stamp {stamp_ns * 1e-9:.6f} s is not newer than the previous frame's; frame ignored")
         elif reason == "time_reset":
             self.get_logger().warning(f"{topic}: stamps jumped back to {stamp_ns * 1e-9:.3f} s; pairing restarted")
 
-    def _warn(self, text: str) -> None:
-        self.get_logger().warning(text, throttle_duration_sec=self.params.log_throttle)
+    def _warn(self, key: tuple[str, str], text: str) -> None:
+        """A warning, throttled per (kind of problem, stream): one kind never hides another."""
+        if self._throttle.allow(key, self.params.log_throttle):
+            self.get_logger().warning(text)
 
     # --- inference thread -------------------------------------------------------------------------
 
-    def _work(self, segmenter: Any) -> None:
+    def _work(self, pipeline: FramePipeline) -> None:
         while not self._stop.is_set():
             pair = self._slot.take(timeout=0.25)
             if pair is None:
                 continue
             try:
-                self._process(pair, segmenter)
+                self._process(pair, pipeline)
             except Exception as exc:  # noqa: BLE001 - the thread must survive anything one pair does
                 self.stats.count_error("internal")
-                self.get_logger().error(
-                    f"unexpected error on a pair (rgb stamp {pair.rgb_stamp_ns * 1e-9:.6f} s): {exc}\n"
-                    + traceback.format_exc(),
-                    throttle_duration_sec=self.params.log_throttle,
-                )
+                if self._throttle.allow(("internal", ""), self.params.log_throttle):
+                    self.get_logger().error(
+                        f"unexpected error on a pair (rgb stamp {pair.rgb_stamp_ns * 1e-9:.6f} s): {exc}\n"
+                        + traceback.format_exc()
+                    )
 
-    def _process(self, pair: Pair, segmenter: Any) -> None:
-        start = time.perf_counter()
-        try:
-            rgb = decode_rgb(pair.rgb)
-        except ImageDecodeError as exc:
-            self.stats.count_error("bad_rgb")
-            self._warn(f"{self._input_topic('rgb')}: {exc}; pair skipped")
+    def _process(self, pair: Pair, pipeline: FramePipeline) -> None:
+        result = pipeline.process_messages(pair.rgb, pair.thermal, self._wanted_outputs())
+        for note in result.notes + ([result.error] if result.error is not None else []):
+            self._report(note)
+        if not result.ok:
             return
-        try:
-            thermal = decode_thermal(pair.thermal)
-        except ImageDecodeError as exc:
-            self.stats.count_error("bad_thermal")
-            self._warn(f"{self._input_topic('thermal')}: {exc}; pair skipped")
-            return
-        if thermal.dtype.kind == "f":
-            finite = np.isfinite(thermal)
-            if not finite.all():
-                self.stats.count_error("nonfinite_thermal")
-                bad = int(finite.size - np.count_nonzero(finite))
-                self._warn(
-                    f"{self._input_topic('thermal')}: {bad} of {finite.size} pixels are NaN/inf; "
-                    "they are excluded from normalisation and treated as the coldest value"
-                )
-        thermal01 = normalize_thermal(thermal, self.params.thermal_norm())
-        thermal01, note = self._aligner(thermal01, rgb.shape[:2])
-        if note is not None:
-            hint = "" if self._aligner.homography is not None else "; set thermal_homography for a registered overlay"
-            self.get_logger().warning(note + hint)
-        prepared = time.perf_counter()
-        try:
-            prediction = segmenter.predict(rgb, thermal01, thermal_norm=_UNIT_RANGE)
-        except Exception as exc:  # noqa: BLE001 - model failures (e.g. out of memory) must not stop the node
-            self.stats.count_error("model")
-            self.get_logger().error(
-                f"model failed on a {rgb.shape[1]}x{rgb.shape[0]} pair: {type(exc).__name__}: {exc}",
-                throttle_duration_sec=self.params.log_throttle,
-            )
-            return
-        inferred = time.perf_counter()
-        self._publish_outputs(pair.rgb.header, rgb, prediction, segmenter.class_info.palette)
-        done = time.perf_counter()
+        published = time.perf_counter()
+        self._publish_outputs(pair.rgb.header, result)
+        publish_s = time.perf_counter() - published
         latency = (self.get_clock().now() - Time.from_msg(pair.rgb.header.stamp)).nanoseconds * 1e-9
-        self.stats.record_output(latency, inferred - prepared, prepared - start, done - inferred)
+        t = result.timings
+        self.stats.record_output(latency, t["inference"], t["decode"] + t["thermal"], t["render"] + publish_s)
 
-    def _publish_outputs(self, header: Any, rgb: np.ndarray, prediction: Any, palette: np.ndarray) -> None:
-        pubs = self._outputs
+    def _report(self, note: FrameNote) -> None:
+        """Count a frame's problem and log it, throttled per kind and stream (said-once notes unthrottled)."""
+        if note.kind == "thermal_aligned":  # the pipeline says it once per configure
+            hint = "" if self.params.thermal_homography else "; set thermal_homography for a registered overlay"
+            self.get_logger().warning(note.text + hint)
+            return
+        self.stats.count_error(note.kind)
+        topic = self._input_topic(note.stream) if note.stream in ("rgb", "thermal") else "model"
+        if note.kind == "model":
+            if self._throttle.allow((note.kind, note.stream), self.params.log_throttle):
+                self.get_logger().error(note.text)
+            return
+        self._warn((f"{note.kind}:{note.detail}", note.stream), f"{topic}: {note.text}")
 
-        def wanted(name: str) -> bool:
-            pub = pubs.get(name)
-            return pub is not None and pub.get_subscription_count() > 0
+    def _wanted_outputs(self) -> set[str]:
+        """The rendered outputs somebody subscribes to (the labels are always computed)."""
+        return {name for name, pub in self._outputs.items() if name != "labels" and pub.get_subscription_count() > 0}
 
-        if wanted("labels"):
-            pubs["labels"].publish(_image_msg(header, prediction.labels, "mono8"))
-        want_colour, want_overlay = wanted("colorized"), wanted("overlay")
-        if want_colour or want_overlay:
-            colour = colorize(prediction.labels, palette)
-            if want_colour:
-                pubs["colorized"].publish(_image_msg(header, colour, "rgb8"))
-            if want_overlay:
-                blended = overlay(rgb, colour, self.params.overlay_alpha)
-                pubs["overlay"].publish(_image_msg(header, blended, "rgb8"))
-        if wanted("confidence"):
-            pubs["confidence"].publish(_image_msg(header, prediction.confidence.astype(np.float32, copy=False), "32FC1"))
+    def _publish_outputs(self, header: Any, result: FrameResult) -> None:
+        images = {
+            "labels": (result.labels, "mono8"),
+            "colorized": (result.colorized, "rgb8"),
+            "overlay": (result.overlay, "rgb8"),
+            "confidence": (None if result.confidence is None else result.confidence.astype(np.float32, copy=False), "32FC1"),
+        }
+        for name, pub in self._outputs.items():
+            image, encoding = images[name]
+            if image is not None and pub.get_subscription_count() > 0:
+                pub.publish(_image_msg(header, image, encoding))
 
     # --- diagnostics ------------------------------------------------------------------------------
 
@@ -466,7 +449,7 @@ class TASegNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         report = self.diagnostic_report()
         if report.level != 0 and self._active:
-            self._warn(report.message)
+            self._warn(("diagnostics", ""), report.message)
         status = DiagnosticStatus(
             level=bytes([report.level]),
             name=f"{self.get_fully_qualified_name()}: segmentation",
@@ -523,7 +506,6 @@ def main(args: list[str] | None = None) -> int:
     # wait set (rclpy's MultiThreadedExecutor dies with InvalidHandle when they do).
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    code = 0
     try:
         if node.get_parameter("autostart").value:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -536,11 +518,11 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node._teardown()
+        node.release_resources()
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
-    return code
+    return 0
 
 
 if __name__ == "__main__":
