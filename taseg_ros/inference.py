@@ -25,13 +25,15 @@ import numpy as np
 import torch
 
 from taseg_ros.classes import ClassInfo
+from taseg_ros.devices import PRECISIONS as PRECISION_DTYPES
 from taseg_ros.frame import ThermalPreparation
 from taseg_ros.model.inputs import FrameTransform
 from taseg_ros.model.taseg import TASeg
 from taseg_ros.preprocessing import ThermalNormalization
 from taseg_ros.runtime.base import Backend
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# The one table of precision names (taseg_ros.devices), as torch dtypes.
+PRECISIONS = {name: getattr(torch, dtype) for name, dtype in PRECISION_DTYPES.items()}
 
 
 @dataclass
