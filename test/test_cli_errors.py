@@ -192,3 +192,172 @@ def test_user_mistake_gets_one_line_and_changes_nothing(case, tmp_path, tiny_che
     assert len(errors) == 1, err
     assert re.search(case.message, errors[0]), errors[0]
     assert snapshot(*roots) == before, "the failed command changed, created or removed files"
+
+
+# --- the same commands with --force, and the classes that are not refusals ------------------------
+def test_force_replaces_a_file_and_writes_into_a_folder(tmp_path, tiny_checkpoint, capsys):
+    w = tmp_path / "w"
+    write_workspace(w, tiny_checkpoint)
+    code, _, err = run_cli(["init", "--config", "tiny", "--classes", "mfnet", "-o", str(w / "trained.safetensors"), "--force"], capsys)
+    assert code == 0, err
+    from taseg_ros.model.checkpoint import read_metadata
+
+    assert read_metadata(w / "trained.safetensors")["format"]  # a real checkpoint replaced the placeholder
+    code, _, err = run_cli(["predict", "--checkpoint", str(tiny_checkpoint), "--rgb", str(w / "rgb.png"),
+                            "--thermal", str(w / "thermal.png"), "-o", str(w / "full"), "--force"], capsys)
+    assert code == 0, err
+    assert (w / "full" / "keep.txt").read_text() == "the user's report\n"  # written into, not emptied
+    assert (w / "full" / "ids" / "rgb.png").is_file()
+
+
+def test_failed_run_removes_only_what_it_added(tmp_path):
+    """outputs.output_dir: an existing folder keeps its files; new files and folders go."""
+    from taseg_ros.outputs import output_dir
+
+    out = tmp_path / "out"
+    (out / "old").mkdir(parents=True)
+    (out / "old" / "a.txt").write_text("kept")
+    with pytest.raises(KeyboardInterrupt):
+        with output_dir(out, force=True) as folder:
+            (folder / "old" / "b.txt").write_text("new")
+            (folder / "new").mkdir()
+            (folder / "new" / "c.txt").write_text("new")
+            raise KeyboardInterrupt  # Ctrl-C half-way
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["old", "old/a.txt"]
+    with pytest.raises(ValueError):
+        with output_dir(tmp_path / "fresh" / "deeper"):
+            raise ValueError("failed")
+    assert not (tmp_path / "fresh").exists()  # no empty folders left behind
+
+
+def test_cli_prints_the_package_errors_and_keeps_tracebacks_of_bugs(monkeypatch, capsys):
+    """Item 9's last sentence: the error path catches the package's own type (here one that is not
+    a ValueError), not everything."""
+    import taseg_ros.cli.info as info
+    from taseg_ros.errors import TasegError
+
+    class NotAValueError(TasegError):
+        pass
+
+    monkeypatch.setattr(info, "run", lambda args: (_ for _ in ()).throw(NotAValueError("models/x.yaml: key 'y': bad\nvalue")))
+    code, _, err = run_cli(["info", "--config", "tiny"], capsys)
+    assert code == 2 and err.strip() == "taseg info: error: models/x.yaml: key 'y': bad value"
+    monkeypatch.setattr(info, "run", lambda args: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError):
+        main(["info", "--config", "tiny"])
+
+
+def test_constant_alpha_is_refused_but_mfnet_alpha_thermal_is_used(tmp_path, tiny_checkpoint, capsys):
+    rgb = np.random.default_rng(0).integers(0, 255, (32, 48, 3), dtype=np.uint8)
+    thermal = np.tile(np.arange(48, dtype=np.uint8) * 5, (32, 1))
+    cv2.imwrite(str(tmp_path / "mfnet.png"), np.dstack([rgb, thermal]))
+    code, _, err = run_cli(["predict", "--checkpoint", str(tiny_checkpoint), "--rgb", str(tmp_path / "mfnet.png"),
+                            "-o", str(tmp_path / "out")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "out" / "ids" / "mfnet.png").is_file()
+
+
+def test_all_nan_thermal_is_warned_and_counted_by_predict_and_eval(tmp_path, tiny_checkpoint, data, capsys):
+    w = tmp_path / "w"
+    write_workspace(w, tiny_checkpoint)
+    cv2.imwrite(str(w / "nan.tiff"), np.full((32, 48), np.nan, np.float32))
+    code, _, err = run_cli(["predict", "--checkpoint", str(tiny_checkpoint), "--rgb", str(w / "rgb.png"),
+                            "--thermal", str(w / "nan.tiff"), "-o", str(w / "out")], capsys)
+    assert code == 0, err
+    assert "nan.tiff: no finite thermal pixel" in err and "1 of 1 thermal image(s) had no finite pixel" in err
+
+    root = tmp_path / "data"
+    shutil.copytree(data, root)
+    first = (root / "test.txt").read_text().split()[0]
+    (root / "thermal" / f"{first}.png").unlink()
+    cv2.imwrite(str(root / "thermal" / f"{first}.tiff"), np.full((32, 48), np.nan, np.float32))
+    from taseg_ros.model.checkpoint import init_checkpoint
+
+    ckpt = init_checkpoint("tiny", root / "classes.yaml", tmp_path / "street.safetensors") and tmp_path / "street.safetensors"
+    code, _, err = run_cli(["eval", "--checkpoint", str(ckpt), "--data-root", str(root), "--dataset", "folder",
+                            "--split", "test", "--out", str(tmp_path / "ev"), "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert f"{first}.tiff: no finite thermal pixel" in err and "1 of 2 thermal image(s) had no finite pixel" in err
+
+
+def test_homography_validation_names_the_reason():
+    from taseg_ros.preprocessing import ThermalAligner, validate_homography
+    from taseg_ros.ros.params import NodeParams
+
+    identity = [1, 0, 0, 0, 1, 0, 0, 0, 1]
+    assert validate_homography(identity, (48, 64), (48, 64)).shape == (3, 3)
+    validate_homography([1, 0, 40, 0, 1, 0, 0, 0, 1], (48, 64), (48, 64))  # partly in view: fine
+    for matrix, reason in (([0] * 9, "all zeros"), ([1, 0, 0, 0, 1, 0, 0, 0, 0], "h33 is 0"),
+                           ([1, 2, 3, 2, 4, 6, 0, 0, 1], "not invertible"), ([1, 0, 0, 0, float("nan"), 0, 0, 0, 1], "NaN")):
+        with pytest.raises(ValueError, match=reason):
+            validate_homography(matrix)
+        with pytest.raises(ValueError, match=f"parameter 'thermal_homography'.*{reason}"):
+            NodeParams(checkpoint="m", thermal_homography=[float(v) for v in matrix]).validate()
+    with pytest.raises(ValueError, match="onto 0% of the 64x48 RGB frame"):
+        validate_homography([1, 0, 100000, 0, 1, 0, 0, 0, 1], (48, 64), (48, 64))
+    aligner = ThermalAligner(np.array([[1, 0, -1000], [0, 1, 0], [0, 0, 1.0]]))
+    with pytest.raises(ValueError, match="black"):  # every frame of that size is refused, not warped to black
+        aligner(np.zeros((48, 64), np.uint8), (48, 64))
+    with pytest.raises(ValueError, match="black"):
+        aligner(np.zeros((48, 64), np.uint8), (48, 64))
+
+
+def _log_steps(run: Path) -> tuple[list[int], list[int]]:
+    """(steps of the train rows, steps of the validation rows) of train_log.csv."""
+    rows = [line.split(",") for line in (run / "train_log.csv").read_text().splitlines()[1:]]
+    return [int(r[0]) for r in rows if r[1]], [int(r[0]) for r in rows if not r[1]]
+
+
+def _tensorboard_steps(run: Path, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    return [e.step for e in events.Scalars(tag)]
+
+
+def test_interrupted_resume_changed_recipe_and_force_keep_the_run_records_right(tmp_path, data, monkeypatch, capsys):
+    """Item 4 (Ctrl-C + --resume logs each step once; a changed recipe needs a flag and is recorded)
+    and item 2 (--force replaces a run, only its files)."""
+    from taseg_ros.train import loop
+
+    run = tmp_path / "run"
+    args = ["train", "demo_tiny", f"--data-root={data}", f"--output={run}", "--no-progress", "data.crop=[32,48]",
+            "data.num_workers=0", "train.steps=6", "train.batch_size=2", "train.micro_batch_size=2",
+            "train.val_every=3", "train.log_every=1", "train.checkpoint_every=3"]
+    real_factor = loop.learning_rate_factor
+
+    def ctrl_c_in_step_6(step, recipe):
+        if step == 5:  # steps 4 and 5 are logged after the state of step 3: the resume replays them
+            raise KeyboardInterrupt
+        return real_factor(step, recipe)
+
+    monkeypatch.setattr(loop, "learning_rate_factor", ctrl_c_in_step_6)
+    assert run_cli(args, capsys)[0] == 130
+    assert _log_steps(run) == ([1, 2, 3, 4, 5], [3])
+    monkeypatch.setattr(loop, "learning_rate_factor", real_factor)
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    assert code == 0, err
+    assert _log_steps(run) == ([1, 2, 3, 4, 5, 6], [3, 6])  # was: 4 and 5 twice
+    assert _tensorboard_steps(run, "train/loss") == [1, 2, 3, 4, 5, 6]
+    assert _tensorboard_steps(run, "val/miou") == [3, 6]
+
+    code, _, err = run_cli([*args, "--resume", "train.steps=9"], capsys)
+    assert code == 2 and "train.steps: 6 -> 9" in err and "--allow-recipe-change" in err
+    code, _, err = run_cli([*args, "--resume", "train.steps=9", "--allow-recipe-change"], capsys)
+    assert code == 0, err
+    assert "warning:" in err and "continuing from step 6 with a changed recipe (train.steps: 6 -> 9)" in err
+    history = json.loads((run / "recipe_history.json").read_text())
+    assert [h["from_step"] for h in history] == [0, 6]
+    assert history[0]["recipe"]["train"]["steps"] == 6 and history[1]["recipe"]["train"]["steps"] == 9
+    assert history[1]["changes"] == {"train.steps": {"from": 6, "to": 9}}
+    assert json.loads((run / "recipe.json").read_text())["train"]["steps"] == 9
+    assert _log_steps(run)[0] == list(range(1, 10))
+
+    (run / "notes.txt").write_text("the user's notes")
+    assert run_cli(args, capsys)[0] == 2  # a finished run: refused without --resume / --force
+    code, _, err = run_cli([*args, "--force"], capsys)
+    assert code == 0, err
+    assert _log_steps(run) == ([1, 2, 3, 4, 5, 6], [3, 6])
+    assert not (run / "recipe_history.json").exists() and (run / "notes.txt").read_text() == "the user's notes"
+    assert _tensorboard_steps(run, "train/loss") == [1, 2, 3, 4, 5, 6]  # the old run's events are gone
