@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from taseg_ros.datasets import build_dataset
 from taseg_ros.datasets.transforms import train_transform
+from taseg_ros.devices import resolve_device
 from taseg_ros.evaluation.run import evaluate
 from taseg_ros.inference import PRECISIONS
 from taseg_ros.model.checkpoint import init_checkpoint, load_checkpoint, save_checkpoint
@@ -56,7 +57,7 @@ class Runtime:
 def start_runtime(device_choice: str) -> Runtime:
     """Single process, or the process group that torchrun describes in the environment."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    use_cuda = torch.cuda.is_available() if device_choice == "auto" else device_choice == "cuda"
+    use_cuda = resolve_device(device_choice) == "cuda"
     if device_choice == "cuda" and not torch.cuda.is_available():
         raise ValueError("train.device is 'cuda' but CUDA is not available")
     if world_size > 1:
