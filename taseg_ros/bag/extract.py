@@ -23,6 +23,7 @@ N-th pair; ``hz`` keeps at most that many pairs per second (a pair is kept when 
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -30,11 +31,12 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from taseg_ros.bag.reader import BagError, open_bag
 from taseg_ros.bag.labels import TopicLabels, stamp_id
-from taseg_ros.bag.pairs import BagPairing
+from taseg_ros.bag.pairs import BagPairing, check_max_pairs
+from taseg_ros.bag.reader import Bag, BagError, open_bag
 from taseg_ros.bag.topics import resolve_image_topics
 from taseg_ros.classes import ClassInfo, load_classes
+from taseg_ros.ros.pairing import NS_PER_S, Pair
 
 
 @dataclass
@@ -47,7 +49,11 @@ class ExtractResult:
     train: list[str] = field(default_factory=list)
     val: list[str] = field(default_factory=list)
     labels_written: int = 0
+    labels_total: int | None = None  # label messages on --label-topic (None: no label topic)
     failed: list[str] = field(default_factory=list)  # "stamp: reason"
+    failure_reasons: Counter = field(default_factory=Counter)  # reason -> pairs skipped for it
+    nonfinite_thermal: int = 0  # written frames with NaN/inf thermal pixels
+    blank_thermal: int = 0  # ... of which without one finite pixel
     pairing: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
@@ -91,6 +97,20 @@ def _classes_file(out: Path, classes: str | Path | ClassInfo | None) -> str:
     return f"wrote {target} ({len(info.names)} classes: {', '.join(info.names)})"
 
 
+def _check_options(every, hz, val_fraction, prefix, max_pairs) -> None:
+    if every is not None and hz is not None:
+        raise ValueError("--every and --hz are alternatives; give one")
+    if every is not None and every < 1:
+        raise ValueError(f"--every must be >= 1, got {every}")
+    if hz is not None and not hz > 0:
+        raise ValueError(f"--hz must be > 0, got {hz}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    if prefix and not all(c.isalnum() or c in "-_." for c in prefix):
+        raise ValueError(f"--prefix may only hold letters, digits, '-', '_' and '.', got {prefix!r}")
+    check_max_pairs(max_pairs)
+
+
 def extract_pairs(
     bag_path: str | Path,
     out_dir: str | Path,
@@ -110,24 +130,13 @@ def extract_pairs(
     stop: Callable[[], bool] | None = None,
     on_pair: Callable[[int], None] | None = None,
 ) -> ExtractResult:
-    from taseg_ros.datasets.io import write_image
-    from taseg_ros.preprocessing import ThermalAligner
-    from taseg_ros.ros.image_codec import ImageDecodeError, decode_rgb, decode_thermal
+    """Extract the pairs of ``bag_path`` into the dataset folder ``out_dir`` (see the module
+    docstring). The folder is added to (as documented), but it must not be or hold the recording;
+    a run that fails removes what it added."""
+    from taseg_ros.outputs import output_dir
 
-    if every is not None and hz is not None:
-        raise ValueError("--every and --hz are alternatives; give one")
-    if every is not None and every < 1:
-        raise ValueError(f"--every must be >= 1, got {every}")
-    if hz is not None and not hz > 0:
-        raise ValueError(f"--hz must be > 0, got {hz}")
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    if prefix and not all(c.isalnum() or c in "-_." for c in prefix):
-        raise ValueError(f"--prefix may only hold letters, digits, '-', '_' and '.', got {prefix!r}")
-    out = Path(out_dir)
-    min_gap_ns = None if hz is None else int(0.9e9 / hz)
-
-    with open_bag(bag_path) as bag:
+    _check_options(every, hz, val_fraction, prefix, max_pairs)
+    with open_bag(bag_path) as bag, output_dir(out_dir, force=True, inputs={"BAG": bag_path}) as out:
         rgb, thermal = resolve_image_topics(bag, rgb_topic, thermal_topic)
         class_info = (
             classes
@@ -135,15 +144,37 @@ def extract_pairs(
             else load_classes(classes or (out / "classes.yaml" if (out / "classes.yaml").is_file() else "mfnet"))
         )
         labels = TopicLabels(bag, label_topic, class_info, label_tolerance_s) if label_topic else None
-        result = ExtractResult(out, rgb.name, thermal.name)
+        if labels is not None:
+            _check_labels_reach_pairs(bag, rgb.name, thermal.name, slop_s, labels)
+        extraction = _Extraction(bag, out, rgb.name, thermal.name, labels, prefix, homography)
+        result = extraction.result
         if bag.note:
             result.notes.append(bag.note)
-        out.mkdir(parents=True, exist_ok=True)
         result.notes.append(_classes_file(out, classes))
-        pairing = BagPairing(bag, rgb.name, thermal.name, slop_s)
-        rows: list[list] = []
-        last_kept_ns: int | None = None
-        aligner = ThermalAligner(homography)
+        extraction.run(BagPairing(bag, rgb.name, thermal.name, slop_s), every, hz, max_pairs, stop, on_pair)
+        if not result.written and not result.interrupted:
+            raise BagError(_nothing_extracted(bag_path, result, rgb.name, thermal.name, slop_s))
+        _update_index(out, result, extraction.rows, val_fraction)
+    return result
+
+
+class _Extraction:
+    """Writes the selected pairs of one recording into the dataset folder, in named steps."""
+
+    def __init__(self, bag: Bag, out: Path, rgb_topic: str, thermal_topic: str, labels, prefix: str, homography):
+        from taseg_ros.preprocessing import ThermalAligner
+
+        self.bag, self.out, self.labels, self.prefix = bag, out, labels, prefix
+        self.aligner = ThermalAligner(homography)
+        self.result = ExtractResult(out, rgb_topic, thermal_topic)
+        if labels is not None:
+            self.result.labels_total = len(labels)
+        self.rows: list[list] = []  # frames.csv
+        self.last_kept_ns: int | None = None
+
+    def run(self, pairing: BagPairing, every, hz, max_pairs, stop, on_pair) -> None:
+        result = self.result
+        min_gap_ns = None if hz is None else int(0.9e9 / hz)
         for arrival in pairing:
             if stop is not None and stop():
                 result.interrupted = True
@@ -155,52 +186,132 @@ def extract_pairs(
             result.pairs += 1
             if every is not None and index % every:
                 continue
-            if min_gap_ns is not None and last_kept_ns is not None and pair.rgb_stamp_ns - last_kept_ns < min_gap_ns:
+            if min_gap_ns is not None and self.last_kept_ns is not None:
+                if pair.rgb_stamp_ns - self.last_kept_ns < min_gap_ns:
+                    continue
+            if not self._write_pair(pair):
                 continue
-            try:
-                rgb_image = decode_rgb(pair.rgb.msg)
-                thermal_image = decode_thermal(pair.thermal.msg)
-            except ImageDecodeError as exc:
-                result.failed.append(f"{pair.rgb_stamp_ns * 1e-9:.6f} s: {exc}")
-                continue
-            thermal_image, note = aligner(thermal_image, rgb_image.shape[:2])
-            if note is not None:
-                result.notes.append(note)
-            sample_id = stamp_id(pair.rgb_stamp_ns, prefix)
-            write_image(out / "rgb" / f"{sample_id}.png", np.ascontiguousarray(rgb_image[:, :, ::-1]))
-            if thermal_image.dtype.kind == "f":
-                write_image(out / "thermal" / f"{sample_id}.tiff", thermal_image.astype(np.float32))
-            else:
-                write_image(out / "thermal" / f"{sample_id}.png", thermal_image)
-            if labels is not None:
-                key = labels.match(pair.rgb_stamp_ns)
-                if key is not None:
-                    raw, _, name = labels.load(key)  # load() checks the values against the class list
-                    if raw.shape != rgb_image.shape[:2]:
-                        raise BagError(
-                            f"{name}: label is {raw.shape[1]}x{raw.shape[0]}, the RGB frame "
-                            f"{rgb_image.shape[1]}x{rgb_image.shape[0]}"
-                        )
-                    write_image(out / "labels" / f"{sample_id}.png", raw)
-                    result.labels_written += 1
-            last_kept_ns = pair.rgb_stamp_ns
-            result.written.append(sample_id)
-            rows.append(
-                [sample_id, str(bag.path), pair.rgb_stamp_ns, pair.thermal_stamp_ns, f"{pair.skew_ns * 1e-6:.3f}"]
-            )
             if on_pair is not None:
                 on_pair(len(result.written))
             if max_pairs is not None and len(result.written) >= max_pairs:
                 break
         result.pairing = pairing.pairer.stats.as_dict()
+        self._summarize()
 
-    if not result.written and not result.interrupted:
-        from taseg_ros.bag.info import inspect_bag
+    def _decode(self, pair: Pair):
+        """(rgb, thermal) or None when a message cannot be decoded (counted per reason)."""
+        from taseg_ros.ros.image_codec import ImageDecodeError, decode_rgb, decode_thermal
 
-        info = inspect_bag(bag_path, rgb.name, thermal.name, slop_s)
-        raise BagError(f"{bag_path}: no pair was extracted: {info.verdict}")
-    _update_index(out, result, rows, val_fraction)
-    return result
+        images = []
+        for stream, decode, frame in (("RGB", decode_rgb, pair.rgb), ("thermal", decode_thermal, pair.thermal)):
+            try:
+                images.append(decode(frame.msg))
+            except ImageDecodeError as exc:
+                reason = f"{stream} {frame.topic}: {exc}"
+                self.result.failed.append(f"{pair.rgb_stamp_ns / NS_PER_S:.6f} s: {reason}")
+                self.result.failure_reasons[reason] += 1
+                return None
+        return images
+
+    def _write_pair(self, pair: Pair) -> bool:
+        from taseg_ros.datasets.io import write_image
+
+        images = self._decode(pair)
+        if images is None:
+            return False
+        rgb_image, thermal_image = images
+        self._count_nonfinite(thermal_image)
+        thermal_image, note = self.aligner(thermal_image, rgb_image.shape[:2])
+        if note is not None:
+            self.result.notes.append(note)
+        sample_id = stamp_id(pair.rgb_stamp_ns, self.prefix)
+        write_image(self.out / "rgb" / f"{sample_id}.png", np.ascontiguousarray(rgb_image[:, :, ::-1]))
+        if thermal_image.dtype.kind == "f":
+            write_image(self.out / "thermal" / f"{sample_id}.tiff", thermal_image.astype(np.float32))
+        else:
+            write_image(self.out / "thermal" / f"{sample_id}.png", thermal_image)
+        if self.labels is not None:
+            self._write_label(pair.rgb_stamp_ns, sample_id, rgb_image.shape[:2])
+        self.last_kept_ns = pair.rgb_stamp_ns
+        self.result.written.append(sample_id)
+        self.rows.append(
+            [sample_id, str(self.bag.path), pair.rgb_stamp_ns, pair.thermal_stamp_ns, f"{pair.skew_ns * 1e-6:.3f}"]
+        )
+        return True
+
+    def _count_nonfinite(self, thermal: np.ndarray) -> None:
+        if thermal.dtype.kind != "f":
+            return
+        finite = np.isfinite(thermal)
+        if not finite.all():
+            self.result.nonfinite_thermal += 1
+            self.result.blank_thermal += int(not finite.any())
+
+    def _write_label(self, rgb_stamp_ns: int, sample_id: str, rgb_hw: tuple[int, int]) -> None:
+        from taseg_ros.datasets.io import write_image
+
+        key = self.labels.match(rgb_stamp_ns)
+        if key is None:
+            return
+        raw, _, name = self.labels.load(key)  # load() checks the values against the class list
+        if raw.shape != tuple(rgb_hw):
+            raise BagError(
+                f"{name}: label is {raw.shape[1]}x{raw.shape[0]}, the RGB frame {rgb_hw[1]}x{rgb_hw[0]}"
+            )
+        write_image(self.out / "labels" / f"{sample_id}.png", raw)
+        self.result.labels_written += 1
+
+    def _summarize(self) -> None:
+        result = self.result
+        if result.nonfinite_thermal:
+            result.notes.append(
+                f"{result.nonfinite_thermal} thermal frames hold NaN/inf pixels ({result.blank_thermal} without one "
+                "finite pixel); written as recorded (float TIFF): training and eval read them as the node does "
+                "(NaN/inf as the coldest value, a frame without finite pixels as a blank thermal image)"
+            )
+        if result.labels_total is not None:
+            result.notes.append(
+                f"labels: {result.labels_written} of the {result.labels_total} labels on {self.labels.topic} matched "
+                f"an extracted pair (within {self.labels.tolerance_ns / 1e6:g} ms of its RGB stamp)"
+            )
+
+
+def _check_labels_reach_pairs(bag: Bag, rgb_topic: str, thermal_topic: str, slop_s: float, labels) -> None:
+    """Before writing anything: a label topic whose stamps match no pair is a mistake (another
+    camera's stamps, labels stamped on receipt, a too small tolerance), not an unlabelled dataset."""
+    nearest = None
+    pairs = 0
+    for arrival in BagPairing(bag, rgb_topic, thermal_topic, slop_s):
+        if arrival.pair is None:
+            continue
+        pairs += 1
+        distance = labels.distance_ns(arrival.pair.rgb_stamp_ns)
+        if distance is not None and distance <= labels.tolerance_ns:
+            return
+        if distance is not None and (nearest is None or distance < nearest):
+            nearest = distance
+    if pairs == 0:
+        return  # no pairs at all: the caller's "no pair was extracted" says why
+    closest = "" if nearest is None else f"; the closest is {nearest / 1e6:.1f} ms from a pair's RGB stamp"
+    raise BagError(
+        f"--label-topic {labels.topic}: none of its {len(labels)} labels matches one of the {pairs} pairs within "
+        f"{labels.tolerance_ns / 1e6:g} ms{closest}. Labels must carry the header stamp of the RGB frame they label"
+    )
+
+
+def _nothing_extracted(bag_path, result: ExtractResult, rgb_topic: str, thermal_topic: str, slop_s: float) -> str:
+    """Why no pair was written: the frames could not be decoded, or there are no pairs."""
+    if result.failure_reasons:
+        reasons = "; ".join(f"{count} x {reason}" for reason, count in result.failure_reasons.most_common(3))
+        more = len(result.failure_reasons) - 3
+        return (
+            f"{bag_path}: no pair was extracted: {len(result.failed)} of {result.pairs} pairs could not be decoded: "
+            f"{reasons}" + (f" (+{more} other reasons)" if more > 0 else "")
+        )
+    from taseg_ros.bag.info import inspect_bag
+
+    info = inspect_bag(bag_path, rgb_topic, thermal_topic, slop_s)
+    return f"{bag_path}: no pair was extracted: {info.verdict}"
 
 
 def _update_index(out: Path, result: ExtractResult, rows: list[list], val_fraction: float) -> None:

@@ -181,82 +181,114 @@ def write_rgbt_bag(
         raise ValueError(f"thermal_encoding must be mono8 or mono16, got {thermal_encoding!r}")
     if not 0 <= thermal_offset_s + 3 * jitter_s < 0.5 / rate_hz:
         raise ValueError("thermal_offset_s + 3 * jitter_s must stay below half a frame period")
-    compress_rgb = compressed is True or compressed == "rgb"
-    compress_thermal = compressed is True or compressed == "thermal"
-    if compress_rgb:
-        rgb_topic = f"{rgb_topic}/compressed"
-    if compress_thermal:
-        thermal_topic = f"{thermal_topic}/compressed"
-    rng = np.random.default_rng(seed)
+    cameras = _Cameras(
+        rgb_topic=f"{rgb_topic}/compressed" if compressed in (True, "rgb") else rgb_topic,
+        thermal_topic=f"{thermal_topic}/compressed" if compressed in (True, "thermal") else thermal_topic,
+        compress_rgb=compressed in (True, "rgb"),
+        compress_thermal=compressed in (True, "thermal"),
+        rgb_encoding=rgb_encoding,
+        thermal_encoding=thermal_encoding,
+        label_topic=label_topic,
+        rng=np.random.default_rng(seed),
+        jitter_s=jitter_s,
+        delay_s=delay_s,
+    )
     period_ns = int(round(1e9 / rate_hz))
     offset_ns = int(round(thermal_offset_s * 1e9))
     dropped_rgb, dropped_thermal = set(drop_rgb), set(drop_thermal)
-
-    def jitter() -> int:
-        return int(round(rng.normal(0.0, jitter_s) * 1e9))
-
-    def delay() -> int:
-        return int(round(rng.uniform(*delay_s) * 1e9))
-
-    # (log time, topic, msgtype, message); sorted by log time before writing, as a recorder would.
-    messages: list[tuple[int, int, str, str, object]] = []
-    records: list[FrameRecord] = []
-    for i, frame in enumerate(frames):
-        base = start_ns + i * period_ns
-        rgb_stamp = base + jitter()
-        thermal_stamp = base + offset_ns + jitter()
-        rgb_log = thermal_log = None
-        if i not in dropped_rgb:
-            rgb_log = rgb_stamp + delay()
-            image = frame.rgb if rgb_encoding == "rgb8" else np.ascontiguousarray(frame.rgb[:, :, ::-1])
-            if compress_rgb:
-                msg = compressed_message(rgb_stamp, "camera_color_optical_frame", frame.rgb, "rgb8", "jpeg")
-            else:
-                msg = image_message(rgb_stamp, "camera_color_optical_frame", image, rgb_encoding)
-            messages.append((rgb_log, len(messages), rgb_topic, COMPRESSED_IMAGE if compress_rgb else IMAGE, msg))
-            if label_topic is not None and frame.label is not None:
-                label_msg = image_message(
-                    rgb_stamp, "camera_color_optical_frame", frame.label.astype(np.uint8), "mono8"
-                )
-                messages.append((rgb_log + 50_000_000, len(messages), label_topic, IMAGE, label_msg))
-        if i not in dropped_thermal:
-            thermal_log = thermal_stamp + delay()
-            pixels = frame.thermal if thermal_encoding == "mono8" else thermal_counts(frame.thermal)
-            if compress_thermal:
-                msg = compressed_message(thermal_stamp, "thermal_optical_frame", pixels, thermal_encoding, "png")
-            else:
-                msg = image_message(thermal_stamp, "thermal_optical_frame", pixels, thermal_encoding)
-            messages.append(
-                (thermal_log, len(messages), thermal_topic, COMPRESSED_IMAGE if compress_thermal else IMAGE, msg)
-            )
-        records.append(
-            FrameRecord(
-                index=i,
-                rgb_stamp_ns=None if i in dropped_rgb else rgb_stamp,
-                thermal_stamp_ns=None if i in dropped_thermal else thermal_stamp,
-                rgb_log_ns=rgb_log,
-                thermal_log_ns=thermal_log,
-                source=frame,
-            )
-        )
+    records = [
+        cameras.add_frame(i, frame, start_ns + i * period_ns, offset_ns, i in dropped_rgb, i in dropped_thermal)
+        for i, frame in enumerate(frames)
+    ]
     if imu:
-        for k in range(len(frames) * 5):
-            stamp = start_ns + k * period_ns // 5
-            messages.append(
-                (stamp + 1_000_000, len(messages), IMU_TOPIC, "sensor_msgs/msg/Imu", _imu_message(stamp, rng))
-            )
-    messages.sort(key=lambda m: (m[0], m[1]))
-    with BagWriter(path, storage=storage, compress=False, distro=distro) as writer:
-        for log_ns, _, topic, msgtype, msg in messages:
-            writer.write(topic, msgtype, log_ns, msg)
+        cameras.add_imu(start_ns, period_ns, len(frames) * 5)
+    cameras.write(path, storage, distro)
     return RecordedBag(
         path=Path(path),
         storage=storage,
-        rgb_topic=rgb_topic,
-        thermal_topic=thermal_topic,
+        rgb_topic=cameras.rgb_topic,
+        thermal_topic=cameras.thermal_topic,
         label_topic=label_topic,
-        rgb_type=COMPRESSED_IMAGE if compress_rgb else IMAGE,
-        thermal_type=COMPRESSED_IMAGE if compress_thermal else IMAGE,
+        rgb_type=COMPRESSED_IMAGE if cameras.compress_rgb else IMAGE,
+        thermal_type=COMPRESSED_IMAGE if cameras.compress_thermal else IMAGE,
         rate_hz=rate_hz,
         frames=records,
     )
+
+
+@dataclass
+class _Cameras:
+    """The messages of a recording being made: (log time, order, topic, msgtype, message), sorted by
+    log time before writing, as a recorder would."""
+
+    rgb_topic: str
+    thermal_topic: str
+    compress_rgb: bool
+    compress_thermal: bool
+    rgb_encoding: str
+    thermal_encoding: str
+    label_topic: str | None
+    rng: np.random.Generator
+    jitter_s: float
+    delay_s: tuple[float, float]
+    messages: list[tuple[int, int, str, str, object]] = field(default_factory=list)
+
+    def _jitter(self) -> int:
+        return int(round(self.rng.normal(0.0, self.jitter_s) * 1e9))
+
+    def _delay(self) -> int:
+        return int(round(self.rng.uniform(*self.delay_s) * 1e9))
+
+    def _add(self, log_ns: int, topic: str, msgtype: str, msg) -> None:
+        self.messages.append((log_ns, len(self.messages), topic, msgtype, msg))
+
+    def add_frame(
+        self, i: int, frame: FixtureFrame, base_ns: int, offset_ns: int, drop_rgb: bool, drop_thermal: bool
+    ) -> FrameRecord:
+        rgb_stamp = base_ns + self._jitter()
+        thermal_stamp = base_ns + offset_ns + self._jitter()
+        rgb_log = None if drop_rgb else self._add_rgb(frame, rgb_stamp)
+        thermal_log = None if drop_thermal else self._add_thermal(frame, thermal_stamp)
+        return FrameRecord(
+            index=i,
+            rgb_stamp_ns=None if drop_rgb else rgb_stamp,
+            thermal_stamp_ns=None if drop_thermal else thermal_stamp,
+            rgb_log_ns=rgb_log,
+            thermal_log_ns=thermal_log,
+            source=frame,
+        )
+
+    def _add_rgb(self, frame: FixtureFrame, stamp: int) -> int:
+        log = stamp + self._delay()
+        if self.compress_rgb:
+            msg = compressed_message(stamp, "camera_color_optical_frame", frame.rgb, "rgb8", "jpeg")
+        else:
+            image = frame.rgb if self.rgb_encoding == "rgb8" else np.ascontiguousarray(frame.rgb[:, :, ::-1])
+            msg = image_message(stamp, "camera_color_optical_frame", image, self.rgb_encoding)
+        self._add(log, self.rgb_topic, COMPRESSED_IMAGE if self.compress_rgb else IMAGE, msg)
+        if self.label_topic is not None and frame.label is not None:
+            label = image_message(stamp, "camera_color_optical_frame", frame.label.astype(np.uint8), "mono8")
+            self._add(log + 50_000_000, self.label_topic, IMAGE, label)
+        return log
+
+    def _add_thermal(self, frame: FixtureFrame, stamp: int) -> int:
+        log = stamp + self._delay()
+        pixels = frame.thermal if self.thermal_encoding == "mono8" else thermal_counts(frame.thermal)
+        if self.compress_thermal:
+            msg = compressed_message(stamp, "thermal_optical_frame", pixels, self.thermal_encoding, "png")
+        else:
+            msg = image_message(stamp, "thermal_optical_frame", pixels, self.thermal_encoding)
+        self._add(log, self.thermal_topic, COMPRESSED_IMAGE if self.compress_thermal else IMAGE, msg)
+        return log
+
+    def add_imu(self, start_ns: int, period_ns: int, count: int) -> None:
+        """An unrelated sensor_msgs/Imu topic at 5x the camera rate, as real recordings have."""
+        for k in range(count):
+            stamp = start_ns + k * period_ns // 5
+            self._add(stamp + 1_000_000, IMU_TOPIC, "sensor_msgs/msg/Imu", _imu_message(stamp, self.rng))
+
+    def write(self, path: str | Path, storage: str, distro: str) -> None:
+        self.messages.sort(key=lambda m: (m[0], m[1]))
+        with BagWriter(path, storage=storage, compress=False, distro=distro) as writer:
+            for log_ns, _, topic, msgtype, msg in self.messages:
+                writer.write(topic, msgtype, log_ns, msg)

@@ -18,7 +18,7 @@ import numpy as np
 
 from taseg_ros.bag.pairs import BagPairing, summarize
 from taseg_ros.bag.reader import Bag, BagError, open_bag
-from taseg_ros.bag.topics import resolve_image_topics
+from taseg_ros.bag.topics import MissingStreamError, resolve_image_topics
 
 CANDIDATE_SLOPS_S = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 
@@ -167,6 +167,9 @@ def _inspect(bag: Bag, rgb_topic: str | None, thermal_topic: str | None, slop_s:
     )
     try:
         rgb, thermal = resolve_image_topics(bag, rgb_topic, thermal_topic)
+    except MissingStreamError as exc:
+        info.verdict = f"NOT USABLE: {exc.reason}"
+        return info
     except BagError as exc:
         if rgb_topic or thermal_topic:
             raise

@@ -75,7 +75,8 @@ class LabelSource:
     def __len__(self) -> int:
         return int(self._stamps.size)
 
-    def match(self, stamp_ns: int) -> int | None:
+    def _nearest(self, stamp_ns: int) -> tuple[int, int] | None:
+        """(distance ns, label stamp) of the label nearest to ``stamp_ns``; None without labels."""
         if self._stamps.size == 0:
             return None
         i = int(np.searchsorted(self._stamps, stamp_ns))
@@ -83,9 +84,18 @@ class LabelSource:
         for j in (i - 1, i):
             if 0 <= j < self._stamps.size:
                 d = abs(int(self._stamps[j]) - stamp_ns)
-                if d <= self.tolerance_ns and (best is None or d < best[0]):
+                if best is None or d < best[0]:
                     best = (d, int(self._stamps[j]))
-        if best is None:
+        return best
+
+    def distance_ns(self, stamp_ns: int) -> int | None:
+        """How far the nearest label is from ``stamp_ns`` (no match is recorded)."""
+        best = self._nearest(stamp_ns)
+        return None if best is None else best[0]
+
+    def match(self, stamp_ns: int) -> int | None:
+        best = self._nearest(stamp_ns)
+        if best is None or best[0] > self.tolerance_ns:
             return None
         self.matched.add(best[1])
         return best[1]

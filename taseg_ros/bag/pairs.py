@@ -83,6 +83,12 @@ class BagPairing:
             yield Arrival(message, frame, pair)
 
 
+def check_max_pairs(max_pairs: int | None) -> None:
+    """--max-pairs N stops after N pairs; 0 or less would still process the first one."""
+    if max_pairs is not None and max_pairs < 1:
+        raise ValueError(f"--max-pairs must be >= 1, got {max_pairs}")
+
+
 @dataclass
 class Processed:
     pair: Pair

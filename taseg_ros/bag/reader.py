@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from taseg_ros.bag.msgtypes import IMAGE_TYPES, default_typestore
+from taseg_ros.errors import TasegError
 
 _STORAGE_FILES = {".mcap": "mcap", ".db3": "sqlite3"}
 
 
-class BagError(ValueError):
+class BagError(TasegError, ValueError):
     """A recording that cannot be used as asked; the message names the file/topic and the fix."""
 
 

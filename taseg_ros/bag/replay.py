@@ -33,11 +33,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from taseg_ros.bag.msgtypes import COMPRESSED_IMAGE, IMAGE, STRING
-from taseg_ros.bag.pairs import summarize
+from taseg_ros.bag.pairs import check_max_pairs, summarize
 from taseg_ros.bag.reader import BagError, open_bag
 from taseg_ros.bag.stop import stop_on_sigint
 from taseg_ros.bag.topics import resolve_image_topics
 from taseg_ros.bag.writer import BagWriter
+from taseg_ros.ros.names import check_namespace
 from taseg_ros.ros.pairing import NS_PER_S, StampPairer, stamp_to_ns
 
 OUTPUTS = ("labels", "colorized", "overlay", "confidence")
@@ -121,6 +122,9 @@ def replay_bag(
     _ros_imports()
     if not rate > 0:
         raise ValueError(f"--rate must be > 0, got {rate}")
+    check_max_pairs(max_pairs)
+    if not check_namespace(node, "--node"):
+        raise ValueError(f"--node {node!r}: give the node's fully qualified name, e.g. /taseg")
     sigint = stop_on_sigint("stopping the replay (Ctrl-C again to abort)") if handle_sigint else nullcontext(None)
     with open_bag(bag_path) as bag, sigint as stop_flag:
         rgb, thermal = resolve_image_topics(bag, rgb_topic, thermal_topic)
@@ -128,7 +132,7 @@ def replay_bag(
             bag,
             rgb,
             thermal,
-            node_name="/" + node.strip("/"),
+            node_name=check_namespace(node, "--node"),
             out_rgb=publish_rgb_topic or rgb.name,
             out_thermal=publish_thermal_topic or thermal.name,
             rate=rate,

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from taseg_ros.bag.reader import Bag, BagError, TopicSummary
+from taseg_ros.bag.reader import Bag, BagError, TopicSummary, format_topics
+
+
+class MissingStreamError(BagError):
+    """The recording lacks a camera stream altogether (no image topic, or only one): no choice of
+    topics can make pairs. ``reason`` is the message without the recording's path."""
+
+    def __init__(self, path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.reason = reason
 
 _THERMAL_WORDS = ("thermal", "lwir", "infrared", "flir", "boson", "/ir", "ir/", "ir_")
 _RGB_WORDS = ("rgb", "color", "colour", "visible", "vis", "camera", "image_color", "left", "front")
@@ -46,6 +55,7 @@ def resolve_image_topics(
     names = {t.name for t in images}
     images = [t for t in images if not (t.name.endswith("/compressed") and t.name[: -len("/compressed")] in names)]
     images = [t for t in images if not any(w in t.name.lower() for w in _NOT_CAMERA_WORDS)]
+    _check_two_streams(bag, images, rgb, thermal)
     candidates = [t for t in images if t.name not in {x.name for x in (rgb, thermal) if x is not None}]
     hint = "pass --rgb-topic and --thermal-topic"
     listing = ", ".join(f"{t.name} ({t.msgtype})" for t in images) or "none"
@@ -71,3 +81,37 @@ def resolve_image_topics(
                 )
             rgb = rgb_like[0]
     return rgb, thermal
+
+
+def _check_two_streams(bag: Bag, images: list[TopicSummary], rgb, thermal) -> None:
+    """Say plainly when a camera stream is missing, instead of asking which topic is which."""
+    given = [t for t in (rgb, thermal) if t is not None]
+    streams = {t.name: t for t in [*given, *images]}
+    if len(streams) >= 2:
+        return
+    if not streams:
+        others = [t for t in bag.topics.values() if t.is_image]
+        what = (
+            "no camera image messages (image topics: "
+            + ", ".join(f"{t.name} ({t.count} msgs)" for t in others)
+            + ")"
+            if others
+            else "no image topics (sensor_msgs/Image or CompressedImage)"
+        )
+        raise MissingStreamError(
+            bag.path,
+            f"the recording has {what}: RGB-T segmentation needs an RGB and a thermal camera stream. "
+            f"Topics: {format_topics(bag.topics.values())}",
+        )
+    (only,) = streams.values()
+    if thermal is not None:
+        missing = "an RGB"
+    elif rgb is not None:
+        missing = "a thermal"
+    else:
+        missing = "an RGB" if _looks_thermal(only.name, bag.first_message(only.name)) else "a thermal"
+    raise MissingStreamError(
+        bag.path,
+        f"the recording has one camera image topic, {only.name} ({only.msgtype}, {only.count} msgs): "
+        f"{missing} camera stream is missing, so there are no RGB/thermal pairs",
+    )

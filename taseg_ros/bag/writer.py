@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from taseg_ros.bag.msgtypes import typestore
 
@@ -79,3 +81,51 @@ class BagWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+# --- output recordings under the overwrite policy -------------------------------------------------
+
+
+def _is_recording(path: Path) -> bool:
+    return (
+        path.is_dir()
+        and (path / "metadata.yaml").is_file()
+        and all(p.name == "metadata.yaml" or p.suffix in (".mcap", ".db3") for p in path.iterdir())
+    )
+
+
+def check_output_recording(path, *, force: bool = False, inputs=None) -> Path:
+    """An output recording path under ``taseg_ros.outputs``' policy (never an input, not under a
+    file), plus the rule for recordings: an existing one is refused without ``force``, and with it
+    only a rosbag2 recording is replaced, never another folder. Checks only; see ``output_recording``."""
+    from taseg_ros.errors import OutputPathError
+    from taseg_ros.outputs import check_creatable, check_not_overlapping
+
+    path = Path(path)
+    check_not_overlapping(path, inputs)
+    if path.exists():
+        if not path.is_dir():
+            raise OutputPathError(f"{path} is an existing file; an output recording is a folder: give a new path")
+        if not force:
+            raise OutputPathError(f"output recording exists: {path}; pass --force to replace it or choose --output-bag")
+        if not _is_recording(path):
+            raise OutputPathError(f"{path} exists and is not a rosbag2 recording; not replacing it")
+    check_creatable(path)
+    return path
+
+
+@contextmanager
+def output_recording(path, *, force: bool = False, inputs=None) -> Iterator[Path | None]:
+    """Check ``path`` (``check_output_recording``), remove the recording it replaces, and yield it
+    for a ``BagWriter``; a run that fails removes the recording it started. ``None`` passes through."""
+    if path is None:
+        yield None
+        return
+    path = check_output_recording(path, force=force, inputs=inputs)
+    if path.exists():
+        shutil.rmtree(path)
+    try:
+        yield path
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise

@@ -53,6 +53,15 @@ def _max_pairs(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--max-pairs", type=int, metavar="N", help=what)
 
 
+def _force(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing output recording (only a rosbag2 recording is ever replaced) and write into "
+        "an existing report folder; an output that is or overlaps an input is refused even so",
+    )
+
+
 def _json(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--json", action="store_true", help=what)
 
@@ -163,7 +172,7 @@ def _add_eval(sub) -> None:
     out_bag = ev.add_mutually_exclusive_group()
     out_bag.add_argument("--output-bag", metavar="PATH", help="output recording (default <output>/<bag name>_taseg)")
     out_bag.add_argument("--no-output-bag", action="store_true", help="write the report only")
-    ev.add_argument("--force", action="store_true", help="replace an existing output recording")
+    _force(ev)
     ev.add_argument(
         "--namespace", default="/taseg", help="namespace of the output topics (default /taseg, as the node's)"
     )
@@ -199,6 +208,7 @@ def _add_replay(sub) -> None:
     )
     rp.add_argument("-o", "--output-bag", metavar="PATH", help="output recording (default ./<bag name>_replay)")
     rp.add_argument("--no-output-bag", action="store_true", help="measure only")
+    _force(rp)
     rp.add_argument("--report", metavar="DIR", help="also write replay.json there")
     rp.add_argument(
         "--wait",
@@ -279,47 +289,53 @@ def run_extract(args) -> int:
     return 130 if result.interrupted else 0
 
 
-def _prepare_output_bag(path, force: bool):
-    import shutil
+def _eval_outputs(args):
+    """(report folder, output recording or None, the inputs), checked before the model is loaded:
+    an output that is or overlaps an input is refused even with --force."""
     from pathlib import Path
 
-    from taseg_ros.bag.reader import BagError
+    from taseg_ros.bag.writer import check_output_recording
+    from taseg_ros.outputs import check_output_dir
 
-    path = Path(path)
-    if path.exists():
-        is_recording = (
-            path.is_dir()
-            and (path / "metadata.yaml").is_file()
-            and all(p.name == "metadata.yaml" or p.suffix in (".mcap", ".db3") for p in path.iterdir())
-        )
-        if not force:
-            raise BagError(f"output recording exists: {path}; pass --force to replace it or choose --output-bag")
-        if not is_recording:
-            raise BagError(f"{path} exists and is not a rosbag2 recording; not replacing it")
-        shutil.rmtree(path)
-    return path
-
-
-def run_eval(args) -> int:
-    import warnings
-    from pathlib import Path
-
-    from taseg_ros.bag.evaluate import evaluate_bag, format_summary, write_eval_report
-    from taseg_ros.bag.stop import stop_on_sigint
-    from taseg_ros.cli.options import segmenter_from_args, thermal_norm_from_args
-    from taseg_ros.preprocessing import ThermalNormalization
-
+    inputs = {"BAG": args.bag, "--checkpoint": args.checkpoint, "--sam-checkpoint": args.sam_checkpoint}
+    inputs["--labels"] = args.labels
     bag_name = _bag_name(args.bag)
     out_dir = Path(args.output or f"{bag_name}_eval")
     output_bag = None
     if not args.no_output_bag:
-        output_bag = _prepare_output_bag(args.output_bag or out_dir / f"{bag_name}_taseg", args.force)
+        output_bag = args.output_bag or out_dir / f"{bag_name}_taseg"
+        check_output_recording(output_bag, force=args.force, inputs=inputs)
+    check_output_dir(out_dir, force=args.force, inputs=inputs)
+    return out_dir, output_bag, inputs
+
+
+def run_eval(args) -> int:
+    import warnings
+
+    from taseg_ros.bag.evaluate import evaluate_bag, format_summary, write_eval_report
+    from taseg_ros.bag.pairs import check_max_pairs
+    from taseg_ros.bag.stop import stop_on_sigint
+    from taseg_ros.bag.writer import output_recording
+    from taseg_ros.cli.options import segmenter_from_args, thermal_norm_from_args
+    from taseg_ros.outputs import output_dir
+    from taseg_ros.preprocessing import ThermalNormalization
+    from taseg_ros.ros.names import check_namespace
+
+    out_dir, output_bag, inputs = _eval_outputs(args)
+    check_max_pairs(args.max_pairs)
+    check_namespace(args.namespace, "--namespace")
+    homography = _homography_array(args.thermal_homography)
     norm = thermal_norm_from_args(args) or ThermalNormalization()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # model-building noise; checkpoint problems raise
         segmenter = segmenter_from_args(args)
     bar, update = _progress(None, "pair")
-    with stop_on_sigint() as stop, bar:
+    with (
+        output_dir(out_dir, force=args.force, inputs=inputs) as out,
+        output_recording(output_bag, force=args.force, inputs=inputs) as bag_out,
+        stop_on_sigint() as stop,
+        bar,
+    ):
         result = evaluate_bag(
             args.bag,
             segmenter,
@@ -331,16 +347,16 @@ def run_eval(args) -> int:
             labels_dir=args.labels,
             label_topic=args.label_topic,
             label_tolerance_s=args.label_tolerance,
-            output_bag=output_bag,
+            output_bag=bag_out,
             output_namespace=args.namespace,
             thermal_norm=norm,
-            homography=_homography_array(args.thermal_homography),
+            homography=homography,
             overlay_alpha=args.overlay_alpha,
             max_pairs=args.max_pairs,
             stop=lambda: bool(stop),
             on_pair=update,
         )
-    files = write_eval_report(result, out_dir)
+        files = write_eval_report(result, out)
     print(format_summary(result))
     print(f"  report: {files['markdown']} (+ report.json, plots)")
     return 130 if result.interrupted else 0
@@ -350,13 +366,28 @@ def run_replay(args) -> int:
     import json
     from pathlib import Path
 
-    from taseg_ros.bag.replay import format_replay, replay_bag
+    from taseg_ros.bag.replay import format_replay
+    from taseg_ros.bag.writer import output_recording
+    from taseg_ros.outputs import check_output_file
 
-    bag_name = _bag_name(args.bag)
-    output_bag = None
-    if not args.no_output_bag:
-        output_bag = _prepare_output_bag(args.output_bag or f"{bag_name}_replay", False)
-    result = replay_bag(
+    inputs = {"BAG": args.bag}
+    output_bag = None if args.no_output_bag else args.output_bag or f"{_bag_name(args.bag)}_replay"
+    report = None if args.report is None else check_output_file(
+        Path(args.report) / "replay.json", force=args.force, inputs=inputs
+    )
+    with output_recording(output_bag, force=args.force, inputs=inputs) as bag_out:
+        result = _replay(args, bag_out)
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_replay(result))
+    return 130 if result.interrupted else 0
+
+
+def _replay(args, output_bag):
+    from taseg_ros.bag.replay import replay_bag
+
+    return replay_bag(
         args.bag,
         rgb_topic=args.rgb_topic,
         thermal_topic=args.thermal_topic,
@@ -372,26 +403,14 @@ def run_replay(args) -> int:
         max_pairs=args.max_pairs,
         handle_sigint=True,
     )
-    if args.report:
-        Path(args.report).mkdir(parents=True, exist_ok=True)
-        (Path(args.report) / "replay.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    print(json.dumps(result.to_dict(), indent=2) if args.json else format_replay(result))
-    return 130 if result.interrupted else 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m taseg_ros.cli.bag ...` (the same as `taseg bag ...`)."""
-    parser = argparse.ArgumentParser(prog="taseg")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["bag", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"taseg bag: error: {exc}", file=sys.stderr)
-        return 2
+    """`python -m taseg_ros.cli.bag ...`: the same as `taseg bag ...`, through the one entry point
+    (its error handling: one line for a user mistake, exit code 2)."""
+    from taseg_ros.cli import main as taseg_main
+
+    return taseg_main(["bag", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
