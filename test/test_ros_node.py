@@ -839,3 +839,51 @@ def test_each_kind_of_input_problem_is_logged_within_the_throttle_window(start_n
     assert any("unsupported encoding 'yuv422'" in line for line in lines)
     assert any("empty image" in line for line in lines)
     assert any("truncated data" in line for line in lines)
+
+
+def test_node_and_bag_eval_report_the_same_steps_and_notes(start_node, checkpoint, tmp_path):
+    """The node and `taseg bag eval` run one per-frame pipeline: for the same pairs (float thermal
+    with NaN pixels, at half the RGB size) they count the same notes, word them the same way and
+    time the same steps."""
+    from taseg_ros.bag.evaluate import evaluate_bag
+    from taseg_ros.bag.messages import image_message
+    from taseg_ros.bag.msgtypes import IMAGE
+    from taseg_ros.bag.writer import BagWriter
+    from taseg_ros.frame import STEPS
+    from taseg_ros.inference import Segmenter
+
+    rgb, counts = frames()
+    thermal = counts.astype(np.float32) / 100.0
+    thermal[:5, :7] = np.nan  # 35 of 4800 pixels
+    stamps = [1_700_000_000_000_000_000 + i * 100_000_000 for i in range(2)]
+    bag_path = tmp_path / "nan_thermal"
+    with BagWriter(bag_path) as writer:
+        for stamp in stamps:
+            writer.write("/cam/rgb", IMAGE, stamp, image_message(stamp, "cam", rgb, "rgb8"))
+            writer.write("/cam/thermal", IMAGE, stamp + 1000, image_message(stamp, "th", thermal, "32FC1"))
+    bag = evaluate_bag(bag_path, Segmenter.from_checkpoint(checkpoint), rgb_topic="/cam/rgb", thermal_topic="/cam/thermal")
+    assert bag.processed == 2 and bag.note_counts == {"nonfinite_thermal": 2, "thermal_aligned": 1}
+
+    node, probe = start_node(log_throttle=0.0)
+    for _ in stamps:
+        before = probe.count("labels")
+        stamp = probe.next_stamp_ns()
+        probe.rgb_pub.publish(image_msg(rgb, "rgb8", stamp, "cam"))
+        probe.thermal_pub.publish(image_msg(thermal, "32FC1", stamp, "th"))
+        wait_until(lambda: probe.count("labels") > before, what="labels of the NaN thermal pair")
+    assert node.stats.errors["nonfinite_thermal"] == bag.note_counts["nonfinite_thermal"]
+    wait_until(lambda: probe.logged("NaN/inf") and probe.logged("resized to the RGB frame"), what="both notes on /rosout")
+    node_lines = probe.logged("NaN/inf") + probe.logged("resized to the RGB frame")
+
+    def without_topic(line: str) -> str:
+        return line.split(": ", 1)[1] if line.startswith(("/", "thermal/")) else line
+
+    node_notes = {without_topic(line).removesuffix("; set thermal_homography for a registered overlay") for line in node_lines}
+    assert node_notes == {without_topic(note) for note in bag.notes}
+    assert "35 of 4800 pixels are NaN/inf" in " ".join(node_notes)
+
+    wait_until(lambda: probe.count("diagnostics") > 0, what="diagnostics")
+    node_steps = {kv.key for kv in probe.last("diagnostics").values if kv.key.startswith("step_")}
+    assert node_steps == {f"step_{step}_mean_ms" for step in STEPS}
+    assert set(bag.timing()["steps_ms"]) == set(STEPS)
+    assert all(set(frame.steps_s) == set(STEPS) for frame in bag.frames)

@@ -4,8 +4,10 @@ and write a report plus an output recording for RViz / Foxglove.
 Two modes, both pairing frames with the node's own ``StampPairer`` in the order the recorder got them:
 
 offline (default)
-    Every pair is processed, as fast as the machine allows. Each pair's processing time is measured
-    (decode, thermal normalisation/resize, model, colourise and overlay: the node's per-pair work),
+    Every pair is processed, as fast as the machine allows, by the node's own per-frame pipeline
+    (``taseg_ros.frame.FramePipeline``: decode, thermal normalisation/alignment, model, colourise and
+    overlay). Each pair's processing time is measured per step; their sum is the node's per-pair work
+    when somebody subscribes to its colourised and overlay outputs (publishing itself not included),
     and ``RealTimeWorker`` then replays the stream against those times to tell which pairs a node
     running live on this machine would have dropped (its newest-pair-wins slot). Scores cover every
     labelled pair.
@@ -46,12 +48,11 @@ from taseg_ros.bag.io import (
 )
 from taseg_ros.bag.labels import FolderLabels, LabelSource, TopicLabels
 from taseg_ros.bag.pairs import NS, BagPairing, RealTimeWorker, simulate_realtime, summarize
-from taseg_ros.preprocessing import ThermalAligner, ThermalNormalization, colorize, normalize_thermal, overlay
+from taseg_ros.frame import STEPS, FramePipeline, FrameSettings
+from taseg_ros.preprocessing import ThermalNormalization, colorize
 from taseg_ros.ros.pairing import Pair
 
 MODES = ("offline", "realtime")
-# The thermal frame is normalised before any resize (as the node does); the model then gets [0, 1].
-_UNIT_RANGE = ThermalNormalization("fixed", 0.0, 1.0)
 
 
 @dataclass
@@ -61,6 +62,7 @@ class FrameResult:
     arrival_ns: int
     processing_s: float
     inference_s: float
+    steps_s: dict = field(default_factory=dict)  # FramePipeline timings: decode, thermal, inference, render
     start_ns: int | None = None  # realtime: when the simulated worker took it
     finish_ns: int | None = None
     label: str | None = None  # label source name when scored
@@ -72,6 +74,7 @@ class FrameResult:
             "thermal_stamp_ns": self.thermal_stamp_ns,
             "processing_ms": self.processing_s * 1e3,
             "inference_ms": self.inference_s * 1e3,
+            "steps_ms": {step: seconds * 1e3 for step, seconds in self.steps_s.items()},
             "latency_ms": None if self.finish_ns is None else (self.finish_ns - self.rgb_stamp_ns) * 1e-6,
             "label": self.label,
             "error": self.error,
@@ -108,6 +111,7 @@ class BagEvalResult:
     output_topics: dict = field(default_factory=dict)
     recording_duration_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    note_counts: dict = field(default_factory=dict)  # frames per FrameNote kind (e.g. nonfinite_thermal)
 
     @property
     def dropped_share(self) -> float | None:
@@ -118,6 +122,7 @@ class BagEvalResult:
         out = {
             "processing_ms": summarize(f.processing_s for f in ok),
             "inference_ms": summarize(f.inference_s for f in ok),
+            "steps_ms": {step: summarize(f.steps_s.get(step, 0.0) for f in ok) for step in STEPS},
         }
         total = sum(f.processing_s for f in ok)
         out["throughput_fps"] = len(ok) / total if total > 0 else None
@@ -167,6 +172,7 @@ class BagEvalResult:
             "output_bag": self.output_bag,
             "output_topics": self.output_topics,
             "notes": self.notes,
+            "note_counts": self.note_counts,
             "per_frame": [f.to_dict() for f in self.frames],
         }
 
@@ -278,38 +284,28 @@ def evaluate_bag(
 
         writer = BagWriter(output_bag, storage="mcap") if output_bag is not None else None
         out = _OrderedOutput(writer)
-        aligner = ThermalAligner(homography)
+        pipeline = FramePipeline(segmenter, FrameSettings(thermal_norm, homography, overlay_alpha))
         warmed = False
 
         def process(pair) -> tuple[float, dict]:
-            """The node's per-pair work; returns (seconds, outputs)."""
+            """The node's per-pair work (FramePipeline); returns (seconds, outputs)."""
             nonlocal warmed
             if not warmed:
                 # The first call at a frame size allocates and plans kernels (seconds on a GPU); a node
                 # pays that once at start-up, so it is kept out of the per-pair times.
                 warmed = True
-                _ = process(pair)
-            start = time.perf_counter()
-            try:
-                rgb_image = decode_rgb(pair.rgb.msg)
-                thermal_raw = decode_thermal(pair.thermal.msg)
-            except ImageDecodeError as exc:
-                return time.perf_counter() - start, {"error": str(exc)}
-            thermal01 = normalize_thermal(thermal_raw, thermal_norm)
-            thermal01, note = aligner(thermal01, rgb_image.shape[:2])
-            if note is not None:
-                result.notes.append(note)
-            prepared = time.perf_counter()
-            prediction = segmenter.predict(rgb_image, thermal01, thermal_norm=_UNIT_RANGE)
-            inferred = time.perf_counter()
-            colour = colorize(prediction.labels, palette)
-            blended = overlay(rgb_image, colour, overlay_alpha)
-            done = time.perf_counter()
-            return done - start, {
-                "labels": prediction.labels,
-                "colour": colour,
-                "overlay": blended,
-                "inference_s": inferred - prepared,
+                FramePipeline(segmenter, pipeline.settings).process_messages(pair.rgb.msg, pair.thermal.msg)
+            frame = pipeline.process_messages(pair.rgb.msg, pair.thermal.msg)
+            for note in frame.notes + ([frame.error] if frame.error is not None else []):
+                _note(result, note, {"rgb": rgb.name, "thermal": thermal.name})
+            if not frame.ok:
+                return frame.timings.get("decode", 0.0), {"error": frame.error.text, "steps_s": frame.timings}
+            return frame.timings["total"], {
+                "labels": frame.labels,
+                "colour": frame.colorized,
+                "overlay": frame.overlay,
+                "inference_s": frame.timings["inference"],
+                "steps_s": {step: frame.timings[step] for step in STEPS},
             }
 
         def record(
@@ -321,6 +317,7 @@ def evaluate_bag(
                 arrival_ns=arrival_ns,
                 processing_s=seconds,
                 inference_s=outputs.get("inference_s", 0.0),
+                steps_s=outputs.get("steps_s", {}),
                 start_ns=start_ns,
                 finish_ns=finish_ns,
                 error=outputs.get("error"),
@@ -442,6 +439,14 @@ def evaluate_bag(
             result.output_bag = str(writer.path)
             result.output_topics = {k: v for k, v in writer.counts.items()}
     return result
+
+
+def _note(result: BagEvalResult, note, topics: dict[str, str]) -> None:
+    """Count a FrameNote by kind; its text goes into the notes the first time, worded as the node logs it."""
+    if note.kind not in result.note_counts:
+        said_once = note.kind == "thermal_aligned"
+        result.notes.append(note.text if said_once else f"{topics.get(note.stream, note.stream)}: {note.text}")
+    result.note_counts[note.kind] = result.note_counts.get(note.kind, 0) + 1
 
 
 def _drain(worker: RealTimeWorker, handled: int, record: Callable) -> int:

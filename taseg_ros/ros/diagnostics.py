@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from taseg_ros.frame import STEPS
+
 # diagnostic_msgs/DiagnosticStatus level values (bytes in the message).
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
@@ -63,16 +65,26 @@ class NodeStatistics:
         self.prepare = RollingWindow(window)
         self.publish = RollingWindow(window)
         self.stamp_age = {"rgb": RollingWindow(window), "thermal": RollingWindow(window)}
+        self.steps = {step: RollingWindow(window) for step in STEPS}  # frame.FramePipeline's steps
         self.errors: Counter[str] = Counter()
         self.processed = 0
         self._publish_times: deque[float] = deque()
         self._fps_window_s = fps_window_s
 
     def record_output(
-        self, latency_s: float, inference_s: float, prepare_s: float, publish_s: float, now: float | None = None
+        self,
+        latency_s: float,
+        inference_s: float,
+        prepare_s: float,
+        publish_s: float,
+        now: float | None = None,
+        steps_s: dict[str, float] | None = None,
     ) -> None:
         now = time.monotonic() if now is None else now
         with self._lock:
+            for step, seconds in (steps_s or {}).items():
+                if step in self.steps:
+                    self.steps[step].add(seconds)
             self.processed += 1
             self.latency.add(latency_s)
             self.inference.add(inference_s)
@@ -115,6 +127,7 @@ class NodeStatistics:
                 "prepare": self.prepare.summary(),
                 "publish": self.publish.summary(),
                 "stamp_age": {stream: window.summary() for stream, window in self.stamp_age.items()},
+                "steps": {step: window.summary() for step, window in self.steps.items()},
             }
 
 
@@ -147,6 +160,8 @@ def build_report(
     for name in ("latency", "inference", "overhead", "prepare", "publish"):
         for key, value in snap[name].items():
             values[f"{name}_{key}_ms"] = f"{value * 1e3:.1f}"
+    for step, summary in snap["steps"].items():
+        values[f"step_{step}_mean_ms"] = f"{summary['mean'] * 1e3:.1f}"
     for stream, summary in snap["stamp_age"].items():
         values[f"{stream}_stamp_age_mean_ms"] = f"{summary['mean'] * 1e3:.1f}"
     for key in ("rgb_received", "thermal_received", "pairs", "unmatched_rgb", "unmatched_thermal",

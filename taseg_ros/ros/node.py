@@ -386,7 +386,7 @@ class TASegNode(LifecycleNode):
         publish_s = time.perf_counter() - published
         latency = (self.get_clock().now() - Time.from_msg(pair.rgb.header.stamp)).nanoseconds * 1e-9
         t = result.timings
-        self.stats.record_output(latency, t["inference"], t["decode"] + t["thermal"], t["render"] + publish_s)
+        self.stats.record_output(latency, t["inference"], t["decode"] + t["thermal"], t["render"] + publish_s, steps_s=t)
 
     def _report(self, note: FrameNote) -> None:
         """Count a frame's problem and log it, throttled per kind and stream (said-once notes unthrottled)."""
