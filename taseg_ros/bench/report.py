@@ -6,6 +6,7 @@ import textwrap
 from typing import Any
 
 from taseg_ros.bench.models import STAGE_LABELS, STAGES
+from taseg_ros.devices import PRECISIONS
 
 MODE_TITLES = {"sam1024": "SAM 1024 pad", "native": "native"}
 
@@ -92,7 +93,7 @@ def format_report(result: dict[str, Any]) -> str:
     row("peak memory, one predict()", [_bytes(modes[n]["memory"]["peak_bytes"]) for n in names])
     row("  growth during the call", [_bytes(modes[n]["memory"]["delta_bytes"]) for n in names])
     if any("precisions" in modes[n] for n in names):
-        for precision in ("fp32", "fp16", "bf16"):
+        for precision in PRECISIONS:
             row(f"predict {precision}", [_fps_cell(modes[n].get("precisions", {}).get(precision)) for n in names])
         row("forward, wall (synchronised)", [_ms(modes[n]["latency"].get("forward_wall")) for n in names])
     if any("compiled" in modes[n] for n in names):

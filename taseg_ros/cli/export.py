@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from taseg_ros.cli.options import add_force_option
+from taseg_ros.devices import PRECISIONS
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -38,7 +39,7 @@ def register(subparsers) -> None:
                    help="what to write (default safetensors)")
     add_force_option(p)
     p.add_argument("--sam-checkpoint", help="official SAM .pth the checkpoint refers to (default: models/<name>)")
-    p.add_argument("--frozen-storage", default="fp32", choices=("fp32", "fp16", "bf16"),
+    p.add_argument("--frozen-storage", default="fp32", choices=tuple(PRECISIONS),
                    help="safetensors: dtype of the stored frozen SAM weights (default fp32: bit-identical model)")
     p.add_argument("--size", type=_size, default=(640, 480), metavar="WxH",
                    help="network exports: the camera frame size (default 640x480); frames of another size are refused")

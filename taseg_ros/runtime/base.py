@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 
 from taseg_ros.classes import ClassInfo
+from taseg_ros.devices import PRECISIONS  # noqa: F401 - the one table of precision names, re-exported
 from taseg_ros.model.config import TASegConfig
 from taseg_ros.model.inputs import FrameTransform, InputGeometry
 
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class Backend:
