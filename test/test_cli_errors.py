@@ -164,6 +164,31 @@ CASES = [
     Case("bag-extract-homography-singular", HOMOGRAPHY + " 1 2 3 2 4 6 0 0 1", r"--thermal-homography: .*not invertible", needs_bag=True),
     Case("bag-extract-homography-out-of-frame", HOMOGRAPHY + " 1 0 100000 0 1 0 0 0 1",
          r"thermal homography: maps the .* thermal frame onto 0% of the", needs_bag=True),
+    # 1, 7 and the namespace, for the bag tools: an output never is or overlaps the recording (even with
+    # --force); outputs under a file; --max-pairs 0; a namespace ROS rejects (more in test_bag.py)
+    Case("bag-eval-output-bag-is-the-recording", "bag eval {bag} --checkpoint {ckpt} -o {w}/ev --output-bag {bag} --force",
+         r"pairs: the output is also an input \(BAG\)", needs_bag=True),
+    Case("bag-eval-output-bag-inside-the-recording", "bag eval {bag} --checkpoint {ckpt} -o {w}/ev --output-bag {bag}/out --force",
+         r"the output lies inside the input .*pairs \(BAG\)", needs_bag=True),
+    Case("bag-eval-o-is-the-recording", "bag eval {bag} --checkpoint {ckpt} -o {bag} --no-output-bag --force",
+         r"the output is also an input \(BAG\)", needs_bag=True),
+    Case("bag-eval-o-under-a-file", "bag eval {bag} --checkpoint {ckpt} -o {w}/afile/ev",
+         r"cannot create .*afile/ev.*: .*afile is a file", needs_bag=True),
+    Case("bag-eval-output-bag-under-a-file", "bag eval {bag} --checkpoint {ckpt} -o {w}/ev --output-bag {w}/afile/rec",
+         r"cannot create .*afile/rec: .*afile is a file", needs_bag=True),
+    Case("bag-eval-output-bag-is-a-file", "bag eval {bag} --checkpoint {ckpt} -o {w}/ev --output-bag {w}/afile --force",
+         r"afile is an existing file", needs_bag=True),
+    Case("bag-extract-o-is-the-recording", "bag extract {bag} -o {bag}", r"the output is also an input \(BAG\)", needs_bag=True),
+    Case("bag-extract-o-under-a-file", "bag extract {bag} -o {w}/afile/ds", r"cannot create .*afile/ds: .*afile is a file",
+         needs_bag=True),
+    Case("bag-replay-o-is-the-recording", "bag replay {bag} -o {bag} --force", r"the output is also an input \(BAG\)",
+         needs_bag=True),
+    Case("bag-extract-max-pairs-0", "bag extract {bag} -o {w}/ds --max-pairs 0", r"--max-pairs must be >= 1, got 0",
+         needs_bag=True),
+    Case("bag-eval-max-pairs-0", "bag eval {bag} --checkpoint {ckpt} -o {w}/ev --max-pairs 0",
+         r"--max-pairs must be >= 1, got 0", needs_bag=True),
+    Case("bag-eval-namespace-ros-rejects", "bag eval {bag} --checkpoint {ckpt} -o {w}/ev --namespace 'bad name!'",
+         r"--namespace 'bad name!': not a valid ROS 2 namespace", needs_bag=True),
 ]
 
 
