@@ -217,7 +217,7 @@ def export_model(
                          "running them); a TensorRT engine is fp32 or fp16")
     checkpoint, output = Path(checkpoint), Path(output)
     if output.suffix.lower() != FORMATS[fmt]:
-        raise ValueError(f"{output}: a {fmt} export is written to a '{FORMATS[fmt]}' file")
+        raise ValueError(f"{output}: --format {fmt} writes a '{FORMATS[fmt]}' file")
     if output.resolve() == checkpoint.resolve():
         raise ValueError(f"{output}: the export must not overwrite its source checkpoint")
     if batch < 1:

@@ -1,0 +1,232 @@
+"""Deployment runtimes: LoRA merging, `taseg export --format onnx|openvino` round trips on real
+frames, the metadata inside the files, clear errors for wrong sizes and bad files, and the node
+answering over DDS with exported models. Real onnx/onnxruntime/openvino (scripts/setup.sh
+installs them); TensorRT needs a GPU and is covered by scripts/gpu_check.sh."""
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from taseg_ros.cli import main
+from taseg_ros.inference import Segmenter
+from taseg_ros.model.checkpoint import load_checkpoint
+from taseg_ros.model.lora import LoRAQKV, merge_lora
+from taseg_ros.runtime import backend_for, open_backend
+from taseg_ros.runtime.export import export_model
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def real_frames(samples_dir: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """The shared MFNet frames (thermal in the alpha channel) and a few MSRS pairs, all 640x480."""
+    frames = []
+    for path in sorted((samples_dir / "mfnet" / "images").glob("*.png")):
+        bgra = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        frames.append((f"mfnet/{path.name}", cv2.cvtColor(bgra[:, :, :3], cv2.COLOR_BGR2RGB), bgra[:, :, 3]))
+    for path in sorted((samples_dir / "msrs" / "vi").glob("*.png"))[:2]:
+        rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        frames.append((f"msrs/{path.name}", rgb, cv2.imread(str(samples_dir / "msrs" / "ir" / path.name), cv2.IMREAD_GRAYSCALE)))
+    return frames
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(tmp_path_factory, tiny_checkpoint):
+    """The tiny checkpoint with non-zero LoRA factors (fresh LoRA B is zero: merging would be trivially exact)."""
+    from taseg_ros.model.checkpoint import save_checkpoint
+
+    model = load_checkpoint(tiny_checkpoint)
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if ".lora_" in name:
+                param.copy_(0.2 * torch.randn(param.shape, generator=generator))
+    path = tmp_path_factory.mktemp("lora") / "tiny_lora.safetensors"
+    save_checkpoint(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exports(trained_checkpoint, tmp_path_factory):
+    """The checkpoint exported for 640x480 frames as ONNX and as OpenVINO IR."""
+    folder = tmp_path_factory.mktemp("exports")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        onnx = export_model(trained_checkpoint, folder / "tiny.onnx", "onnx")
+        ir = export_model(trained_checkpoint, folder / "tiny.xml", "openvino")
+    return {"onnx": onnx, "openvino": ir}
+
+
+def test_merging_lora_keeps_the_logits(trained_checkpoint):
+    model = load_checkpoint(trained_checkpoint)
+    merged = merge_lora(copy.deepcopy(model))
+    assert not any(isinstance(m, LoRAQKV) for m in merged.modules())
+    assert not any("lora_" in name for name, _ in merged.named_parameters())
+    assert merged.lora_merged and sum(p.numel() for p in merged.parameters()) < sum(p.numel() for p in model.parameters())
+    rgb, thermal = torch.randn(2, 3, 96, 128), torch.randn(2, 1, 96, 128)
+    with torch.inference_mode():
+        reference, result = model(rgb, thermal), merged(rgb, thermal)
+        lora_effect = (reference - merge_lora(_without_lora(model))(rgb, thermal)).abs().max()
+    assert lora_effect > 1e-3  # the LoRA factors change the output: the comparison below means something
+    assert (result - reference).abs().max() < 1e-5 * max(1.0, float(reference.abs().max()))
+
+
+def _without_lora(model):
+    stripped = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, param in stripped.named_parameters():
+            if ".lora_" in name:
+                param.zero_()
+    return stripped
+
+
+def test_segmenter_merge_lora_option(trained_checkpoint):
+    rng = np.random.default_rng(0)
+    rgb, thermal = rng.integers(0, 256, (100, 140, 3), dtype=np.uint8), rng.integers(0, 256, (100, 140), dtype=np.uint8)
+    plain = Segmenter.from_checkpoint(trained_checkpoint).predict(rgb, thermal, return_probabilities=True)
+    seg = Segmenter.from_checkpoint(trained_checkpoint, merge_lora=True)
+    merged = seg.predict(rgb, thermal, return_probabilities=True)
+    assert "LoRA merged" in seg.describe()
+    np.testing.assert_array_equal(merged.labels, plain.labels)
+    np.testing.assert_allclose(merged.probabilities, plain.probabilities, atol=1e-6)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_export_round_trip_on_real_frames(exports, trained_checkpoint, samples_dir, fmt):
+    """fp32 runtimes reproduce eager PyTorch on the shared MFNet/MSRS frames."""
+    reference = Segmenter.from_checkpoint(trained_checkpoint)
+    runtime = Segmenter.from_checkpoint(exports[fmt]["output"], precision="fp32")
+    assert runtime.precision == "fp32" and runtime.model is None
+    agreement, max_diff = [], 0.0
+    for name, rgb, thermal in real_frames(samples_dir):
+        expected = reference.predict(rgb, thermal, return_probabilities=True)
+        got = runtime.predict(rgb, thermal, return_probabilities=True)
+        agreement.append((got.labels == expected.labels).mean())
+        max_diff = max(max_diff, float(np.abs(got.probabilities - expected.probabilities).max()))
+    assert len(agreement) >= 3
+    assert min(agreement) >= 0.999, agreement
+    assert max_diff < 1e-4
+    check = exports[fmt]["verification"]
+    assert check["argmax_agreement"] >= 0.999 and check["max_abs_diff"] < 1e-4
+
+
+def test_openvino_precision_is_the_one_asked_for(exports):
+    rng = np.random.default_rng(2)
+    rgb, thermal = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8), rng.integers(0, 256, (480, 640), dtype=np.uint8)
+    fp32 = Segmenter.from_checkpoint(exports["openvino"]["output"])
+    bf16 = Segmenter.from_checkpoint(exports["openvino"]["output"], precision="bf16")
+    assert fp32.precision == "fp32" and "fp32" in fp32.describe()
+    assert bf16.precision in ("bf16", "fp32")  # fp32 where the CPU has no bf16 support; never silently other
+    assert (fp32.predict(rgb, thermal).labels == bf16.predict(rgb, thermal).labels).mean() > 0.9
+
+
+def test_metadata_read_back(exports, trained_checkpoint):
+    from taseg_ros.weights import sha256_file
+
+    model = load_checkpoint(trained_checkpoint)
+    for fmt, result in exports.items():
+        backend = open_backend(result["output"])
+        meta = backend.metadata
+        assert backend.name == {"onnx": "onnxruntime", "openvino": "openvino"}[fmt]
+        assert meta.cfg == model.cfg and meta.cfg.name == "tiny" and meta.cfg.resolution == "native"
+        assert list(meta.class_info.names) == list(model.class_info.names)
+        np.testing.assert_array_equal(meta.class_info.palette, model.class_info.palette)
+        assert meta.input_hw == (480, 640) and meta.frame_hw == (480, 640) and meta.batch == 1
+        assert meta.source == {"name": trained_checkpoint.name, "sha256": sha256_file(trained_checkpoint)}
+        assert meta.frozen_source["kind"] == "random" and meta.sam_sha256 == ""
+        assert Segmenter(backend).class_info.names == model.class_info.names
+
+
+def test_sam1024_export_takes_any_frame_size(trained_checkpoint, tmp_path):
+    from taseg_ros.model.checkpoint import save_checkpoint
+
+    model = load_checkpoint(trained_checkpoint)
+    model.cfg = model.cfg.replace(resolution="sam1024")
+    path = save_checkpoint(model, tmp_path / "sam_mode.safetensors")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = export_model(path, tmp_path / "sam_mode.onnx", "onnx", size=(160, 120))  # verified at 160x120
+    assert result["metadata"].input_hw == (1024, 1024) and result["verification"]["argmax_agreement"] >= 0.999
+    seg, reference = Segmenter.from_checkpoint(tmp_path / "sam_mode.onnx"), Segmenter.from_checkpoint(path)
+    rng = np.random.default_rng(3)
+    rgb, thermal = rng.integers(0, 256, (90, 200, 3), dtype=np.uint8), rng.integers(0, 256, (90, 200), dtype=np.uint8)
+    assert (seg.predict(rgb, thermal).labels == reference.predict(rgb, thermal).labels).mean() >= 0.999
+
+
+def test_fixed_size_batches_and_size_mismatch(trained_checkpoint, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_model(trained_checkpoint, tmp_path / "b2.onnx", "onnx", size=(160, 120), batch=2)
+    seg, reference = Segmenter.from_checkpoint(tmp_path / "b2.onnx"), Segmenter.from_checkpoint(trained_checkpoint)
+    rng = np.random.default_rng(4)
+    rgbs = [rng.integers(0, 256, (120, 160, 3), dtype=np.uint8) for _ in range(3)]
+    thermals = [rng.integers(0, 256, (120, 160), dtype=np.uint8) for _ in range(3)]
+    for got, expected in zip(seg.predict_batch(rgbs, thermals), reference.predict_batch(rgbs, thermals)):  # 3 = 2 + padded 1
+        assert (got.labels == expected.labels).mean() >= 0.999
+    # Native mode pads to multiples of 16: a 160x113 frame needs the same 160x128 input as 160x120.
+    seg.predict(rgbs[0][:113], thermals[0][:113])
+    with pytest.raises(ValueError) as err:
+        seg.predict(rgbs[0][:100, :100], thermals[0][:100, :100])
+    message = str(err.value)
+    assert str(tmp_path / "b2.onnx") in message and "160x128 input" in message and "100x100 frame" in message
+    assert "112x112" in message and "\n" not in message
+
+
+def test_bad_model_files_fail_in_one_line(exports, tmp_path):
+    import onnx
+
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x00not a model" * 50)
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(exports["onnx"]["output"].read_bytes()[:100_000])
+    foreign = tmp_path / "foreign.onnx"  # a valid ONNX model that is not a TASeg export
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])), foreign)
+    not_ir = tmp_path / "notes.xml"
+    not_ir.write_text("<notes><note>hello</note></notes>")
+    no_bin = tmp_path / "lonely.xml"
+    no_bin.write_bytes(exports["openvino"]["output"].read_bytes())
+    cases = {
+        garbage: "not an ONNX model", truncated: "not an ONNX model", foreign: "not a TASeg export",
+        not_ir: "not an OpenVINO IR", no_bin: "lonely.bin is missing", tmp_path / "model.pt": "unknown model file type",
+    }
+    (tmp_path / "model.pt").write_bytes(b"x")
+    for path, expected in cases.items():
+        with pytest.raises(ValueError) as err:
+            Segmenter.from_checkpoint(path)
+        assert str(path) in str(err.value) and expected in str(err.value), err.value
+        assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="backend 'torch' cannot run a .onnx file"):
+        backend_for(exports["onnx"]["output"], "torch")
+    with pytest.raises(ValueError, match="precision 'bf16' is not available"):
+        Segmenter.from_checkpoint(exports["onnx"]["output"], precision="bf16")
+    assert backend_for(exports["onnx"]["output"], "openvino") == "openvino"
+
+
+def test_cli_export_and_failed_check_removes_the_output(trained_checkpoint, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "cli.xml"
+    assert main(["export", str(trained_checkpoint), "--format", "openvino", "-o", str(out), "--size", "160x120"]) == 0
+    printed = capsys.readouterr().out
+    assert "argmax agreement 100" in printed and "input 160x128" in printed
+    assert out.is_file() and out.with_suffix(".bin").is_file()
+    assert open_backend(out).input_hw == (128, 160)
+
+    from taseg_ros.runtime import export as export_module
+
+    monkeypatch.setitem(export_module.MIN_AGREEMENT, "fp32", 1.01)  # no export can pass: the check must remove it
+    bad = tmp_path / "bad.onnx"
+    assert main(["export", str(trained_checkpoint), "--format", "onnx", "-o", str(bad), "--size", "160x120"]) != 0
+    err = capsys.readouterr().err
+    assert "does not reproduce eager PyTorch" in err and "file removed" in err
+    assert not bad.exists() and not any(tmp_path.glob("bad.onnx*"))
+    assert main(["export", str(trained_checkpoint), "--format", "onnx", "-o", str(tmp_path / "x.xml")]) != 0
+    assert "--format onnx writes a '.onnx' file" in capsys.readouterr().err
