@@ -172,11 +172,13 @@ def record_and_replay(opts: DemoOptions, checkpoint: Path, data_root: Path | Non
 def overlay_montage(opts: DemoOptions, checkpoint: Path, data_root: Path) -> Path:
     """One picture: a day and a night test frame, RGB | thermal | prediction overlay."""
     from taseg_ros.datasets import build_dataset
+    from taseg_ros.frame import FramePipeline, FrameSettings
     from taseg_ros.inference import Segmenter
-    from taseg_ros.preprocessing import ThermalNormalization, colorize, overlay
+    from taseg_ros.preprocessing import ThermalNormalization
 
     _say("5/5 overlay images and plots")
-    seg = Segmenter.from_checkpoint(checkpoint)
+    # Dataset thermal is already normalised to [0, 1].
+    pipeline = FramePipeline(Segmenter.from_checkpoint(checkpoint), FrameSettings(ThermalNormalization("fixed", 0.0, 1.0), overlay_alpha=0.6))
     dataset = build_dataset(opts.dataset, data_root, opts.split)
     picks = {}
     for i in range(len(dataset)):
@@ -185,9 +187,8 @@ def overlay_montage(opts: DemoOptions, checkpoint: Path, data_root: Path) -> Pat
     rows = []
     for cond, index in sorted(picks.items()):
         s = dataset.load(index)
-        pred = seg.predict(s["rgb"], s["thermal"], ThermalNormalization("fixed", 0.0, 1.0))
+        blend = pipeline.process(s["rgb"], s["thermal"], outputs={"overlay"}).overlay
         thermal = cv2.cvtColor((s["thermal"] * 255).astype(np.uint8), cv2.COLOR_GRAY2RGB)
-        blend = overlay(s["rgb"], colorize(pred.labels, seg.class_info.palette), 0.6)
         row = np.hstack([s["rgb"], thermal, blend])
         cv2.putText(row, cond, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
         rows.append(row)

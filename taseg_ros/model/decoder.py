@@ -5,7 +5,7 @@ attention) turn the image embedding into per-pixel mask embeddings e_M at 1/4 re
 Those attend to the CLIP text embeddings of the class names (eq. 8), and a 1x1 projection
 of [e_M, F_M] gives one logit per class.
 
-Decided here (DESIGN 1.2 left it open):
+Decided here (the paper leaves it open):
 - e_M is SAM's `output_upscaling` of the transformer's image-side output: the same
   per-pixel embedding SAM dots with its hypernetwork mask vectors, (B, C/8, H/4, W/4).
 - F_M and e_M are concatenated (not summed) before the projection, so the head can weigh

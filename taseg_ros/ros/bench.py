@@ -4,8 +4,9 @@
     python -m taseg_ros.ros.bench --checkpoint models/my.safetensors --device cuda
 
 Three measurements on the same frames:
-  1. model: ``Segmenter.predict`` alone (what the node calls), on a worker thread like the node's;
-  2. steps: the node's conversion and colourising steps timed one by one, without DDS;
+  1. model: the inference step of the node's per-frame pipeline (``frame.FramePipeline``), on a
+     worker thread like the node's;
+  2. steps: that pipeline's own per-step timings (decode, thermal, inference, render), without DDS;
   3. node: the real lifecycle node over DDS (rclpy), fed one pair at a time (closed loop, so
      nothing is dropped; ``fps`` is that loop's rate after 3 warm-up frames), with subscribers on
      labels/colorized/overlay; its own statistics
@@ -57,51 +58,54 @@ def _in_thread(fn):
     return result[0]
 
 
-def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int, device: str, precision: str) -> dict:
-    from types import SimpleNamespace
+def _pipeline_runs(pipeline, rgb_msg, thermal_msg, frames: int) -> list:
+    """FramePipeline results for ``frames`` runs after one warm-up, on a worker thread as in the node."""
+    def run():
+        pipeline.process_messages(rgb_msg, thermal_msg)
+        return [pipeline.process_messages(rgb_msg, thermal_msg) for _ in range(frames)]
 
+    return _in_thread(run)
+
+
+def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int, device: str, precision: str) -> dict:
+    """The node's per-frame pipeline without DDS: its own step timings, with thermal at the RGB size
+    and at half size (the resize step), plus building the three output messages."""
+    from taseg_ros.frame import STEPS, FramePipeline
     from taseg_ros.inference import Segmenter
-    from taseg_ros.preprocessing import ThermalNormalization, colorize, normalize_thermal, overlay, resize_thermal_to
-    from taseg_ros.ros.image_codec import decode_rgb, decode_thermal, encode_image
 
     seg = Segmenter.from_checkpoint(checkpoint, device=device, precision=precision)
     rgb, thermal = _frames(height, width)
-    unit = ThermalNormalization("fixed", 0.0, 1.0)
-    thermal01 = normalize_thermal(thermal)
-    # Timed on a worker thread, as the node runs it.
-    model = _in_thread(lambda: _timeit(lambda: seg.predict(rgb, thermal01, thermal_norm=unit), frames))
-    labels = seg.predict(rgb, thermal01, thermal_norm=unit).labels
-    palette = seg.class_info.palette
-
-    def raw(array, encoding):
-        fields = encode_image(array, encoding)
-        return SimpleNamespace(height=fields.height, width=fields.width, encoding=encoding, step=fields.step,
-                               is_bigendian=int(fields.is_bigendian), data=fields.data.tobytes())
-
-    rgb_msg, thermal_msg = raw(rgb[:, :, ::-1].copy(), "bgr8"), raw(thermal, "mono16")
-    half = thermal[::2, ::2].copy()
-    colour = colorize(labels, palette)
-    steps = {
-        "decode_rgb_bgr8": _timeit(lambda: decode_rgb(rgb_msg), frames),
-        "decode_thermal_mono16": _timeit(lambda: decode_thermal(thermal_msg), frames),
-        "normalize_thermal": _timeit(lambda: normalize_thermal(thermal), frames),
-        "resize_half_size_thermal": _timeit(lambda: resize_thermal_to(normalize_thermal(half), (height, width)), frames),
-        "colorize": _timeit(lambda: colorize(labels, palette), frames),
-        "overlay": _timeit(lambda: overlay(rgb, colour, 0.5), frames),
-    }
+    pipeline = FramePipeline(seg)
+    full = _pipeline_runs(pipeline, _raw(rgb[:, :, ::-1].copy(), "bgr8"), _raw(thermal, "mono16"), frames)
+    half = _pipeline_runs(pipeline, _raw(rgb[:, :, ::-1].copy(), "bgr8"), _raw(thermal[::2, ::2].copy(), "mono16"), frames)
+    steps = {step: [r.timings[step] for r in full] for step in STEPS}
+    steps["thermal_from_half_size"] = [r.timings["thermal"] for r in half]
     try:
-        from taseg_ros.ros.node import _image_msg
         from std_msgs.msg import Header
 
-        header = Header()
+        from taseg_ros.ros.node import _image_msg
+
+        header, last = Header(), full[-1]
         steps["build_3_messages"] = _timeit(
-            lambda: (_image_msg(header, labels, "mono8"), _image_msg(header, colour, "rgb8"), _image_msg(header, colour, "rgb8")),
+            lambda: (_image_msg(header, last.labels, "mono8"), _image_msg(header, last.colorized, "rgb8"),
+                     _image_msg(header, last.overlay, "rgb8")),
             frames,
         )
     except ImportError:  # no rclpy: the message-building step is measured by the node run only
         pass
     seg.release()
-    return {"model": _percentiles(model), "steps": {k: _percentiles(v) for k, v in steps.items()}}
+    return {"model": _percentiles(steps["inference"]), "steps": {k: _percentiles(v) for k, v in steps.items()}}
+
+
+def _raw(array: np.ndarray, encoding: str):
+    """An object with sensor_msgs/Image fields (the codec is duck-typed), without rclpy."""
+    from types import SimpleNamespace
+
+    from taseg_ros.ros.image_codec import encode_image
+
+    fields = encode_image(array, encoding)
+    return SimpleNamespace(height=fields.height, width=fields.width, encoding=encoding, step=fields.step,
+                           is_bigendian=int(fields.is_bigendian), data=fields.data.tobytes())
 
 
 def bench_node(checkpoint: Path, height: int, width: int, frames: int, device: str, precision: str) -> dict:
