@@ -230,3 +230,28 @@ def test_cli_export_and_failed_check_removes_the_output(trained_checkpoint, tmp_
     assert not bad.exists() and not any(tmp_path.glob("bad.onnx*"))
     assert main(["export", str(trained_checkpoint), "--format", "onnx", "-o", str(tmp_path / "x.xml")]) != 0
     assert "--format onnx writes a '.onnx' file" in capsys.readouterr().err
+
+
+# --- the node over DDS with exported models -------------------------------------------------------
+
+try:  # the node tests' fixtures (real rclpy, one DDS domain per session) and probe
+    from test_ros_node import checkpoint, frames, publish_pair, ros, start_node, wait_until  # noqa: F401
+except pytest.skip.Exception:  # no ROS 2 Python packages: only the node tests below skip
+    ros = None
+
+
+@pytest.mark.skipif(ros is None, reason="rclpy (ROS 2) is not installed")
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_node_answers_with_an_exported_model(start_node, exports, fmt):
+    from taseg_ros.ros.image_codec import image_to_array
+
+    path = exports[fmt]["output"]
+    node, probe = start_node(checkpoint=str(path))
+    assert node.segmenter.backend.name == backend_for(path) and node.segmenter.model is None
+    rgb, _ = frames(480, 640, seed=3)
+    thermal = np.random.default_rng(3).integers(20000, 40000, (480, 640), dtype=np.uint16)
+    publish_pair(probe, rgb, thermal)
+    wait_until(lambda: probe.count("labels") >= 1, what=f"labels from the node running {path.name}")
+    expected = Segmenter.from_checkpoint(path).predict(rgb, thermal)
+    np.testing.assert_array_equal(image_to_array(probe.last("labels")), expected.labels)
+    assert image_to_array(probe.last("colorized")).shape == (480, 640, 3)
