@@ -47,12 +47,12 @@ def perturb_trainables(model):
 
 
 def gradients(model, rgb, thermal, labels, autocast_dtype=None):
-    from taseg_ros.train.memory import autocast_on, model_inputs, model_outputs
+    from taseg_ros.train.memory import autocast_on
 
     model.zero_grad(set_to_none=True)
     with autocast_on("cpu", autocast_dtype):
-        rgb_in, thermal_in, geometry = model_inputs(model, rgb, thermal)
-        logits = model_outputs(model, model(rgb_in, thermal_in), geometry)
+        rgb_in, thermal_in, geometry = model.preprocess(rgb, thermal)
+        logits = model.postprocess(model(rgb_in, thermal_in), geometry)
     training_loss(logits, labels).backward()
     return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -135,5 +135,6 @@ def test_parse_memory():
     assert parse_memory("24GiB") == 24 * GiB
     assert parse_memory("24G") == parse_memory("24 GB") == 24 * GiB
     assert parse_memory("512MiB") == 512 * 1024**2
+    assert parse_memory("1000B") == 1000 and parse_memory("1.5") == int(1.5 * GiB)
     with pytest.raises(ValueError, match="--gpu-memory 'lots'"):
         parse_memory("lots")

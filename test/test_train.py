@@ -166,6 +166,36 @@ def test_resume_without_state_is_a_clear_error(street, tmp_path, capsys):
     assert "nothing to resume" in capsys.readouterr().err
 
 
+# --- memory ---------------------------------------------------------------------------------
+def test_plan_prints_the_table_without_data(capsys):
+    assert main(["train", "demo_tiny", "--plan", "--gpu-memory", "16GiB"]) == 0
+    out = capsys.readouterr().out
+    assert "memory plan: tiny, input 96x128" in out and "usable: 14.00 of 16.00 GiB" in out
+    assert "largest micro-batch that fits: 8" in out
+    assert "timed step on cpu (fp32, random frozen weights, micro-batch 8)" in out and "images/s" in out
+
+
+def test_auto_micro_batch_and_checkpointing_train_the_same_weights(street, tmp_path, capsys):
+    """micro_batch_size auto takes the largest micro-batch the plan fits in train.gpu_memory
+    (here 2 of 4); with activation checkpointing on as well, the run ends with the weights of
+    the plain run (micro-batch 4, no checkpointing): both change memory, not the result."""
+    from taseg_ros.train.memory import plan_for_recipe, recipe_model_config, recipe_num_classes
+
+    recipe = load_recipe("demo_tiny", ["data.crop=[64,96]", "train.grad_checkpointing=true", f"data.root={street}"])
+    num_classes = recipe_num_classes(recipe)[0]
+    plan = plan_for_recipe(recipe, recipe_model_config(recipe), num_classes, "cpu", micro_batches=(1, 2, 4))
+    memory = (plan.rows[1].total + plan.rows[2].total) / 2 / 0.875  # 2 fits, 4 does not
+    plain, auto = tmp_path / "plain", tmp_path / "auto"
+    assert main(["train", *small_run(street, plain, "train.micro_batch_size=4")]) == 0
+    capsys.readouterr()
+    assert main(["train", *small_run(street, auto), "train.micro_batch_size=auto", "train.grad_checkpointing=true",
+                 f"train.gpu_memory={memory:.0f}B"]) == 0
+    assert "micro_batch_size auto: 2" in capsys.readouterr().out
+    a, b = trainables(plain / "last.safetensors"), trainables(auto / "last.safetensors")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
 @pytest.mark.slow
 def test_thermal_branch_learns_what_rgb_cannot_see_at_night(tmp_path):
     """Procedural streets: at night cars and people are nearly invisible in RGB but warm in

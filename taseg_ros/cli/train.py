@@ -21,6 +21,11 @@ def register(subparsers) -> None:
                    help="with --resume: continue with a changed recipe (refused otherwise; both recipes are "
                    "recorded in recipe_history.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still written)")
+    p.add_argument("--plan", action="store_true",
+                   help="print the predicted GPU memory of one optimiser step per micro-batch size, the largest that "
+                   "fits and the images/s of one timed step, then exit (no data needed)")
+    p.add_argument("--gpu-memory", metavar="SIZE",
+                   help="with --plan: the GPU memory to plan for, e.g. 24GiB (default: the visible GPU's, else 24GiB)")
     p.set_defaults(func=run)
 
 
@@ -35,6 +40,11 @@ def run(args) -> int:
     if args.output:
         overrides.append(f"train.output={args.output}")
     recipe = load_recipe(args.recipe, overrides)
+    if args.plan:
+        from taseg_ros.train.memory import plan_report
+
+        print(plan_report(recipe, args.gpu_memory)[1])
+        return 0
     if not recipe.data.root:
         raise ValueError("no dataset folder: set data.root in the recipe or pass --data-root DIR")
     prepare_run_dir(recipe.train.output, recipe.to_dict(), resume=args.resume, force=args.force,

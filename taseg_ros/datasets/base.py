@@ -28,7 +28,10 @@ from taseg_ros.preprocessing import normalize_thermal
 Sample = dict
 Transform = Callable[[Sample, np.random.Generator], Sample]
 
-__all__ = ["IGNORE_INDEX", "RGBTDataset", "FolderSplitDataset", "SampleRecord", "Sample", "Transform", "collate_samples"]
+__all__ = [
+    "IGNORE_INDEX", "RGBTDataset", "FolderSplitDataset", "SampleRecord", "Sample", "Transform", "augmentation_rng",
+    "collate_samples",
+]
 
 
 @dataclass(frozen=True)
@@ -103,11 +106,14 @@ class RGBTDataset:
     def __getitem__(self, index: int) -> Sample:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} samples")
-        index %= len(self)
+        return self.sample(index % len(self), self.epoch)
+
+    def sample(self, index: int, epoch: int) -> Sample:
+        """Sample `index` as the transform augments it in `epoch` (training keys its data
+        loader by (epoch, index) and calls this; `__getitem__` uses `set_epoch`'s epoch)."""
         sample = self.load(index)
         if self.transform is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            sample = self.transform(sample, rng)
+            sample = self.transform(sample, augmentation_rng(self.seed, epoch, index))
         return sample
 
     def load(self, index: int) -> Sample:
@@ -260,6 +266,12 @@ class FolderSplitDataset(RGBTDataset):
             )
             for i in ids
         ]
+
+
+def augmentation_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The one source of a sample's augmentation randomness: a function of (seed, epoch,
+    index) alone, so any worker count, process count or resumed run draws the same crop."""
+    return np.random.default_rng([seed, epoch, index])
 
 
 def collate_samples(batch: Sequence[Sample]) -> dict:

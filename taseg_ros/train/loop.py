@@ -27,15 +27,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from taseg_ros.datasets import build_dataset
+from taseg_ros.datasets import IGNORE_INDEX, build_dataset
 from taseg_ros.datasets.transforms import train_transform
 from taseg_ros.devices import resolve_device
 from taseg_ros.evaluation.run import evaluate
 from taseg_ros.inference import PRECISIONS
 from taseg_ros.model.checkpoint import init_checkpoint, load_checkpoint, save_checkpoint
 from taseg_ros.model.config import get_config
-from taseg_ros.model.inputs import normalize_and_pad, plan_geometry, restore_logits
 from taseg_ros.train.loss import loss_share
+from taseg_ros.train.memory import GiB, cast_frozen, check_prediction, plan_for_recipe
 from taseg_ros.train.recipe import Recipe
 from taseg_ros.train.run_dir import drop_replayed_log_rows
 
@@ -118,20 +118,19 @@ class StepBatches(torch.utils.data.Sampler):
 
 
 class AugmentedSamples(torch.utils.data.Dataset):
-    """Dataset keyed by (epoch, index): the augmentation RNG is a function of the key, so
-    every worker and every resumed run draws the same crop for the same sample."""
+    """The training set keyed by (epoch, index): each sample's augmentation is drawn from
+    (seed, epoch, index) (datasets.base.augmentation_rng), so every worker and every resumed
+    run draws the same crop for the same sample."""
 
-    def __init__(self, dataset, transform, seed: int, blank_thermal: bool = False) -> None:
-        self.dataset, self.transform, self.seed = dataset, transform, seed
-        self.blank_thermal = blank_thermal
+    def __init__(self, dataset, blank_thermal: bool = False) -> None:
+        self.dataset, self.blank_thermal = dataset, blank_thermal
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key):
         epoch, index = key
-        sample = self.dataset.load(index)
-        sample = self.transform(sample, np.random.default_rng([self.seed, epoch, index]))
+        sample = self.dataset.sample(index, epoch)
         if self.blank_thermal:
             sample["thermal"] = np.zeros_like(sample["thermal"])
         return {
@@ -212,177 +211,280 @@ def validate(model, dataset, runtime: Runtime, dtype: torch.dtype, blank_thermal
     return evaluator.result()
 
 
+# --- logs -----------------------------------------------------------------------------------
+class RunLog:
+    """train_log.csv, TensorBoard and the progress bar; files on the main process only."""
+
+    HEADER = ["step", "loss", "ce", "dice", "lr", "images_per_s", "val_miou"]
+
+    def __init__(self, output: Path, recipe: Recipe, start: int, resume: bool, runtime: Runtime, progress: bool) -> None:
+        self.writer = self.file = self.csv = None
+        if runtime.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # Steps after `start` were logged by the interrupted run and are logged again now.
+            self.writer = SummaryWriter(str(output / "tensorboard"), purge_step=start + 1 if start else None)
+            log_path = output / "train_log.csv"
+            new_log = not (resume and log_path.is_file())
+            if not new_log:
+                drop_replayed_log_rows(log_path, start)
+            self.file = open(log_path, "w" if new_log else "a", newline="")
+            self.csv = csv.writer(self.file)
+            if new_log:
+                self.csv.writerow(self.HEADER)
+            (output / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
+        self.bar = tqdm(total=recipe.train.steps, initial=start, desc="train", disable=not (progress and runtime.is_main), dynamic_ncols=True)
+
+    def train_step(self, step: int, loss: float, parts: dict, lr: float, speed: float) -> None:
+        self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
+        if self.writer is None:
+            return
+        for name, value in (("loss", loss), ("ce", parts["ce"]), ("dice", parts["dice"]), ("lr", lr), ("images_per_s", speed)):
+            self.writer.add_scalar(f"train/{name}", value, step)
+        self.csv.writerow([step, f"{loss:.6f}", f"{parts['ce']:.6f}", f"{parts['dice']:.6f}", f"{lr:.6e}", f"{speed:.2f}", ""])
+        self.file.flush()
+
+    def validation(self, step: int, miou: float, best_miou: float) -> None:
+        if self.writer is None:
+            return
+        self.writer.add_scalar("val/miou", miou, step)
+        self.csv.writerow([step, "", "", "", "", "", f"{miou:.6f}"])
+        self.file.flush()
+        self.bar.write(f"step {step}: val mIoU {100 * miou:.2f} (best {100 * max(miou, best_miou):.2f})")
+
+    def note(self, text: str) -> None:
+        if self.writer is not None:
+            self.bar.write(text)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+            self.file.close()
+
+
 # --- the run --------------------------------------------------------------------------------
 def train(recipe: Recipe, resume: bool = False, progress: bool = True) -> dict:
     """Train as `recipe` says; returns a summary (steps, best validation mIoU, files)."""
-    t = recipe.train
-    runtime = start_runtime(t.device)
-    output = Path(t.output)
-    if runtime.is_main:
-        output.mkdir(parents=True, exist_ok=True)
-    if runtime.world_size > 1:
-        dist.barrier()
-    per_step_per_process, remainder = divmod(t.batch_size, runtime.world_size)
-    accumulation, remainder2 = divmod(per_step_per_process, t.micro_batch_size) if per_step_per_process else (0, 1)
-    if remainder or remainder2 or accumulation < 1:
-        raise ValueError(
-            f"train.batch_size {t.batch_size} must be a multiple of processes ({runtime.world_size}) "
-            f"x train.micro_batch_size ({t.micro_batch_size})"
+    return Trainer(recipe, resume, progress).run()
+
+
+class Trainer:
+    """One run. The constructor sets everything up (data, model, memory, optimiser, resumed
+    state, logs); `run` is the loop: learning rate, forward/backward over the micro-batches,
+    optimiser step, logging, validation and checkpoints."""
+
+    def __init__(self, recipe: Recipe, resume: bool = False, progress: bool = True) -> None:
+        self.recipe, self.t = recipe, recipe.train
+        self.runtime = start_runtime(self.t.device)
+        self.output = Path(self.t.output)
+        if self.runtime.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+        if self.runtime.world_size > 1:
+            dist.barrier()
+        self.use_amp = self.runtime.device.type == "cuda" and self.t.precision != "fp32"
+        self.dtype = PRECISIONS[self.t.precision] if self.use_amp else torch.float32
+        self.build_data()
+        self.build_model()
+        self.micro_batch, self.accumulation = self.plan_micro_batches()
+        self.build_optimizer()
+        self.start, self.best = self.load_state(resume)
+        self.ddp = DistributedDataParallel(self.model) if self.runtime.world_size > 1 else None
+        self.loader = DataLoader(
+            self.samples,
+            batch_sampler=StepBatches(self.start, self.t.steps, len(self.train_set), self.t.batch_size, self.t.seed, self.runtime),
+            num_workers=self.recipe.data.num_workers,
+            persistent_workers=False,
+            pin_memory=self.runtime.device.type == "cuda",
         )
-    use_amp = runtime.device.type == "cuda" and t.precision != "fp32"
-    dtype = PRECISIONS[t.precision] if use_amp else torch.float32
+        self.log = RunLog(self.output, recipe, self.start, resume, self.runtime, progress)
+        for line in self.notes:
+            self.log.note(line)
 
-    # Data.
-    d = recipe.data
-    train_set = build_dataset(d.dataset, d.root, d.train_split, seed=t.seed)
-    val_set = build_dataset(d.dataset, d.root, d.val_split)
-    if len(train_set) < t.batch_size:
-        raise ValueError(f"{d.root}: split '{d.train_split}' has {len(train_set)} samples, fewer than train.batch_size {t.batch_size}")
-    samples = AugmentedSamples(train_set, train_transform(d.crop, d.scale, d.flip, d.color_jitter), t.seed, d.blank_thermal)
+    # --- setup ------------------------------------------------------------------------------
+    def build_data(self) -> None:
+        d, t = self.recipe.data, self.t
+        transform = train_transform(d.crop, d.scale, d.flip, d.color_jitter)
+        self.train_set = build_dataset(d.dataset, d.root, d.train_split, transform, seed=t.seed)
+        self.val_set = build_dataset(d.dataset, d.root, d.val_split)
+        if len(self.train_set) < t.batch_size:
+            raise ValueError(f"{d.root}: split '{d.train_split}' has {len(self.train_set)} samples, fewer than train.batch_size {t.batch_size}")
+        self.samples = AugmentedSamples(self.train_set, d.blank_thermal)
 
-    # Model, optimiser, state.
-    model = initial_model(recipe, train_set.class_info, output, runtime).to(runtime.device).train()
-    if tuple(model.class_info.names) != tuple(train_set.class_info.names):
-        source = recipe.init_checkpoint or "the model"
-        raise ValueError(
-            f"{source} predicts {len(model.class_info.names)} classes {list(model.class_info.names)}, the dataset "
-            f"{d.root} has {len(train_set.class_info.names)}: {list(train_set.class_info.names)}"
-        )
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=recipe.optim.lr, betas=recipe.optim.betas, weight_decay=recipe.optim.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if use_amp and dtype == torch.float16 else None
-    start, best = 0, {"miou": -1.0, "step": -1}
-    state_path = output / STATE_FILE
-    if resume:
-        if not state_path.is_file():
-            raise FileNotFoundError(f"nothing to resume: {state_path} does not exist")
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"], strict=False)
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state["scaler"]:
-            scaler.load_state_dict(state["scaler"])
-        start, best = int(state["step"]), json.loads(state["best"])
-    ddp = DistributedDataParallel(model) if runtime.world_size > 1 else None
-    forward = ddp if ddp is not None else model
+    def build_model(self) -> None:
+        classes = self.train_set.class_info
+        model = initial_model(self.recipe, classes, self.output, self.runtime).to(self.runtime.device).train()
+        if tuple(model.class_info.names) != tuple(classes.names):
+            source = self.recipe.init_checkpoint or "the model"
+            raise ValueError(
+                f"{source} predicts {len(model.class_info.names)} classes {list(model.class_info.names)}, the dataset "
+                f"{self.recipe.data.root} has {len(classes.names)}: {list(classes.names)}"
+            )
+        if self.use_amp and self.t.half_frozen:
+            cast_frozen(model, self.dtype)  # never updated; autocast would cast them anyway
+        model.image_encoder.grad_checkpointing = self.t.grad_checkpointing
+        self.model = model
 
-    loader = DataLoader(
-        samples,
-        batch_sampler=StepBatches(start, t.steps, len(train_set), t.batch_size, t.seed, runtime),
-        num_workers=d.num_workers,
-        persistent_workers=False,
-        pin_memory=runtime.device.type == "cuda",
-    )
-    writer = log_file = None
-    if runtime.is_main:
-        from torch.utils.tensorboard import SummaryWriter
+    def plan_micro_batches(self) -> tuple[int, int]:
+        """(micro-batch, accumulation steps). `auto` takes the largest divisor of the
+        per-process batch that the memory plan fits; on a GPU the plan's prediction is kept
+        to check against the allocator's peak after the first step."""
+        t, world = self.t, self.runtime.world_size
+        per_process, remainder = divmod(t.batch_size, world)
+        self.notes, self.plan = [], None
+        if t.micro_batch_size == "auto" or self.runtime.device.type == "cuda":
+            candidates = [b for b in range(1, per_process + 1) if per_process % b == 0] or [1]
+            self.plan = plan_for_recipe(self.recipe, self.model.cfg, self.train_set.class_info.num_classes,
+                                        self.runtime.device.type, micro_batches=candidates)
+        micro = t.micro_batch_size
+        if micro == "auto":
+            micro = self.plan.largest_fitting
+            if micro is None:
+                raise ValueError(f"train.micro_batch_size auto: not even micro-batch 1 fits\n{self.plan.table()}")
+            self.notes.append(f"micro_batch_size auto: {micro} (predicted peak {self.plan.predicted(micro) / GiB:.2f} GiB "
+                              f"of {self.plan.usable / GiB:.2f} GiB usable)")
+        accumulation, rest = divmod(per_process, micro) if per_process else (0, 1)
+        if remainder or rest or accumulation < 1:
+            raise ValueError(
+                f"train.batch_size {t.batch_size} must be a multiple of processes ({world}) x train.micro_batch_size ({micro})"
+            )
+        return micro, accumulation
 
-        # Steps after `start` were logged by the interrupted run and are logged again now.
-        writer = SummaryWriter(str(output / "tensorboard"), purge_step=start + 1 if start else None)
-        new_log = not (resume and (output / "train_log.csv").is_file())
-        if not new_log:
-            drop_replayed_log_rows(output / "train_log.csv", start)
-        log_file = open(output / "train_log.csv", "w" if new_log else "a", newline="")
-        log_csv = csv.writer(log_file)
-        if new_log:
-            log_csv.writerow(["step", "loss", "ce", "dice", "lr", "images_per_s", "val_miou"])
-        (output / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
-    bar = tqdm(total=t.steps, initial=start, desc="train", disable=not (progress and runtime.is_main), dynamic_ncols=True)
-    last_time, images_since = time.perf_counter(), 0
-    loss_value = parts = None
+    def build_optimizer(self) -> None:
+        o = self.recipe.optim
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda") if self.use_amp and self.dtype == torch.float16 else None
 
-    for step, batch in zip(range(start, t.steps), loader):
-        # 1. learning rate for this step
-        for group in optimizer.param_groups:
-            group["lr"] = recipe.optim.lr * learning_rate_factor(step, recipe)
-        # 2. forward/backward over the micro-batches; the loss is normalised over the step
-        labelled = int(all_reduce_sum(int((batch["label"] != 255).sum()), runtime))
+    def load_state(self, resume: bool) -> tuple[int, dict]:
+        """(first step, best validation so far): 0 and nothing, or the state file's."""
+        self.state_path = self.output / STATE_FILE
+        if not resume:
+            return 0, {"miou": -1.0, "step": -1}
+        if not self.state_path.is_file():
+            raise FileNotFoundError(f"nothing to resume: {self.state_path} does not exist")
+        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(state["model"], strict=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        return int(state["step"]), json.loads(state["best"])
+
+    # --- the loop ---------------------------------------------------------------------------
+    def run(self) -> dict:
+        t = self.t
+        self.last_time, self.images_since, self.loss_value = time.perf_counter(), 0, None
+        if self.runtime.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.runtime.device)
+        for step, batch in zip(range(self.start, t.steps), self.loader):
+            self.set_learning_rate(step)
+            loss, parts = self.forward_backward(batch)
+            self.optimizer_step()
+            done = step + 1
+            if done == self.start + 1:
+                self.check_memory_plan()
+            self.images_since += t.batch_size
+            self.log.bar.update(1)
+            if done % t.log_every == 0 or done == t.steps:
+                self.log_progress(done, loss, parts)
+            validate_now = done % t.val_every == 0 or done == t.steps
+            if validate_now:
+                self.validate_and_keep_best(done)
+            if validate_now or done % t.checkpoint_every == 0:
+                self.save_state(done)
+        return self.finish()
+
+    def set_learning_rate(self, step: int) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.recipe.optim.lr * learning_rate_factor(step, self.recipe)
+
+    def forward_backward(self, batch: dict) -> tuple[float, dict]:
+        """Gradients of the step's loss, accumulated over micro-batches; the loss is
+        normalised over the whole step (all micro-batches and processes)."""
+        runtime, t = self.runtime, self.t
+        labelled = int(all_reduce_sum(int((batch["label"] != IGNORE_INDEX).sum()), runtime))
         step_loss, step_parts = 0.0, {"ce": 0.0, "dice": 0.0}
-        for micro in range(accumulation):
-            part = slice(micro * t.micro_batch_size, (micro + 1) * t.micro_batch_size)
+        forward = self.ddp if self.ddp is not None else self.model
+        for micro in range(self.accumulation):
+            part = slice(micro * self.micro_batch, (micro + 1) * self.micro_batch)
             rgb = batch["rgb"][part].to(runtime.device, non_blocking=True).permute(0, 3, 1, 2).float()
             thermal = batch["thermal"][part].to(runtime.device, non_blocking=True).unsqueeze(1)
             labels = batch["label"][part].to(runtime.device, non_blocking=True)
-            geometry = plan_geometry(rgb.shape[-2], rgb.shape[-1], model.cfg)
-            sync = micro == accumulation - 1
-            context = ddp.no_sync() if (ddp is not None and not sync) else contextlib.nullcontext()
-            with context:
-                with torch.autocast(runtime.device.type, dtype=dtype, enabled=use_amp):
-                    logits = restore_logits(forward(*normalize_and_pad(rgb, thermal, model.cfg, geometry)), geometry)
+            last = micro == self.accumulation - 1
+            with self.ddp.no_sync() if (self.ddp is not None and not last) else contextlib.nullcontext():
+                with torch.autocast(runtime.device.type, dtype=self.dtype, enabled=self.use_amp):
+                    rgb_in, thermal_in, geometry = self.model.preprocess(rgb, thermal)
+                    logits = self.model.postprocess(forward(rgb_in, thermal_in), geometry)
                 loss, loss_parts = loss_share(
                     logits, labels, step_labelled_pixels=labelled, step_images=t.batch_size,
-                    ce_weight=recipe.loss.ce_weight, dice_weight=recipe.loss.dice_weight,
+                    ce_weight=self.recipe.loss.ce_weight, dice_weight=self.recipe.loss.dice_weight,
                 )
                 # DDP averages gradients over processes; the shares must add up instead.
                 scaled = loss * runtime.world_size
-                (scaler.scale(scaled) if scaler is not None else scaled).backward()
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             step_loss += loss.item()
             for key in step_parts:
                 step_parts[key] += loss_parts[key]
-        # 3. optimiser step
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        if recipe.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, recipe.optim.grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        images_since += t.batch_size
-        bar.update(1)
+        return step_loss, step_parts
 
-        # 4. logging, validation, checkpoints
-        if done % t.log_every == 0 or done == t.steps:
-            loss_value = float(all_reduce_sum(step_loss, runtime))
-            parts = {k: float(all_reduce_sum(v, runtime)) for k, v in step_parts.items()}
-            now = time.perf_counter()
-            speed = images_since / (now - last_time)
-            last_time, images_since = now, 0
-            lr = optimizer.param_groups[0]["lr"]
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")
-            if runtime.is_main:
-                writer.add_scalar("train/loss", loss_value, done)
-                writer.add_scalar("train/ce", parts["ce"], done)
-                writer.add_scalar("train/dice", parts["dice"], done)
-                writer.add_scalar("train/lr", lr, done)
-                writer.add_scalar("train/images_per_s", speed, done)
-                log_csv.writerow([done, f"{loss_value:.6f}", f"{parts['ce']:.6f}", f"{parts['dice']:.6f}", f"{lr:.6e}", f"{speed:.2f}", ""])
-                log_file.flush()
-        validate_now = done % t.val_every == 0 or done == t.steps
-        if validate_now:
-            result = validate(model, val_set, runtime, dtype, d.blank_thermal)
-            miou = result.overall.miou
-            if runtime.is_main:
-                writer.add_scalar("val/miou", miou, done)
-                log_csv.writerow([done, "", "", "", "", "", f"{miou:.6f}"])
-                log_file.flush()
-                bar.write(f"step {done}: val mIoU {100 * miou:.2f} (best {100 * max(miou, best['miou']):.2f})")
-                extra = {"step": done, "val_miou": miou, "dataset": str(d.dataset), "recipe": recipe.to_dict()}
-                if miou > best["miou"]:
-                    best = {"miou": miou, "step": done}
-                    save_checkpoint(model, output / "best.safetensors", extra=extra)
-                save_checkpoint(model, output / "last.safetensors", extra=extra)
-            best = _broadcast(best, runtime)
-        if runtime.is_main and (validate_now or done % t.checkpoint_every == 0):
-            save_state(state_path, model, optimizer, scaler, done, best, recipe)
-        if runtime.world_size > 1 and (validate_now or done % t.checkpoint_every == 0):
+    def optimizer_step(self) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.recipe.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.recipe.optim.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def check_memory_plan(self) -> None:
+        """GPU: the allocator's peak over the first step against the plan's prediction."""
+        if self.plan is None or self.runtime.device.type != "cuda":
+            return
+        miss = check_prediction(self.plan.predicted(self.micro_batch), self.runtime.device)
+        if miss:
+            self.log.note(f"warning: {miss}")
+
+    def log_progress(self, done: int, step_loss: float, step_parts: dict) -> None:
+        self.loss_value = float(all_reduce_sum(step_loss, self.runtime))
+        parts = {k: float(all_reduce_sum(v, self.runtime)) for k, v in step_parts.items()}
+        now = time.perf_counter()
+        speed = self.images_since / (now - self.last_time)
+        self.last_time, self.images_since = now, 0
+        self.log.train_step(done, self.loss_value, parts, self.optimizer.param_groups[0]["lr"], speed)
+
+    def validate_and_keep_best(self, done: int) -> None:
+        d = self.recipe.data
+        miou = validate(self.model, self.val_set, self.runtime, self.dtype, d.blank_thermal).overall.miou
+        if self.runtime.is_main:
+            self.log.validation(done, miou, self.best["miou"])
+            extra = {"step": done, "val_miou": miou, "dataset": str(d.dataset), "recipe": self.recipe.to_dict()}
+            if miou > self.best["miou"]:
+                self.best = {"miou": miou, "step": done}
+                save_checkpoint(self.model, self.output / "best.safetensors", extra=extra)
+            save_checkpoint(self.model, self.output / "last.safetensors", extra=extra)
+        self.best = _broadcast(self.best, self.runtime)
+
+    def save_state(self, done: int) -> None:
+        if self.runtime.is_main:
+            save_state(self.state_path, self.model, self.optimizer, self.scaler, done, self.best, self.recipe)
+        if self.runtime.world_size > 1:
             dist.barrier()
-    bar.close()
-    if writer is not None:
-        writer.close()
-        log_file.close()
-    summary = {
-        "steps": t.steps,
-        "best_val_miou": best["miou"],
-        "best_step": best["step"],
-        "final_loss": loss_value,
-        "output": str(output),
-    }
-    if runtime.is_main:
-        (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+
+    def finish(self) -> dict:
+        self.log.close()
+        summary = {
+            "steps": self.t.steps,
+            "best_val_miou": self.best["miou"],
+            "best_step": self.best["step"],
+            "final_loss": self.loss_value,
+            "output": str(self.output),
+        }
+        if self.runtime.is_main:
+            (self.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
 
 
 def _broadcast(best: dict, runtime: Runtime) -> dict:

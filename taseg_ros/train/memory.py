@@ -112,32 +112,14 @@ def count_forward(model, batch: int, hw: tuple[int, int], device: torch.device, 
     labels = torch.zeros(batch, *hw, dtype=torch.long, device=device)
     try:
         with counter.counting(), autocast_on(device.type, autocast_dtype):
-            rgb_in, thermal_in, geometry = model_inputs(model, rgb, thermal)
-            logits = model_outputs(model, model(rgb_in, thermal_in), geometry)
+            rgb_in, thermal_in, geometry = model.preprocess(rgb, thermal)
+            logits = model.postprocess(model(rgb_in, thermal_in), geometry)
             training_loss(logits, labels)
     finally:
         for handle in handles:
             handle.remove()
     steps = [b - a for a, b in zip([0, *counter.marks], counter.marks)]
     return ForwardCount(counter.total_bytes, max(steps, default=0))
-
-
-def model_inputs(model, rgb, thermal):
-    """(rgb_in, thermal_in, geometry) as training feeds the model."""
-    if hasattr(model, "preprocess"):
-        return model.preprocess(rgb, thermal)
-    from taseg_ros.model.inputs import normalize_and_pad, plan_geometry
-
-    geometry = plan_geometry(rgb.shape[-2], rgb.shape[-1], model.cfg)
-    return (*normalize_and_pad(rgb, thermal, model.cfg, geometry), geometry)
-
-
-def model_outputs(model, logits, geometry):
-    if hasattr(model, "postprocess"):
-        return model.postprocess(logits, geometry)
-    from taseg_ros.model.inputs import restore_logits
-
-    return restore_logits(logits, geometry)
 
 
 def shape_only_model(cfg, num_classes: int, device: str, frozen_dtype: torch.dtype):
@@ -294,12 +276,13 @@ def plan_memory(
 
 
 def parse_memory(text: str) -> int:
-    """'24GiB', '24G', '23.5 GB', '24000MiB' -> bytes (G/GB/GiB all mean 2**30 here: GPU
-    vendors quote binary sizes under decimal names)."""
+    """'24GiB', '24G', '23.5 GB', '24000MiB', '1000B' -> bytes; a bare number is GiB (G/GB/GiB
+    all mean 2**30 here: GPU vendors quote binary sizes under decimal names)."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(i?B)?\s*", str(text), re.IGNORECASE)
     if not match:
         raise ValueError(f"--gpu-memory '{text}': expected a size such as 24GiB or 80G")
-    unit = {"": GiB, "K": 1024, "M": 1024**2, "G": GiB, "T": 1024**4}[match.group(2).upper()]
+    letter, suffix = match.group(2).upper(), match.group(3)
+    unit = 1 if (not letter and suffix) else {"": GiB, "K": 1024, "M": 1024**2, "G": GiB, "T": 1024**4}[letter]
     return int(float(match.group(1)) * unit)
 
 
@@ -322,3 +305,138 @@ def check_prediction(predicted: int, device: torch.device, tolerance: float = 0.
         f"memory plan missed: predicted peak {predicted / GiB:.2f} GiB, measured {measured / GiB:.2f} GiB "
         f"({miss:+.0%}; torch.cuda.max_memory_allocated after the first steps)"
     )
+
+
+# --- one real step --------------------------------------------------------------------------
+def measure_step(cfg, num_classes: int, input_hw: tuple[int, int], micro_batch: int, *, device: str = "cpu",
+                 precision: str = "bf16", grad_checkpointing: bool = False, half_frozen: bool = True,
+                 steps: int = 2) -> dict:
+    """Images/s of a training step (forward, loss, backward, AdamW) of `cfg` with random frozen
+    weights on `device`, after one untimed warm-up step; on CUDA also the allocator's peak."""
+    import time
+
+    from taseg_ros.classes import ClassInfo, default_palette
+    from taseg_ros.model.taseg import build_model
+
+    target = torch.device(device)
+    autocast_dtype = None if precision == "fp32" or target.type != "cuda" else {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    classes = ClassInfo(names=tuple(f"class{i}" for i in range(num_classes)), palette=default_palette(num_classes))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_model(cfg, classes, torch.zeros(num_classes, cfg.text_dim), device=target).train()
+    if autocast_dtype is not None and half_frozen:
+        cast_frozen(model, autocast_dtype)
+    model.image_encoder.grad_checkpointing = grad_checkpointing
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+    generator = torch.Generator().manual_seed(0)
+    rgb = (torch.rand(micro_batch, 3, *input_hw, generator=generator) * 255).to(target)
+    thermal = torch.rand(micro_batch, 1, *input_hw, generator=generator).to(target)
+    labels = torch.randint(0, num_classes, (micro_batch, *input_hw), generator=generator).to(target)
+
+    def step() -> None:
+        with autocast_on(target.type, autocast_dtype):
+            rgb_in, thermal_in, geometry = model.preprocess(rgb, thermal)
+            logits = model.postprocess(model(rgb_in, thermal_in), geometry)
+        training_loss(logits, labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    if target.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(target)
+    step()
+    sync = (lambda: torch.cuda.synchronize(target)) if target.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for _ in range(steps - 1):
+        step()
+    sync()
+    seconds = (time.perf_counter() - start) / max(steps - 1, 1)
+    result = {"images_per_s": micro_batch / seconds, "seconds_per_step": seconds, "micro_batch": micro_batch, "device": str(target)}
+    if target.type == "cuda":
+        result["peak_bytes"] = int(torch.cuda.max_memory_allocated(target))
+    del model, optimizer
+    return result
+
+
+# --- a recipe's plan (`taseg train RECIPE --plan`, micro_batch_size auto) -------------------
+# CPU timing of one step is skipped above this many parameters (vit_b and up: minutes a step).
+CPU_TIMING_MAX_PARAMS = 50_000_000
+
+
+def recipe_model_config(recipe):
+    """The model config a recipe trains: its init checkpoint's, else `model` + overrides."""
+    if recipe.init_checkpoint:
+        from taseg_ros.model.checkpoint import describe_checkpoint
+
+        return describe_checkpoint(recipe.init_checkpoint)[0]
+    from taseg_ros.model.config import get_config
+
+    return get_config(recipe.model, **recipe.model_overrides)
+
+
+def recipe_num_classes(recipe) -> tuple[int, str]:
+    """(number of classes, a note when it had to be assumed)."""
+    from taseg_ros.datasets import resolve_config
+
+    try:
+        return resolve_config(recipe.data.dataset, recipe.data.root).classes.num_classes, ""
+    except FileNotFoundError:
+        return 19, f"classes: 19 assumed ({recipe.data.dataset} classes not readable without data.root)"
+
+
+def plan_for_recipe(recipe, cfg, num_classes: int, device_type: str, micro_batches=None, gpu_memory: int | None = None) -> MemoryPlan:
+    """The memory plan of `recipe` for training on `device_type` ("cuda" or "cpu")."""
+    t = recipe.train
+    if gpu_memory is None:
+        gpu_memory = parse_memory(t.gpu_memory) if t.gpu_memory else (visible_gpu_memory() or DEFAULT_GPU_MEMORY)
+    options = {} if micro_batches is None else {"micro_batches": tuple(micro_batches)}
+    return plan_memory(
+        cfg, num_classes, recipe.data.crop, device="cuda" if device_type == "cuda" else "cpu", precision=t.precision,
+        grad_checkpointing=t.grad_checkpointing, half_frozen=t.half_frozen, gpu_memory=gpu_memory, **options,
+    )
+
+
+def plan_report(recipe, gpu_memory: str | None = None, time_step: bool = True) -> tuple[MemoryPlan, str]:
+    """(plan, text) for `taseg train RECIPE --plan`: the GPU prediction per micro-batch size,
+    the largest that fits, and one timed step on this machine's device."""
+    cfg = recipe_model_config(recipe)
+    num_classes, class_note = recipe_num_classes(recipe)
+    notes = [class_note] if class_note else []
+    memory = parse_memory(gpu_memory) if gpu_memory else None
+    if memory is None and recipe.train.gpu_memory:
+        memory = parse_memory(recipe.train.gpu_memory)
+    if memory is None:
+        memory = visible_gpu_memory()
+        if memory is None:
+            memory = DEFAULT_GPU_MEMORY
+            notes.append("no GPU visible: planning for a 24 GiB GPU (--gpu-memory SIZE for another)")
+    plan = plan_for_recipe(recipe, cfg, num_classes, "cuda", gpu_memory=memory)
+    lines = [plan.table(), *notes]
+    micro = recipe.train.micro_batch_size
+    if micro != "auto" and micro not in [r.micro_batch for r in plan.rows]:
+        lines.append(f"  recipe's micro-batch {micro}: predicted peak {plan_for_recipe(recipe, cfg, num_classes, 'cuda', [micro], memory).rows[0].total / GiB:.2f} GiB")
+    micro = plan.largest_fitting if micro == "auto" else micro
+    if time_step and micro:
+        lines.append(_timed_step_line(recipe, cfg, num_classes, micro, plan))
+    return plan, "\n".join(lines)
+
+
+def _timed_step_line(recipe, cfg, num_classes: int, micro: int, plan: MemoryPlan) -> str:
+    t = recipe.train
+    device = "cuda" if torch.cuda.is_available() and t.device != "cpu" else "cpu"
+    if device == "cpu":
+        size = sum(p.numel() for p in shape_only_model(cfg, num_classes, "meta", torch.float32)[0].parameters())
+        if size > CPU_TIMING_MAX_PARAMS:
+            return (f"timed step: skipped on the CPU ({cfg.name}, {size / 1e6:.0f} M parameters: minutes a step); "
+                    "run --plan on the training GPU for images/s and the measured peak")
+    result = measure_step(cfg, num_classes, recipe.data.crop, micro, device=device, precision=t.precision,
+                          grad_checkpointing=t.grad_checkpointing, half_frozen=t.half_frozen)
+    precision = t.precision if device == "cuda" else "fp32"
+    line = (f"timed step on {device} ({precision}, random frozen weights, micro-batch {micro}): "
+            f"{result['images_per_s']:.2f} images/s")
+    if "peak_bytes" in result:
+        predicted = plan.predicted(micro) if micro in [r.micro_batch for r in plan.rows] else None
+        line += f"; measured peak {result['peak_bytes'] / GiB:.2f} GiB"
+        if predicted:
+            line += f" vs predicted {predicted / GiB:.2f} GiB ({(result['peak_bytes'] - predicted) / predicted:+.0%})"
+    return line
