@@ -31,8 +31,9 @@ LOG_FILE = "train_log.csv"
 RUN_FILES = (STATE_FILE, "best.safetensors", "last.safetensors", "init.safetensors", LOG_FILE,
              "summary.json", RECIPE_FILE, HISTORY_FILE)
 RUN_DIRS = ("tensorboard",)
-# Where the data and the run live, and how fast data is read: not what is trained.
-NOT_RECIPE = frozenset({"data.root", "data.num_workers", "train.output"})
+# Where the data and the run live, how fast data is read and how much memory the plan may use
+# (a resume on another machine): not what is trained.
+NOT_RECIPE = frozenset({"data.root", "data.num_workers", "train.output", "train.gpu_memory"})
 
 
 class RunFolderError(TasegError, ValueError):
