@@ -255,3 +255,13 @@ def test_node_answers_with_an_exported_model(start_node, exports, fmt):
     expected = Segmenter.from_checkpoint(path).predict(rgb, thermal)
     np.testing.assert_array_equal(image_to_array(probe.last("labels")), expected.labels)
     assert image_to_array(probe.last("colorized")).shape == (480, 640, 3)
+
+
+def test_predict_command_with_an_exported_model(exports, trained_checkpoint, samples_dir, tmp_path):
+    images = samples_dir / "mfnet" / "images"
+    for name, model in (("torch", trained_checkpoint), ("openvino", exports["openvino"]["output"])):
+        assert main(["predict", "--checkpoint", str(model), "--rgb", str(images), "-o", str(tmp_path / name)]) == 0
+    for ids in sorted((tmp_path / "torch" / "ids").glob("*.png")):
+        torch_ids = cv2.imread(str(ids), cv2.IMREAD_UNCHANGED)
+        runtime_ids = cv2.imread(str(tmp_path / "openvino" / "ids" / ids.name), cv2.IMREAD_UNCHANGED)
+        assert (torch_ids == runtime_ids).mean() >= 0.999

@@ -176,9 +176,10 @@ def _add_eval(sub) -> None:
     ev.add_argument(
         "--namespace", default="/taseg", help="namespace of the output topics (default /taseg, as the node's)"
     )
-    from taseg_ros.cli.options import add_device_options, add_thermal_options
+    from taseg_ros.cli.options import add_backend_options, add_device_options, add_thermal_options
 
     add_device_options(ev)
+    add_backend_options(ev)
     add_thermal_options(ev, default_help="auto, as the node's parameter")
     _homography(ev)
     ev.add_argument("--overlay-alpha", type=float, default=0.5)

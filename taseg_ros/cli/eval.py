@@ -1,7 +1,7 @@
 """`taseg eval`: score a checkpoint on a dataset split with the dataset's protocol."""
 from __future__ import annotations
 
-from taseg_ros.cli.options import add_device_options, add_force_option, add_thermal_options
+from taseg_ros.cli.options import add_backend_options, add_device_options, add_force_option, add_thermal_options
 
 
 def register(subparsers) -> None:
@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--sam-checkpoint", help="official SAM weights (default: models/<name>)")
     add_thermal_options(p, default_help="the dataset's protocol (thermal.normalization of its YAML)")
     add_device_options(p)
+    add_backend_options(p)
     p.set_defaults(func=run)
 
 
@@ -32,20 +33,17 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
-    import torch
-
     from taseg_ros.cli import counted_input_warnings
     from taseg_ros.cli.options import segmenter_from_args, thermal_norm_from_args
     from taseg_ros.datasets import build_dataset
     from taseg_ros.datasets.transforms import eval_transform
     from taseg_ros.evaluation.report import format_table, write_report
     from taseg_ros.evaluation.run import PredictionWriter, evaluate
-    from taseg_ros.inference import PRECISIONS
-    from taseg_ros.model.checkpoint import describe_checkpoint
+    from taseg_ros.runtime import describe_model_file
     from taseg_ros.outputs import check_output_dir, output_dir
 
     thermal_norm = thermal_norm_from_args(args)
-    _, _, metadata = describe_checkpoint(args.checkpoint)
+    metadata = describe_model_file(args.checkpoint)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{args.split}"
     inputs = {"--data-root": args.data_root, "--checkpoint": args.checkpoint}
     check_output_dir(out, force=args.force, inputs=inputs)  # before the slow model load
@@ -72,7 +70,7 @@ def run(args) -> int:
             writer = PredictionWriter(out / "predictions", dataset.class_info.palette, kinds)
         with counted_input_warnings() as counts:
             evaluator = evaluate(
-                seg.model, dataset, device=seg.device, dtype=PRECISIONS[args.precision] if seg.device.type == "cuda" else torch.float32,
+                seg, dataset,  # the Segmenter's own runtime, device and precision
                 blank_thermal=args.blank_thermal, on_prediction=writer, progress=True,
             )
         result = evaluator.result()

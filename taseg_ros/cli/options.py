@@ -32,12 +32,25 @@ def device_from_args(args: argparse.Namespace) -> str:
     return resolve_device(args.device)
 
 
+def add_backend_options(parser: argparse.ArgumentParser) -> None:
+    """--backend/--merge-lora: which runtime runs the network forward (taseg_ros.runtime)."""
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino", "tensorrt"),
+                       help="runtime of the network (default auto: from the model file type: .safetensors torch, "
+                       ".onnx onnxruntime, .xml openvino, .engine tensorrt; `taseg export --format` writes them). "
+                       "--device then names the runtime's device: cpu/cuda[:N] (torch), cpu/cuda/tensorrt (onnxruntime "
+                       "execution providers), cpu/gpu/npu (openvino)")
+    group.add_argument("--merge-lora", action="store_true",
+                       help="torch: merge the LoRA factors into the frozen weights at load (same outputs, less work)")
+
+
 def segmenter_from_args(args: argparse.Namespace):
-    """A Segmenter from --checkpoint, --sam-checkpoint and the device options."""
+    """A Segmenter from --checkpoint (any model file), --sam-checkpoint, the device and the backend options."""
     from taseg_ros.inference import Segmenter
 
     return Segmenter.from_checkpoint(
-        args.checkpoint, sam_checkpoint=args.sam_checkpoint, device=device_from_args(args), precision=args.precision
+        args.checkpoint, sam_checkpoint=args.sam_checkpoint, device=device_from_args(args), precision=args.precision,
+        backend=getattr(args, "backend", None), merge_lora=getattr(args, "merge_lora", False),
     )
 
 

@@ -1,7 +1,7 @@
 """`taseg predict`: segment single RGB-T image pairs or folders of them."""
 from __future__ import annotations
 
-from taseg_ros.cli.options import add_device_options, add_force_option, add_thermal_options
+from taseg_ros.cli.options import add_backend_options, add_device_options, add_force_option, add_thermal_options
 
 
 def register(subparsers) -> None:
@@ -22,6 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("--sam-checkpoint", help="official SAM weights (default: models/<name>)")
     add_thermal_options(p, default_help="auto")
     add_device_options(p)
+    add_backend_options(p)
     p.set_defaults(func=run)
 
 

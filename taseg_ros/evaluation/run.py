@@ -31,9 +31,14 @@ def evaluate(
     progress: bool = False,
 ) -> SegmentationEvaluator:
     """Predict every sample (or `indices`) of a labelled dataset and accumulate its
-    confusion matrices (overall and per day/night condition)."""
+    confusion matrices (overall and per day/night condition). `model` is a TASeg, or a ready
+    Segmenter (any runtime: `taseg eval --backend`; then `device` and `dtype` are its own)."""
+    from taseg_ros.inference import Segmenter
+
     config = dataset.config
     evaluator = SegmentationEvaluator(config.classes.names, config.metric, config.name)
+    segmenter = model if isinstance(model, Segmenter) else None
+    model = torch.nn.Module() if segmenter is not None else model  # nothing to switch to eval mode and back
     was_training = model.training
     model.eval()
     indices = list(range(len(dataset))) if indices is None else list(indices)
@@ -41,7 +46,7 @@ def evaluate(
         from tqdm import tqdm
 
         indices = tqdm(indices, desc="eval", dynamic_ncols=True)
-    segmenter = _segmenter(model, device, dtype)
+    segmenter = segmenter or _segmenter(model, device, dtype)
     for index in indices:
         sample = dataset[index]
         if sample["label"] is None:

@@ -37,6 +37,36 @@ def backend_for(path: str | Path, backend: str | None = None) -> str:
     return backend
 
 
+def read_export_metadata(path: str | Path, backend: str | None = None):
+    """The ExportMetadata of an exported file, without loading its network."""
+    from taseg_ros.runtime import metadata
+
+    kind = backend_for(path, backend)
+    if kind == "tensorrt":
+        return metadata.read_tensorrt_metadata(path)
+    if Path(path).suffix.lower() == ".onnx":
+        return metadata.read_onnx_metadata(path)
+    import openvino as ov
+
+    from taseg_ros.runtime.openvino_backend import check_ir_files
+
+    check_ir_files(Path(path))
+    return metadata.read_openvino_metadata(ov.Core().read_model(str(path)), path)
+
+
+def describe_model_file(path: str | Path) -> dict[str, str]:
+    """The string metadata of any model file: a checkpoint's safetensors header or an export's
+    own metadata (both carry "config", "classes" and, when known, "dataset")."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file not found: {path}")
+    if backend_for(path) == "torch":
+        from taseg_ros.model.checkpoint import read_metadata
+
+        return read_metadata(path)
+    return read_export_metadata(path).to_strings()
+
+
 def open_backend(
     path: str | Path,
     *,
@@ -77,4 +107,4 @@ def open_backend(
     return TensorRTBackend(path, device if device.startswith("cuda") else "cuda", None if precision == "fp32" else precision)
 
 
-__all__ = ["BACKENDS", "Backend", "SUFFIXES", "backend_for", "open_backend"]
+__all__ = ["BACKENDS", "Backend", "SUFFIXES", "backend_for", "describe_model_file", "open_backend", "read_export_metadata"]

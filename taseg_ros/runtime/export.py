@@ -145,6 +145,7 @@ def check_exporter(fmt: str) -> None:
 
 
 def build_metadata(model: TASeg, checkpoint: Path, geometry, frame_hw, batch: int, precision: str) -> ExportMetadata:
+    from taseg_ros.model.checkpoint import read_metadata
     from taseg_ros.weights import sha256_file
 
     return ExportMetadata(
@@ -158,6 +159,7 @@ def build_metadata(model: TASeg, checkpoint: Path, geometry, frame_hw, batch: in
         frozen_source=dict(model.frozen_source.__dict__),
         text_source=model.text_source,
         version=__version__,
+        dataset=read_metadata(checkpoint).get("dataset", ""),
     )
 
 

@@ -28,6 +28,7 @@ class ExportMetadata:
     verification: dict = field(default_factory=dict)  # the export's comparison with eager PyTorch
     text_source: str = ""
     version: str = ""
+    dataset: str = ""  # the dataset the checkpoint was trained on (its metadata), for `taseg eval`
 
     @property
     def transform(self) -> FrameTransform:
@@ -57,6 +58,7 @@ class ExportMetadata:
             "sam_sha256": self.sam_sha256,
             "text_source": self.text_source,
             "verification": json.dumps(self.verification),
+            "dataset": self.dataset,
         }
 
     @classmethod
@@ -78,6 +80,7 @@ class ExportMetadata:
                 verification=json.loads(strings.get("verification", "{}") or "{}"),
                 text_source=strings.get("text_source", ""),
                 version=strings.get("taseg_ros_version", ""),
+                dataset=strings.get("dataset", ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}: damaged TASeg export metadata ({type(exc).__name__}: {exc})") from exc
