@@ -328,7 +328,8 @@ def test_extract_real_msrs_pairs(samples_dir, tmp_path):
 
 
 def test_eval_scores_match_an_independent_computation(raw_bag, segmenter, tmp_path):
-    from taseg_ros.bag.evaluate import evaluate_bag, format_summary, write_eval_report
+    from taseg_ros.bag.eval_report import format_summary, write_eval_report
+    from taseg_ros.bag.evaluate import evaluate_bag
 
     result = evaluate_bag(raw_bag.path, segmenter, label_topic="/labels", output_bag=tmp_path / "out")
     assert (result.pairs, result.processed, result.scored) == (EXPECTED_PAIRS,) * 3

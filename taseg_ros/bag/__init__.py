@@ -10,7 +10,10 @@
     info      is a recording usable: topics, rates, gaps, pairs and stamp offsets
     extract   pairs -> the plain folder dataset (rgb/ thermal/ [labels/] classes.yaml splits)
     labels    ground truth from a folder (files named by stamp) or a topic, matched by stamp
-    evaluate  scores, latency, drops, report and an output recording for RViz / Foxglove
+    evaluate     `bag eval`: run the per-frame pipeline on every pair (or as a real-time node would), score, time
+    eval_result  what it found: per-pair results, totals, timing summaries, report.json's dictionary
+    eval_output  its output recording for RViz / Foxglove (inputs, predictions, ground truth)
+    eval_report  its console summary, report.md, report.json; eval_plots: the timing plot
     replay    publish a recording to a running node over DDS, record and measure its outputs
     fixtures  write realistic two-camera recordings (tests, demos)
 

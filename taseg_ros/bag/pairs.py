@@ -19,8 +19,6 @@ import numpy as np
 from taseg_ros.bag.reader import Bag, RawMessage
 from taseg_ros.ros.pairing import NS_PER_S, LatestSlot, Pair, StampPairer, stamp_to_ns
 
-NS = NS_PER_S  # temporary, for bag/evaluate.py until its split
-
 
 @dataclass(frozen=True)
 class Frame:

@@ -159,7 +159,7 @@ class _OutputRecorder:
         self.last_output_mono = 0
         self.diagnostics: dict = {}
 
-    def _write(self, topic: str, msgtype: str, wall_ns: int, msg: Any) -> None:
+    def write(self, topic: str, msgtype: str, wall_ns: int, msg: Any) -> None:
         from rclpy.serialization import serialize_message
 
         if self.writer is not None:
@@ -173,12 +173,12 @@ class _OutputRecorder:
             with self.lock:
                 self.outputs[name].append((stamp_to_ns(msg.header.stamp), mono, wall))
                 self.last_output_mono = mono
-            self._write(topic, IMAGE, wall, msg)
+            self.write(topic, IMAGE, wall, msg)
 
         return callback
 
     def on_class_info(self, msg) -> None:
-        self._write(f"{self.node_name}/class_info", STRING, time.time_ns(), msg)
+        self.write(f"{self.node_name}/class_info", STRING, time.time_ns(), msg)
 
     def on_diagnostics(self, msg) -> None:
         mine = [s for s in msg.status if s.name.startswith(f"{self.node_name}:")]
@@ -186,7 +186,7 @@ class _OutputRecorder:
             self.diagnostics.clear()
             self.diagnostics.update({kv.key: kv.value for kv in mine[-1].values})
             self.diagnostics["message"] = mine[-1].message
-            self._write("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", time.time_ns(), msg)
+            self.write("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", time.time_ns(), msg)
 
     def answered(self, stamps) -> int:
         with self.lock:
@@ -369,7 +369,7 @@ class _Replay:
             self.publishers[message.topic].publish(msg)
             now_mono = time.monotonic_ns()
             published[topic] += 1
-            self.recorder._write(topic, message.msgtype, time.time_ns(), msg)
+            self.recorder.write(topic, message.msgtype, time.time_ns(), msg)
             pair = pairer.add_rgb(stamp, None) if message.topic == self.rgb.name else pairer.add_thermal(stamp, None)
             if pair is not None:
                 self.pair_done_mono[pair.rgb_stamp_ns] = now_mono

@@ -313,7 +313,8 @@ def _eval_outputs(args):
 def run_eval(args) -> int:
     import warnings
 
-    from taseg_ros.bag.evaluate import evaluate_bag, format_summary, write_eval_report
+    from taseg_ros.bag.eval_report import format_summary, write_eval_report
+    from taseg_ros.bag.evaluate import evaluate_bag
     from taseg_ros.bag.pairs import check_max_pairs
     from taseg_ros.bag.stop import stop_on_sigint
     from taseg_ros.bag.writer import output_recording
