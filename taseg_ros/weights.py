@@ -23,6 +23,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from taseg_ros.errors import TasegError
+
 MIRROR_ENV = "TASEG_WEIGHTS_MIRROR"
 _CHUNK = 1 << 20  # bytes per network read
 _HASH_BUFFER = 8 << 20  # bytes per disk read when hashing; large reads keep sha256 CPU-bound
@@ -130,7 +132,7 @@ class CheckResult:
         return f"{self.path}: {self.status.value}"
 
 
-class WeightDownloadError(RuntimeError):
+class WeightDownloadError(TasegError, RuntimeError):
     """A download that could not complete; the message says whether re-running resumes it."""
 
 

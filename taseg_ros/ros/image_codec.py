@@ -39,6 +39,7 @@ import numpy as np
 from rosbags.image import ImageError as _RosbagsImageError
 from rosbags.image import image_to_cvimage
 
+from taseg_ros.errors import TasegError
 from taseg_ros.preprocessing import thermal_to_gray
 
 RGB_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
@@ -74,7 +75,7 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _HOST_BIG_ENDIAN = sys.byteorder == "big"
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(TasegError, ValueError):
     """``reason`` is the kind of problem (``encoding``, ``empty``, ``size``, ``data``), so a node can
     count and throttle each kind on its own."""
 
