@@ -1,6 +1,8 @@
 """`taseg demo`: the zero-download end-to-end demo (see taseg_ros/demo/pipeline.py)."""
 from __future__ import annotations
 
+from taseg_ros.cli.options import add_force_option
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -10,7 +12,9 @@ def register(subparsers) -> None:
         "(all/day/night, and with thermal blanked), play a recorded bag through the real node over DDS, and save "
         "overlays and plots. With --checkpoint and --data-root (or --bag) the same runs on your model and data.",
     )
-    p.add_argument("-o", "--output", default="demo_out", help="output folder (default demo_out)")
+    p.add_argument("-o", "--output", default="demo_out",
+                   help="output folder (default demo_out; refused when it is not empty, unless --force)")
+    add_force_option(p)
     p.add_argument("--checkpoint", help="use this model instead of training the tiny one")
     p.add_argument("--data-root", help="evaluate on this dataset (with --checkpoint)")
     p.add_argument("--dataset", default="folder", help="dataset of --data-root: folder | mfnet | pst900 | fmb | kp")
@@ -26,6 +30,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from taseg_ros.demo.pipeline import DemoOptions, run_demo
+    from taseg_ros.outputs import output_dir
 
     if args.data_root and not args.checkpoint:
         raise ValueError("--data-root needs --checkpoint (without them the demo makes its own data and model)")
@@ -40,5 +45,7 @@ def run(args) -> int:
         node=not args.no_node,
         progress=not args.no_progress,
     )
-    summary = run_demo(opts)
+    inputs = {"--checkpoint": args.checkpoint, "--data-root": args.data_root, "--bag": args.bag}
+    with output_dir(opts.output, force=args.force, inputs=inputs):
+        summary = run_demo(opts)
     return 1 if "error" in (summary.get("node") or {}) else 0
