@@ -660,9 +660,10 @@ def test_max_pairs_zero_is_refused(raw_bag, tiny_checkpoint, tmp_path, command):
     assert not (tmp_path / "out").exists()
 
 
-def test_extract_says_why_no_frame_could_be_decoded(tmp_path):
-    """yuv422 RGB and 0x0 thermal frames pair perfectly (the old answer: "no pair was extracted:
-    USABLE: 10 pairs = 100%"); the cause is each frame's decode failure, counted."""
+def test_extract_and_eval_say_why_no_frame_could_be_decoded(tmp_path, tiny_checkpoint):
+    """yuv422 RGB and 0x0 thermal frames pair perfectly (the old answers: extract "no pair was
+    extracted: USABLE: 10 pairs = 100%", eval exit 0 with nothing scored); the cause is each frame's
+    decode failure, counted."""
     yuv = hand_made_bag(tmp_path / "yuv", lambda i, s: raw_image(s, "yuv422", 8, 8, np.zeros(128), 16), mono16)
     code, _, err = run_cli("extract", yuv, "-o", tmp_path / "ds")
     assert code == 2 and err.count("\n") == 1
@@ -673,11 +674,17 @@ def test_extract_says_why_no_frame_could_be_decoded(tmp_path):
     code, _, err = run_cli("extract", empty, "-o", tmp_path / "ds")
     assert code == 2 and "10 x thermal /thermal/image_raw: empty image: height=0, width=0" in err
     assert not (tmp_path / "ds").exists()
+    code, _, err = run_cli("eval", yuv, "--checkpoint", tiny_checkpoint, "-o", tmp_path / "ev")
+    assert code == 2 and err.count("\n") == 1
+    assert "no pair could be evaluated: 10 of 10 pairs failed: 10 x /camera/color/image_raw: unsupported " \
+        "encoding 'yuv422'" in err
+    assert not (tmp_path / "ev").exists()  # neither report nor output recording
 
 
-def test_extract_counts_nan_thermal_frames(tmp_path):
+def test_extract_and_eval_count_nan_thermal_frames(tmp_path, segmenter):
     """Float thermal: frames with NaN pixels, and frames without one finite pixel, are counted and
-    said (they were written silently)."""
+    said (they were taken silently)."""
+    from taseg_ros.bag.evaluate import evaluate_bag
     from taseg_ros.bag.messages import image_message
 
     def float_thermal(i, stamp):
@@ -693,6 +700,9 @@ def test_extract_counts_nan_thermal_frames(tmp_path):
     assert code == 0, err
     assert "3 thermal frames hold NaN/inf pixels (2 without one finite pixel)" in out
     assert len(list((tmp_path / "ds" / "thermal").glob("*.tiff"))) == 10
+    result = evaluate_bag(rec, segmenter)
+    assert result.processed == 10 and result.note_counts["nonfinite_thermal"] == 3
+    assert any("64 of 64 pixels are NaN/inf" in note for note in result.notes)
 
 
 def test_eval_refuses_a_namespace_ros_rejects(raw_bag, tiny_checkpoint, tmp_path):

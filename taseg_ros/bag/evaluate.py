@@ -27,6 +27,7 @@ the frames done so far, and marked interrupted.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,7 +36,7 @@ import numpy as np
 from taseg_ros.bag.eval_output import EvalRecording
 from taseg_ros.bag.eval_result import BagEvalResult, FrameResult
 from taseg_ros.bag.labels import FolderLabels, LabelSource, TopicLabels
-from taseg_ros.bag.pairs import BagPairing, RealTimeWorker, check_max_pairs, simulate_realtime
+from taseg_ros.bag.pairs import BagPairing, RealTimeWorker, check_max_pairs, failure_summary, simulate_realtime
 from taseg_ros.bag.reader import Bag, BagError, open_bag
 from taseg_ros.bag.topics import resolve_image_topics
 from taseg_ros.frame import STEPS, FramePipeline, FrameSettings
@@ -95,6 +96,12 @@ def evaluate_bag(
             result.notes.append(
                 f"no label matched a processed pair within {label_tolerance_s * 1e3:g} ms "
                 f"({len(labels)} labels in {labels.description})"
+            )
+        if result.pairs and not result.processed and not result.interrupted:
+            reasons = Counter(frame.error for frame in result.frames if frame.error is not None)
+            raise BagError(
+                f"{bag.path}: no pair could be evaluated: {result.failed} of {result.pairs} pairs failed: "
+                + failure_summary(reasons)
             )
         if result.pairs == 0 and not result.interrupted:
             from taseg_ros.bag.info import inspect_bag
@@ -229,7 +236,8 @@ class _Evaluation:
         for note in frame.notes + ([frame.error] if frame.error is not None else []):
             _note(self.result, note, topics)
         if not frame.ok:
-            return frame.timings.get("decode", 0.0), {"error": frame.error.text, "steps_s": frame.timings}
+            error = f"{topics.get(frame.error.stream, frame.error.stream)}: {frame.error.text}"
+            return frame.timings.get("decode", 0.0), {"error": error, "steps_s": frame.timings}
         return frame.timings["total"], {
             "labels": frame.labels,
             "colour": frame.colorized,

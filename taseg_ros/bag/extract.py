@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 from taseg_ros.bag.labels import TopicLabels, stamp_id
-from taseg_ros.bag.pairs import BagPairing, check_max_pairs
+from taseg_ros.bag.pairs import BagPairing, check_max_pairs, failure_summary
 from taseg_ros.bag.reader import Bag, BagError, open_bag
 from taseg_ros.bag.topics import resolve_image_topics
 from taseg_ros.classes import ClassInfo, load_classes
@@ -302,11 +302,9 @@ def _check_labels_reach_pairs(bag: Bag, rgb_topic: str, thermal_topic: str, slop
 def _nothing_extracted(bag_path, result: ExtractResult, rgb_topic: str, thermal_topic: str, slop_s: float) -> str:
     """Why no pair was written: the frames could not be decoded, or there are no pairs."""
     if result.failure_reasons:
-        reasons = "; ".join(f"{count} x {reason}" for reason, count in result.failure_reasons.most_common(3))
-        more = len(result.failure_reasons) - 3
         return (
             f"{bag_path}: no pair was extracted: {len(result.failed)} of {result.pairs} pairs could not be decoded: "
-            f"{reasons}" + (f" (+{more} other reasons)" if more > 0 else "")
+            + failure_summary(result.failure_reasons)
         )
     from taseg_ros.bag.info import inspect_bag
 

@@ -11,6 +11,7 @@ hand-off, so "dropped by a real-time node" means what the node's diagnostics cou
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -85,6 +86,13 @@ def check_max_pairs(max_pairs: int | None) -> None:
     """--max-pairs N stops after N pairs; 0 or less would still process the first one."""
     if max_pairs is not None and max_pairs < 1:
         raise ValueError(f"--max-pairs must be >= 1, got {max_pairs}")
+
+
+def failure_summary(reasons: Counter) -> str:
+    """The most common reasons pairs could not be used, with their counts, on one line."""
+    text = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(3))
+    more = len(reasons) - 3
+    return text + (f" (+{more} other reasons)" if more > 0 else "")
 
 
 @dataclass
