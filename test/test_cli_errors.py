@@ -386,3 +386,13 @@ def test_interrupted_resume_changed_recipe_and_force_keep_the_run_records_right(
     assert _log_steps(run) == ([1, 2, 3, 4, 5, 6], [3, 6])
     assert not (run / "recipe_history.json").exists() and (run / "notes.txt").read_text() == "the user's notes"
     assert _tensorboard_steps(run, "train/loss") == [1, 2, 3, 4, 5, 6]  # the old run's events are gone
+
+
+@pytest.mark.parametrize("command", ["predict", "eval", "score", "init", "export", "train", "demo"])
+def test_every_command_that_writes_states_the_overwrite_policy_in_its_help(command):
+    from taseg_ros.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    text = " ".join(sub.format_help().split())
+    assert "--force" in text and ("refused" in text or "replace" in text), text
