@@ -27,6 +27,7 @@ from taseg_ros.bench.run import BenchOptions, _prepared_inputs, run_benchmark
 from taseg_ros.bench.timing import StageClock, auto_repeats, summarize
 from taseg_ros.classes import load_classes
 from taseg_ros.cli import bench as bench_cli
+from taseg_ros.inference import Segmenter
 from taseg_ros.model.config import get_config
 
 
@@ -126,7 +127,7 @@ def test_plain_sam_encoder_shares_the_frozen_weights(mode):
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)
     thermal = rng.integers(0, 65535, (120, 200), dtype=np.uint16)
-    rgb_t, thermal_t = _prepared_inputs(rgb, thermal, cfg, "cpu")
+    rgb_t, thermal_t = _prepared_inputs(Segmenter(model), rgb, thermal)
     with torch.inference_mode():
         reference = plain_encoder_forward(plain, rgb_t)
         torch.testing.assert_close(model.image_encoder(rgb_t, thermal_t), reference, rtol=0, atol=0)

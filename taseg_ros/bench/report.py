@@ -104,6 +104,9 @@ def format_report(result: dict[str, Any]) -> str:
 
     lines.append("")
     lines.extend(_node_lines(result.get("node", {})))
+    for mode, section in result.get("backends", {}).items():
+        lines.append("")
+        lines.extend(backend_lines(mode, section))
     if "vit_h" in result:
         vit_h = result["vit_h"]
         lines.append("")
@@ -163,4 +166,45 @@ def _node_lines(node: dict[str, Any]) -> list[str]:
         stats = node.get(name, {})
         if stats:
             lines.append(f"  {name:<10} mean {stats['mean_ms']:.4g} ms, p95 {stats['p95_ms']:.4g} ms, max {stats['max_ms']:.4g} ms")
+    return lines
+
+
+def backend_lines(mode: str, section: dict[str, Any]) -> list[str]:
+    """The runtime comparison of one resolution mode (bench/backends.py) as a Markdown table."""
+    frames = ", ".join(section["agreement_frames"])
+    lines = [
+        f"runtimes, {MODE_TITLES.get(mode, mode)} ({section['repeats']} interleaved rounds of predict(); speed-ups are "
+        "per-round eager-time / runtime-time, median [min-max]; agreement = argmax equal to eager fp32's, over "
+        f"{frames}):",
+        "",
+        "| runtime | ran as | latency | fps | vs eager fp32 | vs eager, same precision | argmax agreement |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, v in section["variants"].items():
+        agreement = v.get("argmax_agreement_vs_eager_fp32")
+        lines.append(
+            f"| {name} | {v['ran']} | {_ms(v['latency'])} | {v['fps']:.3g} | {_ratio(v['speedup_vs_eager_fp32'])} | "
+            f"{_ratio(v.get('speedup_vs_eager_same_precision'))} | {'-' if agreement is None else f'{agreement:.3%}'} |"
+        )
+    encoder = section.get("merged_encoder") or {}
+    if encoder:
+        lines.append("")
+        lines.append(
+            f"TASeg encoder / plain segment_anything encoder ({encoder['precision']}, same frozen weights): LoRA merged "
+            f"{_ratio(encoder['merged_vs_plain'])}, unmerged {_ratio(encoder['unmerged_vs_plain'])}"
+        )
+    node = section.get("node", {})
+    if node and "skipped" not in node:
+        lines.append("")
+        lines.append("| node through DDS with | node fps | runtime alone fps | ratio |")
+        lines.append("|---|---|---|---|")
+        for name, n in node.items():
+            if "failed" in n:
+                lines.append(f"| {name} | FAILED: {n['failed']} | | |")
+            else:
+                lines.append(f"| {name} | {n['fps']:.3g} | {n['model_fps']:.3g} | {n['ratio']:.3f} |")
+    for key, export in section.get("exports", {}).items():
+        check = export["verification"]
+        lines.append(f"export {key}: verified on {export['frame']}, argmax agreement {check['argmax_agreement']:.4%}, "
+                     f"max |logit difference| {check['max_abs_diff']:.2g}")
     return lines

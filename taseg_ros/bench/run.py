@@ -52,7 +52,6 @@ from taseg_ros.bench.timing import (
 from taseg_ros.classes import load_classes
 from taseg_ros.inference import PRECISIONS, Segmenter
 from taseg_ros.model.config import RESOLUTION_MODES, TASegConfig, get_config
-from taseg_ros.model.inputs import normalize_and_pad, plan_geometry
 from taseg_ros.preprocessing import normalize_thermal
 
 PAPER_VIT_H_FPS = 4.65  # TASeg paper: ViT-H at 640x480 on an RTX 3090
@@ -82,6 +81,8 @@ class BenchOptions:
     seed: int = 0
     classes: str = "mfnet"
     quick: bool = False  # smoke run: 1 warm-up, 3 rounds, 3 node frames, small matmul, no ViT-H
+    backends: tuple[str, ...] = ()  # also time these runtimes against eager PyTorch (bench/backends.py)
+    backend_precisions: tuple[str, ...] | None = None  # None: fp32, bf16 (and fp16 on CUDA)
 
     def __post_init__(self) -> None:
         if self.quick:
@@ -96,6 +97,13 @@ class BenchOptions:
             raise ValueError("--warmup must be >= 0 and --repeats >= 1")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision '{self.precision}' is not one of {sorted(PRECISIONS)}")
+        if self.backend_precisions is None:
+            self.backend_precisions = ("fp32", "bf16", "fp16") if self.device.startswith("cuda") else ("fp32", "bf16")
+        from taseg_ros.runtime import BACKENDS
+
+        bad = [b for b in self.backends if b not in BACKENDS] + [p for p in self.backend_precisions if p not in PRECISIONS]
+        if bad:
+            raise ValueError(f"--backends/--backend-precisions: unknown {bad} (backends {list(BACKENDS)}, precisions {list(PRECISIONS)})")
         unknown = [r for r in self.resolutions if r not in RESOLUTION_MODES]
         if unknown or not self.resolutions:
             raise ValueError(f"resolution modes must be among {RESOLUTION_MODES}, got {list(self.resolutions)}")
@@ -174,17 +182,16 @@ class _PlainEncoderRun(torch.nn.Module):
 
 
 def _segmenter(model, device, precision: str, cfg: TASegConfig) -> Segmenter:
-    seg = Segmenter(model, device=str(device), precision=precision)
-    seg.cfg = cfg  # the geometry Segmenter plans with; one model serves both resolution modes
-    return seg
+    # One set of weights serves both resolution modes: the Segmenter takes the mode to plan with.
+    return Segmenter(model, device=str(device), precision=precision, resolution=cfg.resolution)
 
 
-def _prepared_inputs(rgb: np.ndarray, thermal: np.ndarray, cfg: TASegConfig, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The padded, standardised tensors Segmenter.predict feeds the model."""
-    geometry = plan_geometry(rgb.shape[0], rgb.shape[1], cfg)
-    rgb_t = torch.from_numpy(rgb).to(device).permute(2, 0, 1).unsqueeze(0).float()
-    thermal_t = torch.from_numpy(normalize_thermal(thermal)).to(device).unsqueeze(0).unsqueeze(0)
-    return normalize_and_pad(rgb_t, thermal_t, cfg, geometry)
+def _prepared_inputs(seg: Segmenter, rgb: np.ndarray, thermal: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The padded, standardised tensors Segmenter.predict feeds the model (its own preprocess)."""
+    rgb_t = torch.from_numpy(rgb).to(seg.device).permute(2, 0, 1).unsqueeze(0).float()
+    thermal_t = torch.from_numpy(normalize_thermal(thermal)).to(seg.device).unsqueeze(0).unsqueeze(0)
+    rgb_in, thermal_in, _ = seg.transform.preprocess(rgb_t, thermal_t)
+    return rgb_in, thermal_in
 
 
 def _bench_mode(
@@ -201,12 +208,12 @@ def _bench_mode(
 ) -> dict[str, Any]:
     cfg = model.cfg.replace(resolution=mode)
     rgb, thermal = frames
-    geometry = plan_geometry(opt.height, opt.width, cfg)
     dtype = PRECISIONS[opt.precision]
     cuda = device.type == "cuda"
     sync = device_synchronizer(device)
     seg = _segmenter(model, device, opt.precision, cfg)
-    rgb_t, thermal_t = _prepared_inputs(rgb, thermal, cfg, device)
+    geometry = seg.transform.geometry(opt.height, opt.width)
+    rgb_t, thermal_t = _prepared_inputs(seg, rgb, thermal)
     matmul_n = opt.matmul_size or (8192 if cuda else 2048)
     generator = torch.Generator(device=device).manual_seed(opt.seed)
     mat_a = torch.randn(matmul_n, matmul_n, device=device, dtype=dtype, generator=generator)
@@ -383,44 +390,50 @@ def _back_to_back_fps(seg: Segmenter, frames: tuple[np.ndarray, np.ndarray], cou
     return count / (time.perf_counter() - start)
 
 
+def node_vs_alone(
+    path: Path, frames, count: int, worker: _Worker, *, backend: str = "auto", device: str = "cpu", precision: str = "fp32"
+) -> dict[str, Any]:
+    """The real node over DDS (taseg_ros.ros.bench.bench_node: one pair in flight, all three image
+    outputs subscribed) running the model file `path`, against the same runtime alone (a Segmenter
+    on the same file, predict() back to back) timed right before and right after it."""
+    from taseg_ros.ros.bench import bench_node
+
+    alone = Segmenter.from_checkpoint(path, backend=backend, device=device, precision=precision)
+    before = worker(_back_to_back_fps, alone, frames, count)
+    try:
+        node = bench_node(path, frames[0].shape[0], frames[0].shape[1], count, device, precision, backend=backend)
+    except Exception as exc:  # noqa: BLE001 - a DDS failure must not discard the model figures
+        alone.release()
+        return {"failed": f"{type(exc).__name__}: {exc}"}
+    after = worker(_back_to_back_fps, alone, frames, count)
+    alone.release()
+    reference = 2 * count / (count / before + count / after)  # all frames over all time
+    node.update(frames=count, model_fps=reference, model_fps_before=before, model_fps_after=after,
+                ratio=node["fps"] / reference, runtime=alone.describe())
+    return node
+
+
 def _bench_node(
     model, opt: BenchOptions, model_fps: dict[str, float], worker: _Worker, log: Callable[[str], None]
 ) -> dict[str, Any]:
-    """The real node over DDS (taseg_ros.ros.bench.bench_node: one pair in flight, all three
-    image outputs subscribed) against the model alone, timed right before and right after it."""
+    """The node with the bench's model (its own resolution mode), saved as a checkpoint."""
     try:
         import rclpy  # noqa: F401
     except ImportError as exc:
         return {"skipped": f"rclpy is not importable ({exc}); source a ROS 2 environment or use --skip-node"}
     from taseg_ros.model.checkpoint import save_checkpoint
-    from taseg_ros.ros.bench import bench_node
 
     mode = model.cfg.resolution
     count = opt.node_frames
     if count is None:
         seconds = 1.0 / model_fps[mode] if model_fps.get(mode) else 1.0
         count = auto_repeats(seconds, opt.budget_s / 2)
-    frames = _frames(opt.height, opt.width)
     log(f"  node: {count} frames through DDS ({mode} resolution, the checkpoint's), model alone before and after")
     with tempfile.TemporaryDirectory(prefix="taseg-bench-") as tmp:
         checkpoint = save_checkpoint(model, Path(tmp) / f"bench_{model.cfg.name}.safetensors")
-        alone = Segmenter.from_checkpoint(checkpoint, device=opt.device, precision=opt.precision)
-        before = worker(_back_to_back_fps, alone, frames, count)
-        try:
-            node = bench_node(checkpoint, opt.height, opt.width, count, opt.device, opt.precision)
-        except Exception as exc:  # noqa: BLE001 - a DDS failure must not discard the model figures
-            return {"failed": f"{type(exc).__name__}: {exc}", "mode": mode}
-        after = worker(_back_to_back_fps, alone, frames, count)
-        alone.release()
-    reference = 2 * count / (count / before + count / after)  # all frames over all time
-    node.update(
-        mode=mode,
-        frames=count,
-        model_fps=reference,
-        model_fps_before=before,
-        model_fps_after=after,
-        ratio=node["fps"] / reference,
-    )
+        node = node_vs_alone(checkpoint, _frames(opt.height, opt.width), count, worker, device=opt.device,
+                             precision=opt.precision)
+    node.update(mode=mode)
     return node
 
 
@@ -493,6 +506,12 @@ def run_benchmark(opt: BenchOptions, log: Callable[[str], None] = _log) -> dict[
             result["node"] = _bench_node(model, opt, fps, worker, log)
         else:
             result["node"] = {"skipped": "--skip-node"}
+        if opt.backends:
+            from taseg_ros.bench.backends import BackendBench
+
+            result["backends"] = {
+                mode: BackendBench(model, mode, opt, frames, worker, log).run() for mode in opt.resolutions
+            }
         del compiled_model, plain_run
         if device.type == "cuda" and opt.vit_h and cfg.name != "vit_h":
             del model

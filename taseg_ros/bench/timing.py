@@ -81,11 +81,6 @@ def run_rounds(
     return samples, elapsed / max(rounds, 1)
 
 
-def paired_ratios(samples: dict[str, list[float]], numerator: str, denominator: str) -> list[float]:
-    """Per-round ratio numerator/denominator (round i of one with round i of the other)."""
-    return [a / b for a, b in zip(samples[numerator], samples[denominator]) if b > 0]
-
-
 class StageClock:
     """Times stages of a forward pass with module pre/post hooks.
 

@@ -14,6 +14,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "bench",
@@ -40,6 +44,12 @@ def register(subparsers) -> None:
     p.add_argument("--node-frames", type=_positive_int, help="frames through the node (default: as many as fit in --budget)")
     p.add_argument("--no-vit-h", action="store_true", help="on CUDA, skip the extra ViT-H run")
     p.add_argument("--quick", action="store_true", help="smoke run: 3 rounds, 3 node frames, small matmul, no ViT-H")
+    p.add_argument("--backends", type=_names, default=(), metavar="LIST",
+                   help="also time these runtimes against eager PyTorch, e.g. torch,onnxruntime,openvino[,tensorrt]: "
+                   "each exported and verified, timed in the same interleaved rounds, argmax agreement with eager fp32, "
+                   "the node over DDS with each (torch adds eager bf16 and LoRA-merged variants)")
+    p.add_argument("--backend-precisions", type=_names, metavar="LIST",
+                   help="precisions for --backends (default fp32,bf16; on CUDA also fp16); each runtime states what ran")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
     p.set_defaults(func=run)
@@ -68,6 +78,8 @@ def run(args) -> int:
         vit_h=not args.no_vit_h,
         seed=args.seed,
         quick=args.quick,
+        backends=args.backends,
+        backend_precisions=args.backend_precisions,
     )
     if args.json:
         json_path = Path(args.json)

@@ -108,7 +108,8 @@ def _raw(array: np.ndarray, encoding: str):
                            is_bigendian=int(fields.is_bigendian), data=fields.data.tobytes())
 
 
-def bench_node(checkpoint: Path, height: int, width: int, frames: int, device: str, precision: str) -> dict:
+def bench_node(checkpoint: Path, height: int, width: int, frames: int, device: str, precision: str,
+               backend: str = "auto") -> dict:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.lifecycle import TransitionCallbackReturn
@@ -133,6 +134,7 @@ def bench_node(checkpoint: Path, height: int, width: int, frames: int, device: s
             Parameter("checkpoint", value=str(checkpoint)),
             Parameter("device", value=device),
             Parameter("precision", value=precision),
+            Parameter("backend", value=backend),
             Parameter("input_qos", value="reliable"),
         ],
     )
