@@ -45,7 +45,7 @@ def run(args) -> int:
     thermal_norm = thermal_norm_from_args(args)
     metadata = describe_model_file(args.checkpoint)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"eval_{args.split}"
-    inputs = {"--data-root": args.data_root, "--checkpoint": args.checkpoint}
+    inputs = {"--data-root": args.data_root}  # beside or around the checkpoint is fine: nothing is removed
     check_output_dir(out, force=args.force, inputs=inputs)  # before the slow model load
     dataset_name = args.dataset or metadata.get("dataset")
     if not dataset_name:
