@@ -186,7 +186,7 @@ def verify_export(path: Path, fmt: str, reference: torch.Tensor, inputs, geometr
     finally:
         backend.release()
     restore = backend.transform.postprocess
-    result = compare_logits(restore(reference, geometry), restore(candidate, geometry))
+    result = compare_logits(restore(reference.cpu(), geometry), restore(candidate, geometry))
     result.update(runtime=backend.describe(), precision=precision)
     needed = MIN_AGREEMENT.get(precision, MIN_AGREEMENT["fp16"])
     problems = []
@@ -227,11 +227,13 @@ def export_model(
     if not output.parent.is_dir():
         raise FileNotFoundError(f"{output}: folder {output.parent} does not exist")
     check_exporter(fmt)
-    model = load_checkpoint(checkpoint, sam_checkpoint=sam_checkpoint)
+    # TensorRT engines are built (and checked) on the GPU; tracing there is also much faster for ViT-H.
+    device = "cuda" if fmt == "tensorrt" else "cpu"
+    model = load_checkpoint(checkpoint, sam_checkpoint=sam_checkpoint, device=device)
     width, height = size
     rgb, thermal, frame_name = verification_frame(height, width)
-    inputs = prepared_inputs(model, rgb, thermal, batch)
-    rgb_in, thermal_in, geometry = inputs
+    rgb_in, thermal_in, geometry = prepared_inputs(model, rgb, thermal, batch)
+    rgb_in, thermal_in = rgb_in.to(device), thermal_in.to(device)
     with torch.inference_mode():
         reference = model(rgb_in, thermal_in)
     metadata = build_metadata(model, checkpoint, geometry, (height, width), batch, precision)
