@@ -100,8 +100,9 @@ def test_skip_node_and_bad_options(tmp_path):
     with pytest.raises(ValueError, match="unknown model config"):
         args = parser.parse_args(["bench", "--config", "vit_x"])
         args.func(args)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        args = parser.parse_args(["bench", "--json", str(tmp_path / "missing" / "out.json")])
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValueError, match="afile is a file"):  # checked before any timing (taseg_ros.outputs)
+        args = parser.parse_args(["bench", "--json", str(tmp_path / "afile" / "out.json")])
         args.func(args)
     with pytest.raises(SystemExit):
         parser.parse_args(["bench", "--repeats", "0"])
@@ -209,3 +210,37 @@ def test_peak_memory_sees_a_large_allocation():
     if memory["kind"] != "rss_peak_during_call":
         pytest.skip("this kernel does not let the peak resident set be reset")
     assert memory["delta_bytes"] >= 0.9 * size
+
+
+def test_backends_are_timed_side_by_side():
+    """--backends: every runtime exported, verified and timed in the same rounds as eager fp32, with the
+    precision each one reports, argmax agreement with eager fp32, and the merged-LoRA encoder ratio."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    from taseg_ros.bench.backends import plan_variants
+    from taseg_ros.bench.report import backend_lines
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run_benchmark(
+            BenchOptions(config="tiny", height=64, width=96, resolutions=("native",), node=False, quick=True,
+                         backends=("torch", "onnxruntime", "openvino")),
+            log=lambda _: None,
+        )
+    section = result["backends"]["native"]
+    variants = section["variants"]
+    assert list(variants) == [v.name for v in plan_variants(("torch", "onnxruntime", "openvino"), ("fp32", "bf16"), False)]
+    assert {"torch fp32", "torch bf16", "torch fp32 merged", "onnxruntime fp32", "openvino CPU fp32", "openvino CPU bf16"} <= set(variants)
+    for name, v in variants.items():
+        assert v["latency"]["n"] == 3 and v["fps"] > 0 and math.isfinite(v["speedup_vs_eager_fp32"]["median"])
+        assert v["precision"] in ("fp32", "bf16") and v["precision"] in v["ran"]
+        if v["requested_precision"] == "fp32":
+            assert v["precision"] == "fp32" and v["argmax_agreement_vs_eager_fp32"] >= 0.999, name
+    assert variants["torch fp32"]["speedup_vs_eager_fp32"]["median"] == 1.0
+    assert section["exports"]["onnx-fp32"]["verification"]["argmax_agreement"] >= 0.999
+    encoder = section["merged_encoder"]
+    assert encoder["precision"] == "fp32" and encoder["merged_vs_plain"]["n"] == 3
+    table = "\n".join(backend_lines("native", section))
+    assert "| onnxruntime fp32 | onnxruntime on CPUExecutionProvider, fp32" in table and "LoRA merged" in table
+    with pytest.raises(ValueError, match="unknown"):
+        BenchOptions(backends=("tflite",))

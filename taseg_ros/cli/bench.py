@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from taseg_ros.cli.options import add_device_options, device_from_args
+from taseg_ros.cli.options import add_device_options, add_force_option, device_from_args
 
 
 def _positive_int(text: str) -> int:
@@ -51,15 +51,17 @@ def register(subparsers) -> None:
     p.add_argument("--backend-precisions", type=_names, metavar="LIST",
                    help="precisions for --backends (default fp32,bf16; on CUDA also fp16); each runtime states what ran")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    p.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
+    p.add_argument("--json", metavar="PATH", help="write every figure to this JSON file (an existing file is "
+                   "refused unless --force)")
+    add_force_option(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     import json
-    from pathlib import Path
 
     from taseg_ros.bench import BenchOptions, format_report, run_benchmark
+    from taseg_ros.outputs import check_output_file
 
     options = BenchOptions(
         config=args.config,
@@ -82,12 +84,11 @@ def run(args) -> int:
         backend_precisions=args.backend_precisions,
     )
     if args.json:
-        json_path = Path(args.json)
-        if json_path.parent and not json_path.parent.is_dir():
-            raise FileNotFoundError(f"--json: folder {json_path.parent} does not exist")
+        json_path = check_output_file(args.json, force=args.force)  # before minutes of timing, not after
     result = run_benchmark(options)
     print(format_report(result))
     if args.json:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(_finite(result), indent=2, allow_nan=False))
         print(f"\nwrote {json_path}")
     return 0
