@@ -118,6 +118,9 @@ CASES = [
     Case("train-output-is-a-file", TRAIN + " --output {w}/afile", r"afile is an existing file"),
     Case("init-o-under-a-file", INIT + " -o {w}/afile/x.safetensors", r"cannot create .*afile/x.safetensors: .*afile is a file"),
     Case("export-o-under-a-file", EXPORT + " -o {w}/afile/x.safetensors", r"cannot create .*afile/x.safetensors: .*afile is a file"),
+    Case("bench-json-under-a-file", "bench --config tiny --quick --skip-node --json {w}/afile/b.json",
+         r"cannot create .*afile/b.json: .*afile is a file"),
+    Case("demo-o-is-a-file", "demo -o {w}/afile --no-node", r"afile is an existing file; give a folder path"),
     Case("init-o-is-a-folder", INIT + " -o {w}/somedir", r"somedir is an existing folder; give a file path"),
     Case("export-o-is-a-folder", EXPORT + " -o {w}/somedir", r"somedir is an existing folder; give a file path"),
     # 3: one overwrite policy: an existing output is refused without --force
@@ -126,6 +129,8 @@ CASES = [
     Case("predict-o-non-empty", PREDICT + " -o {w}/full", r"full exists and is not empty; pass --force"),
     Case("eval-out-non-empty", EVAL + " --out {w}/full", r"full exists and is not empty; pass --force"),
     Case("score-out-non-empty", SCORE + " --out {w}/full", r"full exists and is not empty; pass --force"),
+    Case("demo-o-non-empty", "demo -o {w}/full --no-node", r"full exists and is not empty; pass --force"),
+    Case("bench-json-existing", "bench --config tiny --quick --skip-node --json {w}/afile", r"afile exists; pass --force"),
     # 2: a finished run is not replaced silently
     Case("train-into-a-finished-run", TRAIN + " --output {w}/run", r"run holds a training run .*--resume.*--force"),
     Case("train-resume-and-force", TRAIN + " --output {w}/run --resume --force", r"--resume .* --force .*one of them"),
@@ -388,7 +393,7 @@ def test_interrupted_resume_changed_recipe_and_force_keep_the_run_records_right(
     assert _tensorboard_steps(run, "train/loss") == [1, 2, 3, 4, 5, 6]  # the old run's events are gone
 
 
-@pytest.mark.parametrize("command", ["predict", "eval", "score", "init", "export", "train", "demo"])
+@pytest.mark.parametrize("command", ["predict", "eval", "score", "init", "export", "train", "demo", "bench"])
 def test_every_command_that_writes_states_the_overwrite_policy_in_its_help(command):
     from taseg_ros.cli import build_parser
 
