@@ -138,3 +138,18 @@ def test_parse_memory():
     assert parse_memory("1000B") == 1000 and parse_memory("1.5") == int(1.5 * GiB)
     with pytest.raises(ValueError, match="--gpu-memory 'lots'"):
         parse_memory("lots")
+
+
+@pytest.mark.slow
+def test_shipped_vit_h_recipes_fit_a_24_gib_gpu_with_margin():
+    """The issue's goal: every shipped ViT-H recipe, as shipped, predicted <= 21 GiB on 24 GiB."""
+    from taseg_ros.train.memory import plan_for_recipe, recipe_model_config, recipe_num_classes
+    from taseg_ros.train.recipe import load_recipe
+
+    for name in ("mfnet", "kp", "fmb", "pst900"):
+        recipe = load_recipe(name)
+        assert recipe.model == "vit_h"
+        micro = recipe.train.micro_batch_size
+        plan = plan_for_recipe(recipe, recipe_model_config(recipe), recipe_num_classes(recipe)[0], "cuda",
+                               micro_batches=(micro,), gpu_memory=24 * GiB)
+        assert plan.rows[0].fits and plan.rows[0].total <= 21 * GiB, (name, plan.table())

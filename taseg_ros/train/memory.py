@@ -323,7 +323,15 @@ def measure_step(cfg, num_classes: int, input_hw: tuple[int, int], micro_batch: 
     classes = ClassInfo(names=tuple(f"class{i}" for i in range(num_classes)), palette=default_palette(num_classes))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = build_model(cfg, classes, torch.zeros(num_classes, cfg.text_dim), device=target).train()
+        if target.type == "cuda":  # vit_h's random init takes long on a CPU; values do not matter here
+            model = build_model(cfg, classes, torch.zeros(num_classes, cfg.text_dim), device="meta").to_empty(device=target)
+            with torch.no_grad():
+                for tensor in (*model.parameters(), *model.buffers()):
+                    if tensor.is_floating_point():
+                        tensor.normal_(0.0, 0.02)
+            model.train()
+        else:
+            model = build_model(cfg, classes, torch.zeros(num_classes, cfg.text_dim), device=target).train()
     if autocast_dtype is not None and half_frozen:
         cast_frozen(model, autocast_dtype)
     model.image_encoder.grad_checkpointing = grad_checkpointing
