@@ -195,7 +195,7 @@ def test_published_pairs_are_answered_at_the_camera_rate(launched, camera):
             os.killpg(hz.pid, signal.SIGINT)
         hz.wait(timeout=20)
     assert rates, "`ros2 topic hz` printed no rate: " + "".join(lines)[-2000:]
-    assert 1.0 < rates[-1] < 10.0  # the camera publishes ~5 pairs/s; each is answered once
+    assert 0.5 < rates[-1] < 10.0  # the camera publishes ~5 pairs/s; each is answered once (a loaded CI machine may drop some)
 
 
 def test_param_set_applies_live_parameters_and_refuses_configure_time_ones(launched):
