@@ -23,7 +23,8 @@ from taseg_ros.bench.models import (
     plain_encoder_forward,
     plain_sam_encoder,
 )
-from taseg_ros.bench.run import BenchOptions, _prepared_inputs, run_benchmark
+from taseg_ros.bench.mode import prepared_inputs
+from taseg_ros.bench.run import BenchOptions, run_benchmark
 from taseg_ros.bench.timing import StageClock, auto_repeats, summarize
 from taseg_ros.classes import load_classes
 from taseg_ros.cli import bench as bench_cli
@@ -128,7 +129,7 @@ def test_plain_sam_encoder_shares_the_frozen_weights(mode):
     rng = np.random.default_rng(1)
     rgb = rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)
     thermal = rng.integers(0, 65535, (120, 200), dtype=np.uint16)
-    rgb_t, thermal_t = _prepared_inputs(Segmenter(model), rgb, thermal)
+    rgb_t, thermal_t = prepared_inputs(Segmenter(model), rgb, thermal)
     with torch.inference_mode():
         reference = plain_encoder_forward(plain, rgb_t)
         torch.testing.assert_close(model.image_encoder(rgb_t, thermal_t), reference, rtol=0, atol=0)

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from taseg_ros.bench.mode import prepared_inputs
 from taseg_ros.bench.models import plain_encoder_forward, plain_sam_encoder
 from taseg_ros.bench.timing import auto_repeats, device_synchronizer, run_rounds, summarize, summarize_ratio
 from taseg_ros.inference import Segmenter
@@ -166,9 +167,7 @@ class BackendBench:
         seg = self.segmenters.get("torch fp32 merged")  # the encoders are called directly: no autocast
         if seg is None:
             return {}
-        from taseg_ros.bench.run import _prepared_inputs
-
-        rgb_in, thermal_in = _prepared_inputs(seg, *self.frames)
+        rgb_in, thermal_in = prepared_inputs(seg, *self.frames)
         plain = plain_sam_encoder(self.model).to(self.device).eval()
         unmerged = self.model.image_encoder
         merged = seg.model.image_encoder

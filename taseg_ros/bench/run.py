@@ -1,6 +1,6 @@
 """`taseg bench`: every figure measured in one process, in interleaved rounds (see timing.py).
 
-Per resolution mode (SAM's 1024 padding, native), one set of rounds times together:
+Per resolution mode (SAM's 1024 padding, native), one set of rounds (bench/mode.py) times together:
   - predict: `Segmenter.predict` on a 640x480 uint8 RGB + uint16 thermal pair (the API a
     user calls: thermal normalisation, padding, forward, logits back to the frame, argmax);
   - plain_encoder: segment_anything's ImageEncoderViT of the same size with the same frozen
@@ -11,13 +11,12 @@ Per resolution mode (SAM's 1024 padding, native), one set of rounds times togeth
 Stage times come from module hooks inside the timed forward passes (wall clock on the CPU,
 CUDA events on the GPU), so they add up to the forward they were taken from. Ratios are
 taken per round (both sides measured seconds apart) and summarised by their median. Every
-timed call runs in one long-lived worker thread (see _Worker).
+timed call runs in one long-lived worker thread (see _Worker). With --backends, every runtime
+is timed against eager PyTorch in rounds of its own (bench/backends.py).
 """
 from __future__ import annotations
 
 import copy
-import ctypes
-import math
 import os
 import platform
 import sys
@@ -31,28 +30,18 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from taseg_ros.bench.memory import measure_peak, model_bytes, process_peak_rss_bytes
+from taseg_ros.bench.memory import model_bytes, process_peak_rss_bytes
+from taseg_ros.bench.mode import ModeBench, segmenter_for
 from taseg_ros.bench.models import (
-    STAGES,
     attach_stage_clock,
     build_random_model,
-    count_flops,
-    derive_stages,
     plain_encoder_forward,
     plain_sam_encoder,
 )
-from taseg_ros.bench.timing import (
-    StageClock,
-    auto_repeats,
-    device_synchronizer,
-    run_rounds,
-    summarize,
-    summarize_ratio,
-)
+from taseg_ros.bench.timing import StageClock, auto_repeats, device_synchronizer, run_rounds, summarize
 from taseg_ros.classes import load_classes
 from taseg_ros.inference import PRECISIONS, Segmenter
-from taseg_ros.model.config import RESOLUTION_MODES, TASegConfig, get_config
-from taseg_ros.preprocessing import normalize_thermal
+from taseg_ros.model.config import RESOLUTION_MODES, get_config
 
 PAPER_VIT_H_FPS = 4.65  # TASeg paper: ViT-H at 640x480 on an RTX 3090
 WEIGHTS_NOTE = (
@@ -113,15 +102,6 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _trim_heap() -> None:
-    # Hand freed heap pages back to the OS before a resident-set measurement, so a later,
-    # smaller working set is not hidden in pages an earlier step left mapped (glibc only).
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def _frames(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -152,10 +132,6 @@ def _environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
-def _median(values: list[float]) -> float:
-    return float(np.median(values)) if values else float("nan")
-
-
 class _Worker:
     """One long-lived thread that makes every timed call, as the node's inference thread does,
     so the model figures and the node comparison stand on one footing."""
@@ -179,205 +155,6 @@ class _PlainEncoderRun(torch.nn.Module):
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         return plain_encoder_forward(self.encoder, rgb)
-
-
-def _segmenter(model, device, precision: str, cfg: TASegConfig) -> Segmenter:
-    # One set of weights serves both resolution modes: the Segmenter takes the mode to plan with.
-    return Segmenter(model, device=str(device), precision=precision, resolution=cfg.resolution)
-
-
-def _prepared_inputs(seg: Segmenter, rgb: np.ndarray, thermal: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """The padded, standardised tensors Segmenter.predict feeds the model (its own preprocess)."""
-    rgb_t = torch.from_numpy(rgb).to(seg.device).permute(2, 0, 1).unsqueeze(0).float()
-    thermal_t = torch.from_numpy(normalize_thermal(thermal)).to(seg.device).unsqueeze(0).unsqueeze(0)
-    rgb_in, thermal_in, _ = seg.transform.preprocess(rgb_t, thermal_t)
-    return rgb_in, thermal_in
-
-
-def _bench_mode(
-    mode: str,
-    model,
-    compiled_model,
-    plain_run: _PlainEncoderRun,
-    clock: StageClock,
-    frames: tuple[np.ndarray, np.ndarray],
-    opt: BenchOptions,
-    device: torch.device,
-    worker: _Worker,
-    log: Callable[[str], None],
-) -> dict[str, Any]:
-    cfg = model.cfg.replace(resolution=mode)
-    rgb, thermal = frames
-    dtype = PRECISIONS[opt.precision]
-    cuda = device.type == "cuda"
-    sync = device_synchronizer(device)
-    seg = _segmenter(model, device, opt.precision, cfg)
-    geometry = seg.transform.geometry(opt.height, opt.width)
-    rgb_t, thermal_t = _prepared_inputs(seg, rgb, thermal)
-    matmul_n = opt.matmul_size or (8192 if cuda else 2048)
-    generator = torch.Generator(device=device).manual_seed(opt.seed)
-    mat_a = torch.randn(matmul_n, matmul_n, device=device, dtype=dtype, generator=generator)
-    mat_b = torch.randn(matmul_n, matmul_n, device=device, dtype=dtype, generator=generator)
-    batch = opt.batch or (8 if cuda else 1)
-
-    def autocast():
-        return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-
-    def staged(fn):
-        def call():
-            clock.enabled = True
-            try:
-                fn()
-            finally:
-                clock.enabled = False
-
-        return call
-
-    def predict():
-        seg.predict(rgb, thermal)
-
-    @torch.inference_mode()
-    def plain_encoder():
-        with autocast():
-            plain_run(rgb_t)
-
-    @torch.inference_mode()
-    def forward():
-        with autocast():
-            model(rgb_t, thermal_t)
-
-    @torch.inference_mode()
-    def matmul():
-        torch.mm(mat_a, mat_b)
-
-    # On the CPU the stage hooks ride along inside predict (a few microseconds against
-    # milliseconds). On CUDA they would add launch overhead to predict, so the forward with
-    # CUDA-event stage timing is a candidate of its own and predict runs without hooks.
-    candidates: dict[str, Callable[[], None]] = {
-        "predict": staged(predict) if not cuda else predict,
-        "plain_encoder": staged(plain_encoder),
-        "matmul": matmul,
-    }
-    staged_names = {"predict" if not cuda else "forward", "plain_encoder"}
-    if cuda:
-        candidates["forward"] = staged(forward)
-        for other in PRECISIONS:
-            if other != opt.precision:
-                other_seg = _segmenter(model, device, other, cfg)
-                candidates[f"predict_{other}"] = lambda s=other_seg: s.predict(rgb, thermal)
-    if batch > 1:
-        candidates["predict_batch"] = lambda: seg.predict_batch([rgb] * batch, [thermal] * batch)
-    if compiled_model is not None:
-        compiled_seg = _segmenter(compiled_model, device, opt.precision, cfg)
-        candidates["predict_compiled"] = lambda: compiled_seg.predict(rgb, thermal)
-
-    records: dict[str, list[dict[str, float]]] = {name: [] for name in staged_names}
-
-    def after_call(name: str) -> None:
-        if name in staged_names:
-            record = clock.collect()
-            if record is not None:
-                records[name].append(record)
-
-    # Warm-up: the first predict also gives the peak memory of one inference.
-    _trim_heap()
-    memory = worker(measure_peak, predict, device)
-    log(f"  {mode}: input {geometry.padded_hw[1]}x{geometry.padded_hw[0]}, first predict done; warming up")
-    round_s = float("nan")
-    for _ in range(opt.warmup):  # the last warm-up round sizes the run (the first may include compiling)
-        _, round_s = worker(run_rounds, candidates, 1, sync, after_call)
-    for name in records:
-        records[name].clear()
-    if opt.repeats:
-        repeats = opt.repeats
-    else:
-        if not math.isfinite(round_s):  # no warm-up round to size the run with: time one
-            _, round_s = worker(run_rounds, candidates, 1, sync, after_call)
-            for name in records:
-                records[name].clear()
-        repeats = auto_repeats(round_s, opt.budget_s)
-    log(f"  {mode}: last warm-up round took {round_s:.2f} s; {repeats} timed rounds")
-    samples, round_s = worker(run_rounds, candidates, repeats, sync, after_call)
-
-    model_records = records["predict" if not cuda else "forward"]
-    plain_records = [r["plain_encoder"] for r in records["plain_encoder"]]
-    stage_rows = [derive_stages(r) for r in model_records]
-    stage_ms = {stage: _median([row[stage] for row in stage_rows]) * 1e3 for stage in STAGES}
-    stage_sum = sum(stage_ms.values())
-    forward_s = [r["forward"] for r in model_records]
-    encoder_s = [r["encoder"] for r in model_records]
-    flops = count_flops(cfg, model.class_info, geometry.padded_hw)
-    matmul_flops = 2 * matmul_n**3
-
-    def achieved(flop_count: int, seconds: list[float]) -> float:
-        return flop_count / _median(seconds) if seconds else float("nan")
-
-    matmul_rate = [matmul_flops / s for s in samples["matmul"]]
-    result: dict[str, Any] = {
-        "input_hw": list(geometry.padded_hw),
-        "resized_hw": list(geometry.resized_hw),
-        "repeats": repeats,
-        "round_seconds": round_s,
-        "latency": {
-            "predict": summarize(samples["predict"]),
-            "forward": summarize(forward_s),
-            "plain_encoder": summarize(plain_records),
-            "taseg_encoder": summarize(encoder_s),
-        },
-        "fps": 1e3 / summarize(samples["predict"])["median_ms"],
-        "timing_clock": "cuda_events" if cuda else "perf_counter",
-        "overhead_vs_plain_encoder": {
-            "forward": summarize_ratio([f / p for f, p in zip(forward_s, plain_records)]),
-            "encoder": summarize_ratio([e / p for e, p in zip(encoder_s, plain_records)]),
-            "predict": summarize_ratio([a / p for a, p in zip(samples["predict"], plain_records)]) if not cuda else None,
-        },
-        "stages_ms": stage_ms,
-        "shares": {stage: (value / stage_sum if stage_sum > 0 else float("nan")) for stage, value in stage_ms.items()},
-        "stages_sum_vs_forward": stage_sum / (_median(forward_s) * 1e3) if forward_s else float("nan"),
-        "flops": flops,
-        "achieved_flops_per_s": {
-            "taseg_encoder": achieved(flops["taseg_encoder"], encoder_s),
-            "plain_encoder": achieved(flops["plain_encoder"], plain_records),
-        },
-        "matmul": {
-            "n": matmul_n,
-            "dtype": str(dtype).replace("torch.", ""),
-            "latency": summarize(samples["matmul"]),
-            "flops_per_s": _median(matmul_rate),
-        },
-        "efficiency_vs_matmul": {
-            "taseg_encoder": summarize_ratio(
-                [flops["taseg_encoder"] / e / m for e, m in zip(encoder_s, matmul_rate)]
-            ),
-            "plain_encoder": summarize_ratio(
-                [flops["plain_encoder"] / p / m for p, m in zip(plain_records, matmul_rate)]
-            ),
-        },
-        "memory": memory,
-    }
-    if not cuda:
-        pre_post = [a - f for a, f in zip(samples["predict"], forward_s)]
-        result["latency"]["pre_post"] = summarize(pre_post)
-    else:
-        result["latency"]["forward_wall"] = summarize(samples["forward"])
-        result["precisions"] = {opt.precision: {"latency": result["latency"]["predict"], "fps": result["fps"]}}
-        for other in PRECISIONS:
-            if f"predict_{other}" in samples:
-                stats = summarize(samples[f"predict_{other}"])
-                result["precisions"][other] = {"latency": stats, "fps": 1e3 / stats["median_ms"]}
-    if "predict_batch" in samples:
-        stats = summarize(samples["predict_batch"])
-        result["throughput"] = {"batch": batch, "latency": stats, "fps": batch * 1e3 / stats["median_ms"]}
-    else:
-        result["throughput"] = {"batch": 1, "fps": result["fps"]}
-    if "predict_compiled" in samples:
-        stats = summarize(samples["predict_compiled"])
-        result["compiled"] = {
-            "latency": stats,
-            "fps": 1e3 / stats["median_ms"],
-            "speedup": summarize_ratio([e / c for e, c in zip(samples["predict"], samples["predict_compiled"])]),
-        }
-    return result
 
 
 def _back_to_back_fps(seg: Segmenter, frames: tuple[np.ndarray, np.ndarray], count: int) -> float:
@@ -448,9 +225,8 @@ def _bench_vit_h(
     sync = device_synchronizer(device)
     out: dict[str, Any] = {"paper_fps_rtx3090": PAPER_VIT_H_FPS, "modes": {}}
     for mode in opt.resolutions:
-        mode_cfg = cfg.replace(resolution=mode)
         candidates = {
-            precision: (lambda s=_segmenter(model, device, precision, mode_cfg): s.predict(rgb, thermal))
+            precision: (lambda s=segmenter_for(model, device, precision, mode): s.predict(rgb, thermal))
             for precision in PRECISIONS
         }
         worker(run_rounds, candidates, max(opt.warmup, 1), sync)
@@ -497,9 +273,9 @@ def run_benchmark(opt: BenchOptions, log: Callable[[str], None] = _log) -> dict[
         worker(torch.cuda.set_device, device)
     try:
         for mode in opt.resolutions:
-            result["modes"][mode] = _bench_mode(
+            result["modes"][mode] = ModeBench(
                 mode, model, compiled_model, plain_run, clock, frames, opt, device, worker, log
-            )
+            ).run()
         clock.detach()
         if opt.node:
             fps = {mode: r["fps"] for mode, r in result["modes"].items()}
