@@ -129,13 +129,20 @@ class _Created:
             shutil.rmtree(self.new_root, ignore_errors=True)
 
 
+def _make_folder(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a read-only file system; the checks above cannot see everything
+        raise OutputPathError(f"cannot create {path}: {exc.strerror or exc}") from None
+
+
 @contextmanager
 def output_dir(path: PathLike, *, force: bool = False, inputs: Inputs = None) -> Iterator[Path]:
     """Validate, create, and yield an output folder; on any failure (Ctrl-C included) remove
     what this run added to it, the folder itself when it was new."""
     path = check_output_dir(path, force=force, inputs=inputs)
     created = _Created(path)
-    path.mkdir(parents=True, exist_ok=True)
+    _make_folder(path)
     try:
         yield path
     except BaseException:
@@ -150,7 +157,7 @@ def output_file(path: PathLike, *, force: bool = False, inputs: Inputs = None) -
     path = check_output_file(path, force=force, inputs=inputs)
     existed = path.exists()
     created = _Created(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(path.parent)
     try:
         yield path
     except BaseException:

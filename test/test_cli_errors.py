@@ -133,6 +133,8 @@ CASES = [
     Case("bench-json-existing", "bench --config tiny --quick --skip-node --json {w}/afile", r"afile exists; pass --force"),
     # 2: a finished run is not replaced silently
     Case("train-into-a-finished-run", TRAIN + " --output {w}/run", r"run holds a training run .*--resume.*--force"),
+    Case("train-resume-corrupt-state", "train demo_tiny --data-root {data} --output {w}/run --resume",
+         r"run/train_state.pt: cannot read the training state .*--force"),
     Case("train-resume-and-force", TRAIN + " --output {w}/run --resume --force", r"--resume .* --force .*one of them"),
     # 4: resume with a changed recipe is refused with the differences
     Case("train-resume-changed-recipe", "train demo_tiny --data-root {data} --output {w}/run --resume optim.lr=1e-2 data.crop=[48,48]",

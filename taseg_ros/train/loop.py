@@ -37,7 +37,7 @@ from taseg_ros.model.config import get_config
 from taseg_ros.train.loss import loss_share
 from taseg_ros.train.memory import GiB, cast_frozen, check_prediction, plan_for_recipe
 from taseg_ros.train.recipe import Recipe
-from taseg_ros.train.run_dir import drop_replayed_log_rows
+from taseg_ros.train.run_dir import drop_replayed_log_rows, read_train_state
 
 STATE_FILE = "train_state.pt"
 
@@ -363,7 +363,7 @@ class Trainer:
             return 0, {"miou": -1.0, "step": -1}
         if not self.state_path.is_file():
             raise FileNotFoundError(f"nothing to resume: {self.state_path} does not exist")
-        state = torch.load(self.state_path, map_location="cpu", weights_only=True)
+        state = read_train_state(self.state_path)
         self.model.load_state_dict(state["model"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"]:

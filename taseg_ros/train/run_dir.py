@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import sys
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -76,6 +77,10 @@ def prepare_run_dir(output, recipe: dict, *, resume: bool, force: bool = False, 
         raise RunFolderError("--resume continues the run in the output folder, --force replaces it: pass one of them")
     if resume:
         _check_resumed_recipe(output, recipe, allow_recipe_change)
+        state = output / STATE_FILE
+        if state.is_file() and not zipfile.is_zipfile(state):  # torch.save writes a zip: a cheap check before the work
+            raise RunFolderError(f"{state}: cannot read the training state (corrupt, truncated or not written by "
+                                 "taseg train); pass --force instead of --resume to start the run over")
         return
     found = _existing_run_files(output) if output.is_dir() else []
     if found and not force:
@@ -128,10 +133,25 @@ def _check_resumed_recipe(output: Path, recipe: dict, allow: bool) -> None:
         record_recipe_change(output, recorded, recipe, step, changes)
 
 
-def _state_step(path: Path) -> int:
+def read_train_state(path) -> dict:
+    """The resume state (tensors and plain values only: weights_only, never unpickling code)."""
+    import pickle
+
     import torch
 
-    return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        # torch's own message advises weights_only=False, which would run code from the file
+        raise RunFolderError(f"{path}: cannot read the training state (corrupt, truncated or not written by "
+                             f"taseg train: {type(exc).__name__}); pass --force instead of --resume to start the run over") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise RunFolderError(f"{path}: not a taseg training state; pass --force instead of --resume to start over")
+    return state
+
+
+def _state_step(path: Path) -> int:
+    return int(read_train_state(path)["step"])
 
 
 def record_recipe_change(output: Path, recorded: dict, recipe: dict, step: int, changes: dict) -> None:
