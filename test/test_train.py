@@ -172,6 +172,7 @@ def test_plan_prints_the_table_without_data(capsys):
     out = capsys.readouterr().out
     assert "memory plan: tiny, input 96x128" in out and "usable: 14.00 of 16.00 GiB" in out
     assert "largest micro-batch that fits: 8" in out
+    assert "recipe: micro-batch 8, predicted peak" in out and "fits" in out
     assert "timed step on cpu (fp32, random frozen weights, micro-batch 8)" in out and "images/s" in out
 
 

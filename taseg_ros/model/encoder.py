@@ -39,6 +39,10 @@ class RGBTImageEncoder(nn.Module):
         # Activation checkpointing (training only; `train.grad_checkpointing` sets it): each
         # block with its DFFM keeps only its two inputs for backward and recomputes the rest,
         # which cuts vit_h's saved activations several-fold for one extra block forward.
+        # SAM's own Attention stays: F.scaled_dot_product_attention with the decomposed
+        # relative-position bias as attn_mask gives the same result (2e-7) but, on the CPU, saves
+        # 4 % more for backward and trains 4 % slower (the bias is a full N x N tensor either
+        # way); scripts/bench_train_memory.py --attention. Not measured on a GPU.
         self.grad_checkpointing = False
 
     def forward(self, rgb: torch.Tensor, thermal: torch.Tensor) -> torch.Tensor:

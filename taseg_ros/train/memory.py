@@ -419,11 +419,17 @@ def plan_report(recipe, gpu_memory: str | None = None, time_step: bool = True) -
             memory = DEFAULT_GPU_MEMORY
             notes.append("no GPU visible: planning for a 24 GiB GPU (--gpu-memory SIZE for another)")
     plan = plan_for_recipe(recipe, cfg, num_classes, "cuda", gpu_memory=memory)
-    lines = [plan.table(), *notes]
+    lines = [plan.table()]
     micro = recipe.train.micro_batch_size
-    if micro != "auto" and micro not in [r.micro_batch for r in plan.rows]:
-        lines.append(f"  recipe's micro-batch {micro}: predicted peak {plan_for_recipe(recipe, cfg, num_classes, 'cuda', [micro], memory).rows[0].total / GiB:.2f} GiB")
-    micro = plan.largest_fitting if micro == "auto" else micro
+    if micro == "auto":
+        micro = plan.largest_fitting
+        lines.append(f"  recipe: micro_batch_size auto -> {micro}")
+    else:
+        row = next((r for r in plan.rows if r.micro_batch == micro), None)
+        row = row or plan_for_recipe(recipe, cfg, num_classes, "cuda", [micro], memory).rows[0]
+        lines.append(f"  recipe: micro-batch {micro}, predicted peak {row.total / GiB:.2f} GiB: "
+                     + ("fits" if row.fits else "DOES NOT FIT; lower train.micro_batch_size or set train.grad_checkpointing=true"))
+    lines += notes
     if time_step and micro:
         lines.append(_timed_step_line(recipe, cfg, num_classes, micro, plan))
     return plan, "\n".join(lines)
