@@ -133,6 +133,7 @@ CASES = [
     Case("bench-json-existing", "bench --config tiny --quick --skip-node --json {w}/afile", r"afile exists; pass --force"),
     # 2: a finished run is not replaced silently
     Case("train-into-a-finished-run", TRAIN + " --output {w}/run", r"run holds a training run .*--resume.*--force"),
+    Case("train-output-is-the-data-root", TRAIN + " --output {data}", r"the output is also an input \(data\.root\)"),
     Case("train-resume-corrupt-state", "train demo_tiny --data-root {data} --output {w}/run --resume",
          r"run/train_state.pt: cannot read the training state .*--force"),
     Case("train-resume-and-force", TRAIN + " --output {w}/run --resume --force", r"--resume .* --force .*one of them"),

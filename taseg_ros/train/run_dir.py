@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from taseg_ros.errors import TasegError
-from taseg_ros.outputs import check_creatable
+from taseg_ros.outputs import check_creatable, check_not_overlapping
 
 STATE_FILE = "train_state.pt"
 RECIPE_FILE = "recipe.json"
@@ -73,6 +73,7 @@ def prepare_run_dir(output, recipe: dict, *, resume: bool, force: bool = False, 
     if output.exists() and not output.is_dir():
         raise RunFolderError(f"{output} is an existing file; train.output must be a folder")
     check_creatable(output)
+    check_not_overlapping(output, {"data.root": recipe.get("data", {}).get("root")})
     if resume and force:
         raise RunFolderError("--resume continues the run in the output folder, --force replaces it: pass one of them")
     if resume:
