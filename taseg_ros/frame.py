@@ -127,7 +127,11 @@ class FramePipeline:
         requested ``outputs``."""
         result = FrameResult(rgb=rgb, timings={"decode": decode_s})
         start = time.perf_counter()
-        thermal01, result.notes = self.thermal(thermal, rgb.shape[:2])
+        try:
+            thermal01, result.notes = self.thermal(thermal, rgb.shape[:2])
+        except ValueError as exc:  # e.g. a homography that warps this frame size out of view
+            result.error = FrameNote("bad_thermal", "thermal", f"{exc}; pair skipped")
+            return result
         prepared = time.perf_counter()
         try:
             prediction = self.segmenter.predict_prepared(rgb, thermal01)

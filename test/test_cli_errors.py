@@ -404,3 +404,13 @@ def test_every_command_that_writes_states_the_overwrite_policy_in_its_help(comma
     sub = next(a for a in parser._actions if a.dest == "command").choices[command]
     text = " ".join(sub.format_help().split())
     assert "--force" in text and ("refused" in text or "replace" in text), text
+
+
+def test_the_frame_pipeline_skips_a_pair_a_homography_warps_out_of_view():
+    """The node and bag eval: the pair is skipped with the reason (a per-kind note), not warped to black."""
+    from taseg_ros.frame import FramePipeline, FrameSettings
+
+    pipeline = FramePipeline(None, FrameSettings(homography=np.array([[1, 0, 5000], [0, 1, 0], [0, 0, 1.0]])))
+    result = pipeline.process(np.zeros((48, 64, 3), np.uint8), np.zeros((48, 64), np.uint16))
+    assert not result.ok and result.error.kind == "bad_thermal"
+    assert "onto 0% of the 64x48 RGB frame" in result.error.text and result.error.text.endswith("pair skipped")
