@@ -12,6 +12,7 @@
 #   3. vit_b native runtimes: ONNX Runtime CUDA EP fp32 and TensorRT EP fp16, a TensorRT fp16 engine,
 #      eager fp16 and LoRA-merged, argmax agreement with eager fp32, the node through DDS on CUDA per runtime
 #   4. ViT-H native 640x480 with a TensorRT fp16 engine (the >= 20 fps floor; the paper: 4.65 fps on an RTX 3090)
+#   5. training memory: ViT-H at each shipped recipe's geometry, predicted vs measured peak, images/s
 # Never in CI: it needs an NVIDIA GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -87,13 +88,20 @@ run_step vit_b_runtimes 200 --config vit_b --device cuda --resolution native --b
   --backend-precisions fp16 --repeats 10 --node-frames 30 --no-vit-h
 run_step vit_h_tensorrt 150 --config vit_h --device cuda --resolution native --backends tensorrt \
   --backend-precisions fp16 --repeats 10 --skip-node --no-vit-h
+# Training memory: vit_h at each shipped recipe's crop and micro-batch, two optimiser steps, the
+# planner's predicted peak against torch.cuda.max_memory_allocated, images/s (train/gpu_check.py).
+say "step train_memory: python -m taseg_ros.train.gpu_check"
+t0=$(date +%s)
+timeout --signal=INT --kill-after=20 300 "$python" -m taseg_ros.train.gpu_check --out "$out" >"$out/train_memory.txt" 2>>"$log"
+echo "$?" >"$out/train_memory.rc"
+say "step train_memory: exit $(cat "$out/train_memory.rc") after $(( $(date +%s) - t0 )) s"
 
 # --- report ------------------------------------------------------------------------------------
 "$python" - "$out" "$(( $(date +%s) - started ))" >>"$log" 2>&1 <<'PY'
 import json, sys
 from pathlib import Path
 out, seconds = Path(sys.argv[1]), int(sys.argv[2])
-steps = ("vit_b_torch", "vit_b_runtimes", "vit_h_tensorrt")
+steps = ("vit_b_torch", "vit_b_runtimes", "vit_h_tensorrt", "train_memory")
 report = {"environment": json.loads((out / "environment.json").read_text()), "seconds": seconds, "steps": {}}
 md = ["# taseg_ros GPU check", "", f"{report['environment'].get('gpu')}, torch {report['environment'].get('torch')}, "
       f"CUDA {report['environment'].get('cuda')}, onnxruntime {report['environment'].get('onnxruntime')}, "
