@@ -77,7 +77,7 @@ run_step() {  # name, time limit (s), taseg bench arguments...
   shift 2
   say "step $name: taseg bench $*"
   local t0=$(date +%s)
-  timeout --signal=INT --kill-after=20 "$limit" "$python" -m taseg_ros.cli bench "$@" --json "$out/$name.json" \
+  timeout --signal=INT --kill-after=20 "$limit" "$python" -m taseg_ros.cli bench "$@" --json "$out/$name.json" --force \
     >"$out/$name.txt" 2>>"$log"
   local rc=$?
   say "step $name: exit $rc after $(( $(date +%s) - t0 )) s"
