@@ -98,7 +98,7 @@ def training_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class ForwardCount:
     saved_bytes: int  # everything autograd keeps for backward after model + loss forward
-    largest_block_bytes: int  # the largest one encoder block (with its DFFM) saves, unchkpt.
+    largest_block_bytes: int  # what the largest encoder block (with its DFFM) saves, not checkpointed
 
 
 def count_forward(model, batch: int, hw: tuple[int, int], device: torch.device, autocast_dtype) -> ForwardCount:
@@ -261,9 +261,10 @@ def plan_memory(
     rows = []
     for b in micro_batches:
         activations = fixed + per_image * b
-        # Backward holds one block's saved tensors (recomputed when checkpointing) and the
-        # gradients flowing through it at once, next to everything still saved.
-        workspace = 2 * block * b + FIXED_WORKSPACE
+        # Backward differentiates one block at a time, next to everything still saved: the
+        # block's gradients are about as large as what it saves, and with checkpointing its
+        # saved tensors are first recomputed as well.
+        workspace = (2 if grad_checkpointing else 1) * block * b + FIXED_WORKSPACE
         total = static + activations + workspace
         rows.append(PlanRow(b, activations, workspace, total, total <= gpu_memory * USABLE_FRACTION))
     return MemoryPlan(
@@ -418,7 +419,8 @@ def plan_report(recipe, gpu_memory: str | None = None, time_step: bool = True) -
         if memory is None:
             memory = DEFAULT_GPU_MEMORY
             notes.append("no GPU visible: planning for a 24 GiB GPU (--gpu-memory SIZE for another)")
-    plan = plan_for_recipe(recipe, cfg, num_classes, "cuda", gpu_memory=memory)
+    batch = recipe.train.batch_size  # micro-batches must divide it (one process)
+    plan = plan_for_recipe(recipe, cfg, num_classes, "cuda", [b for b in range(1, batch + 1) if batch % b == 0], memory)
     lines = [plan.table()]
     micro = recipe.train.micro_batch_size
     if micro == "auto":
