@@ -24,7 +24,11 @@ class TorchBackend(Backend):
     ) -> None:
         if precision not in DTYPES:
             raise ValueError(f"precision '{precision}' is not one of {sorted(DTYPES)}")
-        device = torch.device(device)
+        try:
+            device = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"device '{device}': PyTorch runs on cpu, cuda or cuda:N (gpu/npu are OpenVINO devices, "
+                             "tensorrt an ONNX Runtime provider)") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' requested but CUDA is not available on this machine")
         if device.type == "cpu" and precision == "fp16":
