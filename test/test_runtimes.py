@@ -265,3 +265,23 @@ def test_predict_command_with_an_exported_model(exports, trained_checkpoint, sam
         torch_ids = cv2.imread(str(ids), cv2.IMREAD_UNCHANGED)
         runtime_ids = cv2.imread(str(tmp_path / "openvino" / "ids" / ids.name), cv2.IMREAD_UNCHANGED)
         assert (torch_ids == runtime_ids).mean() >= 0.999
+
+
+def test_eval_command_with_an_exported_model(exports, trained_checkpoint, tmp_path, capsys):
+    """`taseg eval` scores an exported file like its checkpoint (the dataset comes from the file's metadata
+    when recorded; here it is given)."""
+    import json
+
+    from taseg_ros.datasets.fixtures import synthetic_frame, write_mfnet
+
+    rng = np.random.default_rng(5)
+    root = write_mfnet(tmp_path / "mfnet", {f"0000{i}D": synthetic_frame(rng, 480, 640, 9) for i in range(2)},
+                       {"test": ["00000D", "00001D"]})
+    scores = {}
+    for name, model in (("torch", trained_checkpoint), ("onnx", exports["onnx"]["output"])):
+        assert main(["eval", "--checkpoint", str(model), "--data-root", str(root), "--dataset", "mfnet",
+                     "--out", str(tmp_path / name)]) == 0
+        scores[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    capsys.readouterr()
+    assert scores["onnx"]["num_images"] == 2
+    assert scores["onnx"]["overall"]["pixel_accuracy"] == pytest.approx(scores["torch"]["overall"]["pixel_accuracy"], abs=1e-3)
