@@ -7,9 +7,9 @@
 # under its own time limit so that one slow step cannot eat the others:
 #   1. environment: the repo's venv (scripts/setup.sh when missing) plus onnxruntime-gpu and
 #      tensorrt-cu12 (guarded: a machine without PyPI runs what it has and the report says what was missing)
-#   2. vit_b, 640x480, native and SAM 1024: eager fp32/bf16/fp16, torch.compile, plain-SAM overhead,
-#      stage shares, and ViT-H predict in every precision in both modes
-#   3. vit_b native runtimes: ONNX Runtime CUDA EP fp32 and TensorRT EP fp16, a TensorRT fp16 engine,
+#   2. vit_b, 640x480, native and SAM 1024: eager fp32/bf16/fp16, plain-SAM overhead, stage shares,
+#      and ViT-H predict in every precision in both modes
+#   3. vit_b native: torch.compile, and the runtimes: ONNX Runtime CUDA EP fp32 and TensorRT EP fp16, a TensorRT fp16 engine,
 #      eager fp16 and LoRA-merged, argmax agreement with eager fp32, the node through DDS on CUDA per runtime
 #   4. ViT-H native 640x480 with a TensorRT fp16 engine (the >= 20 fps floor; the paper: 4.65 fps on an RTX 3090)
 #   5. training memory: ViT-H at each shipped recipe's geometry, predicted vs measured peak, images/s
@@ -84,10 +84,10 @@ run_step() {  # name, time limit (s), taseg bench arguments...
   echo "$rc" >"$out/$name.rc"
 }
 # Time limits add up to under 8 minutes; engine builds (TensorRT, ONNX Runtime's TensorRT EP) dominate.
-run_step vit_b_torch 70 --config vit_b --device cuda --resolution both --precision fp32 --compile --repeats 5 --skip-node
-run_step vit_b_runtimes 190 --config vit_b --device cuda --resolution native --backends torch,onnxruntime,tensorrt \
+run_step vit_b_torch 70 --config vit_b --device cuda --resolution both --precision fp32 --repeats 5 --skip-node
+run_step vit_b_runtimes 220 --config vit_b --device cuda --resolution native --compile --backends torch,onnxruntime,tensorrt \
   --backend-precisions fp16 --repeats 10 --node-frames 30 --no-vit-h
-run_step vit_h_tensorrt 200 --config vit_h --device cuda --resolution native --backends tensorrt \
+run_step vit_h_tensorrt 180 --config vit_h --device cuda --resolution native --backends tensorrt \
   --backend-precisions fp16 --repeats 10 --skip-node --no-vit-h
 # Training memory: vit_h at each shipped recipe's crop and micro-batch, two optimiser steps, the
 # planner's predicted peak against torch.cuda.max_memory_allocated, images/s (train/gpu_check.py).
