@@ -71,6 +71,10 @@ def test_merging_lora_keeps_the_logits(trained_checkpoint):
     assert not any(isinstance(m, LoRAQKV) for m in merged.modules())
     assert not any("lora_" in name for name, _ in merged.named_parameters())
     assert merged.lora_merged and sum(p.numel() for p in merged.parameters()) < sum(p.numel() for p in model.parameters())
+    from taseg_ros.model.checkpoint import save_checkpoint
+
+    with pytest.raises(ValueError, match="LoRA merged into its frozen weights is not a TASeg checkpoint"):
+        save_checkpoint(merged, Path("/nonexistent/merged.safetensors"))
     rgb, thermal = torch.randn(2, 3, 96, 128), torch.randn(2, 1, 96, 128)
     with torch.inference_mode():
         reference, result = model(rgb, thermal), merged(rgb, thermal)

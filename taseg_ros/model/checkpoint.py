@@ -49,6 +49,9 @@ def save_checkpoint(
     the frozen weights are random. Embedded frozen weights may be stored as fp16/bf16
     (`frozen_storage`, half the file); trainable tensors are always stored as float32."""
     path = Path(path)
+    if getattr(model, "lora_merged", False):  # model.lora.merge_lora: the trainable LoRA factors are gone
+        raise ValueError(f"{path}: a model with LoRA merged into its frozen weights is not a TASeg checkpoint; save the "
+                         "unmerged model (or export it: `taseg export --format onnx|openvino|tensorrt`)")
     path.parent.mkdir(parents=True, exist_ok=True)
     source = model.frozen_source
     if embed_frozen is None:
