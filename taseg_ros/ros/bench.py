@@ -110,110 +110,130 @@ def _raw(array: np.ndarray, encoding: str):
 
 def bench_node(checkpoint: Path, height: int, width: int, frames: int, device: str, precision: str,
                backend: str = "auto") -> dict:
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.lifecycle import TransitionCallbackReturn
-    from rclpy.parameter import Parameter
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
+    """The real lifecycle node over DDS, closed loop: publish a pair, wait for all three outputs."""
+    bench = _NodeBench(checkpoint, device, precision, backend)
+    try:
+        bench.start()
+        return bench.run(*_frames(height, width), frames)
+    finally:
+        bench.close()
 
-    from taseg_ros.ros.diagnostics import NodeStatistics
-    from taseg_ros.ros.image_codec import encode_image
-    from taseg_ros.ros.node import TASegNode, spin_resiliently
 
-    domain = random.randint(100, 200)
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain)
-    # Single-threaded, like main(): rclpy's MultiThreadedExecutor busy-loops on tasks its pool has not
-    # started yet (ros2/rclpy#1452) and would take CPU from the node being measured.
-    executor = SingleThreadedExecutor(context=context)
-    node = TASegNode(
-        namespace="/bench",
-        context=context,
-        parameter_overrides=[
-            Parameter("checkpoint", value=str(checkpoint)),
-            Parameter("device", value=device),
-            Parameter("precision", value=precision),
-            Parameter("backend", value=backend),
-            Parameter("input_qos", value="reliable"),
-        ],
-    )
-    probe = rclpy.create_node("bench_probe", namespace="/bench", context=context)
-    reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    rgb_pub = probe.create_publisher(Image, "rgb/image", reliable)
-    thermal_pub = probe.create_publisher(Image, "thermal/image", reliable)
-    received = {"labels": 0, "colorized": 0, "overlay": 0}
-    cond = threading.Condition()
+class _NodeBench:
+    """A node and a probe node (publishers of the pairs, subscribers of the outputs) in one context."""
 
-    def counter(name):
+    OUTPUTS = ("labels", "colorized", "overlay")
+    WARMUP = 3
+
+    def __init__(self, checkpoint: Path, device: str, precision: str, backend: str) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.parameter import Parameter
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        from taseg_ros.ros.node import TASegNode
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=random.randint(100, 200))
+        # Single-threaded, like main(): rclpy's MultiThreadedExecutor busy-loops on tasks its pool has not
+        # started yet (ros2/rclpy#1452) and would take CPU from the node being measured.
+        self.executor = SingleThreadedExecutor(context=self.context)
+        params = {"checkpoint": str(checkpoint), "device": device, "precision": precision, "backend": backend,
+                  "input_qos": "reliable"}
+        self.node = TASegNode(namespace="/bench", context=self.context,
+                              parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+        self.probe = rclpy.create_node("bench_probe", namespace="/bench", context=self.context)
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.rgb_pub = self.probe.create_publisher(Image, "rgb/image", reliable)
+        self.thermal_pub = self.probe.create_publisher(Image, "thermal/image", reliable)
+        self.received = {name: 0 for name in self.OUTPUTS}
+        self.cond = threading.Condition()
+        self.subs = [self.probe.create_subscription(Image, f"taseg/{name}", self._counter(name), reliable)
+                     for name in self.OUTPUTS]
+        self.spinner: threading.Thread | None = None
+
+    def _counter(self, name: str):
         def on_msg(_):
-            with cond:
-                received[name] += 1
-                cond.notify_all()
+            with self.cond:
+                self.received[name] += 1
+                self.cond.notify_all()
         return on_msg
 
-    subs = [probe.create_subscription(Image, f"taseg/{n}", counter(n), reliable) for n in received]
-    executor.add_node(node)
-    executor.add_node(probe)
-    spinner = threading.Thread(target=spin_resiliently, args=(executor,), daemon=True)
-    spinner.start()
-    try:
-        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:  # to_label() is "transition_success"
-            raise RuntimeError(f"configure failed: {node.configure_error}")
-        node.trigger_activate()
+    def start(self) -> None:
+        from rclpy.lifecycle import TransitionCallbackReturn
+
+        from taseg_ros.ros.node import spin_resiliently
+
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.probe)
+        self.spinner = threading.Thread(target=spin_resiliently, args=(self.executor,), daemon=True)
+        self.spinner.start()
+        if self.node.trigger_configure() != TransitionCallbackReturn.SUCCESS:  # to_label() is "transition_success"
+            raise RuntimeError(f"configure failed: {self.node.configure_error}")
+        self.node.trigger_activate()
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (
-            rgb_pub.get_subscription_count() and thermal_pub.get_subscription_count() and all(s.get_publisher_count() for s in subs)
-        ):
+        while time.monotonic() < deadline and not self._connected():
             time.sleep(0.01)
-        rgb, thermal = _frames(height, width)
 
-        def message(array, encoding):
-            fields = encode_image(array, encoding)
-            msg = Image(height=fields.height, width=fields.width, encoding=encoding, step=fields.step)
-            msg.data = fields.data.tobytes()
-            return msg
+    def _connected(self) -> bool:
+        return bool(self.rgb_pub.get_subscription_count() and self.thermal_pub.get_subscription_count()
+                    and all(s.get_publisher_count() for s in self.subs))
 
-        rgb_msg, thermal_msg = message(rgb, "rgb8"), message(thermal, "mono16")
-        clock = probe.get_clock()
-        warmup = 3
-        for i in range(frames + warmup):
-            if i == warmup:
-                node.stats = NodeStatistics()  # drop the warm-up frames from the statistics
+    def run(self, rgb: np.ndarray, thermal: np.ndarray, frames: int) -> dict:
+        from taseg_ros.ros.diagnostics import NodeStatistics
+
+        rgb_msg, thermal_msg = _image(rgb, "rgb8"), _image(thermal, "mono16")
+        for i in range(frames + self.WARMUP):
+            if i == self.WARMUP:
+                self.node.stats = NodeStatistics()  # drop the warm-up frames from the statistics
                 measured_from = time.perf_counter()
-            stamp = clock.now().to_msg()
-            rgb_msg.header.stamp = thermal_msg.header.stamp = stamp
-            with cond:
-                target = received["overlay"] + 1
-            rgb_pub.publish(rgb_msg)
-            thermal_pub.publish(thermal_msg)
-            with cond:
-                if not cond.wait_for(lambda: min(received.values()) >= target, timeout=60):
-                    raise RuntimeError(f"no output for frame {i}")
+            self._one_pair(rgb_msg, thermal_msg, i)
         elapsed = time.perf_counter() - measured_from
         deadline = time.monotonic() + 10
-        while node.stats.processed < frames and time.monotonic() < deadline:
+        while self.node.stats.processed < frames and time.monotonic() < deadline:
             time.sleep(0.01)
-        snap = node.stats.snapshot()
-        result = {
-            "fps": frames / elapsed,  # closed loop: publish a pair, wait for all three outputs
-            "processed": snap["processed"],
-            "dropped": node._slot.dropped,
-            "errors": snap["errors"],
-            "inference": {k + "_ms": v * 1e3 for k, v in snap["inference"].items()},
-            "overhead": {k + "_ms": v * 1e3 for k, v in snap["overhead"].items()},
-            "latency": {k + "_ms": v * 1e3 for k, v in snap["latency"].items()},
-            "prepare": {k + "_ms": v * 1e3 for k, v in snap["prepare"].items()},
-            "publish": {k + "_ms": v * 1e3 for k, v in snap["publish"].items()},
-        }
-    finally:
-        node.release_resources()
-        executor.shutdown(timeout_sec=5)
-        spinner.join(timeout=10)
-        node.destroy_node()
-        probe.destroy_node()
-        rclpy.shutdown(context=context)
-    return result
+        return self._result(frames / elapsed)
+
+    def _one_pair(self, rgb_msg, thermal_msg, index: int) -> None:
+        rgb_msg.header.stamp = thermal_msg.header.stamp = self.probe.get_clock().now().to_msg()
+        with self.cond:
+            target = self.received["overlay"] + 1
+        self.rgb_pub.publish(rgb_msg)
+        self.thermal_pub.publish(thermal_msg)
+        with self.cond:
+            if not self.cond.wait_for(lambda: min(self.received.values()) >= target, timeout=60):
+                raise RuntimeError(f"no output for frame {index}")
+
+    def _result(self, fps: float) -> dict:
+        snap = self.node.stats.snapshot()
+        result = {"fps": fps, "processed": snap["processed"], "dropped": self.node._slot.dropped,
+                  "errors": snap["errors"]}
+        for name in ("inference", "overhead", "latency", "prepare", "publish"):
+            result[name] = {k + "_ms": v * 1e3 for k, v in snap[name].items()}
+        return result
+
+    def close(self) -> None:
+        import rclpy
+
+        self.node.release_resources()
+        self.executor.shutdown(timeout_sec=5)
+        if self.spinner is not None:
+            self.spinner.join(timeout=10)
+        self.node.destroy_node()
+        self.probe.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+def _image(array: np.ndarray, encoding: str):
+    from sensor_msgs.msg import Image
+
+    from taseg_ros.ros.image_codec import encode_image
+
+    fields = encode_image(array, encoding)
+    msg = Image(height=fields.height, width=fields.width, encoding=encoding, step=fields.step)
+    msg.data = fields.data.tobytes()
+    return msg
 
 
 def main(argv: list[str] | None = None) -> int:
