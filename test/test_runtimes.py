@@ -289,3 +289,24 @@ def test_eval_command_with_an_exported_model(exports, trained_checkpoint, tmp_pa
     capsys.readouterr()
     assert scores["onnx"]["num_images"] == 2
     assert scores["onnx"]["overall"]["pixel_accuracy"] == pytest.approx(scores["torch"]["overall"]["pixel_accuracy"], abs=1e-3)
+
+
+def test_bag_eval_with_an_exported_model(trained_checkpoint, tmp_path):
+    """`taseg bag eval --backend openvino` on an exported model writes the same labels as the checkpoint."""
+    import json
+
+    from taseg_ros.bag.fixtures import synthetic_frames, write_rgbt_bag
+    from taseg_ros.bag.reader import open_bag
+
+    rec = write_rgbt_bag(tmp_path / "bag", synthetic_frames(6, 48, 64, seed=4), storage="mcap", drop_rgb=(), drop_thermal=())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        export_model(trained_checkpoint, tmp_path / "m.onnx", "onnx", size=(64, 48))
+    labels = {}
+    for name, model, extra in (("torch", trained_checkpoint, []), ("openvino", tmp_path / "m.onnx", ["--backend", "openvino"])):
+        argv = ["bag", "eval", str(rec.path), "--checkpoint", str(model), "-o", str(tmp_path / name), *extra]
+        assert main(argv) == 0
+        assert json.loads((tmp_path / name / "report.json").read_text())["frames"]["processed"] == 6
+        with open_bag(next((tmp_path / name).glob("*_taseg"))) as out:
+            labels[name] = [bytes(out.deserialize(m).data) for m in out.messages(["/taseg/labels"])]
+    assert len(labels["torch"]) == 6 and labels["torch"] == labels["openvino"]
