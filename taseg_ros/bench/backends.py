@@ -202,6 +202,9 @@ class BackendBench:
         for variant in self.variants:
             if variant.merged:
                 continue
+            if variant.device == "tensorrt":  # ORT's TensorRT EP builds its engine per session: minutes, twice more
+                out[variant.name] = {"failed": "skipped: ONNX Runtime's TensorRT provider rebuilds its engine per session"}
+                continue
             fmt = FORMAT_OF.get(variant.backend)
             path = self.files["torch"] if fmt is None else self.files[f"{fmt}-{variant.precision if fmt == 'tensorrt' else 'fp32'}"]
             seconds = summarize(self.samples[variant.name])["median_ms"] * 1e-3
