@@ -203,7 +203,7 @@ class BackendBench:
             if variant.merged:
                 continue
             if variant.device == "tensorrt":  # ORT's TensorRT EP builds its engine per session: minutes, twice more
-                out[variant.name] = {"failed": "skipped: ONNX Runtime's TensorRT provider rebuilds its engine per session"}
+                out[variant.name] = {"skipped": "ONNX Runtime's TensorRT provider rebuilds its engine per session"}
                 continue
             fmt = FORMAT_OF.get(variant.backend)
             path = self.files["torch"] if fmt is None else self.files[f"{fmt}-{variant.precision if fmt == 'tensorrt' else 'fp32'}"]

@@ -199,7 +199,9 @@ def backend_lines(mode: str, section: dict[str, Any]) -> list[str]:
         lines.append("| node through DDS with | node fps | runtime alone fps | ratio |")
         lines.append("|---|---|---|---|")
         for name, n in node.items():
-            if "failed" in n:
+            if "skipped" in n:
+                lines.append(f"| {name} | skipped: {n['skipped']} | | |")
+            elif "failed" in n:
                 lines.append(f"| {name} | FAILED: {n['failed']} | | |")
             else:
                 lines.append(f"| {name} | {n['fps']:.3g} | {n['model_fps']:.3g} | {n['ratio']:.3f} |")
