@@ -52,7 +52,8 @@ class Segmenter:
     Runtime, OpenVINO, TensorRT; see taseg_ros.runtime). Every runtime returns the same
     ``Prediction``. ``thermal_norm`` is the default normalisation policy for raw thermal;
     ``resolution`` overrides the config's resolution mode of a PyTorch model (one set of weights
-    serves both; exports have theirs fixed)."""
+    serves both; exports have theirs fixed). ``merge_lora`` merges the given model's LoRA in place
+    (model.lora.merge_lora): pass a copy if the unmerged model is still needed."""
 
     def __init__(
         self,
