@@ -67,8 +67,8 @@ def write_workspace(w: Path, ckpt: Path) -> None:
                        ("train_log.csv", "step,loss\n30,0.5\n"), ("summary.json", "{}")):
         (run / name).write_text(text)
     (run / "recipe.json").write_text(json.dumps(load_recipe("demo_tiny").to_dict(), indent=2))
-    (w / "bad_config.yaml").write_text("base: tiny\nembed_dim: wide\n")
-    (w / "negative_config.yaml").write_text("base: tiny\nembed_dim: -8\n")
+    (w / "bad_config.yaml").write_text("base: tiny\nencoder: {embed_dim: wide}\n")
+    (w / "negative_config.yaml").write_text("base: tiny\nencoder: {embed_dim: -8}\n")
 
 
 def snapshot(*roots: Path) -> dict[str, str]:
@@ -159,9 +159,9 @@ CASES = [
     Case("train-crop-zero", TRAIN.replace("[32,48]", "[0,0]") + " --output {w}/new", r"data\.crop"),
     Case("train-crop-negative", TRAIN.replace("[32,48]", "[-32,32]") + " --output {w}/new", r"data\.crop"),
     Case("train-crop-scalar", TRAIN.replace("[32,48]", "32") + " --output {w}/new", r"data\.crop"),
-    Case("info-config-string-for-number", "info --config {w}/bad_config.yaml", r"bad_config.yaml.*embed_dim"),
+    Case("info-config-string-for-number", "info --config {w}/bad_config.yaml", r"bad_config.yaml: encoder\.embed_dim: expected a number"),
     Case("init-config-negative-width", INIT.replace("tiny", "{w}/negative_config.yaml") + " -o {w}/new.safetensors",
-         r"negative_config.yaml.*embed_dim"),
+         r"negative_config.yaml: encoder\.embed_dim: must be >= 1"),
     # smaller ones
     Case("eval-unknown-dataset-lists-folder", EVAL.replace("folder", "nope") + " --out {w}/new", r"unknown dataset 'nope'.*folder"),
     Case("train-class-mismatch-names-the-checkpoint", TRAIN + " --output {w}/new init_checkpoint={ckpt}",
