@@ -211,8 +211,8 @@ class TASegNode(LifecycleNode):
         self._last_input_at = {"rgb": None, "thermal": None}
         self._active = True
         self.get_logger().info(
-            f"active: {self.segmenter.cfg.name} ({self.segmenter.cfg.resolution} resolution) on "
-            f"{self.segmenter.device} {self.segmenter.precision}; inputs "
+            f"active: {self.segmenter.cfg.name} ({self.segmenter.cfg.resolution} resolution), "
+            f"{self.segmenter.describe()}; inputs "
             f"{self._input_topic('rgb')} + {self._input_topic('thermal')}, slop {self.params.slop * 1e3:.0f} ms"
         )
         return super().on_activate(state)
@@ -430,8 +430,9 @@ class TASegNode(LifecycleNode):
             extra = {
                 "model": self.segmenter.cfg.name,
                 "resolution_mode": self.segmenter.cfg.resolution,
-                "device": str(self.segmenter.device),
+                "device": self.segmenter.backend.device_label,
                 "precision": self.segmenter.precision,
+                "runtime": self.segmenter.describe(),
             }
         return build_report(
             active=self._active,
@@ -454,7 +455,7 @@ class TASegNode(LifecycleNode):
             level=bytes([report.level]),
             name=f"{self.get_fully_qualified_name()}: segmentation",
             message=report.message,
-            hardware_id=str(self.segmenter.device) if self.segmenter is not None else "",
+            hardware_id=self.segmenter.backend.device_label if self.segmenter is not None else "",
             values=[KeyValue(key=k, value=v) for k, v in report.values.items()],
         )
         msg = DiagnosticArray(status=[status])
