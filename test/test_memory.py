@@ -153,3 +153,17 @@ def test_shipped_vit_h_recipes_fit_a_24_gib_gpu_with_margin():
         plan = plan_for_recipe(recipe, recipe_model_config(recipe), recipe_num_classes(recipe)[0], "cuda",
                                micro_batches=(micro,), gpu_memory=24 * GiB)
         assert plan.rows[0].fits and plan.rows[0].total <= 21 * GiB, (name, plan.table())
+
+
+def test_gpu_check_writes_its_rows(tmp_path, capsys):
+    """The training line of scripts/gpu_check.sh, run on the CPU (no peak there): one row per
+    recipe with the plan's prediction and the timed steps, as JSON and Markdown."""
+    import json
+
+    from taseg_ros.train.gpu_check import main
+
+    assert main(["--device", "cpu", "--recipes", "demo_tiny", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "train_memory.json").read_text())["rows"]
+    assert [r["recipe"] for r in rows] == ["demo_tiny"]
+    assert rows[0]["micro_batch"] == 8 and rows[0]["predicted_peak_gib"] > 0 and rows[0]["images_per_s"] > 0
+    assert "| demo_tiny | tiny | 96x128 | 8 | off |" in (tmp_path / "train_memory.md").read_text()
