@@ -5,8 +5,9 @@
 #
 # Random frozen weights (no SAM file needed): the timings are the real architectures'. Steps, each
 # under its own time limit so that one slow step cannot eat the others:
-#   1. environment: the repo's venv (scripts/setup.sh when missing) plus onnxruntime-gpu and
-#      tensorrt-cu12 (guarded: a machine without PyPI runs what it has and the report says what was missing)
+#   1. environment: the repo's venv, or the machine's python3 plus the wheels of scripts/gpu_wheels.sh
+#      carried in .whl/; onnxruntime-gpu and tensorrt-cu12 where PyPI answers (a machine without it runs
+#      what it has and the report says what was missing)
 #   2. vit_b, 640x480, native and SAM 1024: eager fp32/bf16/fp16, plain-SAM overhead, stage shares,
 #      and ViT-H predict in every precision in both modes
 #   3. vit_b native: torch.compile, and the runtimes: ONNX Runtime CUDA EP fp32 and TensorRT EP fp16, a TensorRT fp16 engine,
@@ -25,24 +26,34 @@ say() { echo "[gpu_check $(date +%H:%M:%S)] $*" | tee -a "$log" >&2; }
 started=$(date +%s)
 
 # --- 1. environment ----------------------------------------------------------------------------
+# A device machine has its own python3 with torch and no registry: use the repo's .venv where there
+# is one, else that python3 plus the pure-Python wheels scripts/gpu_wheels.sh puts into .whl/ here.
 python=.venv/bin/python
 if [ ! -x "$python" ]; then
-  say "no .venv: scripts/setup.sh"
-  timeout 900 scripts/setup.sh >>"$log" 2>&1 || say "setup.sh failed (see $log)"
+  python=$(command -v python3)
+  if compgen -G ".whl/*.whl" >/dev/null; then
+    say "installing the carried wheels in .whl/ into /tmp/site"
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >>"$log" 2>&1 \
+      || say "carried wheels did not install (see $log)"
+    export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  else
+    export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    say "no .venv and no .whl/: run scripts/gpu_wheels.sh on a machine with PyPI and carry .whl"
+  fi
 fi
-[ -x "$python" ] || python=$(command -v python3)
+pip_fast() { timeout 120 "$python" -m pip install -q --retries 0 --timeout 10 "$@" >>"$log" 2>&1; }  # offline: fail fast
 if ! "$python" -c 'import onnxruntime, sys; sys.exit("CUDAExecutionProvider" not in onnxruntime.get_available_providers())' 2>/dev/null; then
   say "installing onnxruntime-gpu (replaces the CPU onnxruntime: both install the same module)"
-  if timeout 300 "$python" -m pip install -q onnxruntime-gpu >>"$log" 2>&1; then
+  if pip_fast onnxruntime-gpu; then
     "$python" -m pip uninstall -y -q onnxruntime >>"$log" 2>&1
-    timeout 120 "$python" -m pip install -q --force-reinstall --no-deps onnxruntime-gpu >>"$log" 2>&1
+    pip_fast --force-reinstall --no-deps onnxruntime-gpu
   else
     say "onnxruntime-gpu not installed: the ONNX Runtime CUDA/TensorRT rows will say why"
   fi
 fi
 if ! "$python" -c 'import tensorrt' 2>/dev/null; then
   say "installing tensorrt-cu12"
-  timeout 300 "$python" -m pip install -q tensorrt-cu12 >>"$log" 2>&1 || say "tensorrt-cu12 not installed: TensorRT rows will say why"
+  pip_fast tensorrt-cu12 || say "tensorrt-cu12 not installed: TensorRT rows will say why"
 fi
 # ONNX Runtime's TensorRT EP loads libnvinfer from the tensorrt wheel's folder.
 trt_libs=$("$python" -c 'import os, tensorrt_libs; print(os.path.dirname(tensorrt_libs.__file__))' 2>/dev/null || true)
@@ -83,18 +94,19 @@ run_step() {  # name, time limit (s), taseg bench arguments...
   say "step $name: exit $rc after $(( $(date +%s) - t0 )) s"
   echo "$rc" >"$out/$name.rc"
 }
-# Time limits add up to under 8 minutes; engine builds (TensorRT, ONNX Runtime's TensorRT EP) dominate.
-run_step vit_b_torch 70 --config vit_b --device cuda --resolution both --precision fp32 --repeats 5 --skip-node
-run_step vit_b_runtimes 220 --config vit_b --device cuda --resolution native --compile --backends torch,onnxruntime,tensorrt \
+# Time limits add up to 7.5 minutes (60 + 170 + 130 + 90 s); engine builds (TensorRT, ONNX Runtime's
+# TensorRT EP) dominate.
+run_step vit_b_torch 60 --config vit_b --device cuda --resolution both --precision fp32 --repeats 5 --skip-node
+run_step vit_b_runtimes 170 --config vit_b --device cuda --resolution native --compile --backends torch,onnxruntime,tensorrt \
   --backend-precisions fp16 --repeats 10 --node-frames 30 --no-vit-h
-run_step vit_h_tensorrt 180 --config vit_h --device cuda --resolution native --backends tensorrt \
+run_step vit_h_tensorrt 130 --config vit_h --device cuda --resolution native --backends tensorrt \
   --backend-precisions fp16 --repeats 10 --skip-node --no-vit-h
 # Training memory: vit_h at each shipped recipe's crop and micro-batch, two optimiser steps, the
 # planner's predicted peak against torch.cuda.max_memory_allocated, images/s (train/gpu_check.py;
 # ~25 s a recipe expected, not yet timed on a GPU; rows are written as they finish).
 say "step train_memory: python -m taseg_ros.train.gpu_check"
 t0=$(date +%s)
-timeout --signal=INT --kill-after=20 150 "$python" -m taseg_ros.train.gpu_check --out "$out" >"$out/train_memory.txt" 2>>"$log"
+timeout --signal=INT --kill-after=20 90 "$python" -m taseg_ros.train.gpu_check --out "$out" >"$out/train_memory.txt" 2>>"$log"
 echo "$?" >"$out/train_memory.rc"
 say "step train_memory: exit $(cat "$out/train_memory.rc") after $(( $(date +%s) - t0 )) s"
 
