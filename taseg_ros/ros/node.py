@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import array
 import json
+import signal
 import sys
 import threading
 import time
@@ -519,6 +520,9 @@ def main(args: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # Ctrl-C under `ros2 launch` reaches the node twice (the terminal's process group, then
+        # launch's own SIGINT): the second must not break the clean-up with a traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         node.release_resources()
         executor.shutdown()
         node.destroy_node()
