@@ -755,6 +755,18 @@ def test_realtime_worker_drops_what_the_node_would_drop():
     assert all(item.wait_s == 0 for item in fast.processed)
 
 
+def test_timing_summary_in_milliseconds():
+    """The one summary of durations (taseg_ros.timing) the bag reports use."""
+    from taseg_ros.timing import SUMMARY_KEYS, summarize_ms
+
+    s = summarize_ms([0.001, 0.002, 0.003, 0.004, 0.010])
+    assert tuple(s) == SUMMARY_KEYS
+    assert s["count"] == 5 and s["mean"] == pytest.approx(4.0) and s["median"] == pytest.approx(3.0)
+    assert (s["q1"], s["q3"]) == (pytest.approx(2.0), pytest.approx(4.0))
+    assert s["p90"] == pytest.approx(7.6) and s["min"] == pytest.approx(1.0) and s["max"] == pytest.approx(10.0)
+    assert summarize_ms([]) == {key: 0 if key == "count" else None for key in SUMMARY_KEYS}
+
+
 # --- CLI -------------------------------------------------------------------------------------------
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from taseg_ros.bag.pairs import summarize
 from taseg_ros.frame import STEPS
 from taseg_ros.ros.pairing import NS_PER_S
+from taseg_ros.timing import summarize_ms
 
 
 @dataclass
@@ -75,19 +75,19 @@ class BagEvalResult:
     def timing(self) -> dict:
         ok = [f for f in self.frames if f.error is None]
         out = {
-            "processing_ms": summarize(f.processing_s for f in ok),
-            "inference_ms": summarize(f.inference_s for f in ok),
-            "steps_ms": {step: summarize(f.steps_s.get(step, 0.0) for f in ok) for step in STEPS},
+            "processing_ms": summarize_ms(f.processing_s for f in ok),
+            "inference_ms": summarize_ms(f.inference_s for f in ok),
+            "steps_ms": {step: summarize_ms(f.steps_s.get(step, 0.0) for f in ok) for step in STEPS},
         }
         total = sum(f.processing_s for f in ok)
         out["throughput_fps"] = len(ok) / total if total > 0 else None
         out["input_pair_rate_hz"] = self.pairs / self.recording_duration_s if self.recording_duration_s > 0 else None
         if self.mode == "offline":
-            out["simulated_realtime_latency_ms"] = summarize(self.simulated_latency_s)
+            out["simulated_realtime_latency_ms"] = summarize_ms(self.simulated_latency_s)
         if self.mode == "realtime":
             timed = [f for f in self.frames if f.finish_ns is not None]
-            out["latency_ms"] = summarize((f.finish_ns - f.rgb_stamp_ns) / NS_PER_S for f in timed)
-            out["queue_wait_ms"] = summarize((f.start_ns - f.arrival_ns) / NS_PER_S for f in timed)
+            out["latency_ms"] = summarize_ms((f.finish_ns - f.rgb_stamp_ns) / NS_PER_S for f in timed)
+            out["queue_wait_ms"] = summarize_ms((f.start_ns - f.arrival_ns) / NS_PER_S for f in timed)
         return out
 
     def to_dict(self) -> dict:

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from taseg_ros.bag.pairs import BagPairing, summarize
+from taseg_ros.bag.pairs import BagPairing
 from taseg_ros.bag.reader import Bag, BagError, open_bag
 from taseg_ros.bag.topics import MissingStreamError, resolve_image_topics
+from taseg_ros.timing import summarize_ms
 
 CANDIDATE_SLOPS_S = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 
@@ -91,7 +92,7 @@ def _stream_info(topic, first, stamps: np.ndarray, log_times: np.ndarray) -> Str
     valid = stamps[stamps > 0]
     if valid.size:
         info.out_of_order = int(np.count_nonzero(np.diff(valid) <= 0))
-        info.delay_ms = summarize((log_times[stamps > 0] - valid) * 1e-9)
+        info.delay_ms = summarize_ms((log_times[stamps > 0] - valid) * 1e-9)
     ordered = np.sort(valid)
     periods = np.diff(ordered)
     periods = periods[periods > 0]
@@ -195,7 +196,7 @@ def _inspect(bag: Bag, rgb_topic: str | None, thermal_topic: str | None, slop_s:
     )
     info.pairs = len(skews)
     info.pairing = pairing.pairer.stats.as_dict()
-    info.pair_offset_ms = summarize(np.asarray(skews) * 1e-9)
+    info.pair_offset_ms = summarize_ms(np.asarray(skews) * 1e-9)
     rgb_valid = arrays[rgb.name][arrays[rgb.name] > 0]
     nearest = _nearest_offsets(rgb_valid, arrays[thermal.name][arrays[thermal.name] > 0])
     # An RGB frame whose thermal partner was dropped finds the neighbouring frame a whole period away:
@@ -203,7 +204,7 @@ def _inspect(bag: Bag, rgb_topic: str | None, thermal_topic: str | None, slop_s:
     half_period_ns = 0.5 * (info.rgb.median_period_ms or 1e9) * 1e6
     close = nearest[np.abs(nearest) < half_period_ns]
     info.rgb_without_partner = int(nearest.size - close.size)
-    info.nearest_offset_ms = summarize(close * 1e-9)
+    info.nearest_offset_ms = summarize_ms(close * 1e-9)
     info.nearest_histogram = _histogram(close * 1e-6)
     abs_nearest = np.abs(close)
     info.within_slop = {f"{s:g}": int(np.count_nonzero(abs_nearest <= s * 1e9)) for s in CANDIDATE_SLOPS_S}

@@ -15,8 +15,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
-import numpy as np
-
 from taseg_ros.bag.reader import Bag, RawMessage
 from taseg_ros.ros.pairing import NS_PER_S, LatestSlot, Pair, StampPairer, stamp_to_ns
 
@@ -183,19 +181,3 @@ def simulate_realtime(arrivals: list[tuple[int, Pair]], durations_s: dict[int, f
         worker.offer(pair, now_ns)
     worker.finish()
     return worker
-
-
-def summarize(values_s: Iterable[float]) -> dict[str, float | int | None]:
-    """Milliseconds: count, mean, median, p90, p99, min, max (None when empty)."""
-    v = np.asarray(list(values_s), dtype=np.float64) * 1e3
-    if v.size == 0:
-        return {"count": 0, "mean": None, "median": None, "p90": None, "p99": None, "min": None, "max": None}
-    return {
-        "count": int(v.size),
-        "mean": float(v.mean()),
-        "median": float(np.median(v)),
-        "p90": float(np.percentile(v, 90)),
-        "p99": float(np.percentile(v, 99)),
-        "min": float(v.min()),
-        "max": float(v.max()),
-    }

@@ -33,13 +33,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from taseg_ros.bag.msgtypes import COMPRESSED_IMAGE, IMAGE, STRING
-from taseg_ros.bag.pairs import check_max_pairs, summarize
+from taseg_ros.bag.pairs import check_max_pairs
 from taseg_ros.bag.reader import BagError, open_bag
 from taseg_ros.bag.stop import stop_on_sigint
 from taseg_ros.bag.topics import resolve_image_topics
 from taseg_ros.bag.writer import BagWriter
 from taseg_ros.ros.names import check_namespace
 from taseg_ros.ros.pairing import NS_PER_S, StampPairer, stamp_to_ns
+from taseg_ros.timing import summarize_ms
 
 OUTPUTS = ("labels", "colorized", "overlay", "confidence")
 
@@ -401,11 +402,11 @@ class _Replay:
         answered_stamps = first_answer.keys() & pair_done_mono.keys()
         result.answered_pairs = len(answered_stamps)
         result.unexpected_outputs = len(first_answer.keys() - pair_done_mono.keys())
-        result.latency_from_pair_ms = summarize(
+        result.latency_from_pair_ms = summarize_ms(
             (first_answer[s][0] - pair_done_mono[s]) * 1e-9 for s in answered_stamps
         )
         if self.restamp and self.rate == 1.0:
-            result.latency_from_stamp_ms = summarize((first_answer[s][1] - s) * 1e-9 for s in answered_stamps)
+            result.latency_from_stamp_ms = summarize_ms((first_answer[s][1] - s) * 1e-9 for s in answered_stamps)
         result.node_diagnostics = dict(recorder.diagnostics)
         if writer is not None:
             result.output_bag = str(writer.path)
