@@ -70,10 +70,9 @@ def normalize_thermal(thermal: np.ndarray, norm: ThermalNormalization | None = N
         else:
             low, high = (float(v) for v in np.percentile(values, norm.percentiles))
     scale = 1.0 / (high - low) if high > low else 0.0
-    out = np.clip((x - low) * scale, 0.0, 1.0).astype(np.float32, copy=False)
     if not all_finite:
-        out = np.where(finite, out, 0.0).astype(np.float32)
-    return out
+        x = np.where(finite, x, np.float32(low))  # NaN/inf -> the coldest value, without NaN arithmetic
+    return np.clip((x - low) * scale, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def thermal_to_gray(thermal: np.ndarray) -> np.ndarray:

@@ -369,6 +369,8 @@ class TASegNode(LifecycleNode):
             try:
                 self._process(pair, pipeline)
             except Exception as exc:  # noqa: BLE001 - the thread must survive anything one pair does
+                if not self.context.ok():
+                    return  # Ctrl-C shut the context down under a pair in flight: nothing left to publish to
                 self.stats.count_error("internal")
                 if self._throttle.allow(("internal", ""), self.params.log_throttle):
                     self.get_logger().error(
