@@ -25,7 +25,8 @@ from taseg_ros.bench.models import (
 )
 from taseg_ros.bench.mode import prepared_inputs
 from taseg_ros.bench.run import BenchOptions, run_benchmark
-from taseg_ros.bench.timing import StageClock, auto_repeats, summarize
+from taseg_ros.bench.timing import StageClock, auto_repeats
+from taseg_ros.timing import summarize_ms
 from taseg_ros.classes import load_classes
 from taseg_ros.cli import bench as bench_cli
 from taseg_ros.inference import Segmenter
@@ -66,7 +67,7 @@ def test_quick_run_reports_every_figure(quick_run):
         assert mode["repeats"] == 3
         for name in ("predict", "forward", "plain_encoder", "taseg_encoder", "pre_post"):
             stats = mode["latency"][name]
-            assert stats["n"] == 3 and 0 < stats["min_ms"] <= stats["median_ms"] <= stats["max_ms"]
+            assert stats["count"] == 3 and 0 < stats["min"] <= stats["median"] <= stats["max"]
         assert mode["fps"] > 0 and mode["throughput"]["fps"] > 0
         for ratio in (*mode["overhead_vs_plain_encoder"].values(), *mode["efficiency_vs_matmul"].values()):
             assert math.isfinite(ratio["median"]) and ratio["median"] > 0 and ratio["n"] == 3
@@ -193,8 +194,9 @@ def test_derive_stages_arithmetic():
 
 
 def test_summaries_and_repeat_budget():
-    stats = summarize([0.004, 0.001, 0.003, 0.002, 0.005])
-    assert stats == {"median_ms": 3.0, "q1_ms": 2.0, "q3_ms": 4.0, "min_ms": 1.0, "max_ms": 5.0, "n": 5}
+    stats = summarize_ms([0.004, 0.001, 0.003, 0.002, 0.005])
+    assert {k: stats[k] for k in ("median", "q1", "q3", "min", "max", "count")} == {
+        "median": 3.0, "q1": 2.0, "q3": 4.0, "min": 1.0, "max": 5.0, "count": 5}
     assert auto_repeats(2.0, 30.0) == 15
     assert auto_repeats(60.0, 30.0) == 3  # never fewer than 3 rounds
     assert auto_repeats(0.001, 30.0) == 50
@@ -233,7 +235,7 @@ def test_backends_are_timed_side_by_side():
     assert list(variants) == [v.name for v in plan_variants(("torch", "onnxruntime", "openvino"), ("fp32", "bf16"), False)]
     assert {"torch fp32", "torch bf16", "torch fp32 merged", "onnxruntime fp32", "openvino CPU fp32", "openvino CPU bf16"} <= set(variants)
     for name, v in variants.items():
-        assert v["latency"]["n"] == 3 and v["fps"] > 0 and math.isfinite(v["speedup_vs_eager_fp32"]["median"])
+        assert v["latency"]["count"] == 3 and v["fps"] > 0 and math.isfinite(v["speedup_vs_eager_fp32"]["median"])
         assert v["precision"] in ("fp32", "bf16") and v["precision"] in v["ran"]
         if v["requested_precision"] == "fp32":
             assert v["precision"] == "fp32" and v["argmax_agreement_vs_eager_fp32"] >= 0.999, name

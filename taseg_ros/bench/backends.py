@@ -20,7 +20,8 @@ import torch
 
 from taseg_ros.bench.mode import prepared_inputs
 from taseg_ros.bench.models import plain_encoder_forward, plain_sam_encoder
-from taseg_ros.bench.timing import auto_repeats, device_synchronizer, run_rounds, summarize, summarize_ratio
+from taseg_ros.bench.timing import auto_repeats, device_synchronizer, run_rounds, summarize_ratio
+from taseg_ros.timing import summarize_ms
 from taseg_ros.inference import Segmenter
 from taseg_ros.model.lora import merge_lora
 
@@ -188,7 +189,7 @@ class BackendBench:
         samples, _ = self.worker(run_rounds, candidates, self.opt.repeats or 5, sync)
         return {
             "precision": seg.precision,
-            "latency": {k: summarize(v) for k, v in samples.items()},
+            "latency": {k: summarize_ms(v) for k, v in samples.items()},
             "merged_vs_plain": summarize_ratio([m / p for m, p in zip(samples["merged"], samples["plain"])]),
             "unmerged_vs_plain": summarize_ratio([u / p for u, p in zip(samples["unmerged"], samples["plain"])]),
         }
@@ -207,7 +208,7 @@ class BackendBench:
                 continue
             fmt = FORMAT_OF.get(variant.backend)
             path = self.files["torch"] if fmt is None else self.files[f"{fmt}-{variant.precision if fmt == 'tensorrt' else 'fp32'}"]
-            seconds = summarize(self.samples[variant.name])["median_ms"] * 1e-3
+            seconds = summarize_ms(self.samples[variant.name])["median"] * 1e-3
             count = self.opt.node_frames or auto_repeats(seconds, self.opt.budget_s / 2)
             self.log(f"  node with {variant.name}: {count} frames through DDS, the runtime alone before and after")
             out[variant.name] = node_vs_alone(path, self.frames, count, self.worker, backend=variant.backend,
@@ -225,8 +226,8 @@ class BackendBench:
                 "requested_precision": variant.precision,
                 "ran": seg.describe(),
                 "precision": seg.precision,
-                "latency": summarize(times),
-                "fps": 1e3 / summarize(times)["median_ms"],
+                "latency": summarize_ms(times),
+                "fps": 1e3 / summarize_ms(times)["median"],
                 "speedup_vs_eager_fp32": summarize_ratio([r / t for r, t in zip(reference, times)]),
                 "argmax_agreement_vs_eager_fp32": agreement.get(variant.name),
             }

@@ -15,7 +15,8 @@ import torch
 
 from taseg_ros.bench.memory import measure_peak
 from taseg_ros.bench.models import STAGES, count_flops, derive_stages
-from taseg_ros.bench.timing import auto_repeats, device_synchronizer, run_rounds, summarize, summarize_ratio
+from taseg_ros.bench.timing import auto_repeats, device_synchronizer, run_rounds, summarize_ratio
+from taseg_ros.timing import summarize_ms
 from taseg_ros.inference import PRECISIONS, Segmenter
 from taseg_ros.preprocessing import normalize_thermal
 
@@ -162,15 +163,15 @@ class ModeBench:
         plain = [r["plain_encoder"] for r in self.records["plain_encoder"]]
         forward = [r["forward"] for r in model_records]
         encoder = [r["encoder"] for r in model_records]
-        predict = summarize(samples["predict"])
+        predict = summarize_ms(samples["predict"])
         result: dict[str, Any] = {
             "input_hw": list(self.geometry.padded_hw),
             "resized_hw": list(self.geometry.resized_hw),
             "repeats": repeats,
             "round_seconds": round_s,
-            "latency": {"predict": predict, "forward": summarize(forward), "plain_encoder": summarize(plain),
-                        "taseg_encoder": summarize(encoder)},
-            "fps": 1e3 / predict["median_ms"],
+            "latency": {"predict": predict, "forward": summarize_ms(forward), "plain_encoder": summarize_ms(plain),
+                        "taseg_encoder": summarize_ms(encoder)},
+            "fps": 1e3 / predict["median"],
             "timing_clock": "cuda_events" if self.cuda else "perf_counter",
             "overhead_vs_plain_encoder": {
                 "forward": summarize_ratio([f / p for f, p in zip(forward, plain)]),
@@ -211,7 +212,7 @@ class ModeBench:
             "achieved_flops_per_s": {"taseg_encoder": achieved(flops["taseg_encoder"], encoder),
                                      "plain_encoder": achieved(flops["plain_encoder"], plain)},
             "matmul": {"n": self.matmul_n, "dtype": str(self.dtype).replace("torch.", ""),
-                       "latency": summarize(matmul_s), "flops_per_s": median(matmul_rate)},
+                       "latency": summarize_ms(matmul_s), "flops_per_s": median(matmul_rate)},
             "efficiency_vs_matmul": {"taseg_encoder": efficiency(flops["taseg_encoder"], encoder),
                                      "plain_encoder": efficiency(flops["plain_encoder"], plain)},
         }
@@ -220,16 +221,16 @@ class ModeBench:
         """(latency entries, mode entries): pre/post-processing (CPU), other precisions (CUDA), the
         batch, torch.compile."""
         def fps_entry(name: str, frames: int = 1) -> dict[str, Any]:
-            stats = summarize(samples[name])
-            return {"latency": stats, "fps": frames * 1e3 / stats["median_ms"]}
+            stats = summarize_ms(samples[name])
+            return {"latency": stats, "fps": frames * 1e3 / stats["median"]}
 
         latency: dict[str, Any] = {}
-        extras: dict[str, Any] = {"throughput": {"batch": 1, "fps": 1e3 / predict["median_ms"]}}
+        extras: dict[str, Any] = {"throughput": {"batch": 1, "fps": 1e3 / predict["median"]}}
         if not self.cuda:
-            latency["pre_post"] = summarize([a - f for a, f in zip(samples["predict"], forward)])
+            latency["pre_post"] = summarize_ms([a - f for a, f in zip(samples["predict"], forward)])
         else:
-            latency["forward_wall"] = summarize(samples["forward"])
-            extras["precisions"] = {self.opt.precision: {"latency": predict, "fps": 1e3 / predict["median_ms"]}}
+            latency["forward_wall"] = summarize_ms(samples["forward"])
+            extras["precisions"] = {self.opt.precision: {"latency": predict, "fps": 1e3 / predict["median"]}}
             extras["precisions"].update({p: fps_entry(f"predict_{p}") for p in PRECISIONS if f"predict_{p}" in samples})
         if "predict_batch" in samples:
             extras["throughput"] = {"batch": self.batch, **fps_entry("predict_batch", self.batch)}

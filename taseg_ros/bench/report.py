@@ -14,8 +14,8 @@ MODE_TITLES = {"sam1024": "SAM 1024 pad", "native": "native"}
 def _ms(stats: dict[str, float] | None) -> str:
     if not stats or not stats.get("n"):
         return "-"
-    median = stats["median_ms"]
-    half_iqr = (stats["q3_ms"] - stats["q1_ms"]) / 2
+    median = stats["median"]
+    half_iqr = (stats["q3"] - stats["q1"]) / 2
     unit, scale = ("s", 1e-3) if median >= 10_000 else ("ms", 1.0)
     median, half_iqr = median * scale, half_iqr * scale
     decimals = 0 if median >= 100 else 1 if median >= 10 else 2 if median >= 1 else 3
@@ -145,7 +145,7 @@ def format_report(result: dict[str, Any]) -> str:
 def _fps_cell(entry: dict[str, Any] | None) -> str:
     if not entry:
         return "-"
-    return f"{entry['fps']:.3g} fps ({entry['latency']['median_ms']:.3g} ms)"
+    return f"{entry['fps']:.3g} fps ({entry['latency']['median']:.3g} ms)"
 
 
 def _node_lines(node: dict[str, Any]) -> list[str]:
@@ -165,7 +165,7 @@ def _node_lines(node: dict[str, Any]) -> list[str]:
     for name in ("inference", "overhead", "prepare", "publish", "latency"):  # as bench_node reports them
         stats = node.get(name, {})
         if stats:
-            lines.append(f"  {name:<10} mean {stats['mean_ms']:.4g} ms, p95 {stats['p95_ms']:.4g} ms, max {stats['max_ms']:.4g} ms")
+            lines.append(f"  {name:<10} mean {stats['mean']:.4g} ms, p95 {stats['p95']:.4g} ms, max {stats['max']:.4g} ms")
     return lines
 
 

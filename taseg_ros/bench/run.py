@@ -38,7 +38,8 @@ from taseg_ros.bench.models import (
     plain_encoder_forward,
     plain_sam_encoder,
 )
-from taseg_ros.bench.timing import StageClock, auto_repeats, device_synchronizer, run_rounds, summarize
+from taseg_ros.bench.timing import StageClock, auto_repeats, device_synchronizer, run_rounds
+from taseg_ros.timing import summarize_ms
 from taseg_ros.classes import load_classes
 from taseg_ros.inference import PRECISIONS, Segmenter
 from taseg_ros.model.config import RESOLUTION_MODES, get_config
@@ -232,7 +233,7 @@ def _bench_vit_h(
         worker(run_rounds, candidates, max(opt.warmup, 1), sync)
         samples, _ = worker(run_rounds, candidates, opt.repeats or 10, sync)
         out["modes"][mode] = {
-            p: {"latency": summarize(s), "fps": 1e3 / summarize(s)["median_ms"]} for p, s in samples.items()
+            p: {"latency": summarize_ms(s), "fps": 1e3 / summarize_ms(s)["median"]} for p, s in samples.items()
         }
         log(f"  ViT-H {mode}: " + ", ".join(f"{p} {v['fps']:.2f} fps" for p, v in out["modes"][mode].items()))
     del model

@@ -17,23 +17,6 @@ import numpy as np
 import torch
 
 
-def summarize(seconds: list[float]) -> dict[str, float]:
-    """Median and spread of a list of durations, in milliseconds."""
-    if not seconds:
-        nan = float("nan")
-        return {"median_ms": nan, "q1_ms": nan, "q3_ms": nan, "min_ms": nan, "max_ms": nan, "n": 0}
-    ms = np.asarray(seconds, dtype=np.float64) * 1e3
-    q1, median, q3 = np.percentile(ms, [25, 50, 75])
-    return {
-        "median_ms": float(median),
-        "q1_ms": float(q1),
-        "q3_ms": float(q3),
-        "min_ms": float(ms.min()),
-        "max_ms": float(ms.max()),
-        "n": int(ms.size),
-    }
-
-
 def summarize_ratio(values: list[float]) -> dict[str, float]:
     """Median and range of per-round ratios."""
     if not values:

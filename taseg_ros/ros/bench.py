@@ -27,10 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _percentiles(samples: list[float]) -> dict[str, float]:
-    values = np.asarray(samples, dtype=np.float64) * 1e3
-    return {"mean_ms": float(values.mean()), "p50_ms": float(np.median(values)), "p95_ms": float(np.percentile(values, 95))}
+from taseg_ros.timing import summarize_ms
 
 
 def _frames(height: int, width: int):
@@ -94,7 +91,7 @@ def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int
     except ImportError:  # no rclpy: the message-building step is measured by the node run only
         pass
     seg.release()
-    return {"model": _percentiles(steps["inference"]), "steps": {k: _percentiles(v) for k, v in steps.items()}}
+    return {"model": summarize_ms(steps["inference"]), "steps": {k: summarize_ms(v) for k, v in steps.items()}}
 
 
 def _raw(array: np.ndarray, encoding: str):
@@ -210,7 +207,7 @@ class _NodeBench:
         result = {"fps": fps, "processed": snap["processed"], "dropped": self.node._slot.dropped,
                   "errors": snap["errors"]}
         for name in ("inference", "overhead", "latency", "prepare", "publish"):
-            result[name] = {k + "_ms": v * 1e3 for k, v in snap[name].items()}
+            result[name] = {k: v * 1e3 for k, v in snap[name].items()}  # ms, named as timing.summarize_ms names them
         return result
 
     def close(self) -> None:
@@ -265,17 +262,17 @@ def main(argv: list[str] | None = None) -> int:
             results["node"] = bench_node(checkpoint, height, width, args.frames, args.device, args.precision)
 
     print(f"{width}x{height}, {args.frames} frames, {args.device} {args.precision}")
-    print(f"  model predict           {results['model']['mean_ms']:8.2f} ms mean  {results['model']['p95_ms']:8.2f} ms p95")
+    print(f"  model predict           {results['model']['mean']:8.2f} ms mean  {results['model']['p95']:8.2f} ms p95")
     for name, value in results["steps"].items():
-        print(f"  step {name:<22} {value['mean_ms']:7.2f} ms mean  {value['p95_ms']:8.2f} ms p95")
+        print(f"  step {name:<22} {value['mean']:7.2f} ms mean  {value['p95']:8.2f} ms p95")
     if "node" in results:
         node = results["node"]
         print(f"  node ({node['processed']} frames, {node['dropped']} dropped, errors {node['errors'] or 0}, "
               f"{node['fps']:.2f} fps closed loop):")
         for name in ("inference", "overhead", "prepare", "publish", "latency"):
-            print(f"    {name:<10} {node[name]['mean_ms']:8.2f} ms mean  {node[name]['p95_ms']:8.2f} ms p95"
-                  f"  {node[name]['max_ms']:8.2f} ms max")
-        ratio = node["overhead"]["mean_ms"] / node["inference"]["mean_ms"]
+            print(f"    {name:<10} {node[name]['mean']:8.2f} ms mean  {node[name]['p95']:8.2f} ms p95"
+                  f"  {node[name]['max']:8.2f} ms max")
+        ratio = node["overhead"]["mean"] / node["inference"]["mean"]
         print(f"    overhead / inference = {ratio:.1%}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
