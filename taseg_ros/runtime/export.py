@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from taseg_ros import __version__
+from taseg_ros.frame import ThermalPreparation
 from taseg_ros.model.checkpoint import load_checkpoint
 from taseg_ros.model.lora import merge_lora
 from taseg_ros.model.taseg import TASeg
-from taseg_ros.preprocessing import normalize_thermal
 from taseg_ros.runtime.frames import verification_frame
 from taseg_ros.runtime.metadata import RT_INFO_SECTION, ExportMetadata, sidecar_path
 
@@ -56,7 +56,8 @@ def outputs_of(output: Path, fmt: str) -> list[Path]:
 
 def prepared_inputs(model: TASeg, rgb: np.ndarray, thermal: np.ndarray, batch: int):
     rgb_t = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).float().expand(batch, -1, -1, -1)
-    thermal_t = torch.from_numpy(normalize_thermal(thermal)).unsqueeze(0).unsqueeze(0).expand(batch, -1, -1, -1)
+    thermal01, _ = ThermalPreparation()(thermal, rgb.shape[:2])  # as the node prepares a camera frame
+    thermal_t = torch.from_numpy(thermal01).unsqueeze(0).unsqueeze(0).expand(batch, -1, -1, -1)
     rgb_in, thermal_in, geometry = model.preprocess(rgb_t.contiguous(), thermal_t.contiguous())
     return rgb_in.contiguous(), thermal_in.contiguous(), geometry
 
