@@ -19,6 +19,7 @@ pre/post-processing stays this module's, only the network forward changes runtim
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -168,9 +169,7 @@ class Segmenter:
     ) -> list[Prediction]:
         if self._released:
             raise RuntimeError("this Segmenter was released")
-        rgb_t, thermal_t = self._to_tensors(rgbs, thermals01)
-        rgb_in, thermal_in, geometry = self.transform.preprocess(rgb_t, thermal_t)
-        self.backend.check_geometry(geometry)
+        rgb_in, thermal_in, geometry = self.prepare(rgbs, thermals01)
         logits = self.forward(rgb_in, thermal_in).to(self.device)
         probabilities = self.transform.postprocess(logits.float(), geometry).softmax(dim=1)
         confidence, labels = probabilities.max(dim=1)
@@ -180,6 +179,14 @@ class Segmenter:
         return [
             Prediction(labels[i], confidence[i], probs[i] if probs is not None else None) for i in range(len(rgbs))
         ]
+
+    def prepare(self, rgbs: list[np.ndarray], thermals01: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """Frames -> the network's inputs and their geometry (the model's own preprocess), checked
+        against an exported model's fixed input size."""
+        rgb_t, thermal_t = self._to_tensors(rgbs, thermals01)
+        rgb_in, thermal_in, geometry = self.transform.preprocess(rgb_t, thermal_t)
+        self.backend.check_geometry(geometry)
+        return rgb_in, thermal_in, geometry
 
     def forward(self, rgb_in: torch.Tensor, thermal_in: torch.Tensor) -> torch.Tensor:
         """The network alone, on prepared inputs, at this Segmenter's precision."""

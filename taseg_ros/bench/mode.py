@@ -18,7 +18,6 @@ from taseg_ros.bench.models import STAGES, count_flops, derive_stages
 from taseg_ros.bench.timing import auto_repeats, device_synchronizer, run_rounds, summarize_ratio
 from taseg_ros.timing import summarize_ms
 from taseg_ros.inference import PRECISIONS, Segmenter
-from taseg_ros.preprocessing import normalize_thermal
 
 
 def trim_heap() -> None:
@@ -41,9 +40,8 @@ def segmenter_for(model, device, precision: str, mode: str) -> Segmenter:
 
 def prepared_inputs(seg: Segmenter, rgb: np.ndarray, thermal: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """The padded, standardised tensors Segmenter.predict feeds the model (its own preprocess)."""
-    rgb_t = torch.from_numpy(rgb).to(seg.device).permute(2, 0, 1).unsqueeze(0).float()
-    thermal_t = torch.from_numpy(normalize_thermal(thermal)).to(seg.device).unsqueeze(0).unsqueeze(0)
-    rgb_in, thermal_in, _ = seg.transform.preprocess(rgb_t, thermal_t)
+    thermal01, _ = seg.thermal(thermal, rgb.shape[:2])
+    rgb_in, thermal_in, _ = seg.prepare([rgb], [thermal01])
     return rgb_in, thermal_in
 
 
