@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.resources import training_dir
 
 
@@ -31,19 +32,19 @@ class ClassInfo:
     def __post_init__(self) -> None:
         k = len(self.names)
         if k < 1:
-            raise ValueError(f"{self.source or 'class list'}: 'classes' is empty")
+            raise InputError(f"{self.source or 'class list'}: 'classes' is empty")
         if len(set(self.names)) != k:
-            raise ValueError(f"{self.source or 'class list'}: duplicate class names in {list(self.names)}")
+            raise InputError(f"{self.source or 'class list'}: duplicate class names in {list(self.names)}")
         if k > 255:
-            raise ValueError(f"{self.source or 'class list'}: {k} classes; at most 255 fit a mono8 label image")
+            raise InputError(f"{self.source or 'class list'}: {k} classes; at most 255 fit a mono8 label image")
         if self.palette.shape != (k, 3):
-            raise ValueError(
+            raise InputError(
                 f"{self.source or 'class list'}: 'palette' has {self.palette.shape[0]} colours for {k} classes"
             )
         if not self.prompts:
             object.__setattr__(self, "prompts", tuple(n.replace("_", " ") for n in self.names))
         elif len(self.prompts) != k:
-            raise ValueError(f"{self.source or 'class list'}: 'prompts' has {len(self.prompts)} entries for {k} classes")
+            raise InputError(f"{self.source or 'class list'}: 'prompts' has {len(self.prompts)} entries for {k} classes")
 
     @property
     def num_classes(self) -> int:
@@ -52,12 +53,12 @@ class ClassInfo:
     @classmethod
     def from_mapping(cls, data: dict, source: str = "") -> "ClassInfo":
         if not isinstance(data, dict) or "classes" not in data:
-            raise ValueError(f"{source or 'class list'}: expected a mapping with a 'classes' list")
+            raise InputError(f"{source or 'class list'}: expected a mapping with a 'classes' list")
         names = tuple(str(n) for n in data["classes"])
         palette = data.get("palette")
         palette = default_palette(len(names)) if palette is None else np.asarray(palette)
         if palette.ndim != 2 or palette.shape[-1] != 3 or palette.min() < 0 or palette.max() > 255:
-            raise ValueError(f"{source or 'class list'}: 'palette' must be a list of [r, g, b] in 0..255")
+            raise InputError(f"{source or 'class list'}: 'palette' must be a list of [r, g, b] in 0..255")
         return cls(
             names=names,
             palette=palette.astype(np.uint8),
@@ -95,14 +96,14 @@ def read_dataset_yaml(name_or_path: str | Path, unknown: str, kind: str) -> tupl
     if not path.suffix:
         builtin = training_dir() / "datasets" / f"{name_or_path}.yaml"
         if not builtin.is_file():
-            raise ValueError(f"unknown {unknown} '{name_or_path}': use one of {builtin_dataset_names()} or a YAML file")
+            raise InputError(f"unknown {unknown} '{name_or_path}': use one of {builtin_dataset_names()} or a YAML file")
         path = builtin
     if not path.is_file():
-        raise FileNotFoundError(f"{kind} file not found: {path}")
+        raise MissingInputError(f"{kind} file not found: {path}")
     try:
         return path, yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+        raise InputError(f"{path}: not valid YAML: {exc}") from exc
 
 
 def load_classes(name_or_path: str | Path) -> ClassInfo:

@@ -10,6 +10,14 @@ class TasegError(Exception):
     """A user mistake or an unusable input; the message says what and where, in one line."""
 
 
+class InputError(TasegError, ValueError):
+    """A value, option or file content the package cannot use; the message names it and says why."""
+
+
+class MissingInputError(TasegError, FileNotFoundError):
+    """A file or folder the command needs is not there; the message names it."""
+
+
 class OutputPathError(TasegError, ValueError):
     """An output path that cannot or must not be written (exists, under a file, overlaps an input)."""
 

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from taseg_ros.errors import InputError
 from taseg_ros.preprocessing import ThermalAligner, ThermalNormalization, colorize, normalize_thermal, overlay
 
 # Outputs a caller can ask for besides the labels (the node asks for the ones somebody subscribes to).
@@ -150,7 +151,7 @@ class FramePipeline:
     def _render(self, result: FrameResult, outputs: set[str]) -> None:
         unknown = outputs - set(RENDERED_OUTPUTS)
         if unknown:
-            raise ValueError(f"unknown outputs {sorted(unknown)}; choose from {RENDERED_OUTPUTS}")
+            raise InputError(f"unknown outputs {sorted(unknown)}; choose from {RENDERED_OUTPUTS}")
         if outputs & {"colorized", "overlay"}:
             result.colorized = colorize(result.labels, self.segmenter.class_info.palette)
             if "overlay" in outputs:

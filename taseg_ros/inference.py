@@ -27,6 +27,7 @@ import torch
 
 from taseg_ros.classes import ClassInfo
 from taseg_ros.devices import PRECISIONS as PRECISION_DTYPES
+from taseg_ros.errors import InputError
 from taseg_ros.frame import ThermalPreparation
 from taseg_ros.model.inputs import FrameTransform
 from taseg_ros.model.taseg import TASeg
@@ -76,7 +77,7 @@ class Segmenter:
         cfg = self.backend.cfg
         if resolution is not None and resolution != cfg.resolution:
             if self.backend.input_hw is not None:
-                raise ValueError(f"{self.backend.path}: exported for {cfg.resolution} resolution; re-export for {resolution}")
+                raise InputError(f"{self.backend.path}: exported for {cfg.resolution} resolution; re-export for {resolution}")
             cfg = cfg.replace(resolution=resolution)
         self.cfg = cfg
         self.transform = FrameTransform(cfg)
@@ -150,12 +151,12 @@ class Segmenter:
         return_probabilities: bool = False,
     ) -> list[Prediction]:
         if len(rgbs) != len(thermals) or not rgbs:
-            raise ValueError(f"need equally many RGB and thermal frames, got {len(rgbs)} and {len(thermals)}")
+            raise InputError(f"need equally many RGB and thermal frames, got {len(rgbs)} and {len(thermals)}")
         prepare = self.thermal if thermal_norm is None else ThermalPreparation(thermal_norm)
         prepared = []
         for i, (rgb, thermal) in enumerate(zip(rgbs, thermals)):
             if thermal.shape[:2] != rgb.shape[:2]:
-                raise ValueError(f"frame {i}: thermal {thermal.shape[:2]} is not on the RGB grid {rgb.shape[:2]}; register/resize it first")
+                raise InputError(f"frame {i}: thermal {thermal.shape[:2]} is not on the RGB grid {rgb.shape[:2]}; register/resize it first")
             prepared.append(prepare(thermal, rgb.shape[:2])[0])
         return self.predict_prepared_batch(rgbs, prepared, return_probabilities)
 
@@ -197,11 +198,11 @@ class Segmenter:
         rgb_batch, thermal_batch = [], []
         for i, (rgb, thermal) in enumerate(zip(rgbs, thermals01)):
             if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-                raise ValueError(f"frame {i}: rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+                raise InputError(f"frame {i}: rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
             if rgb.shape[:2] != (height, width):
-                raise ValueError(f"frame {i}: all frames of a batch must have one size, got {rgb.shape[:2]} and {(height, width)}")
+                raise InputError(f"frame {i}: all frames of a batch must have one size, got {rgb.shape[:2]} and {(height, width)}")
             if thermal.shape[:2] != rgb.shape[:2]:
-                raise ValueError(f"frame {i}: thermal {thermal.shape[:2]} is not on the RGB grid {rgb.shape[:2]}; register/resize it first")
+                raise InputError(f"frame {i}: thermal {thermal.shape[:2]} is not on the RGB grid {rgb.shape[:2]}; register/resize it first")
             # Frames straight from a message buffer are read-only; torch wants writable memory.
             rgb_batch.append(torch.from_numpy(np.ascontiguousarray(rgb) if rgb.flags.writeable else rgb.copy()))
             thermal_batch.append(torch.from_numpy(np.ascontiguousarray(thermal, dtype=np.float32)))

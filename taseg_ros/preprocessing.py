@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from taseg_ros.errors import InputError
+
 THERMAL_MODES = ("auto", "fixed", "minmax", "percentile")
 
 
@@ -30,12 +32,12 @@ class ThermalNormalization:
 
     def __post_init__(self) -> None:
         if self.mode not in THERMAL_MODES:
-            raise ValueError(f"thermal normalization mode '{self.mode}' is not one of {THERMAL_MODES}")
+            raise InputError(f"thermal normalization mode '{self.mode}' is not one of {THERMAL_MODES}")
         if self.mode == "fixed" and not self.high > self.low:
-            raise ValueError(f"thermal normalization: fixed range needs high > low (got {self.low}, {self.high})")
+            raise InputError(f"thermal normalization: fixed range needs high > low (got {self.low}, {self.high})")
         lo, hi = self.percentiles
         if not 0.0 <= lo < hi <= 100.0:
-            raise ValueError(f"thermal normalization: percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
+            raise InputError(f"thermal normalization: percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}")
 
     def __call__(self, thermal: np.ndarray) -> np.ndarray:
         return normalize_thermal(thermal, self)
@@ -52,7 +54,7 @@ def normalize_thermal(thermal: np.ndarray, norm: ThermalNormalization | None = N
     if t.ndim == 3 and t.shape[2] == 1:
         t = t[:, :, 0]
     if t.ndim != 2:
-        raise ValueError(f"thermal image must be single-channel (H, W), got shape {t.shape}")
+        raise InputError(f"thermal image must be single-channel (H, W), got shape {t.shape}")
     mode = norm.mode
     if mode == "auto":
         mode = "fixed" if t.dtype == np.uint8 else "percentile"
@@ -86,7 +88,7 @@ def thermal_to_gray(thermal: np.ndarray) -> np.ndarray:
         # Grey-replicated channels: the mean is exact and keeps 16-bit depth (cvtColor would too,
         # but weights channels; for a false-colour palette neither is meaningful).
         return t[:, :, :3].mean(axis=2).astype(t.dtype)
-    raise ValueError(f"cannot read a thermal image of shape {t.shape}")
+    raise InputError(f"cannot read a thermal image of shape {t.shape}")
 
 
 # Fraction of the RGB frame the warped thermal frame must cover; below it every thermal input is
@@ -100,23 +102,23 @@ def validate_homography(matrix, thermal_hw: tuple[int, int] | None = None, rgb_h
     both frame sizes are given) the warped thermal frame covers (almost) none of the RGB frame."""
     h = np.asarray(matrix, dtype=np.float64)
     if h.size != 9:
-        raise ValueError(f"thermal homography: expected 9 numbers (3x3 row-major, thermal px -> RGB px), got {h.size}")
+        raise InputError(f"thermal homography: expected 9 numbers (3x3 row-major, thermal px -> RGB px), got {h.size}")
     h = h.reshape(3, 3)
     if not np.isfinite(h).all():
-        raise ValueError("thermal homography: contains NaN/inf")
+        raise InputError("thermal homography: contains NaN/inf")
     if not h.any():
-        raise ValueError("thermal homography: all zeros (the identity is 1 0 0 0 1 0 0 0 1)")
+        raise InputError("thermal homography: all zeros (the identity is 1 0 0 0 1 0 0 0 1)")
     if h[2, 2] == 0.0:
-        raise ValueError("thermal homography: h33 is 0 (the thermal origin maps to infinity); a registration "
+        raise InputError("thermal homography: h33 is 0 (the thermal origin maps to infinity); a registration "
                          "homography has h33 = 1")
     if np.linalg.cond(h / h[2, 2]) > 1e12:
-        raise ValueError(f"thermal homography: not invertible (singular matrix {h.ravel().tolist()})")
+        raise InputError(f"thermal homography: not invertible (singular matrix {h.ravel().tolist()})")
     if thermal_hw is not None and rgb_hw is not None:
         (th, tw), (rh, rw) = thermal_hw, rgb_hw
         covered = cv2.warpPerspective(np.ones((th, tw), np.uint8), h, (rw, rh), flags=cv2.INTER_NEAREST)
         coverage = float(np.count_nonzero(covered)) / covered.size
         if coverage < MIN_HOMOGRAPHY_COVERAGE:
-            raise ValueError(
+            raise InputError(
                 f"thermal homography: maps the {tw}x{th} thermal frame onto {100 * coverage:.2g}% of the {rw}x{rh} RGB "
                 "frame, so every thermal input would be black; check its translation and direction (thermal px -> RGB px)"
             )
@@ -174,5 +176,5 @@ def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
 def overlay(rgb: np.ndarray, colour: np.ndarray, alpha: float) -> np.ndarray:
     """Blend a colourised label image over the RGB image: alpha=0 -> RGB only, 1 -> labels only."""
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"overlay alpha must be in [0, 1], got {alpha}")
+        raise InputError(f"overlay alpha must be in [0, 1], got {alpha}")
     return cv2.addWeighted(colour, alpha, rgb, 1.0 - alpha, 0.0)

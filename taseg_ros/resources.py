@@ -10,6 +10,8 @@ import os
 import sys
 from pathlib import Path
 
+from taseg_ros.errors import MissingInputError
+
 PACKAGE = "taseg_ros"
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,7 +29,7 @@ def share_dir() -> Path:
     candidate = Path(sys.prefix) / "share" / PACKAGE
     if candidate.is_dir():
         return candidate
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"cannot find the {PACKAGE} share folder (looked in {_SOURCE_ROOT}, the ament index "
         f"and {candidate}); reinstall the package"
     )

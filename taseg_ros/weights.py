@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from taseg_ros.errors import TasegError
+from taseg_ros.errors import InputError, TasegError
 
 MIRROR_ENV = "TASEG_WEIGHTS_MIRROR"
 _CHUNK = 1 << 20  # bytes per network read
@@ -161,7 +161,7 @@ def required_files(cfg, purpose: str = "training") -> list[WeightFile]:
     The tiny config needs nothing (random frozen weights, no CLIP weights).
     """
     if purpose not in ("training", "inference"):
-        raise ValueError(f"purpose must be 'training' or 'inference', not '{purpose}'")
+        raise InputError(f"purpose must be 'training' or 'inference', not '{purpose}'")
     names = [cfg.sam_checkpoint]
     if purpose == "training" and cfg.text:
         names.append(cfg.clip_weights)

@@ -278,6 +278,9 @@ def test_cli_prints_the_package_errors_and_keeps_tracebacks_of_bugs(monkeypatch,
     monkeypatch.setattr(info, "run", lambda args: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError):
         main(["info", "--config", "tiny"])
+    monkeypatch.setattr(info, "run", lambda args: (_ for _ in ()).throw(ValueError("a bug deep in a library")))
+    with pytest.raises(ValueError):
+        main(["info", "--config", "tiny"])
 
 
 def test_constant_alpha_is_refused_but_mfnet_alpha_thermal_is_used(tmp_path, tiny_checkpoint, capsys):

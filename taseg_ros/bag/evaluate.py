@@ -39,6 +39,7 @@ from taseg_ros.bag.labels import FolderLabels, LabelSource, TopicLabels
 from taseg_ros.bag.pairs import BagPairing, RealTimeWorker, check_max_pairs, failure_summary, simulate_realtime
 from taseg_ros.bag.reader import Bag, BagError, open_bag
 from taseg_ros.bag.topics import resolve_image_topics
+from taseg_ros.errors import InputError
 from taseg_ros.frame import STEPS, FramePipeline, FrameSettings
 from taseg_ros.preprocessing import ThermalNormalization
 from taseg_ros.ros.names import check_namespace
@@ -72,9 +73,9 @@ def evaluate_bag(
     docstring. ``stop()`` is polled between messages (Ctrl-C handling); ``on_pair(n)`` is called after
     each processed pair (progress)."""
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise InputError(f"mode must be one of {MODES}, got {mode!r}")
     if labels_dir is not None and label_topic is not None:
-        raise ValueError("give labels either as a folder (--labels) or as a topic (--label-topic), not both")
+        raise InputError("give labels either as a folder (--labels) or as a topic (--label-topic), not both")
     check_max_pairs(max_pairs)
     namespace = check_namespace(output_namespace, "--namespace")
     with open_bag(bag_path) as bag:

@@ -36,6 +36,7 @@ from taseg_ros.bag.pairs import BagPairing, check_max_pairs, failure_summary
 from taseg_ros.bag.reader import Bag, BagError, open_bag
 from taseg_ros.bag.topics import resolve_image_topics
 from taseg_ros.classes import ClassInfo, load_classes
+from taseg_ros.errors import InputError
 from taseg_ros.ros.pairing import NS_PER_S, Pair
 
 
@@ -99,15 +100,15 @@ def _classes_file(out: Path, classes: str | Path | ClassInfo | None) -> str:
 
 def _check_options(every, hz, val_fraction, prefix, max_pairs) -> None:
     if every is not None and hz is not None:
-        raise ValueError("--every and --hz are alternatives; give one")
+        raise InputError("--every and --hz are alternatives; give one")
     if every is not None and every < 1:
-        raise ValueError(f"--every must be >= 1, got {every}")
+        raise InputError(f"--every must be >= 1, got {every}")
     if hz is not None and not hz > 0:
-        raise ValueError(f"--hz must be > 0, got {hz}")
+        raise InputError(f"--hz must be > 0, got {hz}")
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+        raise InputError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     if prefix and not all(c.isalnum() or c in "-_." for c in prefix):
-        raise ValueError(f"--prefix may only hold letters, digits, '-', '_' and '.', got {prefix!r}")
+        raise InputError(f"--prefix may only hold letters, digits, '-', '_' and '.', got {prefix!r}")
     check_max_pairs(max_pairs)
 
 

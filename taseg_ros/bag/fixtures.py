@@ -34,6 +34,7 @@ from taseg_ros.bag.messages import compressed_message, image_message, make_heade
 from taseg_ros.bag.msgtypes import COMPRESSED_IMAGE, IMAGE, default_typestore
 from taseg_ros.bag.writer import BagWriter
 from taseg_ros.datasets.fixtures import FixtureFrame, synthetic_frame
+from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.ros.pairing import NS_PER_S
 
 DEFAULT_RGB_TOPIC = "/camera/color/image_raw"
@@ -115,7 +116,7 @@ def msrs_frames(root: str | Path, limit: int | None = None, size: tuple[int, int
     root = Path(root)
     names = sorted(p.name for p in (root / "vi").glob("*.png"))
     if not names:
-        raise FileNotFoundError(f"no MSRS pairs in {root} (expected vi/*.png and ir/*.png)")
+        raise MissingInputError(f"no MSRS pairs in {root} (expected vi/*.png and ir/*.png)")
     frames = []
     for name in names[:limit]:
         rgb = read_rgb(root / "vi" / name)
@@ -176,11 +177,11 @@ def write_rgbt_bag(
     """Write ``frames`` as a two-camera recording at ``path`` (a new rosbag2 folder); see the module
     docstring for the timing model. ``compressed``: True (both), "rgb", "thermal" or False."""
     if rgb_encoding not in ("rgb8", "bgr8"):
-        raise ValueError(f"rgb_encoding must be rgb8 or bgr8, got {rgb_encoding!r}")
+        raise InputError(f"rgb_encoding must be rgb8 or bgr8, got {rgb_encoding!r}")
     if thermal_encoding not in ("mono8", "mono16"):
-        raise ValueError(f"thermal_encoding must be mono8 or mono16, got {thermal_encoding!r}")
+        raise InputError(f"thermal_encoding must be mono8 or mono16, got {thermal_encoding!r}")
     if not 0 <= thermal_offset_s + 3 * jitter_s < 0.5 / rate_hz:
-        raise ValueError("thermal_offset_s + 3 * jitter_s must stay below half a frame period")
+        raise InputError("thermal_offset_s + 3 * jitter_s must stay below half a frame period")
     cameras = _Cameras(
         rgb_topic=f"{rgb_topic}/compressed" if compressed in (True, "rgb") else rgb_topic,
         thermal_topic=f"{thermal_topic}/compressed" if compressed in (True, "thermal") else thermal_topic,

@@ -23,6 +23,7 @@ import numpy as np
 from taseg_ros.bag.msgtypes import COMPRESSED_IMAGE, IMAGE
 from taseg_ros.bag.reader import Bag, BagError
 from taseg_ros.classes import ClassInfo
+from taseg_ros.errors import MissingInputError
 from taseg_ros.ros.pairing import NS_PER_S, stamp_to_ns
 
 STAMP_IN_NAME = re.compile(r"(\d+)_(\d{9})$")
@@ -115,7 +116,7 @@ class FolderLabels(LabelSource):
 
         folder = Path(folder)
         if not folder.is_dir():
-            raise FileNotFoundError(f"label folder not found: {folder}")
+            raise MissingInputError(f"label folder not found: {folder}")
         label_dir = folder / "labels" if (folder / "labels").is_dir() else folder
         classes_yaml = next(
             (p for p in (folder / "classes.yaml", label_dir.parent / "classes.yaml") if p.is_file()), None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from taseg_ros.bag.msgtypes import COMPRESSED_IMAGE, IMAGE, STRING, default_typestore
+from taseg_ros.errors import InputError
 from taseg_ros.ros.pairing import NS_PER_S
 
 
@@ -39,17 +40,17 @@ def compressed_message(stamp_ns: int, frame_id: str, array: np.ndarray, encoding
 
     codec = codec.lower()
     if codec not in ("png", "jpeg"):
-        raise ValueError(f"codec must be png or jpeg, got {codec!r}")
+        raise InputError(f"codec must be png or jpeg, got {codec!r}")
     stored = encoding
     image = array
     if array.ndim == 3:
         image = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
         stored = "bgr8"
     if codec == "jpeg" and image.dtype != np.uint8:
-        raise ValueError("jpeg needs 8-bit images; use png for 16-bit thermal")
+        raise InputError("jpeg needs 8-bit images; use png for 16-bit thermal")
     ok, buffer = cv2.imencode(".png" if codec == "png" else ".jpg", image)
     if not ok:
-        raise ValueError(f"cannot encode a {array.shape} {array.dtype} image as {codec}")
+        raise InputError(f"cannot encode a {array.shape} {array.dtype} image as {codec}")
     return default_typestore().types[COMPRESSED_IMAGE](
         header=make_header(stamp_ns, frame_id),
         format=f"{encoding}; {codec} compressed {stored}",

@@ -7,6 +7,8 @@ RIHS01 hash) in Humble, Jazzy and Kilted, so bags from any of them read the same
 
 from __future__ import annotations
 
+from taseg_ros.errors import InputError
+
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 STRING = "std_msgs/msg/String"
@@ -21,7 +23,7 @@ def typestore(distro: str = "kilted"):
         return get_typestore(Stores[f"ROS2_{distro.upper()}"])
     except KeyError:
         known = sorted(s.name[5:].lower() for s in Stores if s.name.startswith("ROS2_"))
-        raise ValueError(f"unknown ROS 2 distribution '{distro}'; known: {', '.join(known)}") from None
+        raise InputError(f"unknown ROS 2 distribution '{distro}'; known: {', '.join(known)}") from None
 
 
 _TYPESTORE = None

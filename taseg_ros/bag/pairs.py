@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from taseg_ros.bag.reader import Bag, RawMessage
+from taseg_ros.errors import InputError
 from taseg_ros.ros.pairing import NS_PER_S, LatestSlot, Pair, StampPairer, stamp_to_ns
 
 
@@ -83,7 +84,7 @@ class BagPairing:
 def check_max_pairs(max_pairs: int | None) -> None:
     """--max-pairs N stops after N pairs; 0 or less would still process the first one."""
     if max_pairs is not None and max_pairs < 1:
-        raise ValueError(f"--max-pairs must be >= 1, got {max_pairs}")
+        raise InputError(f"--max-pairs must be >= 1, got {max_pairs}")
 
 
 def failure_summary(reasons: Counter) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from taseg_ros.bag.msgtypes import IMAGE_TYPES, default_typestore
-from taseg_ros.errors import TasegError
+from taseg_ros.errors import MissingInputError, TasegError
 
 _STORAGE_FILES = {".mcap": "mcap", ".db3": "sqlite3"}
 
@@ -89,7 +89,7 @@ class Bag:
 
         given = Path(path)
         if not given.exists():
-            raise FileNotFoundError(f"recording not found: {given}")
+            raise MissingInputError(f"recording not found: {given}")
         self.path = given
         self.note = ""
         target = given

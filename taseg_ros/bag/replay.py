@@ -38,6 +38,7 @@ from taseg_ros.bag.reader import BagError, open_bag
 from taseg_ros.bag.stop import stop_on_sigint
 from taseg_ros.bag.topics import resolve_image_topics
 from taseg_ros.bag.writer import BagWriter
+from taseg_ros.errors import InputError
 from taseg_ros.ros.names import check_namespace
 from taseg_ros.ros.pairing import NS_PER_S, StampPairer, stamp_to_ns
 from taseg_ros.timing import summarize_ms
@@ -122,10 +123,10 @@ def replay_bag(
 ) -> ReplayResult:
     _ros_imports()
     if not rate > 0:
-        raise ValueError(f"--rate must be > 0, got {rate}")
+        raise InputError(f"--rate must be > 0, got {rate}")
     check_max_pairs(max_pairs)
     if not check_namespace(node, "--node"):
-        raise ValueError(f"--node {node!r}: give the node's fully qualified name, e.g. /taseg")
+        raise InputError(f"--node {node!r}: give the node's fully qualified name, e.g. /taseg")
     sigint = stop_on_sigint("stopping the replay (Ctrl-C again to abort)") if handle_sigint else nullcontext(None)
     with open_bag(bag_path) as bag, sigint as stop_flag:
         rgb, thermal = resolve_image_topics(bag, rgb_topic, thermal_topic)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from taseg_ros.bag.msgtypes import typestore
+from taseg_ros.errors import InputError
 
 STORAGES = ("mcap", "sqlite3")
 
@@ -26,7 +27,7 @@ class BagWriter:
         from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
         if storage not in STORAGES:
-            raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+            raise InputError(f"storage must be one of {STORAGES}, got {storage!r}")
         self.path = Path(path)
         if self.path.exists():
             raise FileExistsError(f"output recording exists: {self.path}; choose another path or delete it")

@@ -21,6 +21,7 @@ import torch
 from taseg_ros.bench.mode import prepared_inputs
 from taseg_ros.bench.models import plain_encoder_forward, plain_sam_encoder
 from taseg_ros.bench.timing import auto_repeats, device_synchronizer, run_rounds, summarize_ratio
+from taseg_ros.errors import InputError
 from taseg_ros.timing import summarize_ms
 from taseg_ros.inference import Segmenter
 from taseg_ros.model.lora import merge_lora
@@ -60,7 +61,7 @@ def plan_variants(backends: tuple[str, ...], precisions: tuple[str, ...], cuda: 
         elif backend == "tensorrt" and cuda:
             out += [Variant("tensorrt", p, "cuda") for p in ("fp32", "fp16") if p in usable]
         elif backend not in ("torch", "onnxruntime", "openvino", "tensorrt"):
-            raise ValueError(f"--backends: unknown backend '{backend}'")
+            raise InputError(f"--backends: unknown backend '{backend}'")
     return list(dict.fromkeys(out))
 
 

@@ -44,7 +44,22 @@ def _g(value: float | None, scale: float = 1e9, digits: int = 4) -> str:
 
 def format_report(result: dict[str, Any]) -> str:
     modes = result["modes"]
-    names = list(modes)
+    lines = _header_lines(result) + [""] + _mode_table(modes)
+    lines.append(f"model parameters + buffers: {_bytes(result['model_bytes'])}; "
+                 f"process peak RSS: {_bytes(result['process_peak_rss_bytes'])}")
+
+    lines.append("")
+    lines.extend(_node_lines(result.get("node", {})))
+    for mode, section in result.get("backends", {}).items():
+        lines.append("")
+        lines.extend(backend_lines(mode, section))
+    lines.extend(_vit_h_lines(result))
+    lines.append("")
+    lines.extend(_method_lines(modes))
+    return "\n".join(lines)
+
+
+def _header_lines(result: dict[str, Any]) -> list[str]:
     env = result["environment"]
     lines = [
         f"taseg bench: config {result['config']}, {result['frame_hw'][1]}x{result['frame_hw'][0]} frames, "
@@ -57,7 +72,13 @@ def format_report(result: dict[str, Any]) -> str:
             f"machine load (1-min loadavg, {env['cpu_count']} CPUs): {env['loadavg_start'][0]:.1f} at start, "
             f"{env.get('loadavg_end', [math.nan])[0]:.1f} at end"
         )
-    lines.append("")
+    return lines
+
+
+def _mode_table(modes: dict[str, Any]) -> list[str]:
+    """One column per resolution mode: latency, overhead against plain SAM, stage shares, FLOP/s, memory."""
+    names = list(modes)
+    lines: list[str] = []
     width = 36
     col = 28
 
@@ -89,7 +110,6 @@ def format_report(result: dict[str, Any]) -> str:
     )
     row("TASeg enc FLOP/s / matmul", [_ratio(modes[n]["efficiency_vs_matmul"]["taseg_encoder"], "%") for n in names])
     row("plain enc FLOP/s / matmul", [_ratio(modes[n]["efficiency_vs_matmul"]["plain_encoder"], "%") for n in names])
-    memory_kind = {m["memory"]["kind"] for m in modes.values()}
     row("peak memory, one predict()", [_bytes(modes[n]["memory"]["peak_bytes"]) for n in names])
     row("  growth during the call", [_bytes(modes[n]["memory"]["delta_bytes"]) for n in names])
     if any("precisions" in modes[n] for n in names):
@@ -99,22 +119,21 @@ def format_report(result: dict[str, Any]) -> str:
     if any("compiled" in modes[n] for n in names):
         row("predict, torch.compile", [_fps_cell(modes[n].get("compiled")) for n in names])
         row("  speedup over eager", [_ratio(modes[n].get("compiled", {}).get("speedup")) for n in names])
-    lines.append(f"model parameters + buffers: {_bytes(result['model_bytes'])}; "
-                 f"process peak RSS: {_bytes(result['process_peak_rss_bytes'])}")
+    return lines
 
-    lines.append("")
-    lines.extend(_node_lines(result.get("node", {})))
-    for mode, section in result.get("backends", {}).items():
-        lines.append("")
-        lines.extend(backend_lines(mode, section))
-    if "vit_h" in result:
-        vit_h = result["vit_h"]
-        lines.append("")
-        lines.append(f"ViT-H at {result['frame_hw'][1]}x{result['frame_hw'][0]} (paper: {vit_h['paper_fps_rtx3090']} fps on an RTX 3090):")
-        for mode, by_precision in vit_h["modes"].items():
-            lines.append(f"  {MODE_TITLES.get(mode, mode):<14}" + "  ".join(f"{p} {v['fps']:.2f} fps" for p, v in by_precision.items()))
 
-    lines.append("")
+def _vit_h_lines(result: dict[str, Any]) -> list[str]:
+    if "vit_h" not in result:
+        return []
+    vit_h = result["vit_h"]
+    lines = ["", f"ViT-H at {result['frame_hw'][1]}x{result['frame_hw'][0]} (paper: {vit_h['paper_fps_rtx3090']} fps on an RTX 3090):"]
+    for mode, by_precision in vit_h["modes"].items():
+        lines.append(f"  {MODE_TITLES.get(mode, mode):<14}" + "  ".join(f"{p} {v['fps']:.2f} fps" for p, v in by_precision.items()))
+    return lines
+
+
+def _method_lines(modes: dict[str, Any]) -> list[str]:
+    memory_kind = {m["memory"]["kind"] for m in modes.values()}
     clock = "CUDA events" if any(m["timing_clock"] == "cuda_events" for m in modes.values()) else "wall clock"
     if "cuda_max_memory_allocated" in memory_kind:
         memory = "torch.cuda.max_memory_allocated over one predict (tensors only); growth = peak minus tensors before."
@@ -137,9 +156,7 @@ def format_report(result: dict[str, Any]) -> str:
         "shape-only model (2 per multiply-add); efficiency = achieved encoder FLOP/s / square-matmul FLOP/s, per "
         f"round. Peak memory: {memory}"
     )
-    lines.append("method:")
-    lines.extend(textwrap.wrap(method, width=108, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False))
-    return "\n".join(lines)
+    return ["method:"] + textwrap.wrap(method, width=108, initial_indent="  ", subsequent_indent="  ", break_on_hyphens=False)
 
 
 def _fps_cell(entry: dict[str, Any] | None) -> str:

@@ -39,6 +39,7 @@ from taseg_ros.bench.models import (
     plain_sam_encoder,
 )
 from taseg_ros.bench.timing import StageClock, auto_repeats, device_synchronizer, run_rounds
+from taseg_ros.errors import InputError
 from taseg_ros.timing import summarize_ms
 from taseg_ros.classes import load_classes
 from taseg_ros.inference import PRECISIONS, Segmenter
@@ -82,21 +83,21 @@ class BenchOptions:
             self.matmul_size = self.matmul_size or 512
             self.vit_h = False
         if self.height < 1 or self.width < 1:
-            raise ValueError(f"frame size must be positive, got {self.width}x{self.height}")
+            raise InputError(f"frame size must be positive, got {self.width}x{self.height}")
         if self.warmup < 0 or (self.repeats is not None and self.repeats < 1):
-            raise ValueError("--warmup must be >= 0 and --repeats >= 1")
+            raise InputError("--warmup must be >= 0 and --repeats >= 1")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision '{self.precision}' is not one of {sorted(PRECISIONS)}")
+            raise InputError(f"precision '{self.precision}' is not one of {sorted(PRECISIONS)}")
         if self.backend_precisions is None:
             self.backend_precisions = ("fp32", "bf16", "fp16") if self.device.startswith("cuda") else ("fp32", "bf16")
         from taseg_ros.runtime import BACKENDS
 
         bad = [b for b in self.backends if b not in BACKENDS] + [p for p in self.backend_precisions if p not in PRECISIONS]
         if bad:
-            raise ValueError(f"--backends/--backend-precisions: unknown {bad} (backends {list(BACKENDS)}, precisions {list(PRECISIONS)})")
+            raise InputError(f"--backends/--backend-precisions: unknown {bad} (backends {list(BACKENDS)}, precisions {list(PRECISIONS)})")
         unknown = [r for r in self.resolutions if r not in RESOLUTION_MODES]
         if unknown or not self.resolutions:
-            raise ValueError(f"resolution modes must be among {RESOLUTION_MODES}, got {list(self.resolutions)}")
+            raise InputError(f"resolution modes must be among {RESOLUTION_MODES}, got {list(self.resolutions)}")
 
 
 def _log(message: str) -> None:
@@ -244,9 +245,9 @@ def _bench_vit_h(
 def run_benchmark(opt: BenchOptions, log: Callable[[str], None] = _log) -> dict[str, Any]:
     device = torch.device(opt.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but CUDA is not available on this machine")
+        raise InputError("device 'cuda' requested but CUDA is not available on this machine")
     if device.type == "cpu" and opt.precision == "fp16":
-        raise ValueError("fp16 is not supported on the CPU; use fp32 or bf16")
+        raise InputError("fp16 is not supported on the CPU; use fp32 or bf16")
     cfg = get_config(opt.config)
     class_info = load_classes(opt.classes)
     started = time.perf_counter()

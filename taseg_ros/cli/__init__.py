@@ -56,10 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    # User errors: one clear line, no traceback. The package raises TasegError (and, in older
-    # code, ValueError / FileNotFoundError naming the file); anything else is a bug and keeps
-    # its traceback.
-    except (TasegError, FileNotFoundError, ValueError) as exc:
+    # User errors: one clear line, no traceback. The package raises TasegError subclasses for
+    # what it refuses; FileNotFoundError is the system's own word for a path the user gave, and
+    # names it. Anything else (a ValueError from deep inside numpy, say) is a bug and keeps its
+    # traceback.
+    except (TasegError, FileNotFoundError) as exc:
         print(f"taseg {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from taseg_ros.errors import InputError
+
 EPILOG = """\
 examples:
   taseg bag info run1
@@ -243,7 +245,7 @@ def _homography_array(values):
     try:
         return validate_homography(values)
     except ValueError as exc:
-        raise ValueError(f"--thermal-homography: {exc}") from None
+        raise InputError(f"--thermal-homography: {exc}") from None
 
 
 def _bag_name(path) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from taseg_ros.cli.options import add_force_option
+from taseg_ros.errors import InputError
 
 
 def register(subparsers) -> None:
@@ -33,7 +34,7 @@ def run(args) -> int:
     from taseg_ros.outputs import output_dir
 
     if args.data_root and not args.checkpoint:
-        raise ValueError("--data-root needs --checkpoint (without them the demo makes its own data and model)")
+        raise InputError("--data-root needs --checkpoint (without them the demo makes its own data and model)")
     opts = DemoOptions(
         output=Path(args.output),
         checkpoint=Path(args.checkpoint) if args.checkpoint else None,

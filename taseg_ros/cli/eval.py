@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from taseg_ros.cli.options import add_backend_options, add_device_options, add_force_option, add_thermal_options
+from taseg_ros.errors import InputError
 
 
 def register(subparsers) -> None:
@@ -49,7 +50,7 @@ def run(args) -> int:
     check_output_dir(out, force=args.force, inputs=inputs)  # before the slow model load
     dataset_name = args.dataset or metadata.get("dataset")
     if not dataset_name:
-        raise ValueError(f"{args.checkpoint} does not record its dataset; pass --dataset")
+        raise InputError(f"{args.checkpoint} does not record its dataset; pass --dataset")
     seg = segmenter_from_args(args)
     probe = build_dataset(dataset_name, args.data_root, args.split, thermal_normalization=thermal_norm)
     resolution = probe.config.metric.eval_resolution
@@ -60,7 +61,7 @@ def run(args) -> int:
     else:
         dataset = probe
     if tuple(dataset.class_info.names) != tuple(seg.class_info.names):
-        raise ValueError(
+        raise InputError(
             f"{args.checkpoint} predicts {list(seg.class_info.names)}, the dataset has {list(dataset.class_info.names)}"
         )
     with output_dir(out, force=args.force, inputs=inputs):

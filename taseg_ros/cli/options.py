@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from taseg_ros.devices import DEVICE_CHOICES_HINT, PRECISIONS, resolve_device
+from taseg_ros.errors import InputError
 
 
 def add_force_option(parser) -> None:
@@ -92,7 +93,7 @@ def thermal_norm_from_args(args: argparse.Namespace):
 
     if args.thermal_norm_compact is not None:
         if args.thermal_normalization or args.thermal_range or args.thermal_percentiles:
-            raise ValueError("--thermal-norm is the old spelling of --thermal-normalization/-range/-percentiles: use one")
+            raise InputError("--thermal-norm is the old spelling of --thermal-normalization/-range/-percentiles: use one")
         return args.thermal_norm_compact
     mode = args.thermal_normalization
     if mode is None:
@@ -104,7 +105,7 @@ def thermal_norm_from_args(args: argparse.Namespace):
     try:
         return ThermalNormalization(mode, low, high, tuple(args.thermal_percentiles or defaults.percentiles))
     except ValueError as exc:
-        raise ValueError(f"--thermal-*: {exc}") from None
+        raise InputError(f"--thermal-*: {exc}") from None
 
 
 def _compact_thermal_norm(text: str):

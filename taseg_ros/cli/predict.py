@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from taseg_ros.cli.options import add_backend_options, add_device_options, add_force_option, add_thermal_options
+from taseg_ros.errors import InputError, MissingInputError
 
 
 def register(subparsers) -> None:
@@ -35,16 +36,16 @@ def _pairs(rgb_arg: str, thermal_arg: str | None):
     if rgb_path.is_dir():
         rgb_files = index_by_stem(rgb_path)
         if not rgb_files:
-            raise ValueError(f"{rgb_path}: no images")
+            raise InputError(f"{rgb_path}: no images")
         if thermal_arg is None:
             return [(stem, f, None) for stem, f in sorted(rgb_files.items())]
         thermal_files = index_by_stem(Path(thermal_arg))
         missing = sorted(set(rgb_files) - set(thermal_files))
         if missing:
-            raise FileNotFoundError(f"{thermal_arg}: no thermal image for {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
+            raise MissingInputError(f"{thermal_arg}: no thermal image for {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
         return [(stem, f, thermal_files[stem]) for stem, f in sorted(rgb_files.items())]
     if not rgb_path.is_file():
-        raise FileNotFoundError(f"RGB image not found: {rgb_path}")
+        raise MissingInputError(f"RGB image not found: {rgb_path}")
     return [(rgb_path.stem, rgb_path, Path(thermal_arg) if thermal_arg else None)]
 
 
@@ -72,10 +73,10 @@ def run(args) -> int:
 def _alpha_thermal(image, rgb_file):
     """The MFNet layout: thermal in the alpha channel. A constant alpha is an ordinary RGBA image."""
     if image.ndim != 3 or image.shape[2] != 4:
-        raise ValueError(f"{rgb_file}: no --thermal given and the image has no alpha channel to read thermal from")
+        raise InputError(f"{rgb_file}: no --thermal given and the image has no alpha channel to read thermal from")
     thermal = image[:, :, 3]
     if thermal.min() == thermal.max():
-        raise ValueError(
+        raise InputError(
             f"{rgb_file}: no --thermal given and the alpha channel is constant ({thermal.flat[0]}), so it holds "
             "no thermal image (MFNet stores thermal there); pass the thermal image with --thermal"
         )

@@ -1,6 +1,8 @@
 """`taseg train RECIPE [section.key=value ...]`: fine-tune TASeg (torchrun for several GPUs)."""
 from __future__ import annotations
 
+from taseg_ros.errors import InputError
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -46,7 +48,7 @@ def run(args) -> int:
         print(plan_report(recipe, args.gpu_memory)[1])
         return 0
     if not recipe.data.root:
-        raise ValueError("no dataset folder: set data.root in the recipe or pass --data-root DIR")
+        raise InputError("no dataset folder: set data.root in the recipe or pass --data-root DIR")
     prepare_run_dir(recipe.train.output, recipe.to_dict(), resume=args.resume, force=args.force,
                     allow_recipe_change=args.allow_recipe_change)
     with removed_if_nothing_to_resume(recipe.train.output):

@@ -31,6 +31,7 @@ from taseg_ros.datasets.folder import FolderDataset
 from taseg_ros.datasets.kp import KPDataset
 from taseg_ros.datasets.mfnet import MFNetDataset
 from taseg_ros.datasets.pst900 import PST900Dataset
+from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.preprocessing import ThermalNormalization
 
 # layout name (the `layout` key of a dataset yaml) -> loader class
@@ -57,10 +58,10 @@ def resolve_config(name_or_yaml: str | Path | DatasetConfig, root: str | Path) -
     if str(name_or_yaml) == "folder":
         path = Path(root) / "classes.yaml"
         if not path.is_file():
-            raise FileNotFoundError(f"folder dataset {root}: classes.yaml not found ({path})")
+            raise MissingInputError(f"folder dataset {root}: classes.yaml not found ({path})")
         return load_dataset_config(path)
     if not Path(str(name_or_yaml)).suffix and str(name_or_yaml) not in builtin_dataset_names():
-        raise ValueError(
+        raise InputError(
             f"unknown dataset '{name_or_yaml}': use one of {builtin_dataset_names() + ['folder']} "
             "(folder: <data root>/classes.yaml) or a dataset YAML file"
         )
@@ -98,7 +99,7 @@ def build_dataset(
     try:
         cls = DATASETS[config.layout]
     except KeyError:
-        raise ValueError(
+        raise InputError(
             f"{config.source}: unknown layout '{config.layout}'; known layouts: {sorted(DATASETS)}"
         ) from None
     return cls(root, split, config, transform=transform, seed=seed)

@@ -23,6 +23,7 @@ import numpy as np
 
 from taseg_ros.datasets.config import IGNORE_INDEX, DatasetConfig, HoldoutRule
 from taseg_ros.datasets.io import index_by_stem, read_label, read_rgb, read_split_file, read_thermal, thermal_for_rgb
+from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.preprocessing import normalize_thermal
 
 Sample = dict
@@ -58,7 +59,7 @@ class RGBTDataset:
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"{config.name} dataset folder not found: {self.root}")
+            raise MissingInputError(f"{config.name} dataset folder not found: {self.root}")
         self.split = split
         self.config = config
         self.transform = transform
@@ -68,14 +69,14 @@ class RGBTDataset:
         if not self.records:
             cond = self._condition_filter(split)[1]
             hint = f" (no sample of its base split is known to be a {cond} sample)" if cond else ""
-            raise ValueError(f"{config.name} dataset {self.root}: split '{split}' has no samples{hint}")
+            raise InputError(f"{config.name} dataset {self.root}: split '{split}' has no samples{hint}")
         missing = [
             p for r in self.records for p in (r.rgb, r.thermal, r.label) if p is not None and not p.is_file()
         ]
         if missing:
             shown = "\n  ".join(str(p) for p in missing[:5])
             more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{config.name} split '{split}': {len(missing)} file(s) missing:\n  {shown}{more}"
             )
 
@@ -127,7 +128,7 @@ class RGBTDataset:
         if len(set(sizes.values())) > 1:
             files = {"rgb": record.rgb, "thermal": record.thermal or record.rgb, "label": record.label}
             detail = ", ".join(f"{k} {files[k]} is {w}x{h}" for k, (h, w) in sizes.items())
-            raise ValueError(f"{self.config.name} sample '{record.id}': sizes differ (WxH): {detail}")
+            raise InputError(f"{self.config.name} sample '{record.id}': sizes differ (WxH): {detail}")
         thermal = self._prepare_thermal(thermal, record)
         if label is not None:
             label = self.config.label_map.apply(label, source=str(record.label))
@@ -161,13 +162,13 @@ class RGBTDataset:
                 for p in paths:
                     part = read_split_file(p)
                     if not part:
-                        raise ValueError(f"{p}: split file lists no ids")
+                        raise InputError(f"{p}: split file lists no ids")
                     dup = set(ids) & set(part)
                     if dup:
-                        raise ValueError(f"{p}: ids also listed in another file of split '{split}': {sorted(dup)[:5]}")
+                        raise InputError(f"{p}: ids also listed in another file of split '{split}': {sorted(dup)[:5]}")
                     ids.extend(part)
                 return ids
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{self.config.name} dataset {self.root}: no split file for split '{split}' "
             f"(looked for {', '.join(tried)}); split files present: {self._present_split_files()}"
         )
@@ -237,7 +238,7 @@ class FolderSplitDataset(RGBTDataset):
         elif split in self.folder_splits:
             folder = split
         else:
-            raise ValueError(
+            raise InputError(
                 f"{self.config.name}: unknown split '{split}'; use one of "
                 f"{sorted(set(self.folder_splits) | {'train', 'val', 'trainval'})}"
             )
@@ -245,10 +246,10 @@ class FolderSplitDataset(RGBTDataset):
         split_dir = self.root / folder
         rgb_dir = split_dir / rgb_name
         if not rgb_dir.is_dir():
-            raise FileNotFoundError(f"{self.config.name} dataset {self.root}: folder not found: {rgb_dir}")
+            raise MissingInputError(f"{self.config.name} dataset {self.root}: folder not found: {rgb_dir}")
         rgb_files = index_by_stem(rgb_dir)
         if not rgb_files:
-            raise ValueError(f"{self.config.name} dataset: split '{split}' is empty: no images in {rgb_dir}")
+            raise InputError(f"{self.config.name} dataset: split '{split}' is empty: no images in {rgb_dir}")
         ids = sorted(rgb_files)
         if split == "train":
             ids = [i for i in ids if not holdout.is_val(i)]
@@ -292,7 +293,7 @@ def collate_samples(batch: Sequence[Sample]) -> dict:
         elif key == "label" and all(v is None for v in values):
             out[key] = None
         elif any(isinstance(v, np.ndarray) for v in values):
-            raise ValueError(f"collate_samples: '{key}' is missing in some samples of the batch")
+            raise InputError(f"collate_samples: '{key}' is missing in some samples of the batch")
         else:
             out[key] = values
     return out

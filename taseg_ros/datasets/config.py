@@ -42,6 +42,7 @@ import numpy as np
 
 from taseg_ros.classes import ClassInfo, read_dataset_yaml
 from taseg_ros.config_io import ConfigError, from_mapping, setting
+from taseg_ros.errors import InputError
 from taseg_ros.preprocessing import ThermalNormalization
 
 IGNORE_INDEX = 255
@@ -66,7 +67,7 @@ class LabelMap:
     def __post_init__(self) -> None:
         for v in self.ignore:
             if self.offset <= v < self.offset + self.num_classes:
-                raise ValueError(
+                raise InputError(
                     f"label_map: raw value {v} is both ignored and class {v - self.offset}; "
                     f"ignored values must lie outside {self.offset}..{self.offset + self.num_classes - 1}"
                 )
@@ -103,7 +104,7 @@ class LabelMap:
         if bad.any():
             values = np.unique(raw[bad])
             shown = ", ".join(str(v) for v in values[:10]) + (" ..." if len(values) > 10 else "")
-            raise ValueError(
+            raise InputError(
                 f"{source}: label values [{shown}] are outside the class range "
                 f"(valid raw values: {self.valid_raw}; {int(bad.sum())} pixels)"
             )
@@ -247,5 +248,5 @@ def load_dataset_config(name_or_path: str | Path) -> DatasetConfig:
     """Config of a built-in dataset (`mfnet`, `pst900`, `fmb`, `kp`) or of a YAML file."""
     path, data = read_dataset_yaml(name_or_path, "dataset", "dataset config")
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping with a 'classes' list")
+        raise InputError(f"{path}: expected a mapping with a 'classes' list")
     return config_from_mapping(data, source=str(path), default_name=path.stem)

@@ -29,6 +29,7 @@ import yaml
 
 from taseg_ros.classes import ClassInfo
 from taseg_ros.datasets.io import write_image
+from taseg_ros.errors import InputError
 
 __all__ = [
     "FixtureFrame",
@@ -51,11 +52,11 @@ class FixtureFrame:
     def __post_init__(self) -> None:
         h, w = self.rgb.shape[:2]
         if self.rgb.shape != (h, w, 3) or self.rgb.dtype != np.uint8:
-            raise ValueError(f"FixtureFrame.rgb must be (H, W, 3) uint8, got {self.rgb.shape} {self.rgb.dtype}")
+            raise InputError(f"FixtureFrame.rgb must be (H, W, 3) uint8, got {self.rgb.shape} {self.rgb.dtype}")
         for name in ("thermal", "label", "thermal_raw"):
             a = getattr(self, name)
             if a is not None and a.shape[:2] != (h, w):
-                raise ValueError(f"FixtureFrame.{name} is {a.shape[:2]}, rgb is {(h, w)}")
+                raise InputError(f"FixtureFrame.{name} is {a.shape[:2]}, rgb is {(h, w)}")
 
 
 def synthetic_frame(
@@ -116,7 +117,7 @@ def write_mfnet(
             write_image(root / "Modal" / f"{i}.png", f.thermal.astype(np.uint8))
             _write_label(root / "Label" / f"{i}.png", f.label)
         else:
-            raise ValueError(f"write_mfnet: layout must be 'rtfnet' or 'cmx', got {layout!r}")
+            raise InputError(f"write_mfnet: layout must be 'rtfnet' or 'cmx', got {layout!r}")
     _write_split_files(root, splits)
     return root
 
@@ -179,7 +180,7 @@ def write_kp(
     for i, f in frames.items():
         parts = i.split("_")
         if len(parts) != 3:
-            raise ValueError(f"write_kp: id '{i}' is not of the form setXX_VYYY_IZZZZZ")
+            raise InputError(f"write_kp: id '{i}' is not of the form setXX_VYYY_IZZZZZ")
         s, v, img = parts
         d = root / "images" / s / v
         write_image(d / "visible" / f"{img}.jpg", _bgr(f.rgb), params)

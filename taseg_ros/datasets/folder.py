@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from taseg_ros.datasets.base import RGBTDataset, SampleRecord
 from taseg_ros.datasets.io import index_by_stem, read_split_file
+from taseg_ros.errors import InputError, MissingInputError
 
 
 class FolderDataset(RGBTDataset):
     def _records(self, split: str) -> list[SampleRecord]:
         if not (self.root / "rgb").is_dir():
-            raise FileNotFoundError(f"{self.root}: not a dataset folder: rgb/ missing")
+            raise MissingInputError(f"{self.root}: not a dataset folder: rgb/ missing")
         rgb_files = index_by_stem(self.root / "rgb")
         thermal_files = index_by_stem(self.root / "thermal")
         has_labels = (self.root / "labels").is_dir()
@@ -30,7 +31,7 @@ class FolderDataset(RGBTDataset):
         if split == "all":
             ids, only = sorted(rgb_files), None
             if not ids:
-                raise ValueError(f"{self.root / 'rgb'}: split 'all' is empty: no images")
+                raise InputError(f"{self.root / 'rgb'}: split 'all' is empty: no images")
         else:
             ids, only = self._resolve_split(split, lambda s: [f"{s}.txt"])
         return self._records_of(
@@ -51,6 +52,6 @@ class FolderDataset(RGBTDataset):
             if path.is_file():
                 for i in read_split_file(path):
                     if out.get(i, cond) != cond:
-                        raise ValueError(f"{path}: id '{i}' is listed in both day.txt and night.txt")
+                        raise InputError(f"{path}: id '{i}' is listed in both day.txt and night.txt")
                     out[i] = cond
         return out

@@ -10,6 +10,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from taseg_ros.errors import InputError, MissingInputError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
@@ -17,25 +19,25 @@ def read_image(path: Path) -> np.ndarray:
     """Image as stored (IMREAD_UNCHANGED: keeps alpha and 16-bit depth); BGR(A) channel order."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image file not found: {path}")
+        raise MissingInputError(f"image file not found: {path}")
     # np.fromfile + imdecode instead of imread: imread also returns None for a missing file or
     # a non-ASCII path on some platforms, which would hide the real cause.
     data = np.fromfile(str(path), dtype=np.uint8)
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None:
-        raise ValueError(f"{path}: cannot be read as an image (empty, corrupt or not an image file)")
+        raise InputError(f"{path}: cannot be read as an image (empty, corrupt or not an image file)")
     return image
 
 
 def to_rgb8(image: np.ndarray, path: Path) -> np.ndarray:
     """A decoded colour image (BGR, BGRA or grey) -> (H, W, 3) uint8 RGB."""
     if image.dtype != np.uint8:
-        raise ValueError(f"{path}: RGB image must be 8-bit, got {image.dtype}")
+        raise InputError(f"{path}: RGB image must be 8-bit, got {image.dtype}")
     if image.ndim == 2:
         return np.repeat(image[:, :, None], 3, axis=2)
     if image.ndim == 3 and image.shape[2] in (3, 4):
         return np.ascontiguousarray(image[:, :, 2::-1])
-    raise ValueError(f"{path}: cannot read an RGB image of shape {image.shape}")
+    raise InputError(f"{path}: cannot read an RGB image of shape {image.shape}")
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -52,7 +54,7 @@ def thermal_single_channel(image: np.ndarray, path: Path) -> np.ndarray:
         # Grey replicated into 3 channels (KAIST lwir JPEGs): the channel mean, as CRM_RGBTSeg's
         # KP loader does; kept in float so JPEG channel noise is averaged, not truncated.
         return image[:, :, :3].mean(axis=2, dtype=np.float32)
-    raise ValueError(f"{path}: cannot read a thermal image of shape {image.shape}")
+    raise InputError(f"{path}: cannot read a thermal image of shape {image.shape}")
 
 
 def read_thermal(path: Path) -> np.ndarray:
@@ -87,7 +89,7 @@ def label_single_channel(image: np.ndarray, path: Path, channel: str = "same") -
     channel="red": use the red channel (FMB's Label/ as MMSFormer reads it: channel 0 of RGB).
     """
     if image.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"{path}: label image must be 8- or 16-bit integers, got {image.dtype}")
+        raise InputError(f"{path}: label image must be 8- or 16-bit integers, got {image.dtype}")
     if image.ndim == 2:
         return image
     if image.ndim == 3 and image.shape[2] in (1, 3, 4):
@@ -98,11 +100,11 @@ def label_single_channel(image: np.ndarray, path: Path, channel: str = "same") -
             return np.ascontiguousarray(red)
         if np.array_equal(image[:, :, 0], red) and np.array_equal(image[:, :, 1], red):
             return np.ascontiguousarray(red)
-        raise ValueError(
+        raise InputError(
             f"{path}: label image has {image.shape[2]} channels with different values; expected "
             "single-channel class ids (is this a colour visualisation?)"
         )
-    raise ValueError(f"{path}: cannot read a label image of shape {image.shape}")
+    raise InputError(f"{path}: cannot read a label image of shape {image.shape}")
 
 
 def read_label(path: Path, channel: str = "same") -> np.ndarray:
@@ -117,7 +119,7 @@ def index_by_stem(folder: Path, extensions: tuple[str, ...] = IMAGE_EXTENSIONS) 
     for p in folder.iterdir():
         if p.suffix.lower() in extensions and p.is_file():
             if p.stem in out:
-                raise ValueError(f"{folder}: two files for id '{p.stem}': {out[p.stem].name} and {p.name}")
+                raise InputError(f"{folder}: two files for id '{p.stem}': {out[p.stem].name} and {p.name}")
             out[p.stem] = p
     return out
 
@@ -126,7 +128,7 @@ def read_split_file(path: Path) -> list[str]:
     """Ids listed in a split file, one per line; a trailing image extension and folders are dropped
     (MFNet lists `00101D`, CRM's KP lists `set00_V000_I00050.png`)."""
     if not path.is_file():
-        raise FileNotFoundError(f"split file not found: {path}")
+        raise MissingInputError(f"split file not found: {path}")
     ids: list[str] = []
     seen: set[str] = set()
     for lineno, line in enumerate(path.read_text().splitlines(), 1):
@@ -138,7 +140,7 @@ def read_split_file(path: Path) -> list[str]:
         if dot and ("." + ext.lower()) in IMAGE_EXTENSIONS:
             name = stem
         if name in seen:
-            raise ValueError(f"{path}:{lineno}: id '{name}' is listed twice")
+            raise InputError(f"{path}:{lineno}: id '{name}' is listed twice")
         seen.add(name)
         ids.append(name)
     return ids

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 from taseg_ros.datasets.base import RGBTDataset, SampleRecord
+from taseg_ros.errors import InputError, MissingInputError
 
 _KP_ID = re.compile(r"^(set\d+)_(V\d+)_(I\d+)$")
 
@@ -27,7 +28,7 @@ def _candidates(split: str):
 def kaist_image_path(root, sample_id: str, modality: str):
     m = _KP_ID.match(sample_id)
     if m is None:
-        raise ValueError(f"KP id '{sample_id}' is not of the form setXX_VYYY_IZZZZZ")
+        raise InputError(f"KP id '{sample_id}' is not of the form setXX_VYYY_IZZZZZ")
     s, v, i = m.groups()
     return root / "images" / s / v / modality / f"{i}.jpg"
 
@@ -36,7 +37,7 @@ class KPDataset(RGBTDataset):
     def _records(self, split: str) -> list[SampleRecord]:
         for folder in ("images", "labels"):
             if not (self.root / folder).is_dir():
-                raise FileNotFoundError(
+                raise MissingInputError(
                     f"{self.root}: not a KP folder: {folder}/ missing (expected images/setXX/VYYY/"
                     "{visible,lwir}/IZZZZZ.jpg and labels/setXX_VYYY_IZZZZZ.png)"
                 )

@@ -19,6 +19,7 @@ import numpy as np
 
 from taseg_ros.datasets.base import RGBTDataset, SampleRecord
 from taseg_ros.datasets.io import read_image, read_label
+from taseg_ros.errors import InputError, MissingInputError
 
 LAYOUTS = {
     "rtfnet": ("images", None, "labels"),
@@ -37,7 +38,7 @@ class MFNetDataset(RGBTDataset):
         for name, folders in LAYOUTS.items():
             if all((self.root / f).is_dir() for f in folders if f):
                 return name
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{self.root}: not an MFNet folder: expected images/ + labels/ (RTFNet layout) "
             f"or RGB/ + Modal/ + Label/ (CMX layout)"
         )
@@ -61,7 +62,7 @@ class MFNetDataset(RGBTDataset):
             return super()._read(record)
         image = read_image(record.rgb)
         if image.ndim != 3 or image.shape[2] != 4 or image.dtype != np.uint8:
-            raise ValueError(
+            raise InputError(
                 f"{record.rgb}: MFNet images/ files are 8-bit 4-channel PNGs (RGB + thermal in alpha); "
                 f"this one has shape {image.shape}, dtype {image.dtype} (re-saved without the thermal channel?)"
             )

@@ -18,6 +18,7 @@ pst900.yaml (`val_holdout`); names without `_bag<k>` fall back to crc32(name) % 
 from __future__ import annotations
 
 from taseg_ros.datasets.base import FolderSplitDataset
+from taseg_ros.errors import InputError
 
 
 class PST900Dataset(FolderSplitDataset):
@@ -26,7 +27,7 @@ class PST900Dataset(FolderSplitDataset):
     def _thermal_dir(self) -> str:
         source = self.config.thermal.source
         if source not in ("thermal", "thermal_raw"):
-            raise ValueError(f"pst900: thermal source must be 'thermal' or 'thermal_raw', got {source!r}")
+            raise InputError(f"pst900: thermal source must be 'thermal' or 'thermal_raw', got {source!r}")
         return source
 
     def _thermal_normalization(self):

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from taseg_ros.datasets.config import IGNORE_INDEX
+from taseg_ros.errors import InputError
 
 Sample = dict
 
@@ -27,7 +28,7 @@ def resize_labels(label: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     if label.shape[:2] == (h, w):
         return label
     if label.size and (label.min() < 0 or label.max() > 255):
-        raise ValueError(f"resize_labels: values must lie in 0..255, got {label.min()}..{label.max()}")
+        raise InputError(f"resize_labels: values must lie in 0..255, got {label.min()}..{label.max()}")
     # cv2.resize has no int64 support; labels fit uint8 (<= 255 classes incl. IGNORE_INDEX).
     small = label.astype(np.uint8)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST).astype(label.dtype)
@@ -102,7 +103,7 @@ class RandomScale:
 
     def __post_init__(self) -> None:
         if not 0 < self.low <= self.high:
-            raise ValueError(f"RandomScale: need 0 < low <= high, got {self.low}, {self.high}")
+            raise InputError(f"RandomScale: need 0 < low <= high, got {self.low}, {self.high}")
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         s = rng.uniform(self.low, self.high)

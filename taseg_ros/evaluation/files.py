@@ -21,6 +21,7 @@ from taseg_ros.datasets import DATASETS
 from taseg_ros.datasets.config import IGNORE_INDEX, DatasetConfig, condition_from_id
 from taseg_ros.datasets.io import index_by_stem, label_single_channel, read_image, read_split_file
 from taseg_ros.datasets.transforms import resize_labels
+from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.evaluation.metrics import EvaluationResult, SegmentationEvaluator
 
 PRED_FORMATS = ("auto", "ids", "colour", "raw")
@@ -35,7 +36,7 @@ def decode_colour(image_rgb: np.ndarray, palette: np.ndarray, source: str = "pre
         _, first, counts = np.unique(keys, return_index=True, return_counts=True)
         dup = keys[first[counts > 1][0]]
         classes = np.flatnonzero(keys == dup).tolist()
-        raise ValueError(
+        raise InputError(
             f"{source}: the palette gives classes {classes} the same colour; colour predictions "
             "cannot be decoded (save class-id PNGs instead)"
         )
@@ -51,7 +52,7 @@ def decode_colour(image_rgb: np.ndarray, palette: np.ndarray, source: str = "pre
         shown = ", ".join(
             f"({b >> 16}, {(b >> 8) & 255}, {b & 255}) x{c}" for b, c in zip(bad[top].tolist(), counts[top].tolist())
         )
-        raise ValueError(
+        raise InputError(
             f"{source}: {len(bad)} colour(s) not in the dataset palette (RGB, pixel count): {shown}"
             + ("; if these are class ids saved as RGB, save single-channel PNGs" if (bad[top] % 65793 == 0).all() else "")
         )
@@ -61,21 +62,21 @@ def decode_colour(image_rgb: np.ndarray, palette: np.ndarray, source: str = "pre
 def decode_prediction(image: np.ndarray, config: DatasetConfig, path: Path, fmt: str = "auto") -> np.ndarray:
     """A decoded prediction image (cv2 order: BGR(A)) -> (H, W) int64 class ids."""
     if fmt not in PRED_FORMATS:
-        raise ValueError(f"prediction format must be one of {PRED_FORMATS}, got {fmt!r}")
+        raise InputError(f"prediction format must be one of {PRED_FORMATS}, got {fmt!r}")
     channels = 1 if image.ndim == 2 else image.shape[2]
     if fmt == "auto":
         fmt = "ids" if channels == 1 else "colour"
     if fmt == "colour":
         if channels not in (3, 4) or image.dtype != np.uint8:
-            raise ValueError(f"{path}: a colour prediction must be an 8-bit RGB/RGBA PNG, got shape {image.shape}")
+            raise InputError(f"{path}: a colour prediction must be an 8-bit RGB/RGBA PNG, got shape {image.shape}")
         return decode_colour(image[:, :, 2::-1], config.classes.palette, str(path))
     if channels != 1:
-        raise ValueError(f"{path}: a class-id prediction must be a single-channel PNG, got {channels} channels")
+        raise InputError(f"{path}: a class-id prediction must be a single-channel PNG, got {channels} channels")
     ids = image if image.ndim == 2 else image[:, :, 0]
     if fmt == "raw":
         mapped = config.label_map.apply(ids, source=str(path))
         if (mapped == IGNORE_INDEX).any():
-            raise ValueError(f"{path}: prediction contains the dataset's ignored label values; predict a class everywhere")
+            raise InputError(f"{path}: prediction contains the dataset's ignored label values; predict a class everywhere")
         return mapped
     return ids.astype(np.int64)
 
@@ -96,14 +97,14 @@ def condition_lookup(config: DatasetConfig, gt_dir: Path) -> Callable[[str], str
 def _parse_ids(ids_file: Path | None, gt_files: dict[str, Path], gt_dir: Path) -> list[str]:
     if ids_file is None:
         if not gt_files:
-            raise ValueError(f"{gt_dir}: no label PNG files")
+            raise InputError(f"{gt_dir}: no label PNG files")
         return sorted(gt_files)
     ids = read_split_file(ids_file)
     if not ids:
-        raise ValueError(f"{ids_file}: lists no ids")
+        raise InputError(f"{ids_file}: lists no ids")
     missing = [i for i in ids if i not in gt_files]
     if missing:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{len(missing)} id(s) of {ids_file} have no label file in {gt_dir}: {', '.join(missing[:10])}"
             + (" ..." if len(missing) > 10 else "")
         )
@@ -125,13 +126,13 @@ def score_directories(
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     for d, what in ((pred_dir, "prediction"), (gt_dir, "ground-truth")):
         if not d.is_dir():
-            raise FileNotFoundError(f"{what} folder not found: {d}")
+            raise MissingInputError(f"{what} folder not found: {d}")
     gt_files = index_by_stem(gt_dir, (".png",))
     pred_files = index_by_stem(pred_dir, (".png",))
     ids = _parse_ids(None if ids_file is None else Path(ids_file), gt_files, gt_dir)
     missing = [i for i in ids if i not in pred_files]
     if missing:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{len(missing)} of {len(ids)} ground-truth images have no prediction PNG in {pred_dir}: "
             + ", ".join(missing[:10])
             + (" ..." if len(missing) > 10 else "")
@@ -147,7 +148,7 @@ def score_directories(
         pred = decode_prediction(read_image(pred_path), config, pred_path, pred_format)
         if pred.shape != gt.shape:
             if not resize_predictions:
-                raise ValueError(
+                raise InputError(
                     f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} but the ground truth "
                     f"{gt_path} is {gt.shape[1]}x{gt.shape[0]} (WxH); --resize-pred resizes predictions "
                     "to the ground truth (nearest neighbour)"

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from taseg_ros.datasets.config import IGNORE_INDEX, NAN_POLICIES, MetricProtocol
+from taseg_ros.errors import InputError
 
 
 class ConfusionMatrix:
@@ -34,7 +35,7 @@ class ConfusionMatrix:
 
     def __init__(self, num_classes: int) -> None:
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise InputError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
         self.matrix = np.zeros((num_classes, num_classes), np.int64)
 
@@ -44,7 +45,7 @@ class ConfusionMatrix:
         pred = np.asarray(pred)
         where = f"{source}: " if source else ""
         if gt.shape != pred.shape:
-            raise ValueError(f"{where}prediction shape {pred.shape} differs from ground truth {gt.shape}")
+            raise InputError(f"{where}prediction shape {pred.shape} differs from ground truth {gt.shape}")
         k = self.num_classes
         gt = gt.reshape(-1).astype(np.int64, copy=False)
         pred = pred.reshape(-1).astype(np.int64, copy=False)
@@ -55,15 +56,15 @@ class ConfusionMatrix:
             return
         if gt.min() < 0 or gt.max() >= k:
             bad = np.unique(gt[(gt < 0) | (gt >= k)])
-            raise ValueError(f"{where}ground-truth values {bad[:10].tolist()} are not classes 0..{k - 1} or {ignore_index}")
+            raise InputError(f"{where}ground-truth values {bad[:10].tolist()} are not classes 0..{k - 1} or {ignore_index}")
         if pred.min() < 0 or pred.max() >= k:
             bad = np.unique(pred[(pred < 0) | (pred >= k)])
-            raise ValueError(f"{where}predicted values {bad[:10].tolist()} are not classes 0..{k - 1}")
+            raise InputError(f"{where}predicted values {bad[:10].tolist()} are not classes 0..{k - 1}")
         self.matrix += np.bincount(gt * k + pred, minlength=k * k).reshape(k, k)
 
     def __iadd__(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
         if other.num_classes != self.num_classes:
-            raise ValueError(f"cannot add a {other.num_classes}-class matrix to a {self.num_classes}-class one")
+            raise InputError(f"cannot add a {other.num_classes}-class matrix to a {self.num_classes}-class one")
         self.matrix += other.matrix
         return self
 
@@ -134,7 +135,7 @@ class Scores:
 def compute_scores(matrix: np.ndarray, protocol: MetricProtocol | None = None) -> Scores:
     matrix = np.asarray(matrix, dtype=np.int64)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise ValueError(f"confusion matrix must be square, got shape {matrix.shape}")
+        raise InputError(f"confusion matrix must be square, got shape {matrix.shape}")
     protocol = protocol or MetricProtocol()
     k = matrix.shape[0]
     tp = np.diag(matrix).astype(np.float64)
@@ -144,7 +145,7 @@ def compute_scores(matrix: np.ndarray, protocol: MetricProtocol | None = None) -
     acc = _nan_divide(tp, gt_count)
     scored = np.arange(k) if protocol.classes_scored is None else np.asarray(protocol.classes_scored, int)
     if scored.size and (scored.min() < 0 or scored.max() >= k):
-        raise ValueError(f"classes_scored {scored.tolist()} outside 0..{k - 1}")
+        raise InputError(f"classes_scored {scored.tolist()} outside 0..{k - 1}")
     return Scores(
         matrix=matrix,
         iou=iou,
@@ -209,7 +210,7 @@ class SegmentationEvaluator:
 
     def result(self) -> EvaluationResult:
         if self.num_images == 0:
-            raise ValueError("no images were scored")
+            raise InputError("no images were scored")
         return EvaluationResult(
             class_names=self.class_names,
             protocol=self.protocol,

@@ -9,6 +9,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from taseg_ros.errors import InputError
 from taseg_ros.evaluation.metrics import SegmentationEvaluator
 
 
@@ -50,7 +51,7 @@ def evaluate(
     for index in indices:
         sample = dataset[index]
         if sample["label"] is None:
-            raise ValueError(f"{config.name} sample '{sample['id']}' has no label file; cannot score it")
+            raise InputError(f"{config.name} sample '{sample['id']}' has no label file; cannot score it")
         thermal = np.zeros_like(sample["thermal"]) if blank_thermal else sample["thermal"]
         labels = segmenter.predict_prepared(sample["rgb"], thermal).labels
         evaluator.update(sample["label"], labels, condition=sample["condition"], source=sample["id"])
@@ -68,7 +69,7 @@ class PredictionWriter:
     def __init__(self, out_dir: str | Path, palette: np.ndarray, kinds=KINDS, alpha: float = 0.5) -> None:
         unknown = set(kinds) - set(self.KINDS)
         if unknown:
-            raise ValueError(f"unknown prediction kinds {sorted(unknown)}; choose from {self.KINDS}")
+            raise InputError(f"unknown prediction kinds {sorted(unknown)}; choose from {self.KINDS}")
         self.out_dir, self.palette, self.kinds, self.alpha = Path(out_dir), palette, tuple(kinds), alpha
         for kind in self.kinds:
             (self.out_dir / kind).mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from taseg_ros import __version__
 from taseg_ros.classes import ClassInfo, load_classes
+from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.model.config import TASegConfig, get_config
 from taseg_ros.model.sam_parts import check_state_fits
 from taseg_ros.model.taseg import FrozenSource, TASeg, build_model, is_trainable_name
@@ -50,14 +51,14 @@ def save_checkpoint(
     (`frozen_storage`, half the file); trainable tensors are always stored as float32."""
     path = Path(path)
     if getattr(model, "lora_merged", False):  # model.lora.merge_lora: the trainable LoRA factors are gone
-        raise ValueError(f"{path}: a model with LoRA merged into its frozen weights is not a TASeg checkpoint; save the "
+        raise InputError(f"{path}: a model with LoRA merged into its frozen weights is not a TASeg checkpoint; save the "
                          "unmerged model (or export it: `taseg export --format onnx|openvino|tensorrt`)")
     path.parent.mkdir(parents=True, exist_ok=True)
     source = model.frozen_source
     if embed_frozen is None:
         embed_frozen = source.kind != "sam_checkpoint"
     if frozen_storage not in STORAGE_DTYPES:
-        raise ValueError(f"frozen weight storage '{frozen_storage}' is not one of {sorted(STORAGE_DTYPES)}")
+        raise InputError(f"frozen weight storage '{frozen_storage}' is not one of {sorted(STORAGE_DTYPES)}")
     state = model.state_dict() if embed_frozen else model.trainable_state_dict()
     trainable = model.trainable_state_dict()
 
@@ -92,15 +93,15 @@ def save_checkpoint(
 def read_metadata(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingInputError(f"checkpoint not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
     except Exception as exc:  # noqa: BLE001 - safetensors raises several error types
-        raise ValueError(f"{path}: not a TASeg checkpoint (cannot read it as safetensors: {exc})") from exc
+        raise InputError(f"{path}: not a TASeg checkpoint (cannot read it as safetensors: {exc})") from exc
     if metadata.get("format") != FORMAT:
         found = metadata.get("format", "no format field")
-        raise ValueError(f"{path}: not a TASeg checkpoint (format '{found}', expected '{FORMAT}')")
+        raise InputError(f"{path}: not a TASeg checkpoint (format '{found}', expected '{FORMAT}')")
     return metadata
 
 
@@ -110,7 +111,7 @@ def describe_checkpoint(path: str | Path) -> tuple[TASegConfig, ClassInfo, dict[
         cfg = TASegConfig.from_dict(json.loads(metadata["config"]))
         class_info = ClassInfo.from_mapping(json.loads(metadata["classes"]), source=str(path))
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: damaged TASeg metadata ({exc})") from exc
+        raise InputError(f"{path}: damaged TASeg metadata ({exc})") from exc
     return cfg, class_info, metadata
 
 
@@ -118,11 +119,11 @@ def resolve_sam_checkpoint(name: str, explicit: str | Path | None, needed_by: st
     if explicit is not None:
         path = Path(explicit)
         if not path.is_file():
-            raise FileNotFoundError(f"SAM checkpoint not found: {path}")
+            raise MissingInputError(f"SAM checkpoint not found: {path}")
         return path
     path = models_dir() / name
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"{needed_by} needs the SAM checkpoint {name}; put it in {models_dir()} (`taseg weights --download`) "
             "or pass its path"
         )
@@ -146,7 +147,7 @@ def load_checkpoint(
         # take different SIMD paths and the logits would differ in the last bit.
         tensors = {k: v.clone() for k, v in load_file(str(path)).items()}
     except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"{path}: cannot read tensors ({exc}); the file is truncated or corrupt") from exc
+        raise InputError(f"{path}: cannot read tensors ({exc}); the file is truncated or corrupt") from exc
     text = tensors.get(TEXT_KEY)
     source = FrozenSource(**json.loads(metadata.get("frozen_source", "{}") or "{}")) if metadata.get("frozen_source") else FrozenSource("random")
     if metadata.get("frozen") == "embedded":
@@ -164,7 +165,7 @@ def load_checkpoint(
 
             actual = sha256_file(sam_path)
             if actual != source.sha256:
-                raise ValueError(
+                raise InputError(
                     f"{sam_path}: sha256 {actual} differs from {source.sha256} recorded in {path}; "
                     "this is not the SAM checkpoint the model was trained on"
                 )
@@ -193,7 +194,7 @@ def export_checkpoint(
 
     path, output = Path(path), Path(output)
     if output.resolve() == path.resolve():
-        raise ValueError(f"{output}: the export must not overwrite its source checkpoint")
+        raise InputError(f"{output}: the export must not overwrite its source checkpoint")
     model = load_checkpoint(path, sam_checkpoint=sam_checkpoint)
     exported_from = {"name": path.name, "sha256": sha256_file(path)}
     save_checkpoint(model, output, embed_frozen=True, frozen_storage=frozen_storage, extra={"exported_from": exported_from})
@@ -204,7 +205,7 @@ def export_checkpoint(
     )
     if frozen_storage == "fp32" and max_abs_change != 0.0:
         output.unlink()  # never leave a wrong model where a deployment script would pick it up
-        raise ValueError(f"{output}: reloaded tensors differed from {path} by up to {max_abs_change}; file removed")
+        raise InputError(f"{output}: reloaded tensors differed from {path} by up to {max_abs_change}; file removed")
     return {"output": output, "bytes": output.stat().st_size, "tensors": len(written), "max_abs_change": max_abs_change}
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from taseg_ros.config_io import ConfigError, check_fields, from_mapping, merge, setting
+from taseg_ros.errors import MissingInputError
 
 RESOLUTION_MODES = ("native", "sam1024")
 
@@ -164,7 +165,7 @@ def get_config(name_or_path: str | Path, **overrides) -> TASegConfig:
         if not path.suffix:
             raise ConfigError("", f"unknown model config '{key}': use one of {sorted(MODEL_CONFIGS)} or a YAML file")
         if not path.is_file():
-            raise FileNotFoundError(f"model config file not found: {path}")
+            raise MissingInputError(f"model config file not found: {path}")
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder, PromptEncoder
 from torch import nn
 
+from taseg_ros.errors import InputError
 from taseg_ros.model.config import TASegConfig
 from taseg_ros.model.lora import add_decoder_lora
 
@@ -65,9 +66,9 @@ class TextAwareMaskDecoder(nn.Module):
         device = sam_decoder.iou_token.weight.device
         if cfg.text:
             if text_embeddings is None:
-                raise ValueError("a text-aware model needs text embeddings (K x D)")
+                raise InputError("a text-aware model needs text embeddings (K x D)")
             if tuple(text_embeddings.shape) != (num_classes, cfg.text_dim):
-                raise ValueError(
+                raise InputError(
                     f"text embeddings have shape {tuple(text_embeddings.shape)}, "
                     f"expected ({num_classes}, {cfg.text_dim}) for {num_classes} classes and text_dim {cfg.text_dim}"
                 )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from taseg_ros.errors import InputError
 from taseg_ros.model.config import TASegConfig
 
 
@@ -24,7 +25,7 @@ class InputGeometry:
 
 def plan_geometry(height: int, width: int, cfg: TASegConfig) -> InputGeometry:
     if height < 1 or width < 1:
-        raise ValueError(f"empty image ({height}x{width})")
+        raise InputError(f"empty image ({height}x{width})")
     patch = cfg.encoder.patch_size
     if cfg.resolution == "sam1024":
         side = cfg.encoder.img_size

@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from taseg_ros.errors import InputError
+
 
 class LoRAQKV(nn.Module):
     """A frozen fused qkv Linear plus low-rank updates of its q and v outputs:
@@ -23,7 +25,7 @@ class LoRAQKV(nn.Module):
         super().__init__()
         dim = qkv.in_features
         if qkv.out_features != 3 * dim:
-            raise ValueError(f"expected a fused qkv Linear ({dim} -> {3 * dim}), got {qkv.out_features} outputs")
+            raise InputError(f"expected a fused qkv Linear ({dim} -> {3 * dim}), got {qkv.out_features} outputs")
         self.qkv = qkv
         self.dim = dim
         self.scale = alpha / rank

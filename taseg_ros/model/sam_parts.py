@@ -14,6 +14,7 @@ import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 from torch import nn
 
+from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.model.config import TASegConfig
 
 
@@ -24,7 +25,7 @@ class SamParts(nn.Module):
         super().__init__()
         enc, dec = cfg.encoder, cfg.decoder
         if enc.out_chans != dec.transformer_dim:
-            raise ValueError(f"config '{cfg.name}': encoder out_chans must equal decoder transformer_dim")
+            raise InputError(f"config '{cfg.name}': encoder out_chans must equal decoder transformer_dim")
         grid = enc.img_size // enc.patch_size
         self.image_encoder = ImageEncoderViT(
             depth=enc.depth,
@@ -87,21 +88,21 @@ def read_sam_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read an official SAM `.pth` checkpoint safely (no code execution)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"SAM checkpoint not found: {path}")
+        raise MissingInputError(f"SAM checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # noqa: BLE001 - zip/pickle errors come in many types
         try:  # files not saved in the zip format cannot be memory-mapped
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001
-            raise ValueError(
+            raise InputError(
                 f"{path}: cannot read as a SAM checkpoint ({type(exc).__name__}: {exc}); "
                 "the file is corrupt, truncated, or not a PyTorch weights file"
             ) from exc
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: not a SAM state dict (expected a mapping of parameter names to tensors)")
+        raise InputError(f"{path}: not a SAM state dict (expected a mapping of parameter names to tensors)")
     return state
 
 
@@ -120,7 +121,7 @@ def check_state_fits(source: str | Path, problem: str, expected: dict, stored: d
         for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
             if items:
                 lines.append(f"  {title}: " + ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else ""))
-        raise ValueError("\n".join(lines))
+        raise InputError("\n".join(lines))
 
 
 def load_sam_weights(parts: SamParts, path: str | Path) -> None:

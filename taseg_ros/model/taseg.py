@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from taseg_ros.classes import ClassInfo
+from taseg_ros.errors import InputError
 from taseg_ros.model.config import TASegConfig
 from taseg_ros.model.decoder import TextAwareMaskDecoder
 from taseg_ros.model.encoder import RGBTImageEncoder
@@ -71,10 +72,10 @@ class TASeg(nn.Module):
         """Prepared rgb (B, 3, H, W) and thermal (B, 1, H, W) (``preprocess``) -> per-class
         logits (B, K, H, W) over the padded input."""
         if rgb.shape[-2:] != thermal.shape[-2:] or rgb.shape[1] != 3 or thermal.shape[1] != 1:
-            raise ValueError(f"expected rgb (B,3,H,W) and thermal (B,1,H,W), got {tuple(rgb.shape)} and {tuple(thermal.shape)}")
+            raise InputError(f"expected rgb (B,3,H,W) and thermal (B,1,H,W), got {tuple(rgb.shape)} and {tuple(thermal.shape)}")
         patch = self.cfg.encoder.patch_size
         if rgb.shape[-2] % patch or rgb.shape[-1] % patch:
-            raise ValueError(f"input size {tuple(rgb.shape[-2:])} is not a multiple of {patch}; pad it first")
+            raise InputError(f"input size {tuple(rgb.shape[-2:])} is not a multiple of {patch}; pad it first")
         image_embedding = self.image_encoder(rgb, thermal)
         logits = self.mask_decoder(image_embedding)  # 1/4 resolution
         return F.interpolate(logits, size=rgb.shape[-2:], mode="bilinear", align_corners=False)

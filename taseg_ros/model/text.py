@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from taseg_ros.errors import InputError, MissingInputError
+
 _TINY_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "taseg-tiny-text.json"
 
 
@@ -28,7 +30,7 @@ def _open_clip():
 
 def prompts_for(class_prompts: list[str] | tuple[str, ...], template: str) -> list[str]:
     if "{}" not in template:
-        raise ValueError(f"prompt template '{template}' has no '{{}}' placeholder for the class name")
+        raise InputError(f"prompt template '{template}' has no '{{}}' placeholder for the class name")
     return [template.format(p) for p in class_prompts]
 
 
@@ -44,11 +46,11 @@ def encode_with_open_clip(
     """Encode texts with open_clip's text encoder; `weights=None` means random init."""
     open_clip = _open_clip()
     if model_name not in open_clip.list_models():
-        raise ValueError(f"unknown open_clip model '{model_name}' (see open_clip.list_models())")
+        raise InputError(f"unknown open_clip model '{model_name}' (see open_clip.list_models())")
     if weights is not None:
         weights = Path(weights)
         if not weights.is_file():
-            raise FileNotFoundError(f"CLIP weights not found: {weights}")
+            raise MissingInputError(f"CLIP weights not found: {weights}")
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
         torch.manual_seed(seed)
         try:
@@ -58,7 +60,7 @@ def encode_with_open_clip(
                 # open_clip loads local files with torch.load(weights_only=True) by default.
                 model = open_clip.create_model(model_name, pretrained=str(weights) if weights else None, device="cpu")
         except (RuntimeError, KeyError) as exc:
-            raise ValueError(f"{weights}: does not fit open_clip model '{model_name}': {exc}") from exc
+            raise InputError(f"{weights}: does not fit open_clip model '{model_name}': {exc}") from exc
     model.eval()
     tokens = open_clip.get_tokenizer(model_name)(texts)
     return normalize(model.encode_text(tokens))
@@ -91,32 +93,32 @@ def load_text_embeddings(path: str | Path, num_classes: int, dim: int) -> torch.
     """Precomputed K x D embeddings from `.npy` (no pickles) or `.pt` (weights_only)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"text embeddings file not found: {path}")
+        raise MissingInputError(f"text embeddings file not found: {path}")
     if path.suffix == ".npy":
         try:
             array = np.load(path, allow_pickle=False)
         except ValueError as exc:
-            raise ValueError(f"{path}: not a plain numeric .npy array ({exc})") from exc
+            raise InputError(f"{path}: not a plain numeric .npy array ({exc})") from exc
         tensor = torch.from_numpy(np.asarray(array, dtype=np.float32))
     elif path.suffix in (".pt", ".pth"):
         obj = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(obj, dict):
             tensors = [v for v in obj.values() if isinstance(v, torch.Tensor)]
             if len(tensors) != 1:
-                raise ValueError(f"{path}: expected one tensor, found keys {list(obj)}")
+                raise InputError(f"{path}: expected one tensor, found keys {list(obj)}")
             obj = tensors[0]
         if not isinstance(obj, torch.Tensor):
-            raise ValueError(f"{path}: expected a tensor, got {type(obj).__name__}")
+            raise InputError(f"{path}: expected a tensor, got {type(obj).__name__}")
         tensor = obj.float()
     else:
-        raise ValueError(f"{path}: text embeddings must be .npy or .pt")
+        raise InputError(f"{path}: text embeddings must be .npy or .pt")
     if tensor.shape != (num_classes, dim):
-        raise ValueError(
+        raise InputError(
             f"{path}: text embeddings have shape {tuple(tensor.shape)}, expected ({num_classes}, {dim}) "
             f"({num_classes} classes, text_dim {dim})"
         )
     if not torch.isfinite(tensor).all():
-        raise ValueError(f"{path}: text embeddings contain NaN or inf")
+        raise InputError(f"{path}: text embeddings contain NaN or inf")
     return normalize(tensor)
 
 
@@ -147,5 +149,5 @@ def class_text_embeddings(
         source = f"open_clip:{model_name}:{Path(weights).name}"
     embeddings = encode_with_open_clip(texts, model_name, weights, seed=seed)
     if embeddings.shape != (k, dim):
-        raise ValueError(f"open_clip '{model_name}' gives {embeddings.shape[1]}-d text embeddings, config says text_dim {dim}")
+        raise InputError(f"open_clip '{model_name}' gives {embeddings.shape[1]}-d text embeddings, config says text_dim {dim}")
     return embeddings, source

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import re
 
+from taseg_ros.errors import InputError
+
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -30,7 +32,7 @@ def check_namespace(namespace: str, option: str = "namespace") -> str:
                 if token[0].isdigit() and not bad
                 else f"{token!r} holds {', '.join(repr(c) for c in bad)}"
             )
-            raise ValueError(
+            raise InputError(
                 f"{option} {namespace!r}: not a valid ROS 2 namespace ({why}); use names of letters, digits "
                 "and '_' separated by '/', none starting with a digit, e.g. /taseg or /robot1/taseg"
             )

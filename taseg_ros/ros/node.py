@@ -54,6 +54,7 @@ from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
+from taseg_ros.errors import MissingInputError
 from taseg_ros.frame import FrameNote, FramePipeline, FrameResult
 from taseg_ros.ros.diagnostics import NodeStatistics, build_report
 from taseg_ros.ros.image_codec import (
@@ -247,7 +248,7 @@ class TASegNode(LifecycleNode):
 
         path = resolve_checkpoint(self.params.checkpoint)
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path} (parameter 'checkpoint')")
+            raise MissingInputError(f"checkpoint not found: {path} (parameter 'checkpoint')")
         self.segmenter = Segmenter.from_checkpoint(
             path,
             sam_checkpoint=self.params.sam_checkpoint or None,

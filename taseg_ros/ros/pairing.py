@@ -45,6 +45,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
+from taseg_ros.errors import InputError
+
 NS_PER_S = 1_000_000_000
 
 T = TypeVar("T")
@@ -95,11 +97,11 @@ class StampPairer:
 
     def __init__(self, slop_s: float, queue_size: int = 5, time_reset_s: float = 2.0) -> None:
         if not slop_s >= 0.0:
-            raise ValueError(f"pairing slop must be >= 0 seconds, got {slop_s}")
+            raise InputError(f"pairing slop must be >= 0 seconds, got {slop_s}")
         if queue_size < 1:
-            raise ValueError(f"pairing queue_size must be >= 1, got {queue_size}")
+            raise InputError(f"pairing queue_size must be >= 1, got {queue_size}")
         if not time_reset_s > slop_s:
-            raise ValueError(f"pairing time_reset_s ({time_reset_s}) must be larger than the slop ({slop_s})")
+            raise InputError(f"pairing time_reset_s ({time_reset_s}) must be larger than the slop ({slop_s})")
         self.slop_ns = int(round(slop_s * NS_PER_S))
         self.queue_size = int(queue_size)
         self.time_reset_ns = int(round(time_reset_s * NS_PER_S))

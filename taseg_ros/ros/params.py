@@ -17,6 +17,7 @@ import numpy as np
 
 from taseg_ros.config_io import check_fields, from_mapping, setting
 from taseg_ros.devices import PRECISIONS
+from taseg_ros.errors import InputError
 from taseg_ros.preprocessing import THERMAL_MODES, ThermalNormalization, validate_homography
 
 DEVICES_HINT = "cpu, cuda or cuda:N (torch, onnxruntime), tensorrt (onnxruntime's TensorRT provider), gpu or npu (openvino)"
@@ -96,7 +97,7 @@ class NodeParams:
         try:
             self.thermal_norm()
         except ValueError as exc:
-            raise ValueError(f"thermal normalisation parameters: {exc}") from exc
+            raise InputError(f"thermal normalisation parameters: {exc}") from exc
         if len(self.thermal_homography) not in (0, 9):
             raise bad("thermal_homography", "expected 9 numbers (3x3 row-major, thermal px -> RGB px) or []")
         if self.thermal_homography:

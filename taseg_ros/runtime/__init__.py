@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.runtime.base import BACKENDS, Backend
 
 # File suffix -> the runtime that reads it by default, and the runtimes that can read it.
@@ -25,15 +26,15 @@ def backend_for(path: str | Path, backend: str | None = None) -> str:
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         known = ", ".join(SUFFIXES)
-        raise ValueError(f"{path}: unknown model file type '{suffix or 'no suffix'}' (expected one of {known})")
+        raise InputError(f"{path}: unknown model file type '{suffix or 'no suffix'}' (expected one of {known})")
     default, readers = SUFFIXES[suffix]
     if backend in (None, "", "auto"):
         return default
     if backend not in BACKENDS:
-        raise ValueError(f"backend '{backend}' is not one of auto, {', '.join(BACKENDS)}")
+        raise InputError(f"backend '{backend}' is not one of auto, {', '.join(BACKENDS)}")
     if backend not in readers:
         hint = "export it with `taseg export --format ...`" if suffix == ".safetensors" else f"use {' or '.join(readers)}"
-        raise ValueError(f"{path}: backend '{backend}' cannot run a {suffix} file; {hint}")
+        raise InputError(f"{path}: backend '{backend}' cannot run a {suffix} file; {hint}")
     return backend
 
 
@@ -59,7 +60,7 @@ def describe_model_file(path: str | Path) -> dict[str, str]:
     own metadata (both carry "config", "classes" and, when known, "dataset")."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
+        raise MissingInputError(f"model file not found: {path}")
     if backend_for(path) == "torch":
         from taseg_ros.model.checkpoint import read_metadata
 
@@ -81,7 +82,7 @@ def open_backend(
 ) -> Backend:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {path}")
+        raise MissingInputError(f"model file not found: {path}")
     kind = backend_for(path, backend)
     # merge_lora/compile concern the PyTorch path only: exports are merged already and
     # optimised by their runtime.

@@ -12,6 +12,7 @@ import torch
 
 from taseg_ros.classes import ClassInfo
 from taseg_ros.devices import PRECISIONS  # noqa: F401 - the one table of precision names, re-exported
+from taseg_ros.errors import InputError
 from taseg_ros.model.config import TASegConfig
 from taseg_ros.model.inputs import FrameTransform, InputGeometry
 
@@ -46,7 +47,7 @@ class Backend:
         fh, fw = geometry.original_hw
         ih, iw = self.input_hw
         made_for = f" (frames of {self.frame_hw[1]}x{self.frame_hw[0]})" if self.frame_hw else ""
-        raise ValueError(
+        raise InputError(
             f"{self.path}: exported for a {iw}x{ih} input{made_for}; a {fw}x{fh} frame needs "
             f"{geometry.padded_hw[1]}x{geometry.padded_hw[0]}. Re-export with --size {fw}x{fh} or use the checkpoint"
         )
@@ -79,6 +80,6 @@ def require(module: str, extra: str, backend: str):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ValueError(
+        raise InputError(
             f"backend '{backend}' needs the Python package '{module}': pip install 'taseg_ros[{extra}]' ({exc})"
         ) from exc

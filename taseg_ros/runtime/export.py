@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from taseg_ros import __version__
+from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.frame import ThermalPreparation
 from taseg_ros.model.checkpoint import load_checkpoint
 from taseg_ros.model.lora import merge_lora
@@ -110,14 +111,14 @@ def write_tensorrt(onnx_path: Path, path: Path, metadata: dict[str, str], fp16: 
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ValueError(f"{onnx_path}: TensorRT cannot parse the ONNX graph: {errors}")
+        raise InputError(f"{onnx_path}: TensorRT cannot parse the ONNX graph: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_gib << 30)
     if fp16 and not strongly_typed:
         config.set_flag(trt.BuilderFlag.FP16)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise ValueError(f"{path}: TensorRT could not build an engine (see its log above)")
+        raise InputError(f"{path}: TensorRT could not build an engine (see its log above)")
     path.write_bytes(bytes(serialized))
     sidecar_path(path).write_text(json.dumps(metadata, indent=1))
 
@@ -140,7 +141,7 @@ def check_exporter(fmt: str) -> None:
     if fmt == "tensorrt":
         require("tensorrt", "gpu", fmt)
         if not torch.cuda.is_available():
-            raise ValueError("--format tensorrt builds the engine for this machine's NVIDIA GPU; CUDA is not available here")
+            raise InputError("--format tensorrt builds the engine for this machine's NVIDIA GPU; CUDA is not available here")
     else:
         require("onnxruntime" if fmt == "onnx" else "openvino", fmt, fmt)
 
@@ -196,7 +197,7 @@ def verify_export(path: Path, fmt: str, reference: torch.Tensor, inputs, geometr
     if precision == "fp32" and result["max_abs_diff"] > MAX_LOGIT_DIFF_FP32 * max(1.0, result["max_abs_logit"]):
         problems.append(f"max |logit difference| {result['max_abs_diff']:.3g} > {MAX_LOGIT_DIFF_FP32:g} x max |logit|")
     if problems:
-        raise ValueError(f"{path}: the export does not reproduce eager PyTorch ({'; '.join(problems)}); file removed")
+        raise InputError(f"{path}: the export does not reproduce eager PyTorch ({'; '.join(problems)}); file removed")
     return result
 
 
@@ -214,19 +215,19 @@ def export_model(
     """Write `checkpoint` as an `fmt` file for a `size` (width, height) frame and verify it.
     Returns {"output", "files", "metadata", "verification", "frame"}."""
     if fmt not in FORMATS:
-        raise ValueError(f"export format '{fmt}' is not one of {sorted(FORMATS)}")
+        raise InputError(f"export format '{fmt}' is not one of {sorted(FORMATS)}")
     if precision not in ("fp32", "fp16") or (precision == "fp16" and fmt != "tensorrt"):
-        raise ValueError(f"--precision {precision}: ONNX and OpenVINO files are fp32 (choose the runtime precision when "
+        raise InputError(f"--precision {precision}: ONNX and OpenVINO files are fp32 (choose the runtime precision when "
                          "running them); a TensorRT engine is fp32 or fp16")
     checkpoint, output = Path(checkpoint), Path(output)
     if output.suffix.lower() != FORMATS[fmt]:
-        raise ValueError(f"{output}: --format {fmt} writes a '{FORMATS[fmt]}' file")
+        raise InputError(f"{output}: --format {fmt} writes a '{FORMATS[fmt]}' file")
     if output.resolve() == checkpoint.resolve():
-        raise ValueError(f"{output}: the export must not overwrite its source checkpoint")
+        raise InputError(f"{output}: the export must not overwrite its source checkpoint")
     if batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {batch}")
+        raise InputError(f"--batch must be >= 1, got {batch}")
     if not output.parent.is_dir():
-        raise FileNotFoundError(f"{output}: folder {output.parent} does not exist")
+        raise MissingInputError(f"{output}: folder {output.parent} does not exist")
     check_exporter(fmt)
     # TensorRT engines are built (and checked) on the GPU; tracing there is also much faster for ViT-H.
     device = "cuda" if fmt == "tensorrt" else "cpu"

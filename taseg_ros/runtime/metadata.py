@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from taseg_ros.classes import ClassInfo
+from taseg_ros.errors import InputError
 from taseg_ros.model.config import TASegConfig
 from taseg_ros.model.inputs import FrameTransform
 
@@ -66,7 +67,7 @@ class ExportMetadata:
         """Parse file metadata; a foreign or damaged file fails with one line naming it."""
         if strings.get("format") != FORMAT:
             found = strings.get("format", "no taseg metadata")
-            raise ValueError(f"{path}: not a TASeg export (format '{found}', expected '{FORMAT}')")
+            raise InputError(f"{path}: not a TASeg export (format '{found}', expected '{FORMAT}')")
         try:
             return cls(
                 cfg=TASegConfig.from_dict(json.loads(strings["config"])),
@@ -83,7 +84,7 @@ class ExportMetadata:
                 dataset=strings.get("dataset", ""),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: damaged TASeg export metadata ({type(exc).__name__}: {exc})") from exc
+            raise InputError(f"{path}: damaged TASeg export metadata ({type(exc).__name__}: {exc})") from exc
 
 
 def sidecar_path(engine: str | Path) -> Path:
@@ -99,7 +100,7 @@ def read_onnx_metadata(path: str | Path) -> ExportMetadata:
         # load_external_data=False: only the graph header is needed, not gigabytes of weights.
         proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types on garbage
-        raise ValueError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc})") from exc
+        raise InputError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc})") from exc
     return ExportMetadata.from_strings({p.key: p.value for p in proto.metadata_props}, path)
 
 
@@ -117,9 +118,9 @@ def read_openvino_metadata(model, path: str | Path) -> ExportMetadata:
 def read_tensorrt_metadata(engine: str | Path) -> ExportMetadata:
     sidecar = sidecar_path(engine)
     if not sidecar.is_file():
-        raise ValueError(f"{engine}: no metadata file {sidecar.name} beside the engine (write engines with `taseg export`)")
+        raise InputError(f"{engine}: no metadata file {sidecar.name} beside the engine (write engines with `taseg export`)")
     try:
         strings = json.loads(sidecar.read_text())
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{sidecar}: unreadable TASeg metadata ({exc})") from exc
+        raise InputError(f"{sidecar}: unreadable TASeg metadata ({exc})") from exc
     return ExportMetadata.from_strings(strings, engine)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from taseg_ros.errors import InputError
 from taseg_ros.runtime.base import Backend, require
 from taseg_ros.runtime.metadata import read_onnx_metadata
 
@@ -26,17 +27,17 @@ class OnnxRuntimeBackend(Backend):
         meta = read_onnx_metadata(self.path)
         device = device.split(":")[0].lower()
         if device not in PROVIDERS:
-            raise ValueError(f"onnxruntime device '{device}' is not one of {sorted(PROVIDERS)}")
+            raise InputError(f"onnxruntime device '{device}' is not one of {sorted(PROVIDERS)}")
         wanted = PROVIDERS[device]
         if wanted[0] not in ort.get_available_providers():
-            raise ValueError(
+            raise InputError(
                 f"{wanted[0]} is not available in this onnxruntime ({', '.join(ort.get_available_providers())}); "
                 "on an NVIDIA GPU install onnxruntime-gpu (pip install 'taseg_ros[gpu]')"
             )
         if precision == "fp16" and device == "tensorrt":
             options = {"trt_fp16_enable": True}
         elif precision != meta.precision:
-            raise ValueError(f"{self.path}: onnxruntime runs this file at {meta.precision}; precision '{precision}' is not available")
+            raise InputError(f"{self.path}: onnxruntime runs this file at {meta.precision}; precision '{precision}' is not available")
         else:
             options = {}
         providers = [(p, options) if p == "TensorrtExecutionProvider" else p for p in wanted]
@@ -46,7 +47,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(self.path), session_options, providers=providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
-            raise ValueError(f"{self.path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from exc
+            raise InputError(f"{self.path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from exc
         self.cfg, self.class_info, self.metadata = meta.cfg, meta.class_info, meta
         self.input_hw, self.frame_hw, self.batch = meta.input_hw, meta.frame_hw, meta.batch
         self.precision = precision

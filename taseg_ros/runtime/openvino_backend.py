@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from taseg_ros.errors import InputError
 from taseg_ros.runtime.base import Backend, require
 from taseg_ros.runtime.metadata import read_openvino_metadata
 
@@ -21,9 +22,9 @@ def check_ir_files(xml: Path) -> None:
     with open(xml, "rb") as handle:
         head = handle.read(4096)
     if b"<net" not in head:
-        raise ValueError(f"{xml}: not an OpenVINO IR (no <net> element; export with `taseg export --format openvino`)")
+        raise InputError(f"{xml}: not an OpenVINO IR (no <net> element; export with `taseg export --format openvino`)")
     if not xml.with_suffix(".bin").is_file():
-        raise ValueError(f"{xml}: its weights file {xml.with_suffix('.bin').name} is missing beside it")
+        raise InputError(f"{xml}: its weights file {xml.with_suffix('.bin').name} is missing beside it")
 
 
 class OpenVinoBackend(Backend):
@@ -34,9 +35,9 @@ class OpenVinoBackend(Backend):
         self.path = Path(path)
         ov_device = device.upper()
         if ov_device.split(".")[0] not in DEVICES:
-            raise ValueError(f"openvino device '{device}' is not one of {', '.join(DEVICES)} (e.g. GPU.0)")
+            raise InputError(f"openvino device '{device}' is not one of {', '.join(DEVICES)} (e.g. GPU.0)")
         if precision not in HINTS:
-            raise ValueError(f"precision '{precision}' is not one of {sorted(HINTS)}")
+            raise InputError(f"precision '{precision}' is not one of {sorted(HINTS)}")
         if self.path.suffix.lower() == ".xml":
             check_ir_files(self.path)
         core = ov.Core()
@@ -44,7 +45,7 @@ class OpenVinoBackend(Backend):
             model = core.read_model(str(self.path))
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses on garbage
             lines = [line for line in str(exc).splitlines() if line.strip() and "Exception from" not in line]
-            raise ValueError(f"{self.path}: OpenVINO cannot read it ({lines[-1] if lines else type(exc).__name__})") from exc
+            raise InputError(f"{self.path}: OpenVINO cannot read it ({lines[-1] if lines else type(exc).__name__})") from exc
         meta = read_openvino_metadata(model, self.path)
         config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads and ov_device == "CPU":
@@ -52,7 +53,7 @@ class OpenVinoBackend(Backend):
         try:
             self.compiled = core.compile_model(model, ov_device, config)
         except Exception as exc:  # noqa: BLE001
-            raise ValueError(f"{self.path}: OpenVINO cannot compile it for {ov_device} at {precision} ({exc})") from exc
+            raise InputError(f"{self.path}: OpenVINO cannot compile it for {ov_device} at {precision} ({exc})") from exc
         self.request = self.compiled.create_infer_request()
         self.cfg, self.class_info, self.metadata = meta.cfg, meta.class_info, meta
         self.input_hw, self.frame_hw, self.batch = meta.input_hw, meta.frame_hw, meta.batch

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from taseg_ros.errors import InputError
 from taseg_ros.runtime.base import Backend, require
 from taseg_ros.runtime.metadata import read_tensorrt_metadata
 
@@ -19,7 +20,7 @@ def _torch_dtype(trt, dtype) -> torch.dtype:
     if hasattr(trt, "bfloat16"):
         table[trt.bfloat16] = torch.bfloat16
     if dtype not in table:
-        raise ValueError(f"unsupported TensorRT tensor type {dtype}")
+        raise InputError(f"unsupported TensorRT tensor type {dtype}")
     return table[dtype]
 
 
@@ -30,10 +31,10 @@ class TensorRTBackend(Backend):
         self.path = Path(path)
         meta = read_tensorrt_metadata(self.path)
         if not torch.cuda.is_available():
-            raise ValueError(f"{self.path}: a TensorRT engine needs an NVIDIA GPU; CUDA is not available here")
+            raise InputError(f"{self.path}: a TensorRT engine needs an NVIDIA GPU; CUDA is not available here")
         trt = require("tensorrt", "gpu", self.name)
         if precision not in (None, meta.precision):
-            raise ValueError(f"{self.path}: this engine was built for {meta.precision}; precision '{precision}' needs another export")
+            raise InputError(f"{self.path}: this engine was built for {meta.precision}; precision '{precision}' needs another export")
         self.torch_device = torch.device(device if device.startswith("cuda") else "cuda")
         self._trt = trt
         self._logger = trt.Logger(trt.Logger.WARNING)
@@ -41,14 +42,14 @@ class TensorRTBackend(Backend):
         with torch.cuda.device(self.torch_device):
             self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
             if self.engine is None:
-                raise ValueError(f"{self.path}: TensorRT cannot deserialise it (corrupt, or built by another TensorRT version/GPU)")
+                raise InputError(f"{self.path}: TensorRT cannot deserialise it (corrupt, or built by another TensorRT version/GPU)")
             self.context = self.engine.create_execution_context()
         self.io = {}
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
             self.io[name] = (tuple(self.engine.get_tensor_shape(name)), _torch_dtype(trt, self.engine.get_tensor_dtype(name)))
         if set(self.io) != {"rgb", "thermal", "logits"}:
-            raise ValueError(f"{self.path}: engine tensors {sorted(self.io)} are not TASeg's rgb/thermal/logits")
+            raise InputError(f"{self.path}: engine tensors {sorted(self.io)} are not TASeg's rgb/thermal/logits")
         self.cfg, self.class_info, self.metadata = meta.cfg, meta.class_info, meta
         self.input_hw, self.frame_hw, self.batch = meta.input_hw, meta.frame_hw, meta.batch
         self.precision = meta.precision

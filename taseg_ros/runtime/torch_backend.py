@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from taseg_ros.errors import InputError
 from taseg_ros.model.lora import merge_lora
 from taseg_ros.model.taseg import TASeg
 from taseg_ros.runtime.base import Backend
@@ -23,16 +24,16 @@ class TorchBackend(Backend):
         compile: bool = False,
     ) -> None:
         if precision not in DTYPES:
-            raise ValueError(f"precision '{precision}' is not one of {sorted(DTYPES)}")
+            raise InputError(f"precision '{precision}' is not one of {sorted(DTYPES)}")
         try:
             device = torch.device(device)
         except RuntimeError:
-            raise ValueError(f"device '{device}': PyTorch runs on cpu, cuda or cuda:N (gpu/npu are OpenVINO devices, "
+            raise InputError(f"device '{device}': PyTorch runs on cpu, cuda or cuda:N (gpu/npu are OpenVINO devices, "
                              "tensorrt an ONNX Runtime provider)") from None
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but CUDA is not available on this machine")
+            raise InputError("device 'cuda' requested but CUDA is not available on this machine")
         if device.type == "cpu" and precision == "fp16":
-            raise ValueError("fp16 is not supported on the CPU; use fp32 or bf16")
+            raise InputError("fp16 is not supported on the CPU; use fp32 or bf16")
         self.model = model.to(device).eval()
         if merge:  # same function, plain SAM Linears: LoRA costs nothing at inference
             merge_lora(self.model)

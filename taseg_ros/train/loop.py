@@ -30,6 +30,7 @@ from tqdm import tqdm
 from taseg_ros.datasets import IGNORE_INDEX, build_dataset
 from taseg_ros.datasets.transforms import train_transform
 from taseg_ros.devices import resolve_device
+from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.evaluation.run import evaluate
 from taseg_ros.inference import PRECISIONS
 from taseg_ros.model.checkpoint import init_checkpoint, load_checkpoint, save_checkpoint
@@ -59,7 +60,7 @@ def start_runtime(device_choice: str) -> Runtime:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = resolve_device(device_choice) == "cuda"
     if device_choice == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device is 'cuda' but CUDA is not available")
+        raise InputError("train.device is 'cuda' but CUDA is not available")
     if world_size > 1:
         if not dist.is_initialized():
             # Validation runs on all ranks, but a slow one must not trip NCCL's watchdog.
@@ -308,7 +309,7 @@ class Trainer:
         self.train_set = build_dataset(d.dataset, d.root, d.train_split, transform, seed=t.seed)
         self.val_set = build_dataset(d.dataset, d.root, d.val_split)
         if len(self.train_set) < t.batch_size:
-            raise ValueError(f"{d.root}: split '{d.train_split}' has {len(self.train_set)} samples, fewer than train.batch_size {t.batch_size}")
+            raise InputError(f"{d.root}: split '{d.train_split}' has {len(self.train_set)} samples, fewer than train.batch_size {t.batch_size}")
         self.samples = AugmentedSamples(self.train_set, d.blank_thermal)
 
     def build_model(self) -> None:
@@ -316,7 +317,7 @@ class Trainer:
         model = initial_model(self.recipe, classes, self.output, self.runtime).to(self.runtime.device).train()
         if tuple(model.class_info.names) != tuple(classes.names):
             source = self.recipe.init_checkpoint or "the model"
-            raise ValueError(
+            raise InputError(
                 f"{source} predicts {len(model.class_info.names)} classes {list(model.class_info.names)}, the dataset "
                 f"{self.recipe.data.root} has {len(classes.names)}: {list(classes.names)}"
             )
@@ -340,12 +341,12 @@ class Trainer:
         if micro == "auto":
             micro = self.plan.largest_fitting
             if micro is None:
-                raise ValueError(f"train.micro_batch_size auto: not even micro-batch 1 fits\n{self.plan.table()}")
+                raise InputError(f"train.micro_batch_size auto: not even micro-batch 1 fits\n{self.plan.table()}")
             self.notes.append(f"micro_batch_size auto: {micro} (predicted peak {self.plan.predicted(micro) / GiB:.2f} GiB "
                               f"of {self.plan.usable / GiB:.2f} GiB usable)")
         accumulation, rest = divmod(per_process, micro) if per_process else (0, 1)
         if remainder or rest or accumulation < 1:
-            raise ValueError(
+            raise InputError(
                 f"train.batch_size {t.batch_size} must be a multiple of processes ({world}) x train.micro_batch_size ({micro})"
             )
         return micro, accumulation
@@ -362,7 +363,7 @@ class Trainer:
         if not resume:
             return 0, {"miou": -1.0, "step": -1}
         if not self.state_path.is_file():
-            raise FileNotFoundError(f"nothing to resume: {self.state_path} does not exist")
+            raise MissingInputError(f"nothing to resume: {self.state_path} does not exist")
         state = read_train_state(self.state_path)
         self.model.load_state_dict(state["model"], strict=False)
         self.optimizer.load_state_dict(state["optimizer"])

@@ -24,6 +24,8 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
+from taseg_ros.errors import InputError
+
 GiB = 1024**3
 # The share of a GPU's memory a plan may fill: the rest is the CUDA context, cuBLAS/cuDNN
 # workspaces and the caching allocator's fragmentation (21 GiB of a 24 GiB card).
@@ -281,7 +283,7 @@ def parse_memory(text: str) -> int:
     all mean 2**30 here: GPU vendors quote binary sizes under decimal names)."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(i?B)?\s*", str(text), re.IGNORECASE)
     if not match:
-        raise ValueError(f"--gpu-memory '{text}': expected a size such as 24GiB or 80G")
+        raise InputError(f"--gpu-memory '{text}': expected a size such as 24GiB or 80G")
     letter, suffix = match.group(2).upper(), match.group(3)
     unit = 1 if (not letter and suffix) else {"": GiB, "K": 1024, "M": 1024**2, "G": GiB, "T": 1024**4}[letter]
     return int(float(match.group(1)) * unit)

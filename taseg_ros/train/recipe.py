@@ -16,6 +16,7 @@ import yaml
 
 from taseg_ros.config_io import ConfigError, from_mapping, setting
 from taseg_ros.devices import PRECISIONS
+from taseg_ros.errors import MissingInputError
 from taseg_ros.resources import training_dir
 
 
@@ -108,7 +109,7 @@ def resolve_recipe_path(name_or_path: str | Path) -> Path:
     builtin = training_dir() / "recipes" / f"{name_or_path}.yaml"
     if builtin.is_file():
         return builtin
-    raise FileNotFoundError(
+    raise MissingInputError(
         f"training recipe not found: {name_or_path} (built-in: "
         + ", ".join(sorted(p.stem for p in (training_dir() / "recipes").glob("*.yaml")))
         + ")"
