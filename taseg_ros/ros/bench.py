@@ -67,14 +67,17 @@ def _pipeline_runs(pipeline, rgb_msg, thermal_msg, frames: int) -> list:
 def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int, device: str, precision: str) -> dict:
     """The node's per-frame pipeline without DDS: its own step timings, with thermal at the RGB size
     and at half size (the resize step), plus building the three output messages."""
+    from taseg_ros.bag.messages import image_message
     from taseg_ros.frame import STEPS, FramePipeline
     from taseg_ros.inference import Segmenter
 
     seg = Segmenter.from_checkpoint(checkpoint, device=device, precision=precision)
     rgb, thermal = _frames(height, width)
     pipeline = FramePipeline(seg)
-    full = _pipeline_runs(pipeline, _raw(rgb[:, :, ::-1].copy(), "bgr8"), _raw(thermal, "mono16"), frames)
-    half = _pipeline_runs(pipeline, _raw(rgb[:, :, ::-1].copy(), "bgr8"), _raw(thermal[::2, ::2].copy(), "mono16"), frames)
+    # rosbags Image messages: the codec is duck-typed, so this part needs no rclpy
+    bgr = image_message(0, "bench", rgb[:, :, ::-1].copy(), "bgr8")
+    full = _pipeline_runs(pipeline, bgr, image_message(0, "bench", thermal, "mono16"), frames)
+    half = _pipeline_runs(pipeline, bgr, image_message(0, "bench", thermal[::2, ::2].copy(), "mono16"), frames)
     steps = {step: [r.timings[step] for r in full] for step in STEPS}
     steps["thermal_from_half_size"] = [r.timings["thermal"] for r in half]
     try:
@@ -92,17 +95,6 @@ def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int
         pass
     seg.release()
     return {"model": summarize_ms(steps["inference"]), "steps": {k: summarize_ms(v) for k, v in steps.items()}}
-
-
-def _raw(array: np.ndarray, encoding: str):
-    """An object with sensor_msgs/Image fields (the codec is duck-typed), without rclpy."""
-    from types import SimpleNamespace
-
-    from taseg_ros.ros.image_codec import encode_image
-
-    fields = encode_image(array, encoding)
-    return SimpleNamespace(height=fields.height, width=fields.width, encoding=encoding, step=fields.step,
-                           is_bigendian=int(fields.is_bigendian), data=fields.data.tobytes())
 
 
 def bench_node(checkpoint: Path, height: int, width: int, frames: int, device: str, precision: str,
@@ -180,7 +172,11 @@ class _NodeBench:
     def run(self, rgb: np.ndarray, thermal: np.ndarray, frames: int) -> dict:
         from taseg_ros.ros.diagnostics import NodeStatistics
 
-        rgb_msg, thermal_msg = _image(rgb, "rgb8"), _image(thermal, "mono16")
+        from std_msgs.msg import Header
+
+        from taseg_ros.ros.node import _image_msg
+
+        rgb_msg, thermal_msg = _image_msg(Header(), rgb, "rgb8"), _image_msg(Header(), thermal, "mono16")
         for i in range(frames + self.WARMUP):
             if i == self.WARMUP:
                 self.node.stats = NodeStatistics()  # drop the warm-up frames from the statistics
@@ -220,17 +216,6 @@ class _NodeBench:
         self.node.destroy_node()
         self.probe.destroy_node()
         rclpy.shutdown(context=self.context)
-
-
-def _image(array: np.ndarray, encoding: str):
-    from sensor_msgs.msg import Image
-
-    from taseg_ros.ros.image_codec import encode_image
-
-    fields = encode_image(array, encoding)
-    msg = Image(height=fields.height, width=fields.width, encoding=encoding, step=fields.step)
-    msg.data = fields.data.tobytes()
-    return msg
 
 
 def main(argv: list[str] | None = None) -> int:
