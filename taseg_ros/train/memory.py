@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
+from taseg_ros.devices import resolve_device
 from taseg_ros.errors import InputError
 
 GiB = 1024**3
@@ -441,7 +442,8 @@ def plan_report(recipe, gpu_memory: str | None = None, time_step: bool = True) -
 
 def _timed_step_line(recipe, cfg, num_classes: int, micro: int, plan: MemoryPlan) -> str:
     t = recipe.train
-    device = "cuda" if torch.cuda.is_available() and t.device != "cpu" else "cpu"
+    # the recipe's device where it exists; a plan made on a machine without CUDA times on the CPU
+    device = resolve_device(t.device) if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         size = sum(p.numel() for p in shape_only_model(cfg, num_classes, "meta", torch.float32)[0].parameters())
         if size > CPU_TIMING_MAX_PARAMS:
