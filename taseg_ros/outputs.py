@@ -26,6 +26,18 @@ Inputs = Union[Mapping[str, PathLike], Iterable[PathLike], None]
 FORCE_HELP = "replace an existing output file, or write into a non-empty output folder (replacing files of the same name)"
 
 
+def write_text_atomic(path: PathLike, text: str) -> None:
+    """Replace a small text file in one step (temporary sibling + rename): a reader or a killed run
+    sees the old file or the new one, never half of it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _absolute(path: PathLike) -> Path:
     """Absolute, symlinks resolved where they exist (so `a/../b` and links compare equal)."""
     return Path(os.path.realpath(os.path.expanduser(str(path))))

@@ -37,6 +37,7 @@ from taseg_ros.bag.reader import Bag, BagError, open_bag
 from taseg_ros.bag.topics import resolve_image_topics
 from taseg_ros.classes import ClassInfo, load_classes
 from taseg_ros.errors import InputError
+from taseg_ros.outputs import write_text_atomic
 from taseg_ros.ros.pairing import NS_PER_S, Pair
 
 
@@ -67,9 +68,7 @@ def _read_ids(path: Path) -> list[str]:
 
 
 def _write_ids(path: Path, ids: list[str]) -> None:
-    tmp = path.with_suffix(".txt.tmp")
-    tmp.write_text("".join(f"{i}\n" for i in ids))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(f"{i}\n" for i in ids))
 
 
 def _classes_file(out: Path, classes: str | Path | ClassInfo | None) -> str:

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from taseg_ros.errors import TasegError
-from taseg_ros.outputs import check_creatable, check_not_overlapping
+from taseg_ros.outputs import check_creatable, check_not_overlapping, write_text_atomic
 
 STATE_FILE = "train_state.pt"
 RECIPE_FILE = "recipe.json"
@@ -165,9 +165,7 @@ def record_recipe_change(output: Path, recorded: dict, recipe: dict, step: int, 
         "recipe": json.loads(json.dumps(recipe)),
         "changes": {k: {"from": old, "to": new} for k, (old, new) in changes.items()},
     })
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(history, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(history, indent=2) + "\n")
 
 
 def drop_replayed_log_rows(path, resumed_step: int) -> int:
@@ -183,7 +181,5 @@ def drop_replayed_log_rows(path, resumed_step: int) -> int:
         return 0
     buffer = io.StringIO(newline="")
     csv.writer(buffer).writerows(header + kept)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(buffer.getvalue())
-    os.replace(tmp, path)
+    write_text_atomic(path, buffer.getvalue())
     return len(body) - len(kept)
