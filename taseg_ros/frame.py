@@ -52,9 +52,12 @@ class ThermalPreparation:
     Normalises before any resize or warp (so statistics come from the camera's own pixels), counts
     non-finite pixels, and says once that frames are being resized or warped."""
 
-    def __init__(self, norm: ThermalNormalization | None = None, homography: np.ndarray | None = None) -> None:
+    def __init__(
+        self, norm: ThermalNormalization | None = None, homography: np.ndarray | None = None,
+        aligner: ThermalAligner | None = None,
+    ) -> None:
         self.norm = norm or ThermalNormalization()
-        self.aligner = ThermalAligner(homography)
+        self.aligner = aligner or ThermalAligner(homography)
 
     def __call__(self, thermal: np.ndarray, rgb_hw: tuple[int, int]) -> tuple[np.ndarray, list[FrameNote]]:
         notes = []
@@ -96,16 +99,22 @@ class FramePipeline:
 
     def __init__(self, segmenter: Any, settings: FrameSettings | None = None) -> None:
         self.segmenter = segmenter
-        self.settings = settings or FrameSettings()
-        self.thermal = ThermalPreparation(self.settings.thermal_norm, self.settings.homography)
+        settings = settings or FrameSettings()
+        # (settings, thermal preparation), replaced as one: a frame in flight in another thread sees
+        # the old pair or the new one, never a mix (the node applies `ros2 param set` this way).
+        self._current = (settings, ThermalPreparation(settings.thermal_norm, settings.homography))
+
+    @property
+    def settings(self) -> FrameSettings:
+        return self._current[0]
 
     def update(self, settings: FrameSettings) -> None:
         """New settings for the next frame (``ros2 param set``); the once-only notes start over
         only when the registration changes."""
-        if not _same_matrix(settings.homography, self.settings.homography):
-            self.thermal = ThermalPreparation(settings.thermal_norm, settings.homography)
-        self.thermal.norm = settings.thermal_norm
-        self.settings = settings
+        old_settings, old_thermal = self._current
+        same_registration = _same_matrix(settings.homography, old_settings.homography)
+        aligner = old_thermal.aligner if same_registration else None
+        self._current = (settings, ThermalPreparation(settings.thermal_norm, settings.homography, aligner))
 
     def process_messages(self, rgb_msg: Any, thermal_msg: Any, outputs: Iterable[str] = RENDERED_OUTPUTS) -> FrameResult:
         """Decode both messages, then ``process``; a message that cannot be decoded skips the pair."""
@@ -126,10 +135,11 @@ class FramePipeline:
     ) -> FrameResult:
         """Decoded rgb (H, W, 3) uint8 and raw thermal (any size and dtype) -> labels and the
         requested ``outputs``."""
+        settings, prepare_thermal = self._current
         result = FrameResult(rgb=rgb, timings={"decode": decode_s})
         start = time.perf_counter()
         try:
-            thermal01, result.notes = self.thermal(thermal, rgb.shape[:2])
+            thermal01, result.notes = prepare_thermal(thermal, rgb.shape[:2])
         except ValueError as exc:  # e.g. a homography that warps this frame size out of view
             result.error = FrameNote("bad_thermal", "thermal", f"{exc}; pair skipped")
             return result
@@ -142,20 +152,20 @@ class FramePipeline:
             return result
         inferred = time.perf_counter()
         result.labels, result.confidence = prediction.labels, prediction.confidence
-        self._render(result, set(outputs))
+        self._render(result, set(outputs), settings.overlay_alpha)
         done = time.perf_counter()
         result.timings.update(thermal=prepared - start, inference=inferred - prepared, render=done - inferred)
         result.timings["total"] = sum(result.timings[step] for step in STEPS)
         return result
 
-    def _render(self, result: FrameResult, outputs: set[str]) -> None:
+    def _render(self, result: FrameResult, outputs: set[str], alpha: float) -> None:
         unknown = outputs - set(RENDERED_OUTPUTS)
         if unknown:
             raise InputError(f"unknown outputs {sorted(unknown)}; choose from {RENDERED_OUTPUTS}")
         if outputs & {"colorized", "overlay"}:
             result.colorized = colorize(result.labels, self.segmenter.class_info.palette)
             if "overlay" in outputs:
-                result.overlay = overlay(result.rgb, result.colorized, self.settings.overlay_alpha)
+                result.overlay = overlay(result.rgb, result.colorized, alpha)
 
 
 def _same_matrix(a: np.ndarray | None, b: np.ndarray | None) -> bool:
