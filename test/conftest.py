@@ -33,3 +33,23 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
         init_checkpoint("tiny", "mfnet", path, seed=0)
     return path
 
+
+
+@pytest.fixture(scope="session")
+def thermal_checkpoint(tmp_path_factory, tiny_checkpoint) -> Path:
+    """The tiny checkpoint with every trainable tensor perturbed, as after training: its labels depend
+    on the thermal input (a fresh model's last DFFM conv and LoRA B are zero, so thermal changes nothing)."""
+    import torch
+
+    from taseg_ros.model.checkpoint import load_checkpoint, save_checkpoint
+
+    model = load_checkpoint(tiny_checkpoint)
+    generator = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.2 * torch.randn(param.shape, generator=generator))
+        model.mask_decoder.head.bias.zero_()  # else one class's bias wins every pixel of the random features
+    path = tmp_path_factory.mktemp("thermal_ckpt") / "tiny_thermal.safetensors"
+    save_checkpoint(model, path)
+    return path

@@ -38,7 +38,7 @@ from taseg_ros.bag.stop import stop_on_sigint
 from taseg_ros.bag.labels import stamp_id
 from taseg_ros.cli import bag as bag_cli
 from taseg_ros.evaluation.metrics import ConfusionMatrix
-from taseg_ros.ros.pairing import Pair
+from taseg_ros.frames.pairing import Pair
 
 REPO = Path(__file__).resolve().parents[1]
 DROP_RGB = (5, 17)
@@ -97,7 +97,7 @@ def run_cli(*argv) -> tuple[int, str, str]:
 
 
 def predict_like_node(segmenter, rgb, thermal):
-    from taseg_ros.preprocessing import ThermalNormalization, normalize_thermal
+    from taseg_ros.frames.thermal import ThermalNormalization, normalize_thermal
 
     return segmenter.predict(
         rgb, normalize_thermal(thermal), thermal_norm=ThermalNormalization("fixed", 0.0, 1.0)
@@ -232,7 +232,7 @@ def test_ambiguous_image_topics_ask_for_the_options(tmp_path):
 
 def test_extract_writes_the_folder_dataset(compressed_bag, tmp_path):
     from taseg_ros.datasets import build_dataset
-    from taseg_ros.datasets.io import read_image
+    from taseg_ros.frames.files import read_image
 
     out = tmp_path / "mine"
     code, text, err = run_cli("extract", compressed_bag.path, "-o", out, "--label-topic", "/labels")
@@ -272,14 +272,20 @@ def test_extract_writes_the_folder_dataset(compressed_bag, tmp_path):
     assert {p.name: p.read_text() for p in out.glob("*.txt")} == before
 
 
-def test_extract_every_and_hz_thin_the_pairs(raw_bag, tmp_path):
-    from taseg_ros.bag.extract import extract_pairs
+def extract(bag, out, **options):
+    """`taseg bag extract` through its library entry point."""
+    from taseg_ros.bag.extract import ExtractSettings, extract_pairs
+    from taseg_ros.bag.pairs import PairSource
 
+    return extract_pairs(ExtractSettings(PairSource(bag), out, **options))
+
+
+def test_extract_every_and_hz_thin_the_pairs(raw_bag, tmp_path):
     all_ids = [stamp_id(f.rgb_stamp_ns) for f in raw_bag.paired_frames]
-    every = extract_pairs(raw_bag.path, tmp_path / "every", every=3, val_fraction=0)
+    every = extract(raw_bag.path, tmp_path / "every", every=3, val_fraction=0)
     assert every.written == all_ids[::3]
     assert not (tmp_path / "every" / "val.txt").exists()
-    hz = extract_pairs(raw_bag.path, tmp_path / "hz", hz=2.5, prefix="run1_")
+    hz = extract(raw_bag.path, tmp_path / "hz", hz=2.5, prefix="run1_")
     stamps = np.array([f.rgb_stamp_ns for f in raw_bag.paired_frames])
     kept = np.array([int(i.split("_")[1]) * 10**9 + int(i.split("_")[2]) for i in hz.written])
     assert all(i.startswith("run1_") for i in hz.written) and set(kept) <= set(stamps)
@@ -287,29 +293,43 @@ def test_extract_every_and_hz_thin_the_pairs(raw_bag, tmp_path):
     assert gaps.min() >= 0.9 / 2.5 and gaps.max() < 0.65
     assert 8 <= len(kept) <= 11  # ~4 s at 2.5 Hz
     # a second recording adds to the folder
-    extract_pairs(raw_bag.path, tmp_path / "hz", every=10, prefix="run2_", val_fraction=0)
+    extract(raw_bag.path, tmp_path / "hz", every=10, prefix="run2_", val_fraction=0)
     listed = (tmp_path / "hz" / "train.txt").read_text().split() + (tmp_path / "hz" / "val.txt").read_text().split()
     assert len(listed) == len(set(listed)) == len(hz.written) + 4
 
 
 
-def test_extract_warps_thermal_by_the_homography_and_notes_it_once(raw_bag, tmp_path):
-    from taseg_ros.bag.extract import extract_pairs
-    from taseg_ros.datasets.io import read_image
+def test_extract_keeps_raw_thermal_and_records_the_homography_for_the_loader(raw_bag, tmp_path):
+    """The thermal files stay as the camera sent them; classes.yaml records the homography, and the
+    loader applies it after normalising, as the node does (the full parity suite: test_parity.py)."""
+    import yaml
+
+    from taseg_ros.datasets import build_dataset
+    from taseg_ros.frames.files import read_image
+    from taseg_ros.frames.thermal import normalize_thermal
 
     shift = np.array([[1.0, 0, 2], [0, 1.0, 0], [0, 0, 1]])  # thermal px (x, y) -> RGB px (x + 2, y)
-    result = extract_pairs(raw_bag.path, tmp_path / "warped", every=5, val_fraction=0, homography=shift)
+    result = extract(raw_bag.path, tmp_path / "warped", every=5, val_fraction=0, homography=shift)
     assert len(result.written) > 3
-    warp_notes = [note for note in result.notes if note.startswith("thermal frames")]
-    assert warp_notes == ["thermal frames (64x48) are warped by the thermal homography to the RGB frame (64x48)"]
-    for frame in raw_bag.paired_frames[::5]:
+    notes = [note for note in result.notes if note.startswith("thermal frames")]
+    assert notes == ["thermal frames (64x48) written at the camera's own size; the loader normalises them and "
+                     "then they are warped by the recorded --thermal-homography onto the RGB grid, as the node does"]
+    recorded = yaml.safe_load((tmp_path / "warped" / "classes.yaml").read_text())["thermal"]
+    assert recorded == {"normalization": {"mode": "auto", "low": 0.0, "high": 255.0, "percentiles": [1.0, 99.0]},
+                        "homography": [1.0, 0.0, 2.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]}
+    dataset = build_dataset("folder", tmp_path / "warped", "train")
+    for index, frame in enumerate(raw_bag.paired_frames[::5]):
         thermal = read_image(tmp_path / "warped" / "thermal" / f"{stamp_id(frame.rgb_stamp_ns)}.png")
-        recorded = frame.source.thermal  # this recording's thermal topic is mono8
-        assert np.array_equal(thermal[:, 2:], recorded[:, :-2]) and not thermal[:, :2].any()
+        assert np.array_equal(thermal, frame.source.thermal)  # this recording's thermal topic is mono8
+        loaded = dataset[index]["thermal"]
+        assert np.array_equal(loaded[:, 2:], normalize_thermal(thermal)[:, :-2]) and not loaded[:, :2].any()
+    # more frames join the folder only with the same preparation
+    with pytest.raises(ValueError, match="records the thermal preparation .* homography \\[1 0 2 0 1 0 0 0 1\\]"):
+        extract(raw_bag.path, tmp_path / "warped", every=7, val_fraction=0)
+
 
 def test_extract_real_msrs_pairs(samples_dir, tmp_path):
-    from taseg_ros.bag.extract import extract_pairs
-    from taseg_ros.datasets.io import read_image
+    from taseg_ros.frames.files import read_image
 
     frames = msrs_frames(samples_dir / "msrs")  # 20 real 640x480 pairs
     rec = write_rgbt_bag(
@@ -317,7 +337,7 @@ def test_extract_real_msrs_pairs(samples_dir, tmp_path):
     )
     code, out, _ = run_cli("info", rec.path)
     assert code == 0 and f"(the node's pairing): {len(frames) - 3}" in out and "640x480" in out
-    result = extract_pairs(rec.path, tmp_path / "ds")
+    result = extract(rec.path, tmp_path / "ds")
     assert len(result.written) == len(frames) - 3 == rec.expected_pairs
     for f in rec.paired_frames:
         thermal = read_image(tmp_path / "ds" / "thermal" / f"{stamp_id(f.rgb_stamp_ns)}.png")
@@ -371,10 +391,10 @@ def test_eval_with_perfect_labels_scores_one(compressed_bag, segmenter, tmp_path
     """Labels folder named by stamp (as extraction names files) holding the model's own predictions
     on the decoded frames: every pair matched, mIoU exactly 1."""
     from taseg_ros.bag.evaluate import evaluate_bag
-    from taseg_ros.datasets.io import write_image
-    from taseg_ros.ros.image_codec import decode_rgb, decode_thermal
+    from taseg_ros.frames.files import write_image
+    from taseg_ros.frames.codec import decode_rgb, decode_thermal
 
-    from taseg_ros.ros.pairing import stamp_to_ns
+    from taseg_ros.frames.pairing import stamp_to_ns
 
     labels = tmp_path / "labels"
     with open_bag(compressed_bag.path) as bag:
@@ -409,7 +429,7 @@ def test_eval_realtime_mode_follows_the_newest_pair_wins_policy(raw_bag, segment
 
 def test_eval_on_real_msrs_frames(samples_dir, segmenter, tmp_path):
     from taseg_ros.bag.evaluate import evaluate_bag
-    from taseg_ros.datasets.io import write_image
+    from taseg_ros.frames.files import write_image
 
     frames = msrs_frames(samples_dir / "msrs", limit=8, size=(120, 160))
     rec = write_rgbt_bag(tmp_path / "msrs", frames, storage="sqlite3", drop_thermal=[2], seed=5)
@@ -492,7 +512,7 @@ def test_ctrl_c_on_the_command_line(tmp_path, tiny_checkpoint):
 
 def test_eval_errors(raw_bag, segmenter, tmp_path):
     from taseg_ros.bag.evaluate import evaluate_bag
-    from taseg_ros.datasets.io import write_image
+    from taseg_ros.frames.files import write_image
 
     labels = tmp_path / "labels"
     first = raw_bag.paired_frames[0]
@@ -701,8 +721,8 @@ def test_extract_and_eval_count_nan_thermal_frames(tmp_path, segmenter):
     assert "3 thermal frames hold NaN/inf pixels (2 without one finite pixel)" in out
     assert len(list((tmp_path / "ds" / "thermal").glob("*.tiff"))) == 10
     result = evaluate_bag(rec, segmenter)
-    assert result.processed == 10 and result.note_counts["nonfinite_thermal"] == 3
-    assert any("64 of 64 pixels are NaN/inf" in note for note in result.notes)
+    assert result.processed == 10 and result.note_counts == {"nonfinite_thermal": 1, "blank_thermal": 2}
+    assert any("no finite thermal pixel (all 64 are NaN/inf)" in note for note in result.notes)
 
 
 def test_eval_refuses_a_namespace_ros_rejects(raw_bag, tiny_checkpoint, tmp_path):
@@ -823,7 +843,7 @@ def test_documented_workflow_runs_as_written(tmp_path, tiny_checkpoint, monkeypa
     shutil.copy(tiny_checkpoint, tmp_path / "runs" / "own_data" / "best.safetensors")
 
     def label_everything(folder: str, rec) -> None:  # the "label" step, done by a person in reality
-        from taseg_ros.datasets.io import write_image
+        from taseg_ros.frames.files import write_image
 
         for f in rec.paired_frames:
             if (Path(folder) / "rgb" / f"{stamp_id(f.rgb_stamp_ns)}.png").is_file():

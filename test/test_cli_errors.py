@@ -171,7 +171,7 @@ CASES = [
     Case("bag-extract-homography-h33-zero", HOMOGRAPHY + " 1 0 0 0 1 0 0 0 0", r"--thermal-homography: .*h33 is 0", needs_bag=True),
     Case("bag-extract-homography-singular", HOMOGRAPHY + " 1 2 3 2 4 6 0 0 1", r"--thermal-homography: .*not invertible", needs_bag=True),
     Case("bag-extract-homography-out-of-frame", HOMOGRAPHY + " 1 0 100000 0 1 0 0 0 1",
-         r"thermal homography: maps the .* thermal frame onto 0% of the", needs_bag=True),
+         r"--thermal-homography: maps the .* thermal frame onto 0% of the", needs_bag=True),
     # 1, 7 and the namespace, for the bag tools: an output never is or overlaps the recording (even with
     # --force); outputs under a file; --max-pairs 0; a namespace ROS rejects (more in test_bag.py)
     Case("bag-eval-output-bag-is-the-recording", "bag eval {bag} --checkpoint {ckpt} -o {w}/ev --output-bag {bag} --force",
@@ -240,7 +240,7 @@ def test_force_replaces_a_file_and_writes_into_a_folder(tmp_path, tiny_checkpoin
                             "--thermal", str(w / "thermal.png"), "-o", str(w / "full"), "--force"], capsys)
     assert code == 0, err
     assert (w / "full" / "keep.txt").read_text() == "the user's report\n"  # written into, not emptied
-    assert (w / "full" / "ids" / "rgb.png").is_file()
+    assert (w / "full" / "labels" / "rgb.png").is_file()
 
 
 def test_failed_run_removes_only_what_it_added(tmp_path):
@@ -290,7 +290,7 @@ def test_constant_alpha_is_refused_but_mfnet_alpha_thermal_is_used(tmp_path, tin
     code, _, err = run_cli(["predict", "--checkpoint", str(tiny_checkpoint), "--rgb", str(tmp_path / "mfnet.png"),
                             "-o", str(tmp_path / "out")], capsys)
     assert code == 0, err
-    assert (tmp_path / "out" / "ids" / "mfnet.png").is_file()
+    assert (tmp_path / "out" / "labels" / "mfnet.png").is_file()
 
 
 def test_all_nan_thermal_is_warned_and_counted_by_predict_and_eval(tmp_path, tiny_checkpoint, data, capsys):
@@ -317,7 +317,7 @@ def test_all_nan_thermal_is_warned_and_counted_by_predict_and_eval(tmp_path, tin
 
 
 def test_homography_validation_names_the_reason():
-    from taseg_ros.preprocessing import ThermalAligner, validate_homography
+    from taseg_ros.frames.thermal import ThermalAligner, validate_homography
     from taseg_ros.ros.params import NodeParams
 
     identity = [1, 0, 0, 0, 1, 0, 0, 0, 1]
@@ -411,7 +411,8 @@ def test_every_command_that_writes_states_the_overwrite_policy_in_its_help(comma
 
 def test_the_frame_pipeline_skips_a_pair_a_homography_warps_out_of_view():
     """The node and bag eval: the pair is skipped with the reason (a per-kind note), not warped to black."""
-    from taseg_ros.frame import FramePipeline, FrameSettings
+    from taseg_ros.inference.pipeline import FramePipeline
+    from taseg_ros.frames.settings import FrameSettings
 
     pipeline = FramePipeline(None, FrameSettings(homography=np.array([[1, 0, 5000], [0, 1, 0], [0, 0, 1.0]])))
     result = pipeline.process(np.zeros((48, 64, 3), np.uint8), np.zeros((48, 64), np.uint16))

@@ -15,7 +15,7 @@ from taseg_ros.datasets.config import load_dataset_config
 from taseg_ros.devices import PRECISIONS, resolve_device
 from taseg_ros.errors import TasegError
 from taseg_ros.model.config import get_config
-from taseg_ros.preprocessing import THERMAL_MODES, ThermalNormalization
+from taseg_ros.frames.thermal import THERMAL_MODES, ThermalNormalization
 from taseg_ros.ros.params import NodeParams
 from taseg_ros.train.recipe import load_recipe
 

@@ -320,14 +320,22 @@ def test_error_missing_label_file_names_it(mf_root):
 
 
 def test_thermal_of_another_size_is_resized_with_a_warning_as_predict_does(mf_root):
-    """One behaviour for `taseg eval`/training and `taseg predict` (issue 14): resize, and say so."""
-    from taseg_ros.errors import InputWarning
+    """One behaviour for `taseg eval`/training, `taseg predict` and the node: normalise the file's own
+    pixels, resize onto the RGB grid, and say so once (frames.thermal.ThermalPreparation)."""
+    import warnings
 
-    cv2.imwrite(str(mf_root / "Modal" / "00001D.png"), np.full((6, 8), 200, np.uint8))
+    from taseg_ros.errors import InputWarning
+    from taseg_ros.frames.thermal import align_thermal, normalize_thermal
+
+    small = np.random.default_rng(0).integers(0, 256, (6, 8), dtype=np.uint8)
+    cv2.imwrite(str(mf_root / "Modal" / "00001D.png"), small)
     ds = build_dataset("mfnet", mf_root, "train")
-    with pytest.warns(InputWarning, match=r"Modal/00001D\.png: thermal is 8x6, RGB is 16x12; resizing"):
+    with pytest.warns(InputWarning, match=r"Modal/00001D\.png: thermal frames \(8x6\) are resized to the RGB frame \(16x12\)"):
         sample = ds[0]
-    assert sample["thermal"].shape == sample["rgb"].shape[:2]
+    np.testing.assert_array_equal(sample["thermal"], align_thermal(normalize_thermal(small), (12, 16)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once per dataset, not once per sample
+        ds[0]
 
 
 def test_error_label_size_mismatch_names_files(mf_root):

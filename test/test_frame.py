@@ -6,10 +6,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from taseg_ros.frame import STEPS, FramePipeline, FrameSettings, ThermalPreparation
+from taseg_ros.frames.settings import STEPS
+from taseg_ros.inference.pipeline import FramePipeline
+from taseg_ros.frames.settings import FrameSettings
+from taseg_ros.frames.thermal import ThermalPreparation
 from taseg_ros.inference import Segmenter
-from taseg_ros.preprocessing import ThermalNormalization, colorize, normalize_thermal, overlay, resize_thermal_to
-from taseg_ros.ros.image_codec import encode_image
+from taseg_ros.frames.thermal import ThermalNormalization, align_thermal, normalize_thermal
+from taseg_ros.frames.render import colorize, overlay
+from taseg_ros.frames.codec import encode_image
 
 
 def raw(array: np.ndarray, encoding: str):
@@ -37,7 +41,7 @@ def test_pipeline_equals_the_steps_done_by_hand(segmenter):
     result = FramePipeline(segmenter, settings).process_messages(raw(rgb, "rgb8"), raw(thermal, "mono16"))
     assert result.ok and set(result.timings) == {*STEPS, "total"}
     assert result.timings["total"] == pytest.approx(sum(result.timings[s] for s in STEPS))
-    thermal01 = resize_thermal_to(normalize_thermal(thermal, settings.thermal_norm), rgb.shape[:2])
+    thermal01 = align_thermal(normalize_thermal(thermal, settings.thermal_norm), rgb.shape[:2])
     expected = segmenter.predict(rgb, thermal01, ThermalNormalization("fixed", 0.0, 1.0))
     np.testing.assert_array_equal(result.labels, expected.labels)
     np.testing.assert_array_equal(result.colorized, colorize(expected.labels, segmenter.class_info.palette))
@@ -99,4 +103,4 @@ def test_a_model_failure_skips_the_pair(segmenter, monkeypatch):
 
 def test_thermal_preparation_keeps_all_nan_frames_finite():
     thermal01, notes = ThermalPreparation()(np.full((4, 6), np.nan, np.float32), (4, 6))
-    assert np.all(thermal01 == 0.0) and [n.kind for n in notes] == ["nonfinite_thermal"]
+    assert np.all(thermal01 == 0.0) and [n.kind for n in notes] == ["blank_thermal"]

@@ -10,7 +10,7 @@ import pytest
 
 from taseg_ros.cli import main
 from taseg_ros.inference import Segmenter
-from taseg_ros.preprocessing import ThermalNormalization
+from taseg_ros.frames.thermal import ThermalNormalization
 
 
 def test_api_on_a_real_mfnet_frame(tiny_checkpoint, samples_dir):

@@ -14,17 +14,11 @@ import numpy as np
 import pytest
 import yaml
 
-from taseg_ros.preprocessing import ThermalAligner, ThermalNormalization, colorize, overlay
+from taseg_ros.frames.thermal import ThermalAligner, ThermalNormalization
+from taseg_ros.frames.render import colorize, overlay
 from taseg_ros.ros.diagnostics import OK, WARN, NodeStatistics, build_report
-from taseg_ros.ros.image_codec import (
-    ImageDecodeError,
-    check_image_fields,
-    decode_rgb,
-    decode_thermal,
-    encode_image,
-    image_to_array,
-)
-from taseg_ros.ros.pairing import LatestSlot, StampPairer, stamp_to_ns
+from taseg_ros.frames.codec import ImageDecodeError, check_image_fields, decode_rgb, decode_thermal, encode_image, image_to_array
+from taseg_ros.frames.pairing import LatestSlot, StampPairer, stamp_to_ns
 from taseg_ros.ros.params import NodeParams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -434,7 +428,8 @@ def test_ros_free_modules_do_not_import_rclpy():
     import subprocess
 
     code = (
-        "import sys; import taseg_ros.ros.pairing, taseg_ros.ros.image_codec, taseg_ros.ros.diagnostics, "
+        "import sys; import taseg_ros.frames.pairing, taseg_ros.frames.codec, taseg_ros.frames.thermal, "
+        "taseg_ros.frames.render, taseg_ros.frames.files, taseg_ros.frames.settings, taseg_ros.ros.diagnostics, "
         "taseg_ros.ros.params; bad = [m for m in sys.modules if m.split('.')[0] in "
         "('rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'torch')]; print(bad); sys.exit(1 if bad else 0)"
     )

@@ -32,8 +32,8 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import String  # noqa: E402
 
-from taseg_ros.preprocessing import ThermalNormalization, normalize_thermal, resize_thermal_to  # noqa: E402
-from taseg_ros.ros.image_codec import image_to_array  # noqa: E402
+from taseg_ros.frames.thermal import ThermalNormalization, align_thermal, normalize_thermal  # noqa: E402
+from taseg_ros.frames.codec import image_to_array  # noqa: E402
 from taseg_ros.ros.node import TASegNode, spin_resiliently  # noqa: E402
 from taseg_ros.ros.params import NodeParams  # noqa: E402
 
@@ -265,7 +265,7 @@ def test_paired_frames_produce_all_outputs(start_node, checkpoint):
     from taseg_ros.inference import Segmenter
 
     seg = Segmenter.from_checkpoint(checkpoint)
-    thermal01 = resize_thermal_to(normalize_thermal(thermal, ThermalNormalization()), (120, 160))
+    thermal01 = align_thermal(normalize_thermal(thermal, ThermalNormalization()), (120, 160))
     expected = seg.predict(rgb, thermal01, thermal_norm=ThermalNormalization("fixed", 0.0, 1.0))
     labels = image_to_array(outputs["labels"])
     assert np.array_equal(labels, expected.labels)
@@ -849,7 +849,7 @@ def test_node_and_bag_eval_report_the_same_steps_and_notes(start_node, checkpoin
     from taseg_ros.bag.messages import image_message
     from taseg_ros.bag.msgtypes import IMAGE
     from taseg_ros.bag.writer import BagWriter
-    from taseg_ros.frame import STEPS
+    from taseg_ros.frames.settings import STEPS
     from taseg_ros.inference import Segmenter
 
     rgb, counts = frames()

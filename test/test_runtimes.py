@@ -247,7 +247,7 @@ except pytest.skip.Exception:  # no ROS 2 Python packages: only the node tests b
 @pytest.mark.skipif(ros is None, reason="rclpy (ROS 2) is not installed")
 @pytest.mark.parametrize("fmt", ["onnx", "openvino"])
 def test_node_answers_with_an_exported_model(start_node, exports, fmt):
-    from taseg_ros.ros.image_codec import image_to_array
+    from taseg_ros.frames.codec import image_to_array
 
     path = exports[fmt]["output"]
     node, probe = start_node(checkpoint=str(path))
@@ -265,9 +265,9 @@ def test_predict_command_with_an_exported_model(exports, trained_checkpoint, sam
     images = samples_dir / "mfnet" / "images"
     for name, model in (("torch", trained_checkpoint), ("openvino", exports["openvino"]["output"])):
         assert main(["predict", "--checkpoint", str(model), "--rgb", str(images), "-o", str(tmp_path / name)]) == 0
-    for ids in sorted((tmp_path / "torch" / "ids").glob("*.png")):
+    for ids in sorted((tmp_path / "torch" / "labels").glob("*.png")):
         torch_ids = cv2.imread(str(ids), cv2.IMREAD_UNCHANGED)
-        runtime_ids = cv2.imread(str(tmp_path / "openvino" / "ids" / ids.name), cv2.IMREAD_UNCHANGED)
+        runtime_ids = cv2.imread(str(tmp_path / "openvino" / "labels" / ids.name), cv2.IMREAD_UNCHANGED)
         assert (torch_ids == runtime_ids).mean() >= 0.999
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from taseg_ros.cli.score import register
 from taseg_ros.classes import load_classes
-from taseg_ros.preprocessing import colorize
+from taseg_ros.frames.render import colorize
 
 SAMPLES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "rgbt_samples"
 

@@ -107,7 +107,7 @@ def test_train_writes_checkpoints_logs_and_eval_scores_them(street, tmp_path, ca
                  "--out", str(tmp_path / "ev"), "--save-predictions"]) == 0
     text = capsys.readouterr().out
     assert "mIoU" in text and "night" in text and "day" in text
-    for kind in ("ids", "colour", "overlay"):
+    for kind in ("labels", "colorized", "overlay"):
         assert len(list((tmp_path / "ev" / "predictions" / kind).glob("*.png"))) == 4
     assert (tmp_path / "ev" / "metrics.json").is_file() and (tmp_path / "ev" / "confusion_matrix.png").is_file()
 

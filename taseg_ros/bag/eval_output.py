@@ -14,7 +14,7 @@ from taseg_ros.bag.messages import image_message, string_message
 from taseg_ros.bag.msgtypes import IMAGE, STRING
 from taseg_ros.bag.reader import RawMessage
 from taseg_ros.bag.writer import BagWriter
-from taseg_ros.preprocessing import colorize
+from taseg_ros.frames.render import colorize
 
 
 class _OrderedWriter:

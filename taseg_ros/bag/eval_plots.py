@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from taseg_ros.bag.eval_result import BagEvalResult
-from taseg_ros.ros.pairing import NS_PER_S
+from taseg_ros.frames.pairing import NS_PER_S
 
 
 def plot_timing(result: BagEvalResult, path: Path) -> Path:

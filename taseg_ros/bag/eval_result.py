@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from taseg_ros.frame import STEPS
-from taseg_ros.ros.pairing import NS_PER_S
+from taseg_ros.frames.settings import STEPS
+from taseg_ros.frames.pairing import NS_PER_S
 from taseg_ros.timing import summarize_ms
 
 

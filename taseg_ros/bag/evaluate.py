@@ -40,10 +40,12 @@ from taseg_ros.bag.pairs import BagPairing, RealTimeWorker, check_max_pairs, fai
 from taseg_ros.bag.reader import Bag, BagError, open_bag
 from taseg_ros.bag.topics import resolve_image_topics
 from taseg_ros.errors import InputError
-from taseg_ros.frame import STEPS, FramePipeline, FrameSettings
-from taseg_ros.preprocessing import ThermalNormalization
+from taseg_ros.frames.settings import STEPS
+from taseg_ros.inference.pipeline import FramePipeline
+from taseg_ros.frames.settings import FrameSettings
+from taseg_ros.frames.thermal import ThermalNormalization
 from taseg_ros.ros.names import check_namespace
-from taseg_ros.ros.pairing import NS_PER_S, Pair
+from taseg_ros.frames.pairing import NS_PER_S, Pair
 
 MODES = ("offline", "realtime")
 

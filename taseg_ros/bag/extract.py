@@ -1,15 +1,22 @@
 """`taseg bag extract`: a recording's RGB/thermal pairs -> the plain folder dataset format.
 
     <out>/rgb/<id>.png        8-bit RGB
-    <out>/thermal/<id>.png    thermal on the RGB pixel grid, at the depth the camera sent: 8- or 16-bit
-                              PNG (float thermal as <id>.tiff); resized/warped to the RGB size when the
-                              thermal camera's resolution differs
+    <out>/thermal/<id>.png    thermal exactly as the camera sent it: its own size and depth, 8- or 16-bit
+                              PNG (float thermal as <id>.tiff, NaN kept); 3-channel thermal through the
+                              frame layer's one grey rule
     <out>/labels/<id>.png     only with --label-topic: class ids from the recording
-    <out>/classes.yaml        the class list to label with (kept if it exists)
+    <out>/classes.yaml        the class list to label with (kept if it exists), and the thermal
+                              preparation the node will apply: ``thermal: {normalization, homography}``
     <out>/train.txt val.txt   ids; val is the last --val-fraction of each recording's frames (one
                               contiguous block: neighbouring frames are near-duplicates and must not
                               straddle train and val)
     <out>/frames.csv          id, recording, RGB and thermal stamps, stamp offset
+
+Why raw thermal plus a recorded preparation: the loader (training, validation, ``taseg eval``) runs
+the frame layer's ``ThermalPreparation`` with the recorded settings on these pixels, which is what the
+node runs on the messages, so a training sample is bit-identical to the node's input (see
+``frames/thermal.py``). A registration warp done here would come before the normalisation, and its
+uncovered border would set the percentiles.
 
 ``<id>`` is ``[prefix]<sec>_<nanosec>`` of the RGB stamp, so labels made later find their frame again
 (``taseg bag eval --labels``). Extracting more recordings into the same folder adds to it; extracting
@@ -32,13 +39,55 @@ import numpy as np
 import yaml
 
 from taseg_ros.bag.labels import TopicLabels, stamp_id
-from taseg_ros.bag.pairs import BagPairing, check_max_pairs, failure_summary
+from taseg_ros.bag.pairs import BagPairing, PairSource, failure_summary
 from taseg_ros.bag.reader import Bag, BagError, open_bag
 from taseg_ros.bag.topics import resolve_image_topics
 from taseg_ros.classes import ClassInfo, load_classes
 from taseg_ros.errors import InputError
-from taseg_ros.outputs import write_text_atomic
-from taseg_ros.ros.pairing import NS_PER_S, Pair
+from taseg_ros.frames.codec import ImageDecodeError, decode_rgb, decode_thermal
+from taseg_ros.frames.files import write_image, write_rgb, write_thermal
+from taseg_ros.frames.pairing import NS_PER_S, Pair
+from taseg_ros.frames.thermal import ThermalNormalization, validate_homography
+from taseg_ros.outputs import output_dir, write_text_atomic
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """Everything `taseg bag extract` is asked to do, checked once (before a recording is opened)."""
+
+    source: PairSource
+    output: Path
+    every: int | None = None  # keep every N-th pair
+    hz: float | None = None  # keep at most this many pairs per second
+    classes: str | Path | ClassInfo | None = None  # None: the folder's classes.yaml, else mfnet's
+    label_topic: str | None = None
+    label_tolerance_s: float = 0.001
+    prefix: str = ""
+    val_fraction: float = 0.2
+    thermal_norm: ThermalNormalization = field(default_factory=ThermalNormalization)
+    homography: np.ndarray | None = None  # thermal px -> RGB px; recorded, applied by the loader
+
+    def __post_init__(self) -> None:
+        if self.every is not None and self.hz is not None:
+            raise InputError("--every and --hz are alternatives; give one")
+        if self.every is not None and self.every < 1:
+            raise InputError(f"--every must be >= 1, got {self.every}")
+        if self.hz is not None and not self.hz > 0:
+            raise InputError(f"--hz must be > 0, got {self.hz}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise InputError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.prefix and not all(c.isalnum() or c in "-_." for c in self.prefix):
+            raise InputError(f"--prefix may only hold letters, digits, '-', '_' and '.', got {self.prefix!r}")
+        if self.homography is not None:
+            object.__setattr__(self, "homography", validate_homography(self.homography))
+        object.__setattr__(self, "output", Path(self.output))
+
+    def thermal_mapping(self) -> dict:
+        """The ``thermal:`` section classes.yaml records (datasets.config.ThermalConfig keys)."""
+        data: dict = {"normalization": self.thermal_norm.to_mapping()}
+        if self.homography is not None:
+            data["homography"] = [float(v) for v in self.homography.ravel()]
+        return data
 
 
 @dataclass
@@ -56,6 +105,7 @@ class ExtractResult:
     failure_reasons: Counter = field(default_factory=Counter)  # reason -> pairs skipped for it
     nonfinite_thermal: int = 0  # written frames with NaN/inf thermal pixels
     blank_thermal: int = 0  # ... of which without one finite pixel
+    thermal_sizes: Counter = field(default_factory=Counter)  # (width, height) of the thermal frames written
     pairing: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False
@@ -71,110 +121,106 @@ def _write_ids(path: Path, ids: list[str]) -> None:
     write_text_atomic(path, "".join(f"{i}\n" for i in ids))
 
 
-def _classes_file(out: Path, classes: str | Path | ClassInfo | None) -> str:
-    """Write classes.yaml unless the folder has one; returns a note for the user."""
+_CLASSES_HEADER = (
+    "# Class list of this dataset: label PNGs hold these ids (0..K-1) in this order;\n"
+    "# pixels equal to ignore_index are not scored and get no loss. Edit it to your classes\n"
+    "# before labelling (taseg train and taseg bag eval --labels read it).\n"
+    "# thermal: how the raw thermal files become the model's input, as the node prepares a camera\n"
+    "# frame (normalisation on the camera's pixels, then the registration homography; without one a\n"
+    "# thermal frame of another size is resized). Run the node with the same thermal_* parameters.\n"
+)
+
+
+def _classes_file(out: Path, settings: ExtractSettings) -> str:
+    """Write classes.yaml (class list + thermal preparation) unless the folder has one, which must
+    then agree with this extraction; returns a note for the user."""
     target = out / "classes.yaml"
     if target.is_file():
-        if classes is not None:
-            wanted = classes if isinstance(classes, ClassInfo) else load_classes(classes)
-            existing = load_classes(target)
-            if tuple(existing.names) != tuple(wanted.names):
-                raise BagError(
-                    f"{target} lists classes {list(existing.names)}, not the requested {list(wanted.names)}; "
-                    "extract into another folder or drop --classes"
-                )
+        _check_existing_classes(target, settings)
         return f"kept {target}"
+    classes = settings.classes
     info = classes if isinstance(classes, ClassInfo) else load_classes(classes or "mfnet")
     data = info.to_mapping()
     if data.get("ignore_index") is None:
         data["ignore_index"] = 255
-    text = (
-        "# Class list of this dataset: label PNGs hold these ids (0..K-1) in this order;\n"
-        "# pixels equal to ignore_index are not scored and get no loss. Edit it to your classes\n"
-        "# before labelling (taseg train and taseg bag eval --labels read it).\n"
-    )
-    target.write_text(text + yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
+    data["thermal"] = settings.thermal_mapping()
+    write_text_atomic(target, _CLASSES_HEADER + yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
     return f"wrote {target} ({len(info.names)} classes: {', '.join(info.names)})"
 
 
-def _check_options(every, hz, val_fraction, prefix, max_pairs) -> None:
-    if every is not None and hz is not None:
-        raise InputError("--every and --hz are alternatives; give one")
-    if every is not None and every < 1:
-        raise InputError(f"--every must be >= 1, got {every}")
-    if hz is not None and not hz > 0:
-        raise InputError(f"--hz must be > 0, got {hz}")
-    if not 0.0 <= val_fraction < 1.0:
-        raise InputError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    if prefix and not all(c.isalnum() or c in "-_." for c in prefix):
-        raise InputError(f"--prefix may only hold letters, digits, '-', '_' and '.', got {prefix!r}")
-    check_max_pairs(max_pairs)
+def _check_existing_classes(target: Path, settings: ExtractSettings) -> None:
+    """A folder that already holds a dataset takes more frames only with its class list and its
+    thermal preparation: frames prepared two ways in one dataset would train on two inputs."""
+    from taseg_ros.datasets.config import load_dataset_config
+
+    config = load_dataset_config(target)
+    if settings.classes is not None:
+        wanted = settings.classes if isinstance(settings.classes, ClassInfo) else load_classes(settings.classes)
+        if tuple(config.classes.names) != tuple(wanted.names):
+            raise BagError(
+                f"{target} lists classes {list(config.classes.names)}, not the requested {list(wanted.names)}; "
+                "extract into another folder or drop --classes"
+            )
+    recorded = config.thermal
+    wanted_h = None if settings.homography is None else tuple(float(v) for v in settings.homography.ravel())
+    if recorded.normalization != settings.thermal_norm or recorded.homography != wanted_h:
+        raise BagError(
+            f"{target} records the thermal preparation {_describe(recorded.normalization, recorded.homography)}, "
+            f"this extraction asks for {_describe(settings.thermal_norm, wanted_h)}; one dataset holds frames "
+            "prepared one way: extract into another folder (or give the recorded --thermal-* options)"
+        )
+
+
+def _describe(norm: ThermalNormalization, homography) -> str:
+    h = "no homography" if homography is None else "homography [" + " ".join(f"{v:g}" for v in homography) + "]"
+    return f"normalization {norm.mode} (range {norm.low:g}..{norm.high:g}, percentiles {norm.percentiles}), {h}"
 
 
 def extract_pairs(
-    bag_path: str | Path,
-    out_dir: str | Path,
+    settings: ExtractSettings,
     *,
-    rgb_topic: str | None = None,
-    thermal_topic: str | None = None,
-    slop_s: float = 0.02,
-    every: int | None = None,
-    hz: float | None = None,
-    classes: str | Path | ClassInfo | None = None,
-    label_topic: str | None = None,
-    label_tolerance_s: float = 0.001,
-    prefix: str = "",
-    val_fraction: float = 0.2,
-    homography: np.ndarray | None = None,
-    max_pairs: int | None = None,
     stop: Callable[[], bool] | None = None,
     on_pair: Callable[[int], None] | None = None,
 ) -> ExtractResult:
-    """Extract the pairs of ``bag_path`` into the dataset folder ``out_dir`` (see the module
-    docstring). The folder is added to (as documented), but it must not be or hold the recording;
-    a run that fails removes what it added."""
-    from taseg_ros.outputs import output_dir
-
-    _check_options(every, hz, val_fraction, prefix, max_pairs)
-    with open_bag(bag_path) as bag, output_dir(out_dir, force=True, inputs={"BAG": bag_path}) as out:
-        rgb, thermal = resolve_image_topics(bag, rgb_topic, thermal_topic)
-        class_info = (
-            classes
-            if isinstance(classes, ClassInfo)
-            else load_classes(classes or (out / "classes.yaml" if (out / "classes.yaml").is_file() else "mfnet"))
-        )
-        labels = TopicLabels(bag, label_topic, class_info, label_tolerance_s) if label_topic else None
-        if labels is not None:
-            _check_labels_reach_pairs(bag, rgb.name, thermal.name, slop_s, labels)
-        extraction = _Extraction(bag, out, rgb.name, thermal.name, labels, prefix, homography)
-        result = extraction.result
+    """Extract the pairs of ``settings.source`` into the dataset folder ``settings.output`` (see the
+    module docstring). The folder is added to (as documented), but it must not be or hold the
+    recording; a run that fails removes what it added. ``stop()`` is polled between messages
+    (Ctrl-C); ``on_pair(n)`` is called after each written pair (progress)."""
+    source = settings.source
+    with open_bag(source.bag) as bag, output_dir(settings.output, force=True, inputs={"BAG": source.bag}) as out:
+        rgb, thermal = resolve_image_topics(bag, source.rgb_topic, source.thermal_topic)
+        result = ExtractResult(out, rgb.name, thermal.name)
         if bag.note:
             result.notes.append(bag.note)
-        result.notes.append(_classes_file(out, classes))
-        extraction.run(BagPairing(bag, rgb.name, thermal.name, slop_s), every, hz, max_pairs, stop, on_pair)
+        result.notes.append(_classes_file(out, settings))
+        labels = None
+        if settings.label_topic:
+            class_info = load_classes(out / "classes.yaml")
+            labels = TopicLabels(bag, settings.label_topic, class_info, settings.label_tolerance_s)
+            _check_labels_reach_pairs(bag, rgb.name, thermal.name, source.slop_s, labels)
+        extraction = _Extraction(bag, out, result, labels, settings)
+        extraction.run(BagPairing(bag, rgb.name, thermal.name, source.slop_s), stop, on_pair)
         if not result.written and not result.interrupted:
-            raise BagError(_nothing_extracted(bag_path, result, rgb.name, thermal.name, slop_s))
-        _update_index(out, result, extraction.rows, val_fraction)
+            raise BagError(_nothing_extracted(source.bag, result, rgb.name, thermal.name, source.slop_s))
+        _update_index(out, result, extraction.rows, settings.val_fraction)
     return result
 
 
 class _Extraction:
     """Writes the selected pairs of one recording into the dataset folder, in named steps."""
 
-    def __init__(self, bag: Bag, out: Path, rgb_topic: str, thermal_topic: str, labels, prefix: str, homography):
-        from taseg_ros.preprocessing import ThermalAligner
-
-        self.bag, self.out, self.labels, self.prefix = bag, out, labels, prefix
-        self.aligner = ThermalAligner(homography)
-        self.result = ExtractResult(out, rgb_topic, thermal_topic)
+    def __init__(self, bag: Bag, out: Path, result: ExtractResult, labels, settings: ExtractSettings):
+        self.bag, self.out, self.result, self.labels, self.settings = bag, out, result, labels, settings
         if labels is not None:
-            self.result.labels_total = len(labels)
+            result.labels_total = len(labels)
         self.rows: list[list] = []  # frames.csv
         self.last_kept_ns: int | None = None
+        self.sizes_differ = False  # some thermal frame is not at the RGB size
 
-    def run(self, pairing: BagPairing, every, hz, max_pairs, stop, on_pair) -> None:
-        result = self.result
-        min_gap_ns = None if hz is None else int(0.9e9 / hz)
+    def run(self, pairing: BagPairing, stop, on_pair) -> None:
+        result, settings = self.result, self.settings
+        max_pairs = settings.source.max_pairs
+        min_gap_ns = None if settings.hz is None else int(0.9e9 / settings.hz)
         for arrival in pairing:
             if stop is not None and stop():
                 result.interrupted = True
@@ -184,7 +230,7 @@ class _Extraction:
                 continue
             index = result.pairs
             result.pairs += 1
-            if every is not None and index % every:
+            if settings.every is not None and index % settings.every:
                 continue
             if min_gap_ns is not None and self.last_kept_ns is not None:
                 if pair.rgb_stamp_ns - self.last_kept_ns < min_gap_ns:
@@ -200,8 +246,6 @@ class _Extraction:
 
     def _decode(self, pair: Pair):
         """(rgb, thermal) or None when a message cannot be decoded (counted per reason)."""
-        from taseg_ros.ros.image_codec import ImageDecodeError, decode_rgb, decode_thermal
-
         images = []
         for stream, decode, frame in (("RGB", decode_rgb, pair.rgb), ("thermal", decode_thermal, pair.thermal)):
             try:
@@ -214,22 +258,17 @@ class _Extraction:
         return images
 
     def _write_pair(self, pair: Pair) -> bool:
-        from taseg_ros.datasets.io import write_image
-
         images = self._decode(pair)
         if images is None:
             return False
         rgb_image, thermal_image = images
+        self._check_registration(thermal_image.shape[:2], rgb_image.shape[:2])
         self._count_nonfinite(thermal_image)
-        thermal_image, note = self.aligner(thermal_image, rgb_image.shape[:2])
-        if note is not None:
-            self.result.notes.append(note)
-        sample_id = stamp_id(pair.rgb_stamp_ns, self.prefix)
-        write_image(self.out / "rgb" / f"{sample_id}.png", np.ascontiguousarray(rgb_image[:, :, ::-1]))
-        if thermal_image.dtype.kind == "f":
-            write_image(self.out / "thermal" / f"{sample_id}.tiff", thermal_image.astype(np.float32))
-        else:
-            write_image(self.out / "thermal" / f"{sample_id}.png", thermal_image)
+        sample_id = stamp_id(pair.rgb_stamp_ns, self.settings.prefix)
+        write_rgb(self.out / "rgb" / f"{sample_id}.png", rgb_image)
+        write_thermal(self.out / "thermal", sample_id, thermal_image)
+        self.result.thermal_sizes[(thermal_image.shape[1], thermal_image.shape[0])] += 1
+        self.sizes_differ = self.sizes_differ or thermal_image.shape[:2] != rgb_image.shape[:2]
         if self.labels is not None:
             self._write_label(pair.rgb_stamp_ns, sample_id, rgb_image.shape[:2])
         self.last_kept_ns = pair.rgb_stamp_ns
@@ -238,6 +277,14 @@ class _Extraction:
             [sample_id, str(self.bag.path), pair.rgb_stamp_ns, pair.thermal_stamp_ns, f"{pair.skew_ns * 1e-6:.3f}"]
         )
         return True
+
+    def _check_registration(self, thermal_hw, rgb_hw) -> None:
+        """A homography that warps these frames out of view is refused before anything is written."""
+        if self.settings.homography is not None and not self.result.written:
+            try:
+                validate_homography(self.settings.homography, thermal_hw, rgb_hw)
+            except ValueError as exc:
+                raise InputError(f"--thermal-homography: {str(exc).removeprefix('thermal homography: ')}") from None
 
     def _count_nonfinite(self, thermal: np.ndarray) -> None:
         if thermal.dtype.kind != "f":
@@ -248,8 +295,6 @@ class _Extraction:
             self.result.blank_thermal += int(not finite.any())
 
     def _write_label(self, rgb_stamp_ns: int, sample_id: str, rgb_hw: tuple[int, int]) -> None:
-        from taseg_ros.datasets.io import write_image
-
         key = self.labels.match(rgb_stamp_ns)
         if key is None:
             return
@@ -262,13 +307,18 @@ class _Extraction:
         self.result.labels_written += 1
 
     def _summarize(self) -> None:
-        result = self.result
+        result, settings = self.result, self.settings
         if result.nonfinite_thermal:
             result.notes.append(
                 f"{result.nonfinite_thermal} thermal frames hold NaN/inf pixels ({result.blank_thermal} without one "
                 "finite pixel); written as recorded (float TIFF): training and eval read them as the node does "
                 "(NaN/inf as the coldest value, a frame without finite pixels as a blank thermal image)"
             )
+        sizes = ", ".join(f"{w}x{h}" for w, h in sorted(result.thermal_sizes))
+        how = "warped by the recorded --thermal-homography" if settings.homography is not None else "resized"
+        if settings.homography is not None or self.sizes_differ:
+            result.notes.append(f"thermal frames ({sizes}) written at the camera's own size; the loader "
+                                f"normalises them and then they are {how} onto the RGB grid, as the node does")
         if result.labels_total is not None:
             result.notes.append(
                 f"labels: {result.labels_written} of the {result.labels_total} labels on {self.labels.topic} matched "

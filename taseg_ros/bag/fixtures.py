@@ -35,7 +35,7 @@ from taseg_ros.bag.msgtypes import COMPRESSED_IMAGE, IMAGE, default_typestore
 from taseg_ros.bag.writer import BagWriter
 from taseg_ros.datasets.fixtures import FixtureFrame, synthetic_frame
 from taseg_ros.errors import InputError, MissingInputError
-from taseg_ros.ros.pairing import NS_PER_S
+from taseg_ros.frames.pairing import NS_PER_S
 
 DEFAULT_RGB_TOPIC = "/camera/color/image_raw"
 DEFAULT_THERMAL_TOPIC = "/thermal/image_raw"
@@ -111,7 +111,7 @@ def msrs_frames(root: str | Path, limit: int | None = None, size: tuple[int, int
     names), sorted by name, optionally resized to ``size`` = (height, width). No labels."""
     import cv2
 
-    from taseg_ros.datasets.io import read_rgb, read_thermal
+    from taseg_ros.frames.files import read_rgb, read_thermal
 
     root = Path(root)
     names = sorted(p.name for p in (root / "vi").glob("*.png"))

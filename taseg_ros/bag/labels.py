@@ -24,7 +24,7 @@ from taseg_ros.bag.msgtypes import COMPRESSED_IMAGE, IMAGE
 from taseg_ros.bag.reader import Bag, BagError
 from taseg_ros.classes import ClassInfo
 from taseg_ros.errors import MissingInputError
-from taseg_ros.ros.pairing import NS_PER_S, stamp_to_ns
+from taseg_ros.frames.pairing import NS_PER_S, stamp_to_ns
 
 STAMP_IN_NAME = re.compile(r"(\d+)_(\d{9})$")
 LABEL_ENCODINGS = ("mono8", "8UC1", "mono16", "16UC1")
@@ -167,7 +167,7 @@ class TopicLabels(LabelSource):
         self.description = f"topic {self.topic}"
 
     def _decode(self, msg, msgtype: str, stamp: int) -> np.ndarray:
-        from taseg_ros.ros.image_codec import ImageDecodeError, image_to_array
+        from taseg_ros.frames.codec import ImageDecodeError, image_to_array
 
         where = f"--label-topic {self.topic} (stamp {stamp * 1e-9:.6f} s)"
         try:

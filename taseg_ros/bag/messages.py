@@ -6,7 +6,7 @@ import numpy as np
 
 from taseg_ros.bag.msgtypes import COMPRESSED_IMAGE, IMAGE, STRING, default_typestore
 from taseg_ros.errors import InputError
-from taseg_ros.ros.pairing import NS_PER_S
+from taseg_ros.frames.pairing import NS_PER_S
 
 
 def make_header(stamp_ns: int, frame_id: str):
@@ -19,7 +19,7 @@ def make_header(stamp_ns: int, frame_id: str):
 
 def image_message(stamp_ns: int, frame_id: str, array: np.ndarray, encoding: str):
     """A rosbags ``sensor_msgs/msg/Image`` holding ``array`` (layout checked against ``encoding``)."""
-    from taseg_ros.ros.image_codec import encode_image
+    from taseg_ros.frames.codec import encode_image
 
     fields = encode_image(array, encoding)
     return default_typestore().types[IMAGE](

@@ -1,6 +1,6 @@
 """RGB/thermal pairs of a recording, made by the node's own pairing code, plus the node's real-time policy.
 
-Pairing: messages go through ``taseg_ros.ros.pairing.StampPairer`` in *log-time* order (the order
+Pairing: messages go through ``taseg_ros.frames.pairing.StampPairer`` in *log-time* order (the order
 the recorder received them, which is the order a live node would have received them), so the pairs
 here are exactly the pairs the node makes on the same stream.
 
@@ -13,11 +13,31 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from taseg_ros.bag.reader import Bag, RawMessage
 from taseg_ros.errors import InputError
-from taseg_ros.ros.pairing import NS_PER_S, LatestSlot, Pair, StampPairer, stamp_to_ns
+from taseg_ros.frames.pairing import DEFAULT_SLOP_S, NS_PER_S, LatestSlot, Pair, StampPairer, stamp_to_ns
+
+
+@dataclass(frozen=True)
+class PairSource:
+    """The options every bag command shares: which recording, which two camera topics (None: found
+    by ``topics.resolve_image_topics``), the node's pairing slop and where to stop. Checked once,
+    when the command line is read, before anything slow."""
+
+    bag: Path
+    rgb_topic: str | None = None
+    thermal_topic: str | None = None
+    slop_s: float = DEFAULT_SLOP_S
+    max_pairs: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bag", Path(self.bag))
+        if not self.slop_s >= 0:
+            raise InputError(f"--slop must be >= 0 seconds, got {self.slop_s}")
+        check_max_pairs(self.max_pairs)
 
 
 @dataclass(frozen=True)

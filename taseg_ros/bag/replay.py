@@ -40,7 +40,7 @@ from taseg_ros.bag.topics import resolve_image_topics
 from taseg_ros.bag.writer import BagWriter
 from taseg_ros.errors import InputError
 from taseg_ros.ros.names import check_namespace
-from taseg_ros.ros.pairing import NS_PER_S, StampPairer, stamp_to_ns
+from taseg_ros.frames.pairing import NS_PER_S, StampPairer, stamp_to_ns
 from taseg_ros.timing import summarize_ms
 
 OUTPUTS = ("labels", "colorized", "overlay", "confidence")

@@ -40,17 +40,6 @@ def _bag_and_topics(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _homography(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--thermal-homography",
-        type=float,
-        nargs=9,
-        metavar="H",
-        help="3x3 row-major homography thermal px -> RGB px (as the node's thermal_homography); "
-        "default: resize thermal to the RGB size when they differ",
-    )
-
-
 def _max_pairs(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--max-pairs", type=int, metavar="N", help=what)
 
@@ -130,7 +119,9 @@ def _add_extract(sub) -> None:
         help="last fraction of the recording's pairs listed in val.txt (default 0.2; 0: none)",
     )
     _max_pairs(ex, "stop after writing N pairs")
-    _homography(ex)
+    from taseg_ros.cli.options import add_thermal_options
+
+    add_thermal_options(ex, default_help="auto, as the node's parameter; recorded in classes.yaml", homography=True)
     ex.set_defaults(func=run_extract)
 
 
@@ -178,13 +169,12 @@ def _add_eval(sub) -> None:
     ev.add_argument(
         "--namespace", default="/taseg", help="namespace of the output topics (default /taseg, as the node's)"
     )
-    from taseg_ros.cli.options import add_backend_options, add_device_options, add_thermal_options
+    from taseg_ros.cli.options import add_backend_options, add_device_options, add_overlay_option, add_thermal_options
 
     add_device_options(ev)
     add_backend_options(ev)
-    add_thermal_options(ev, default_help="auto, as the node's parameter")
-    _homography(ev)
-    ev.add_argument("--overlay-alpha", type=float, default=0.5)
+    add_thermal_options(ev, default_help="auto, as the node's parameter", homography=True)
+    add_overlay_option(ev)
     _max_pairs(ev, "stop after N pairs")
     ev.set_defaults(func=run_eval)
 
@@ -237,17 +227,6 @@ def _add_replay(sub) -> None:
     rp.set_defaults(func=run_replay)
 
 
-def _homography_array(values):
-    if values is None:
-        return None
-    from taseg_ros.preprocessing import validate_homography
-
-    try:
-        return validate_homography(values)
-    except ValueError as exc:
-        raise InputError(f"--thermal-homography: {exc}") from None
-
-
 def _bag_name(path) -> str:
     """The recording's name for default output names: the folder's, or the bare file's without suffix."""
     from pathlib import Path
@@ -266,30 +245,34 @@ def run_info(args) -> int:
 
 
 def run_extract(args) -> int:
-    from taseg_ros.bag.extract import extract_pairs, format_extract
+    from taseg_ros.bag.extract import ExtractSettings, extract_pairs, format_extract
     from taseg_ros.bag.stop import stop_on_sigint
+    from taseg_ros.cli.options import homography_from_args, thermal_norm_from_args
+    from taseg_ros.frames.thermal import ThermalNormalization
 
+    settings = ExtractSettings(
+        source=_source_from_args(args),
+        output=args.output,
+        every=args.every,
+        hz=args.hz,
+        classes=args.classes,
+        label_topic=args.label_topic,
+        prefix=args.prefix,
+        val_fraction=args.val_fraction,
+        thermal_norm=thermal_norm_from_args(args) or ThermalNormalization(),
+        homography=homography_from_args(args),
+    )
     bar, update = _progress(None, "pair")
     with stop_on_sigint() as stop, bar:
-        result = extract_pairs(
-            args.bag,
-            args.output,
-            rgb_topic=args.rgb_topic,
-            thermal_topic=args.thermal_topic,
-            slop_s=args.slop,
-            every=args.every,
-            hz=args.hz,
-            classes=args.classes,
-            label_topic=args.label_topic,
-            prefix=args.prefix,
-            val_fraction=args.val_fraction,
-            homography=_homography_array(args.thermal_homography),
-            max_pairs=args.max_pairs,
-            stop=lambda: bool(stop),
-            on_pair=update,
-        )
+        result = extract_pairs(settings, stop=lambda: bool(stop), on_pair=update)
     print(format_extract(result))
     return 130 if result.interrupted else 0
+
+
+def _source_from_args(args):
+    from taseg_ros.bag.pairs import PairSource
+
+    return PairSource(args.bag, args.rgb_topic, args.thermal_topic, args.slop, getattr(args, "max_pairs", None))
 
 
 def _eval_outputs(args):
@@ -320,16 +303,14 @@ def run_eval(args) -> int:
     from taseg_ros.bag.pairs import check_max_pairs
     from taseg_ros.bag.stop import stop_on_sigint
     from taseg_ros.bag.writer import output_recording
-    from taseg_ros.cli.options import segmenter_from_args, thermal_norm_from_args
+    from taseg_ros.cli.options import frame_settings_from_args, segmenter_from_args
     from taseg_ros.outputs import output_dir
-    from taseg_ros.preprocessing import ThermalNormalization
     from taseg_ros.ros.names import check_namespace
 
     out_dir, output_bag, inputs = _eval_outputs(args)
     check_max_pairs(args.max_pairs)
     check_namespace(args.namespace, "--namespace")
-    homography = _homography_array(args.thermal_homography)
-    norm = thermal_norm_from_args(args) or ThermalNormalization()
+    frame = frame_settings_from_args(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # model-building noise; checkpoint problems raise
         segmenter = segmenter_from_args(args)
@@ -353,9 +334,9 @@ def run_eval(args) -> int:
             label_tolerance_s=args.label_tolerance,
             output_bag=bag_out,
             output_namespace=args.namespace,
-            thermal_norm=norm,
-            homography=homography,
-            overlay_alpha=args.overlay_alpha,
+            thermal_norm=frame.thermal_norm,
+            homography=frame.homography,
+            overlay_alpha=frame.overlay_alpha,
             max_pairs=args.max_pairs,
             stop=lambda: bool(stop),
             on_pair=update,

@@ -20,8 +20,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", metavar="DIR", help="report folder (default: eval_<split> beside the checkpoint; "
                    "refused when it is not empty, unless --force)")
     add_force_option(p)
-    p.add_argument("--save-predictions", nargs="*", choices=("ids", "colour", "overlay"), metavar="KIND",
-                   help="also write prediction PNGs: ids, colour, overlay (all three when given alone)")
+    p.add_argument("--save-predictions", nargs="*", choices=("labels", "colorized", "overlay"), metavar="OUTPUT",
+                   help="also write prediction PNGs into predictions/<OUTPUT>/: labels (class ids), colorized, "
+                   "overlay (all three when given alone)")
     p.add_argument("--blank-thermal", action="store_true", help="ablation: zero the thermal input")
     p.add_argument("--sam-checkpoint", help="official SAM weights (default: models/<name>)")
     add_thermal_options(p, default_help="the dataset's protocol (thermal.normalization of its YAML)")
@@ -67,8 +68,8 @@ def run(args) -> int:
     with output_dir(out, force=args.force, inputs=inputs):
         writer = None
         if args.save_predictions is not None:
-            kinds = args.save_predictions or PredictionWriter.KINDS
-            writer = PredictionWriter(out / "predictions", dataset.class_info.palette, kinds)
+            outputs = args.save_predictions or PredictionWriter.OUTPUTS
+            writer = PredictionWriter(out / "predictions", dataset.class_info.palette, outputs)
         with counted_input_warnings() as counts:
             evaluator = evaluate(
                 seg, dataset,  # the Segmenter's own runtime, device and precision
@@ -81,8 +82,8 @@ def run(args) -> int:
         title += " (thermal blanked)"
     print(title)
     print(format_table(result))
-    if counts["nonfinite_thermal"]:
-        print(f"warning: {counts['nonfinite_thermal']} of {len(dataset)} thermal image(s) had no finite pixel "
+    if counts["blank_thermal"]:
+        print(f"warning: {counts['blank_thermal']} of {len(dataset)} thermal image(s) had no finite pixel "
               "(all NaN/inf); they were scored with a blank thermal image", file=sys.stderr)
     print(f"report: {files['json']}, {files['markdown']}, {files['iou_bars'].name}, {files['confusion'].name}")
     return 0

@@ -60,10 +60,14 @@ def segmenter_from_args(args: argparse.Namespace):
 # as options: a recording evaluated with the same values the node runs with gives the same labels.
 
 
-def add_thermal_options(parser: argparse.ArgumentParser, default_help: str) -> None:
-    """--thermal-normalization/--thermal-range/--thermal-percentiles; `default_help` says what
-    happens when none is given."""
-    group = parser.add_argument_group("thermal normalisation (as the node's thermal_* parameters)")
+def add_thermal_options(parser: argparse.ArgumentParser, default_help: str, homography: bool = False) -> None:
+    """--thermal-normalization/--thermal-range/--thermal-percentiles (and with `homography`
+    --thermal-homography); `default_help` says what happens when no normalisation is given."""
+    group = parser.add_argument_group("thermal preparation (as the node's thermal_* parameters)")
+    if homography:
+        group.add_argument("--thermal-homography", type=float, nargs=9, metavar="H",
+                           help="3x3 row-major homography thermal px -> RGB px (the node's thermal_homography), "
+                           "applied after normalisation; default: resize thermal to the RGB size when they differ")
     group.add_argument("--thermal-normalization", type=_thermal_mode, metavar="MODE",
                        help=f"{THERMAL_MODES_HELP}; default: {default_help}")
     group.add_argument("--thermal-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
@@ -74,22 +78,57 @@ def add_thermal_options(parser: argparse.ArgumentParser, default_help: str) -> N
     group.add_argument("--thermal-norm", type=_compact_thermal_norm, dest="thermal_norm_compact", help=argparse.SUPPRESS)
 
 
-# The modes of preprocessing.THERMAL_MODES, written out: importing preprocessing (cv2) here would
+# The modes of frames.thermal.THERMAL_MODES, written out: importing frames.thermal (cv2) here would
 # slow every `taseg --help`; _thermal_mode checks a given mode against the real tuple.
 THERMAL_MODES_HELP = "auto (8-bit: fixed 0..255, else percentiles), fixed, minmax or percentile"
 
 
 def _thermal_mode(text: str) -> str:
-    from taseg_ros.preprocessing import THERMAL_MODES
+    from taseg_ros.frames.thermal import THERMAL_MODES
 
     if text not in THERMAL_MODES:
         raise argparse.ArgumentTypeError(f"expected one of {', '.join(THERMAL_MODES)}, got {text!r}")
     return text
 
 
+def add_overlay_option(parser: argparse.ArgumentParser) -> None:
+    from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA
+
+    parser.add_argument("--overlay-alpha", "--alpha", type=float, default=DEFAULT_OVERLAY_ALPHA, metavar="A",
+                        help=f"weight of the class colours in the overlay, 0..1 (the node's overlay_alpha; "
+                        f"default {DEFAULT_OVERLAY_ALPHA})")
+
+
+def homography_from_args(args: argparse.Namespace):
+    """--thermal-homography as a checked 3x3 array, or None."""
+    from taseg_ros.frames.thermal import validate_homography
+
+    values = getattr(args, "thermal_homography", None)
+    if values is None:
+        return None
+    try:
+        return validate_homography(values)
+    except ValueError as exc:
+        raise InputError(f"--thermal-homography: {exc}") from None
+
+
+def frame_settings_from_args(args: argparse.Namespace):
+    """The per-frame settings (frames.settings.FrameSettings) the thermal, homography and overlay
+    options ask for; the node's defaults for what is not given."""
+    from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA
+    from taseg_ros.frames.settings import FrameSettings
+    from taseg_ros.frames.thermal import ThermalNormalization
+
+    alpha = getattr(args, "overlay_alpha", DEFAULT_OVERLAY_ALPHA)
+    try:
+        return FrameSettings(thermal_norm_from_args(args) or ThermalNormalization(), homography_from_args(args), alpha)
+    except ValueError as exc:
+        raise InputError(f"--overlay-alpha: {exc}") from None
+
+
 def thermal_norm_from_args(args: argparse.Namespace):
     """The ThermalNormalization the options ask for, or None when none was given."""
-    from taseg_ros.preprocessing import ThermalNormalization
+    from taseg_ros.frames.thermal import ThermalNormalization
 
     if args.thermal_norm_compact is not None:
         if args.thermal_normalization or args.thermal_range or args.thermal_percentiles:
@@ -109,7 +148,7 @@ def thermal_norm_from_args(args: argparse.Namespace):
 
 
 def _compact_thermal_norm(text: str):
-    from taseg_ros.preprocessing import ThermalNormalization
+    from taseg_ros.frames.thermal import ThermalNormalization
 
     mode, *values = text.split(":")
     try:

@@ -1,7 +1,13 @@
 """`taseg predict`: segment single RGB-T image pairs or folders of them."""
 from __future__ import annotations
 
-from taseg_ros.cli.options import add_backend_options, add_device_options, add_force_option, add_thermal_options
+from taseg_ros.cli.options import (
+    add_backend_options,
+    add_device_options,
+    add_force_option,
+    add_overlay_option,
+    add_thermal_options,
+)
 from taseg_ros.errors import InputError, MissingInputError
 
 
@@ -10,18 +16,19 @@ def register(subparsers) -> None:
         "predict",
         help="segment RGB-T images (files or folders)",
         description="Segment one RGB + thermal pair, or two folders of pairs matched by file stem. Without "
-        "--thermal, RGB files must be 4-channel PNGs with thermal in the alpha channel (MFNet). Writes "
-        "ids/ (class-id PNGs), colour/ and overlay/ into the output folder (refused when it is not empty, "
-        "unless --force).",
+        "--thermal, RGB files must be 4-channel PNGs with thermal in the alpha channel (MFNet). Each pair "
+        "goes through the node's per-frame pipeline (thermal normalised on its own pixels, then registered "
+        "or resized onto the RGB grid). Writes labels/ (class-id PNGs), colorized/ and overlay/ into the "
+        "output folder (refused when it is not empty, unless --force).",
     )
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--rgb", required=True, help="RGB image or folder")
     p.add_argument("--thermal", help="thermal image or folder (8/16-bit PNG, float TIFF)")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
     add_force_option(p)
-    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity of the labels (default 0.5)")
+    add_overlay_option(p)
     p.add_argument("--sam-checkpoint", help="official SAM weights (default: models/<name>)")
-    add_thermal_options(p, default_help="auto")
+    add_thermal_options(p, default_help="auto", homography=True)
     add_device_options(p)
     add_backend_options(p)
     p.set_defaults(func=run)
@@ -53,20 +60,20 @@ def run(args) -> int:
     import sys
 
     from taseg_ros.cli import counted_input_warnings
-    from taseg_ros.cli.options import segmenter_from_args, thermal_norm_from_args
+    from taseg_ros.cli.options import frame_settings_from_args, segmenter_from_args
     from taseg_ros.outputs import check_output_dir, output_dir
 
     pairs = _pairs(args.rgb, args.thermal)
-    thermal_norm = thermal_norm_from_args(args)
+    settings = frame_settings_from_args(args)
     inputs = {"--rgb": args.rgb, "--thermal": args.thermal}
     check_output_dir(args.output, force=args.force, inputs=inputs)  # before the slow model load
     seg = segmenter_from_args(args)
     with output_dir(args.output, force=args.force, inputs=inputs) as out, counted_input_warnings() as counts:
-        _predict_pairs(args, seg, pairs, out, thermal_norm)
-    if counts["nonfinite_thermal"]:
-        print(f"warning: {counts['nonfinite_thermal']} of {len(pairs)} thermal image(s) had no finite pixel "
+        _predict_pairs(seg, settings, pairs, out)
+    if counts["blank_thermal"]:
+        print(f"warning: {counts['blank_thermal']} of {len(pairs)} thermal image(s) had no finite pixel "
               "(all NaN/inf); they were segmented from RGB alone", file=sys.stderr)
-    print(f"wrote {len(pairs)} prediction(s) to {args.output} (ids/, colour/, overlay/)")
+    print(f"wrote {len(pairs)} prediction(s) to {args.output} (labels/, colorized/, overlay/)")
     return 0
 
 
@@ -83,15 +90,23 @@ def _alpha_thermal(image, rgb_file):
     return thermal
 
 
-def _predict_pairs(args, seg, pairs, out, thermal_norm) -> None:
-    from taseg_ros.datasets.io import read_image, read_thermal, thermal_for_rgb, to_rgb8
-    from taseg_ros.evaluation.run import PredictionWriter
+def _predict_pairs(seg, settings, pairs, out) -> None:
+    """Each pair through the node's FramePipeline; its notes are warnings naming the file."""
+    import warnings
 
-    writer = PredictionWriter(out, seg.class_info.palette, alpha=args.alpha)
+    from taseg_ros.errors import InputWarning
+    from taseg_ros.frames.files import read_image, read_thermal, to_rgb8, write_output
+    from taseg_ros.inference.pipeline import FramePipeline
+
+    pipeline = FramePipeline(seg, settings)
+    outputs = ("colorized", "overlay")
     for stem, rgb_file, thermal_file in pairs:
         image = read_image(rgb_file)
         thermal = _alpha_thermal(image, rgb_file) if thermal_file is None else read_thermal(thermal_file)
-        rgb = to_rgb8(image, rgb_file)
-        thermal = thermal_for_rgb(thermal, rgb.shape[:2], thermal_file or rgb_file)
-        pred = seg.predict(rgb, thermal, thermal_norm)
-        writer({"id": stem, "rgb": rgb}, pred.labels)
+        result = pipeline.process(to_rgb8(image, rgb_file), thermal, outputs=outputs)
+        for note in result.notes:
+            warnings.warn(InputWarning(f"{thermal_file or rgb_file}: {note.text}", note.kind), stacklevel=2)
+        if not result.ok:
+            raise InputError(f"{thermal_file or rgb_file}: {result.error.text}")
+        for name in ("labels", *outputs):
+            write_output(out / name / f"{stem}.png", name, result.output(name))

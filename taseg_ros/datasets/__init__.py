@@ -32,7 +32,7 @@ from taseg_ros.datasets.kp import KPDataset
 from taseg_ros.datasets.mfnet import MFNetDataset
 from taseg_ros.datasets.pst900 import PST900Dataset
 from taseg_ros.errors import InputError, MissingInputError
-from taseg_ros.preprocessing import ThermalNormalization
+from taseg_ros.frames.thermal import ThermalNormalization
 
 # layout name (the `layout` key of a dataset yaml) -> loader class
 DATASETS: dict[str, type[RGBTDataset]] = {

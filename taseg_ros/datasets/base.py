@@ -3,7 +3,9 @@
 A sample is a dict:
     id:        str, the file stem (MFNet `01402D`, KP `set07_V000_I00050`, ...)
     rgb:       (H, W, 3) uint8, RGB order
-    thermal:   (H, W) float32 in [0, 1], normalised as the dataset config says
+    thermal:   (H, W) float32 in [0, 1] on the RGB grid: the file's raw thermal through the frame
+               layer's ThermalPreparation (grey rule, normalisation, registration) with the
+               dataset config's settings, exactly as the node prepares a camera frame
     label:     (H, W) int64 class ids, ignored pixels = IGNORE_INDEX (255); None when the
                dataset has no labels (a folder dataset without labels/)
     condition: "day" | "night" | None
@@ -14,6 +16,7 @@ torch at import time.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,9 +25,10 @@ import cv2
 import numpy as np
 
 from taseg_ros.datasets.config import IGNORE_INDEX, DatasetConfig, HoldoutRule
-from taseg_ros.datasets.io import index_by_stem, read_label, read_rgb, read_split_file, read_thermal, thermal_for_rgb
-from taseg_ros.errors import InputError, MissingInputError
-from taseg_ros.preprocessing import normalize_thermal
+from taseg_ros.datasets.io import index_by_stem, read_label, read_split_file
+from taseg_ros.errors import InputError, InputWarning, MissingInputError
+from taseg_ros.frames.files import read_rgb, read_thermal
+from taseg_ros.frames.thermal import ThermalPreparation
 
 Sample = dict
 Transform = Callable[[Sample, np.random.Generator], Sample]
@@ -66,6 +70,7 @@ class RGBTDataset:
         self.seed = int(seed)
         self.epoch = 0
         self.records: list[SampleRecord] = self._records(split)
+        self._thermal: ThermalPreparation | None = None  # made on first use (it says its notes once)
         if not self.records:
             cond = self._condition_filter(split)[1]
             hint = f" (no sample of its base split is known to be a {cond} sample)" if cond else ""
@@ -121,15 +126,11 @@ class RGBTDataset:
         """The sample without the transform."""
         record = self.records[index]
         rgb, thermal, label = self._read(record)
-        thermal = thermal_for_rgb(thermal, rgb.shape[:2], record.thermal or record.rgb)  # as `taseg predict` does
-        sizes = {"rgb": rgb.shape[:2], "thermal": thermal.shape[:2]}
-        if label is not None:
-            sizes["label"] = label.shape[:2]
-        if len(set(sizes.values())) > 1:
-            files = {"rgb": record.rgb, "thermal": record.thermal or record.rgb, "label": record.label}
-            detail = ", ".join(f"{k} {files[k]} is {w}x{h}" for k, (h, w) in sizes.items())
-            raise InputError(f"{self.config.name} sample '{record.id}': sizes differ (WxH): {detail}")
-        thermal = self._prepare_thermal(thermal, record)
+        if label is not None and label.shape[:2] != rgb.shape[:2]:
+            (rh, rw), (lh, lw) = rgb.shape[:2], label.shape[:2]
+            raise InputError(f"{self.config.name} sample '{record.id}': sizes differ (WxH): rgb {record.rgb} is "
+                             f"{rw}x{rh}, label {record.label} is {lw}x{lh}")
+        thermal = self._prepare_thermal(thermal, record, rgb.shape[:2])
         if label is not None:
             label = self.config.label_map.apply(label, source=str(record.label))
         return {"id": record.id, "rgb": rgb, "thermal": thermal, "label": label, "condition": record.condition}
@@ -144,11 +145,21 @@ class RGBTDataset:
     def _thermal_normalization(self):
         return self.config.thermal.normalization
 
-    def _prepare_thermal(self, thermal: np.ndarray, record: SampleRecord) -> np.ndarray:
+    def _prepare_thermal(self, thermal: np.ndarray, record: SampleRecord, rgb_hw: tuple[int, int]) -> np.ndarray:
+        """Raw thermal of a file -> [0, 1] on the RGB grid (frames.thermal.ThermalPreparation, as the node);
+        its notes become InputWarnings naming the file (NaN pixels per file, a resize or warp once)."""
         cfg = self.config.thermal
-        if cfg.inpaint_zeros:
+        if cfg.inpaint_zeros:  # PST900's own pipeline fills its reprojection holes before anything else
             thermal = inpaint_zeros(thermal, cfg.inpaint_radius, cfg.inpaint_method)
-        return normalize_thermal(thermal, self._thermal_normalization())
+        if self._thermal is None:
+            self._thermal = cfg.preparation(self._thermal_normalization())
+        try:
+            thermal01, notes = self._thermal(thermal, rgb_hw)
+        except ValueError as exc:  # a recorded homography that maps this frame size out of view
+            raise InputError(f"{record.thermal or record.rgb}: {exc}") from None
+        for note in notes:
+            warnings.warn(InputWarning(f"{record.thermal or record.rgb}: {note.text}", note.kind), stacklevel=3)
+        return thermal01
 
     def _split_ids(self, split: str, candidates: Sequence[str | tuple[str, ...]]) -> list[str]:
         """Ids from the first candidate whose split file(s) all exist (a tuple is a union)."""

@@ -17,6 +17,10 @@
       source: thermal           # loader-specific alternative folder (PST900: thermal_raw)
       raw_normalization: {...}  # normalization used with source thermal_raw
       inpaint_zeros: false      # fill zero-valued holes (PST900 official pipeline)
+      homography: [9 numbers]   # thermal px -> RGB px registration applied after normalisation
+                                # (what `taseg bag extract --thermal-homography` records; the
+                                # node's thermal_homography); absent: a thermal image of another
+                                # size is resized onto the RGB grid
     metric:
       nan_policy: zero | nanmean   # headline mIoU: NaN IoU (class absent and never predicted)
                                    # counts as 0, or is left out of the mean (default); both
@@ -43,7 +47,7 @@ import numpy as np
 from taseg_ros.classes import ClassInfo, read_dataset_yaml
 from taseg_ros.config_io import ConfigError, from_mapping, setting
 from taseg_ros.errors import InputError
-from taseg_ros.preprocessing import ThermalNormalization
+from taseg_ros.frames.thermal import ThermalNormalization, ThermalPreparation, validate_homography
 
 IGNORE_INDEX = 255
 """Label value of ignored pixels in every loaded sample, whatever the dataset stores on disk."""
@@ -122,6 +126,17 @@ class ThermalConfig:
     inpaint_radius: float = setting(10.0, gt=0)
     # cv2.INPAINT_NS as PSTNet's pst_inference.py; "telea" as its toolkit
     inpaint_method: str = setting("ns", choices=("ns", "telea"))
+    # Registration onto the RGB grid, as the node's thermal_homography (frames.thermal).
+    homography: tuple[float, ...] | None = setting(None, form="9 numbers (3x3 row-major, thermal px -> RGB px)")
+
+    def __post_init__(self) -> None:
+        if self.homography is not None:
+            object.__setattr__(self, "homography", tuple(float(v) for v in validate_homography(self.homography).ravel()))
+
+    def preparation(self, normalization: ThermalNormalization | None = None) -> ThermalPreparation:
+        """The frame layer's ThermalPreparation for this dataset's files (the node's, given the same
+        settings): `normalization` overrides the configured one (PST900's thermal_raw)."""
+        return ThermalPreparation(normalization or self.normalization, self.homography)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 
 from taseg_ros.classes import ClassInfo
-from taseg_ros.datasets.io import write_image
+from taseg_ros.frames.files import write_image
 from taseg_ros.errors import InputError
 
 __all__ = [

@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from taseg_ros.datasets.base import RGBTDataset, SampleRecord
-from taseg_ros.datasets.io import read_image, read_label
+from taseg_ros.frames.files import read_image
+from taseg_ros.datasets.io import read_label
 from taseg_ros.errors import InputError, MissingInputError
 
 LAYOUTS = {

@@ -172,9 +172,10 @@ def record_and_replay(opts: DemoOptions, checkpoint: Path, data_root: Path | Non
 def overlay_montage(opts: DemoOptions, checkpoint: Path, data_root: Path) -> Path:
     """One picture: a day and a night test frame, RGB | thermal | prediction overlay."""
     from taseg_ros.datasets import build_dataset
-    from taseg_ros.frame import FramePipeline, FrameSettings
+    from taseg_ros.inference.pipeline import FramePipeline
+    from taseg_ros.frames.settings import FrameSettings
     from taseg_ros.inference import Segmenter
-    from taseg_ros.preprocessing import ThermalNormalization
+    from taseg_ros.frames.thermal import ThermalNormalization
 
     _say("5/5 overlay images and plots")
     # Dataset thermal is already normalised to [0, 1].

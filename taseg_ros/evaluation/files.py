@@ -19,7 +19,8 @@ import numpy as np
 
 from taseg_ros.datasets import DATASETS
 from taseg_ros.datasets.config import IGNORE_INDEX, DatasetConfig, condition_from_id
-from taseg_ros.datasets.io import index_by_stem, label_single_channel, read_image, read_split_file
+from taseg_ros.datasets.io import index_by_stem, label_single_channel, read_split_file
+from taseg_ros.frames.files import read_image
 from taseg_ros.datasets.transforms import resize_labels
 from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.evaluation.metrics import EvaluationResult, SegmentationEvaluator

@@ -11,6 +11,8 @@ import torch
 
 from taseg_ros.errors import InputError
 from taseg_ros.evaluation.metrics import SegmentationEvaluator
+from taseg_ros.frames.files import write_output
+from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA, check_alpha, colorize, overlay
 
 
 def _segmenter(model, device, dtype: torch.dtype):
@@ -62,29 +64,23 @@ def evaluate(
 
 
 class PredictionWriter:
-    """Writes prediction PNGs: class ids, palette colours and an overlay on the RGB frame."""
+    """Writes prediction images into one folder per output (frames.render.OUTPUTS names): ``labels/``
+    (class-id PNGs), ``colorized/`` (palette colours) and ``overlay/`` (colours over the RGB frame)."""
 
-    KINDS = ("ids", "colour", "overlay")
+    OUTPUTS = ("labels", "colorized", "overlay")
 
-    def __init__(self, out_dir: str | Path, palette: np.ndarray, kinds=KINDS, alpha: float = 0.5) -> None:
-        unknown = set(kinds) - set(self.KINDS)
+    def __init__(self, out_dir: str | Path, palette: np.ndarray, outputs=OUTPUTS,
+                 alpha: float = DEFAULT_OVERLAY_ALPHA) -> None:
+        unknown = set(outputs) - set(self.OUTPUTS)
         if unknown:
-            raise InputError(f"unknown prediction kinds {sorted(unknown)}; choose from {self.KINDS}")
-        self.out_dir, self.palette, self.kinds, self.alpha = Path(out_dir), palette, tuple(kinds), alpha
-        for kind in self.kinds:
-            (self.out_dir / kind).mkdir(parents=True, exist_ok=True)
+            raise InputError(f"unknown prediction outputs {sorted(unknown)}; choose from {self.OUTPUTS}")
+        self.out_dir, self.palette, self.outputs, self.alpha = Path(out_dir), palette, tuple(outputs), check_alpha(alpha)
+        for name in self.outputs:
+            (self.out_dir / name).mkdir(parents=True, exist_ok=True)
 
     def __call__(self, sample: dict, labels: np.ndarray) -> None:
-        import cv2
-
-        from taseg_ros.preprocessing import colorize, overlay
-
-        name = f"{sample['id']}.png"
         colour = colorize(labels, self.palette)
-        if "ids" in self.kinds:
-            cv2.imwrite(str(self.out_dir / "ids" / name), labels)
-        if "colour" in self.kinds:
-            cv2.imwrite(str(self.out_dir / "colour" / name), cv2.cvtColor(colour, cv2.COLOR_RGB2BGR))
-        if "overlay" in self.kinds:
-            blend = overlay(sample["rgb"], colour, self.alpha)
-            cv2.imwrite(str(self.out_dir / "overlay" / name), cv2.cvtColor(blend, cv2.COLOR_RGB2BGR))
+        images = {"labels": lambda: labels, "colorized": lambda: colour,
+                  "overlay": lambda: overlay(sample["rgb"], colour, self.alpha)}
+        for name in self.outputs:
+            write_output(self.out_dir / name / f"{sample['id']}.png", name, images[name]())

@@ -68,7 +68,8 @@ def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int
     """The node's per-frame pipeline without DDS: its own step timings, with thermal at the RGB size
     and at half size (the resize step), plus building the three output messages."""
     from taseg_ros.bag.messages import image_message
-    from taseg_ros.frame import STEPS, FramePipeline
+    from taseg_ros.frames.settings import STEPS
+    from taseg_ros.inference.pipeline import FramePipeline
     from taseg_ros.inference import Segmenter
 
     seg = Segmenter.from_checkpoint(checkpoint, device=device, precision=precision)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from taseg_ros.frame import STEPS
+from taseg_ros.frames.settings import STEPS
 
 # diagnostic_msgs/DiagnosticStatus level values (bytes in the message).
 OK, WARN, ERROR, STALE = 0, 1, 2, 3

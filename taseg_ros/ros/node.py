@@ -55,18 +55,11 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
 
 from taseg_ros.errors import MissingInputError
-from taseg_ros.frame import FrameNote, FramePipeline, FrameResult
+from taseg_ros.frames.thermal import FrameNote
+from taseg_ros.inference.pipeline import FramePipeline, FrameResult
 from taseg_ros.ros.diagnostics import NodeStatistics, build_report
-from taseg_ros.ros.image_codec import (
-    RGB_ENCODINGS,
-    THERMAL_ENCODINGS,
-    ImageDecodeError,
-    check_image_fields,
-    decode_rgb,
-    decode_thermal,
-    encode_image,
-)
-from taseg_ros.ros.pairing import LatestSlot, Pair, StampPairer, stamp_to_ns
+from taseg_ros.frames.codec import ImageDecodeError, RGB_ENCODINGS, THERMAL_ENCODINGS, check_image_fields, decode_rgb, decode_thermal, encode_image
+from taseg_ros.frames.pairing import LatestSlot, Pair, StampPairer, stamp_to_ns
 from taseg_ros.ros.params import RGB_TOPIC, THERMAL_TOPIC, NodeParams, resolve_checkpoint
 from taseg_ros.ros.throttle import LogThrottle
 from taseg_ros.ros.qos import latched_qos

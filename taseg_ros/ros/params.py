@@ -18,7 +18,7 @@ import numpy as np
 from taseg_ros.config_io import check_fields, from_mapping, setting
 from taseg_ros.devices import PRECISIONS
 from taseg_ros.errors import InputError
-from taseg_ros.preprocessing import THERMAL_MODES, ThermalNormalization, validate_homography
+from taseg_ros.frames.thermal import THERMAL_MODES, ThermalNormalization, validate_homography
 
 DEVICES_HINT = "cpu, cuda or cuda:N (torch, onnxruntime), tensorrt (onnxruntime's TensorRT provider), gpu or npu (openvino)"
 TRANSPORTS = ("raw", "compressed")
@@ -117,7 +117,7 @@ class NodeParams:
 
     def frame_settings(self):
         """The per-frame pipeline's settings (``taseg_ros.frame``) from these parameters."""
-        from taseg_ros.frame import FrameSettings
+        from taseg_ros.frames.settings import FrameSettings
 
         return FrameSettings(self.thermal_norm(), self.homography(), self.overlay_alpha)
 

@@ -16,7 +16,7 @@ import torch
 
 from taseg_ros import __version__
 from taseg_ros.errors import InputError, MissingInputError
-from taseg_ros.frame import ThermalPreparation
+from taseg_ros.frames.thermal import ThermalPreparation
 from taseg_ros.model.checkpoint import load_checkpoint
 from taseg_ros.model.lora import merge_lora
 from taseg_ros.model.taseg import TASeg

@@ -1,6 +1,31 @@
-"""Array-level input handling shared by the model API, the datasets and the ROS node.
+"""Thermal frames: from what a camera topic or a file holds to the [0, 1] image on the RGB grid that
+the model sees. The one implementation for every path: the node and ``taseg bag eval`` (through
+``inference.pipeline.FramePipeline``), the dataset loaders (training, validation, ``taseg eval``),
+``taseg predict``, export verification and the benchmarks.
 
-Plain numpy (+ OpenCV), no torch: the node and the dataset loaders use it too.
+The steps, in this order (``ThermalPreparation``):
+  1. grey: a thermal image stored with 3 or 4 channels becomes one (``to_single_channel``, the same
+     rule for topics and files);
+  2. normalise on the camera's own pixels (``ThermalNormalization``), NaN/inf counted and treated as
+     the coldest value;
+  3. align onto the RGB pixel grid: the registration homography when there is one, else a plain
+     resize when the sizes differ (``ThermalAligner``), said once.
+
+Why normalise before aligning: a registration warp invents a border where the thermal camera saw
+nothing (a narrower thermal field of view leaves part of the RGB frame uncovered). Statistics taken
+after the warp would include that border: with percentile normalisation its zeros become the 1st
+percentile and squeeze the real scene into the top of the range.
+
+Why datasets keep the camera's raw thermal: ``taseg bag extract`` writes each thermal frame as the
+camera sent it (its own size and bit depth, grey rule applied) and records the registration and the
+normalisation in the dataset's ``classes.yaml`` (``thermal: {normalization, homography}``). The
+loader then runs this same ``ThermalPreparation`` on the same pixels, so a training sample's network
+input is bit-identical to what the node computes from the recorded messages (the parity tests in
+``test/test_parity.py`` check it for every encoding, geometry and normalisation mode). Warping at
+extraction time cannot give that: the warp would have to come before the normalisation. Public
+datasets ship thermal already on the RGB grid, so for them step 3 does nothing.
+
+numpy + OpenCV only: no torch, no ROS.
 """
 from __future__ import annotations
 
@@ -23,6 +48,7 @@ class ThermalNormalization:
     - percentile: per-frame low/high percentiles; like minmax but robust to hot spots.
     - auto: uint8 -> fixed 0..255 (the public datasets are 8-bit AGC images);
       anything else -> percentile 1..99.
+    The defaults here are the node's, ``taseg bag extract``'s and every command's defaults.
     """
 
     mode: str = "auto"
@@ -41,6 +67,11 @@ class ThermalNormalization:
 
     def __call__(self, thermal: np.ndarray) -> np.ndarray:
         return normalize_thermal(thermal, self)
+
+    def to_mapping(self) -> dict:
+        """The form a dataset's classes.yaml (``thermal.normalization``) and reports store."""
+        return {"mode": self.mode, "low": float(self.low), "high": float(self.high),
+                "percentiles": [float(p) for p in self.percentiles]}
 
 
 def normalize_thermal(thermal: np.ndarray, norm: ThermalNormalization | None = None) -> np.ndarray:
@@ -77,18 +108,26 @@ def normalize_thermal(thermal: np.ndarray, norm: ThermalNormalization | None = N
     return np.clip((x - low) * scale, 0.0, 1.0).astype(np.float32, copy=False)
 
 
-def thermal_to_gray(thermal: np.ndarray) -> np.ndarray:
-    """A thermal image stored with 3 (or 4) channels (KAIST lwir JPEGs, bgr8 topics) -> 1 channel."""
-    t = np.asarray(thermal)
+def to_single_channel(image: np.ndarray, source: str = "thermal image") -> np.ndarray:
+    """The one grey rule, for topics (bgr8/rgb8 thermal) and files (KAIST lwir JPEGs) alike: a thermal
+    image with 3 or 4 channels -> (H, W) = the mean of its first three channels, rounded back to the
+    image's own dtype (float images stay float32).
+
+    Keeping the dtype keeps ``auto`` normalisation meaning one thing: an 8-bit image is fixed 0..255
+    however it was stored. For grey replicated into the channels (the case this rule exists for) the
+    mean is exact; for JPEG channel noise rounding moves a value by at most half a count.
+    ``source`` names the file or topic in the error."""
+    t = np.asarray(image)
     if t.ndim == 2:
         return t
     if t.ndim == 3 and t.shape[2] == 1:
         return t[:, :, 0]
     if t.ndim == 3 and t.shape[2] in (3, 4):
-        # Grey-replicated channels: the mean is exact and keeps 16-bit depth (cvtColor would too,
-        # but weights channels; for a false-colour palette neither is meaningful).
-        return t[:, :, :3].mean(axis=2).astype(t.dtype)
-    raise InputError(f"cannot read a thermal image of shape {t.shape}")
+        mean = t[:, :, :3].mean(axis=2, dtype=np.float32)
+        if t.dtype.kind == "f":
+            return mean
+        return np.rint(mean).astype(t.dtype)
+    raise InputError(f"{source}: cannot read a thermal image of shape {t.shape}")
 
 
 # Fraction of the RGB frame the warped thermal frame must cover; below it every thermal input is
@@ -97,7 +136,7 @@ MIN_HOMOGRAPHY_COVERAGE = 0.01
 
 
 def validate_homography(matrix, thermal_hw: tuple[int, int] | None = None, rgb_hw: tuple[int, int] | None = None) -> np.ndarray:
-    """A thermal -> RGB pixel homography as a (3, 3) float64 array, or ValueError with the reason:
+    """A thermal -> RGB pixel homography as a (3, 3) float64 array, or InputError with the reason:
     not 9 finite numbers, h33 = 0 (the thermal origin maps to infinity), not invertible, or (when
     both frame sizes are given) the warped thermal frame covers (almost) none of the RGB frame."""
     h = np.asarray(matrix, dtype=np.float64)
@@ -125,10 +164,10 @@ def validate_homography(matrix, thermal_hw: tuple[int, int] | None = None, rgb_h
     return h
 
 
-def resize_thermal_to(thermal: np.ndarray, size_hw: tuple[int, int], homography: np.ndarray | None = None) -> np.ndarray:
-    """Bring a thermal image onto the RGB pixel grid: warp by a 3x3 homography
-    (thermal -> RGB pixel coordinates) when given, else a plain resize."""
-    h, w = size_hw
+def align_thermal(thermal: np.ndarray, rgb_hw: tuple[int, int], homography: np.ndarray | None = None) -> np.ndarray:
+    """Bring a thermal image onto the RGB pixel grid: warp by a 3x3 homography (thermal -> RGB pixel
+    coordinates; pixels it does not reach become 0) when given, else a plain (bilinear) resize."""
+    h, w = rgb_hw
     if homography is not None:
         hmat = np.asarray(homography, dtype=np.float64).reshape(3, 3)
         return cv2.warpPerspective(thermal, hmat, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
@@ -138,8 +177,8 @@ def resize_thermal_to(thermal: np.ndarray, size_hw: tuple[int, int], homography:
 
 
 class ThermalAligner:
-    """Puts thermal frames on the RGB grid (``resize_thermal_to``) and returns a note the first
-    time it has to, so the node and the bag tools say it once, not once per frame."""
+    """Puts thermal frames on the RGB grid (``align_thermal``) and returns a note the first time it
+    has to, so the node and the tools say it once, not once per frame."""
 
     def __init__(self, homography: np.ndarray | None = None) -> None:
         self.homography = None if homography is None else validate_homography(homography)
@@ -161,20 +200,55 @@ class ThermalAligner:
                 f"thermal frames ({thermal.shape[1]}x{thermal.shape[0]}) are {how} to the RGB frame "
                 f"({rgb_hw[1]}x{rgb_hw[0]})"
             )
-        return resize_thermal_to(thermal, rgb_hw, self.homography), note
+        return align_thermal(thermal, rgb_hw, self.homography), note
 
 
-def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """(H, W) integer labels -> (H, W, 3) uint8 RGB. Ids without a colour are drawn black."""
-    # np.take on a 256-entry table: 0.5 ms at 640x480 vs 2.2 ms for lut[labels] fancy indexing,
-    # single-threaded (cv2.LUT needs a 3-channel copy of the labels and OpenCV's thread pool).
-    lut = np.zeros((256, 3), np.uint8)
-    lut[: len(palette)] = palette
-    return np.take(lut, labels.astype(np.uint8, copy=False), axis=0)
+@dataclass(frozen=True)
+class FrameNote:
+    """Something worth telling the user about a frame. ``kind`` groups notes for log throttling and
+    counting: ``nonfinite_thermal`` (some NaN/inf pixels), ``blank_thermal`` (no finite pixel at all),
+    ``thermal_aligned``, ``bad_rgb``, ``bad_thermal``, ``model``."""
+
+    kind: str
+    stream: str  # "rgb", "thermal" or "model"
+    text: str
+    detail: str = ""  # finer kind for log throttling, e.g. the ImageDecodeError reason
 
 
-def overlay(rgb: np.ndarray, colour: np.ndarray, alpha: float) -> np.ndarray:
-    """Blend a colourised label image over the RGB image: alpha=0 -> RGB only, 1 -> labels only."""
-    if not 0.0 <= alpha <= 1.0:
-        raise InputError(f"overlay alpha must be in [0, 1], got {alpha}")
-    return cv2.addWeighted(colour, alpha, rgb, 1.0 - alpha, 0.0)
+class ThermalPreparation:
+    """Raw thermal (any channel count, dtype and size) -> float32 [0, 1] on the RGB grid, plus notes:
+    the steps of the module docstring. One instance per stream or dataset: the alignment note is
+    said once per instance."""
+
+    def __init__(
+        self, norm: ThermalNormalization | None = None, homography: np.ndarray | None = None,
+        aligner: ThermalAligner | None = None,
+    ) -> None:
+        self.norm = norm or ThermalNormalization()
+        self.aligner = aligner or ThermalAligner(homography)
+
+    @property
+    def homography(self) -> np.ndarray | None:
+        return self.aligner.homography
+
+    def __call__(self, thermal: np.ndarray, rgb_hw: tuple[int, int]) -> tuple[np.ndarray, list[FrameNote]]:
+        thermal = to_single_channel(thermal)
+        notes = []
+        if thermal.dtype.kind == "f":
+            notes += _nonfinite_notes(thermal)
+        thermal01, aligned = self.aligner(normalize_thermal(thermal, self.norm), rgb_hw)
+        if aligned is not None:
+            notes.append(FrameNote("thermal_aligned", "thermal", aligned))
+        return thermal01, notes
+
+
+def _nonfinite_notes(thermal: np.ndarray) -> list[FrameNote]:
+    finite = np.isfinite(thermal)
+    good = int(np.count_nonzero(finite))
+    if good == finite.size:
+        return []
+    if good == 0:
+        return [FrameNote("blank_thermal", "thermal", f"no finite thermal pixel (all {finite.size} are NaN/inf): "
+                          "used as a blank thermal image, so the frame is segmented from RGB alone")]
+    return [FrameNote("nonfinite_thermal", "thermal", f"{finite.size - good} of {finite.size} pixels are NaN/inf; "
+                      "they are excluded from normalisation and treated as the coldest value")]

@@ -40,7 +40,7 @@ from rosbags.image import ImageError as _RosbagsImageError
 from rosbags.image import image_to_cvimage
 
 from taseg_ros.errors import TasegError
-from taseg_ros.preprocessing import thermal_to_gray
+from taseg_ros.frames.thermal import to_single_channel
 
 RGB_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
 THERMAL_ENCODINGS = ("mono8", "mono16", "8UC1", "16UC1", "32FC1", "bgr8", "rgb8")
@@ -199,7 +199,7 @@ def decode_thermal(msg: Any) -> np.ndarray:
         image = _decode_compressed(msg)
     else:
         image = image_to_array(msg, THERMAL_ENCODINGS)
-    return thermal_to_gray(image)
+    return to_single_channel(image, "thermal image message")
 
 
 def encode_image(array: np.ndarray, encoding: str) -> ImageFields:

@@ -8,9 +8,10 @@
 
 Any frame size works: the model's own ``preprocess`` pads (native mode) or resizes and pads
 (SAM 1024 mode), and its ``postprocess`` maps the logits back to the input frame. Raw thermal of
-any dtype is normalised by ``frame.ThermalPreparation`` (the Segmenter's normalisation policy, or
-one given per call); ``predict_prepared`` takes thermal that is already in [0, 1] on the RGB grid
-(what ``frame.FramePipeline`` passes after timing that step on its own).
+any dtype is prepared by ``frames.thermal.ThermalPreparation`` (the Segmenter's normalisation
+policy, or one given per call);
+``predict_prepared`` takes thermal that is already in [0, 1] on the RGB grid (what the dataset
+loaders give and what ``inference.pipeline.FramePipeline`` passes after timing that step).
 
 The same API runs exported files (``taseg export``): ``Segmenter.from_checkpoint("m.onnx")``
 uses ONNX Runtime, ``.xml`` OpenVINO, ``.engine`` TensorRT (see taseg_ros.runtime); the
@@ -28,10 +29,9 @@ import torch
 from taseg_ros.classes import ClassInfo
 from taseg_ros.devices import PRECISIONS as PRECISION_DTYPES
 from taseg_ros.errors import InputError
-from taseg_ros.frame import ThermalPreparation
+from taseg_ros.frames.thermal import ThermalNormalization, ThermalPreparation
 from taseg_ros.model.inputs import FrameTransform
 from taseg_ros.model.taseg import TASeg
-from taseg_ros.preprocessing import ThermalNormalization
 from taseg_ros.runtime.base import Backend
 
 # The one table of precision names (taseg_ros.devices), as torch dtypes.
@@ -140,7 +140,8 @@ class Segmenter:
         thermal_norm: ThermalNormalization | None = None,
         return_probabilities: bool = False,
     ) -> Prediction:
-        """rgb (H, W, 3) uint8 and raw thermal (H, W) on the RGB grid, any dtype."""
+        """rgb (H, W, 3) uint8 and raw thermal (H, W) on the RGB grid, any dtype (FramePipeline takes
+        thermal of any size and registers or resizes it)."""
         return self.predict_batch([rgb], [thermal], thermal_norm, return_probabilities)[0]
 
     def predict_batch(
@@ -155,8 +156,9 @@ class Segmenter:
         prepare = self.thermal if thermal_norm is None else ThermalPreparation(thermal_norm)
         prepared = []
         for i, (rgb, thermal) in enumerate(zip(rgbs, thermals)):
-            if thermal.shape[:2] != rgb.shape[:2]:
-                raise InputError(f"frame {i}: thermal {thermal.shape[:2]} is not on the RGB grid {rgb.shape[:2]}; register/resize it first")
+            if thermal.shape[:2] != rgb.shape[:2]:  # FramePipeline resizes or registers (and says so)
+                raise InputError(f"frame {i}: thermal {thermal.shape[:2]} is not on the RGB grid {rgb.shape[:2]}; "
+                                 "register/resize it first, or use inference.pipeline.FramePipeline")
             prepared.append(prepare(thermal, rgb.shape[:2])[0])
         return self.predict_prepared_batch(rgbs, prepared, return_probabilities)
 

@@ -48,6 +48,9 @@ from typing import Any, Callable, Generic, TypeVar
 from taseg_ros.errors import InputError
 
 NS_PER_S = 1_000_000_000
+# Largest RGB/thermal stamp difference of a pair (node parameter slop, --slop of every bag command):
+# well under one frame period at 30 fps (33 ms).
+DEFAULT_SLOP_S = 0.02
 
 T = TypeVar("T")
 

@@ -1,0 +1,9 @@
+"""Inference on numpy frames: the ``Segmenter`` (our pre/post-processing around one runtime's
+network forward) and, on top of it, the per-frame ``FramePipeline`` that the node and the tools share.
+
+    segmenter  Segmenter, Prediction, PRECISIONS (precision names -> torch dtypes)
+    pipeline   FramePipeline, FrameResult, STEPS
+"""
+from taseg_ros.inference.segmenter import PRECISIONS, Prediction, Segmenter
+
+__all__ = ["PRECISIONS", "Prediction", "Segmenter"]

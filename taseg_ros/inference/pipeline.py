@@ -1,0 +1,116 @@
+"""One RGB-T frame pair, end to end, without ROS: decode -> prepare thermal (grey, normalise, align to
+the RGB grid) -> predict -> colourise/overlay, with per-step timings and notes.
+
+The node (``ros/node.py``), ``taseg bag eval``, ``taseg predict``, the demo and the ROS bench all run
+frames through ``FramePipeline``, so they do the same work and report the same timings and the same
+notes for the same input. Every step but the network is the frame layer's (``taseg_ros.frames``);
+the dataset loaders run the same ``ThermalPreparation``, so training sees what the node serves.
+
+Messages are duck-typed (``frames.codec``): rclpy messages, ``rosbags`` messages and plain objects
+with the sensor_msgs fields all decode the same way.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from taseg_ros.frames.codec import ImageDecodeError, decode_rgb, decode_thermal
+from taseg_ros.frames.render import RENDERED_OUTPUTS, check_outputs, colorize, overlay
+from taseg_ros.frames.settings import STEPS, FrameSettings
+from taseg_ros.frames.thermal import FrameNote
+from taseg_ros.inference.segmenter import Segmenter
+
+@dataclass
+class FrameResult:
+    """What one pair produced. ``error`` is set (and the images are None) when the pair was skipped."""
+
+    labels: np.ndarray | None = None
+    confidence: np.ndarray | None = None
+    colorized: np.ndarray | None = None
+    overlay: np.ndarray | None = None
+    rgb: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per STEPS entry, and "total"
+    notes: list[FrameNote] = field(default_factory=list)
+    error: FrameNote | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def output(self, name: str) -> np.ndarray | None:
+        """An output of ``frames.render.OUTPUTS`` by name (None when it was not rendered)."""
+        return getattr(self, name)
+
+
+class FramePipeline:
+    """Runs pairs through a ``Segmenter`` with one set of ``FrameSettings``."""
+
+    def __init__(self, segmenter: Segmenter, settings: FrameSettings | None = None) -> None:
+        self.segmenter = segmenter
+        settings = settings or FrameSettings()
+        # (settings, thermal preparation), replaced as one: a frame in flight in another thread sees
+        # the old pair or the new one, never a mix (the node applies `ros2 param set` this way).
+        self._current = (settings, settings.thermal_preparation())
+
+    @property
+    def settings(self) -> FrameSettings:
+        return self._current[0]
+
+    def update(self, settings: FrameSettings) -> None:
+        """New settings for the next frame (``ros2 param set``); the once-only notes start over
+        only when the registration changes."""
+        old_settings, old_thermal = self._current
+        thermal = settings.thermal_preparation()
+        if settings.same_registration(old_settings):
+            thermal.aligner = old_thermal.aligner
+        self._current = (settings, thermal)
+
+    def process_messages(self, rgb_msg: Any, thermal_msg: Any, outputs: Iterable[str] = RENDERED_OUTPUTS) -> FrameResult:
+        """Decode both messages, then ``process``; a message that cannot be decoded skips the pair."""
+        start = time.perf_counter()
+        images = []
+        for stream, decode, msg in (("rgb", decode_rgb, rgb_msg), ("thermal", decode_thermal, thermal_msg)):
+            try:
+                images.append(decode(msg))
+            except ImageDecodeError as exc:
+                return FrameResult(error=FrameNote(f"bad_{stream}", stream, f"{exc}; pair skipped", exc.reason),
+                                   timings={"decode": time.perf_counter() - start})
+        return self.process(*images, outputs=outputs, decode_s=time.perf_counter() - start)
+
+    def process(
+        self, rgb: np.ndarray, thermal: np.ndarray, outputs: Iterable[str] = RENDERED_OUTPUTS, decode_s: float = 0.0
+    ) -> FrameResult:
+        """Decoded rgb (H, W, 3) uint8 and raw thermal (any size and dtype) -> labels and the
+        requested ``outputs``."""
+        settings, prepare_thermal = self._current
+        wanted = check_outputs(outputs)
+        result = FrameResult(rgb=rgb, timings={"decode": decode_s})
+        start = time.perf_counter()
+        try:
+            thermal01, result.notes = prepare_thermal(thermal, rgb.shape[:2])
+        except ValueError as exc:  # e.g. a homography that warps this frame size out of view
+            result.error = FrameNote("bad_thermal", "thermal", f"{exc}; pair skipped")
+            return result
+        prepared = time.perf_counter()
+        try:
+            prediction = self.segmenter.predict_prepared(rgb, thermal01)
+        except Exception as exc:  # noqa: BLE001 - a model failure (e.g. out of memory) skips this pair only
+            result.error = FrameNote("model", "model", f"model failed on a {rgb.shape[1]}x{rgb.shape[0]} pair: "
+                                     f"{type(exc).__name__}: {exc}")
+            return result
+        inferred = time.perf_counter()
+        result.labels, result.confidence = prediction.labels, prediction.confidence
+        self._render(result, wanted, settings.overlay_alpha)
+        done = time.perf_counter()
+        result.timings.update(thermal=prepared - start, inference=inferred - prepared, render=done - inferred)
+        result.timings["total"] = sum(result.timings[step] for step in STEPS)
+        return result
+
+    def _render(self, result: FrameResult, outputs: set[str], alpha: float) -> None:
+        if outputs & {"colorized", "overlay"}:
+            result.colorized = colorize(result.labels, self.segmenter.class_info.palette)
+            if "overlay" in outputs:
+                result.overlay = overlay(result.rgb, result.colorized, alpha)
