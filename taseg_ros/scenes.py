@@ -22,7 +22,7 @@ from taseg_ros.classes import ClassInfo
 class SceneFrame:
     rgb: np.ndarray  # (H, W, 3) uint8 RGB
     thermal: np.ndarray  # (H, W) uint8 apparent temperature
-    label: np.ndarray  # (H, W) uint8 class ids of CLASSES
+    label: np.ndarray | None  # (H, W) uint8 class ids of CLASSES (None: unlabelled)
 
 
 CLASSES = ClassInfo.from_mapping(
@@ -31,7 +31,7 @@ CLASSES = ClassInfo.from_mapping(
         "prompts": ["background", "road", "car", "person"],
         "palette": [[0, 0, 0], [128, 64, 128], [0, 0, 142], [220, 20, 60]],
     },
-    source="taseg_ros.demo.scenes",
+    source="taseg_ros.scenes",
 )
 BACKGROUND, ROAD, CAR, PERSON = range(4)
 

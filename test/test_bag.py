@@ -1,6 +1,6 @@
 """The rosbag tools (`taseg bag info|extract|eval|replay`) on real rosbag2 files written with rosbags.
 
-Recordings are made by taseg_ros.bag.fixtures: two cameras at 10 Hz with a thermal stamp offset,
+Recordings are made by bag_fixtures (the demo's recording writer): two cameras at 10 Hz with a thermal stamp offset,
 stamp jitter and random transport delays (so the streams interleave irregularly), a few dropped
 frames, raw or compressed images, sqlite3 or mcap, Humble/Jazzy/Kilted message definitions; from
 generated frames with known labels and from the real MSRS pairs in ../shared (skipped when absent).
@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import pytest
 
-from taseg_ros.bag.fixtures import (
+from bag_fixtures import (
     DEFAULT_RGB_TOPIC,
     DEFAULT_THERMAL_TOPIC,
     msrs_frames,
@@ -33,8 +33,8 @@ from taseg_ros.bag.fixtures import (
     thermal_counts,
     write_rgbt_bag,
 )
-from taseg_ros.bag.reader import BagError, open_bag
-from taseg_ros.bag.stop import stop_on_sigint
+from taseg_ros.bag.io.reader import BagError, open_bag
+from taseg_ros.bag.io.stop import stop_on_sigint
 from taseg_ros.bag.labels import stamp_id
 from taseg_ros.cli import bag as bag_cli
 from taseg_ros.evaluation.metrics import ConfusionMatrix
@@ -348,8 +348,8 @@ def test_extract_real_msrs_pairs(samples_dir, tmp_path):
 
 
 def test_eval_scores_match_an_independent_computation(raw_bag, segmenter, tmp_path):
-    from taseg_ros.bag.eval_report import format_summary, write_eval_report
-    from taseg_ros.bag.evaluate import evaluate_bag
+    from taseg_ros.bag.evaluate.report import format_summary, write_eval_report
+    from taseg_ros.bag.evaluate.run import evaluate_bag
 
     result = evaluate_bag(raw_bag.path, segmenter, label_topic="/labels", output_bag=tmp_path / "out")
     assert (result.pairs, result.processed, result.scored) == (EXPECTED_PAIRS,) * 3
@@ -390,7 +390,7 @@ def test_eval_scores_match_an_independent_computation(raw_bag, segmenter, tmp_pa
 def test_eval_with_perfect_labels_scores_one(compressed_bag, segmenter, tmp_path):
     """Labels folder named by stamp (as extraction names files) holding the model's own predictions
     on the decoded frames: every pair matched, mIoU exactly 1."""
-    from taseg_ros.bag.evaluate import evaluate_bag
+    from taseg_ros.bag.evaluate.run import evaluate_bag
     from taseg_ros.frames.files import write_image
     from taseg_ros.frames.codec import decode_rgb, decode_thermal
 
@@ -410,7 +410,7 @@ def test_eval_with_perfect_labels_scores_one(compressed_bag, segmenter, tmp_path
 
 
 def test_eval_realtime_mode_follows_the_newest_pair_wins_policy(raw_bag, segmenter, tmp_path):
-    from taseg_ros.bag.evaluate import evaluate_bag
+    from taseg_ros.bag.evaluate.run import evaluate_bag
 
     result = evaluate_bag(raw_bag.path, segmenter, mode="realtime", label_topic="/labels", output_bag=tmp_path / "out")
     assert result.pairs == EXPECTED_PAIRS
@@ -428,7 +428,7 @@ def test_eval_realtime_mode_follows_the_newest_pair_wins_policy(raw_bag, segment
 
 
 def test_eval_on_real_msrs_frames(samples_dir, segmenter, tmp_path):
-    from taseg_ros.bag.evaluate import evaluate_bag
+    from taseg_ros.bag.evaluate.run import evaluate_bag
     from taseg_ros.frames.files import write_image
 
     frames = msrs_frames(samples_dir / "msrs", limit=8, size=(120, 160))
@@ -448,7 +448,7 @@ def test_eval_on_real_msrs_frames(samples_dir, segmenter, tmp_path):
 def test_ctrl_c_leaves_a_finished_output_recording(raw_bag, segmenter, tmp_path):
     """A real SIGINT in the middle of the run: the loop stops after the current pair, the output
     recording is closed properly (metadata.yaml, mcap summary) and holds the pairs done so far."""
-    from taseg_ros.bag.evaluate import evaluate_bag
+    from taseg_ros.bag.evaluate.run import evaluate_bag
 
     def interrupt_at_five(n):
         if n == 5:
@@ -511,7 +511,7 @@ def test_ctrl_c_on_the_command_line(tmp_path, tiny_checkpoint):
 
 
 def test_eval_errors(raw_bag, segmenter, tmp_path):
-    from taseg_ros.bag.evaluate import evaluate_bag
+    from taseg_ros.bag.evaluate.run import evaluate_bag
     from taseg_ros.frames.files import write_image
 
     labels = tmp_path / "labels"
@@ -545,9 +545,9 @@ def real_rosbag(name: str) -> Path:
 def hand_made_bag(path, rgb_message, thermal_message, n=10, label_topic=None, label_offset_ns=0):
     """Two cameras at 10 Hz with messages built by the callers (encodings the fixtures refuse to
     write: yuv422, 0x0 images, float thermal); labels (all zeros) stamped ``label_offset_ns`` off."""
-    from taseg_ros.bag.messages import image_message
-    from taseg_ros.bag.msgtypes import IMAGE
-    from taseg_ros.bag.writer import BagWriter
+    from taseg_ros.bag.io.messages import image_message
+    from taseg_ros.bag.io.msgtypes import IMAGE
+    from taseg_ros.bag.io.writer import BagWriter
 
     start = 1_700_000_000 * 10**9
     with BagWriter(path, storage="mcap") as out:
@@ -562,8 +562,8 @@ def hand_made_bag(path, rgb_message, thermal_message, n=10, label_topic=None, la
 
 
 def raw_image(stamp, encoding, height, width, data, step):
-    from taseg_ros.bag.messages import make_header
-    from taseg_ros.bag.msgtypes import IMAGE, default_typestore
+    from taseg_ros.bag.io.messages import make_header
+    from taseg_ros.bag.io.msgtypes import IMAGE, default_typestore
 
     return default_typestore().types[IMAGE](
         header=make_header(stamp, "cam"), height=height, width=width, encoding=encoding, is_bigendian=0,
@@ -572,13 +572,13 @@ def raw_image(stamp, encoding, height, width, data, step):
 
 
 def rgb8(i, stamp):
-    from taseg_ros.bag.messages import image_message
+    from taseg_ros.bag.io.messages import image_message
 
     return image_message(stamp, "cam", np.full((8, 8, 3), i, np.uint8), "rgb8")
 
 
 def mono16(i, stamp):
-    from taseg_ros.bag.messages import image_message
+    from taseg_ros.bag.io.messages import image_message
 
     return image_message(stamp, "cam", np.full((8, 8), 1000 + i, np.uint16), "mono16")
 
@@ -586,9 +586,9 @@ def mono16(i, stamp):
 def test_info_extract_eval_say_plainly_that_a_camera_stream_is_missing(tmp_path, tiny_checkpoint):
     """No image topic at all, and one image topic only: not "cannot tell which image topic is the
     thermal camera ... Image topics: none"."""
-    from taseg_ros.bag.messages import string_message
-    from taseg_ros.bag.msgtypes import STRING
-    from taseg_ros.bag.writer import BagWriter
+    from taseg_ros.bag.io.messages import string_message
+    from taseg_ros.bag.io.msgtypes import STRING
+    from taseg_ros.bag.io.writer import BagWriter
 
     talker = tmp_path / "talker"
     with BagWriter(talker) as out:
@@ -704,8 +704,8 @@ def test_extract_and_eval_say_why_no_frame_could_be_decoded(tmp_path, tiny_check
 def test_extract_and_eval_count_nan_thermal_frames(tmp_path, segmenter):
     """Float thermal: frames with NaN pixels, and frames without one finite pixel, are counted and
     said (they were taken silently)."""
-    from taseg_ros.bag.evaluate import evaluate_bag
-    from taseg_ros.bag.messages import image_message
+    from taseg_ros.bag.evaluate.run import evaluate_bag
+    from taseg_ros.bag.io.messages import image_message
 
     def float_thermal(i, stamp):
         frame = np.full((8, 8), 20.0 + i, np.float32)

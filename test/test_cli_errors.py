@@ -33,7 +33,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 # --- the workspace every case starts from ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from taseg_ros.demo.scenes import write_street_dataset
+    from taseg_ros.demo.data import write_street_dataset
 
     return write_street_dataset(tmp_path_factory.mktemp("street") / "data", num_train=4, num_val=2, num_test=2,
                                 height=32, width=48, seed=3)
@@ -203,7 +203,7 @@ CASES = [
 @pytest.fixture(scope="module")
 def rgbt_bag(tmp_path_factory) -> Path:
     """A small rosbag2 recording with RGB/thermal pairs (written with rosbags, as test_bag does)."""
-    from taseg_ros.bag.fixtures import synthetic_frames, write_rgbt_bag
+    from bag_fixtures import synthetic_frames, write_rgbt_bag
 
     return Path(write_rgbt_bag(tmp_path_factory.mktemp("bag") / "pairs", synthetic_frames(4, 48, 64, seed=1)).path)
 

@@ -18,7 +18,7 @@ from taseg_ros.datasets import (
     load_dataset_config,
     register_dataset,
 )
-from taseg_ros.datasets.fixtures import (
+from dataset_fixtures import (
     FixtureFrame,
     synthetic_frame,
     write_fmb,

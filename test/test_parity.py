@@ -23,12 +23,12 @@ import pytest
 
 from taseg_ros.bag.extract import ExtractSettings, extract_pairs
 from taseg_ros.bag.labels import stamp_id
-from taseg_ros.bag.messages import compressed_message, image_message
-from taseg_ros.bag.msgtypes import COMPRESSED_IMAGE, IMAGE
+from taseg_ros.bag.io.messages import compressed_message, image_message
+from taseg_ros.bag.io.msgtypes import COMPRESSED_IMAGE, IMAGE
 from taseg_ros.bag.pairs import BagPairing, PairSource
-from taseg_ros.bag.reader import open_bag
-from taseg_ros.bag.topics import resolve_image_topics
-from taseg_ros.bag.writer import BagWriter
+from taseg_ros.bag.io.reader import open_bag
+from taseg_ros.bag.io.topics import resolve_image_topics
+from taseg_ros.bag.io.writer import BagWriter
 from taseg_ros.datasets import build_dataset
 from taseg_ros.frames.settings import FrameSettings
 from taseg_ros.frames.thermal import ThermalNormalization

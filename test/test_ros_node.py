@@ -845,10 +845,10 @@ def test_node_and_bag_eval_report_the_same_steps_and_notes(start_node, checkpoin
     """The node and `taseg bag eval` run one per-frame pipeline: for the same pairs (float thermal
     with NaN pixels, at half the RGB size) they count the same notes, word them the same way and
     time the same steps."""
-    from taseg_ros.bag.evaluate import evaluate_bag
-    from taseg_ros.bag.messages import image_message
-    from taseg_ros.bag.msgtypes import IMAGE
-    from taseg_ros.bag.writer import BagWriter
+    from taseg_ros.bag.evaluate.run import evaluate_bag
+    from taseg_ros.bag.io.messages import image_message
+    from taseg_ros.bag.io.msgtypes import IMAGE
+    from taseg_ros.bag.io.writer import BagWriter
     from taseg_ros.frames.settings import STEPS
     from taseg_ros.inference import Segmenter
 

@@ -276,7 +276,7 @@ def test_eval_command_with_an_exported_model(exports, trained_checkpoint, tmp_pa
     when recorded; here it is given)."""
     import json
 
-    from taseg_ros.datasets.fixtures import synthetic_frame, write_mfnet
+    from dataset_fixtures import synthetic_frame, write_mfnet
 
     rng = np.random.default_rng(5)
     root = write_mfnet(tmp_path / "mfnet", {f"0000{i}D": synthetic_frame(rng, 480, 640, 9) for i in range(2)},
@@ -295,8 +295,8 @@ def test_bag_eval_with_an_exported_model(trained_checkpoint, tmp_path):
     """`taseg bag eval --backend openvino` on an exported model writes the same labels as the checkpoint."""
     import json
 
-    from taseg_ros.bag.fixtures import synthetic_frames, write_rgbt_bag
-    from taseg_ros.bag.reader import open_bag
+    from bag_fixtures import synthetic_frames, write_rgbt_bag
+    from taseg_ros.bag.io.reader import open_bag
 
     rec = write_rgbt_bag(tmp_path / "bag", synthetic_frames(6, 48, 64, seed=4), storage="mcap", drop_rgb=(), drop_thermal=())
     with warnings.catch_warnings():

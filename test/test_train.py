@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from taseg_ros.cli import main
-from taseg_ros.demo.scenes import write_street_dataset
+from taseg_ros.demo.data import write_street_dataset
 from taseg_ros.train.loop import Runtime, step_indices
 from taseg_ros.train.loss import loss_share
 from taseg_ros.train.recipe import load_recipe
@@ -203,7 +203,7 @@ def test_thermal_branch_learns_what_rgb_cannot_see_at_night(tmp_path):
     thermal. The same tiny model trained with and without thermal; scored on night frames.
     (Measured when written: night mIoU 0.54 vs 0.39, night car IoU 0.39 vs 0.00.)"""
     from taseg_ros.datasets import build_dataset
-    from taseg_ros.demo.scenes import CAR
+    from taseg_ros.scenes import CAR
     from taseg_ros.evaluation.run import evaluate
     from taseg_ros.model.checkpoint import load_checkpoint
 
@@ -226,7 +226,7 @@ def test_tiny_model_overfits_the_real_pst900_frame(samples_dir, tmp_path):
     import cv2
 
     from taseg_ros.classes import load_classes
-    from taseg_ros.datasets.fixtures import FixtureFrame, write_folder
+    from dataset_fixtures import FixtureFrame, write_folder
 
     src = samples_dir / "pst900" / "test"
     rgb = cv2.cvtColor(cv2.imread(str(src / "rgb" / "sample_0000.png")), cv2.COLOR_BGR2RGB)

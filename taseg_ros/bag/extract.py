@@ -40,8 +40,8 @@ import yaml
 
 from taseg_ros.bag.labels import TopicLabels, stamp_id
 from taseg_ros.bag.pairs import BagPairing, PairSource, failure_summary
-from taseg_ros.bag.reader import Bag, BagError, open_bag
-from taseg_ros.bag.topics import resolve_image_topics
+from taseg_ros.bag.io.reader import Bag, BagError, open_bag
+from taseg_ros.bag.io.topics import resolve_image_topics
 from taseg_ros.classes import ClassInfo, load_classes
 from taseg_ros.errors import InputError
 from taseg_ros.frames.codec import ImageDecodeError, decode_rgb, decode_thermal

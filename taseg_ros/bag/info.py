@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from taseg_ros.bag.pairs import BagPairing
-from taseg_ros.bag.reader import Bag, BagError, open_bag
-from taseg_ros.bag.topics import MissingStreamError, resolve_image_topics
+from taseg_ros.bag.io.reader import Bag, BagError, open_bag
+from taseg_ros.bag.io.topics import MissingStreamError, resolve_image_topics
 from taseg_ros.timing import summarize_ms
 
 CANDIDATE_SLOPS_S = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)

@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from taseg_ros.bag.msgtypes import COMPRESSED_IMAGE, IMAGE
-from taseg_ros.bag.reader import Bag, BagError
+from taseg_ros.bag.io.msgtypes import COMPRESSED_IMAGE, IMAGE
+from taseg_ros.bag.io.reader import Bag, BagError
 from taseg_ros.classes import ClassInfo
 from taseg_ros.errors import MissingInputError
 from taseg_ros.frames.pairing import NS_PER_S, stamp_to_ns

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from taseg_ros.bag.reader import Bag, RawMessage
+from taseg_ros.bag.io.reader import Bag, RawMessage
 from taseg_ros.errors import InputError
 from taseg_ros.frames.pairing import DEFAULT_SLOP_S, NS_PER_S, LatestSlot, Pair, StampPairer, stamp_to_ns
 

@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from taseg_ros.bag.msgtypes import COMPRESSED_IMAGE, IMAGE, STRING
+from taseg_ros.bag.io.msgtypes import COMPRESSED_IMAGE, IMAGE, STRING
 from taseg_ros.bag.pairs import check_max_pairs
-from taseg_ros.bag.reader import BagError, open_bag
-from taseg_ros.bag.stop import stop_on_sigint
-from taseg_ros.bag.topics import resolve_image_topics
-from taseg_ros.bag.writer import BagWriter
+from taseg_ros.bag.io.reader import BagError, open_bag
+from taseg_ros.bag.io.stop import stop_on_sigint
+from taseg_ros.bag.io.topics import resolve_image_topics
+from taseg_ros.bag.io.writer import BagWriter
 from taseg_ros.errors import InputError
 from taseg_ros.ros.names import check_namespace
 from taseg_ros.frames.pairing import NS_PER_S, StampPairer, stamp_to_ns

@@ -246,7 +246,7 @@ def run_info(args) -> int:
 
 def run_extract(args) -> int:
     from taseg_ros.bag.extract import ExtractSettings, extract_pairs, format_extract
-    from taseg_ros.bag.stop import stop_on_sigint
+    from taseg_ros.bag.io.stop import stop_on_sigint
     from taseg_ros.cli.options import homography_from_args, thermal_norm_from_args
     from taseg_ros.frames.thermal import ThermalNormalization
 
@@ -280,7 +280,7 @@ def _eval_outputs(args):
     an output that is or overlaps an input is refused even with --force."""
     from pathlib import Path
 
-    from taseg_ros.bag.writer import check_output_recording
+    from taseg_ros.bag.io.writer import check_output_recording
     from taseg_ros.outputs import check_output_dir
 
     inputs = {"BAG": args.bag, "--checkpoint": args.checkpoint, "--sam-checkpoint": args.sam_checkpoint}
@@ -298,11 +298,11 @@ def _eval_outputs(args):
 def run_eval(args) -> int:
     import warnings
 
-    from taseg_ros.bag.eval_report import format_summary, write_eval_report
-    from taseg_ros.bag.evaluate import evaluate_bag
+    from taseg_ros.bag.evaluate.report import format_summary, write_eval_report
+    from taseg_ros.bag.evaluate.run import evaluate_bag
     from taseg_ros.bag.pairs import check_max_pairs
-    from taseg_ros.bag.stop import stop_on_sigint
-    from taseg_ros.bag.writer import output_recording
+    from taseg_ros.bag.io.stop import stop_on_sigint
+    from taseg_ros.bag.io.writer import output_recording
     from taseg_ros.cli.options import frame_settings_from_args, segmenter_from_args
     from taseg_ros.outputs import output_dir
     from taseg_ros.ros.names import check_namespace
@@ -352,7 +352,7 @@ def run_replay(args) -> int:
     from pathlib import Path
 
     from taseg_ros.bag.replay import format_replay
-    from taseg_ros.bag.writer import output_recording
+    from taseg_ros.bag.io.writer import output_recording
     from taseg_ros.outputs import check_output_file
 
     inputs = {"BAG": args.bag}

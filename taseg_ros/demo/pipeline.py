@@ -26,7 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from taseg_ros.demo.scenes import street_scene, write_street_dataset
+from taseg_ros.demo.data import write_street_dataset
+from taseg_ros.scenes import street_scene
 
 
 # Whatever the recording's topic names, replay publishes on these and the node listens there.
@@ -114,9 +115,9 @@ def record_and_replay(opts: DemoOptions, checkpoint: Path, data_root: Path | Non
     if not ok:
         _say(f"4/5 skipped: {why}")
         return None
-    from taseg_ros.bag.fixtures import write_rgbt_bag
+    from taseg_ros.demo.recording import write_rgbt_bag
     from taseg_ros.bag.replay import format_replay, replay_bag
-    from taseg_ros.datasets.fixtures import FixtureFrame
+    from taseg_ros.scenes import SceneFrame
 
     _say("4/5 recording a rosbag, playing it over DDS into the real node, recording its outputs")
     bag = opts.bag
@@ -128,7 +129,7 @@ def record_and_replay(opts: DemoOptions, checkpoint: Path, data_root: Path | Non
             dataset = build_dataset(opts.dataset, data_root, opts.split)
             for i in range(min(40, len(dataset))):
                 s = dataset.load(i)
-                frames.append(FixtureFrame(rgb=s["rgb"], thermal=(s["thermal"] * 255).astype(np.uint8)))
+                frames.append(SceneFrame(rgb=s["rgb"], thermal=(s["thermal"] * 255).astype(np.uint8), label=None))
         else:
             rng = np.random.default_rng(7)
             h, w = opts.image_size

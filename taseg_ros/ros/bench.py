@@ -67,7 +67,7 @@ def _pipeline_runs(pipeline, rgb_msg, thermal_msg, frames: int) -> list:
 def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int, device: str, precision: str) -> dict:
     """The node's per-frame pipeline without DDS: its own step timings, with thermal at the RGB size
     and at half size (the resize step), plus building the three output messages."""
-    from taseg_ros.bag.messages import image_message
+    from taseg_ros.bag.io.messages import image_message
     from taseg_ros.frames.settings import STEPS
     from taseg_ros.inference.pipeline import FramePipeline
     from taseg_ros.inference import Segmenter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from taseg_ros.bag.msgtypes import COMPRESSED_IMAGE, IMAGE, STRING, default_typestore
+from taseg_ros.bag.io.msgtypes import COMPRESSED_IMAGE, IMAGE, STRING, default_typestore
 from taseg_ros.errors import InputError
 from taseg_ros.frames.pairing import NS_PER_S
 

@@ -1,8 +1,8 @@
 """Write small dataset trees in each dataset's exact on-disk layout, with real file formats.
 
-For tests, demos and trying a pipeline without downloading a dataset:
+For the tests (the plain folder writer is the demo's, taseg_ros.demo.data.write_folder):
 
-    from taseg_ros.datasets.fixtures import FixtureFrame, synthetic_frame, write_mfnet
+    from dataset_fixtures import FixtureFrame, synthetic_frame, write_mfnet
     rng = np.random.default_rng(0)
     frames = {"00001D": synthetic_frame(rng, 48, 64, num_classes=9), ...}
     write_mfnet(tmp / "MFNet", frames, {"train": ["00001D"], "test": [...]})
@@ -28,6 +28,7 @@ import numpy as np
 import yaml
 
 from taseg_ros.classes import ClassInfo
+from taseg_ros.demo.data import bgr as _bgr, write_folder, write_label as _write_label, write_split_files as _write_split_files  # noqa: F401
 from taseg_ros.frames.files import write_image
 from taseg_ros.errors import InputError
 
@@ -81,22 +82,6 @@ def synthetic_frame(
     rgb = np.clip(colours[label] + rng.normal(0, 8, (height, width, 3)), 0, 255).astype(np.uint8)
     thermal = np.clip(temps[label] + rng.normal(0, 4, (height, width)), 0, 255).astype(np.uint8)
     return FixtureFrame(rgb=rgb, thermal=thermal, label=(label + label_offset).astype(np.uint8))
-
-
-def _bgr(rgb: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(rgb[:, :, ::-1])
-
-
-def _write_label(path: Path, label: np.ndarray | None) -> None:
-    if label is None:
-        return
-    label = np.asarray(label)
-    write_image(path, label.astype(np.uint16 if label.max(initial=0) > 255 else np.uint8))
-
-
-def _write_split_files(root: Path, splits: Mapping[str, Sequence[str]], suffix: str = "") -> None:
-    for split, ids in splits.items():
-        (root / f"{split}.txt").write_text("".join(f"{i}{suffix}\n" for i in ids))
 
 
 def write_mfnet(
@@ -190,28 +175,3 @@ def write_kp(
     return root
 
 
-def write_folder(
-    root: str | Path,
-    frames: Mapping[str, FixtureFrame],
-    splits: Mapping[str, Sequence[str]],
-    classes: ClassInfo | Mapping,
-    day: Sequence[str] = (),
-    night: Sequence[str] = (),
-) -> Path:
-    """The plain folder format: thermal saved as 8/16-bit PNG, or TIFF when float."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    data = classes.to_mapping() if isinstance(classes, ClassInfo) else dict(classes)
-    (root / "classes.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    for i, f in frames.items():
-        write_image(root / "rgb" / f"{i}.png", _bgr(f.rgb))
-        th = f.thermal
-        ext = ".tiff" if th.dtype.kind == "f" else ".png"
-        write_image(root / "thermal" / f"{i}{ext}", th.astype(np.float32) if ext == ".tiff" else th)
-        _write_label(root / "labels" / f"{i}.png", f.label)
-    _write_split_files(root, splits)
-    if day:
-        (root / "day.txt").write_text("".join(f"{i}\n" for i in day))
-    if night:
-        (root / "night.txt").write_text("".join(f"{i}\n" for i in night))
-    return root

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from taseg_ros.bag.eval_result import BagEvalResult
+from taseg_ros.bag.evaluate.result import BagEvalResult
 from taseg_ros.frames.pairing import NS_PER_S
 
 

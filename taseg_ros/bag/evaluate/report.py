@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from taseg_ros.bag.eval_plots import plot_timing
-from taseg_ros.bag.eval_result import BagEvalResult
+from taseg_ros.bag.evaluate.plots import plot_timing
+from taseg_ros.bag.evaluate.result import BagEvalResult
 
 
 def _ms(value) -> str:

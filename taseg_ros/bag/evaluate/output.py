@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from taseg_ros.bag.messages import image_message, string_message
-from taseg_ros.bag.msgtypes import IMAGE, STRING
-from taseg_ros.bag.reader import RawMessage
-from taseg_ros.bag.writer import BagWriter
+from taseg_ros.bag.io.messages import image_message, string_message
+from taseg_ros.bag.io.msgtypes import IMAGE, STRING
+from taseg_ros.bag.io.reader import RawMessage
+from taseg_ros.bag.io.writer import BagWriter
 from taseg_ros.frames.render import colorize
 
 

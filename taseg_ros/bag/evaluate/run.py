@@ -33,12 +33,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from taseg_ros.bag.eval_output import EvalRecording
-from taseg_ros.bag.eval_result import BagEvalResult, FrameResult
+from taseg_ros.bag.evaluate.output import EvalRecording
+from taseg_ros.bag.evaluate.result import BagEvalResult, FrameResult
 from taseg_ros.bag.labels import FolderLabels, LabelSource, TopicLabels
 from taseg_ros.bag.pairs import BagPairing, RealTimeWorker, check_max_pairs, failure_summary, simulate_realtime
-from taseg_ros.bag.reader import Bag, BagError, open_bag
-from taseg_ros.bag.topics import resolve_image_topics
+from taseg_ros.bag.io.reader import Bag, BagError, open_bag
+from taseg_ros.bag.io.topics import resolve_image_topics
 from taseg_ros.errors import InputError
 from taseg_ros.frames.settings import STEPS
 from taseg_ros.inference.pipeline import FramePipeline

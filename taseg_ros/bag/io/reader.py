@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from taseg_ros.bag.msgtypes import IMAGE_TYPES, default_typestore
+from taseg_ros.bag.io.msgtypes import IMAGE_TYPES, default_typestore
 from taseg_ros.errors import MissingInputError, TasegError
 
 _STORAGE_FILES = {".mcap": "mcap", ".db3": "sqlite3"}

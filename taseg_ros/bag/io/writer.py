@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from taseg_ros.bag.msgtypes import typestore
+from taseg_ros.bag.io.msgtypes import typestore
 from taseg_ros.errors import InputError
 
 STORAGES = ("mcap", "sqlite3")

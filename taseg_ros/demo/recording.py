@@ -1,7 +1,7 @@
-"""Write realistic RGB-thermal rosbag2 recordings: for tests, demos and trying the bag tools.
+"""Write realistic RGB-thermal rosbag2 recordings from frames: the demo's recording (and the tests').
 
-    from taseg_ros.bag.fixtures import synthetic_frames, msrs_frames, write_rgbt_bag
-    frames = synthetic_frames(40, height=48, width=64, seed=0)          # with known labels
+    from taseg_ros.demo.recording import write_rgbt_bag
+    frames = [street_scene(rng, 48, 64, night=False) for _ in range(40)]   # objects with rgb, thermal, label
     rec = write_rgbt_bag(tmp / "run1", frames, storage="mcap", drop_rgb=[5], drop_thermal=[11, 12],
                          compressed=True, label_topic="/labels")
     rec.expected_pairs       # frames with both cameras present
@@ -26,15 +26,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
-from taseg_ros.bag.messages import compressed_message, image_message, make_header
-from taseg_ros.bag.msgtypes import COMPRESSED_IMAGE, IMAGE, default_typestore
-from taseg_ros.bag.writer import BagWriter
-from taseg_ros.datasets.fixtures import FixtureFrame, synthetic_frame
-from taseg_ros.errors import InputError, MissingInputError
+from taseg_ros.bag.io.messages import compressed_message, image_message, make_header
+from taseg_ros.bag.io.msgtypes import COMPRESSED_IMAGE, IMAGE, default_typestore
+from taseg_ros.bag.io.writer import BagWriter
+from taseg_ros.errors import InputError
 from taseg_ros.frames.pairing import NS_PER_S
 
 DEFAULT_RGB_TOPIC = "/camera/color/image_raw"
@@ -42,13 +41,20 @@ DEFAULT_THERMAL_TOPIC = "/thermal/image_raw"
 IMU_TOPIC = "/imu/data"
 DEFAULT_START_NS = 1_700_000_000 * NS_PER_S
 
+
+class Frame(Protocol):
+    """What a recorded frame needs (taseg_ros.scenes.SceneFrame is one): RGB (H, W, 3) uint8, thermal
+    (H, W) uint8, and optionally a label (H, W) of class ids."""
+
+    rgb: np.ndarray
+    thermal: np.ndarray
+    label: np.ndarray | None
+
 __all__ = [
     "DEFAULT_RGB_TOPIC",
     "DEFAULT_THERMAL_TOPIC",
     "FrameRecord",
     "RecordedBag",
-    "msrs_frames",
-    "synthetic_frames",
     "thermal_counts",
     "write_rgbt_bag",
 ]
@@ -63,7 +69,7 @@ class FrameRecord:
     thermal_stamp_ns: int | None
     rgb_log_ns: int | None
     thermal_log_ns: int | None
-    source: FixtureFrame
+    source: Frame
 
     @property
     def paired(self) -> bool:
@@ -97,40 +103,6 @@ class RecordedBag:
         return [f for f in self.frames if f.paired]
 
 
-def synthetic_frames(
-    count: int, height: int = 48, width: int = 64, num_classes: int = 9, seed: int = 0
-) -> list[FixtureFrame]:
-    """Generated frames with known labels (a few rectangles of random classes; RGB and thermal depend
-    on the label, plus noise)."""
-    rng = np.random.default_rng(seed)
-    return [synthetic_frame(rng, height, width, num_classes) for _ in range(count)]
-
-
-def msrs_frames(root: str | Path, limit: int | None = None, size: tuple[int, int] | None = None) -> list[FixtureFrame]:
-    """Real aligned RGB-T pairs from an MSRS-style folder (``vi/`` RGB, ``ir/`` 8-bit thermal, same
-    names), sorted by name, optionally resized to ``size`` = (height, width). No labels."""
-    import cv2
-
-    from taseg_ros.frames.files import read_rgb, read_thermal
-
-    root = Path(root)
-    names = sorted(p.name for p in (root / "vi").glob("*.png"))
-    if not names:
-        raise MissingInputError(f"no MSRS pairs in {root} (expected vi/*.png and ir/*.png)")
-    frames = []
-    for name in names[:limit]:
-        rgb = read_rgb(root / "vi" / name)
-        thermal = read_thermal(root / "ir" / name)
-        if thermal.dtype != np.uint8:
-            thermal = np.clip(thermal, 0, 255).astype(np.uint8)
-        if size is not None:
-            h, w = size
-            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
-            thermal = cv2.resize(thermal, (w, h), interpolation=cv2.INTER_AREA)
-        frames.append(FixtureFrame(rgb=rgb, thermal=thermal))
-    return frames
-
-
 def thermal_counts(thermal8: np.ndarray) -> np.ndarray:
     """8-bit thermal -> plausible 16-bit radiometric counts (a Boson-like 7000..14650 range)."""
     return (7000 + 30 * thermal8.astype(np.uint16)).astype(np.uint16)
@@ -154,7 +126,7 @@ def _imu_message(stamp_ns: int, rng: np.random.Generator):
 
 def write_rgbt_bag(
     path: str | Path,
-    frames: Sequence[FixtureFrame],
+    frames: Sequence[Frame],
     *,
     storage: str = "mcap",
     rate_hz: float = 10.0,
@@ -244,7 +216,7 @@ class _Cameras:
         self.messages.append((log_ns, len(self.messages), topic, msgtype, msg))
 
     def add_frame(
-        self, i: int, frame: FixtureFrame, base_ns: int, offset_ns: int, drop_rgb: bool, drop_thermal: bool
+        self, i: int, frame: Frame, base_ns: int, offset_ns: int, drop_rgb: bool, drop_thermal: bool
     ) -> FrameRecord:
         rgb_stamp = base_ns + self._jitter()
         thermal_stamp = base_ns + offset_ns + self._jitter()
@@ -259,7 +231,7 @@ class _Cameras:
             source=frame,
         )
 
-    def _add_rgb(self, frame: FixtureFrame, stamp: int) -> int:
+    def _add_rgb(self, frame: Frame, stamp: int) -> int:
         log = stamp + self._delay()
         if self.compress_rgb:
             msg = compressed_message(stamp, "camera_color_optical_frame", frame.rgb, "rgb8", "jpeg")
@@ -272,7 +244,7 @@ class _Cameras:
             self._add(log + 50_000_000, self.label_topic, IMAGE, label)
         return log
 
-    def _add_thermal(self, frame: FixtureFrame, stamp: int) -> int:
+    def _add_thermal(self, frame: Frame, stamp: int) -> int:
         log = stamp + self._delay()
         pixels = frame.thermal if self.thermal_encoding == "mono8" else thermal_counts(frame.thermal)
         if self.compress_thermal:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from taseg_ros.bag.reader import Bag, BagError, TopicSummary, format_topics
+from taseg_ros.bag.io.reader import Bag, BagError, TopicSummary, format_topics
 
 
 class MissingStreamError(BagError):

@@ -1,0 +1,1 @@
+"""`taseg bag eval`: a model on every pair of a recording (see run.py)."""
