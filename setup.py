@@ -55,7 +55,10 @@ setup(
     ],
     extras_require={
         "ros": ROS_WHEELS,
-        "test": ["pytest", "pytest-timeout", "colcon-common-extensions"],
+        # datumaro: CVAT's own format library, to check the pre-label zips (it pins OpenCV 4.x and
+        # numpy < 2.5, as ROS distros from apt ship them); mcap + mcap-ros2-support: Foxglove's
+        # readers, to check that output recordings open in Foxglove.
+        "test": ["pytest", "pytest-timeout", "colcon-common-extensions", "datumaro", "mcap", "mcap-ros2-support"],
         # Deployment runtimes (taseg export --format ..., Segmenter/node backend=...).
         "onnx": ["onnx>=1.15"],
         "onnxruntime": ["onnx>=1.15", "onnxruntime>=1.17"],
