@@ -90,3 +90,14 @@ def scene_pair(height: int, width: int, seed: int = 0, night: bool = False) -> t
     """(rgb, thermal) of one seeded scene: the export check's and the benchmarks' frame."""
     frame = street_scene(np.random.default_rng(seed), height, width, night)
     return frame.rgb, frame.thermal
+
+
+def thermal_counts(thermal8: np.ndarray) -> np.ndarray:
+    """8-bit thermal -> plausible 16-bit radiometric counts (a Boson-like 7000..14650 range)."""
+    return (7000 + 30 * thermal8.astype(np.uint16)).astype(np.uint16)
+
+
+def scene_pair16(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(rgb, 16-bit thermal counts) of one seeded day scene: the benchmarks' frame."""
+    rgb, thermal8 = scene_pair(height, width, seed)
+    return rgb, thermal_counts(thermal8)

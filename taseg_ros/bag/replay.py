@@ -32,18 +32,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from taseg_ros.bag.io.msgtypes import COMPRESSED_IMAGE, IMAGE, STRING
+from taseg_ros.bag.io.msgtypes import COMPRESSED_IMAGE, DIAGNOSTIC_ARRAY, IMAGE, STRING
 from taseg_ros.bag.pairs import check_max_pairs
 from taseg_ros.bag.io.reader import BagError, open_bag
 from taseg_ros.bag.io.stop import stop_on_sigint
 from taseg_ros.bag.io.topics import resolve_image_topics
 from taseg_ros.bag.io.writer import BagWriter
 from taseg_ros.errors import InputError
+from taseg_ros.frames.render import OUTPUTS
+from taseg_ros.ros.client import ToolNode, deserialize, require_ros, serialize, wait_for
 from taseg_ros.ros.names import check_namespace
 from taseg_ros.frames.pairing import NS_PER_S, StampPairer, stamp_to_ns
 from taseg_ros.timing import summarize_ms
 
-OUTPUTS = ("labels", "colorized", "overlay", "confidence")
 
 
 @dataclass
@@ -82,27 +83,6 @@ class ReplayResult:
         return data
 
 
-def _ros_imports():
-    try:
-        import rclpy  # noqa: F401
-        from sensor_msgs.msg import CompressedImage, Image  # noqa: F401
-    except ImportError as exc:
-        raise BagError(
-            f"bag replay needs ROS 2 Python packages ({exc.name} is missing): source your ROS 2 installation "
-            "(source /opt/ros/<distro>/setup.bash) or `pip install taseg_ros[ros]`"
-        ) from exc
-
-
-def _wait(predicate, deadline: float, stop) -> bool:
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        if stop():
-            return False
-        time.sleep(0.02)
-    return predicate()
-
-
 def replay_bag(
     bag_path: str | Path,
     *,
@@ -121,7 +101,7 @@ def replay_bag(
     domain_id: int | None = None,
     handle_sigint: bool = False,
 ) -> ReplayResult:
-    _ros_imports()
+    require_ros("taseg bag replay")
     if not rate > 0:
         raise InputError(f"--rate must be > 0, got {rate}")
     check_max_pairs(max_pairs)
@@ -162,10 +142,8 @@ class _OutputRecorder:
         self.diagnostics: dict = {}
 
     def write(self, topic: str, msgtype: str, wall_ns: int, msg: Any) -> None:
-        from rclpy.serialization import serialize_message
-
         if self.writer is not None:
-            self.writer.write_raw(topic, msgtype, wall_ns, serialize_message(msg))
+            self.writer.write_raw(topic, msgtype, wall_ns, serialize(msg))
 
     def image_callback(self, name: str) -> Callable[[Any], None]:
         topic = f"{self.node_name}/{name}"
@@ -188,7 +166,7 @@ class _OutputRecorder:
             self.diagnostics.clear()
             self.diagnostics.update({kv.key: kv.value for kv in mine[-1].values})
             self.diagnostics["message"] = mine[-1].message
-            self.write("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray", time.time_ns(), msg)
+            self.write("/diagnostics", DIAGNOSTIC_ARRAY, time.time_ns(), msg)
 
     def answered(self, stamps) -> int:
         with self.lock:
@@ -255,35 +233,15 @@ class _Replay:
     # --- ROS -------------------------------------------------------------------------------------
 
     def _start_ros(self, domain_id: int | None) -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-        from rclpy.signals import SignalHandlerOptions
-        from sensor_msgs.msg import CompressedImage, Image
-
-        self.msg_classes = {IMAGE: Image, COMPRESSED_IMAGE: CompressedImage}
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
-        self.ros = rclpy.create_node(f"taseg_bag_replay_{os.getpid()}", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.ros)
-        self.spinner = threading.Thread(target=self.executor.spin, name="taseg_bag_replay_spin", daemon=True)
-        self.spinner.start()
-        reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.ros = ToolNode(f"taseg_bag_replay_{os.getpid()}", domain_id=domain_id)
+        self.ros.start()
         self.publishers = {
-            topic.name: self.ros.create_publisher(
-                self.msg_classes[topic.msgtype], self.published_topic[topic.name], reliable
-            )
+            topic.name: self.ros.publisher(self.published_topic[topic.name], topic.msgtype)
             for topic in (self.rgb, self.thermal)
         }
 
     def _stop_ros(self) -> None:
-        import rclpy
-
-        self.executor.shutdown(timeout_sec=5)
-        self.spinner.join(timeout=10)
-        self.ros.destroy_node()
-        rclpy.try_shutdown(context=self.context)
+        self.ros.close()
 
     def _no_node(self) -> BagError:
         return BagError(
@@ -301,39 +259,24 @@ class _Replay:
     def _connect(self) -> bool:
         """Wait for the node's outputs, subscribe to them and wait until the node hears our inputs, so
         no frame is lost to discovery. False when Ctrl-C came first; a BagError when no node came."""
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
-        from std_msgs.msg import String
-
-        from taseg_ros.ros.qos import latched_qos
-
         deadline = time.monotonic() + self.wait_s
-        if not _wait(lambda: self.ros.count_publishers(self.labels_topic) > 0, deadline, self.stop):
+        if not wait_for(lambda: self.ros.publisher_count(self.labels_topic) > 0, deadline - time.monotonic(), self.stop):
             raise self._no_node()
         # Match the node's output reliability: a reliable subscription cannot hear a best-effort publisher.
-        offered = self.ros.get_publishers_info_by_topic(self.labels_topic)
-        best_effort = any(info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT for info in offered)
-        output_qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST,
-            depth=50,
-            reliability=ReliabilityPolicy.BEST_EFFORT if best_effort else ReliabilityPolicy.RELIABLE,
-        )
+        kind = "best_effort" if self.ros.offered_best_effort(self.labels_topic) else "reliable"
         recorder = self.recorder
         self.subscriptions = [
-            self.ros.create_subscription(Image, f"{self.node_name}/{name}", recorder.image_callback(name), output_qos)
+            self.ros.subscribe(f"{self.node_name}/{name}", IMAGE, recorder.image_callback(name), kind, depth=50)
             for name in OUTPUTS
         ]
         self.subscriptions.append(
-            self.ros.create_subscription(String, f"{self.node_name}/class_info", recorder.on_class_info, latched_qos())
+            self.ros.subscribe(f"{self.node_name}/class_info", STRING, recorder.on_class_info, "latched")
         )
-        self.subscriptions.append(
-            self.ros.create_subscription(DiagnosticArray, "/diagnostics", recorder.on_diagnostics, 10)
-        )
-        ready = _wait(
+        self.subscriptions.append(self.ros.subscribe("/diagnostics", DIAGNOSTIC_ARRAY, recorder.on_diagnostics))
+        ready = wait_for(
             lambda: all(p.get_subscription_count() > 0 for p in self.publishers.values())
             and self.subscriptions[0].get_publisher_count() > 0,
-            deadline,
+            deadline - time.monotonic(),
             self.stop,
         )
         if not ready and not self.stop():
@@ -345,8 +288,6 @@ class _Replay:
     def _play(self) -> None:
         """Publish the camera messages at their recorded times / rate, restamped, and pair their stamps
         as the node will."""
-        from rclpy.serialization import deserialize_message, serialize_message
-
         pairer = StampPairer(self.slop_s)
         published = {topic: 0 for topic in self.published_topic.values()}
         shift_ns = None
@@ -362,7 +303,7 @@ class _Replay:
             delay = (start_mono + int((message.log_time_ns - first_log) / self.rate) - time.monotonic_ns()) * 1e-9
             if delay > 0:
                 time.sleep(delay)
-            msg = deserialize_message(bytes(message.data), self.msg_classes[message.msgtype])
+            msg = deserialize(bytes(message.data), message.msgtype)
             stamp = stamp_to_ns(msg.header.stamp)
             if stamp > 0 and shift_ns:
                 stamp += shift_ns

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from taseg_ros.bench.mode import prepared_inputs
+from taseg_ros.bench.node import node_vs_alone
 from taseg_ros.bench.models import plain_encoder_forward, plain_sam_encoder
 from taseg_ros.bench.timing import auto_repeats, device_synchronizer, run_rounds, summarize_ratio
 from taseg_ros.errors import InputError
 from taseg_ros.timing import summarize_ms
 from taseg_ros.inference import Segmenter
-from taseg_ros.model.lora import merge_lora
+from taseg_ros.scenes import scene_pair
 
 FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
 REFERENCE = "torch fp32"
@@ -41,6 +42,12 @@ class Variant:
     def name(self) -> str:
         where = "" if self.backend in ("torch", "tensorrt") or self.device == "cpu" else f" {self.device}"
         return f"{self.backend}{where} {self.precision}" + (" merged" if self.merged else "")
+
+
+def scene_frames(height: int, width: int, count: int = 4) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Frames the runtimes' labels are compared on: procedural street scenes, day and night."""
+    return [(f"scene {seed} ({'night' if seed % 2 else 'day'})", *scene_pair(height, width, seed=seed, night=bool(seed % 2)))
+            for seed in range(count)]
 
 
 def plan_variants(backends: tuple[str, ...], precisions: tuple[str, ...], cuda: bool) -> list[Variant]:
@@ -63,24 +70,6 @@ def plan_variants(backends: tuple[str, ...], precisions: tuple[str, ...], cuda: 
         elif backend not in ("torch", "onnxruntime", "openvino", "tensorrt"):
             raise InputError(f"--backends: unknown backend '{backend}'")
     return list(dict.fromkeys(out))
-
-
-def real_frames(height: int, width: int, limit: int = 4) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """The shared MFNet/MSRS frames resized to the bench's frame size (empty when absent)."""
-    import cv2
-
-    from taseg_ros.runtime.frames import SAMPLE_FRAME
-
-    root = SAMPLE_FRAME.parents[2]
-    frames = []
-    for path in sorted((root / "mfnet" / "images").glob("*.png")):
-        bgra = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        frames.append((f"mfnet/{path.name}", bgra[:, :, 2::-1], bgra[:, :, 3]))
-    for path in sorted((root / "msrs" / "vi").glob("*.png"))[: max(0, limit - len(frames))]:
-        ir = cv2.imread(str(root / "msrs" / "ir" / path.name), cv2.IMREAD_GRAYSCALE)
-        frames.append((f"msrs/{path.name}", cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1], ir))
-    resize = lambda a: a if a.shape[:2] == (height, width) else cv2.resize(a, (width, height), interpolation=cv2.INTER_AREA)  # noqa: E731
-    return [(name, np.ascontiguousarray(resize(rgb)), np.ascontiguousarray(resize(t))) for name, rgb, t in frames[:limit]]
 
 
 class BackendBench:
@@ -155,7 +144,7 @@ class BackendBench:
         return samples, repeats
 
     def agreement(self) -> dict[str, Any]:
-        frames = real_frames(self.opt.height, self.opt.width) or [("synthetic", *self.frames)]
+        frames = scene_frames(self.opt.height, self.opt.width)
         reference = self.segmenters[REFERENCE]
         expected = [reference.predict(rgb, thermal).labels for _, rgb, thermal in frames]
         out = {"frames": [name for name, _, _ in frames]}
@@ -198,7 +187,6 @@ class BackendBench:
     def node_runs(self) -> dict[str, Any]:
         """Per runtime variant (not the merged ones: the node's merge_lora is the same model), the node
         through DDS against that variant alone."""
-        from taseg_ros.bench.run import node_vs_alone
 
         out = {}
         for variant in self.variants:

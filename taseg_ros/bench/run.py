@@ -11,7 +11,7 @@ Per resolution mode (SAM's 1024 padding, native), one set of rounds (bench/mode.
 Stage times come from module hooks inside the timed forward passes (wall clock on the CPU,
 CUDA events on the GPU), so they add up to the forward they were taken from. Ratios are
 taken per round (both sides measured seconds apart) and summarised by their median. Every
-timed call runs in one long-lived worker thread (see _Worker). With --backends, every runtime
+timed call runs in one long-lived worker thread (see Worker). With --backends, every runtime
 is timed against eager PyTorch in rounds of its own (bench/backends.py).
 """
 from __future__ import annotations
@@ -22,16 +22,15 @@ import platform
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from taseg_ros.bench.memory import model_bytes, process_peak_rss_bytes
 from taseg_ros.bench.mode import ModeBench, segmenter_for
+from taseg_ros.bench.node import Worker, node_vs_alone
 from taseg_ros.bench.models import (
     attach_stage_clock,
     build_random_model,
@@ -42,8 +41,9 @@ from taseg_ros.bench.timing import StageClock, auto_repeats, device_synchronizer
 from taseg_ros.errors import InputError
 from taseg_ros.timing import summarize_ms
 from taseg_ros.classes import load_classes
-from taseg_ros.inference import PRECISIONS, Segmenter
+from taseg_ros.inference import PRECISIONS
 from taseg_ros.model.config import RESOLUTION_MODES, get_config
+from taseg_ros.scenes import scene_pair16
 
 PAPER_VIT_H_FPS = 4.65  # TASeg paper: ViT-H at 640x480 on an RTX 3090
 WEIGHTS_NOTE = (
@@ -104,13 +104,6 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _frames(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(0)
-    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    thermal = rng.integers(20000, 40000, (height, width), dtype=np.uint16)  # 16-bit radiometric counts
-    return rgb, thermal
-
-
 def _environment(device: torch.device) -> dict[str, Any]:
     env = {
         "torch": torch.__version__,
@@ -134,20 +127,6 @@ def _environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
-class _Worker:
-    """One long-lived thread that makes every timed call, as the node's inference thread does,
-    so the model figures and the node comparison stand on one footing."""
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="taseg-bench")
-
-    def __call__(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return self._pool.submit(fn, *args).result()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
 class _PlainEncoderRun(torch.nn.Module):
     """The plain encoder's forward as one module, so the stage clock can time it like TASeg's."""
 
@@ -159,48 +138,15 @@ class _PlainEncoderRun(torch.nn.Module):
         return plain_encoder_forward(self.encoder, rgb)
 
 
-def _back_to_back_fps(seg: Segmenter, frames: tuple[np.ndarray, np.ndarray], count: int) -> float:
-    """predict() calls back to back after one warm-up call, as the node's inference thread makes them."""
-    rgb, thermal = frames
-    seg.predict(rgb, thermal)
-    start = time.perf_counter()
-    for _ in range(count):
-        seg.predict(rgb, thermal)
-    return count / (time.perf_counter() - start)
-
-
-def node_vs_alone(
-    path: Path, frames, count: int, worker: _Worker, *, backend: str = "auto", device: str = "cpu", precision: str = "fp32"
-) -> dict[str, Any]:
-    """The real node over DDS (taseg_ros.ros.bench.bench_node: one pair in flight, all three image
-    outputs subscribed) running the model file `path`, against the same runtime alone (a Segmenter
-    on the same file, predict() back to back) timed right before and right after it."""
-    from taseg_ros.ros.bench import bench_node
-
-    alone = Segmenter.from_checkpoint(path, backend=backend, device=device, precision=precision)
-    before = worker(_back_to_back_fps, alone, frames, count)
-    try:
-        node = bench_node(path, frames[0].shape[0], frames[0].shape[1], count, device, precision, backend=backend)
-    except Exception as exc:  # noqa: BLE001 - a DDS failure must not discard the model figures
-        alone.release()
-        return {"failed": f"{type(exc).__name__}: {exc}"}
-    after = worker(_back_to_back_fps, alone, frames, count)
-    alone.release()
-    reference = 2 * count / (count / before + count / after)  # all frames over all time
-    node.update(frames=count, model_fps=reference, model_fps_before=before, model_fps_after=after,
-                ratio=node["fps"] / reference, runtime=alone.describe())
-    return node
-
-
 def _bench_node(
-    model, opt: BenchOptions, model_fps: dict[str, float], worker: _Worker, log: Callable[[str], None]
+    model, opt: BenchOptions, model_fps: dict[str, float], worker: Worker, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """The node with the bench's model (its own resolution mode), saved as a checkpoint."""
-    try:
-        import rclpy  # noqa: F401
-    except ImportError as exc:
-        return {"skipped": f"rclpy is not importable ({exc}); source a ROS 2 environment or use --skip-node"}
     from taseg_ros.model.checkpoint import save_checkpoint
+    from taseg_ros.ros.client import ros_missing
+
+    if missing := ros_missing():
+        return {"skipped": f"{missing}; or use --skip-node"}
 
     mode = model.cfg.resolution
     count = opt.node_frames
@@ -210,20 +156,20 @@ def _bench_node(
     log(f"  node: {count} frames through DDS ({mode} resolution, the checkpoint's), model alone before and after")
     with tempfile.TemporaryDirectory(prefix="taseg-bench-") as tmp:
         checkpoint = save_checkpoint(model, Path(tmp) / f"bench_{model.cfg.name}.safetensors")
-        node = node_vs_alone(checkpoint, _frames(opt.height, opt.width), count, worker, device=opt.device,
+        node = node_vs_alone(checkpoint, scene_pair16(opt.height, opt.width), count, worker, device=opt.device,
                              precision=opt.precision)
     node.update(mode=mode)
     return node
 
 
 def _bench_vit_h(
-    opt: BenchOptions, class_info, device: torch.device, worker: _Worker, log: Callable[[str], None]
+    opt: BenchOptions, class_info, device: torch.device, worker: Worker, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """The paper's model on this GPU: predict at 640x480 in every precision, both modes."""
     cfg = get_config("vit_h")
     log("ViT-H: building (random frozen weights)")
     model = build_random_model(cfg, class_info, opt.seed, device)
-    rgb, thermal = _frames(opt.height, opt.width)
+    rgb, thermal = scene_pair16(opt.height, opt.width)
     sync = device_synchronizer(device)
     out: dict[str, Any] = {"paper_fps_rtx3090": PAPER_VIT_H_FPS, "modes": {}}
     for mode in opt.resolutions:
@@ -269,8 +215,8 @@ def run_benchmark(opt: BenchOptions, log: Callable[[str], None] = _log) -> dict[
     plain_run = _PlainEncoderRun(plain_sam_encoder(model)).to(device).eval()
     clock.attach(plain_run, "plain_encoder")
     result["model_bytes"] = model_bytes(model)
-    frames = _frames(opt.height, opt.width)
-    worker = _Worker()
+    frames = scene_pair16(opt.height, opt.width)
+    worker = Worker()
     if device.type == "cuda" and device.index is not None:  # CUDA events record on the current device
         worker(torch.cuda.set_device, device)
     try:

@@ -44,6 +44,9 @@ def register(subparsers) -> None:
     p.add_argument("--size", type=_size, default=(640, 480), metavar="WxH",
                    help="network exports: the camera frame size (default 640x480); frames of another size are refused")
     p.add_argument("--batch", type=int, default=1, help="network exports: fixed batch size (default 1)")
+    p.add_argument("--verify-frame", nargs=2, metavar=("RGB", "THERMAL"),
+                   help="network exports: verify on this RGB and thermal image pair of your own (resized to --size); "
+                   "default: a procedural night street scene that ships with the package")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16"),
                    help="tensorrt: engine precision (default fp32); ONNX/OpenVINO files are fp32, their runtime "
                    "precision is chosen when running them")
@@ -56,6 +59,8 @@ def run(args) -> int:
     from taseg_ros.outputs import output_file
 
     inputs = {"CKPT": args.checkpoint, "--sam-checkpoint": args.sam_checkpoint}
+    if args.verify_frame:
+        inputs.update(zip(("--verify-frame RGB", "--verify-frame THERMAL"), args.verify_frame))
     with warnings.catch_warnings(), output_file(args.output, force=args.force, inputs=inputs) as output:
         warnings.simplefilter("ignore")  # model-building and exporter noise; problems raise
         if args.format == "safetensors":
@@ -79,9 +84,15 @@ def _export_checkpoint(args, output) -> None:
 def _export_network(args, output) -> None:
     from taseg_ros.runtime.export import export_model
 
+    frame = None
+    if args.verify_frame:
+        from taseg_ros.frames.files import read_rgb, read_thermal
+
+        rgb_path, thermal_path = args.verify_frame
+        frame = (read_rgb(rgb_path), read_thermal(thermal_path), f"{rgb_path} + {thermal_path}")
     result = export_model(
         args.checkpoint, output, args.format, size=args.size, batch=args.batch, precision=args.precision,
-        sam_checkpoint=args.sam_checkpoint, log=print,
+        sam_checkpoint=args.sam_checkpoint, frame=frame, log=print,
     )
     check, meta = result["verification"], result["metadata"]
     size = sum(p.stat().st_size for p in result["files"]) / 2**20

@@ -10,7 +10,7 @@ import yaml
 
 from taseg_ros.classes import ClassInfo
 from taseg_ros.frames.files import write_image
-from taseg_ros.scenes import CLASSES, street_scene
+from taseg_ros.scenes import CLASSES, SceneFrame, street_scene
 
 
 def bgr(rgb: np.ndarray) -> np.ndarray:
@@ -31,7 +31,7 @@ def write_split_files(root: Path, splits: Mapping[str, Sequence[str]], suffix: s
 
 def write_folder(
     root: str | Path,
-    frames: Mapping[str, FixtureFrame],
+    frames: Mapping[str, SceneFrame],
     splits: Mapping[str, Sequence[str]],
     classes: ClassInfo | Mapping,
     day: Sequence[str] = (),

@@ -53,15 +53,6 @@ def _say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def ros_available() -> tuple[bool, str]:
-    try:
-        import rclpy  # noqa: F401
-        import sensor_msgs.msg  # noqa: F401
-    except ImportError as exc:
-        return False, f"ROS 2 Python packages not importable ({exc}); install them with scripts/setup.sh or source a ROS 2 install"
-    return True, ""
-
-
 def generate_data(opts: DemoOptions) -> Path:
     _say("1/5 generating procedural RGB-T street scenes (day and night)")
     h, w = opts.image_size
@@ -109,11 +100,12 @@ def evaluate_model(opts: DemoOptions, checkpoint: Path, data_root: Path) -> dict
 
 
 def record_and_replay(opts: DemoOptions, checkpoint: Path, data_root: Path | None) -> dict | None:
-    ok, why = ros_available()
+    from taseg_ros.ros.client import ros_missing
+
     if not opts.node:
         return None
-    if not ok:
-        _say(f"4/5 skipped: {why}")
+    if missing := ros_missing():
+        _say(f"4/5 skipped: {missing}")
         return None
     from taseg_ros.demo.recording import write_rgbt_bag
     from taseg_ros.bag.replay import format_replay, replay_bag

@@ -35,6 +35,7 @@ from taseg_ros.bag.io.msgtypes import COMPRESSED_IMAGE, IMAGE, default_typestore
 from taseg_ros.bag.io.writer import BagWriter
 from taseg_ros.errors import InputError
 from taseg_ros.frames.pairing import NS_PER_S
+from taseg_ros.scenes import thermal_counts
 
 DEFAULT_RGB_TOPIC = "/camera/color/image_raw"
 DEFAULT_THERMAL_TOPIC = "/thermal/image_raw"
@@ -101,11 +102,6 @@ class RecordedBag:
     @property
     def paired_frames(self) -> list[FrameRecord]:
         return [f for f in self.frames if f.paired]
-
-
-def thermal_counts(thermal8: np.ndarray) -> np.ndarray:
-    """8-bit thermal -> plausible 16-bit radiometric counts (a Boson-like 7000..14650 range)."""
-    return (7000 + 30 * thermal8.astype(np.uint16)).astype(np.uint16)
 
 
 def _imu_message(stamp_ns: int, rng: np.random.Generator):

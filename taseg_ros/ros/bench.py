@@ -4,7 +4,7 @@
     python -m taseg_ros.ros.bench --checkpoint models/my.safetensors --device cuda
 
 Three measurements on the same frames:
-  1. model: the inference step of the node's per-frame pipeline (``frame.FramePipeline``), on a
+  1. model: the inference step of the node's per-frame pipeline (``inference.pipeline.FramePipeline``), on a
      worker thread like the node's;
   2. steps: that pipeline's own per-step timings (decode, thermal, inference, render), without DDS;
   3. node: the real lifecycle node over DDS (rclpy), fed one pair at a time (closed loop, so
@@ -27,14 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from taseg_ros.ros.client import wait_for
+from taseg_ros.scenes import scene_pair16
 from taseg_ros.timing import summarize_ms
 
 
 def _frames(height: int, width: int):
-    rng = np.random.default_rng(0)
-    rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    thermal = rng.integers(20000, 40000, (height, width), dtype=np.uint16)
-    return rgb, thermal
+    return scene_pair16(height, width)
 
 
 def _timeit(fn, repeats: int) -> list[float]:
@@ -67,7 +66,7 @@ def _pipeline_runs(pipeline, rgb_msg, thermal_msg, frames: int) -> list:
 def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int, device: str, precision: str) -> dict:
     """The node's per-frame pipeline without DDS: its own step timings, with thermal at the RGB size
     and at half size (the resize step), plus building the three output messages."""
-    from taseg_ros.bag.io.messages import image_message
+    from taseg_ros.frames.codec import encode_image
     from taseg_ros.frames.settings import STEPS
     from taseg_ros.inference.pipeline import FramePipeline
     from taseg_ros.inference import Segmenter
@@ -75,10 +74,10 @@ def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int
     seg = Segmenter.from_checkpoint(checkpoint, device=device, precision=precision)
     rgb, thermal = _frames(height, width)
     pipeline = FramePipeline(seg)
-    # rosbags Image messages: the codec is duck-typed, so this part needs no rclpy
-    bgr = image_message(0, "bench", rgb[:, :, ::-1].copy(), "bgr8")
-    full = _pipeline_runs(pipeline, bgr, image_message(0, "bench", thermal, "mono16"), frames)
-    half = _pipeline_runs(pipeline, bgr, image_message(0, "bench", thermal[::2, ::2].copy(), "mono16"), frames)
+    # the codec is duck-typed: encoded image fields decode like a message, so this part needs no rclpy
+    bgr = encode_image(rgb[:, :, ::-1].copy(), "bgr8")
+    full = _pipeline_runs(pipeline, bgr, encode_image(thermal, "mono16"), frames)
+    half = _pipeline_runs(pipeline, bgr, encode_image(thermal[::2, ::2].copy(), "mono16"), frames)
     steps = {step: [r.timings[step] for r in full] for step in STEPS}
     steps["thermal_from_half_size"] = [r.timings["thermal"] for r in half]
     try:
@@ -116,32 +115,23 @@ class _NodeBench:
     WARMUP = 3
 
     def __init__(self, checkpoint: Path, device: str, precision: str, backend: str) -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
         from rclpy.parameter import Parameter
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
 
+        from taseg_ros.ros.client import ToolNode
         from taseg_ros.ros.node import TASegNode
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=random.randint(100, 200))
-        # Single-threaded, like main(): rclpy's MultiThreadedExecutor busy-loops on tasks its pool has not
-        # started yet (ros2/rclpy#1452) and would take CPU from the node being measured.
-        self.executor = SingleThreadedExecutor(context=self.context)
+        self.probe = ToolNode("bench_probe", namespace="/bench", domain_id=random.randint(100, 200))
         params = {"checkpoint": str(checkpoint), "device": device, "precision": precision, "backend": backend,
                   "input_qos": "reliable"}
-        self.node = TASegNode(namespace="/bench", context=self.context,
+        self.node = TASegNode(namespace="/bench", context=self.probe.context,
                               parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-        self.probe = rclpy.create_node("bench_probe", namespace="/bench", context=self.context)
-        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.rgb_pub = self.probe.create_publisher(Image, "rgb/image", reliable)
-        self.thermal_pub = self.probe.create_publisher(Image, "thermal/image", reliable)
+        self.probe.add_node(self.node)
+        self.rgb_pub = self.probe.publisher("rgb/image", "sensor_msgs/msg/Image")
+        self.thermal_pub = self.probe.publisher("thermal/image", "sensor_msgs/msg/Image")
         self.received = {name: 0 for name in self.OUTPUTS}
         self.cond = threading.Condition()
-        self.subs = [self.probe.create_subscription(Image, f"taseg/{name}", self._counter(name), reliable)
+        self.subs = [self.probe.subscribe(f"taseg/{name}", "sensor_msgs/msg/Image", self._counter(name))
                      for name in self.OUTPUTS]
-        self.spinner: threading.Thread | None = None
 
     def _counter(self, name: str):
         def on_msg(_):
@@ -153,18 +143,11 @@ class _NodeBench:
     def start(self) -> None:
         from rclpy.lifecycle import TransitionCallbackReturn
 
-        from taseg_ros.ros.node import spin_resiliently
-
-        self.executor.add_node(self.node)
-        self.executor.add_node(self.probe)
-        self.spinner = threading.Thread(target=spin_resiliently, args=(self.executor,), daemon=True)
-        self.spinner.start()
+        self.probe.start()
         if self.node.trigger_configure() != TransitionCallbackReturn.SUCCESS:  # to_label() is "transition_success"
             raise RuntimeError(f"configure failed: {self.node.configure_error}")
         self.node.trigger_activate()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not self._connected():
-            time.sleep(0.01)
+        wait_for(self._connected, 30)
 
     def _connected(self) -> bool:
         return bool(self.rgb_pub.get_subscription_count() and self.thermal_pub.get_subscription_count()
@@ -190,7 +173,7 @@ class _NodeBench:
         return self._result(frames / elapsed)
 
     def _one_pair(self, rgb_msg, thermal_msg, index: int) -> None:
-        rgb_msg.header.stamp = thermal_msg.header.stamp = self.probe.get_clock().now().to_msg()
+        rgb_msg.header.stamp = thermal_msg.header.stamp = self.probe.now()
         with self.cond:
             target = self.received["overlay"] + 1
         self.rgb_pub.publish(rgb_msg)
@@ -208,15 +191,8 @@ class _NodeBench:
         return result
 
     def close(self) -> None:
-        import rclpy
-
         self.node.release_resources()
-        self.executor.shutdown(timeout_sec=5)
-        if self.spinner is not None:
-            self.spinner.join(timeout=10)
-        self.node.destroy_node()
-        self.probe.destroy_node()
-        rclpy.shutdown(context=self.context)
+        self.probe.close()
 
 
 def main(argv: list[str] | None = None) -> int:

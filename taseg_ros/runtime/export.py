@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 import torch
 
@@ -20,7 +21,7 @@ from taseg_ros.frames.thermal import ThermalPreparation
 from taseg_ros.model.checkpoint import load_checkpoint
 from taseg_ros.model.lora import merge_lora
 from taseg_ros.model.taseg import TASeg
-from taseg_ros.runtime.frames import verification_frame
+from taseg_ros.scenes import scene_pair
 from taseg_ros.runtime.metadata import RT_INFO_SECTION, ExportMetadata, sidecar_path
 
 FORMATS = {"onnx": ".onnx", "openvino": ".xml", "tensorrt": ".engine"}
@@ -210,9 +211,12 @@ def export_model(
     batch: int = 1,
     precision: str = "fp32",
     sam_checkpoint: str | Path | None = None,
+    frame: tuple[np.ndarray, np.ndarray, str] | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> dict:
-    """Write `checkpoint` as an `fmt` file for a `size` (width, height) frame and verify it.
+    """Write `checkpoint` as an `fmt` file for a `size` (width, height) frame and verify it on `frame`
+    ((rgb, raw thermal, name): the user's own, resized to `size`), by default a procedural street
+    scene that ships with the package (real image statistics: edges, regions, sensor noise).
     Returns {"output", "files", "metadata", "verification", "frame"}."""
     if fmt not in FORMATS:
         raise InputError(f"export format '{fmt}' is not one of {sorted(FORMATS)}")
@@ -233,7 +237,7 @@ def export_model(
     device = "cuda" if fmt == "tensorrt" else "cpu"
     model = load_checkpoint(checkpoint, sam_checkpoint=sam_checkpoint, device=device)
     width, height = size
-    rgb, thermal, frame_name = verification_frame(height, width)
+    rgb, thermal, frame_name = verification_frame(height, width, frame)
     rgb_in, thermal_in, geometry = prepared_inputs(model, rgb, thermal, batch)
     rgb_in, thermal_in = rgb_in.to(device), thermal_in.to(device)
     with torch.inference_mode():
@@ -253,6 +257,18 @@ def export_model(
         raise
     return {"output": output, "files": [p for p in files if p.exists()], "metadata": metadata,
             "verification": verification, "frame": frame_name}
+
+
+def verification_frame(height: int, width: int, frame: tuple[np.ndarray, np.ndarray, str] | None = None):
+    """(rgb, raw thermal, name) at the export's frame size: the given frame resized, or a street scene."""
+    if frame is None:
+        return (*scene_pair(height, width, seed=0, night=True), "a procedural night street scene (taseg_ros.scenes)")
+    rgb, thermal, name = frame
+    if rgb.shape[:2] != (height, width):
+        rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+    if thermal.shape[:2] != (height, width):
+        thermal = cv2.resize(thermal, (width, height), interpolation=cv2.INTER_AREA)
+    return rgb, thermal, name
 
 
 def _write(fmt: str, merged: TASeg, inputs, output: Path, strings: dict[str, str], precision: str) -> None:

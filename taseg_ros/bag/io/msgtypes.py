@@ -12,6 +12,7 @@ from taseg_ros.errors import InputError
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 STRING = "std_msgs/msg/String"
+DIAGNOSTIC_ARRAY = "diagnostic_msgs/msg/DiagnosticArray"
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 
 

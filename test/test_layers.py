@@ -1,0 +1,168 @@
+"""The package's layers, checked from the source: every import (function-level ones too) between the
+package's parts, no cycle among them, rclpy only under ``ros/``, and no product module that reads a
+development-only folder (``../shared``, the tests)."""
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "taseg_ros"
+
+
+def part_of(module: str) -> str:
+    """The part a module belongs to: a sub-package (``taseg_ros.bag``) or a top-level module."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports(path: Path) -> list[tuple[str, int]]:
+    """(imported module, line) for every import statement in the file, at any depth."""
+    found = []
+    package = module_name(path) if path.name == "__init__.py" else module_name(path).rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found.append((base, node.lineno))
+            found += [(f"{base}.{alias.name}", node.lineno) for alias in node.names]
+    return found
+
+
+def package_files() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def part_graph() -> dict[str, dict[str, list[str]]]:
+    """part -> imported part -> ['file:line', ...] (self-imports left out)."""
+    known = {module_name(p) for p in package_files()}
+    graph: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for path in package_files():
+        src = part_of(module_name(path))
+        for target, line in imports(path):
+            if target not in known or not target.startswith("taseg_ros."):
+                continue
+            dst = part_of(target)
+            if dst != src and dst != "taseg_ros":
+                graph[src][dst].append(f"{path.relative_to(PACKAGE.parent)}:{line}")
+    return graph
+
+
+def find_cycle(graph) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph.get(node, {}):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in list(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_no_import_cycle_between_the_packages_parts():
+    graph = part_graph()
+    cycle = find_cycle(graph)
+    if cycle:
+        edges = [f"{a} -> {b} ({', '.join(graph[a][b][:3])})" for a, b in zip(cycle, cycle[1:])]
+        pytest.fail("import cycle between the package's parts:\n  " + "\n  ".join(edges))
+
+
+def test_no_import_cycle_inside_a_part():
+    """Modules of one sub-package do not import each other in a circle either (bench/run <-> bench/backends was one)."""
+    known = {module_name(p) for p in package_files()}
+    graph: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+    for path in package_files():
+        src = module_name(path)
+        for target, line in imports(path):
+            if target in known and target != src and part_of(target) == part_of(src) and not path.name == "__init__.py":
+                if not target.endswith(src) and module_name(path) != target:
+                    graph[src][target].append(f"{path.relative_to(PACKAGE.parent)}:{line}")
+    for src in list(graph):  # a package's __init__ re-exports: not an edge back
+        graph[src] = {t: v for t, v in graph[src].items() if not src.startswith(t + ".")}
+    cycle = find_cycle(graph)
+    assert cycle is None, f"import cycle: {' -> '.join(cycle or [])}"
+
+
+# The layers, bottom to top. A part may import its own layer's base modules and any layer below.
+LAYERS = [
+    {"taseg_ros.errors", "taseg_ros.timing", "taseg_ros.devices", "taseg_ros.resources", "taseg_ros.config_io",
+     "taseg_ros.outputs", "taseg_ros.weights", "taseg_ros.classes"},
+    {"taseg_ros.frames", "taseg_ros.scenes"},
+    {"taseg_ros.model"},
+    {"taseg_ros.datasets", "taseg_ros.runtime"},
+    {"taseg_ros.inference"},
+    {"taseg_ros.evaluation", "taseg_ros.train", "taseg_ros.ros"},
+    {"taseg_ros.bag", "taseg_ros.bench", "taseg_ros.labelling"},
+    {"taseg_ros.demo"},
+    {"taseg_ros.cli"},
+]
+
+
+def layer(part: str) -> int:
+    for index, parts in enumerate(LAYERS):
+        if part in parts:
+            return index
+    raise AssertionError(f"{part} is in no layer of test_layers.LAYERS: add it where it belongs")
+
+
+def test_imports_only_go_down():
+    upward = []
+    for src, targets in part_graph().items():
+        for dst, where in targets.items():
+            if layer(dst) > layer(src):
+                upward.append(f"{src} -> {dst} ({', '.join(where[:3])})")
+    assert not upward, "upward imports:\n  " + "\n  ".join(upward)
+
+
+def test_the_frame_layer_imports_nothing_but_the_error_types():
+    for path in (PACKAGE / "frames").glob("*.py"):
+        for target, line in imports(path):
+            if target.startswith("taseg_ros.") and not target.startswith(("taseg_ros.frames", "taseg_ros.errors")):
+                pytest.fail(f"{path.name}:{line} imports {target}: the frame layer is numpy + OpenCV only")
+            assert target.split(".")[0] not in ("torch", "rclpy"), f"{path.name}:{line} imports {target}"
+
+
+def test_rclpy_only_under_ros():
+    offenders = [
+        f"{path.relative_to(PACKAGE.parent)}:{line} imports {target}"
+        for path in package_files()
+        if "ros" != path.relative_to(PACKAGE).parts[0]
+        for target, line in imports(path)
+        if target.split(".")[0] in ("rclpy", "sensor_msgs", "std_msgs", "diagnostic_msgs", "lifecycle_msgs", "rcl_interfaces")
+    ]
+    assert not offenders, "ROS client code outside taseg_ros/ros/:\n  " + "\n  ".join(offenders)
+
+
+def test_no_product_module_reads_a_development_only_folder():
+    offenders = []
+    for path in package_files():
+        text = path.read_text()
+        for needle in ('"shared"', "'shared'", "../shared", "rgbt_samples", "conftest", "bag_fixtures", "dataset_fixtures"):
+            if needle in text:
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}: {needle}")
+    assert not offenders, "product code that reads development-only folders:\n  " + "\n  ".join(offenders)
