@@ -19,24 +19,16 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from taseg_ros.ros.params import NodeParams, description
+
 PACKAGE = "taseg_ros"
 NODE_NAME = "taseg"
 
-# Launch arguments that override the node parameter of the same name (config/taseg.yaml).
-# Values are read as YAML (so "0.5" is a double and "true" a bool) except for string parameters.
-PARAMETER_ARGUMENTS = {
-    "checkpoint": (str, "TASeg model file (.safetensors, or an export: .onnx, .xml, .engine); a relative path is also looked up in the models folder"),
-    "sam_checkpoint": (str, "official SAM checkpoint the model needs (default: models/<recorded name>)"),
-    "backend": (str, "auto (from the model file type), torch, onnxruntime, openvino or tensorrt"),
-    "device": (str, "cpu, cuda or cuda:N; onnxruntime also tensorrt; openvino cpu, gpu or npu"),
-    "precision": (str, "fp32, fp16 (CUDA) or bf16"),
-    "rgb_transport": (str, "raw or compressed"),
-    "thermal_transport": (str, "raw or compressed"),
-    "thermal_normalization": (str, "auto, fixed, minmax or percentile"),
-    "slop": (float, "largest RGB/thermal stamp difference of a pair, seconds"),
-    "overlay_alpha": (float, "weight of the class colours in ~/overlay, 0..1"),
-    "publish_confidence": (bool, "also publish ~/confidence (32FC1)"),
-}
+# Launch arguments that override the node parameter of the same name (config/taseg.yaml). Their
+# descriptions and types come from the node's parameter table (taseg_ros/ros/params.py), the one
+# source config/taseg.yaml and `ros2 param describe` are made from.
+PARAMETER_ARGUMENTS = ("checkpoint", "sam_checkpoint", "backend", "device", "precision", "rgb_transport",
+                       "thermal_transport", "thermal_normalization", "slop", "overlay_alpha", "publish_confidence")
 
 
 def _rviz_config_for(namespace: str) -> str:
@@ -56,10 +48,12 @@ def _launch_setup(context, *args, **kwargs):
         return LaunchConfiguration(name).perform(context)
 
     overrides = {}
-    for name, (kind, _) in PARAMETER_ARGUMENTS.items():
+    defaults = NodeParams.defaults()
+    for name in PARAMETER_ARGUMENTS:
         value = arg(name)
         if value == "":
             continue
+        kind = type(defaults[name])  # values are read as YAML ("0.5" a double, "true" a bool) except strings
         overrides[name] = value if kind is str else kind(yaml.safe_load(value))
     overrides["use_sim_time"] = yaml.safe_load(arg("use_sim_time")) is True
 
@@ -98,7 +92,7 @@ def generate_launch_description():
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (rosbag playback)"),
     ]
     arguments += [
-        DeclareLaunchArgument(name, default_value="", description=f"{description} (empty: from params_file)")
-        for name, (_, description) in PARAMETER_ARGUMENTS.items()
+        DeclareLaunchArgument(name, default_value="", description=f"{description(name)} (empty: from params_file)")
+        for name in PARAMETER_ARGUMENTS
     ]
     return LaunchDescription(arguments + [OpaqueFunction(function=_launch_setup)])

@@ -77,7 +77,7 @@ class Limits:
             if self.choices is not None and v not in self.choices:
                 return f"expected one of {', '.join(str(c) for c in self.choices)}"
             if isinstance(v, (int, float)) and not isinstance(v, bool) and not self._within(v):
-                return ("values must be " if many else "must be ") + self._range_text(many)
+                return ("values must be " if many else "must be ") + self.range_text(many)
         return None
 
     def _within(self, v: float) -> bool:
@@ -91,7 +91,7 @@ class Limits:
             and (self.multiple_of is None or v % self.multiple_of == 0)
         )
 
-    def _range_text(self, many: bool) -> str:
+    def range_text(self, many: bool) -> str:
         parts = []
         if self.ge is not None and self.le is not None:
             parts.append(f"in [{self.ge:g}, {self.le:g}]")

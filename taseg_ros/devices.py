@@ -1,11 +1,15 @@
-"""Compute devices and precisions: the one table of precision names and the one reading of
-``--device auto``. Torch is imported only where a device is resolved, so the ROS parameter
+"""Compute devices, precisions and runtimes: the one table of precision names, the runtime (backend)
+names, and the one reading of ``--device auto``. Torch is imported only where a device is resolved, so the ROS parameter
 checks and the command-line parsers can use the names without loading torch."""
 from __future__ import annotations
 
 # Precision name -> torch dtype attribute. `taseg_ros.inference.PRECISIONS` maps the same names
 # to the dtypes themselves; every command-line choice, recipe and node parameter uses these keys.
 PRECISIONS: dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+# Runtimes of the network forward (taseg_ros.runtime); "auto" picks one from the model file's type.
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+BACKEND_CHOICES = ("auto", *BACKENDS)
 
 DEVICE_CHOICES_HINT = "auto (cuda when available, else cpu), cpu, cuda or cuda:N"
 

@@ -204,8 +204,20 @@ def test_param_set_applies_live_parameters_and_refuses_configure_time_ones(launc
     assert launched.ros2("param", "get", NODE, "overlay_alpha", *DISCOVERY).stdout.strip() == "Double value is: 0.6"
     refused = launched.ros2("param", "set", NODE, "device", "cuda", *DISCOVERY)
     text = refused.stdout + refused.stderr
-    assert "Setting parameter failed" in text and "configure" in text, text
-    assert launched.ros2("param", "get", NODE, "device", *DISCOVERY).stdout.strip() == "String value is: cpu"
+    assert "Setting parameter failed" in text and "read-only" in text, text
+    assert launched.ros2("param", "get", NODE, "device", *DISCOVERY).stdout.strip() == "String value is: auto"
+
+
+def test_param_describe_explains_and_ros_refuses_out_of_range_values(launched):
+    described = launched.ros2("param", "describe", NODE, "overlay_alpha", "slop", *DISCOVERY).stdout
+    alpha, slop = described.split("Parameter name: slop")
+    assert "Weight of the class colours in ~/overlay" in alpha and "applies to the next frame" in alpha, described
+    assert "Min value: 0.0" in alpha and "Max value: 1.0" in alpha, described
+    assert "Largest stamp difference" in slop and "Read only: true" in slop, described
+    refused = launched.ros2("param", "set", NODE, "overlay_alpha", "1.5", *DISCOVERY)
+    text = refused.stdout + refused.stderr
+    assert "Setting parameter failed" in text and "range" in text, text
+    assert launched.ros2("param", "get", NODE, "overlay_alpha", *DISCOVERY).stdout.strip() != "Double value is: 1.5"
 
 
 def test_lifecycle_deactivate_stops_answers_and_activate_resumes_them(launched, camera):

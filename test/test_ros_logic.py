@@ -363,6 +363,30 @@ def test_config_yaml_matches_node_defaults():
     assert load_config_params() == NodeParams.defaults()
 
 
+def test_config_yaml_is_generated_from_the_parameter_table():
+    """config/taseg.yaml holds every parameter's default and description from ros/params.NodeParams
+    (regenerate with `python -m taseg_ros.ros.params > config/taseg.yaml`)."""
+    from taseg_ros.ros.params import PARAMETERS, render_config_yaml
+
+    text = (REPO / "config" / "taseg.yaml").read_text()
+    assert text == render_config_yaml()
+    for name, row in PARAMETERS.items():
+        assert row.metadata["doc"].split()[0] in text and f"    {name}: " in text
+
+
+def test_every_parameter_has_a_description_and_numeric_limits_are_stated():
+    from taseg_ros.ros.params import LIVE_PARAMETERS, PARAMETERS, description
+
+    assert LIVE_PARAMETERS == {"overlay_alpha", "thermal_normalization", "thermal_range", "thermal_percentiles",
+                               "thermal_homography", "no_pair_warning", "clock_offset_warning", "log_throttle"}
+    for name in PARAMETERS:
+        text = description(name)
+        assert len(text) > 40 and ("applies to the next frame" in text) == (name in LIVE_PARAMETERS), text
+    assert description("overlay_alpha").endswith("[range: in [0, 1]; applies to the next frame]")
+    assert "range: > 0 seconds" in description("diagnostics_period")
+    assert "one of: auto, torch, onnxruntime, openvino, tensorrt" in description("backend")
+
+
 def test_param_validation_names_the_parameter():
     good = NodeParams(checkpoint="model.safetensors")
     good.validate()
@@ -398,7 +422,7 @@ def launch_file_arguments() -> tuple[set[str], set[str]]:
             if node.args and isinstance(node.args[0], ast.Constant):
                 declared.add(node.args[0].value)
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PARAMETER_ARGUMENTS" for t in node.targets):
-            parameter_args = {key.value for key in node.value.keys}
+            parameter_args = {element.value for element in node.value.elts}
     return declared, parameter_args
 
 
@@ -413,7 +437,7 @@ def test_launch_file_compiles_and_matches_config(tmp_path):
     assert "checkpoint" in parameter_args
     # every parameter argument is declared (by the loop over PARAMETER_ARGUMENTS) and nothing else is extra
     source = (REPO / "launch" / "taseg.launch.py").read_text()
-    assert "for name, (_, description) in PARAMETER_ARGUMENTS.items()" in source
+    assert "for name in PARAMETER_ARGUMENTS" in source and "description(name)" in source
     assert declared == fixed
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taseg_ros.frames.pairing import DEFAULT_SLOP_S
 from taseg_ros.bag.pairs import BagPairing
 from taseg_ros.bag.io.reader import Bag, BagError, open_bag
 from taseg_ros.bag.io.topics import MissingStreamError, resolve_image_topics
@@ -139,7 +140,7 @@ def _histogram(offsets_ms: np.ndarray, bins: int = 8) -> list[tuple[float, float
 
 
 def inspect_bag(
-    path: str | Path, rgb_topic: str | None = None, thermal_topic: str | None = None, slop_s: float = 0.02
+    path: str | Path, rgb_topic: str | None = None, thermal_topic: str | None = None, slop_s: float = DEFAULT_SLOP_S
 ) -> BagInfo:
     """Read a recording once and describe it (see the module docstring). A topic given explicitly
     that is missing or of the wrong type is a BagError; a failed guess is reported in ``topic_problem``."""

@@ -42,7 +42,7 @@ from taseg_ros.errors import InputError
 from taseg_ros.frames.render import OUTPUTS
 from taseg_ros.ros.client import ToolNode, deserialize, require_ros, serialize, wait_for
 from taseg_ros.ros.names import check_namespace
-from taseg_ros.frames.pairing import NS_PER_S, StampPairer, stamp_to_ns
+from taseg_ros.frames.pairing import DEFAULT_SLOP_S, NS_PER_S, StampPairer, stamp_to_ns
 from taseg_ros.timing import summarize_ms
 
 
@@ -88,7 +88,7 @@ def replay_bag(
     *,
     rgb_topic: str | None = None,
     thermal_topic: str | None = None,
-    slop_s: float = 0.02,
+    slop_s: float = DEFAULT_SLOP_S,
     rate: float = 1.0,
     node: str = "/taseg",
     publish_rgb_topic: str | None = None,

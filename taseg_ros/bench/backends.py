@@ -22,6 +22,7 @@ from taseg_ros.bench.mode import prepared_inputs
 from taseg_ros.bench.node import node_vs_alone
 from taseg_ros.bench.models import plain_encoder_forward, plain_sam_encoder
 from taseg_ros.bench.timing import auto_repeats, device_synchronizer, run_rounds, summarize_ratio
+from taseg_ros.devices import BACKENDS
 from taseg_ros.errors import InputError
 from taseg_ros.timing import summarize_ms
 from taseg_ros.inference import Segmenter
@@ -67,7 +68,7 @@ def plan_variants(backends: tuple[str, ...], precisions: tuple[str, ...], cuda: 
             out += [Variant("openvino", p, "CPU") for p in usable]
         elif backend == "tensorrt" and cuda:
             out += [Variant("tensorrt", p, "cuda") for p in ("fp32", "fp16") if p in usable]
-        elif backend not in ("torch", "onnxruntime", "openvino", "tensorrt"):
+        elif backend not in BACKENDS:
             raise InputError(f"--backends: unknown backend '{backend}'")
     return list(dict.fromkeys(out))
 

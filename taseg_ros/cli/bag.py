@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from taseg_ros.errors import InputError
+from taseg_ros.frames.pairing import DEFAULT_SLOP_S
 
 EPILOG = """\
 examples:
@@ -34,9 +34,9 @@ def _bag_and_topics(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--slop",
         type=float,
-        default=0.02,
+        default=DEFAULT_SLOP_S,
         metavar="S",
-        help="max stamp difference of a pair in seconds, as the node's `slop` parameter (default 0.02)",
+        help=f"max stamp difference of a pair in seconds, as the node's `slop` parameter (default {DEFAULT_SLOP_S:g})",
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from taseg_ros.devices import DEVICE_CHOICES_HINT, PRECISIONS, resolve_device
+from taseg_ros.devices import BACKEND_CHOICES, DEVICE_CHOICES_HINT, PRECISIONS, resolve_device
 from taseg_ros.errors import InputError
 
 
@@ -36,7 +36,7 @@ def device_from_args(args: argparse.Namespace) -> str:
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
     """--backend/--merge-lora: which runtime runs the network forward (taseg_ros.runtime)."""
     group = parser.add_argument_group("runtime")
-    group.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime", "openvino", "tensorrt"),
+    group.add_argument("--backend", default="auto", choices=BACKEND_CHOICES,
                        help="runtime of the network (default auto: from the model file type: .safetensors torch, "
                        ".onnx onnxruntime, .xml openvino, .engine tensorrt; `taseg export --format` writes them). "
                        "--device then names the runtime's device: cpu/cuda[:N] (torch), cpu/cuda/tensorrt (onnxruntime "

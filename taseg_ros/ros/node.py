@@ -12,8 +12,10 @@ A lifecycle node (``rclpy.lifecycle.LifecycleNode``):
   - deactivate: unsubscribes, stops the inference thread and releases the model's memory.
   - cleanup / shutdown: also removes the publishers and the diagnostics timer.
 With ``autostart`` (default true) ``main()`` configures and activates the node on start, so
-``ros2 run`` behaves like a plain node; set it false under a lifecycle manager. While configured,
-``ros2 param set`` applies ``LIVE_PARAMETERS`` to the next frame and refuses the others.
+``ros2 run`` behaves like a plain node; set it false under a lifecycle manager. Every parameter is
+declared from its row in ``ros/params.NodeParams`` (description, range, read-only unless live):
+``ros2 param describe`` explains it, ``ros2 param set`` applies the live ones to the next frame, and
+ROS itself refuses read-only and out-of-range values.
 
 Inputs (relative names, remap them): ``rgb/image`` and ``thermal/image`` (sensor_msgs/Image), or
 ``rgb/image/compressed`` / ``thermal/image/compressed`` (sensor_msgs/CompressedImage) with
@@ -25,16 +27,17 @@ Outputs, each with the RGB header: ``~/labels`` (mono8 class ids), ``~/colorized
 ``/diagnostics``.
 
 Threading: subscription callbacks only validate the message header fields and pair frames by
-stamp (``pairing.StampPairer``); a complete pair goes into a newest-wins slot
-(``pairing.LatestSlot``). One worker thread takes pairs from the slot, decodes, runs the model
+stamp (``frames.pairing.StampPairer``); a complete pair goes into a newest-wins slot
+(``frames.pairing.LatestSlot``). One worker thread takes pairs from the slot, decodes, runs the model
 and publishes, so a slow model drops stale pairs (counted) instead of building a queue.
 
-This module is the only one in ``taseg_ros.ros`` that imports rclpy and message packages.
+The per-frame work is ``inference.pipeline.FramePipeline``'s, the same as ``taseg bag eval``'s.
 """
 from __future__ import annotations
 
 import array
 import json
+import math
 import signal
 import sys
 import threading
@@ -45,7 +48,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.exceptions import InvalidHandle
 from rclpy.executors import Executor, ExternalShutdownException, ShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -57,20 +60,39 @@ from std_msgs.msg import String
 from taseg_ros.errors import MissingInputError
 from taseg_ros.frames.thermal import FrameNote
 from taseg_ros.inference.pipeline import FramePipeline, FrameResult
+from taseg_ros.config_io import limits_of
+from taseg_ros.devices import resolve_device
 from taseg_ros.ros.diagnostics import NodeStatistics, build_report
-from taseg_ros.frames.codec import ImageDecodeError, RGB_ENCODINGS, THERMAL_ENCODINGS, check_image_fields, decode_rgb, decode_thermal, encode_image
+from taseg_ros.frames.codec import ImageDecodeError, RGB_ENCODINGS, THERMAL_ENCODINGS, check_image_fields, encode_image
 from taseg_ros.frames.pairing import LatestSlot, Pair, StampPairer, stamp_to_ns
-from taseg_ros.ros.params import RGB_TOPIC, THERMAL_TOPIC, NodeParams, resolve_checkpoint
+from taseg_ros.ros.params import LIVE_PARAMETERS, PARAMETERS, RGB_TOPIC, THERMAL_TOPIC, NodeParams, description, resolve_checkpoint
 from taseg_ros.ros.throttle import LogThrottle
 from taseg_ros.ros.qos import latched_qos
 
 NODE_NAME = "taseg"
-# Parameters a running node applies to the next frame (`ros2 param set`); the others are read at
-# configure (model, device, topics, QoS, pairing), and changing them while configured is refused.
-LIVE_PARAMETERS = frozenset({
-    "overlay_alpha", "thermal_normalization", "thermal_range", "thermal_percentiles", "thermal_homography",
-    "no_pair_warning", "clock_offset_warning", "log_throttle",
-})
+
+
+def parameter_descriptor(name: str) -> ParameterDescriptor:
+    """The ROS descriptor of a node parameter from its row in ros/params.NodeParams: the description
+    `ros2 param describe` shows, the numeric range ROS itself enforces on `ros2 param set`, and
+    read-only for the parameters read at configure.
+
+    Dynamic typing: a params file with `slop: 1` or `thermal_range: [0, 65535]` must not kill the node
+    at start-up; values are checked (with a clear message) on configure. ROS ranges are inclusive: a
+    strict limit (> 0) becomes the next representable number."""
+    limits = limits_of(PARAMETERS[name])
+    descriptor = ParameterDescriptor(name=name, description=description(name), dynamic_typing=True,
+                                     read_only=name not in LIVE_PARAMETERS)
+    if limits is None or all(v is None for v in (limits.ge, limits.gt, limits.le, limits.lt)):
+        return descriptor
+    low = limits.ge if limits.ge is not None else (math.nextafter(limits.gt, math.inf) if limits.gt is not None else -math.inf)
+    high = limits.le if limits.le is not None else (math.nextafter(limits.lt, -math.inf) if limits.lt is not None else math.inf)
+    if isinstance(NodeParams.defaults()[name], int):
+        descriptor.integer_range = [IntegerRange(from_value=int(math.ceil(max(low, -2**63))),
+                                                 to_value=int(min(high, 2**63 - 1)), step=1)]
+    else:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high), step=0.0)]
+    return descriptor
 
 
 def qos_profile(preset: str, depth: int) -> QoSProfile:
@@ -99,10 +121,7 @@ class TASegNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         for name, default in NodeParams.defaults().items():
-            # Dynamic typing: a params file with `slop: 1` or `thermal_range: [0, 65535]` must not
-            # kill the node at start-up; values are checked (with a clear message) on configure.
-            descriptor = ParameterDescriptor(dynamic_typing=True)
-            self.declare_parameter(name, default if default != [] else None, descriptor)
+            self.declare_parameter(name, default if default != [] else None, parameter_descriptor(name))
         self.params = NodeParams()
         self.stats = NodeStatistics()
         self.configure_error: str | None = None  # why the last configure failed, for callers and tests
@@ -135,18 +154,11 @@ class TASegNode(LifecycleNode):
         return params
 
     def _check_parameter_change(self, parameters: list[Any]) -> SetParametersResult:
-        """`ros2 param set` on a configured node: live parameters are validated like at configure;
-        the ones read at configure are refused with the reason, never accepted and ignored."""
-        ours = [p for p in parameters if p.name in NodeParams.defaults()]  # use_sim_time etc. pass through
+        """`ros2 param set` on a configured node: live parameters are validated like at configure (ROS
+        itself refuses the read-only ones and out-of-range numbers, from their descriptors)."""
+        ours = [p for p in parameters if p.name in LIVE_PARAMETERS]  # use_sim_time etc. pass through
         if not ours or not self._configured:
             return SetParametersResult(successful=True)  # read, and checked, at the next configure
-        fixed = sorted(p.name for p in ours if p.name not in LIVE_PARAMETERS)
-        if fixed:
-            return SetParametersResult(
-                successful=False,
-                reason=f"{', '.join(fixed)}: read at configure; deactivate and clean up the node, set it, then "
-                "configure and activate again (or restart with the new value)",
-            )
         try:
             self._changed_params(ours).validate()
         except ValueError as exc:
@@ -245,7 +257,7 @@ class TASegNode(LifecycleNode):
         self.segmenter = Segmenter.from_checkpoint(
             path,
             sam_checkpoint=self.params.sam_checkpoint or None,
-            device=self.params.device,
+            device=resolve_device(self.params.device),
             precision=self.params.precision,
             backend=self.params.backend,
             merge_lora=self.params.merge_lora,

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from taseg_ros.config_io import check_fields, from_mapping, setting
-from taseg_ros.devices import PRECISIONS
+from taseg_ros.config_io import check_fields, from_mapping, limits_of, setting
+from taseg_ros.devices import BACKEND_CHOICES, PRECISIONS
 from taseg_ros.errors import InputError
+from taseg_ros.frames.pairing import DEFAULT_SLOP_S
+from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA
 from taseg_ros.frames.thermal import THERMAL_MODES, ThermalNormalization, validate_homography
 
-DEVICES_HINT = "cpu, cuda or cuda:N (torch, onnxruntime), tensorrt (onnxruntime's TensorRT provider), gpu or npu (openvino)"
+DEVICES_HINT = "auto (cuda when available, else cpu), cpu, cuda or cuda:N (torch, onnxruntime), tensorrt (onnxruntime's TensorRT provider), gpu or npu (openvino)"
 TRANSPORTS = ("raw", "compressed")
 QOS_PRESETS = ("sensor_data", "reliable", "best_effort")
 
@@ -30,34 +32,96 @@ RGB_TOPIC = "rgb/image"
 THERMAL_TOPIC = "thermal/image"
 
 
+def param(default: Any = dataclasses.MISSING, *, doc: str, live: bool = False, section: str = "",
+          default_factory: Any = dataclasses.MISSING, **limits: Any) -> Any:
+    """A node parameter: its default and limits (config_io.setting), what it does (``doc``: the
+    ``ros2 param describe`` text, config/taseg.yaml's comment and the launch argument's help), whether
+    a running node applies it to the next frame (``live``; the others are read at configure and are
+    read-only to ``ros2 param set``), and the config file ``section`` it opens."""
+    row = setting(default, default_factory=default_factory, **limits)
+    row.metadata = {**row.metadata, "doc": doc, "live": live, "section": section}
+    return row
+
+
 @dataclass
 class NodeParams:
-    checkpoint: str = ""
-    sam_checkpoint: str = ""
-    backend: str = setting("auto", choices=("auto", "torch", "onnxruntime", "openvino", "tensorrt"))
-    merge_lora: bool = False
-    device: str = "cpu"
-    precision: str = setting("fp32", choices=tuple(PRECISIONS))
-    autostart: bool = True
-    rgb_transport: str = setting("raw", choices=TRANSPORTS)
-    thermal_transport: str = setting("raw", choices=TRANSPORTS)
-    slop: float = setting(0.02, ge=0, unit="seconds")
-    pairing_queue_size: int = setting(5, ge=1)
-    time_reset: float = 2.0
-    thermal_normalization: str = setting("auto", choices=THERMAL_MODES)
-    thermal_range: list[float] = field(default_factory=lambda: [0.0, 255.0])
-    thermal_percentiles: list[float] = field(default_factory=lambda: [1.0, 99.0])
-    thermal_homography: list[float] = field(default_factory=list)
-    overlay_alpha: float = setting(0.5, ge=0, le=1)
-    publish_confidence: bool = False
-    input_qos: str = setting("sensor_data", choices=QOS_PRESETS)
-    input_depth: int = setting(1, ge=1)
-    output_qos: str = setting("reliable", choices=QOS_PRESETS)
-    output_depth: int = setting(1, ge=1)
-    diagnostics_period: float = setting(1.0, gt=0, unit="seconds")
-    no_pair_warning: float = setting(3.0, gt=0, unit="seconds")
-    clock_offset_warning: float = setting(2.0, gt=0, unit="seconds")
-    log_throttle: float = setting(5.0, ge=0, unit="seconds")
+    """The node's parameters: the one table their defaults, limits, descriptions and live flags come from."""
+
+    checkpoint: str = param(
+        "", section="model",
+        doc="The model file: a TASeg checkpoint (.safetensors from `taseg init` / `taseg train`) or an export of one "
+        "(`taseg export --format ...`: .onnx, .xml OpenVINO IR, .engine TensorRT). A relative path is looked up as "
+        "given, then in the models folder (TASEG_MODELS_DIR or models/). Required.")
+    sam_checkpoint: str = param(
+        "", doc="Official SAM checkpoint the model was trained on; empty: models/<name recorded in the checkpoint>.")
+    backend: str = param(
+        "auto", choices=BACKEND_CHOICES,
+        doc="Runtime of the network forward: auto (from the file type: .safetensors torch, .onnx onnxruntime, "
+        ".xml openvino, .engine tensorrt), torch, onnxruntime, openvino or tensorrt.")
+    merge_lora: bool = param(
+        False, doc="torch: merge the LoRA factors into the frozen weights at load (same outputs, less work per frame).")
+    device: str = param("auto", doc=f"Where the network runs: {DEVICES_HINT}.")
+    precision: str = param(
+        "fp32", choices=tuple(PRECISIONS),
+        doc="fp32, fp16 (CUDA only) or bf16 (torch autocast; OpenVINO's inference precision hint). The resolution "
+        "mode (native / sam1024) and an export's input size come from the model file.")
+    autostart: bool = param(
+        True, doc="true: configure and activate on start (plain `ros2 run`); false: wait for a lifecycle manager.")
+    rgb_transport: str = param(
+        "raw", choices=TRANSPORTS, section="inputs",
+        doc="raw (sensor_msgs/Image on rgb/image) or compressed (sensor_msgs/CompressedImage on rgb/image/compressed).")
+    thermal_transport: str = param(
+        "raw", choices=TRANSPORTS,
+        doc="raw (sensor_msgs/Image on thermal/image) or compressed (CompressedImage on thermal/image/compressed).")
+    slop: float = param(
+        DEFAULT_SLOP_S, ge=0, unit="seconds",
+        doc="Largest stamp difference (s) of an RGB and a thermal frame that form a pair; keep it well under one "
+        "frame period (33 ms at 30 fps).")
+    pairing_queue_size: int = param(5, ge=1, doc="Frames per stream held while waiting for a partner (bounds memory).")
+    time_reset: float = param(
+        2.0, gt=0, unit="seconds",
+        doc="A stamp older than the previous one by more than this (s) is a clock reset (bag loop, simulator "
+        "restart): pairing restarts. Smaller backward steps are dropped as out of order.")
+    input_qos: str = param(
+        "sensor_data", choices=QOS_PRESETS,
+        doc="Input QoS: sensor_data (best effort), reliable or best_effort.")
+    input_depth: int = param(1, ge=1, doc="Input queue depth; 1: only the newest frame matters.")
+    thermal_normalization: str = param(
+        ThermalNormalization.mode, choices=THERMAL_MODES, live=True, section="thermal",
+        doc="auto (8-bit: fixed 0..255; otherwise percentile), fixed (thermal_range), minmax (per frame), "
+        "percentile (thermal_percentiles, per frame; robust to hot spots).")
+    thermal_range: list[float] = param(
+        default_factory=lambda: [ThermalNormalization.low, ThermalNormalization.high], live=True,
+        doc="[low, high] raw values mapped to 0 and 1 in fixed mode (e.g. [0.0, 65535.0] for 16-bit counts, or a "
+        "temperature range in the camera's unit for 32FC1).")
+    thermal_percentiles: list[float] = param(
+        default_factory=lambda: list(ThermalNormalization.percentiles), live=True,
+        doc="[low, high] percentiles of the frame mapped to 0 and 1 in percentile mode.")
+    thermal_homography: list[float] = param(
+        default_factory=list, live=True,
+        doc="3x3 homography, row-major, thermal pixel -> RGB pixel, registering the thermal frame onto the RGB frame "
+        "(applied after normalisation, as `taseg bag extract` records it for training). [] = plain resize when "
+        "the sizes differ.")
+    overlay_alpha: float = param(
+        DEFAULT_OVERLAY_ALPHA, ge=0, le=1, live=True, section="outputs",
+        doc="Weight of the class colours in ~/overlay: 0 = RGB only, 1 = colours only.")
+    publish_confidence: bool = param(False, doc="Also publish ~/confidence (32FC1, probability of the chosen class).")
+    output_qos: str = param("reliable", choices=QOS_PRESETS, doc="Output QoS: reliable, sensor_data or best_effort.")
+    output_depth: int = param(1, ge=1, doc="Output queue depth.")
+    diagnostics_period: float = param(
+        1.0, gt=0, unit="seconds", section="diagnostics",
+        doc="Period (s) of the /diagnostics status (fps, latency, dropped, unmatched, errors).")
+    no_pair_warning: float = param(
+        3.0, gt=0, unit="seconds", live=True,
+        doc="Diagnostics turn WARN when no RGB/thermal pair has matched for this long (s).")
+    clock_offset_warning: float = param(
+        2.0, gt=0, unit="seconds", live=True,
+        doc="Diagnostics turn WARN when input header stamps are on average more than this many seconds behind (or "
+        "ahead of) the node's clock: a bag played without --clock and use_sim_time, or a camera driver stamping "
+        "with the device's own clock. Pairing still works; latency does not.")
+    log_throttle: float = param(
+        5.0, ge=0, unit="seconds", live=True,
+        doc="Repeated warnings about bad input are logged at most once per this many seconds.")
 
     @classmethod
     def from_parameters(cls, values: Mapping[str, Any], base: "NodeParams | None" = None) -> "NodeParams":
@@ -85,7 +149,7 @@ class NodeParams:
             raise bad("checkpoint", "required: the path of a TASeg checkpoint (taseg init/train writes one)")
         device = self.device.strip().lower()
         # gpu/npu (OpenVINO) and tensorrt (ONNX Runtime's TensorRT provider): the runtime checks the pairing.
-        if not (device in ("cpu", "cuda", "gpu", "npu", "tensorrt") or (device.startswith("cuda:") and device[5:].isdigit())):
+        if not (device in ("auto", "cpu", "cuda", "gpu", "npu", "tensorrt") or (device.startswith("cuda:") and device[5:].isdigit())):
             raise bad("device", f"expected {DEVICES_HINT}")
         check_fields(self, style="parameter")
         if not self.time_reset > self.slop:
@@ -127,6 +191,64 @@ class NodeParams:
         return np.asarray(self.thermal_homography, dtype=np.float64).reshape(3, 3)
 
 
+PARAMETERS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(NodeParams)}
+# Parameters a running node applies to the next frame (`ros2 param set`); the others are read at
+# configure (model, device, topics, QoS, pairing) and are read-only to `ros2 param set`.
+LIVE_PARAMETERS = frozenset(name for name, f in PARAMETERS.items() if f.metadata["live"])
+
+
+def description(name: str) -> str:
+    """What ``ros2 param describe`` says of a parameter: its doc, its limits and when it applies."""
+    f = PARAMETERS[name]
+    limits = limits_of(f)
+    extra = []
+    if limits is not None and limits.choices:
+        extra.append(f"one of: {', '.join(map(str, limits.choices))}")
+    elif _has_range(limits):
+        extra.append(f"range: {limits.range_text(False)}")
+    extra.append("applies to the next frame" if f.metadata["live"] else "read at configure (read-only while running)")
+    return f"{f.metadata['doc']} [{'; '.join(extra)}]"
+
+
+def _has_range(limits) -> bool:
+    return limits is not None and any(v is not None for v in (limits.ge, limits.gt, limits.le, limits.lt))
+
+
+def render_config_yaml() -> str:
+    """config/taseg.yaml as it must read: every parameter with its default and its description,
+    generated from NodeParams (test_ros_logic checks the shipped file against it)."""
+    import textwrap
+
+    import yaml
+
+    lines = [line for line in _CONFIG_HEADER.splitlines()]
+    lines += ["/**:", "  ros__parameters:"]
+    for name, f in PARAMETERS.items():
+        if f.metadata["section"]:
+            if lines[-1] != "  ros__parameters:":
+                lines.append("")
+            lines.append(f"    # --- {f.metadata['section']} " + "-" * (88 - 11 - len(f.metadata["section"])))
+        text = f.metadata["doc"] + ("" if f.metadata["live"] else " (Read at configure.)")
+        lines += ["    # " + line for line in textwrap.wrap(text, 92)]
+        value = yaml.safe_dump(getattr(NodeParams(), name), default_flow_style=True).strip().removesuffix("\n...").strip()
+        lines.append(f"    {name}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+_CONFIG_HEADER = """\
+# Parameters of the TASeg segmentation node (taseg_node). Every value here is also the node's
+# built-in default; override any of them with `--ros-args -p name:=value`, a copy of this file
+# (`--params-file` / the launch file's `params_file` argument) or launch arguments.
+# `ros2 param describe /taseg NAME` gives the same descriptions with their limits. Generated from
+# taseg_ros/ros/params.py (python -m taseg_ros.ros.params > config/taseg.yaml); a test keeps them equal.
+# Parameters marked "Read at configure" are read-only on a running node; the others apply to the next frame.
+#
+# Inputs (relative names, remap them): rgb/image and thermal/image (sensor_msgs/Image), or
+# rgb/image/compressed and thermal/image/compressed with the *_transport parameters.
+# Outputs: ~/labels (mono8), ~/colorized (rgb8), ~/overlay (rgb8), ~/confidence (32FC1, optional),
+# ~/class_info (std_msgs/String JSON, transient local), /diagnostics."""
+
+
 def resolve_checkpoint(path: str) -> Path:
     """A checkpoint path as given, or relative to the models folder (``TASEG_MODELS_DIR``)."""
     from taseg_ros.resources import models_dir
@@ -136,3 +258,7 @@ def resolve_checkpoint(path: str) -> Path:
         return candidate
     in_models = models_dir() / candidate
     return in_models if in_models.is_file() else candidate
+
+
+if __name__ == "__main__":
+    print(render_config_yaml(), end="")

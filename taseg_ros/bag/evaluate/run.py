@@ -45,7 +45,8 @@ from taseg_ros.inference.pipeline import FramePipeline
 from taseg_ros.frames.settings import FrameSettings
 from taseg_ros.frames.thermal import ThermalNormalization
 from taseg_ros.ros.names import check_namespace
-from taseg_ros.frames.pairing import NS_PER_S, Pair
+from taseg_ros.frames.pairing import DEFAULT_SLOP_S, NS_PER_S, Pair
+from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA
 
 MODES = ("offline", "realtime")
 
@@ -57,7 +58,7 @@ def evaluate_bag(
     checkpoint_name: str = "",
     rgb_topic: str | None = None,
     thermal_topic: str | None = None,
-    slop_s: float = 0.02,
+    slop_s: float = DEFAULT_SLOP_S,
     mode: str = "offline",
     labels_dir: str | Path | None = None,
     label_topic: str | None = None,
@@ -66,7 +67,7 @@ def evaluate_bag(
     output_namespace: str = "/taseg",
     thermal_norm: ThermalNormalization | None = None,
     homography: np.ndarray | None = None,
-    overlay_alpha: float = 0.5,
+    overlay_alpha: float = DEFAULT_OVERLAY_ALPHA,
     max_pairs: int | None = None,
     stop: Callable[[], bool] | None = None,
     on_pair: Callable[[int], None] | None = None,
