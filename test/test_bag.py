@@ -36,6 +36,7 @@ from bag_fixtures import (
 from taseg_ros.bag.io.reader import BagError, open_bag
 from taseg_ros.bag.io.stop import stop_on_sigint
 from taseg_ros.bag.labels import stamp_id
+from taseg_ros.bag.pairs import PairSource
 from taseg_ros.cli import bag as bag_cli
 from taseg_ros.evaluation.metrics import ConfusionMatrix
 from taseg_ros.frames.pairing import Pair
@@ -921,19 +922,19 @@ def running_node(tiny_checkpoint):
 
 
 def test_replay_through_the_node(compressed_bag, running_node, tmp_path):
-    from taseg_ros.bag.replay import format_replay, replay_bag
+    from taseg_ros.bag.replay import ReplaySettings, format_replay, replay_bag
 
     namespace, domain = running_node
-    result = replay_bag(
-        compressed_bag.path,
+    settings = ReplaySettings(
+        PairSource(compressed_bag.path),
         node=f"{namespace}/taseg",
         publish_rgb_topic=f"{namespace}/rgb/image/compressed",
         publish_thermal_topic=f"{namespace}/thermal/image/compressed",
-        output_bag=tmp_path / "replay",
         domain_id=domain,
         wait_s=30,
         drain_s=5,
     )
+    result = replay_bag(settings, tmp_path / "replay")
     assert result.published == {
         f"{namespace}/rgb/image/compressed": N_FRAMES - 2,
         f"{namespace}/thermal/image/compressed": N_FRAMES - 3,
@@ -954,12 +955,11 @@ def test_replay_through_the_node(compressed_bag, running_node, tmp_path):
 
 def test_replay_without_a_node_says_how_to_start_one(compressed_bag, tmp_path):
     pytest.importorskip("rclpy")
-    from taseg_ros.bag.replay import replay_bag
+    from taseg_ros.bag.replay import ReplaySettings, replay_bag
 
     with pytest.raises(BagError) as excinfo:
-        replay_bag(
-            compressed_bag.path, node="/nobody/taseg", output_bag=None, wait_s=1.0, domain_id=random.randint(201, 230)
-        )
+        replay_bag(ReplaySettings(PairSource(compressed_bag.path), node="/nobody/taseg", wait_s=1.0,
+                                  domain_id=random.randint(201, 230)))
     text = str(excinfo.value)
     assert "no running node answered within 1 s" in text
     assert "-p rgb_transport:=compressed" in text and f"-r rgb/image/compressed:={compressed_bag.rgb_topic}" in text

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from taseg_ros.bag.io.msgtypes import COMPRESSED_IMAGE, DIAGNOSTIC_ARRAY, IMAGE, STRING
-from taseg_ros.bag.pairs import check_max_pairs
+from taseg_ros.bag.pairs import PairSource
 from taseg_ros.bag.io.reader import BagError, open_bag
 from taseg_ros.bag.io.stop import stop_on_sigint
 from taseg_ros.bag.io.topics import resolve_image_topics
@@ -42,7 +42,7 @@ from taseg_ros.errors import InputError
 from taseg_ros.frames.render import OUTPUTS
 from taseg_ros.ros.client import ToolNode, deserialize, require_ros, serialize, wait_for
 from taseg_ros.ros.names import check_namespace
-from taseg_ros.frames.pairing import DEFAULT_SLOP_S, NS_PER_S, StampPairer, stamp_to_ns
+from taseg_ros.frames.pairing import NS_PER_S, StampPairer, stamp_to_ns
 from taseg_ros.timing import summarize_ms
 
 
@@ -83,49 +83,39 @@ class ReplayResult:
         return data
 
 
-def replay_bag(
-    bag_path: str | Path,
-    *,
-    rgb_topic: str | None = None,
-    thermal_topic: str | None = None,
-    slop_s: float = DEFAULT_SLOP_S,
-    rate: float = 1.0,
-    node: str = "/taseg",
-    publish_rgb_topic: str | None = None,
-    publish_thermal_topic: str | None = None,
-    output_bag: str | Path | None = None,
-    wait_s: float = 30.0,
-    drain_s: float = 3.0,
-    restamp: bool = True,
-    max_pairs: int | None = None,
-    domain_id: int | None = None,
-    handle_sigint: bool = False,
-) -> ReplayResult:
+@dataclass(frozen=True)
+class ReplaySettings:
+    """Everything `taseg bag replay` is asked to do, checked once (before a recording is opened)."""
+
+    source: PairSource
+    rate: float = 1.0  # playback speed; 1.0 = as recorded
+    node: str = "/taseg"  # fully qualified name of the node whose outputs are recorded
+    publish_rgb_topic: str | None = None  # None: the recorded topic name
+    publish_thermal_topic: str | None = None
+    wait_s: float = 30.0  # for the node's subscriptions and publishers
+    drain_s: float = 3.0  # after the last message, stop once no output came for this long
+    restamp: bool = True  # shift the recorded stamps to now, as a live camera
+    domain_id: int | None = None  # ROS_DOMAIN_ID of our own DDS participant; None: the environment's
+
+    def __post_init__(self) -> None:
+        if not self.rate > 0:
+            raise InputError(f"--rate must be > 0, got {self.rate}")
+        if not check_namespace(self.node, "--node"):
+            raise InputError(f"--node {self.node!r}: give the node's fully qualified name, e.g. /taseg")
+        object.__setattr__(self, "node", check_namespace(self.node, "--node"))
+
+
+def replay_bag(settings: ReplaySettings, output_bag: str | Path | None = None, handle_sigint: bool = False) -> ReplayResult:
+    """Publish ``settings.source``'s camera topics to a running node, record its outputs into
+    ``output_bag`` (None: measure only) and measure; see the module docstring."""
     require_ros("taseg bag replay")
-    if not rate > 0:
-        raise InputError(f"--rate must be > 0, got {rate}")
-    check_max_pairs(max_pairs)
-    if not check_namespace(node, "--node"):
-        raise InputError(f"--node {node!r}: give the node's fully qualified name, e.g. /taseg")
+    source = settings.source
     sigint = stop_on_sigint("stopping the replay (Ctrl-C again to abort)") if handle_sigint else nullcontext(None)
-    with open_bag(bag_path) as bag, sigint as stop_flag:
-        rgb, thermal = resolve_image_topics(bag, rgb_topic, thermal_topic)
-        replay = _Replay(
-            bag,
-            rgb,
-            thermal,
-            node_name=check_namespace(node, "--node"),
-            out_rgb=publish_rgb_topic or rgb.name,
-            out_thermal=publish_thermal_topic or thermal.name,
-            rate=rate,
-            slop_s=slop_s,
-            restamp=restamp,
-            max_pairs=max_pairs,
-            wait_s=wait_s,
-            drain_s=drain_s,
-            stop=(lambda: bool(stop_flag)) if stop_flag is not None else (lambda: False),
-        )
-        return replay.run(output_bag, domain_id)
+    with open_bag(source.bag) as bag, sigint as stop_flag:
+        rgb, thermal = resolve_image_topics(bag, source.rgb_topic, source.thermal_topic)
+        replay = _Replay(bag, rgb, thermal, settings,
+                         stop=(lambda: bool(stop_flag)) if stop_flag is not None else (lambda: False))
+        return replay.run(output_bag, settings.domain_id)
 
 
 class _OutputRecorder:
@@ -181,31 +171,17 @@ class _Replay:
     """One replay, in named steps: start a ROS node of our own, wait until the taseg node is there and
     subscribe to its outputs, publish the recording at its rate, wait for the last outputs, measure."""
 
-    def __init__(
-        self,
-        bag,
-        rgb,
-        thermal,
-        *,
-        node_name: str,
-        out_rgb: str,
-        out_thermal: str,
-        rate: float,
-        slop_s: float,
-        restamp: bool,
-        max_pairs: int | None,
-        wait_s: float,
-        drain_s: float,
-        stop: Callable[[], bool],
-    ) -> None:
+    def __init__(self, bag, rgb, thermal, settings: ReplaySettings, stop: Callable[[], bool]) -> None:
         self.bag, self.rgb, self.thermal = bag, rgb, thermal
-        self.node_name = node_name
-        self.labels_topic = f"{node_name}/labels"
+        self.node_name = settings.node
+        self.labels_topic = f"{settings.node}/labels"
+        out_rgb, out_thermal = settings.publish_rgb_topic or rgb.name, settings.publish_thermal_topic or thermal.name
         self.published_topic = {rgb.name: out_rgb, thermal.name: out_thermal}
-        self.rate, self.slop_s, self.restamp, self.max_pairs = rate, slop_s, restamp, max_pairs
-        self.wait_s, self.drain_s = wait_s, drain_s
+        self.rate, self.slop_s, self.restamp = settings.rate, settings.source.slop_s, settings.restamp
+        self.max_pairs = settings.source.max_pairs
+        self.wait_s, self.drain_s = settings.wait_s, settings.drain_s
         self.stop = stop
-        self.result = ReplayResult(str(bag.path), node_name, rate, out_rgb, out_thermal)
+        self.result = ReplayResult(str(bag.path), settings.node, settings.rate, out_rgb, out_thermal)
         self.pair_done_mono: dict[int, int] = {}  # RGB stamp of an expected pair -> when it was complete
         self.end_mono = 0
 

@@ -370,24 +370,14 @@ def run_replay(args) -> int:
 
 
 def _replay(args, output_bag):
-    from taseg_ros.bag.replay import replay_bag
+    from taseg_ros.bag.replay import ReplaySettings, replay_bag
 
-    return replay_bag(
-        args.bag,
-        rgb_topic=args.rgb_topic,
-        thermal_topic=args.thermal_topic,
-        slop_s=args.slop,
-        rate=args.rate,
-        node=args.node,
-        publish_rgb_topic=args.publish_rgb_topic,
-        publish_thermal_topic=args.publish_thermal_topic,
-        output_bag=output_bag,
-        wait_s=args.wait,
-        drain_s=args.drain,
+    settings = ReplaySettings(
+        _source_from_args(args), rate=args.rate, node=args.node, publish_rgb_topic=args.publish_rgb_topic,
+        publish_thermal_topic=args.publish_thermal_topic, wait_s=args.wait, drain_s=args.drain,
         restamp=not args.keep_stamps,
-        max_pairs=args.max_pairs,
-        handle_sigint=True,
     )
+    return replay_bag(settings, output_bag, handle_sigint=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,7 +108,8 @@ def record_and_replay(opts: DemoOptions, checkpoint: Path, data_root: Path | Non
         _say(f"4/5 skipped: {missing}")
         return None
     from taseg_ros.demo.recording import write_rgbt_bag
-    from taseg_ros.bag.replay import format_replay, replay_bag
+    from taseg_ros.bag.pairs import PairSource
+    from taseg_ros.bag.replay import ReplaySettings, format_replay, replay_bag
     from taseg_ros.scenes import SceneFrame
 
     _say("4/5 recording a rosbag, playing it over DDS into the real node, recording its outputs")
@@ -144,10 +145,9 @@ def record_and_replay(opts: DemoOptions, checkpoint: Path, data_root: Path | Non
     with open(log_path, "w") as log:
         node = subprocess.Popen(node_cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            result = replay_bag(
-                bag, rate=1.0, output_bag=opts.output / "bag" / "output", wait_s=60.0, domain_id=domain,
-                publish_rgb_topic=DEMO_RGB_TOPIC, publish_thermal_topic=DEMO_THERMAL_TOPIC,
-            )
+            settings = ReplaySettings(PairSource(bag), wait_s=60.0, domain_id=domain,
+                                      publish_rgb_topic=DEMO_RGB_TOPIC, publish_thermal_topic=DEMO_THERMAL_TOPIC)
+            result = replay_bag(settings, opts.output / "bag" / "output")
         except Exception as exc:  # noqa: BLE001 - report and go on with the remaining steps
             print(f"node step failed: {exc}\n(node log: {log_path})")
             return {"error": str(exc)}
