@@ -19,7 +19,7 @@ import contextlib
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -366,7 +366,6 @@ def measure_step(cfg, num_classes: int, input_hw: tuple[int, int], micro_batch: 
     result = {"images_per_s": micro_batch / seconds, "seconds_per_step": seconds, "micro_batch": micro_batch, "device": str(target)}
     if target.type == "cuda":
         result["peak_bytes"] = int(torch.cuda.max_memory_allocated(target))
-    del model, optimizer
     return result
 
 
