@@ -1,4 +1,4 @@
-"""The per-frame pipeline (taseg_ros.frame) without ROS: decode -> thermal -> predict -> render."""
+"""The per-frame pipeline (taseg_ros.inference.pipeline) without ROS: decode -> thermal -> predict -> render."""
 from __future__ import annotations
 
 from types import SimpleNamespace

@@ -263,7 +263,7 @@ def test_encode_image_round_trip(rgb_frame):
         encode_image(rgb_frame[:, :, 0], "rgb8")
 
 
-# --- colourising (the node's use of preprocessing.colorize / overlay) -----------------------------
+# --- colourising (the node's use of frames.render.colorize / overlay) -----------------------------
 
 
 def test_colorize_and_overlay_values():

@@ -71,7 +71,7 @@ class FrameTransform:
     """Frames -> encoder inputs -> logits over the frames, for one model config.
 
     ``preprocess`` takes rgb (B, 3, H, W) float on the 0..255 scale and thermal (B, 1, H, W) in
-    [0, 1] (``preprocessing.normalize_thermal`` output) and returns the standardised, padded
+    [0, 1] (``frames.thermal.ThermalPreparation`` output) and returns the standardised, padded
     tensors plus the geometry that ``postprocess`` needs to map logits back."""
 
     def __init__(self, cfg: TASegConfig) -> None:

@@ -65,7 +65,7 @@ class NodeStatistics:
         self.prepare = RollingWindow(window)
         self.publish = RollingWindow(window)
         self.stamp_age = {"rgb": RollingWindow(window), "thermal": RollingWindow(window)}
-        self.steps = {step: RollingWindow(window) for step in STEPS}  # frame.FramePipeline's steps
+        self.steps = {step: RollingWindow(window) for step in STEPS}  # inference.pipeline.FramePipeline steps
         self.errors: Counter[str] = Counter()
         self.processed = 0
         self._publish_times: deque[float] = deque()

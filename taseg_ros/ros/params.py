@@ -180,7 +180,7 @@ class NodeParams:
         )
 
     def frame_settings(self):
-        """The per-frame pipeline's settings (``taseg_ros.frame``) from these parameters."""
+        """The per-frame pipeline's settings (``frames.settings.FrameSettings``) from these parameters."""
         from taseg_ros.frames.settings import FrameSettings
 
         return FrameSettings(self.thermal_norm(), self.homography(), self.overlay_alpha)

@@ -5,7 +5,7 @@ Two modes, both pairing frames with the node's own ``StampPairer`` in the order 
 
 offline (default)
     Every pair is processed, as fast as the machine allows, by the node's own per-frame pipeline
-    (``taseg_ros.frame.FramePipeline``: decode, thermal normalisation/alignment, model, colourise and
+    (``taseg_ros.inference.pipeline.FramePipeline``: decode, thermal normalisation/alignment, model, colourise and
     overlay). Each pair's processing time is measured per step; their sum is the node's per-pair work
     when somebody subscribes to its colourised and overlay outputs (publishing itself not included),
     and ``RealTimeWorker`` then replays the stream against those times to tell which pairs a node
