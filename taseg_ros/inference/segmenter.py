@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from taseg_ros.classes import ClassInfo
-from taseg_ros.devices import PRECISIONS as PRECISION_DTYPES
+from taseg_ros.devices import PRECISIONS as PRECISION_NAMES, torch_dtype
 from taseg_ros.errors import InputError
 from taseg_ros.frames.thermal import ThermalNormalization, ThermalPreparation
 from taseg_ros.model.inputs import FrameTransform
@@ -35,7 +35,7 @@ from taseg_ros.model.taseg import TASeg
 from taseg_ros.runtime.base import Backend
 
 # The one table of precision names (taseg_ros.devices), as torch dtypes.
-PRECISIONS = {name: getattr(torch, dtype) for name, dtype in PRECISION_DTYPES.items()}
+PRECISIONS = {name: torch_dtype(name) for name in PRECISION_NAMES}
 
 
 @dataclass
