@@ -65,6 +65,7 @@ from taseg_ros.devices import resolve_device
 from taseg_ros.ros.diagnostics import NodeStatistics, build_report
 from taseg_ros.frames.codec import ImageDecodeError, RGB_ENCODINGS, THERMAL_ENCODINGS, check_image_fields, encode_image
 from taseg_ros.frames.pairing import LatestSlot, Pair, StampPairer, stamp_to_ns
+from taseg_ros.frames.render import OUTPUTS
 from taseg_ros.ros.params import LIVE_PARAMETERS, PARAMETERS, RGB_TOPIC, THERMAL_TOPIC, NodeParams, description, resolve_checkpoint
 from taseg_ros.ros.throttle import LogThrottle
 from taseg_ros.ros.qos import latched_qos
@@ -278,7 +279,7 @@ class TASegNode(LifecycleNode):
 
     def _create_publishers(self) -> None:
         qos = qos_profile(self.params.output_qos, self.params.output_depth)
-        names = ["labels", "colorized", "overlay"] + (["confidence"] if self.params.publish_confidence else [])
+        names = [name for name in OUTPUTS if name != "confidence" or self.params.publish_confidence]
         self._outputs = {name: self.create_publisher(Image, f"~/{name}", qos) for name in names}
         self._class_info_pub = self.create_publisher(String, "~/class_info", latched_qos())
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -416,16 +417,10 @@ class TASegNode(LifecycleNode):
         return {name for name, pub in self._outputs.items() if name != "labels" and pub.get_subscription_count() > 0}
 
     def _publish_outputs(self, header: Any, result: FrameResult) -> None:
-        images = {
-            "labels": (result.labels, "mono8"),
-            "colorized": (result.colorized, "rgb8"),
-            "overlay": (result.overlay, "rgb8"),
-            "confidence": (None if result.confidence is None else result.confidence.astype(np.float32, copy=False), "32FC1"),
-        }
         for name, pub in self._outputs.items():
-            image, encoding = images[name]
+            image = result.output(name)
             if image is not None and pub.get_subscription_count() > 0:
-                pub.publish(_image_msg(header, image, encoding))
+                pub.publish(_image_msg(header, image, OUTPUTS[name]))
 
     # --- diagnostics ------------------------------------------------------------------------------
 
