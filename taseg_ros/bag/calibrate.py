@@ -233,19 +233,28 @@ class RefineResult:
         return reg.mean_shift(self.initial, self.homography, self.thermal_hw)
 
 
-def sample_pairs(source: PairSource, count: int) -> tuple[str, str, list[tuple[np.ndarray, np.ndarray]]]:
-    """(rgb topic, thermal topic, ``count`` decoded pairs spread evenly over the recording)."""
+def sample_pairs(source: PairSource, count: int, total: int | None = None) -> tuple[str, str, list[tuple[np.ndarray, np.ndarray]]]:
+    """(rgb topic, thermal topic, ``count`` decoded pairs spread evenly over the recording). ``total``:
+    the recording's pair count when known (`bag info` has it), else a first pass counts them; only
+    the picked pairs are kept and decoded, so a long recording costs a read, not its size in memory."""
     with open_bag(source.bag) as bag:
         rgb_topic, thermal_topic = resolve_image_topics(bag, source.rgb_topic, source.thermal_topic)
-        pairing = BagPairing(bag, rgb_topic.name, thermal_topic.name, source.slop_s)
-        pairs = [a.pair for a in pairing if a.pair is not None]
-        picked = [pairs[int(i)] for i in np.unique(np.linspace(0, len(pairs) - 1, min(count, len(pairs))).round())] if pairs else []
+
+        def pairs():
+            return (a.pair for a in BagPairing(bag, rgb_topic.name, thermal_topic.name, source.slop_s) if a.pair is not None)
+
+        total = sum(1 for _ in pairs()) if total is None else total
+        wanted = set(np.linspace(0, total - 1, min(count, total)).round().astype(int).tolist()) if total else set()
         decoded = []
-        for pair in picked:
+        for index, pair in enumerate(pairs()):
+            if index not in wanted:
+                continue
             try:
                 decoded.append((decode_rgb(pair.rgb.msg), decode_thermal(pair.thermal.msg)))
             except ImageDecodeError:
                 continue
+            if index >= max(wanted):
+                break
     if not decoded:
         raise BagError(f"{source.bag}: no decodable RGB/thermal pair on {rgb_topic.name} + {thermal_topic.name}")
     return rgb_topic.name, thermal_topic.name, decoded
@@ -288,10 +297,11 @@ def _refine_lines(result: RefineResult, settings: RefineSettings, pairs) -> list
     ]
 
 
-def registration_check(source: PairSource, homography: np.ndarray | None, samples: int = 3, width: int = 320) -> str:
+def registration_check(source: PairSource, homography: np.ndarray | None, total_pairs: int | None = None,
+                       samples: int = 3, width: int = 320) -> str:
     """`bag info`'s one line: refine on a few downscaled pairs and say how far off the registration
     (or the plain resize) looks."""
-    _, _, pairs = sample_pairs(source, samples)
+    _, _, pairs = sample_pairs(source, samples, total_pairs)
     rgb_hw, thermal_hw = pairs[0][0].shape[:2], pairs[0][1].shape[:2]
     initial = reg.resize_homography(thermal_hw, rgb_hw) if homography is None else homography
     refinements = [reg.refine_homography(rgb, thermal, initial, width=width) for rgb, thermal in pairs]

@@ -315,7 +315,7 @@ def run_info(args) -> int:
     if info.usable and not args.no_registration_check:
         from taseg_ros.bag.calibrate import registration_check
 
-        info.registration = registration_check(_source_from_args(args), homography)
+        info.registration = registration_check(_source_from_args(args), homography, info.pairs)
     text = format_info(info) + (f"\n{info.registration}" if info.registration else "")
     print(json.dumps(info.to_dict(), indent=2) if args.json else text)
     return 0 if info.usable else 1

@@ -58,6 +58,11 @@ class NodeParams:
     no_pair_warning: float = setting(3.0, gt=0, unit="seconds")
     clock_offset_warning: float = setting(2.0, gt=0, unit="seconds")
     log_throttle: float = setting(5.0, ge=0, unit="seconds")
+    # Every this many seconds the worker scores the registration on the pair it just published
+    # (frames.registration.alignment_score at 160 px: ~15 ms at 640x480); diagnostics show the score
+    # and turn WARN when the median of the last checks drops below the misregistered level (a
+    # camera knocked out of place). 0 turns the check off.
+    registration_check_period: float = setting(10.0, ge=0, unit="seconds")
 
     @classmethod
     def from_parameters(cls, values: Mapping[str, Any], base: "NodeParams | None" = None) -> "NodeParams":
