@@ -48,6 +48,10 @@ SCORE_STEP = 1.5
 SCORE_WARN = 0.02
 # Share of the RGB frame the two cameras must both see for a score or a refinement to mean anything.
 MIN_OVERLAP = 0.05
+# The largest correction (mean px over the thermal frame, as a share of the RGB width: 38 px at
+# 640) a refinement may make; the margin of the ECC region and the pyramid reach about this far,
+# and beyond it a single frame's correlation has false peaks (one MSRS pair "converged" 66 px away).
+MAX_SHIFT = 0.06
 # A refined homography whose thermal frame corners moved less than this (RGB px) from the given
 # one "looks right": ECC on real frames scatters by about a pixel.
 LOOKS_RIGHT_PX = 2.0
@@ -262,7 +266,7 @@ def refine_homography(
     resize (the identity for same-size cameras)."""
     rgb01, thermal01 = grey01(rgb, thermal=False), grey01(thermal, thermal=True)
     h0 = resize_homography(thermal01.shape, rgb01.shape) if initial is None else _normalized(np.asarray(initial, np.float64))
-    h, reason = h0.copy(), ""
+    h, reason, steps = h0.copy(), "", 0
     for k, motion in zip(reversed(range(len(MOTIONS))), MOTIONS):
         level = _level(rgb01, thermal01, h, max(32, width >> k))
         h_level = level.local(h)
@@ -272,16 +276,19 @@ def refine_homography(
             break
         try:
             h = level.full(_ecc_step(level, h_level, region, motion, iterations))
-        except cv2.error as exc:  # no shared structure: the correlation did not rise
+            steps += 1
+        except cv2.error as exc:  # this level's correlation starts negative or falls: the next may not
             reason = "ECC did not converge: " + str(exc).strip().splitlines()[-1].split(")", 1)[-1].strip()[:60]
-            break
     final = _level(rgb01, thermal01, h0, width)
     region = inner_region(final.local(h0), final.thermal.shape, final.rgb.shape, REFINE_MARGIN)
     before = _score_level(final, final.local(h0), region)
     after = _score_level(final, final.local(h), region)
-    if reason or not np.isfinite(after):
-        return Refinement(h0, h0, before, before, 0.0, False, reason or "too little structure to correlate")
-    return Refinement(h0, h, before, after, mean_shift(h0, h, thermal01.shape), True)
+    shift = mean_shift(h0, h, thermal01.shape)
+    if shift > MAX_SHIFT * rgb01.shape[1]:
+        reason = f"it moved {shift:.0f} px, more than a refinement corrects (calibrate again with a target)"
+    if reason.startswith("it moved") or not steps or not np.isfinite(after) or not after > before:
+        return Refinement(h0, h0, before, before, 0.0, False, reason or "the correlation did not rise")
+    return Refinement(h0, h, before, after, shift, True)
 
 
 def _ecc_step(level: _Level, h_level: np.ndarray, region, motion: int, iterations: int) -> np.ndarray:
