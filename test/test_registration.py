@@ -325,3 +325,36 @@ def test_registration_watch_warns_on_the_median_of_the_last_checks():
     assert report.message.startswith("registration looks off: alignment score 0.000 < 0.02")
     # another warning (no pairs, clock) keeps its own message
     assert watch.apply(DiagnosticReport(WARN, "no RGB/thermal pair matched")).message == "no RGB/thermal pair matched"
+
+
+def test_refine_never_overwrites_the_file_it_reads(target_bag, tmp_path, capsys):
+    from taseg_ros.ros.params import homography_params_text
+
+    path = tmp_path / "registration.yaml"
+    path.write_text(homography_params_text(TRUE_H, []))
+    before = path.read_text()
+    code = taseg(["bag", "refine", str(target_bag), "--thermal-homography", str(path), "-o", str(path), "--force"])
+    assert code == 2 and "the output is also an input (--thermal-homography)" in capsys.readouterr().err
+    assert path.read_text() == before
+
+
+def test_the_parameters_file_sets_the_nodes_parameter_in_any_namespace(tmp_path):
+    """rcl's own parser reads the file: every value a double (it rejects arrays mixing 22 and 1.88),
+    for a node named taseg in any namespace, and no other node."""
+    rclpy = pytest.importorskip("rclpy")
+    from taseg_ros.ros.params import homography_params_text
+
+    h = np.array([[2, 0, 22], [0, 2, 4], [1.5e-5, 0, 1]])
+    path = tmp_path / "registration.yaml"
+    path.write_text(homography_params_text(h, ["comment"]))
+    context = rclpy.Context()
+    rclpy.init(args=["--ros-args", "--params-file", str(path)], context=context, domain_id=201)
+    try:
+        for namespace, name, expected in (("/robot1", "taseg", h.ravel().tolist()), ("", "taseg", h.ravel().tolist()),
+                                          ("", "camera_driver", [0.0])):
+            node = rclpy.create_node(name, namespace=namespace, context=context)
+            node.declare_parameter("thermal_homography", [0.0])
+            assert node.get_parameter("thermal_homography").value == expected, (namespace, name)
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

@@ -205,13 +205,18 @@ class RefineSettings:
     homography: np.ndarray | None = None  # None: the node's plain resize (identity for same-size cameras)
     samples: int = 8
     force: bool = False
+    homography_file: Path | None = None  # where ``homography`` was read: an input, never overwritten
+
+    @property
+    def inputs(self) -> dict:
+        return {"BAG": self.source.bag, "--thermal-homography": self.homography_file}
 
     def __post_init__(self) -> None:
         if self.samples < 1:
             raise InputError(f"--samples must be >= 1, got {self.samples}")
         if self.output is not None:
             object.__setattr__(self, "output", Path(self.output))
-            check_output_file(self.output, force=self.force, inputs={"BAG": self.source.bag})
+            check_output_file(self.output, force=self.force, inputs=self.inputs)
 
 
 @dataclass
@@ -275,7 +280,7 @@ def refine_recording(settings: RefineSettings) -> RefineResult:
                           reg.combine_homographies(good, thermal_hw), thermal_hw, refinements)
     result.lines = _refine_lines(result, settings, pairs)
     if settings.output is not None:
-        with output_file(settings.output, force=settings.force, inputs={"BAG": settings.source.bag}) as out:
+        with output_file(settings.output, force=settings.force, inputs=settings.inputs) as out:
             write_text_atomic(out, homography_params_text(result.homography, result.lines))
     return result
 

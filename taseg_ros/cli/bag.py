@@ -347,7 +347,10 @@ def run_refine(args) -> int:
     from taseg_ros.bag.calibrate import RefineSettings, format_refine, refine_recording
     from taseg_ros.cli.options import homography_from_args
 
-    settings = RefineSettings(_source_from_args(args), args.output, homography_from_args(args), args.samples, args.force)
+    given = args.thermal_homography or []
+    homography_file = given[0] if len(given) == 1 else None  # a file, not numbers: an input never overwritten
+    settings = RefineSettings(_source_from_args(args), args.output, homography_from_args(args), args.samples,
+                              args.force, homography_file)
     result = refine_recording(settings)
     print(format_refine(result, settings.output))
     return 0

@@ -153,7 +153,9 @@ PARAMS_NODE_KEY = "/**/taseg"
 def homography_params_text(homography: np.ndarray, comments: list[str]) -> str:
     """A ROS 2 parameters file setting ``thermal_homography`` (9 numbers, row-major), led by
     ``comments`` (each line prefixed with '# ')."""
-    numbers = ", ".join(f"{float(v):.10g}" for v in np.asarray(homography, np.float64).ravel())
+    # repr: every value a double with a decimal point or exponent ("2.0", not "2"); rcl's parser
+    # types an array by its elements and rejects [1.88, 22, ...] mixing doubles and integers.
+    numbers = ", ".join(repr(float(v)) for v in np.asarray(homography, np.float64).ravel())
     head = "".join(f"# {line}\n" if line else "#\n" for line in comments)
     return f"{head}{PARAMS_NODE_KEY}:\n  ros__parameters:\n    thermal_homography: [{numbers}]\n"
 
