@@ -358,3 +358,19 @@ def test_the_parameters_file_sets_the_nodes_parameter_in_any_namespace(tmp_path)
             node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_circle_grid_found_in_rgb_and_in_inverted_thermal():
+    """A circle grid: dark circles in RGB; heated, so bright in (16-bit) thermal: auto tries inverted."""
+    image = np.full((480, 640), 230, np.uint8)
+    centres = [(150 + 50 * c, 120 + 50 * r) for r in range(5) for c in range(7)]
+    for x, y in centres:
+        cv2.circle(image, (x, y), 14, 30, -1, lineType=cv2.LINE_AA)
+    target = cal.Target(7, 5, "circles")
+    found = cal.detect(image, target)
+    assert found is not None and found.shape == (35, 2)
+    assert np.abs(np.sort(found, axis=0) - np.sort(np.array(centres, float), axis=0)).max() < 0.5
+    thermal = (7000 + 30 * (255 - cv2.GaussianBlur(image, (0, 0), 1.5)).astype(np.uint16)).astype(np.uint16)
+    points, inverted = cal.detect_thermal(thermal, target, "auto")
+    assert points is not None and inverted
+    assert cal.detect_thermal(thermal, target, "no")[0] is None

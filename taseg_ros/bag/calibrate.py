@@ -30,7 +30,7 @@ from taseg_ros.frames.thermal import homography_coverage
 from taseg_ros.outputs import check_output_file, output_file, write_text_atomic
 from taseg_ros.ros.params import homography_params_text
 
-CAVEAT = ("a homography is exact only for points on one plane (the board's) or for co-axial optics; "
+CAVEAT = ("a homography is exact only for points on one plane or for co-axial optics; "
           "nearer or farther objects keep a parallax error")
 DEFAULT_HFOV_DEG = 69.0  # a typical RGB camera (RealSense D435 colour); --rgb-hfov for yours
 
@@ -156,7 +156,10 @@ def _check_detections(result: CalibrationResult, settings: CalibrateSettings) ->
             "is it in view, and does --board count what the detector counts (a chessboard of 10x7 squares is 9x6)?")
     if result.both < cal.MIN_FRAMES:
         missing = "thermal" if result.thermal_found < result.rgb_found else "RGB"
-        hint = (" (heat the board or use a holed one; try --invert-thermal)" if missing == "thermal" else "")
+        hint = ""
+        if missing == "thermal":
+            hint = " (heat the board or use a holed one" + (
+                ")" if settings.invert_thermal == "auto" else "; try --invert-thermal auto)")
         raise InputError(
             f"{where}: the {board} target was found in both cameras in {result.both} of {result.pairs} pairs "
             f"(RGB {result.rgb_found}, thermal {result.thermal_found}); at least {cal.MIN_FRAMES} are needed: "
@@ -188,7 +191,7 @@ def _report_lines(result: CalibrationResult, settings: CalibrateSettings) -> lis
         f"{fit.points} corners (inliers within {cal.RANSAC_THRESHOLD_PX:g} px)",
         f"the thermal image covers {100 * result.coverage:.1f}% of the RGB frame",
         "homography: [" + ", ".join(f"{v:.6g}" for v in fit.homography.ravel()) + "]",
-        f"note: {CAVEAT}",
+        f"note: {CAVEAT} (here: the board's plane)",
     ]
     if result.parallax is not None:
         lines.append(result.parallax.describe())

@@ -8,13 +8,20 @@ the reverse) and can even be inverted from one object to the next. What the two 
 things change: object outlines, the edges between surfaces of different material or temperature.
 The magnitude of the image gradient is high on those outlines in both cameras whatever the sign of
 the contrast, so correlating gradient magnitudes measures alignment where correlating intensities
-(or plain ECC on raw images) measures nothing useful.
+(or plain ECC on raw images) measures nothing useful (``structure_image`` says why it is also
+normalised locally).
 
-Why ECC (``cv2.findTransformECC``, MOTION_HOMOGRAPHY): it maximises the zero-mean normalised
-correlation of the two gradient images over the 8 homography parameters directly (gain and offset
-between the cameras do not matter), it is in OpenCV, and run coarse-to-fine on an image pyramid it
-converges from starts 10-20 px off. Mutual information would also cope with unrelated intensities,
-but has no maintained OpenCV implementation and is slower per iteration.
+Why ECC (``cv2.findTransformECC``): it maximises the zero-mean normalised correlation of the two
+gradient images over the warp parameters directly (gain and offset between the cameras do not
+matter), it is in OpenCV, and coarse to fine on an image pyramid it converges from starts 10-20 px
+off. It corrects the given homography by a translation and then affine warps (``MOTIONS``), not a
+full MOTION_HOMOGRAPHY: on one real frame the two perspective parameters chased texture and drifted
+tens of px. Mutual information would also cope with unrelated intensities, but has no maintained
+OpenCV implementation and is slower per iteration. A single pair can have too little shared
+structure: ``refine_homography`` then says so and keeps the start; ``bag refine`` combines many.
+
+Measured (``scripts/bench_registration.py``, 20 real MSRS pairs, a 480x360 camera knocked 10-20 px
+and up to 1 degree): 14 end within 2 px (median 1.0), 3 refuse, 3 end 2-6 px off.
 
 Coordinates: a homography maps thermal pixels to RGB pixels (the node's ``thermal_homography``).
 numpy + OpenCV only: no torch, no ROS.
@@ -40,9 +47,9 @@ GRADIENT_SIGMA = 1.5
 REFINE_MARGIN = 0.05
 SCORE_MARGIN = 0.04
 # The score's neighbour shift (processing px: 6 RGB px at 640 wide) and the value below which a
-# pair looks misregistered. Measured on the 20 MSRS pairs (test_registration.py; the report):
-# aligned min 0.032, median 0.076; the dataset's own registration (3-6 px off) min 0.021;
-# knocked 10-20 px off median -0.001, 4 of 20 above 0.02. One pair decides little: the node
+# pair looks misregistered. Measured on the 20 MSRS pairs (scripts/bench_registration.py):
+# aligned min 0.029, median 0.077; the dataset's own registration (3-6 px off) min 0.019;
+# knocked 10-20 px off median 0.001, 3 of 20 above 0.02. One pair decides little: the node
 # warns on the median of its last checks.
 SCORE_STEP = 1.5
 SCORE_WARN = 0.02
@@ -52,8 +59,8 @@ MIN_OVERLAP = 0.05
 # 640) a refinement may make; the margin of the ECC region and the pyramid reach about this far,
 # and beyond it a single frame's correlation has false peaks (one MSRS pair "converged" 66 px away).
 MAX_SHIFT = 0.06
-# A refined homography whose thermal frame corners moved less than this (RGB px) from the given
-# one "looks right": ECC on real frames scatters by about a pixel.
+# A registration the refinement moves by less than this (mean RGB px over the thermal frame) "looks
+# right": ECC on real frames scatters by about a pixel.
 LOOKS_RIGHT_PX = 2.0
 THERMAL_PERCENTILES = ThermalNormalization("percentile")
 
