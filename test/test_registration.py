@@ -268,6 +268,11 @@ def test_thermal_homography_takes_the_file_or_nine_numbers(target_bag, tmp_path,
     from_file = homography_from_args(type("A", (), {"thermal_homography": [str(path)]})())
     from_numbers = homography_from_args(type("A", (), {"thermal_homography": [str(v) for v in TRUE_H.ravel()]})())
     assert np.allclose(from_file, TRUE_H) and np.allclose(from_numbers, TRUE_H)
+    # bag extract records what the file holds, for the loader (as 9 numbers would)
+    assert taseg(["bag", "extract", str(target_bag), "-o", str(tmp_path / "ok"), "--max-pairs", "1",
+                  "--thermal-homography", str(path)]) == 0
+    recorded = yaml.safe_load((tmp_path / "ok" / "classes.yaml").read_text())["thermal"]["homography"]
+    assert np.allclose(recorded, TRUE_H.ravel())
     # config/taseg.yaml's form ('/**') is read too; a file without the key is one clear line.
     path.write_text("/**:\n  ros__parameters:\n    thermal_homography: [1, 0, 0, 0, 1, 0, 0, 0, 1]\n")
     assert np.allclose(homography_from_params_file(path), np.eye(3))
