@@ -45,7 +45,8 @@ def calibration_figures() -> None:
         result = calibrate(settings)
     h, fit = result.fit.homography, result.fit
     print(f"1. calibrate (synthetic, {result.both} poses): RMS {fit.rms_px:.3f} px, worst {fit.worst_px:.3f} px; "
-          f"vs truth: corners {reg.corner_shift(h, TRUE_H, THERMAL_HW):.3f} px, mean {reg.mean_shift(h, TRUE_H, THERMAL_HW):.3f} px")
+          f"vs truth: corners {reg.corner_shift(h, TRUE_H, THERMAL_HW):.3f} px, "
+          f"mean {reg.mean_shift(h, TRUE_H, THERMAL_HW):.3f} px")
 
 
 def real_pairs(samples: Path):

@@ -7,7 +7,6 @@ The synthetic rig: a chessboard seen by a 640x480 RGB camera and, through a know
 blurred, noisy, 16-bit counts), recorded as a real rosbag2 file with the package's writer."""
 from __future__ import annotations
 
-import glob
 from dataclasses import dataclass
 from pathlib import Path
 

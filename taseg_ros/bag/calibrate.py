@@ -241,7 +241,9 @@ class RefineResult:
         return reg.mean_shift(self.initial, self.homography, self.thermal_hw)
 
 
-def sample_pairs(source: PairSource, count: int, total: int | None = None) -> tuple[str, str, list[tuple[np.ndarray, np.ndarray]]]:
+def sample_pairs(
+    source: PairSource, count: int, total: int | None = None
+) -> tuple[str, str, list[tuple[np.ndarray, np.ndarray]]]:
     """(rgb topic, thermal topic, ``count`` decoded pairs spread evenly over the recording). ``total``:
     the recording's pair count when known (`bag info` has it), else a first pass counts them; only
     the picked pairs are kept and decoded, so a long recording costs a read, not its size in memory."""
@@ -249,7 +251,8 @@ def sample_pairs(source: PairSource, count: int, total: int | None = None) -> tu
         rgb_topic, thermal_topic = resolve_image_topics(bag, source.rgb_topic, source.thermal_topic)
 
         def pairs():
-            return (a.pair for a in BagPairing(bag, rgb_topic.name, thermal_topic.name, source.slop_s) if a.pair is not None)
+            pairing = BagPairing(bag, rgb_topic.name, thermal_topic.name, source.slop_s)
+            return (a.pair for a in pairing if a.pair is not None)
 
         total = sum(1 for _ in pairs()) if total is None else total
         wanted = set(np.linspace(0, total - 1, min(count, total)).round().astype(int).tolist()) if total else set()

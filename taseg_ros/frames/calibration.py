@@ -52,7 +52,8 @@ class Target:
         if self.kind not in TARGETS:
             raise InputError(f"--target must be one of {TARGETS}, got {self.kind!r}")
         if self.cols < 3 or self.rows < 3:
-            raise InputError(f"--board {self.cols}x{self.rows}: needs at least 3x3 (inner corners of a chessboard, or circles)")
+            raise InputError(f"--board {self.cols}x{self.rows}: needs at least 3x3 "
+                             "(inner corners of a chessboard, or circles)")
         if self.square_m is not None and not self.square_m > 0:
             raise InputError(f"--square must be > 0 metres, got {self.square_m}")
 
@@ -153,7 +154,8 @@ def fit_homography(thermal_points: list[np.ndarray], rgb_points: list[np.ndarray
     dst = np.concatenate(rgb_points).astype(np.float64)
     h, mask = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, RANSAC_THRESHOLD_PX, maxIters=5000, confidence=0.9999)
     if h is None:
-        raise InputError("the target points of the two cameras fit no homography (are both cameras looking at the same board?)")
+        raise InputError("the target points of the two cameras fit no homography "
+                         "(are both cameras looking at the same board?)")
     inliers = mask.ravel().astype(bool)
     refit, _ = cv2.findHomography(src[inliers], dst[inliers], 0)
     h = (refit if refit is not None else h) / (refit if refit is not None else h)[2, 2]

@@ -143,7 +143,9 @@ def mean_shift(h_a: np.ndarray, h_b: np.ndarray, thermal_hw: tuple[int, int]) ->
     return float(np.linalg.norm(project(h_a, grid) - project(h_b, grid), axis=1).mean())
 
 
-def inner_region(h: np.ndarray, thermal_hw: tuple[int, int], rgb_hw: tuple[int, int], margin: float) -> tuple[int, int, int, int] | None:
+def inner_region(
+    h: np.ndarray, thermal_hw: tuple[int, int], rgb_hw: tuple[int, int], margin: float
+) -> tuple[int, int, int, int] | None:
     """(x0, y0, x1, y1): an axis-aligned RGB rectangle inside the thermal frame's footprint under
     ``h``, ``margin`` x width in from its edges, or None when that leaves (almost) nothing. ECC and
     the score look only here: a fixed region that stays inside the thermal frame while the warp
@@ -207,7 +209,8 @@ def _score_level(level: _Level, h_level: np.ndarray, region) -> float:
     if region is None:
         return float("nan")
     x0, y0, x1, y1 = region
-    warped = cv2.warpPerspective(level.thermal, _translation(-x0, -y0) @ h_level, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR)
+    to_region = _translation(-x0, -y0) @ h_level
+    warped = cv2.warpPerspective(level.thermal, to_region, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR)
     return _ncc(level.rgb[y0:y1, x0:x1], warped)
 
 
@@ -272,7 +275,10 @@ def refine_homography(
     inside a fixed region of the RGB frame (``inner_region``). ``initial`` None: the node's plain
     resize (the identity for same-size cameras)."""
     rgb01, thermal01 = grey01(rgb, thermal=False), grey01(thermal, thermal=True)
-    h0 = resize_homography(thermal01.shape, rgb01.shape) if initial is None else _normalized(np.asarray(initial, np.float64))
+    if initial is None:
+        h0 = resize_homography(thermal01.shape, rgb01.shape)
+    else:
+        h0 = _normalized(np.asarray(initial, np.float64))
     h, reason, steps = h0.copy(), "", 0
     for k, motion in zip(reversed(range(len(MOTIONS))), MOTIONS):
         level = _level(rgb01, thermal01, h, max(32, width >> k))
@@ -318,7 +324,8 @@ def combine_homographies(homographies: list[np.ndarray], thermal_hw: tuple[int, 
     corners = frame_corners(thermal_hw)
     placed = np.stack([project(h, corners) for h in homographies])
     median = np.median(placed, axis=0)
-    return _normalized(cv2.getPerspectiveTransform(corners.astype(np.float32), median.astype(np.float32)).astype(np.float64))
+    h = cv2.getPerspectiveTransform(corners.astype(np.float32), median.astype(np.float32))
+    return _normalized(h.astype(np.float64))
 
 
 def describe_offset(shift_px: float, converged: bool = True) -> str:
