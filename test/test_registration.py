@@ -317,6 +317,9 @@ def test_registration_watch_warns_on_the_median_of_the_last_checks():
 
     watch = RegistrationWatch(warn_below=0.02, window=3)
     assert watch.apply(DiagnosticReport(OK, "processing")).values == {}  # no check yet: no keys
+    watch.record(-0.05, 0.010)  # the first check alone never warns
+    assert watch.apply(DiagnosticReport(OK, "processing")).level == OK
+    watch = RegistrationWatch(warn_below=0.02, window=3)
     for score in (0.08, 0.07, -0.01):  # one bad frame among good ones: median 0.07
         watch.record(score, 0.010)
     report = watch.apply(DiagnosticReport(OK, "processing"))

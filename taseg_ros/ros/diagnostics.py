@@ -206,7 +206,8 @@ class RegistrationWatch:
     """The node's registration check (issue 20): the last few alignment scores
     (``frames.registration.alignment_score``) and what one check cost. Thread-safe: the worker
     records, the diagnostics timer reads. WARN when the median of the last ``window`` scores is
-    below ``warn_below``: one frame with little shared structure must not raise it alone."""
+    below ``warn_below``, and only once there are ``window`` of them: one frame with little shared
+    structure (or the first frame after start) must not raise it alone."""
 
     def __init__(self, warn_below: float, window: int = 3) -> None:
         self._lock = threading.Lock()
@@ -231,7 +232,8 @@ class RegistrationWatch:
             report.values["registration_score"] = f"{median:.3f}"
             report.values["registration_checks"] = str(self.checks)
             report.values["registration_check_ms"] = f"{self.cost.summary()['mean'] * 1e3:.1f}"
-            if report.level == OK and report.message == "processing" and median < self.warn_below:
+            full = len(self.scores) == self.scores.maxlen
+            if full and report.level == OK and report.message == "processing" and median < self.warn_below:
                 report.level = WARN
                 report.message = (f"registration looks off: alignment score {median:.3f} < {self.warn_below:g} "
                                   "(median of the last checks); was a camera moved? check with `taseg bag refine`")
