@@ -892,3 +892,34 @@ def test_node_and_bag_eval_report_the_same_steps_and_notes(start_node, checkpoin
     assert node_steps == {f"step_{step}_mean_ms" for step in STEPS}
     assert set(bag.timing()["steps_ms"]) == set(STEPS)
     assert all(set(frame.steps_s) == set(STEPS) for frame in bag.frames)
+
+
+def test_registration_score_in_diagnostics_warns_for_a_misaligned_stream(start_node, samples_dir):
+    """The node scores its registration now and then (registration_check_period); a thermal stream
+    shifted 14 px against the RGB one (a knocked camera) turns the diagnostics WARN."""
+    from taseg_ros.frames.registration import SCORE_WARN
+
+    rgb = cv2.cvtColor(cv2.imread(str(samples_dir / "msrs" / "vi" / "00081D.png")), cv2.COLOR_BGR2RGB)
+    ir = cv2.imread(str(samples_dir / "msrs" / "ir" / "00081D.png"), cv2.IMREAD_UNCHANGED)
+    rgb, ir = cv2.resize(rgb, (320, 240), interpolation=cv2.INTER_AREA), cv2.resize(ir, (320, 240), interpolation=cv2.INTER_AREA)
+    shifted = cv2.warpAffine(ir, np.float32([[1, 0, 10], [0, 1, 10]]), (320, 240))  # 14 px at 320 wide
+    for thermal, warned in ((ir, False), (shifted, True)):
+        node, probe = start_node(registration_check_period=0.05)
+
+        def status_with_checks():
+            publish_pair(probe, rgb, thermal.astype(np.uint16) * 100)
+            time.sleep(0.1)
+            with probe.cond:
+                statuses = [st for _, st in probe.received["diagnostics"]]
+            return next((st for st in reversed(statuses)
+                         if int({kv.key: kv.value for kv in st.values}.get("registration_checks", "0")) >= 3), None)
+
+        wait_until(status_with_checks, what="diagnostics after 3 registration checks")
+        status = status_with_checks()
+        values = {kv.key: kv.value for kv in status.values}
+        score = float(values["registration_score"])
+        assert float(values["registration_check_ms"]) > 0
+        if warned:
+            assert score < SCORE_WARN and status.level == b"\x01" and "registration looks off" in status.message
+        else:
+            assert score > SCORE_WARN and status.level == b"\x00", (score, status.message)

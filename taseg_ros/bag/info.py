@@ -76,6 +76,7 @@ class BagInfo:
     suggested_slop_s: float | None = None
     verdict: str = ""
     usable: bool = False
+    registration: str = ""  # `taseg bag info`'s registration check (bag.calibrate.registration_check)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -154,14 +154,20 @@ def validate_homography(matrix, thermal_hw: tuple[int, int] | None = None, rgb_h
         raise InputError(f"thermal homography: not invertible (singular matrix {h.ravel().tolist()})")
     if thermal_hw is not None and rgb_hw is not None:
         (th, tw), (rh, rw) = thermal_hw, rgb_hw
-        covered = cv2.warpPerspective(np.ones((th, tw), np.uint8), h, (rw, rh), flags=cv2.INTER_NEAREST)
-        coverage = float(np.count_nonzero(covered)) / covered.size
+        coverage = homography_coverage(h, thermal_hw, rgb_hw)
         if coverage < MIN_HOMOGRAPHY_COVERAGE:
             raise InputError(
                 f"thermal homography: maps the {tw}x{th} thermal frame onto {100 * coverage:.2g}% of the {rw}x{rh} RGB "
                 "frame, so every thermal input would be black; check its translation and direction (thermal px -> RGB px)"
             )
     return h
+
+
+def homography_coverage(h: np.ndarray, thermal_hw: tuple[int, int], rgb_hw: tuple[int, int]) -> float:
+    """Share of the RGB frame the thermal frame covers once warped by ``h`` (thermal px -> RGB px)."""
+    (th, tw), (rh, rw) = thermal_hw, rgb_hw
+    covered = cv2.warpPerspective(np.ones((th, tw), np.uint8), np.asarray(h, np.float64), (rw, rh), flags=cv2.INTER_NEAREST)
+    return float(np.count_nonzero(covered)) / covered.size
 
 
 def align_thermal(thermal: np.ndarray, rgb_hw: tuple[int, int], homography: np.ndarray | None = None) -> np.ndarray:

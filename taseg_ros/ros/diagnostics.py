@@ -200,3 +200,41 @@ def build_report(
             values,
         )
     return DiagnosticReport(OK, "processing", values)
+
+
+class RegistrationWatch:
+    """The node's registration check (issue 20): the last few alignment scores
+    (``frames.registration.alignment_score``) and what one check cost. Thread-safe: the worker
+    records, the diagnostics timer reads. WARN when the median of the last ``window`` scores is
+    below ``warn_below``, and only once there are ``window`` of them: one frame with little shared
+    structure (or the first frame after start) must not raise it alone."""
+
+    def __init__(self, warn_below: float, window: int = 3) -> None:
+        self._lock = threading.Lock()
+        self.warn_below = warn_below
+        self.scores: deque[float] = deque(maxlen=window)
+        self.cost = RollingWindow(50)
+        self.checks = 0
+
+    def record(self, score: float, seconds: float) -> None:
+        with self._lock:
+            self.checks += 1
+            self.cost.add(seconds)
+            if np.isfinite(score):
+                self.scores.append(float(score))
+
+    def apply(self, report: DiagnosticReport) -> DiagnosticReport:
+        """``report`` with the registration keys added, and WARN (if it was OK) when the scores say so."""
+        with self._lock:
+            if not self.checks:
+                return report
+            median = float(np.median(self.scores)) if self.scores else float("nan")
+            report.values["registration_score"] = f"{median:.3f}"
+            report.values["registration_checks"] = str(self.checks)
+            report.values["registration_check_ms"] = f"{self.cost.summary()['mean'] * 1e3:.1f}"
+            full = len(self.scores) == self.scores.maxlen
+            if full and report.level == OK and report.message == "processing" and median < self.warn_below:
+                report.level = WARN
+                report.message = (f"registration looks off: alignment score {median:.3f} < {self.warn_below:g} "
+                                  "(median of the last checks); was a camera moved? check with `taseg bag refine`")
+        return report

@@ -62,9 +62,10 @@ from taseg_ros.frames.thermal import FrameNote
 from taseg_ros.inference.pipeline import FramePipeline, FrameResult
 from taseg_ros.config_io import limits_of
 from taseg_ros.devices import resolve_device
-from taseg_ros.ros.diagnostics import NodeStatistics, build_report
+from taseg_ros.ros.diagnostics import NodeStatistics, RegistrationWatch, build_report
 from taseg_ros.frames.codec import ImageDecodeError, RGB_ENCODINGS, THERMAL_ENCODINGS, check_image_fields, encode_image
 from taseg_ros.frames.pairing import LatestSlot, Pair, StampPairer, stamp_to_ns
+from taseg_ros.frames.registration import SCORE_WARN, alignment_score
 from taseg_ros.frames.render import OUTPUTS
 from taseg_ros.ros.params import LIVE_PARAMETERS, PARAMETERS, RGB_TOPIC, THERMAL_TOPIC, NodeParams, description, resolve_checkpoint
 from taseg_ros.ros.throttle import LogThrottle
@@ -143,6 +144,8 @@ class TASegNode(LifecycleNode):
         self._activated_at = time.monotonic()
         self._last_pair_at: float | None = None
         self._last_input_at: dict[str, float | None] = {"rgb": None, "thermal": None}
+        self._registration = RegistrationWatch(SCORE_WARN)
+        self._registration_checked_at = -float("inf")
         # Registered after the declarations above: rclpy runs these callbacks for declarations too.
         self.add_on_set_parameters_callback(self._check_parameter_change)
         self.add_post_set_parameters_callback(self._apply_parameter_change)
@@ -174,6 +177,8 @@ class TASegNode(LifecycleNode):
         if self._pipeline is not None:
             self._pipeline.update(params.frame_settings())
         self.params = params  # one assignment: the inference thread sees the old or the new set, never a mix
+        if any(p.name == "thermal_homography" for p in ours):
+            self._registration = RegistrationWatch(SCORE_WARN)  # a new registration starts a new record
         self.get_logger().info("applied " + ", ".join(f"{p.name}={p.value!r}" for p in ours))
 
     def _changed_params(self, parameters: list[Any]) -> NodeParams:
@@ -217,6 +222,7 @@ class TASegNode(LifecycleNode):
         self._activated_at = time.monotonic()
         self._last_pair_at = None
         self._last_input_at = {"rgb": None, "thermal": None}
+        self._registration = RegistrationWatch(SCORE_WARN)  # scores of the old session say nothing now
         self._active = True
         self.get_logger().info(
             f"active: {self.segmenter.cfg.name} ({self.segmenter.cfg.resolution} resolution), "
@@ -397,6 +403,22 @@ class TASegNode(LifecycleNode):
         latency = (self.get_clock().now() - Time.from_msg(pair.rgb.header.stamp)).nanoseconds * 1e-9
         t = result.timings
         self.stats.record_output(latency, t["inference"], t["decode"] + t["thermal"], t["render"] + publish_s, steps_s=t)
+        self._check_registration(pair, result.rgb)
+
+    def _check_registration(self, pair: Pair, rgb: np.ndarray) -> None:
+        """Every registration_check_period s, after publishing: score this pair's registration (the
+        node's thermal_homography, or its plain resize) for the diagnostics (RegistrationWatch)."""
+        period = self.params.registration_check_period
+        now = time.monotonic()
+        if period <= 0 or now - self._registration_checked_at < period:
+            return
+        self._registration_checked_at = now
+        start = time.perf_counter()
+        try:
+            score = alignment_score(rgb, decode_thermal(pair.thermal), self.params.homography())
+        except ValueError:  # an undecodable frame was counted by the pipeline already
+            return
+        self._registration.record(score, time.perf_counter() - start)
 
     def _report(self, note: FrameNote) -> None:
         """Count a frame's problem and log it, throttled per kind and stream (said-once notes unthrottled)."""
@@ -438,7 +460,7 @@ class TASegNode(LifecycleNode):
                 "precision": self.segmenter.precision,
                 "runtime": self.segmenter.describe(),
             }
-        return build_report(
+        return self._registration.apply(build_report(
             active=self._active,
             stats=self.stats,
             pairing=pairing,
@@ -449,7 +471,7 @@ class TASegNode(LifecycleNode):
             clock_offset_warn_s=self.params.clock_offset_warning,
             extra=extra,
             now=now,
-        )
+        ))
 
     def _publish_diagnostics(self) -> None:
         report = self.diagnostic_report()

@@ -122,6 +122,12 @@ class NodeParams:
     log_throttle: float = param(
         5.0, ge=0, unit="seconds", live=True,
         doc="Repeated warnings about bad input are logged at most once per this many seconds.")
+    registration_check_period: float = param(
+        10.0, ge=0, unit="seconds",
+        doc="Every this many seconds the worker scores the registration on the pair it just published "
+        "(frames.registration.alignment_score at 160 px: about 15 ms at 640x480); diagnostics show the score and "
+        "turn WARN when the median of the last checks drops below the misregistered level (a camera knocked out "
+        "of place). 0 turns the check off.")
 
     @classmethod
     def from_parameters(cls, values: Mapping[str, Any], base: "NodeParams | None" = None) -> "NodeParams":
@@ -258,6 +264,49 @@ def resolve_checkpoint(path: str) -> Path:
         return candidate
     in_models = models_dir() / candidate
     return in_models if in_models.is_file() else candidate
+
+
+# --- parameters files ------------------------------------------------------------------------------
+# `taseg bag calibrate` / `bag refine` write the registration as a ROS 2 parameters file for the node
+# (name "taseg" in any namespace, as launch/taseg.launch.py names it); `--thermal-homography FILE`
+# of the bag tools reads the same file (or config/taseg.yaml, or any params file with the key).
+PARAMS_NODE_KEY = "/**/taseg"
+
+
+def homography_params_text(homography: np.ndarray, comments: list[str]) -> str:
+    """A ROS 2 parameters file setting ``thermal_homography`` (9 numbers, row-major), led by
+    ``comments`` (each line prefixed with '# ')."""
+    # repr: every value a double with a decimal point or exponent ("2.0", not "2"); rcl's parser
+    # types an array by its elements and rejects [1.88, 22, ...] mixing doubles and integers.
+    numbers = ", ".join(repr(float(v)) for v in np.asarray(homography, np.float64).ravel())
+    head = "".join(f"# {line}\n" if line else "#\n" for line in comments)
+    return f"{head}{PARAMS_NODE_KEY}:\n  ros__parameters:\n    thermal_homography: [{numbers}]\n"
+
+
+def homography_from_params_file(path: str | Path) -> np.ndarray:
+    """The ``thermal_homography`` of a ROS 2 parameters file (any node entry holding it; they must
+    agree), checked by validate_homography; InputError naming the file and what is wrong."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"{path}: cannot read a parameters file ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    found = []
+    for node, entry in (data or {}).items() if isinstance(data, dict) else ():
+        params = entry.get("ros__parameters") if isinstance(entry, dict) else None
+        if isinstance(params, dict) and params.get("thermal_homography") not in (None, []):
+            found.append((node, params["thermal_homography"]))
+    if not found:
+        raise InputError(f"{path}: no '<node>: ros__parameters: thermal_homography: [9 numbers]' in it "
+                         "(`taseg bag calibrate` writes one)")
+    if any(list(value) != list(found[0][1]) for _, value in found[1:]):
+        raise InputError(f"{path}: {', '.join(n for n, _ in found)} set different thermal_homography values")
+    try:
+        return validate_homography(found[0][1])
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{path}: {found[0][0]}: {str(exc).removeprefix('thermal homography: ')}") from None
 
 
 if __name__ == "__main__":
