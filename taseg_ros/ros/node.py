@@ -63,7 +63,7 @@ from taseg_ros.inference.pipeline import FramePipeline, FrameResult
 from taseg_ros.config_io import limits_of
 from taseg_ros.devices import resolve_device
 from taseg_ros.ros.diagnostics import NodeStatistics, RegistrationWatch, build_report
-from taseg_ros.frames.codec import ImageDecodeError, RGB_ENCODINGS, THERMAL_ENCODINGS, check_image_fields, encode_image
+from taseg_ros.frames.codec import ImageDecodeError, RGB_ENCODINGS, THERMAL_ENCODINGS, check_image_fields, decode_thermal, encode_image
 from taseg_ros.frames.pairing import LatestSlot, Pair, StampPairer, stamp_to_ns
 from taseg_ros.frames.registration import SCORE_WARN, alignment_score
 from taseg_ros.frames.render import OUTPUTS
