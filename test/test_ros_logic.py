@@ -179,6 +179,46 @@ def test_decode_thermal_all_encodings(pad, big_endian):
         assert out.shape == (4, 6) and np.array_equal(out, grey)
 
 
+@pytest.mark.parametrize("pad", [0, 4])
+@pytest.mark.parametrize("encoding, to_yuv", [("yuv422", cv2.COLOR_RGB2YUV_UYVY), ("yuv422_yuy2", cv2.COLOR_RGB2YUV_YUY2)])
+def test_decode_yuv422_as_cv_bridge_does(encoding, to_yuv, pad):
+    """UYVY (ROS yuv422) and YUYV (yuv422_yuy2): an RGB image packed by OpenCV decodes to exactly
+    OpenCV's own round trip (4:2:2 halves the chroma, so that, not the RGB image, is exact), and a
+    swapped byte order would decode to other colours."""
+    rgb = np.random.default_rng(3).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    packed = cv2.cvtColor(rgb, to_yuv)
+    assert packed.shape == (6, 8, 2)
+    back = cv2.cvtColor(packed, cv2.COLOR_YUV2RGB_UYVY if encoding == "yuv422" else cv2.COLOR_YUV2RGB_YUY2)
+    decoded = decode_rgb(raw_image(packed, encoding, pad))
+    assert decoded.shape == (6, 8, 3) and np.array_equal(decoded, back)
+    assert np.abs(decoded.astype(int) - rgb).mean() < 40  # close to the camera's colours, not noise
+    grey = np.full((2, 4, 3), (90, 90, 90), np.uint8)  # a grey pair survives 4:2:2 almost exactly
+    assert np.abs(decode_rgb(raw_image(cv2.cvtColor(grey, to_yuv), encoding)).astype(int) - 90).max() <= 2
+    other = "yuv422_yuy2" if encoding == "yuv422" else "yuv422"
+    assert not np.array_equal(decode_rgb(raw_image(packed, other)), back)
+    with pytest.raises(ImageDecodeError, match="width=7 is odd") as odd:
+        decode_rgb(SimpleNamespace(encoding=encoding, height=2, width=7, step=14, is_bigendian=0, data=bytes(28)))
+    assert odd.value.reason == "size"
+
+
+@pytest.mark.parametrize("encoding, top_left", [
+    ("bayer_rggb8", ("R", "G", "G", "B")), ("bayer_bggr8", ("B", "G", "G", "R")),
+    ("bayer_gbrg8", ("G", "B", "R", "G")), ("bayer_grbg8", ("G", "R", "B", "G")),
+])
+@pytest.mark.parametrize("pad", [0, 3])
+def test_decode_bayer_patterns_by_known_colour(encoding, top_left, pad):
+    """A mosaic of one colour laid out as the ROS name says (the first two letters are the top row)
+    demosaics back to exactly that colour everywhere: OpenCV names the same patterns one row and
+    column shifted (ROS RGGB = OpenCV BayerBG), so a wrong code gives other colours."""
+    colour = {"R": 200, "G": 100, "B": 30}
+    mosaic = np.zeros((6, 8), np.uint8)
+    for (dy, dx), channel in zip(((0, 0), (0, 1), (1, 0), (1, 1)), top_left):
+        mosaic[dy::2, dx::2] = colour[channel]
+    decoded = decode_rgb(raw_image(mosaic, encoding, pad))
+    assert decoded.shape == (6, 8, 3)
+    assert np.array_equal(decoded, np.broadcast_to(np.array([200, 100, 30], np.uint8), (6, 8, 3)))
+
+
 def test_float_thermal_keeps_nan_and_inf():
     values = np.array([[1.0, np.nan], [np.inf, -np.inf]], np.float32)
     out = decode_thermal(raw_image(values, "32FC1"))
@@ -186,8 +226,8 @@ def test_float_thermal_keeps_nan_and_inf():
 
 
 def test_bad_raw_images_raise_clear_errors(rgb_frame):
-    with pytest.raises(ImageDecodeError, match="unsupported encoding 'yuv422'"):
-        decode_rgb(raw_image(rgb_frame[:, :, :2].copy(), "yuv422"))
+    with pytest.raises(ImageDecodeError, match="unsupported encoding 'yuv420'"):
+        decode_rgb(raw_image(rgb_frame[:, :, :2].copy(), "yuv420"))
     with pytest.raises(ImageDecodeError, match="unsupported encoding 'mono16'"):
         decode_rgb(raw_image(np.zeros((2, 2), np.uint16), "mono16"))  # not an RGB encoding
     with pytest.raises(ImageDecodeError, match="empty image"):
@@ -199,6 +239,21 @@ def test_bad_raw_images_raise_clear_errors(rgb_frame):
         check_image_fields(SimpleNamespace(encoding="rgb8", height=5, width=7, step=20, is_bigendian=0, data=good.data))
     with pytest.raises(ImageDecodeError, match="truncated data: 0 bytes"):
         check_image_fields(raw_image(rgb_frame, "rgb8", data_override=b""))
+
+
+def test_untrusted_encoding_strings_are_escaped_in_messages():
+    """A publisher's encoding string with an ANSI escape and a newline reaches the log as escapes
+    (errors.safe_text), never as raw control characters; long strings are cut."""
+    from taseg_ros.errors import safe_text
+
+    hostile = "rgb8\x1b[2J\x1b[31mfake\nline"
+    with pytest.raises(ImageDecodeError) as caught:
+        check_image_fields(SimpleNamespace(encoding=hostile, height=1, width=1, step=3, is_bigendian=0, data=bytes(3)))
+    message = str(caught.value)
+    assert "\x1b" not in message and "\n" not in message
+    assert "unsupported encoding 'rgb8\\x1b[2J\\x1b[31mfake\\nline'" in message
+    assert safe_text("caf\u00e9 \u200b\x00") == "caf\u00e9 \\u200b\\x00"  # printable non-ASCII kept
+    assert safe_text("x" * 100, limit=10) == "xxxxxxxxxx...(100 characters)"
 
 
 def test_image_fields_from_rclpy_style_array_data(rgb_frame):

@@ -485,7 +485,7 @@ def test_bad_inputs_are_counted_and_processing_continues(start_node):
     good_pair_still_works()
 
     stamp = probe.next_stamp_ns()
-    probe.rgb_pub.publish(image_msg(rgb[:, :, :2], "yuv422", stamp, "cam"))
+    probe.rgb_pub.publish(image_msg(rgb[:, :, :2], "yuv420", stamp, "cam"))
     wait_until(lambda: errors("bad_rgb") == 1, what="unknown RGB encoding counted")
     probe.thermal_pub.publish(image_msg(np.dstack([thermal] * 4).astype(np.uint8), "rgba8", stamp, "th"))
     wait_until(lambda: errors("bad_thermal") == 1, what="unsupported thermal encoding counted")
@@ -824,10 +824,10 @@ def test_each_kind_of_input_problem_is_logged_within_the_throttle_window(start_n
     truncated = image_msg(rgb, "rgb8", probe.next_stamp_ns(), "cam")
     truncated.data = truncated.data[: len(truncated.data) // 2]
     frames = [
-        image_msg(rgb[:, :, :2], "yuv422", probe.next_stamp_ns(), "cam"),
+        image_msg(rgb[:, :, :2], "yuv420", probe.next_stamp_ns(), "cam"),
         set_stamp(Image(encoding="rgb8", height=0, width=0, step=0), probe.next_stamp_ns(), "cam"),
         truncated,
-        image_msg(rgb[:, :, :2], "yuv422", probe.next_stamp_ns(), "cam"),
+        image_msg(rgb[:, :, :2], "yuv420", probe.next_stamp_ns(), "cam"),
     ]
     for count, msg in enumerate(frames, start=1):  # one at a time: the input queue holds one frame
         probe.rgb_pub.publish(msg)
@@ -836,7 +836,7 @@ def test_each_kind_of_input_problem_is_logged_within_the_throttle_window(start_n
     time.sleep(0.5)  # a fourth line would have arrived by now
     lines = probe.logged("frame ignored")
     assert len(lines) == 3, lines
-    assert any("unsupported encoding 'yuv422'" in line for line in lines)
+    assert any("unsupported encoding 'yuv420'" in line for line in lines)
     assert any("empty image" in line for line in lines)
     assert any("truncated data" in line for line in lines)
 
