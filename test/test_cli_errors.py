@@ -172,6 +172,13 @@ CASES = [
     Case("bag-extract-homography-singular", HOMOGRAPHY + " 1 2 3 2 4 6 0 0 1", r"--thermal-homography: .*not invertible", needs_bag=True),
     Case("bag-extract-homography-out-of-frame", HOMOGRAPHY + " 1 0 100000 0 1 0 0 0 1",
          r"--thermal-homography: maps the .* thermal frame onto 0% of the", needs_bag=True),
+    # issue 19 item 9: the network input limit is checked before anything is loaded or written
+    Case("predict-max-input-size-too-small", PREDICT + " -o {w}/new --max-input-size 5",
+         r"--max-input-size 5: must be 0 \(no limit\) or a whole number of pixels >= 32"),
+    Case("eval-max-input-size-negative", EVAL + " --out {w}/new --max-input-size -1",
+         r"--max-input-size -1: must be 0 \(no limit\)"),
+    Case("bag-eval-max-input-size-too-small", "bag eval {bag} --checkpoint {ckpt} -o {w}/ev --max-input-size 8",
+         r"--max-input-size 8: must be 0 \(no limit\)", needs_bag=True),
     Case("bag-extract-homography-far-off-frame-is-not-singular", HOMOGRAPHY + " 1 0 1e6 0 1 0 0 0 1",
          r"--thermal-homography: maps the .* thermal frame onto 0% of the", needs_bag=True),
     # 1, 7 and the namespace, for the bag tools: an output never is or overlaps the recording (even with

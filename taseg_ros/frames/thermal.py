@@ -215,7 +215,7 @@ class ThermalAligner:
 class FrameNote:
     """Something worth telling the user about a frame. ``kind`` groups notes for log throttling and
     counting: ``nonfinite_thermal`` (some NaN/inf pixels), ``blank_thermal`` (no finite pixel at all),
-    ``thermal_aligned``, ``bad_rgb``, ``bad_thermal``, ``model``."""
+    ``thermal_aligned``, ``input_resized`` (frames over max_input_size), ``bad_rgb``, ``bad_thermal``, ``model``."""
 
     kind: str
     stream: str  # "rgb", "thermal" or "model"

@@ -18,6 +18,7 @@ import numpy as np
 from taseg_ros.config_io import check_fields, from_mapping, setting
 from taseg_ros.devices import PRECISIONS
 from taseg_ros.errors import InputError
+from taseg_ros.model.config import DEFAULT_MAX_INPUT_SIZE, max_input_size_problem
 from taseg_ros.frames.thermal import THERMAL_MODES, ThermalNormalization, validate_homography
 
 DEVICES_HINT = "cpu, cuda or cuda:N (torch, onnxruntime), tensorrt (onnxruntime's TensorRT provider), gpu or npu (openvino)"
@@ -38,6 +39,10 @@ class NodeParams:
     merge_lora: bool = False
     device: str = "cpu"
     precision: str = setting("fp32", choices=tuple(PRECISIONS))
+    # Longest side (px) of the network's input: larger frames are resized down before the network
+    # and the labels back up to the frame (said once in the log), so one huge frame cannot exhaust
+    # memory; 0: no limit. An export's fixed input size is its own limit.
+    max_input_size: int = setting(DEFAULT_MAX_INPUT_SIZE, ge=0)
     autostart: bool = True
     rgb_transport: str = setting("raw", choices=TRANSPORTS)
     thermal_transport: str = setting("raw", choices=TRANSPORTS)
@@ -55,6 +60,8 @@ class NodeParams:
     output_qos: str = setting("reliable", choices=QOS_PRESETS)
     output_depth: int = setting(1, ge=1)
     diagnostics_period: float = setting(1.0, gt=0, unit="seconds")
+    # The diagnostics describe the last this-many seconds (timings, failures, stamp offsets).
+    diagnostics_window: float = setting(10.0, gt=0, unit="seconds")
     no_pair_warning: float = setting(3.0, gt=0, unit="seconds")
     clock_offset_warning: float = setting(2.0, gt=0, unit="seconds")
     log_throttle: float = setting(5.0, ge=0, unit="seconds")
@@ -88,6 +95,9 @@ class NodeParams:
         if not (device in ("cpu", "cuda", "gpu", "npu", "tensorrt") or (device.startswith("cuda:") and device[5:].isdigit())):
             raise bad("device", f"expected {DEVICES_HINT}")
         check_fields(self, style="parameter")
+        problem = max_input_size_problem(self.max_input_size)
+        if problem:
+            raise bad("max_input_size", problem)
         if not self.time_reset > self.slop:
             raise bad("time_reset", f"must be larger than slop ({self.slop} s)")
         if len(self.thermal_range) != 2:
