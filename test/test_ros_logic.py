@@ -16,7 +16,7 @@ import yaml
 
 from taseg_ros.frames.thermal import ThermalAligner, ThermalNormalization
 from taseg_ros.frames.render import colorize, overlay
-from taseg_ros.ros.diagnostics import OK, WARN, NodeStatistics, build_report
+from taseg_ros.ros.diagnostics import ERROR, OK, WARN, NodeStatistics, build_report
 from taseg_ros.frames.codec import ImageDecodeError, check_image_fields, decode_rgb, decode_thermal, encode_image, image_to_array
 from taseg_ros.frames.pairing import LatestSlot, StampPairer, stamp_to_ns
 from taseg_ros.ros.params import NodeParams
@@ -405,6 +405,60 @@ def test_report_warns_when_input_stamps_are_far_from_the_node_clock():
     assert build_report(active=True, stats=silent, pairing={}, dropped=0, seconds_since_pair=0.1,
                         seconds_since_input={"rgb": None, "thermal": None}, no_pair_warn_s=3.0,
                         clock_offset_warn_s=2.0).level == OK
+
+def test_report_describes_the_recent_window_and_names_failures():
+    """Issue 19: diagnostics stayed OK "processing" while every pair failed, said "stamps do not match"
+    for frames the node could not decode, and kept all-time means after a burst of bad stamps."""
+    def report(stats, now, since_pair=0.1, inputs=(0.0, 0.0), lossy=False):
+        return build_report(active=True, stats=stats, pairing={}, dropped=0, seconds_since_pair=since_pair,
+                            seconds_since_input=dict(zip(("rgb", "thermal"), inputs)), no_pair_warn_s=3.0,
+                            clock_offset_warn_s=2.0, now=now, lossy_inputs=lossy)
+
+    stats = NodeStatistics(recent_s=10.0)
+    for i in range(4):
+        stats.record_output(0.1, 0.05, 0.001, 0.001, now=100.0 + i)
+    for i in range(3):
+        stats.record_failure("bad_rgb", "data", "compressed image (format 'jpeg', 9 bytes) could not be decoded",
+                             now=104.0 + i)
+    partial = report(stats, 107.0)
+    assert partial.level == WARN and partial.message.startswith("in the last 10 s, 3 of 7 pairs failed: 3 x bad_rgb/data")
+    assert partial.values["recent_pairs_ok"] == "4" and partial.values["errors_bad_rgb_data"] == "3"
+    # 10 s later the good pairs have aged out of the window: every recent pair failed -> ERROR
+    stats.record_failure("model", "", "model failed on a 160x120 pair: RuntimeError: out of memory", now=113.0)
+    failing = report(stats, 113.5)
+    assert failing.level == ERROR
+    assert failing.message == ("every pair of the last 10 s failed (4): 3 x bad_rgb/data: compressed image (format "
+                               "'jpeg', 9 bytes) could not be decoded; 1 x model: model failed on a 160x120 pair: "
+                               "RuntimeError: out of memory")
+    assert failing.values["latency_mean_ms"] == "nan" and failing.values["processed"] == "4"
+    stats.record_output(0.1, 0.05, 0.001, 0.001, now=130.0)
+    assert report(stats, 130.5).level == OK  # the burst aged out
+
+    refused = NodeStatistics()
+    for i in range(5):
+        refused.record_failure("bad_rgb", "encoding", "unsupported encoding 'yuv420'; supported: rgb8", pair=False,
+                               now=200.0 + i)
+    status = report(refused, 205.0, since_pair=5.0)
+    assert status.level == ERROR and "stamps do not match" not in status.message
+    assert status.message == ("no RGB/thermal pair matched for 5.0 s; input frames refused: 5 x bad_rgb/encoding: "
+                              "unsupported encoding 'yuv420'; supported: rgb8")
+    assert status.values["errors_bad_rgb"] == "5" and status.values["errors_bad_rgb_encoding"] == "5"
+    assert report(NodeStatistics(), 205.0, since_pair=5.0).message.endswith("their stamps do not match within the slop")
+
+    # a burst of hour-old stamps warns, then ages out (it was a mean over the last 200 messages, at any age)
+    clock = NodeStatistics(recent_s=10.0)
+    for i in range(20):
+        clock.record_stamp_age("rgb", 3600.0, now=300.0 + 0.1 * i)
+    assert "far from this node's clock" in report(clock, 302.0).message
+    clock.record_stamp_age("rgb", 0.03, now=315.0)
+    assert report(clock, 315.0).level == OK and report(clock, 315.0).values["rgb_stamp_age_mean_ms"] == "30.0"
+
+    lost = NodeStatistics()
+    lost.record_lost("rgb", 4, now=400.0)
+    silent = report(lost, 401.0, since_pair=5.0, inputs=(4.5, 0.0), lossy=True)
+    assert silent.level == WARN and "messages lost in transport in the last 10 s: 4 rgb" in silent.message
+    assert "input_qos:=reliable" in silent.message and silent.values["lost_rgb"] == "4"
+
 
 # --- parameters, config file, launch file -----------------------------------------------------------
 

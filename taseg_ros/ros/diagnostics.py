@@ -258,17 +258,20 @@ def build_report(
     lost = {stream: n for stream, n in recent["lost"].items() if n}
     lost_text = ", ".join(f"{n} {stream}" for stream, n in lost.items())
     if seconds_since_pair is not None and seconds_since_pair > no_pair_warn_s:
-        waiting = f"no RGB/thermal pair matched for {seconds_since_pair:.1f} s"
-        if refusals:
-            return DiagnosticReport(ERROR, f"{waiting}: input frames refused: {_describe(refusals)}", values)
         silent = [name for name, since in seconds_since_input.items() if since is None or since > no_pair_warn_s]
+        parts = []
+        if silent:
+            parts.append(f"no message for > {no_pair_warn_s:g} s on: {', '.join(silent)}")
+        if refusals:
+            parts.append(f"input frames refused: {_describe(refusals)}")
         if lost:
-            detail = f"; messages lost in transport in the last {window:g} s: {lost_text}" + (LOSSY_HINT if lossy_inputs else "")
-        elif silent:
-            detail = f"; no message for > {no_pair_warn_s:g} s on: {', '.join(silent)}" + (LOSSY_HINT if lossy_inputs else "")
-        else:
-            detail = "; both streams arrive, but their stamps do not match within the slop"
-        return DiagnosticReport(WARN, waiting + detail, values)
+            parts.append(f"messages lost in transport in the last {window:g} s: {lost_text}")
+        if (silent or lost) and lossy_inputs:
+            parts[-1] += LOSSY_HINT
+        if not parts:
+            parts.append("both streams arrive, but their stamps do not match within the slop")
+        return DiagnosticReport(ERROR if refusals else WARN,
+                                f"no RGB/thermal pair matched for {seconds_since_pair:.1f} s; " + "; ".join(parts), values)
     if lost:
         return DiagnosticReport(WARN, f"messages lost in transport in the last {window:g} s: {lost_text}"
                                 + (LOSSY_HINT if lossy_inputs else ""), values)
