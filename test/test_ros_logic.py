@@ -16,7 +16,7 @@ import yaml
 
 from taseg_ros.frames.thermal import ThermalAligner, ThermalNormalization
 from taseg_ros.frames.render import colorize, overlay
-from taseg_ros.ros.diagnostics import ERROR, OK, WARN, NodeStatistics, build_report
+from taseg_ros.ros.diagnostics import ERROR, LOSSY_HINT, OK, WARN, NodeStatistics, build_report
 from taseg_ros.frames.codec import ImageDecodeError, check_image_fields, decode_rgb, decode_thermal, encode_image, image_to_array
 from taseg_ros.frames.pairing import LatestSlot, StampPairer, stamp_to_ns
 from taseg_ros.ros.params import NodeParams
@@ -458,6 +458,15 @@ def test_report_describes_the_recent_window_and_names_failures():
     silent = report(lost, 401.0, since_pair=5.0, inputs=(4.5, 0.0), lossy=True)
     assert silent.level == WARN and "messages lost in transport in the last 10 s: 4 rgb" in silent.message
     assert "input_qos:=reliable" in silent.message and silent.values["lost_rgb"] == "4"
+    nobody = report(NodeStatistics(), 401.0, since_pair=5.0, inputs=(None, 0.0), lossy=True)
+    assert nobody.message.endswith("no message for > 3 s on: rgb" + LOSSY_HINT)  # publishers unknown: the hint
+    assert "input_qos" in build_report(
+        active=True, stats=NodeStatistics(), pairing={}, dropped=0, seconds_since_pair=5.0, no_pair_warn_s=3.0,
+        seconds_since_input={"rgb": None, "thermal": 0.0}, lossy_inputs=True, publishers={"rgb": 1, "thermal": 1}).message
+    unpublished = build_report(
+        active=True, stats=NodeStatistics(), pairing={}, dropped=0, seconds_since_pair=5.0, no_pair_warn_s=3.0,
+        seconds_since_input={"rgb": None, "thermal": None}, lossy_inputs=True, publishers={"rgb": 0, "thermal": 1})
+    assert unpublished.message.endswith("on: rgb (no publisher), thermal" + LOSSY_HINT)
 
 
 # --- parameters, config file, launch file -----------------------------------------------------------

@@ -225,6 +225,7 @@ def build_report(
     extra: dict[str, str] | None = None,
     now: float | None = None,
     lossy_inputs: bool = False,
+    publishers: dict[str, int] | None = None,
 ) -> DiagnosticReport:
     """The node's diagnostic status over the last ``stats.recent_s`` seconds (timings, failures, stamp
     offsets), with counts since configure:
@@ -239,6 +240,7 @@ def build_report(
     ``seconds_since_pair`` counts from the last pair (or from activation); ``seconds_since_input``
     maps "rgb"/"thermal" to the time since that stream's last message (None: never).
     ``lossy_inputs``: the inputs are best effort, where DDS drops a large frame that lost a fragment.
+    ``publishers``: how many publishers each input topic has (a silent stream without one is named so).
     """
     now = time.monotonic() if now is None else now
     recent = stats.recent(now)
@@ -259,14 +261,16 @@ def build_report(
     lost_text = ", ".join(f"{n} {stream}" for stream, n in lost.items())
     if seconds_since_pair is not None and seconds_since_pair > no_pair_warn_s:
         silent = [name for name, since in seconds_since_input.items() if since is None or since > no_pair_warn_s]
+        unpublished = [name for name in silent if publishers is not None and publishers.get(name) == 0]
         parts = []
         if silent:
-            parts.append(f"no message for > {no_pair_warn_s:g} s on: {', '.join(silent)}")
+            parts.append(f"no message for > {no_pair_warn_s:g} s on: "
+                         + ", ".join(name + (" (no publisher)" if name in unpublished else "") for name in silent))
         if refusals:
             parts.append(f"input frames refused: {_describe(refusals)}")
         if lost:
             parts.append(f"messages lost in transport in the last {window:g} s: {lost_text}")
-        if (silent or lost) and lossy_inputs:
+        if (lost or set(silent) - set(unpublished)) and lossy_inputs:  # published, yet nothing arrives
             parts[-1] += LOSSY_HINT
         if not parts:
             parts.append("both streams arrive, but their stamps do not match within the slop")

@@ -471,7 +471,17 @@ class TASegNode(LifecycleNode):
             extra=extra,
             now=now,
             lossy_inputs=self.params.input_qos != "reliable",
+            publishers=self._input_publishers(),
         )
+
+    def _input_publishers(self) -> dict[str, int] | None:
+        subscriptions = list(self._subscriptions_in)
+        if len(subscriptions) != 2:
+            return None
+        try:
+            return {stream: sub.get_publisher_count() for stream, sub in zip(("rgb", "thermal"), subscriptions)}
+        except InvalidHandle:  # destroyed by a transition in another thread
+            return None
 
     def _publish_diagnostics(self) -> None:
         report = self.diagnostic_report()
