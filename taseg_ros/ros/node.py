@@ -58,7 +58,7 @@ from std_msgs.msg import String
 from taseg_ros.errors import MissingInputError
 from taseg_ros.frames.thermal import FrameNote
 from taseg_ros.inference.pipeline import SAID_ONCE, FramePipeline, FrameResult
-from taseg_ros.ros.diagnostics import LOSSY_HINT, NodeStatistics, build_report
+from taseg_ros.ros.diagnostics import ERROR, LOSSY_HINT, OK, NodeStatistics, build_report
 from taseg_ros.frames.codec import ImageDecodeError, RGB_ENCODINGS, THERMAL_ENCODINGS, check_image_fields, decode_rgb, decode_thermal, encode_image
 from taseg_ros.frames.pairing import LatestSlot, Pair, StampPairer, stamp_to_ns
 from taseg_ros.ros.params import RGB_TOPIC, THERMAL_TOPIC, NodeParams, resolve_checkpoint
@@ -485,7 +485,10 @@ class TASegNode(LifecycleNode):
 
     def _publish_diagnostics(self) -> None:
         report = self.diagnostic_report()
-        if report.level != 0 and self._active:
+        if report.level == ERROR and self._active:
+            if self._throttle.allow(("diagnostics", ""), self.params.log_throttle):
+                self.get_logger().error(report.message)
+        elif report.level != OK and self._active:
             self._warn(("diagnostics", ""), report.message)
         status = DiagnosticStatus(
             level=bytes([report.level]),
