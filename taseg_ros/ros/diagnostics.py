@@ -92,8 +92,9 @@ class NodeStatistics:
         self._publish_times: deque[float] = deque()
         self._fps_window_s = fps_window_s
         self._ok_times: deque[float] = deque()  # pairs processed within recent_s
-        self._failures: deque[Failure] = deque()
-        self._lost_times: deque[tuple[float, str, int]] = deque()
+        # bounded even for a publisher flooding the node with bad frames (the counters stay exact)
+        self._failures: deque[Failure] = deque(maxlen=10_000)
+        self._lost_times: deque[tuple[float, str, int]] = deque(maxlen=10_000)
 
     def record_output(
         self,
@@ -149,7 +150,8 @@ class NodeStatistics:
 
     def recent(self, now: float | None = None) -> dict:
         """The last ``recent_s`` seconds: pairs processed and failed, failures grouped by (kind, reason)
-        with a count and the latest message, refused input frames per stream, lost messages per stream."""
+        with a count, the latest message and whether they were pairs (else refused input frames), lost
+        messages per stream."""
         now = time.monotonic() if now is None else now
         since = now - self.recent_s
         with self._lock:
@@ -169,7 +171,6 @@ class NodeStatistics:
             "window_s": self.recent_s,
             "pairs_ok": ok,
             "pairs_failed": sum(1 for f in failures if f.pair),
-            "refused": Counter(f.kind.removeprefix("bad_") for f in failures if not f.pair),
             "failures": groups,
             "lost": lost,
         }
