@@ -82,6 +82,8 @@ def test_quick_run_reports_every_figure(quick_run):
         assert mode["memory"]["peak_bytes"] > 0
     for row in ("TASeg forward / plain SAM enc", "share of forward time", "dense matmul GFLOP/s", "peak memory"):
         assert row in table
+    latency_row = next(line for line in table.splitlines() if line.startswith("latency, predict()"))
+    assert latency_row.count(" ms") == 2 and " - " not in latency_row + " ", latency_row  # was "-" per mode
 
 
 def test_quick_run_drives_the_real_node(quick_run):
