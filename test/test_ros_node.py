@@ -38,13 +38,13 @@ from taseg_ros.ros.node import TASegNode, spin_resiliently  # noqa: E402
 from taseg_ros.ros.params import NodeParams  # noqa: E402
 
 DOMAIN_ID = random.randint(100, 200)
-WAIT = 30.0  # seconds: generous upper bound for anything that should happen "soon" on a loaded machine
+WAIT = 60.0  # seconds: generous upper bound for anything that should happen "soon" on a loaded machine
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 OUTPUTS = ("labels", "colorized", "overlay", "confidence")
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
