@@ -545,7 +545,7 @@ def real_rosbag(name: str) -> Path:
 
 def hand_made_bag(path, rgb_message, thermal_message, n=10, label_topic=None, label_offset_ns=0):
     """Two cameras at 10 Hz with messages built by the callers (encodings the fixtures refuse to
-    write: yuv422, 0x0 images, float thermal); labels (all zeros) stamped ``label_offset_ns`` off."""
+    write: yuv420, 0x0 images, float thermal); labels (all zeros) stamped ``label_offset_ns`` off."""
     from taseg_ros.bag.io.messages import image_message
     from taseg_ros.bag.io.msgtypes import IMAGE
     from taseg_ros.bag.io.writer import BagWriter
@@ -682,14 +682,14 @@ def test_max_pairs_zero_is_refused(raw_bag, tiny_checkpoint, tmp_path, command):
 
 
 def test_extract_and_eval_say_why_no_frame_could_be_decoded(tmp_path, tiny_checkpoint):
-    """yuv422 RGB and 0x0 thermal frames pair perfectly (the old answers: extract "no pair was
+    """yuv420 RGB and 0x0 thermal frames pair perfectly (the old answers: extract "no pair was
     extracted: USABLE: 10 pairs = 100%", eval exit 0 with nothing scored); the cause is each frame's
     decode failure, counted."""
-    yuv = hand_made_bag(tmp_path / "yuv", lambda i, s: raw_image(s, "yuv422", 8, 8, np.zeros(128), 16), mono16)
+    yuv = hand_made_bag(tmp_path / "yuv", lambda i, s: raw_image(s, "yuv420", 8, 8, np.zeros(128), 16), mono16)
     code, _, err = run_cli("extract", yuv, "-o", tmp_path / "ds")
     assert code == 2 and err.count("\n") == 1
     assert "no pair was extracted: 10 of 10 pairs could not be decoded: 10 x RGB /camera/color/image_raw: " \
-        "unsupported encoding 'yuv422'" in err
+        "unsupported encoding 'yuv420'" in err
     assert "USABLE" not in err and not (tmp_path / "ds").exists()
     empty = hand_made_bag(tmp_path / "empty", rgb8, lambda i, s: raw_image(s, "mono16", 0, 0, [], 0))
     code, _, err = run_cli("extract", empty, "-o", tmp_path / "ds")
@@ -698,7 +698,7 @@ def test_extract_and_eval_say_why_no_frame_could_be_decoded(tmp_path, tiny_check
     code, _, err = run_cli("eval", yuv, "--checkpoint", tiny_checkpoint, "-o", tmp_path / "ev")
     assert code == 2 and err.count("\n") == 1
     assert "no pair could be evaluated: 10 of 10 pairs failed: 10 x /camera/color/image_raw: unsupported " \
-        "encoding 'yuv422'" in err
+        "encoding 'yuv420'" in err
     assert not (tmp_path / "ev").exists()  # neither report nor output recording
 
 
@@ -931,8 +931,9 @@ def test_replay_through_the_node(compressed_bag, running_node, tmp_path):
         publish_rgb_topic=f"{namespace}/rgb/image/compressed",
         publish_thermal_topic=f"{namespace}/thermal/image/compressed",
         domain_id=domain,
-        wait_s=30,
-        drain_s=5,
+        # generous: replay ends as soon as every pair is answered; a loaded machine may need long
+        wait_s=120,
+        drain_s=30,
     )
     result = replay_bag(settings, tmp_path / "replay")
     assert result.published == {

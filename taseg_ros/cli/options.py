@@ -9,6 +9,7 @@ import argparse
 
 from taseg_ros.devices import BACKEND_CHOICES, DEVICE_CHOICES_HINT, PRECISIONS, resolve_device
 from taseg_ros.errors import InputError
+from taseg_ros.model.config import DEFAULT_MAX_INPUT_SIZE, max_input_size_problem
 
 
 def add_force_option(parser) -> None:
@@ -43,15 +44,25 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
                        "execution providers), cpu/gpu/npu (openvino)")
     group.add_argument("--merge-lora", action="store_true",
                        help="torch: merge the LoRA factors into the frozen weights at load (same outputs, less work)")
+    group.add_argument("--max-input-size", type=int, default=DEFAULT_MAX_INPUT_SIZE, metavar="PX",
+                       help="longest side of the network's input (the node's max_input_size): larger frames are "
+                       "resized down before the network and the labels back up to the frame, so a huge frame "
+                       f"cannot exhaust memory; 0: no limit (default {DEFAULT_MAX_INPUT_SIZE}; an export's fixed "
+                       "input size is its own limit)")
 
 
 def segmenter_from_args(args: argparse.Namespace):
     """A Segmenter from --checkpoint (any model file), --sam-checkpoint, the device and the backend options."""
     from taseg_ros.inference import Segmenter
 
+    max_input_size = getattr(args, "max_input_size", DEFAULT_MAX_INPUT_SIZE)
+    problem = max_input_size_problem(max_input_size)
+    if problem:
+        raise InputError(f"--max-input-size {max_input_size}: {problem}")
     return Segmenter.from_checkpoint(
         args.checkpoint, sam_checkpoint=args.sam_checkpoint, device=device_from_args(args), precision=args.precision,
         backend=getattr(args, "backend", None), merge_lora=getattr(args, "merge_lora", False),
+        max_input_size=max_input_size,
     )
 
 

@@ -49,6 +49,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.exceptions import InvalidHandle
 from rclpy.executors import Executor, ExternalShutdownException, ShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -59,10 +60,10 @@ from std_msgs.msg import String
 
 from taseg_ros.errors import MissingInputError
 from taseg_ros.frames.thermal import FrameNote
-from taseg_ros.inference.pipeline import FramePipeline, FrameResult
+from taseg_ros.inference.pipeline import SAID_ONCE, FramePipeline, FrameResult
 from taseg_ros.config_io import limits_of
 from taseg_ros.devices import resolve_device
-from taseg_ros.ros.diagnostics import NodeStatistics, RegistrationWatch, build_report
+from taseg_ros.ros.diagnostics import ERROR, LOSSY_HINT, OK, NodeStatistics, RegistrationWatch, build_report
 from taseg_ros.frames.codec import ImageDecodeError, RGB_ENCODINGS, THERMAL_ENCODINGS, check_image_fields, decode_thermal, encode_image
 from taseg_ros.frames.pairing import LatestSlot, Pair, StampPairer, stamp_to_ns
 from taseg_ros.frames.registration import SCORE_WARN, alignment_score
@@ -197,7 +198,10 @@ class TASegNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         p = self.params
-        # Counters live from configure to cleanup, like the other statistics.
+        # Counters and statistics live from configure to cleanup: a new configuration starts from zero.
+        self.stats = NodeStatistics(recent_s=p.diagnostics_window)
+        self._slot = LatestSlot()
+        self._throttle = LogThrottle()
         self._pairer = StampPairer(p.slop, p.pairing_queue_size, p.time_reset)
         self._pairer.on_reject = self._on_rejected_stamp
         self._create_publishers()
@@ -268,6 +272,7 @@ class TASegNode(LifecycleNode):
             precision=self.params.precision,
             backend=self.params.backend,
             merge_lora=self.params.merge_lora,
+            max_input_size=self.params.max_input_size,
         )
         # A new pipeline per load: the once-only notes (resized thermal) are said again after a reconfigure.
         self._pipeline = FramePipeline(self.segmenter, self.params.frame_settings())
@@ -296,7 +301,19 @@ class TASegNode(LifecycleNode):
         for stream, callback in (("rgb", self._on_rgb), ("thermal", self._on_thermal)):
             transport = self.params.rgb_transport if stream == "rgb" else self.params.thermal_transport
             msg_type = CompressedImage if transport == "compressed" else Image
-            self._subscriptions_in.append(self.create_subscription(msg_type, self._input_topic(stream), callback, qos))
+            # DDS reports samples it saw but could not deliver (a best-effort frame that lost a fragment):
+            # counted per stream, so the diagnostics can say large frames are being lost.
+            events = SubscriptionEventCallbacks(message_lost=lambda info, s=stream: self._on_lost(s, info))
+            try:
+                sub = self.create_subscription(msg_type, self._input_topic(stream), callback, qos, event_callbacks=events)
+            except UnsupportedEventTypeError:  # an rmw without the event: no loss figures
+                sub = self.create_subscription(msg_type, self._input_topic(stream), callback, qos)
+            self._subscriptions_in.append(sub)
+
+    def _on_lost(self, stream: str, info: Any) -> None:
+        self.stats.record_lost(stream, int(info.total_count_change))
+        self._warn(("lost", stream), f"{self._input_topic(stream)}: {info.total_count} message(s) lost in transport so "
+                   "far" + (LOSSY_HINT if self.params.input_qos != "reliable" else ""))
 
     def _stop_processing(self) -> None:
         self._active = False
@@ -347,8 +364,9 @@ class TASegNode(LifecycleNode):
         try:
             check_image_fields(msg, encodings)
         except ImageDecodeError as exc:
-            self.stats.count_error(f"bad_{stream}")
-            self._warn((f"bad_{stream}:{exc.reason}", stream), f"{self._input_topic(stream)}: {exc}; frame ignored")
+            n = self.stats.record_failure(f"bad_{stream}", exc.reason, str(exc), pair=False)
+            self._warn((f"bad_{stream}:{exc.reason}", stream),
+                       f"{self._input_topic(stream)}: {exc}; frame ignored ({n} x {exc.reason} since configure)")
             return
         stamp = stamp_to_ns(msg.header.stamp)
         if stamp > 0:  # zero stamps are rejected by the pairer, and counted there
@@ -384,7 +402,7 @@ class TASegNode(LifecycleNode):
             except Exception as exc:  # noqa: BLE001 - the thread must survive anything one pair does
                 if not self.context.ok():
                     return  # Ctrl-C shut the context down under a pair in flight: nothing left to publish to
-                self.stats.count_error("internal")
+                self.stats.record_failure("internal", type(exc).__name__, f"unexpected {type(exc).__name__}: {exc}")
                 if self._throttle.allow(("internal", ""), self.params.log_throttle):
                     self.get_logger().error(
                         f"unexpected error on a pair (rgb stamp {pair.rgb_stamp_ns * 1e-9:.6f} s): {exc}\n"
@@ -393,9 +411,10 @@ class TASegNode(LifecycleNode):
 
     def _process(self, pair: Pair, pipeline: FramePipeline) -> None:
         result = pipeline.process_messages(pair.rgb, pair.thermal, self._wanted_outputs())
-        for note in result.notes + ([result.error] if result.error is not None else []):
+        for note in result.notes:
             self._report(note)
         if not result.ok:
+            self._report(result.error, failed=True)
             return
         published = time.perf_counter()
         self._publish_outputs(pair.rgb.header, result)
@@ -420,19 +439,28 @@ class TASegNode(LifecycleNode):
             return
         self._registration.record(score, time.perf_counter() - start)
 
-    def _report(self, note: FrameNote) -> None:
-        """Count a frame's problem and log it, throttled per kind and stream (said-once notes unthrottled)."""
+    def _report(self, note: FrameNote, failed: bool = False) -> None:
+        """Count a frame's problem (``failed``: the pair was skipped, counted per reason for the
+        diagnostics) and log it, throttled per kind, reason and stream (said-once notes unthrottled)."""
         if note.kind == "thermal_aligned":  # the pipeline says it once per configure
             hint = "" if self.params.thermal_homography else "; set thermal_homography for a registered overlay"
             self.get_logger().warning(note.text + hint)
             return
-        self.stats.count_error(note.kind)
+        if note.kind in SAID_ONCE:
+            self.get_logger().info(note.text)
+            return
+        suffix = ""
+        if failed:
+            n = self.stats.record_failure(note.kind, note.detail, note.text)
+            suffix = f" ({n} x {note.detail or note.kind} since configure)"
+        else:
+            self.stats.count_error(note.kind)
         topic = self._input_topic(note.stream) if note.stream in ("rgb", "thermal") else "model"
         if note.kind == "model":
             if self._throttle.allow((note.kind, note.stream), self.params.log_throttle):
-                self.get_logger().error(note.text)
+                self.get_logger().error(note.text + suffix)
             return
-        self._warn((f"{note.kind}:{note.detail}", note.stream), f"{topic}: {note.text}")
+        self._warn((f"{note.kind}:{note.detail}", note.stream), f"{topic}: {note.text}{suffix}")
 
     def _wanted_outputs(self) -> set[str]:
         """The rendered outputs somebody subscribes to (the labels are always computed)."""
@@ -471,11 +499,25 @@ class TASegNode(LifecycleNode):
             clock_offset_warn_s=self.params.clock_offset_warning,
             extra=extra,
             now=now,
+            lossy_inputs=self.params.input_qos != "reliable",
+            publishers=self._input_publishers(),
         ))
+
+    def _input_publishers(self) -> dict[str, int] | None:
+        subscriptions = list(self._subscriptions_in)
+        if len(subscriptions) != 2:
+            return None
+        try:
+            return {stream: sub.get_publisher_count() for stream, sub in zip(("rgb", "thermal"), subscriptions)}
+        except InvalidHandle:  # destroyed by a transition in another thread
+            return None
 
     def _publish_diagnostics(self) -> None:
         report = self.diagnostic_report()
-        if report.level != 0 and self._active:
+        if report.level == ERROR and self._active:
+            if self._throttle.allow(("diagnostics", ""), self.params.log_throttle):
+                self.get_logger().error(report.message)
+        elif report.level != OK and self._active:
             self._warn(("diagnostics", ""), report.message)
         status = DiagnosticStatus(
             level=bytes([report.level]),

@@ -20,6 +20,7 @@ from taseg_ros.devices import BACKEND_CHOICES, PRECISIONS
 from taseg_ros.errors import InputError
 from taseg_ros.frames.pairing import DEFAULT_SLOP_S
 from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA
+from taseg_ros.model.config import DEFAULT_MAX_INPUT_SIZE, max_input_size_problem
 from taseg_ros.frames.thermal import THERMAL_MODES, ThermalNormalization, validate_homography
 
 DEVICES_HINT = "auto (cuda when available, else cpu), cpu, cuda or cuda:N (torch, onnxruntime), tensorrt (onnxruntime's TensorRT provider), gpu or npu (openvino)"
@@ -65,6 +66,11 @@ class NodeParams:
         "fp32", choices=tuple(PRECISIONS),
         doc="fp32, fp16 (CUDA only) or bf16 (torch autocast; OpenVINO's inference precision hint). The resolution "
         "mode (native / sam1024) and an export's input size come from the model file.")
+    max_input_size: int = param(
+        DEFAULT_MAX_INPUT_SIZE, ge=0,
+        doc="Longest side (px) of the network's input: larger frames are resized down before the network and the "
+        "labels back up to the frame (said once in the log), so one huge frame cannot exhaust memory; 0: no "
+        "limit. An export's fixed input size is its own limit.")
     autostart: bool = param(
         True, doc="true: configure and activate on start (plain `ros2 run`); false: wait for a lifecycle manager.")
     rgb_transport: str = param(
@@ -111,6 +117,9 @@ class NodeParams:
     diagnostics_period: float = param(
         1.0, gt=0, unit="seconds", section="diagnostics",
         doc="Period (s) of the /diagnostics status (fps, latency, dropped, unmatched, errors).")
+    diagnostics_window: float = param(
+        10.0, gt=0, unit="seconds",
+        doc="The diagnostics describe the last this-many seconds (timings, failures, stamp offsets).")
     no_pair_warning: float = param(
         3.0, gt=0, unit="seconds", live=True,
         doc="Diagnostics turn WARN when no RGB/thermal pair has matched for this long (s).")
@@ -158,6 +167,9 @@ class NodeParams:
         if not (device in ("auto", "cpu", "cuda", "gpu", "npu", "tensorrt") or (device.startswith("cuda:") and device[5:].isdigit())):
             raise bad("device", f"expected {DEVICES_HINT}")
         check_fields(self, style="parameter")
+        problem = max_input_size_problem(self.max_input_size)
+        if problem:
+            raise bad("max_input_size", problem)
         if not self.time_reset > self.slop:
             raise bad("time_reset", f"must be larger than slop ({self.slop} s)")
         if len(self.thermal_range) != 2:

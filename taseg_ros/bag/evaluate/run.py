@@ -41,7 +41,7 @@ from taseg_ros.bag.io.reader import Bag, BagError, open_bag
 from taseg_ros.bag.io.topics import resolve_image_topics
 from taseg_ros.errors import InputError
 from taseg_ros.frames.settings import STEPS
-from taseg_ros.inference.pipeline import FramePipeline
+from taseg_ros.inference.pipeline import SAID_ONCE, FramePipeline
 from taseg_ros.frames.settings import FrameSettings
 from taseg_ros.frames.thermal import ThermalNormalization
 from taseg_ros.ros.names import check_namespace
@@ -323,6 +323,6 @@ class _Evaluation:
 def _note(result: BagEvalResult, note, topics: dict[str, str]) -> None:
     """Count a FrameNote by kind; its text goes into the notes the first time, worded as the node logs it."""
     if note.kind not in result.note_counts:
-        said_once = note.kind == "thermal_aligned"
+        said_once = note.kind in SAID_ONCE
         result.notes.append(note.text if said_once else f"{topics.get(note.stream, note.stream)}: {note.text}")
     result.note_counts[note.kind] = result.note_counts.get(note.kind, 0) + 1
