@@ -16,7 +16,8 @@ Method (deterministic: the same recordings, model and options choose the same fr
    --min-distance to any chosen frame (a near-duplicate: the robot standing still, a repeated
    view). Ties go to the earlier frame (recordings in the order given, then by stamp). Selection
    stops at K, or earlier when no frame qualifies any more (the result says so). Frames already in
-   the output folder (an earlier round) are not chosen again.
+   the output folder (an earlier round) count as chosen: they are not scored again, and frames near
+   them in appearance, or in time (same recording, per frames.csv), are held back the same way.
 4. Write. The chosen pairs are written exactly as ``taseg bag extract`` writes them (rgb/, raw
    thermal/, classes.yaml with the model's class list and the thermal preparation, train.txt,
    val.txt, frames.csv; ``bag.extract`` with the chosen stamps), plus ``selection.csv``: id,
@@ -143,6 +144,11 @@ def thumbnail(rgb: np.ndarray, thermal01: np.ndarray) -> np.ndarray:
     return np.concatenate([s.ravel() for s in small])
 
 
+def thumbnail_distance(thumbnails: np.ndarray, one: np.ndarray) -> np.ndarray:
+    """RMS difference of each row of ``thumbnails`` (N, D) to ``one`` (D,)."""
+    return np.sqrt(np.mean((thumbnails - one) ** 2, axis=1))
+
+
 def choose(
     scores: np.ndarray,
     thumbnails: np.ndarray,
@@ -151,22 +157,26 @@ def choose(
     k: int,
     min_gap_ns: int,
     min_distance: float,
+    *,
+    nearest: np.ndarray | None = None,
+    blocked: np.ndarray | None = None,
 ) -> list[int]:
     """The greedy choice of the module docstring (step 3): indices into the candidates (given in
-    recording, stamp order), in the order chosen."""
+    recording, stamp order), in the order chosen. ``nearest``: each candidate's distance to the
+    nearest frame chosen before (an earlier round; default none: inf), ``blocked``: candidates within
+    --min-gap of one."""
     n = len(scores)
-    nearest = np.full(n, np.inf)  # distance of each candidate to its nearest chosen frame
-    open_ = np.ones(n, dtype=bool)  # not chosen, not within --min-gap of a chosen frame
+    nearest = np.full(n, np.inf) if nearest is None else np.asarray(nearest, dtype=np.float64).copy()
+    open_ = np.ones(n, dtype=bool) if blocked is None else ~np.asarray(blocked, dtype=bool)
     chosen: list[int] = []
     while len(chosen) < k:
         eligible = open_ & (nearest >= min_distance)
         if not eligible.any():
             break
-        value = scores if not chosen else scores * nearest
+        value = np.where(np.isfinite(nearest), scores * nearest, scores)  # nothing chosen yet: uncertainty alone
         j = int(np.argmax(np.where(eligible, value, -np.inf)))  # first maximum: the earlier frame
         chosen.append(j)
-        distance = np.sqrt(np.mean((thumbnails - thumbnails[j]) ** 2, axis=1))
-        nearest = np.minimum(nearest, distance)
+        nearest = np.minimum(nearest, thumbnail_distance(thumbnails, thumbnails[j]))
         open_ &= ~((recordings == recordings[j]) & (np.abs(stamps_ns - stamps_ns[j]) < min_gap_ns))
         open_[j] = False
     return chosen
@@ -192,14 +202,14 @@ def select_frames(
         candidates += _score_recording(index, settings, segmenter, existing, result, on_pair)
     if not candidates:
         raise BagError(_nothing_to_choose(settings, result))
+    thumbnails = np.stack([c.thumbnail for c in candidates])
+    recordings = np.array([c.recording for c in candidates])
+    stamps = np.array([c.stamp_ns for c in candidates], dtype=np.int64)
+    min_gap_ns = int(round(settings.min_gap_s * NS_PER_S))
+    nearest, blocked = _earlier_round(settings, thumbnails, recordings, stamps, min_gap_ns)
     picks = choose(
-        np.array([c.score for c in candidates], dtype=np.float64),
-        np.stack([c.thumbnail for c in candidates]),
-        np.array([c.recording for c in candidates]),
-        np.array([c.stamp_ns for c in candidates], dtype=np.int64),
-        settings.k,
-        int(round(settings.min_gap_s * NS_PER_S)),
-        settings.min_distance,
+        np.array([c.score for c in candidates], dtype=np.float64), thumbnails, recordings, stamps, settings.k,
+        min_gap_ns, settings.min_distance, nearest=nearest, blocked=blocked,
     )
     result.chosen = [candidates[j] for j in picks]
     result.ids = [stamp_id(c.stamp_ns, settings.prefix) for c in result.chosen]
@@ -212,6 +222,30 @@ def select_frames(
         )
     _write(settings, classes, result)
     return result
+
+
+def _earlier_round(settings: SelectSettings, thumbnails, recordings, stamps, min_gap_ns):
+    """(nearest, blocked) of the candidates with respect to the frames already in the output folder:
+    thumbnails from their files (read as the loader reads them), stamps from frames.csv."""
+    out = settings.output
+    nearest = np.full(len(thumbnails), np.inf)
+    blocked = np.zeros(len(thumbnails), dtype=bool)
+    if not (out / "classes.yaml").is_file() or not any((out / "rgb").glob("*")):
+        return nearest, blocked
+    from taseg_ros.datasets import build_dataset
+
+    dataset = build_dataset("folder", out, "all")
+    for i in range(len(dataset)):
+        sample = dataset.load_inputs(i)
+        nearest = np.minimum(nearest, thumbnail_distance(thumbnails, thumbnail(sample["rgb"], sample["thermal"])))
+    if (out / "frames.csv").is_file():
+        where = {Path(r).resolve(): i for i, r in enumerate(settings.recordings)}
+        with (out / "frames.csv").open(newline="") as f:
+            for row in csv.DictReader(f):
+                index = where.get(Path(row.get("recording") or "-").resolve())
+                if index is not None and row.get("rgb_stamp_ns", "").isdigit():
+                    blocked |= (recordings == index) & (np.abs(stamps - int(row["rgb_stamp_ns"])) < min_gap_ns)
+    return nearest, blocked
 
 
 def _score_recording(index, settings: SelectSettings, segmenter, existing: set[str], result: SelectResult, on_pair):
