@@ -171,12 +171,16 @@ def test_select_skips_duplicates_and_takes_the_uncertain_stretch(recording, segm
         assert row["recording"] == str(rec.path)
 
 
-def test_select_is_deterministic(recording, segmenter, selection, tmp_path):
+def test_select_is_deterministic(recording, sharp_checkpoint, selection, tmp_path, capsys):
+    """The same choice again, through the command line this time."""
     rec, _, _ = recording
     out, first = selection
-    again = select_frames(_settings(rec, tmp_path / "again", 3), segmenter)
-    assert again.ids == first.ids
-    assert (tmp_path / "again" / "selection.csv").read_text() == (out / "selection.csv").read_text()
+    again = tmp_path / "again"
+    assert main(["bag", "select", str(rec.path), "--checkpoint", str(sharp_checkpoint), "-k", "3", "-o", str(again),
+                 "--min-gap", "0.05"]) == 0
+    assert "3 frames chosen of 11 scored pairs" in capsys.readouterr().out
+    assert (again / "selection.csv").read_text() == (out / "selection.csv").read_text()
+    assert sorted(p.name for p in (again / "rgb").iterdir()) == sorted(f"{i}.png" for i in first.ids)
 
 
 def test_selection_is_an_extract_folder(recording, selection):

@@ -304,7 +304,7 @@ def run_extract(args) -> int:
         label_topic=args.label_topic,
         prefix=args.prefix,
         val_fraction=args.val_fraction,
-        thermal_norm=thermal_norm_from_args(args),
+        thermal_norm=thermal_norm_from_args(args) or ThermalNormalization(),
         homography=homography_from_args(args),
     )
     bar, update = _progress(None, "pair")
