@@ -303,6 +303,15 @@ def test_our_import_of_our_export_gives_the_predictions(prelabels, tmp_path, cap
     for i, labels in predicted.items():
         assert np.array_equal(cv2.imread(str(folder / "labels" / f"{i}.png"), cv2.IMREAD_UNCHANGED), labels)
     assert len(build_dataset("folder", folder, "train")) > 0  # the folder now trains
+    # a frame still without a label (a later round): export reads its inputs, training would not
+    missing = sorted(predicted)[0]
+    (folder / "labels" / f"{missing}.png").unlink()
+    dataset = build_dataset("folder", folder, "all")
+    index = dataset.ids.index(missing)
+    assert dataset.load_inputs(index)["label"] is None and dataset.load_inputs(index)["rgb"].shape == (H, W, 3)
+    with pytest.raises(FileNotFoundError):
+        dataset.load(index)
+    (folder / "labels" / f"{missing}.png").write_bytes(cv2.imencode(".png", predicted[missing])[1].tobytes())
     # again without --force: refused, nothing changed
     assert main(["label", "import", str(archive), str(folder)]) == 2
     assert "pass --force" in capsys.readouterr().err
