@@ -308,18 +308,21 @@ def test_our_import_of_our_export_gives_the_predictions(prelabels, tmp_path, cap
     (folder / "labels" / f"{missing}.png").unlink()
     dataset = build_dataset("folder", folder, "all")
     index = dataset.ids.index(missing)
-    assert dataset.load_inputs(index)["label"] is None and dataset.load_inputs(index)["rgb"].shape == (H, W, 3)
-    with pytest.raises(FileNotFoundError):
-        dataset.load(index)
+    assert dataset.load(index)["label"] is None and dataset.load_inputs(index)["rgb"].shape == (H, W, 3)
+    assert sum(dataset.load(i)["label"] is not None for i in range(len(dataset))) == len(predicted) - 1
+    split = "train" if missing in (folder / "train.txt").read_text().split() else "val"
+    with pytest.raises(FileNotFoundError, match=missing):  # ... but the splits training reads need it
+        build_dataset("folder", folder, split)
     (folder / "labels" / f"{missing}.png").write_bytes(cv2.imencode(".png", predicted[missing])[1].tobytes())
     # again without --force: refused, nothing changed
     assert main(["label", "import", str(archive), str(folder)]) == 2
     assert "pass --force" in capsys.readouterr().err
 
 
-def _datumaro_export(tmp_path, labels_by_id, names, colours, rgb_by_id):
+def _datumaro_export(tmp_path, labels_by_id, names, colours, rgb_by_id, apply_colormap=True):
     """What CVAT writes: Datumaro's voc_segmentation exporter with CVAT's colormap (its task label
-    colours, plus 'background' (0,0,0) first), zipped."""
+    colours, plus 'background' (0,0,0) first), zipped; without the colormap, 1-channel masks whose
+    value is the labelmap line."""
     datumaro = pytest.importorskip("datumaro")
     from datumaro.components.annotation import AnnotationType, LabelCategories, Mask, MaskCategories
     from datumaro.components.media import Image
@@ -336,7 +339,8 @@ def _datumaro_export(tmp_path, labels_by_id, names, colours, rgb_by_id):
     dataset = datumaro.Dataset.from_iterable(items, categories=categories)
     label_map = {"background": [(0, 0, 0), [], []], **{n: [tuple(c), [], []] for n, c in zip(names, colours)}}
     export_dir = tmp_path / "cvat_export"
-    dataset.export(str(export_dir), "voc_segmentation", save_media=False, apply_colormap=True, label_map=label_map)
+    dataset.export(str(export_dir), "voc_segmentation", save_media=False, apply_colormap=apply_colormap,
+                   label_map=label_map)
     archive = tmp_path / "cvat_export.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         for p in sorted(export_dir.rglob("*")):
@@ -345,7 +349,8 @@ def _datumaro_export(tmp_path, labels_by_id, names, colours, rgb_by_id):
     return archive
 
 
-def test_datumaro_export_imports_into_the_same_ids(prelabels, segmenter, tmp_path):
+@pytest.mark.parametrize("apply_colormap", [True, False], ids=["colour", "index"])
+def test_datumaro_export_imports_into_the_same_ids(prelabels, segmenter, tmp_path, apply_colormap):
     folder = _copy_dataset(prelabels, tmp_path)
     _, _, predicted = prelabels
     names = list(segmenter.class_info.names)
@@ -358,7 +363,11 @@ def test_datumaro_export_imports_into_the_same_ids(prelabels, segmenter, tmp_pat
         labels[:4, :] = 255  # a strip nobody labelled: CVAT's background
         truth[i] = labels
     rgb = {i: cv2.imread(str(folder / "rgb" / f"{i}.png"))[:, :, ::-1] for i in predicted}
-    archive = _datumaro_export(tmp_path, truth, names, colours, rgb)
+    archive = _datumaro_export(tmp_path, truth, names, colours, rgb, apply_colormap)
+    with zipfile.ZipFile(archive) as zf:  # the mask kind this case is about
+        mask = cv2.imdecode(np.frombuffer(zf.read(f"SegmentationClass/{next(iter(truth))}.png"), np.uint8),
+                            cv2.IMREAD_UNCHANGED)
+    assert mask.ndim == (3 if apply_colormap else 2)
     result = import_masks(archive, folder)
     assert sorted(result.ids) == sorted(truth)
     compared = 0

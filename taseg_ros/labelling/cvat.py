@@ -175,7 +175,6 @@ class ImportResult:
     ids: list[str] = field(default_factory=list)
     replaced: int = 0  # label files that existed (with --force)
     unlabelled_pixels: int = 0  # CVAT background -> ignore_index
-    notes: list[str] = field(default_factory=list)
 
 
 def import_masks(archive: str | Path, dataset_dir: str | Path, *, force: bool = False) -> ImportResult:
