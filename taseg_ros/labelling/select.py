@@ -31,7 +31,7 @@ import io
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -42,6 +42,8 @@ from taseg_ros.outputs import output_dir, write_text_atomic
 
 # The recording and image modules (rosbags, OpenCV) are imported where they are used: `taseg --help`
 # reads this module's docstring and defaults and must stay fast.
+if TYPE_CHECKING:
+    from taseg_ros.frames.thermal import ThermalNormalization
 
 THUMBNAIL_SIZE = (16, 12)  # (width, height): coarse enough that sensor noise averages out
 DEFAULT_MIN_GAP_S = 1.0
@@ -67,7 +69,7 @@ class SelectSettings:
     hz: float | None = None
     prefix: str = ""
     val_fraction: float = 0.2
-    thermal_norm: "ThermalNormalization | None" = None  # None: the node's default (auto)
+    thermal_norm: ThermalNormalization | None = None  # None: the node's default (auto)
     homography: np.ndarray | None = None
 
     def __post_init__(self) -> None:
