@@ -837,11 +837,17 @@ def test_documented_workflow_runs_as_written(tmp_path, tiny_checkpoint, monkeypa
     assert "taseg train training/recipes/own_data.yaml --data-root data/mine" in commands
     monkeypatch.chdir(tmp_path)
     recordings = {
-        "run1": record(tmp_path / "run1", frames=synthetic_frames(N_FRAMES, 48, 64, seed=7)),
-        "run2": record(tmp_path / "run2", frames=synthetic_frames(N_FRAMES, 48, 64, seed=8)),
+        name: record(tmp_path / name, frames=synthetic_frames(N_FRAMES, 48, 64, seed=seed))
+        for name, seed in (("run1", 7), ("run2", 8), ("run3", 9))
     }
     (tmp_path / "runs" / "own_data").mkdir(parents=True)  # what the `taseg train` step leaves
     shutil.copy(tiny_checkpoint, tmp_path / "runs" / "own_data" / "best.safetensors")
+    (tmp_path / "models").mkdir()  # a model trained on a public dataset, for the first labelling round
+    shutil.copy(tiny_checkpoint, tmp_path / "models" / "taseg_mfnet.safetensors")
+    from taseg_ros.ros.params import homography_params_text
+
+    # what `taseg bag calibrate board_run` leaves (it needs a recording of a board: test_registration.py)
+    (tmp_path / "registration.yaml").write_text(homography_params_text(np.eye(3), ["calibrated"]))
 
     def label_everything(folder: str, rec) -> None:  # the "label" step, done by a person in reality
         from taseg_ros.frames.files import write_image
@@ -860,14 +866,15 @@ def test_documented_workflow_runs_as_written(tmp_path, tiny_checkpoint, monkeypa
         if argv[:2] != ["taseg", "bag"]:
             continue
         parser.parse_args(argv[1:])  # every documented `taseg bag` command parses
-        if argv[2] == "replay":
+        if argv[2] == "replay" or argv[3] == "board_run":
             continue
         code, out, err = run_cli(*argv[2:])
         assert code == 0, f"{command}\n{out}\n{err}"
         ran.append(argv[2])
         if argv[2] == "extract":
             label_everything(argv[argv.index("-o") + 1], recordings[argv[3]])
-    assert ran == ["info", "extract", "extract", "eval", "eval"]
+    assert ran == ["info", "refine", "info", "extract", "select", "extract", "eval", "eval"]
+    assert Path("registration_refined.yaml").is_file() and len(list(Path("data/round1/rgb").iterdir())) > 0
     from taseg_ros.datasets import build_dataset
 
     assert len(build_dataset("folder", "data/mine", "train")) > 0  # what `taseg train` will read
