@@ -45,7 +45,7 @@ from taseg_ros.bag.io.reader import Bag, BagError, open_bag
 from taseg_ros.bag.io.topics import resolve_image_topics
 from taseg_ros.classes import ClassInfo, load_classes
 from taseg_ros.errors import InputError
-from taseg_ros.frames.codec import ImageDecodeError, decode_rgb, decode_thermal
+from taseg_ros.frames.codec import ImageDecodeError, decode_pair
 from taseg_ros.frames.files import write_image, write_rgb, write_thermal
 from taseg_ros.frames.pairing import NS_PER_S, Pair
 from taseg_ros.frames.thermal import ThermalNormalization, validate_homography
@@ -281,16 +281,14 @@ class _Extraction:
 
     def _decode(self, pair: Pair):
         """(rgb, thermal) or None when a message cannot be decoded (counted per reason)."""
-        images = []
-        for stream, decode, frame in (("RGB", decode_rgb, pair.rgb), ("thermal", decode_thermal, pair.thermal)):
-            try:
-                images.append(decode(frame.msg))
-            except ImageDecodeError as exc:
-                reason = f"{stream} {frame.topic}: {exc}"
-                self.result.failed.append(f"{pair.rgb_stamp_ns / NS_PER_S:.6f} s: {reason}")
-                self.result.failure_reasons[reason] += 1
-                return None
-        return images
+        try:
+            return decode_pair(pair.rgb.msg, pair.thermal.msg)
+        except ImageDecodeError as exc:
+            frame = pair.rgb if exc.stream == "rgb" else pair.thermal
+            reason = f"{'RGB' if exc.stream == 'rgb' else 'thermal'} {frame.topic}: {exc}"
+            self.result.failed.append(f"{pair.rgb_stamp_ns / NS_PER_S:.6f} s: {reason}")
+            self.result.failure_reasons[reason] += 1
+            return None
 
     def _write_pair(self, pair: Pair) -> bool:
         images = self._decode(pair)

@@ -227,6 +227,20 @@ def decode_thermal(msg: Any) -> np.ndarray:
     return to_single_channel(image, "thermal image message")
 
 
+def decode_pair(rgb_msg: Any, thermal_msg: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Both frames of a pair, (rgb, raw thermal), as the node, ``bag extract`` and ``bag select`` take
+    them. The ImageDecodeError of a frame that cannot be decoded says which one in ``stream``
+    ("rgb" or "thermal")."""
+    images = []
+    for stream, decode, msg in (("rgb", decode_rgb, rgb_msg), ("thermal", decode_thermal, thermal_msg)):
+        try:
+            images.append(decode(msg))
+        except ImageDecodeError as exc:
+            exc.stream = stream
+            raise
+    return images[0], images[1]
+
+
 def encode_image(array: np.ndarray, encoding: str) -> ImageFields:
     """(H, W[, C]) array -> Image fields in host byte order; the array must match the encoding."""
     if encoding not in _LAYOUTS:

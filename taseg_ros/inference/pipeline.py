@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from taseg_ros.frames.codec import ImageDecodeError, decode_rgb, decode_thermal
+from taseg_ros.frames.codec import ImageDecodeError, decode_pair
 from taseg_ros.frames.render import RENDERED_OUTPUTS, check_outputs, colorize, overlay
 from taseg_ros.frames.settings import STEPS, FrameSettings
 from taseg_ros.frames.thermal import FrameNote
@@ -76,13 +76,11 @@ class FramePipeline:
     def process_messages(self, rgb_msg: Any, thermal_msg: Any, outputs: Iterable[str] = RENDERED_OUTPUTS) -> FrameResult:
         """Decode both messages, then ``process``; a message that cannot be decoded skips the pair."""
         start = time.perf_counter()
-        images = []
-        for stream, decode, msg in (("rgb", decode_rgb, rgb_msg), ("thermal", decode_thermal, thermal_msg)):
-            try:
-                images.append(decode(msg))
-            except ImageDecodeError as exc:
-                return FrameResult(error=FrameNote(f"bad_{stream}", stream, f"{exc}; pair skipped", exc.reason),
-                                   timings={"decode": time.perf_counter() - start})
+        try:
+            images = decode_pair(rgb_msg, thermal_msg)
+        except ImageDecodeError as exc:
+            return FrameResult(error=FrameNote(f"bad_{exc.stream}", exc.stream, f"{exc}; pair skipped", exc.reason),
+                               timings={"decode": time.perf_counter() - start})
         return self.process(*images, outputs=outputs, decode_s=time.perf_counter() - start)
 
     def process(

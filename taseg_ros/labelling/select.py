@@ -288,16 +288,14 @@ def _score_recording(index, settings: SelectSettings, segmenter, existing: set[s
 
 def _decode(pair, failures: Counter):
     """(rgb, thermal), or None when a message cannot be decoded (counted per reason)."""
-    from taseg_ros.frames.codec import ImageDecodeError, decode_rgb, decode_thermal
+    from taseg_ros.frames.codec import ImageDecodeError, decode_pair
 
-    images = []
-    for stream, decode, frame in (("RGB", decode_rgb, pair.rgb), ("thermal", decode_thermal, pair.thermal)):
-        try:
-            images.append(decode(frame.msg))
-        except ImageDecodeError as exc:
-            failures[f"{stream} {frame.topic}: {exc}"] += 1
-            return None
-    return images
+    try:
+        return decode_pair(pair.rgb.msg, pair.thermal.msg)
+    except ImageDecodeError as exc:
+        frame = pair.rgb if exc.stream == "rgb" else pair.thermal
+        failures[f"{'RGB' if exc.stream == 'rgb' else 'thermal'} {frame.topic}: {exc}"] += 1
+        return None
 
 
 def _candidate(index, stamp_ns, rgb, thermal, prepare, segmenter, settings: SelectSettings) -> Candidate:
