@@ -101,11 +101,12 @@ class ImageDecodeError(TasegError, ValueError):
     kind of problem (``encoding``, ``empty``, ``size``, ``step``, ``truncated``, ``data``), so a node
     can count and throttle each kind on its own. Text from the message (its encoding or format) is
     passed through ``errors.safe_text``: a publisher's string must not write control characters
-    into a log."""
+    into a log. ``stream`` ("rgb" / "thermal") is set by ``decode_pair``."""
 
     def __init__(self, message: str, reason: str = "data") -> None:
         super().__init__(message)
         self.reason = reason
+        self.stream = ""
 
 
 @dataclass(frozen=True)
