@@ -18,6 +18,27 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def output_format(output: str, fmt: str | None) -> str:
+    """The format to write: --format, or the one the -o suffix names; a mismatch is refused
+    (safetensors bytes in a .onnx file would load nowhere)."""
+    from pathlib import Path
+
+    from taseg_ros.errors import InputError
+    from taseg_ros.runtime.export import FORMATS
+
+    suffixes = {"safetensors": ".safetensors", **FORMATS}
+    suffix = Path(output).suffix.lower()
+    by_suffix = {s: f for f, s in suffixes.items()}.get(suffix)
+    if fmt is None:
+        if by_suffix is None:
+            raise InputError(f"{output}: cannot tell the format from the suffix '{suffix or 'none'}'; name the file "
+                             f"{', '.join(suffixes.values())} or pass --format")
+        return by_suffix
+    if suffix != suffixes[fmt]:
+        raise InputError(f"{output}: --format {fmt} writes a '{suffixes[fmt]}' file, not '{suffix or 'no suffix'}'")
+    return fmt
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "export",
@@ -35,8 +56,9 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="output file: .safetensors, .onnx, .xml (+ .bin beside it) or .engine (+ .engine.json); "
                    "an existing file is refused unless --force")
-    p.add_argument("--format", default="safetensors", choices=("safetensors", "onnx", "openvino", "tensorrt"),
-                   help="what to write (default safetensors)")
+    p.add_argument("--format", choices=("safetensors", "onnx", "openvino", "tensorrt"),
+                   help="what to write (default: the -o suffix says: .safetensors, .onnx, .xml openvino, .engine "
+                   "tensorrt); a suffix that does not match the format is refused")
     add_force_option(p)
     p.add_argument("--sam-checkpoint", help="official SAM .pth the checkpoint refers to (default: models/<name>)")
     p.add_argument("--frozen-storage", default="fp32", choices=tuple(PRECISIONS),
@@ -55,7 +77,17 @@ def run(args) -> int:
 
     from taseg_ros.outputs import output_file
 
+    args.format = output_format(args.output, args.format)
     inputs = {"CKPT": args.checkpoint, "--sam-checkpoint": args.sam_checkpoint}
+    if args.format != "safetensors":
+        from pathlib import Path
+
+        from taseg_ros.outputs import check_output_file
+        from taseg_ros.runtime.export import check_export_size, outputs_of
+
+        for sibling in outputs_of(Path(args.output), args.format)[1:]:  # the .bin, .onnx.data, .engine.json
+            check_output_file(sibling, force=args.force, inputs=inputs)
+        check_export_size(args.checkpoint, args.size, args.batch, args.format)
     with warnings.catch_warnings(), output_file(args.output, force=args.force, inputs=inputs) as output:
         warnings.simplefilter("ignore")  # model-building and exporter noise; problems raise
         if args.format == "safetensors":

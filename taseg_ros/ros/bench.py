@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taseg_ros.outputs import write_text_atomic
 from taseg_ros.timing import summarize_ms
 
 
@@ -261,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = node["overhead"]["mean"] / node["inference"]["mean"]
         print(f"    overhead / inference = {ratio:.1%}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_text_atomic(args.json, json.dumps(results, indent=2))
     return 0
 
 

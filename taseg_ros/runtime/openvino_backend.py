@@ -8,7 +8,7 @@ import torch
 
 from taseg_ros.errors import InputError
 from taseg_ros.runtime.base import Backend, require
-from taseg_ros.runtime.metadata import read_openvino_metadata
+from taseg_ros.runtime.metadata import check_weights, read_openvino_metadata
 
 # OpenVINO picks bf16 by itself on CPUs with bf16 instructions; we always pass the hint, so
 # the precision that runs is the one asked for, and report what the compiled model says.
@@ -47,6 +47,7 @@ class OpenVinoBackend(Backend):
             lines = [line for line in str(exc).splitlines() if line.strip() and "Exception from" not in line]
             raise InputError(f"{self.path}: OpenVINO cannot read it ({lines[-1] if lines else type(exc).__name__})") from exc
         meta = read_openvino_metadata(model, self.path)
+        check_weights(meta, self.path)
         config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads and ov_device == "CPU":
             config["INFERENCE_NUM_THREADS"] = threads
@@ -56,6 +57,8 @@ class OpenVinoBackend(Backend):
             raise InputError(f"{self.path}: OpenVINO cannot compile it for {ov_device} at {precision} ({exc})") from exc
         self.request = self.compiled.create_infer_request()
         self.cfg, self.class_info, self.metadata = meta.cfg, meta.class_info, meta
+        classes = model.output(0).get_partial_shape()[1]
+        self.check_classes(classes.get_length() if classes.is_static else None)
         self.input_hw, self.frame_hw, self.batch = meta.input_hw, meta.frame_hw, meta.batch
         ran = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
         self.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(ran, ran)
