@@ -213,22 +213,26 @@ def write_error(exc: BaseException, path: PathLike) -> OutputPathError | None:
     return None
 
 
-def _space_problem(tmp: Path) -> OSError | None:
-    """Ask the system whether `tmp`'s folder can take more bytes. Libraries that write through
-    their own C code (torch.save, safetensors, OpenVINO, sqlite) wrap ENOSPC/EFBIG in their own
-    exception types and messages; appending 1 MiB to the failed file gets the system's errno."""
+def _space_problem(folder: Path) -> OSError | None:
+    """Ask the system whether `folder` can take more bytes. Libraries that write through their own
+    C code (torch.save, safetensors, OpenVINO, sqlite) wrap ENOSPC/EFBIG in their own exception
+    types and messages; writing 1 MiB to a probe file there gets the system's own errno."""
+    probe = folder / f".taseg-probe-{os.getpid()}"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
         return exc
     try:
-        os.write(fd, bytes(1 << 20))
+        block = memoryview(bytes(1 << 20))
+        while block:  # a write may stop short of a limit; the next one then gets the errno
+            block = block[os.write(fd, block):]
         os.fsync(fd)
         return None
     except OSError as exc:
         return exc
     finally:
         os.close(fd)
+        probe.unlink(missing_ok=True)
 
 
 def check_name_length(path: PathLike) -> None:
@@ -271,7 +275,7 @@ def replacing(path: PathLike, *, suffix: str = "") -> Iterator[Path]:
     except OSError as exc:
         raise write_error(exc, path) or exc from None
     try:
-        with _refusals_named(path, tmp):
+        with system_refusals(path):
             yield tmp
             os.chmod(tmp, mode)  # some writers (safetensors) recreate the file private
             os.replace(tmp, path)
@@ -295,7 +299,7 @@ def replacing_files(paths: Iterable[PathLike]) -> Iterator[Path]:
     except OSError as exc:
         raise write_error(exc, paths[0]) or exc from None
     try:
-        with _refusals_named(paths[0], stage / ".probe", paths):
+        with system_refusals(paths[0], paths):
             yield stage
             for path in paths:
                 if (stage / path.name).exists():
@@ -305,9 +309,11 @@ def replacing_files(paths: Iterable[PathLike]) -> Iterator[Path]:
 
 
 @contextmanager
-def _refusals_named(path: Path, probe: Path, together: Iterable[Path] = ()) -> Iterator[None]:
-    """An exception of a writer that is the system refusing the write -> OutputPathError naming
-    `path` (or the one of `together` the OSError names)."""
+def system_refusals(path: PathLike, together: Iterable[Path] = ()) -> Iterator[None]:
+    """Within the block, an exception of a writer of `path` that is the system refusing the write
+    (whatever type the library wraps it in) -> one OutputPathError naming `path` (or the one of
+    `together` the OSError names). Other exceptions pass unchanged."""
+    path = Path(path)
     try:
         yield
     except TasegError:
@@ -315,7 +321,7 @@ def _refusals_named(path: Path, probe: Path, together: Iterable[Path] = ()) -> I
     except Exception as exc:
         failed = Path(str(getattr(exc, "filename", None) or "")).name
         named = next((p for p in together if p.name == failed), path)
-        refusal = write_error(exc, named) or write_error(_space_problem(probe), path)
+        refusal = write_error(exc, named) or write_error(_space_problem(_first_existing_ancestor(path)), path)
         if refusal is None:
             raise
         raise refusal from exc

@@ -75,14 +75,14 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import warnings
 
-    from taseg_ros.outputs import output_file
+    from taseg_ros.outputs import check_output_file, output_file
 
-    args.format = output_format(args.output, args.format)
     inputs = {"CKPT": args.checkpoint, "--sam-checkpoint": args.sam_checkpoint}
+    check_output_file(args.output, force=args.force, inputs=inputs)  # a folder, or under a file: said first
+    args.format = output_format(args.output, args.format)
     if args.format != "safetensors":
         from pathlib import Path
 
-        from taseg_ros.outputs import check_output_file
         from taseg_ros.runtime.export import check_export_size, outputs_of
 
         for sibling in outputs_of(Path(args.output), args.format)[1:]:  # the .bin, .onnx.data, .engine.json

@@ -31,7 +31,7 @@ def checkpoint_path(output: str) -> str:
     from taseg_ros.errors import InputError
 
     suffix = Path(output).suffix
-    if suffix.lower() == ".safetensors":
+    if suffix.lower() == ".safetensors" or Path(output).is_dir():  # a folder: the output policy says so
         return output
     if suffix:
         raise InputError(f"{output}: a checkpoint is a .safetensors file (the loaders tell model files by their suffix)")

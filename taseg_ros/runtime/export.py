@@ -290,7 +290,7 @@ def export_model(
     with replacing_files(files) as stage:
         staged = stage / output.name
         _write(fmt, merged, (rgb_in, thermal_in), staged, metadata.to_strings(), precision)
-        log(f"wrote {output}; verifying against eager PyTorch on {frame_name}")
+        log(f"exported; verifying against eager PyTorch on {frame_name} before writing {output}")
         verification = verify_export(staged, fmt, reference, (rgb_in, thermal_in), geometry, precision, name=output)
         written = [p for p in files if (stage / p.name).exists()]
     return {"output": output, "files": written, "metadata": metadata, "verification": verification, "frame": frame_name}

@@ -91,14 +91,13 @@ class ExportMetadata:
             raise InputError(f"{path}: damaged TASeg export metadata ({type(exc).__name__}: {exc})") from exc
 
 
-def check_weights(meta: ExportMetadata, model_path: str | Path) -> None:
+def check_weights(record: dict, model_path: str | Path) -> None:
     """The weights file beside `model_path` is the one exported with it (sha256 recorded at export):
     an OpenVINO .xml with the .bin of another export of the same architecture would load and run
     with the wrong weights. Exports older than the record are not checked."""
     from taseg_ros.weights import sha256_file
 
     model_path = Path(model_path)
-    record = meta.weights
     if not record:
         return
     name = record.get("file") if isinstance(record, dict) else None
@@ -110,6 +109,28 @@ def check_weights(meta: ExportMetadata, model_path: str | Path) -> None:
     if sha256_file(weights) != record.get("sha256"):
         raise InputError(f"{model_path} and {weights}: not from the same export (the sha256 of {name} differs from "
                          "the one recorded at export); keep the files of one export together, or export again")
+
+
+def read_ir_weights_record(xml: str | Path) -> dict:
+    """The weights record in an OpenVINO IR's rt_info (net/rt_info/taseg/weights), read from the XML
+    itself: OpenVINO's own reader may already fail on another export's .bin (its constants are
+    laid out differently), which must be reported as the mismatch it is."""
+    from xml.etree import ElementTree
+
+    path = []
+    try:
+        for event, element in ElementTree.iterparse(str(xml), events=("start", "end")):
+            if event == "start":
+                path.append(element.tag)
+                continue
+            if path == ["net", "rt_info", RT_INFO_SECTION, "weights"]:
+                return json.loads(element.get("value", "{}"))
+            path.pop()
+            if len(path) < 3:
+                element.clear()  # layers are not needed: keep memory flat on a large IR
+    except (ElementTree.ParseError, ValueError) as exc:
+        raise InputError(f"{xml}: not an OpenVINO IR ({exc})") from exc
+    return {}
 
 
 def sidecar_path(engine: str | Path) -> Path:

@@ -25,7 +25,7 @@ class OnnxRuntimeBackend(Backend):
         ort = require("onnxruntime", "onnxruntime", self.name)
         self.path = Path(path)
         meta = read_onnx_metadata(self.path)
-        check_weights(meta, self.path)
+        check_weights(meta.weights, self.path)
         device = device.split(":")[0].lower()
         if device not in PROVIDERS:
             raise InputError(f"onnxruntime device '{device}' is not one of {sorted(PROVIDERS)}")

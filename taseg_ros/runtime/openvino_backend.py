@@ -8,7 +8,7 @@ import torch
 
 from taseg_ros.errors import InputError
 from taseg_ros.runtime.base import Backend, require
-from taseg_ros.runtime.metadata import check_weights, read_openvino_metadata
+from taseg_ros.runtime.metadata import check_weights, read_ir_weights_record, read_openvino_metadata
 
 # OpenVINO picks bf16 by itself on CPUs with bf16 instructions; we always pass the hint, so
 # the precision that runs is the one asked for, and report what the compiled model says.
@@ -40,6 +40,7 @@ class OpenVinoBackend(Backend):
             raise InputError(f"precision '{precision}' is not one of {sorted(HINTS)}")
         if self.path.suffix.lower() == ".xml":
             check_ir_files(self.path)
+            check_weights(read_ir_weights_record(self.path), self.path)
         core = ov.Core()
         try:
             model = core.read_model(str(self.path))
@@ -47,7 +48,6 @@ class OpenVinoBackend(Backend):
             lines = [line for line in str(exc).splitlines() if line.strip() and "Exception from" not in line]
             raise InputError(f"{self.path}: OpenVINO cannot read it ({lines[-1] if lines else type(exc).__name__})") from exc
         meta = read_openvino_metadata(model, self.path)
-        check_weights(meta, self.path)
         config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
         if threads and ov_device == "CPU":
             config["INFERENCE_NUM_THREADS"] = threads
