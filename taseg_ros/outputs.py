@@ -19,7 +19,6 @@ Policy (stated in each command's --help through `cli.options.add_force_option`):
 """
 from __future__ import annotations
 
-import contextvars
 import errno
 import os
 import secrets
@@ -179,20 +178,24 @@ def output_file(path: PathLike, *, force: bool = False, inputs: Inputs = None) -
         raise
 
 
+# --- writing files ----------------------------------------------------------------------------
+# The inputs of the outputs open now (output_dir/output_file add them): `replacing` refuses a
+# destination whose folder resolves into one of them. Process-wide, not per thread or context: a
+# writer thread of the command must be held to the same inputs.
+_PROTECTED: list[tuple[str, Path]] = []
+
+
 @contextmanager
 def _protecting(inputs: Inputs) -> Iterator[None]:
     """Within the block, `replacing` refuses writes that resolve into one of `inputs`."""
-    token = _PROTECTED.set(_PROTECTED.get() + tuple((label, _absolute(p)) for label, p in _labelled(inputs)))
+    added = [(label, _absolute(p)) for label, p in _labelled(inputs)]
+    _PROTECTED.extend(added)
     try:
         yield
     finally:
-        _PROTECTED.reset(token)
+        for item in added:
+            _PROTECTED.remove(item)
 
-
-# --- writing files ----------------------------------------------------------------------------
-# The inputs of the outputs open in this context (output_dir/output_file push them): `replacing`
-# refuses a destination whose folder resolves into one of them.
-_PROTECTED: contextvars.ContextVar[tuple[tuple[str, Path], ...]] = contextvars.ContextVar("protected_inputs", default=())
 
 # errno -> what the user reads; these are the system refusing a write, not bugs.
 WRITE_ERRORS = {
@@ -252,7 +255,7 @@ def check_name_length(path: PathLike) -> None:
 def check_write_target(path: PathLike) -> None:
     """Refuse writing `path` when its folder resolves (through a link) into a protected input."""
     folder = _absolute(Path(path).parent)
-    for label, source in _PROTECTED.get():
+    for label, source in list(_PROTECTED):
         if folder == source or folder.is_relative_to(source):
             raise OutputPathError(f"{path}: its folder leads through a link into the input {source} ({label}); "
                                   "refused (remove the link or choose another output)")

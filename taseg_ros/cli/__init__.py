@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         from taseg_ros.outputs import write_error
 
-        refusal = write_error(exc, exc.filename or "a file")
+        refusal = write_error(exc, exc.filename or "a file")  # some writers do not say which
         if refusal is None:
             raise
         print(f"taseg {args.command}: error: {_one_line(refusal)}", file=sys.stderr)

@@ -71,14 +71,14 @@ class BagWriter:
             if not self._open:
                 return
             self._open = False
-            try:
-                with system_refusals(self.path):
-                    self._writer.close()
-            except BaseException:
+            with system_refusals(self.path):  # a full disk: one line naming the recording
                 try:
-                    self._writer.abort()
-                finally:
-                    raise
+                    self._writer.close()
+                except BaseException:
+                    try:
+                        self._writer.abort()
+                    finally:
+                        raise
 
     def __enter__(self) -> "BagWriter":
         return self
