@@ -32,6 +32,10 @@ from taseg_ros.errors import OutputPathError, TasegError
 PathLike = Union[str, os.PathLike]
 Inputs = Union[Mapping[str, PathLike], Iterable[PathLike], None]
 
+# Every temporary file or folder of `replacing`/`replacing_files` is named TEMP_PREFIX + pid + random
+# (+ suffix): a run killed with SIGKILL leaves them, and a later run may remove them by this name.
+TEMP_PREFIX = ".taseg-"
+
 FORCE_HELP = "replace an existing output file, or write into a non-empty output folder (replacing files of the same name)"
 
 
@@ -220,7 +224,7 @@ def _space_problem(folder: Path) -> OSError | None:
     """Ask the system whether `folder` can take more bytes. Libraries that write through their own
     C code (torch.save, safetensors, OpenVINO, sqlite) wrap ENOSPC/EFBIG in their own exception
     types and messages; writing 1 MiB to a probe file there gets the system's own errno."""
-    probe = folder / f".taseg-probe-{os.getpid()}"
+    probe = folder / f"{TEMP_PREFIX}probe-{os.getpid()}"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
@@ -271,7 +275,7 @@ def replacing(path: PathLike, *, suffix: str = "") -> Iterator[Path]:
     check_write_target(path)
     # A short name (a long destination name must not overflow the limit), created exclusively
     # with the mode a plain open() would give (the user's umask decides).
-    tmp = path.parent / f".taseg-{os.getpid()}-{secrets.token_hex(4)}{suffix or '.tmp'}"
+    tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{suffix or '.tmp'}"
     try:
         os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         mode = os.stat(tmp).st_mode & 0o777
@@ -296,7 +300,7 @@ def replacing_files(paths: Iterable[PathLike]) -> Iterator[Path]:
     for path in paths:
         check_name_length(path)
         check_write_target(path)
-    stage = paths[0].parent / f".taseg-{os.getpid()}-{secrets.token_hex(4)}"
+    stage = paths[0].parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     try:
         stage.mkdir()
     except OSError as exc:

@@ -150,6 +150,7 @@ def record_and_replay(opts: DemoOptions, checkpoint: Path, data_root: Path | Non
         "-r", f"rgb/image:={DEMO_RGB_TOPIC}", "-r", f"thermal/image:={DEMO_THERMAL_TOPIC}",
     ]
     log_path = opts.output / "bag" / "node.log"
+    log_path.unlink(missing_ok=True)  # a link there is removed, not written through (the node appends to it live)
     with open(log_path, "w") as log:
         node = subprocess.Popen(node_cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
