@@ -43,19 +43,21 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "export",
         help="a checkpoint as one deployment file: self-contained checkpoint, ONNX, OpenVINO IR or TensorRT engine",
-        description="--format safetensors (default): one self-contained checkpoint, the trained tensors plus the "
+        description="The format follows the -o suffix (or --format, which must match it). "
+        "--format safetensors: one self-contained checkpoint, the trained tensors plus the "
         "frozen SAM weights they were trained on (checked by sha256), so the robot needs no SAM file; "
         "--frozen-storage fp16 or bf16 halves the file. --format onnx|openvino|tensorrt: the network for that "
         "runtime, LoRA merged into the frozen weights, text embeddings folded in, input size fixed (native "
         "resolution: the --size frame padded to a multiple of 16; sam1024: 1024x1024), class names, palette, "
         "config and sources stored in the file (a JSON beside a TensorRT engine). Every export is loaded back "
-        "and compared with the checkpoint in eager PyTorch on a frame; a file that fails is removed. The node, "
+        "and compared with the checkpoint in eager PyTorch on a frame beside the output, and only then put in place "
+        "(a failed export changes nothing); the model file records the sha256 of its weights file. The node, "
         "`taseg predict`, `taseg eval` and `taseg bench` run any of them (--backend).",
     )
     p.add_argument("checkpoint", metavar="CKPT", help="TASeg checkpoint (.safetensors)")
     p.add_argument("-o", "--output", required=True,
-                   help="output file: .safetensors, .onnx, .xml (+ .bin beside it) or .engine (+ .engine.json); "
-                   "an existing file is refused unless --force")
+                   help="output file: .safetensors, .onnx (+ .onnx.data for models over 2 GiB), .xml (+ .bin beside it) "
+                   "or .engine (+ .engine.json); an existing file, or one of those beside it, is refused unless --force")
     p.add_argument("--format", choices=("safetensors", "onnx", "openvino", "tensorrt"),
                    help="what to write (default: the -o suffix says: .safetensors, .onnx, .xml openvino, .engine "
                    "tensorrt); a suffix that does not match the format is refused")
