@@ -194,6 +194,8 @@ class _Reader:
                 form = describe(hint)
                 why = f"expected {limits.form} ({form})" if limits and limits.form else f"expected {form}"
             raise self.error(key, why, value)
+        if not _finite(converted):  # NaN/inf (JSON and YAML read them) would make every output garbage
+            raise self.error(key, "must be a finite number", value)
         why = limits.problem(converted) if limits else None
         if why:
             raise self.error(key, why, value)
@@ -236,6 +238,15 @@ class _Reader:
             item_hints = [args[0] if args else Any] * len(items)
         out = [self._typed(h, v, key, None) for h, v in zip(item_hints, items)]
         return _NO_VALUE if any(v is _NO_VALUE for v in out) else container(out)
+
+
+def _finite(value: Any) -> bool:
+    """False for a float, or a list/tuple holding one, that is NaN or infinite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (tuple, list)):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def _scalar(hint: Any, value: Any) -> Any:

@@ -29,3 +29,36 @@ def resolve_device(choice: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def available_memory(device: str) -> int | None:
+    """Bytes free now on `device` (CUDA: the driver's free memory; CPU: the kernel's MemAvailable),
+    None when it cannot be told. A hand-read /proc/meminfo: psutil would be a new dependency for one number."""
+    import os
+
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    try:  # MemAvailable counts the page cache the kernel would give back; free pages alone do not
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+
+
+def check_memory(needed: int, device: str, what: str, advice: str) -> None:
+    """Refuse, before allocating, work that needs more memory than `device` has free."""
+    from taseg_ros.errors import InputError
+
+    free = available_memory(device)
+    if free is not None and needed > free:
+        raise InputError(f"{what} needs at least {needed / 2**30:.1f} GiB on {device}; {free / 2**30:.1f} GiB is free; {advice}")

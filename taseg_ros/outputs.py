@@ -8,34 +8,35 @@ Policy (stated in each command's --help through `cli.options.add_force_option`):
 - a file path that is an existing folder, a folder path that is an existing file, or a path
   under an existing file is refused before any work starts, with the path named;
 - a run that fails or is interrupted removes what it created (new folders, new files), so no
-  empty output folder or half-written result is left behind.
+  empty output folder or half-written result is left behind;
+- every file is written beside its destination under a temporary name and renamed over it
+  (`replacing`, `write_bytes_atomic`, `write_text_atomic`): a reader or a killed run sees the old
+  file or the new one, and a symlink at the destination is replaced, never written through;
+- while an output is open (`output_dir`/`output_file`), a write whose folder resolves (through a
+  link) into one of the command's inputs is refused;
+- a write the system refuses (disk full, file too large, name too long, read-only, no permission)
+  becomes one OutputPathError naming the file; what the run wrote is removed as above.
 """
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Union
 
-from taseg_ros.errors import OutputPathError
+from taseg_ros.errors import OutputPathError, TasegError
 
 PathLike = Union[str, os.PathLike]
 Inputs = Union[Mapping[str, PathLike], Iterable[PathLike], None]
 
+# Every temporary file or folder of `replacing`/`replacing_files` is named TEMP_PREFIX + pid + random
+# (+ suffix): a run killed with SIGKILL leaves them, and a later run may remove them by this name.
+TEMP_PREFIX = ".taseg-"
+
 FORCE_HELP = "replace an existing output file, or write into a non-empty output folder (replacing files of the same name)"
-
-
-def write_text_atomic(path: PathLike, text: str) -> None:
-    """Replace a small text file in one step (temporary sibling + rename): a reader or a killed run
-    sees the old file or the new one, never half of it."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _absolute(path: PathLike) -> Path:
@@ -67,7 +68,7 @@ def check_not_overlapping(output: PathLike, inputs: Inputs) -> None:
 
 def _first_existing_ancestor(path: Path) -> Path:
     for parent in path.absolute().parents:
-        if parent.exists():
+        if os.path.exists(parent):  # False, not an error, for a name over the system's limit
             return parent
     return Path(path.absolute().anchor)
 
@@ -86,6 +87,7 @@ def check_creatable(path: PathLike) -> None:
 def check_output_file(path: PathLike, *, force: bool = False, inputs: Inputs = None) -> Path:
     """Validate an output file path (see the module docstring); returns it as a Path."""
     path = Path(path)
+    check_name_length(path)
     check_not_overlapping(path, inputs)
     if path.is_dir():
         raise OutputPathError(f"{path} is an existing folder; give a file path (e.g. {path / 'model.safetensors'})")
@@ -98,6 +100,7 @@ def check_output_file(path: PathLike, *, force: bool = False, inputs: Inputs = N
 def check_output_dir(path: PathLike, *, force: bool = False, inputs: Inputs = None) -> Path:
     """Validate an output folder path (see the module docstring); returns it as a Path."""
     path = Path(path)
+    check_name_length(path)
     check_not_overlapping(path, inputs)
     if path.exists() and not path.is_dir():
         raise OutputPathError(f"{path} is an existing file; give a folder path")
@@ -156,7 +159,8 @@ def output_dir(path: PathLike, *, force: bool = False, inputs: Inputs = None) ->
     created = _Created(path)
     _make_folder(path)
     try:
-        yield path
+        with _protecting(inputs):
+            yield path
     except BaseException:
         created.undo_dir()
         raise
@@ -171,7 +175,173 @@ def output_file(path: PathLike, *, force: bool = False, inputs: Inputs = None) -
     created = _Created(path)
     _make_folder(path.parent)
     try:
-        yield path
+        with _protecting(inputs):
+            yield path
     except BaseException:
         created.undo_file(existed)
         raise
+
+
+# --- writing files ----------------------------------------------------------------------------
+# The inputs of the outputs open now (output_dir/output_file add them): `replacing` refuses a
+# destination whose folder resolves into one of them. Process-wide, not per thread or context: a
+# writer thread of the command must be held to the same inputs.
+_PROTECTED: list[tuple[str, Path]] = []
+
+
+@contextmanager
+def _protecting(inputs: Inputs) -> Iterator[None]:
+    """Within the block, `replacing` refuses writes that resolve into one of `inputs`."""
+    added = [(label, _absolute(p)) for label, p in _labelled(inputs)]
+    _PROTECTED.extend(added)
+    try:
+        yield
+    finally:
+        for item in added:
+            _PROTECTED.remove(item)
+
+
+# errno -> what the user reads; these are the system refusing a write, not bugs.
+WRITE_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (the file system's or the process's file size limit)",
+    errno.ENAMETOOLONG: "file name too long for the file system",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def write_error(exc: BaseException, path: PathLike) -> OutputPathError | None:
+    """The one line for an OSError the system raised writing `path` (None: not a write refusal)."""
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRORS:
+        return OutputPathError(f"cannot write {path}: {WRITE_ERRORS[exc.errno]}")
+    return None
+
+
+def _space_problem(folder: Path) -> OSError | None:
+    """Ask the system whether `folder` can take more bytes. Libraries that write through their own
+    C code (torch.save, safetensors, OpenVINO, sqlite) wrap ENOSPC/EFBIG in their own exception
+    types and messages; writing 1 MiB to a probe file there gets the system's own errno."""
+    probe = folder / f"{TEMP_PREFIX}probe-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        return exc
+    try:
+        block = memoryview(bytes(1 << 20))
+        while block:  # a write may stop short of a limit; the next one then gets the errno
+            block = block[os.write(fd, block):]
+        os.fsync(fd)
+        return None
+    except OSError as exc:
+        return exc
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
+
+
+def check_name_length(path: PathLike) -> None:
+    """Refuse a file or folder name longer than the file system allows, before any work."""
+    path = Path(path)
+    folder = _first_existing_ancestor(path)
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    for part in path.parts:
+        if len(os.fsencode(part)) > limit:
+            raise OutputPathError(f"{path}: the name {part[:40]}... has {len(os.fsencode(part))} bytes; "
+                                  f"the file system allows {limit}")
+
+
+def check_write_target(path: PathLike) -> None:
+    """Refuse writing `path` when its folder resolves (through a link) into a protected input."""
+    folder = _absolute(Path(path).parent)
+    for label, source in list(_PROTECTED):
+        if folder == source or folder.is_relative_to(source):
+            raise OutputPathError(f"{path}: its folder leads through a link into the input {source} ({label}); "
+                                  "refused (remove the link or choose another output)")
+
+
+@contextmanager
+def replacing(path: PathLike, *, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `path` for a writer (any library) to write; when the block
+    succeeds it is renamed over `path` (a link there is replaced, not followed), when it fails it
+    is removed. A refusal by the system becomes one OutputPathError naming `path`."""
+    path = Path(path)
+    check_name_length(path)
+    check_write_target(path)
+    # A short name (a long destination name must not overflow the limit), created exclusively
+    # with the mode a plain open() would give (the user's umask decides).
+    tmp = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{suffix or '.tmp'}"
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        mode = os.stat(tmp).st_mode & 0o777
+    except OSError as exc:
+        raise write_error(exc, path) or exc from None
+    try:
+        with system_refusals(path):
+            yield tmp
+            os.chmod(tmp, mode)  # some writers (safetensors) recreate the file private
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def replacing_files(paths: Iterable[PathLike]) -> Iterator[Path]:
+    """`replacing` for files written together (a model and its weights file): yield a temporary
+    folder beside them where the writer writes each under its final name; when the block
+    succeeds, each file it wrote is renamed over its destination, when it fails the folder goes.
+    A file the writer did not write is left alone, whatever it is."""
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        check_name_length(path)
+        check_write_target(path)
+    stage = paths[0].parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        stage.mkdir()
+    except OSError as exc:
+        raise write_error(exc, paths[0]) or exc from None
+    try:
+        with system_refusals(paths[0], paths):
+            yield stage
+            for path in paths:
+                if (stage / path.name).exists():
+                    os.replace(stage / path.name, path)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextmanager
+def system_refusals(path: PathLike, together: Iterable[Path] = ()) -> Iterator[None]:
+    """Within the block, an exception of a writer of `path` that is the system refusing the write
+    (whatever type the library wraps it in) -> one OutputPathError naming `path` (or the one of
+    `together` the OSError names). Other exceptions pass unchanged."""
+    path = Path(path)
+    try:
+        yield
+    except TasegError:
+        raise
+    except Exception as exc:
+        failed = Path(str(getattr(exc, "filename", None) or "")).name
+        named = next((p for p in together if p.name == failed), path)
+        refusal = write_error(exc, named) or write_error(_space_problem(_first_existing_ancestor(path)), path)
+        if refusal is None:
+            raise
+        raise refusal from exc
+
+
+def write_bytes_atomic(path: PathLike, data: bytes) -> None:
+    """Replace a file with `data` in one step (see `replacing`)."""
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: PathLike, text: str) -> None:
+    """Replace a text file in one step (see `replacing`): a reader or a killed run sees the old
+    file or the new one, never half of it."""
+    with replacing(path) as tmp:
+        tmp.write_text(text)

@@ -6,7 +6,11 @@ checks: exit code 2, an `error:` line matching the row's pattern, no traceback, 
 file under the workspace, the dataset and the checkpoint is byte-identical afterwards (nothing
 destroyed, nothing created: no empty output folder, no half-written output). To add a command's
 cases, add rows (placeholders: {w} workspace, {ckpt} tiny MFNet checkpoint, {data} a small folder
-dataset, {bag} a small rosbag2 recording of RGB/thermal pairs; needs_bag=True for rows using it).
+dataset, {bag} a small rosbag2 recording of RGB/thermal pairs; needs_bag=True for rows using it,
+{x} a folder of exported models (tests/test_reliability_files.py's `exports`); needs_exports=True).
+A row may add symlinks to the workspace first (`links`: link -> target) and may run under a file
+size limit (`fsize` bytes): RLIMIT_FSIZE makes every write past it fail with EFBIG, as a full disk
+fails with ENOSPC, through the same paths (the libraries wrap both alike); SIGXFSZ is ignored.
 
 Below the table: the same commands succeed with --force, and the regressions of the classes that
 are not refusals (resume bookkeeping, warnings that count, homography validation).
@@ -15,9 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shlex
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +62,8 @@ def write_workspace(w: Path, ckpt: Path) -> None:
     (w / "corrupt.png").write_bytes(b"not a png")
     (w / "frames").mkdir()
     cv2.imwrite(str(w / "frames" / "a.png"), rgb)
+    (w / "tframes").mkdir()
+    cv2.imwrite(str(w / "tframes" / "a.png"), rng.integers(0, 255, (32, 48), dtype=np.uint8))
     (w / "trained.safetensors").write_bytes(b"the user's trained model")
     shutil.copy(ckpt, w / "model.safetensors")
     for folder in ("preds", "gt", "res/preds"):
@@ -67,16 +75,54 @@ def write_workspace(w: Path, ckpt: Path) -> None:
                        ("train_log.csv", "step,loss\n30,0.5\n"), ("summary.json", "{}")):
         (run / name).write_text(text)
     (run / "recipe.json").write_text(json.dumps(load_recipe("demo_tiny").to_dict(), indent=2))
+    (w / "net.bin").write_bytes(b"the user's OpenVINO weights")  # beside an export's -o, not its own
+    (w / "net.onnx.data").write_bytes(b"the user's ONNX external data")
+    write_nan_mean_checkpoint(ckpt, w / "nan_mean.safetensors")
     (w / "bad_config.yaml").write_text("base: tiny\nencoder: {embed_dim: wide}\n")
     (w / "negative_config.yaml").write_text("base: tiny\nencoder: {embed_dim: -8}\n")
 
 
+def write_nan_mean_checkpoint(ckpt: Path, path: Path) -> None:
+    """`ckpt` with NaN in its config's pixel_mean (as a damaged or hand-edited file would have)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(ckpt), framework="pt") as f:
+        metadata = dict(f.metadata())
+    config = json.loads(metadata["config"])
+    config["pixel_mean"] = [float("nan"), 116.28, 103.53]
+    save_file(load_file(str(ckpt)), str(path), metadata={**metadata, "config": json.dumps(config)})
+
+
+@contextmanager
+def file_size_limit(limit: int | None):
+    """Within the block, no file of this process grows past `limit` bytes (EFBIG, like ENOSPC)."""
+    if limit is None:
+        yield
+        return
+    import resource
+    import signal
+
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+        signal.signal(signal.SIGXFSZ, handler)
+
+
 def snapshot(*roots: Path) -> dict[str, str]:
-    """Every file and folder under `roots` -> sha1 of its bytes ("dir" for folders)."""
+    """Every file and folder under `roots` -> sha1 of its bytes ("dir" for folders, "-> target"
+    for links, not followed)."""
     state = {}
     for root in roots:
         for path in sorted(root.rglob("*")):
-            state[str(path)] = "dir" if path.is_dir() else hashlib.sha1(path.read_bytes()).hexdigest()
+            if path.is_symlink():
+                state[str(path)] = f"-> {os.readlink(path)}"
+            else:
+                state[str(path)] = "dir" if path.is_dir() else hashlib.sha1(path.read_bytes()).hexdigest()
     return state
 
 
@@ -98,15 +144,20 @@ class Case:
     argv: str  # a command line after `taseg`, with the placeholders of the module docstring
     message: str  # regex the `error:` line must match (re.search)
     needs_bag: bool = False
+    links: tuple[tuple[str, str], ...] = ()  # (link, target) made before the run, placeholders allowed
+    fsize: int | None = None  # run under RLIMIT_FSIZE: writes past this many bytes fail
+    needs_exports: bool = False
 
 
 PREDICT = "predict --checkpoint {ckpt} --rgb {w}/rgb.png --thermal {w}/thermal.png"
 EVAL = "eval --checkpoint {ckpt} --data-root {data} --dataset folder --split test"
+EVAL_STREET = EVAL.replace("{ckpt}", "{sckpt}")  # a checkpoint with the dataset's classes: runs to the writes
 SCORE = "score --pred {w}/preds --gt {w}/gt --dataset mfnet"
 TRAIN = "train demo_tiny --data-root {data} --no-progress data.crop=[32,48] train.steps=2 train.batch_size=2 train.micro_batch_size=2"
 INIT = "init --config tiny --classes mfnet"
 EXPORT = "export {ckpt}"
 HOMOGRAPHY = "bag extract {bag} -o {w}/extracted --thermal-homography"
+FULL = r"cannot write .*: (no space left on the device|file too large)"  # ENOSPC, or EFBIG under the row's fsize
 
 CASES = [
     # 8: output paths that cannot be created (was: a traceback)
@@ -204,6 +255,51 @@ CASES = [
          needs_bag=True),
     Case("bag-eval-max-pairs-0", "bag eval {bag} --checkpoint {ckpt} -o {w}/ev --max-pairs 0",
          r"--max-pairs must be >= 1, got 0", needs_bag=True),
+    # --- issue 19 ---------------------------------------------------------------------------------
+    # 1: a folder reached through a link into an input is never written (even with --force)
+    Case("predict-force-labels-linked-to-the-rgb-input",
+         "predict --checkpoint {ckpt} --rgb {w}/frames --thermal {w}/tframes -o {w}/out --force",
+         r"out/labels/a.png: its folder leads through a link into the input .*frames \(--rgb\)",
+         links=(("{w}/out/labels", "{w}/frames"),)),
+    Case("eval-force-predictions-linked-to-the-ground-truth", EVAL_STREET + " --out {w}/ev --force --save-predictions labels",
+         r"predictions/labels/.*\.png: its folder leads through a link into the input .* \(--data-root\)",
+         links=(("{w}/ev/predictions/labels", "{data}/labels"),)),
+    # 2: every file an export writes is under the overwrite policy; a failed export keeps what was there
+    Case("export-openvino-existing-bin", EXPORT + " --format openvino -o {w}/net.xml --size 48x32", r"net.bin exists; pass --force"),
+    Case("export-onnx-existing-external-data", EXPORT + " -o {w}/net.onnx --size 48x32", r"net.onnx.data exists; pass --force"),
+    Case("export-onnx-full-disk-keeps-the-users-data-file", EXPORT + " -o {w}/net.onnx --size 48x32 --force",
+         FULL.replace(".*", ".*net.onnx", 1), fsize=500_000),
+    # 5 and 11: a full disk is one line naming the file, nothing half-written, no "wrote N prediction(s)"
+    Case("predict-full-disk", PREDICT + " -o {w}/new", r"cannot write .*new/.*\.png: (no space left|file too large)", fsize=1000),
+    Case("eval-save-predictions-full-disk", EVAL_STREET + " --out {w}/new --save-predictions", FULL, fsize=1000),
+    Case("export-safetensors-full-disk", EXPORT + " -o {w}/new.safetensors", FULL.replace(".*", ".*new.safetensors", 1), fsize=500_000),
+    Case("export-openvino-full-disk", EXPORT + " -o {w}/new.xml --size 48x32", FULL, fsize=500_000),
+    Case("init-full-disk", INIT + " -o {w}/new.safetensors", FULL.replace(".*", ".*new.safetensors", 1), fsize=500_000),
+    Case("train-full-disk", TRAIN + " --output {w}/new data.num_workers=0", FULL, fsize=500_000),
+    Case("bag-extract-full-disk", "bag extract {bag} -o {w}/new", FULL, needs_bag=True, fsize=2000),
+    Case("bag-eval-full-disk", "bag eval {bag} --checkpoint {ckpt} -o {w}/new", FULL, needs_bag=True, fsize=2000),
+    # 11: a name over the file system's limit; sizes that cannot be allocated
+    Case("predict-o-name-too-long", PREDICT + " -o {w}/" + "n" * 300, r"the name n+\.\.\. has 300 bytes; the file system allows 255"),
+    Case("export-size-too-large", EXPORT + " -o {w}/big.onnx --size 40000x30000",
+         r"--size 40000x30000 --batch 1: .* needs at least \d+\.\d GiB on cpu; .* GiB is free"),
+    Case("export-batch-too-large", EXPORT + " -o {w}/big.onnx --batch 100000", r"--batch 100000: .* needs at least \d+\.\d GiB"),
+    Case("bench-size-too-large", "bench --config tiny --quick --skip-node --width 40000 --height 30000",
+         r"40000x30000 frames, batch 1: .* needs at least \d+\.\d GiB on cpu"),
+    Case("bench-batch-too-large", "bench --config tiny --quick --skip-node --batch 100000", r"batch 100000: .* needs at least"),
+    # 6: an exported model runs only with its own weights and a class list that fits its graph
+    Case("predict-openvino-xml-with-another-exports-bin", "predict --checkpoint {x}/mixed/m.xml --rgb {w}/rgb.png "
+         "--thermal {w}/thermal.png -o {w}/new", r"m.xml and .*m.bin: not from the same export", needs_exports=True),
+    Case("predict-onnx-class-list-differs-from-graph", "predict --checkpoint {x}/classes.onnx --rgb {w}/rgb.png "
+         "--thermal {w}/thermal.png -o {w}/new", r"classes.onnx: the graph outputs 9 classes but its metadata lists 5",
+         needs_exports=True),
+    # 7: formats from suffixes, names with suffixes, finite numbers
+    Case("export-format-safetensors-to-onnx-name", EXPORT + " --format safetensors -o {w}/x.onnx",
+         r"x.onnx: --format safetensors writes a '.safetensors' file, not '.onnx'"),
+    Case("export-no-suffix-no-format", EXPORT + " -o {w}/x", r"x: cannot tell the format from the suffix 'none'"),
+    Case("init-o-other-suffix", INIT + " -o {w}/x.pt", r"x.pt: a checkpoint is a .safetensors file"),
+    Case("predict-thermal-range-infinite", PREDICT + " -o {w}/new --thermal-range 0 inf", r"--thermal-\*: .*finite"),
+    Case("predict-checkpoint-nan-pixel-mean", "predict --checkpoint {w}/nan_mean.safetensors --rgb {w}/rgb.png "
+         "--thermal {w}/thermal.png -o {w}/new", r"nan_mean.safetensors.*pixel_mean.*must be a finite number"),
     Case("bag-eval-namespace-ros-rejects", "bag eval {bag} --checkpoint {ckpt} -o {w}/ev --namespace 'bad name!'",
          r"--namespace 'bad name!': not a valid ROS 2 namespace", needs_bag=True),
 ]
@@ -217,16 +313,58 @@ def rgbt_bag(tmp_path_factory) -> Path:
     return Path(write_rgbt_bag(tmp_path_factory.mktemp("bag") / "pairs", synthetic_frames(4, 48, 64, seed=1)).path)
 
 
+@pytest.fixture(scope="module")
+def street_checkpoint(tmp_path_factory, data) -> Path:
+    """An untrained tiny model for the street dataset's classes ({sckpt})."""
+    from taseg_ros.model.checkpoint import init_checkpoint
+
+    path = tmp_path_factory.mktemp("street_ckpt") / "street.safetensors"
+    init_checkpoint("tiny", data / "classes.yaml", path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory, tiny_checkpoint, thermal_checkpoint) -> Path:
+    """Exported models that do not belong together: an OpenVINO .xml beside the .bin of another export
+    of the same architecture (mixed/), an ONNX file whose class list is not its graph's (classes.onnx)."""
+    import onnx
+
+    from taseg_ros.classes import load_classes
+    from taseg_ros.runtime.export import export_model
+
+    x = tmp_path_factory.mktemp("exports")
+    for name, ckpt in (("a", tiny_checkpoint), ("b", thermal_checkpoint)):
+        (x / name).mkdir()
+        export_model(ckpt, x / name / "m.xml", "openvino", size=(48, 32))
+    (x / "mixed").mkdir()
+    shutil.copy(x / "a" / "m.xml", x / "mixed" / "m.xml")
+    shutil.copy(x / "b" / "m.bin", x / "mixed" / "m.bin")
+    export_model(tiny_checkpoint, x / "tiny.onnx", "onnx", size=(48, 32))
+    proto = onnx.load(str(x / "tiny.onnx"))
+    for entry in proto.metadata_props:
+        if entry.key == "classes":
+            entry.value = json.dumps(load_classes("pst900").to_mapping())
+    onnx.save(proto, str(x / "classes.onnx"))
+    return x
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_user_mistake_gets_one_line_and_changes_nothing(case, tmp_path, tiny_checkpoint, data, request, capsys):
     w = tmp_path / "w"
     write_workspace(w, tiny_checkpoint)
     bag = request.getfixturevalue("rgbt_bag") if case.needs_bag else None
-    argv = [a.format(w=w, ckpt=tiny_checkpoint, data=data, bag=bag) for a in shlex.split(case.argv)]
-    roots = [w, data, tiny_checkpoint.parent] + ([bag] if bag else [])
+    exports = request.getfixturevalue("exports") if case.needs_exports else None
+    street = request.getfixturevalue("street_checkpoint") if "{sckpt}" in case.argv else None
+    places = dict(w=w, ckpt=tiny_checkpoint, data=data, bag=bag, x=exports, sckpt=street)
+    for link, target in case.links:
+        Path(link.format(**places)).parent.mkdir(parents=True, exist_ok=True)
+        Path(link.format(**places)).symlink_to(target.format(**places), target_is_directory=True)
+    argv = [a.format(**places) for a in shlex.split(case.argv)]
+    roots = [w, data, tiny_checkpoint.parent] + [p for p in (bag, exports, street and street.parent) if p]
     before = snapshot(*roots)
 
-    code, out, err = run_cli(argv, capsys)
+    with file_size_limit(case.fsize):
+        code, out, err = run_cli(argv, capsys)
 
     assert code == 2, f"exit {code}\nstdout: {out[-2000:]}\nstderr: {err[-2000:]}"
     assert "Traceback" not in err
@@ -234,6 +372,7 @@ def test_user_mistake_gets_one_line_and_changes_nothing(case, tmp_path, tiny_che
     assert len(errors) == 1, err
     assert re.search(case.message, errors[0]), errors[0]
     assert snapshot(*roots) == before, "the failed command changed, created or removed files"
+    assert not re.search(r"\bwrote \d+ ", out), out  # a failed run never says it wrote anything
 
 
 # --- the same commands with --force, and the classes that are not refusals ------------------------

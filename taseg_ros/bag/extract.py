@@ -49,7 +49,7 @@ from taseg_ros.frames.codec import ImageDecodeError, decode_pair
 from taseg_ros.frames.files import write_image, write_rgb, write_thermal
 from taseg_ros.frames.pairing import NS_PER_S, Pair
 from taseg_ros.frames.thermal import ThermalNormalization, validate_homography
-from taseg_ros.outputs import output_dir, write_text_atomic
+from taseg_ros.outputs import output_dir, replacing, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -411,13 +411,11 @@ def _update_index(out: Path, result: ExtractResult, rows: list[list], val_fracti
     if csv_path.is_file():
         with csv_path.open(newline="") as f:
             existing = [row for row in list(csv.reader(f))[1:] if row and row[0] not in ours]
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as f:
+    with replacing(csv_path) as tmp, tmp.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["id", "recording", "rgb_stamp_ns", "thermal_stamp_ns", "thermal_minus_rgb_ms"])
         w.writerows(existing)
         w.writerows(rows)
-    tmp.replace(csv_path)
 
 
 def format_extract(result: ExtractResult) -> str:

@@ -98,6 +98,21 @@ class BenchOptions:
         unknown = [r for r in self.resolutions if r not in RESOLUTION_MODES]
         if unknown or not self.resolutions:
             raise InputError(f"resolution modes must be among {RESOLUTION_MODES}, got {list(self.resolutions)}")
+        self.check_memory()
+
+    def check_memory(self) -> None:
+        """Refuse a frame size or batch whose tensors alone do not fit, before building anything."""
+        from taseg_ros.classes import load_classes
+        from taseg_ros.devices import check_memory
+        from taseg_ros.model.config import get_config
+        from taseg_ros.model.inputs import tensor_bytes
+
+        cfg, classes = get_config(self.config), load_classes(self.classes).num_classes
+        batch = self.batch or (8 if self.device.startswith("cuda") else 1)
+        needed = max(tensor_bytes(cfg.replace(resolution=mode), classes, (self.height, self.width), batch)
+                     for mode in self.resolutions)
+        check_memory(needed, self.device, f"{self.width}x{self.height} frames, batch {batch}: one forward's input and "
+                     "output tensors", "choose a smaller --width/--height or --batch")
 
 
 def _log(message: str) -> None:

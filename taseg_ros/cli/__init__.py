@@ -64,6 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     except (TasegError, FileNotFoundError) as exc:
         print(f"taseg {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    # The system refusing a write the package did not route through outputs.replacing (a
+    # library's own files): disk full, name too long, read-only, no permission. One line, the file
+    # named; the output policy has already removed what the run created.
+    except OSError as exc:
+        from taseg_ros.outputs import write_error
+
+        refusal = write_error(exc, exc.filename or "a file")  # some writers do not say which
+        if refusal is None:
+            raise
+        print(f"taseg {args.command}: error: {_one_line(refusal)}", file=sys.stderr)
+        return 2
 
 
 @contextmanager

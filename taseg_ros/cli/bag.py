@@ -535,7 +535,7 @@ def run_replay(args) -> int:
 
     from taseg_ros.bag.replay import format_replay
     from taseg_ros.bag.io.writer import output_recording
-    from taseg_ros.outputs import check_output_file
+    from taseg_ros.outputs import check_output_file, write_text_atomic
 
     inputs = {"BAG": args.bag}
     output_bag = None if args.no_output_bag else args.output_bag or f"{_bag_name(args.bag)}_replay"
@@ -546,7 +546,7 @@ def run_replay(args) -> int:
         result = _replay(args, bag_out)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        write_text_atomic(report, json.dumps(result.to_dict(), indent=2) + "\n")
     print(json.dumps(result.to_dict(), indent=2) if args.json else format_replay(result))
     return 130 if result.interrupted else 0
 

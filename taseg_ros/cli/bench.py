@@ -61,7 +61,7 @@ def run(args) -> int:
     import json
 
     from taseg_ros.bench import BenchOptions, format_report, run_benchmark
-    from taseg_ros.outputs import check_output_file
+    from taseg_ros.outputs import check_output_file, write_text_atomic
 
     options = BenchOptions(
         config=args.config,
@@ -89,7 +89,7 @@ def run(args) -> int:
     print(format_report(result))
     if args.json:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(_finite(result), indent=2, allow_nan=False))
+        write_text_atomic(json_path, json.dumps(_finite(result), indent=2, allow_nan=False))
         print(f"\nwrote {json_path}")
     return 0
 

@@ -18,25 +18,49 @@ def _size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def output_format(output: str, fmt: str | None) -> str:
+    """The format to write: --format, or the one the -o suffix names; a mismatch is refused
+    (safetensors bytes in a .onnx file would load nowhere)."""
+    from pathlib import Path
+
+    from taseg_ros.errors import InputError
+    from taseg_ros.runtime.export import FORMATS
+
+    suffixes = {"safetensors": ".safetensors", **FORMATS}
+    suffix = Path(output).suffix.lower()
+    by_suffix = {s: f for f, s in suffixes.items()}.get(suffix)
+    if fmt is None:
+        if by_suffix is None:
+            raise InputError(f"{output}: cannot tell the format from the suffix '{suffix or 'none'}'; name the file "
+                             f"{', '.join(suffixes.values())} or pass --format")
+        return by_suffix
+    if suffix != suffixes[fmt]:
+        raise InputError(f"{output}: --format {fmt} writes a '{suffixes[fmt]}' file, not '{suffix or 'no suffix'}'")
+    return fmt
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "export",
         help="a checkpoint as one deployment file: self-contained checkpoint, ONNX, OpenVINO IR or TensorRT engine",
-        description="--format safetensors (default): one self-contained checkpoint, the trained tensors plus the "
+        description="The format follows the -o suffix (or --format, which must match it). "
+        "--format safetensors: one self-contained checkpoint, the trained tensors plus the "
         "frozen SAM weights they were trained on (checked by sha256), so the robot needs no SAM file; "
         "--frozen-storage fp16 or bf16 halves the file. --format onnx|openvino|tensorrt: the network for that "
         "runtime, LoRA merged into the frozen weights, text embeddings folded in, input size fixed (native "
         "resolution: the --size frame padded to a multiple of 16; sam1024: 1024x1024), class names, palette, "
         "config and sources stored in the file (a JSON beside a TensorRT engine). Every export is loaded back "
-        "and compared with the checkpoint in eager PyTorch on a frame; a file that fails is removed. The node, "
+        "and compared with the checkpoint in eager PyTorch on a frame beside the output, and only then put in place "
+        "(a failed export changes nothing); the model file records the sha256 of its weights file. The node, "
         "`taseg predict`, `taseg eval` and `taseg bench` run any of them (--backend).",
     )
     p.add_argument("checkpoint", metavar="CKPT", help="TASeg checkpoint (.safetensors)")
     p.add_argument("-o", "--output", required=True,
-                   help="output file: .safetensors, .onnx, .xml (+ .bin beside it) or .engine (+ .engine.json); "
-                   "an existing file is refused unless --force")
-    p.add_argument("--format", default="safetensors", choices=("safetensors", "onnx", "openvino", "tensorrt"),
-                   help="what to write (default safetensors)")
+                   help="output file: .safetensors, .onnx (+ .onnx.data for models over 2 GiB), .xml (+ .bin beside it) "
+                   "or .engine (+ .engine.json); an existing file, or one of those beside it, is refused unless --force")
+    p.add_argument("--format", choices=("safetensors", "onnx", "openvino", "tensorrt"),
+                   help="what to write (default: the -o suffix says: .safetensors, .onnx, .xml openvino, .engine "
+                   "tensorrt); a suffix that does not match the format is refused")
     add_force_option(p)
     p.add_argument("--sam-checkpoint", help="official SAM .pth the checkpoint refers to (default: models/<name>)")
     p.add_argument("--frozen-storage", default="fp32", choices=tuple(PRECISIONS),
@@ -56,11 +80,21 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import warnings
 
-    from taseg_ros.outputs import output_file
+    from taseg_ros.outputs import check_output_file, output_file
 
     inputs = {"CKPT": args.checkpoint, "--sam-checkpoint": args.sam_checkpoint}
     if args.verify_frame:
         inputs.update(zip(("--verify-frame RGB", "--verify-frame THERMAL"), args.verify_frame))
+    check_output_file(args.output, force=args.force, inputs=inputs)  # a folder, or under a file: said first
+    args.format = output_format(args.output, args.format)
+    if args.format != "safetensors":
+        from pathlib import Path
+
+        from taseg_ros.runtime.export import check_export_size, outputs_of
+
+        for sibling in outputs_of(Path(args.output), args.format)[1:]:  # the .bin, .onnx.data, .engine.json
+            check_output_file(sibling, force=args.force, inputs=inputs)
+        check_export_size(args.checkpoint, args.size, args.batch, args.format)
     with warnings.catch_warnings(), output_file(args.output, force=args.force, inputs=inputs) as output:
         warnings.simplefilter("ignore")  # model-building and exporter noise; problems raise
         if args.format == "safetensors":

@@ -23,6 +23,22 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def checkpoint_path(output: str) -> str:
+    """-o as a checkpoint file name: `.safetensors` added when there is no suffix (and said, the
+    loaders tell model files by their suffix); another suffix is refused."""
+    from pathlib import Path
+
+    from taseg_ros.errors import InputError
+
+    suffix = Path(output).suffix
+    if suffix.lower() == ".safetensors" or Path(output).is_dir():  # a folder: the output policy says so
+        return output
+    if suffix:
+        raise InputError(f"{output}: a checkpoint is a .safetensors file (the loaders tell model files by their suffix)")
+    print(f"note: writing {output}.safetensors (a checkpoint is a .safetensors file)")
+    return output + ".safetensors"
+
+
 def run(args) -> int:
     import warnings
 
@@ -32,6 +48,7 @@ def run(args) -> int:
 
     inputs = {"--sam-checkpoint": args.sam_checkpoint, "--clip-weights": args.clip_weights,
               "--text-embeddings": args.text_embeddings}
+    args.output = checkpoint_path(args.output)
     with warnings.catch_warnings(record=True) as caught, output_file(args.output, force=args.force, inputs=inputs) as output:
         warnings.simplefilter("always")
         model = init_checkpoint(

@@ -10,6 +10,7 @@ import yaml
 
 from taseg_ros.classes import ClassInfo
 from taseg_ros.frames.files import write_image
+from taseg_ros.outputs import write_text_atomic
 from taseg_ros.scenes import CLASSES, SceneFrame, street_scene
 
 
@@ -26,7 +27,7 @@ def write_label(path: Path, label: np.ndarray | None) -> None:
 
 def write_split_files(root: Path, splits: Mapping[str, Sequence[str]], suffix: str = "") -> None:
     for split, ids in splits.items():
-        (root / f"{split}.txt").write_text("".join(f"{i}{suffix}\n" for i in ids))
+        write_text_atomic(root / f"{split}.txt", "".join(f"{i}{suffix}\n" for i in ids))
 
 
 def write_folder(
@@ -41,7 +42,7 @@ def write_folder(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     data = classes.to_mapping() if isinstance(classes, ClassInfo) else dict(classes)
-    (root / "classes.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    write_text_atomic(root / "classes.yaml", yaml.safe_dump(data, sort_keys=False))
     for i, f in frames.items():
         write_image(root / "rgb" / f"{i}.png", bgr(f.rgb))
         th = f.thermal
@@ -50,9 +51,9 @@ def write_folder(
         write_label(root / "labels" / f"{i}.png", f.label)
     write_split_files(root, splits)
     if day:
-        (root / "day.txt").write_text("".join(f"{i}\n" for i in day))
+        write_text_atomic(root / "day.txt", "".join(f"{i}\n" for i in day))
     if night:
-        (root / "night.txt").write_text("".join(f"{i}\n" for i in night))
+        write_text_atomic(root / "night.txt", "".join(f"{i}\n" for i in night))
     return root
 
 

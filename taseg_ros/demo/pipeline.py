@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from taseg_ros.demo.data import write_street_dataset
+from taseg_ros.outputs import write_text_atomic
 from taseg_ros.scenes import street_scene
 
 
@@ -144,6 +145,7 @@ def record_and_replay(opts: DemoOptions, checkpoint: Path, data_root: Path | Non
         "-r", f"rgb/image:={DEMO_RGB_TOPIC}", "-r", f"thermal/image:={DEMO_THERMAL_TOPIC}",
     ]
     log_path = opts.output / "bag" / "node.log"
+    log_path.unlink(missing_ok=True)  # a link there is removed, not written through (the node appends to it live)
     with open(log_path, "w") as log:
         node = subprocess.Popen(node_cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -160,7 +162,7 @@ def record_and_replay(opts: DemoOptions, checkpoint: Path, data_root: Path | Non
             except subprocess.TimeoutExpired:
                 node.kill()
     print(format_replay(result))
-    (opts.output / "bag" / "replay.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
+    write_text_atomic(opts.output / "bag" / "replay.json", json.dumps(result.to_dict(), indent=2, default=str) + "\n")
     return result.to_dict()
 
 
@@ -221,7 +223,9 @@ def overlay_montage(opts: DemoOptions, checkpoint: Path, data_root: Path) -> Pat
         cv2.putText(row, cond, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
         rows.append(row)
     path = opts.output / "demo_overlay.png"
-    cv2.imwrite(str(path), cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))
+    from taseg_ros.frames.files import write_rgb
+
+    write_rgb(path, np.vstack(rows))
     print(f"wrote {path} (RGB | thermal | prediction) and overlays of every test frame in {opts.output / 'predictions'}")
     return path
 
@@ -265,7 +269,7 @@ def run_demo(opts: DemoOptions) -> dict:
         summary["overlay"] = str(montage)
     if prelabels is not None:
         summary["prelabels"] = prelabels
-    (opts.output / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_text_atomic(opts.output / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     print_summary(summary)
     return summary
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from taseg_ros.evaluation.metrics import EvaluationResult, Scores
+from taseg_ros.outputs import replacing, write_text_atomic
 
 
 def _pct(value: float) -> str:
@@ -163,7 +164,8 @@ def plot_iou_bars(result: EvaluationResult, path: Path) -> Path:
     ax.set_title(f"Per-class IoU{' - ' + result.dataset if result.dataset else ''}")
     ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with replacing(path, suffix=Path(path).suffix) as tmp:
+        fig.savefig(tmp, dpi=100)
     return Path(path)
 
 
@@ -195,7 +197,8 @@ def plot_confusion(scores: Scores, class_names, path: Path, title: str = "Confus
                             color="white" if norm[r, c] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with replacing(path, suffix=Path(path).suffix) as tmp:
+        fig.savefig(tmp, dpi=100)
     return Path(path)
 
 
@@ -208,8 +211,8 @@ def write_report(result: EvaluationResult, out_dir: str | Path) -> dict[str, Pat
         "iou_bars": out / "iou_per_class.png",
         "confusion": out / "confusion_matrix.png",
     }
-    files["json"].write_text(to_json(result) + "\n")
-    files["markdown"].write_text(to_markdown(result))
+    write_text_atomic(files["json"], to_json(result) + "\n")
+    write_text_atomic(files["markdown"], to_markdown(result))
     plot_iou_bars(result, files["iou_bars"])
     plot_confusion(result.overall, result.class_names, files["confusion"], "Confusion matrix (all images)")
     for cond, scores in result.by_condition.items():

@@ -2,7 +2,7 @@
 
 OpenCV reads everything (8/16-bit PNG, RGBA PNG, JPEG, TIFF) and returns None instead of raising on
 a bad file, and ``imwrite`` returns False instead of raising; these wrappers turn both into clear
-errors. The dataset loaders, ``taseg predict``, ``taseg bag extract`` and the prediction writers use
+errors; writes go through the output policy's one atomic write. The dataset loaders, ``taseg predict``, ``taseg bag extract`` and the prediction writers use
 them, so a frame read from a file is the frame the node decodes from a message: RGB in RGB order,
 thermal through the one grey rule (``thermal.to_single_channel``) at its stored depth.
 """
@@ -15,6 +15,7 @@ import numpy as np
 
 from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.frames.thermal import to_single_channel
+from taseg_ros.outputs import write_bytes_atomic
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -54,14 +55,15 @@ def read_thermal(path: Path) -> np.ndarray:
 
 
 def write_image(path: Path, image: np.ndarray, params: list[int] | None = None) -> None:
-    """Encode by the file's suffix and write; raises OSError naming the file when OpenCV cannot
-    encode the image or the file cannot be written (cv2.imwrite would only return False)."""
+    """Encode by the file's suffix in memory, then replace the file in one step
+    (outputs.write_bytes_atomic: never through a link, a full disk raises OutputPathError naming
+    the file). cv2.imwrite would only return False, and write through a link."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ok, buf = cv2.imencode(path.suffix, image, params or [])
     if not ok:
-        raise OSError(f"{path}: cannot encode an image of shape {image.shape}, dtype {image.dtype}")
-    buf.tofile(str(path))
+        raise InputError(f"{path}: cannot encode an image of shape {image.shape}, dtype {image.dtype} as {path.suffix}")
+    write_bytes_atomic(path, buf.tobytes())
 
 
 def write_rgb(path: Path, rgb: np.ndarray) -> None:

@@ -59,6 +59,9 @@ class ThermalNormalization:
     def __post_init__(self) -> None:
         if self.mode not in THERMAL_MODES:
             raise InputError(f"thermal normalization mode '{self.mode}' is not one of {THERMAL_MODES}")
+        if not all(np.isfinite((self.low, self.high, *self.percentiles))):
+            raise InputError(f"thermal normalization: values must be finite numbers, got range ({self.low}, {self.high}), "
+                             f"percentiles {tuple(self.percentiles)}")
         if self.mode == "fixed" and not self.high > self.low:
             raise InputError(f"thermal normalization: fixed range needs high > low (got {self.low}, {self.high})")
         lo, hi = self.percentiles

@@ -12,7 +12,6 @@ checks that every stored tensor fits (names and shapes) before using any of them
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from taseg_ros.model.config import TASegConfig, get_config
 from taseg_ros.model.sam_parts import check_state_fits
 from taseg_ros.model.taseg import FrozenSource, TASeg, build_model, is_trainable_name
 from taseg_ros.model.text import class_text_embeddings
+from taseg_ros.outputs import replacing
 from taseg_ros.resources import models_dir
 
 FORMAT = "taseg_ros.checkpoint/1"
@@ -45,8 +45,8 @@ def save_checkpoint(
     frozen_storage: str = "fp32",
     extra: dict | None = None,
 ) -> Path:
-    """Write `model` to `path` atomically (temporary file + rename: a crash never leaves a
-    half-written checkpoint under the final name). `embed_frozen` defaults to True when
+    """Write `model` to `path` atomically (outputs.replacing: a crash never leaves a half-written
+    checkpoint under the final name, a link there is replaced, a full disk is one clear error). `embed_frozen` defaults to True when
     the frozen weights are random. Embedded frozen weights may be stored as fp16/bf16
     (`frozen_storage`, half the file); trainable tensors are always stored as float32."""
     path = Path(path)
@@ -80,13 +80,8 @@ def save_checkpoint(
     }
     for key, value in (extra or {}).items():
         metadata[key] = value if isinstance(value, str) else json.dumps(value)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with replacing(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        os.chmod(tmp, 0o644)  # the temporary file is created private
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -47,6 +47,16 @@ def plan_geometry(height: int, width: int, cfg: TASegConfig, max_input_size: int
     return InputGeometry((height, width), resized, padded, capped)
 
 
+def tensor_bytes(cfg: TASegConfig, num_classes: int, frame_hw: tuple[int, int], batch: int) -> int:
+    """A lower bound on the memory one forward of `batch` frames of `frame_hw` needs: the frames,
+    the prepared (padded) inputs and the logits at the input and the frame size, all float32. The
+    network's activations come on top, so more than this never fits."""
+    height, width = frame_hw
+    padded_h, padded_w = plan_geometry(height, width, cfg).padded_hw
+    frame, padded = height * width, padded_h * padded_w
+    return 4 * batch * ((3 + 1) * frame + (3 + 1 + num_classes) * padded + num_classes * frame)
+
+
 def normalize_and_pad(
     rgb: torch.Tensor, thermal: torch.Tensor, cfg: TASegConfig, geometry: InputGeometry
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taseg_ros.outputs import write_text_atomic
 from taseg_ros.ros.client import wait_for
 from taseg_ros.scenes import scene_pair16
 from taseg_ros.timing import summarize_ms
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         ratio = node["overhead"]["mean"] / node["inference"]["mean"]
         print(f"    overhead / inference = {ratio:.1%}")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_text_atomic(args.json, json.dumps(results, indent=2))
     return 0
 
 

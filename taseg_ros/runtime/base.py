@@ -50,6 +50,16 @@ class Backend:
             f"{geometry.padded_hw[1]}x{geometry.padded_hw[0]}. Re-export with --size {fw}x{fh} or use the checkpoint"
         )
 
+    def check_classes(self, count) -> None:
+        """The graph's class count (its logits' channels; None or a symbolic dimension: unknown)
+        matches the class list of its metadata: a graph whose classes differ would label with the
+        wrong names and colours."""
+        if isinstance(count, int) and count != self.class_info.num_classes:
+            raise InputError(
+                f"{self.path}: the graph outputs {count} classes but its metadata lists {self.class_info.num_classes} "
+                f"({', '.join(self.class_info.names)}); not a consistent TASeg export, export it again"
+            )
+
     def forward(self, rgb: torch.Tensor, thermal: torch.Tensor) -> torch.Tensor:
         """Prepared inputs -> float32 logits (B, K, H, W) on `torch_device`."""
         if self.batch is None or rgb.shape[0] == self.batch:

@@ -21,6 +21,7 @@ from taseg_ros.frames.thermal import ThermalPreparation
 from taseg_ros.model.checkpoint import load_checkpoint
 from taseg_ros.model.lora import merge_lora
 from taseg_ros.model.taseg import TASeg
+from taseg_ros.outputs import replacing_files
 from taseg_ros.scenes import scene_pair
 from taseg_ros.runtime.metadata import RT_INFO_SECTION, ExportMetadata, sidecar_path
 
@@ -48,7 +49,8 @@ class _Forward(torch.nn.Module):
 
 
 def outputs_of(output: Path, fmt: str) -> list[Path]:
-    """Every file an export writes (removed together when it fails)."""
+    """Every file an export may write: all fall under the overwrite policy, and all are written
+    together (outputs.replacing_files), so a failed export leaves every existing one as it was."""
     if fmt == "onnx":
         return [output, output.with_name(output.name + ".data")]
     if fmt == "openvino":
@@ -64,12 +66,15 @@ def prepared_inputs(model: TASeg, rgb: np.ndarray, thermal: np.ndarray, batch: i
     return rgb_in.contiguous(), thermal_in.contiguous(), geometry
 
 
-def write_onnx(module: torch.nn.Module, inputs, path: Path, metadata: dict[str, str]) -> None:
+def write_onnx(module: torch.nn.Module, inputs, path: Path, metadata: dict[str, str], external: bool | None = None) -> None:
     """torch.onnx.export (TorchScript exporter, opset 18: the whole forward exports as is), then
-    the metadata as metadata_props; weights over 2 GiB (ViT-H) go to one external data file."""
+    the metadata as metadata_props; weights over 2 GiB (ViT-H; `external` forces it) go to one
+    external data file, whose sha256 the graph records (runtime.metadata.check_weights)."""
     import onnx
 
-    with tempfile.TemporaryDirectory(prefix="taseg-onnx-") as tmp:
+    # Traced beside the output (same disk: a full disk shows here, not in /tmp); torch writes
+    # ViT-H's tensors as loose files next to the raw graph, hence a folder of its own.
+    with tempfile.TemporaryDirectory(prefix=".taseg-trace-", dir=path.parent) as tmp:
         raw = Path(tmp) / "model.onnx"
         with torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(
@@ -77,12 +82,29 @@ def write_onnx(module: torch.nn.Module, inputs, path: Path, metadata: dict[str, 
                 input_names=["rgb", "thermal"], output_names=["logits"], do_constant_folding=True,
             )
         proto = onnx.load(str(raw))
+    _add_props(proto, metadata)
+    if external is None:
+        external = proto.ByteSize() > ONNX_PROTO_LIMIT if hasattr(proto, "ByteSize") else False
+    data = path.with_name(path.name + ".data")
+    onnx.save_model(proto, str(path), save_as_external_data=external, all_tensors_to_one_file=True, location=data.name)
+    if external:  # the graph now points at the data file: record its digest and write the graph again
+        _add_props(proto, {"weights": weights_record(data)})
+        onnx.save_model(proto, str(path))
+
+
+def _add_props(proto, metadata: dict[str, str]) -> None:
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
-    large = proto.ByteSize() > ONNX_PROTO_LIMIT if hasattr(proto, "ByteSize") else False
-    onnx.save_model(proto, str(path), save_as_external_data=large, all_tensors_to_one_file=True,
-                    location=path.name + ".data")
+
+
+def weights_record(path: Path) -> str:
+    """The metadata entry that ties a model file to its weights file (runtime.metadata.check_weights)."""
+    import json
+
+    from taseg_ros.weights import sha256_file
+
+    return json.dumps({"file": path.name, "sha256": sha256_file(path)})
 
 
 def write_openvino(onnx_path: Path, path: Path, metadata: dict[str, str]) -> None:
@@ -93,6 +115,9 @@ def write_openvino(onnx_path: Path, path: Path, metadata: dict[str, str]) -> Non
     model = ov.convert_model(str(onnx_path))
     for key, value in metadata.items():
         model.set_rt_info(value, [RT_INFO_SECTION, key])
+    ov.save_model(model, str(path), compress_to_fp16=False)
+    # The .bin's digest goes into the .xml: saved a second time (the .bin is the same bytes).
+    model.set_rt_info(weights_record(path.with_suffix(".bin")), [RT_INFO_SECTION, "weights"])
     ov.save_model(model, str(path), compress_to_fp16=False)
 
 
@@ -121,7 +146,7 @@ def write_tensorrt(onnx_path: Path, path: Path, metadata: dict[str, str], fp16: 
     if serialized is None:
         raise InputError(f"{path}: TensorRT could not build an engine (see its log above)")
     path.write_bytes(bytes(serialized))
-    sidecar_path(path).write_text(json.dumps(metadata, indent=1))
+    sidecar_path(path).write_text(json.dumps({**metadata, "weights": weights_record(path)}, indent=1))
 
 
 def trt_needs_fp16_graph() -> bool:
@@ -166,6 +191,22 @@ def build_metadata(model: TASeg, checkpoint: Path, geometry, frame_hw, batch: in
     )
 
 
+def check_export_size(checkpoint: str | Path, size: tuple[int, int], batch: int, fmt: str) -> None:
+    """Refuse a --size/--batch whose tensors alone do not fit in memory, before loading anything."""
+    from taseg_ros.devices import check_memory
+    from taseg_ros.model.checkpoint import describe_checkpoint
+    from taseg_ros.model.inputs import tensor_bytes
+
+    if batch < 1:
+        raise InputError(f"--batch must be >= 1, got {batch}")
+    cfg, class_info, _ = describe_checkpoint(checkpoint)
+    width, height = size
+    needed = tensor_bytes(cfg, class_info.num_classes, (height, width), batch)
+    check_memory(needed, "cuda" if fmt == "tensorrt" else "cpu",
+                 f"--size {width}x{height} --batch {batch}: one forward's input and output tensors",
+                 "export for a smaller frame or batch")
+
+
 def compare_logits(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str, float]:
     """Argmax agreement (fraction of pixels) and max |logit difference| of two (B,K,H,W) tensors."""
     reference, candidate = reference.float(), candidate.float()
@@ -176,8 +217,9 @@ def compare_logits(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str
     }
 
 
-def verify_export(path: Path, fmt: str, reference: torch.Tensor, inputs, geometry, precision: str) -> dict:
-    """Load the written file with its runtime and compare its logits over the frame with eager PyTorch."""
+def verify_export(path: Path, fmt: str, reference: torch.Tensor, inputs, geometry, precision: str, name: Path | None = None) -> dict:
+    """Load the written file with its runtime and compare its logits over the frame with eager PyTorch
+    (`name`: the file's final name, for the message)."""
     from taseg_ros.runtime import open_backend
 
     backend_name = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}[fmt]
@@ -198,7 +240,7 @@ def verify_export(path: Path, fmt: str, reference: torch.Tensor, inputs, geometr
     if precision == "fp32" and result["max_abs_diff"] > MAX_LOGIT_DIFF_FP32 * max(1.0, result["max_abs_logit"]):
         problems.append(f"max |logit difference| {result['max_abs_diff']:.3g} > {MAX_LOGIT_DIFF_FP32:g} x max |logit|")
     if problems:
-        raise InputError(f"{path}: the export does not reproduce eager PyTorch ({'; '.join(problems)}); file removed")
+        raise InputError(f"{name or path}: the export does not reproduce eager PyTorch ({'; '.join(problems)}); nothing written")
     return result
 
 
@@ -247,16 +289,15 @@ def export_model(
     log(f"exporting {model.cfg.name} ({model.cfg.resolution}) for {width}x{height} frames: input "
         f"{geometry.padded_hw[1]}x{geometry.padded_hw[0]}, batch {batch}, LoRA merged")
     files = outputs_of(output, fmt)
-    try:
-        _write(fmt, merged, (rgb_in, thermal_in), output, metadata.to_strings(), precision)
-        log(f"wrote {output}; verifying against eager PyTorch on {frame_name}")
-        verification = verify_export(output, fmt, reference, (rgb_in, thermal_in), geometry, precision)
-    except BaseException:
-        for path in files:  # never leave an unverified model where a deployment would pick it up
-            path.unlink(missing_ok=True)
-        raise
-    return {"output": output, "files": [p for p in files if p.exists()], "metadata": metadata,
-            "verification": verification, "frame": frame_name}
+    # Written and verified in a folder beside the output, then renamed into place: an unverified
+    # model never lies where a deployment would pick it up, and a failure touches no existing file.
+    with replacing_files(files) as stage:
+        staged = stage / output.name
+        _write(fmt, merged, (rgb_in, thermal_in), staged, metadata.to_strings(), precision)
+        log(f"exported; verifying against eager PyTorch on {frame_name} before writing {output}")
+        verification = verify_export(staged, fmt, reference, (rgb_in, thermal_in), geometry, precision, name=output)
+        written = [p for p in files if (stage / p.name).exists()]
+    return {"output": output, "files": written, "metadata": metadata, "verification": verification, "frame": frame_name}
 
 
 def verification_frame(height: int, width: int, frame: tuple[np.ndarray, np.ndarray, str] | None = None):
@@ -275,7 +316,7 @@ def _write(fmt: str, merged: TASeg, inputs, output: Path, strings: dict[str, str
     if fmt == "onnx":
         write_onnx(_Forward(merged), inputs, output, strings)
         return
-    with tempfile.TemporaryDirectory(prefix="taseg-export-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=".taseg-onnx-", dir=output.parent) as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         if fmt == "openvino":
             write_onnx(_Forward(merged), inputs, onnx_path, strings)

@@ -30,6 +30,9 @@ class ExportMetadata:
     text_source: str = ""
     version: str = ""
     dataset: str = ""  # the dataset the checkpoint was trained on (its metadata), for `taseg eval`
+    # {"file", "sha256"} of the weights file beside the model file (OpenVINO .bin, ONNX external
+    # data, the TensorRT engine its JSON describes); written by the exporter, checked at load.
+    weights: dict = field(default_factory=dict)
 
     @property
     def transform(self) -> FrameTransform:
@@ -82,9 +85,52 @@ class ExportMetadata:
                 text_source=strings.get("text_source", ""),
                 version=strings.get("taseg_ros_version", ""),
                 dataset=strings.get("dataset", ""),
+                weights=json.loads(strings.get("weights", "{}") or "{}"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{path}: damaged TASeg export metadata ({type(exc).__name__}: {exc})") from exc
+
+
+def check_weights(record: dict, model_path: str | Path) -> None:
+    """The weights file beside `model_path` is the one exported with it (sha256 recorded at export):
+    an OpenVINO .xml with the .bin of another export of the same architecture would load and run
+    with the wrong weights. Exports older than the record are not checked."""
+    from taseg_ros.weights import sha256_file
+
+    model_path = Path(model_path)
+    if not record:
+        return
+    name = record.get("file") if isinstance(record, dict) else None
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise InputError(f"{model_path}: damaged TASeg export metadata (weights file {name!r} is not a plain file name)")
+    weights = model_path.parent / name
+    if not weights.is_file():
+        raise InputError(f"{model_path}: its weights file {name} is missing beside it")
+    if sha256_file(weights) != record.get("sha256"):
+        raise InputError(f"{model_path} and {weights}: not from the same export (the sha256 of {name} differs from "
+                         "the one recorded at export); keep the files of one export together, or export again")
+
+
+def read_ir_weights_record(xml: str | Path) -> dict:
+    """The weights record in an OpenVINO IR's rt_info (net/rt_info/taseg/weights), read from the XML
+    itself: OpenVINO's own reader may already fail on another export's .bin (its constants are
+    laid out differently), which must be reported as the mismatch it is."""
+    from xml.etree import ElementTree
+
+    path = []
+    try:
+        for event, element in ElementTree.iterparse(str(xml), events=("start", "end")):
+            if event == "start":
+                path.append(element.tag)
+                continue
+            if path == ["net", "rt_info", RT_INFO_SECTION, "weights"]:
+                return json.loads(element.get("value", "{}"))
+            path.pop()
+            if len(path) < 3:
+                element.clear()  # layers are not needed: keep memory flat on a large IR
+    except (ElementTree.ParseError, ValueError) as exc:
+        raise InputError(f"{xml}: not an OpenVINO IR ({exc})") from exc
+    return {}
 
 
 def sidecar_path(engine: str | Path) -> Path:

@@ -8,7 +8,7 @@ import torch
 
 from taseg_ros.errors import InputError
 from taseg_ros.runtime.base import Backend, require
-from taseg_ros.runtime.metadata import read_onnx_metadata
+from taseg_ros.runtime.metadata import check_weights, read_onnx_metadata
 
 # Our device names -> ONNX Runtime provider lists (each falls back to the CPU for unsupported nodes).
 PROVIDERS = {
@@ -25,6 +25,7 @@ class OnnxRuntimeBackend(Backend):
         ort = require("onnxruntime", "onnxruntime", self.name)
         self.path = Path(path)
         meta = read_onnx_metadata(self.path)
+        check_weights(meta.weights, self.path)
         device = device.split(":")[0].lower()
         if device not in PROVIDERS:
             raise InputError(f"onnxruntime device '{device}' is not one of {sorted(PROVIDERS)}")
@@ -49,6 +50,7 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types
             raise InputError(f"{self.path}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from exc
         self.cfg, self.class_info, self.metadata = meta.cfg, meta.class_info, meta
+        self.check_classes(self.session.get_outputs()[0].shape[1])
         self.input_hw, self.frame_hw, self.batch = meta.input_hw, meta.frame_hw, meta.batch
         self.precision = precision
         self.device_label = self.session.get_providers()[0]

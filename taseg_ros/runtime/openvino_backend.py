@@ -8,7 +8,7 @@ import torch
 
 from taseg_ros.errors import InputError
 from taseg_ros.runtime.base import Backend, require
-from taseg_ros.runtime.metadata import read_openvino_metadata
+from taseg_ros.runtime.metadata import check_weights, read_ir_weights_record, read_openvino_metadata
 
 # OpenVINO picks bf16 by itself on CPUs with bf16 instructions; we always pass the hint, so
 # the precision that runs is the one asked for, and report what the compiled model says.
@@ -40,6 +40,7 @@ class OpenVinoBackend(Backend):
             raise InputError(f"precision '{precision}' is not one of {sorted(HINTS)}")
         if self.path.suffix.lower() == ".xml":
             check_ir_files(self.path)
+            check_weights(read_ir_weights_record(self.path), self.path)
         core = ov.Core()
         try:
             model = core.read_model(str(self.path))
@@ -56,6 +57,8 @@ class OpenVinoBackend(Backend):
             raise InputError(f"{self.path}: OpenVINO cannot compile it for {ov_device} at {precision} ({exc})") from exc
         self.request = self.compiled.create_infer_request()
         self.cfg, self.class_info, self.metadata = meta.cfg, meta.class_info, meta
+        classes = model.output(0).get_partial_shape()[1]
+        self.check_classes(classes.get_length() if classes.is_static else None)
         self.input_hw, self.frame_hw, self.batch = meta.input_hw, meta.frame_hw, meta.batch
         ran = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
         self.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(ran, ran)

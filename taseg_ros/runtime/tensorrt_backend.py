@@ -12,7 +12,7 @@ import torch
 
 from taseg_ros.errors import InputError
 from taseg_ros.runtime.base import Backend, require
-from taseg_ros.runtime.metadata import read_tensorrt_metadata
+from taseg_ros.runtime.metadata import check_weights, read_tensorrt_metadata
 
 
 def _torch_dtype(trt, dtype) -> torch.dtype:
@@ -30,6 +30,7 @@ class TensorRTBackend(Backend):
     def __init__(self, path: str | Path, device: str = "cuda", precision: str | None = None) -> None:
         self.path = Path(path)
         meta = read_tensorrt_metadata(self.path)
+        check_weights(meta.weights, self.path)
         if not torch.cuda.is_available():
             raise InputError(f"{self.path}: a TensorRT engine needs an NVIDIA GPU; CUDA is not available here")
         trt = require("tensorrt", "gpu", self.name)
@@ -51,6 +52,7 @@ class TensorRTBackend(Backend):
         if set(self.io) != {"rgb", "thermal", "logits"}:
             raise InputError(f"{self.path}: engine tensors {sorted(self.io)} are not TASeg's rgb/thermal/logits")
         self.cfg, self.class_info, self.metadata = meta.cfg, meta.class_info, meta
+        self.check_classes(self.io["logits"][0][1])
         self.input_hw, self.frame_hw, self.batch = meta.input_hw, meta.frame_hw, meta.batch
         self.precision = meta.precision
         self.device_label = f"{torch.cuda.get_device_name(self.torch_device)} (TensorRT {trt.__version__})"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from taseg_ros.outputs import write_text_atomic
 from taseg_ros.train.memory import GiB, measure_step, plan_for_recipe, recipe_model_config, recipe_num_classes
 from taseg_ros.train.recipe import load_recipe
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
-        (out / "train_memory.json").write_text(json.dumps({"skipped": "no CUDA device"}) + "\n")
+        write_text_atomic(out / "train_memory.json", json.dumps({"skipped": "no CUDA device"}) + "\n")
         print("training memory check: skipped (no CUDA device)")
         return 0
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
@@ -87,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(check_recipe(name, args.steps, args.device))
         print(json.dumps(rows[-1]), flush=True)
         # after every recipe: a time limit that stops the check keeps the rows measured so far
-        (out / "train_memory.json").write_text(json.dumps({"device": device, "rows": rows}, indent=2) + "\n")
-        (out / "train_memory.md").write_text(markdown(rows, device))
+        write_text_atomic(out / "train_memory.json", json.dumps({"device": device, "rows": rows}, indent=2) + "\n")
+        write_text_atomic(out / "train_memory.md", markdown(rows, device))
     print(markdown(rows, device))
     return 0 if all(r.get("within_tolerance", "error" not in r) for r in rows) else 1
 

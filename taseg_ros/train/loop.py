@@ -35,6 +35,7 @@ from taseg_ros.evaluation.run import evaluate
 from taseg_ros.inference import PRECISIONS
 from taseg_ros.model.checkpoint import init_checkpoint, load_checkpoint, save_checkpoint
 from taseg_ros.model.config import get_config
+from taseg_ros.outputs import replacing, write_text_atomic
 from taseg_ros.train.loss import loss_share
 from taseg_ros.train.memory import GiB, cast_frozen, check_prediction, plan_for_recipe
 from taseg_ros.train.recipe import Recipe
@@ -183,12 +184,8 @@ def save_state(path: Path, model, optimizer, scaler, step: int, best: dict, reci
         "best": json.dumps(best),
         "recipe": json.dumps(recipe.to_dict()),
     }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with replacing(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # --- validation -----------------------------------------------------------------------------
@@ -229,11 +226,11 @@ class RunLog:
             new_log = not (resume and log_path.is_file())
             if not new_log:
                 drop_replayed_log_rows(log_path, start)
-            self.file = open(log_path, "w" if new_log else "a", newline="")
+            if new_log:  # replaced (a link there is not followed), then appended to row by row
+                write_text_atomic(log_path, ",".join(self.HEADER) + "\r\n")
+            self.file = open(log_path, "a", newline="")
             self.csv = csv.writer(self.file)
-            if new_log:
-                self.csv.writerow(self.HEADER)
-            (output / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2) + "\n")
+            write_text_atomic(output / "recipe.json", json.dumps(recipe.to_dict(), indent=2) + "\n")
         self.bar = tqdm(total=recipe.train.steps, initial=start, desc="train", disable=not (progress and runtime.is_main), dynamic_ncols=True)
 
     def train_step(self, step: int, loss: float, parts: dict, lr: float, speed: float) -> None:
@@ -484,7 +481,7 @@ class Trainer:
             "output": str(self.output),
         }
         if self.runtime.is_main:
-            (self.output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            write_text_atomic(self.output / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
 
 

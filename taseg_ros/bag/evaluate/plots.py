@@ -6,6 +6,7 @@ from pathlib import Path
 
 from taseg_ros.bag.evaluate.result import BagEvalResult
 from taseg_ros.frames.pairing import NS_PER_S
+from taseg_ros.outputs import replacing
 
 
 def plot_timing(result: BagEvalResult, path: Path) -> Path:
@@ -38,5 +39,6 @@ def plot_timing(result: BagEvalResult, path: Path) -> Path:
     )
     ax.legend(loc="upper right", fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with replacing(path, suffix=Path(path).suffix) as tmp:
+        fig.savefig(tmp, dpi=100)
     return Path(path)

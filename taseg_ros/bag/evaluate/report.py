@@ -9,6 +9,7 @@ import numpy as np
 
 from taseg_ros.bag.evaluate.plots import plot_timing
 from taseg_ros.bag.evaluate.result import BagEvalResult
+from taseg_ros.outputs import write_text_atomic
 
 
 def _ms(value) -> str:
@@ -130,7 +131,7 @@ def write_eval_report(result: BagEvalResult, out_dir: str | Path) -> dict[str, P
         files["iou_bars"] = plot_iou_bars(result.scores, out / "iou_per_class.png")
         files["confusion"] = plot_confusion(result.scores.overall, result.class_names, out / "confusion_matrix.png")
     files["json"] = out / "report.json"
-    files["json"].write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(files["json"], json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
     files["markdown"] = out / "report.md"
-    files["markdown"].write_text(_markdown(result, files))
+    write_text_atomic(files["markdown"], _markdown(result, files))
     return files

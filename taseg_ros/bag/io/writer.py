@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 from taseg_ros.bag.io.msgtypes import typestore
 from taseg_ros.errors import InputError
+from taseg_ros.outputs import system_refusals
 
 STORAGES = ("mcap", "sqlite3")
 
@@ -58,7 +59,8 @@ class BagWriter:
         with self._lock:
             if not self._open:
                 raise RuntimeError(f"{self.path} is closed")
-            self._writer.write(self.connection(topic, msgtype), int(log_time_ns), data)
+            with system_refusals(self.path):  # a full disk: one line naming the recording
+                self._writer.write(self.connection(topic, msgtype), int(log_time_ns), data)
             self.counts[topic] = self.counts.get(topic, 0) + 1
 
     def write(self, topic: str, msgtype: str, log_time_ns: int, msg: Any) -> None:
@@ -69,13 +71,14 @@ class BagWriter:
             if not self._open:
                 return
             self._open = False
-            try:
-                self._writer.close()
-            except BaseException:
+            with system_refusals(self.path):  # a full disk: one line naming the recording
                 try:
-                    self._writer.abort()
-                finally:
-                    raise
+                    self._writer.close()
+                except BaseException:
+                    try:
+                        self._writer.abort()
+                    finally:
+                        raise
 
     def __enter__(self) -> "BagWriter":
         return self
