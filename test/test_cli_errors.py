@@ -161,7 +161,7 @@ CASES = [
     Case("train-crop-scalar", TRAIN.replace("[32,48]", "32") + " --output {w}/new", r"data\.crop"),
     Case("info-config-string-for-number", "info --config {w}/bad_config.yaml", r"bad_config.yaml: encoder\.embed_dim: expected a number"),
     Case("init-config-negative-width", INIT.replace("tiny", "{w}/negative_config.yaml") + " -o {w}/new.safetensors",
-         r"negative_config.yaml: encoder\.embed_dim: must be >= 1"),
+         r"negative_config.yaml: encoder\.embed_dim: must be in \[1, 4096\], got -8"),
     # smaller ones
     Case("eval-unknown-dataset-lists-folder", EVAL.replace("folder", "nope") + " --out {w}/new", r"unknown dataset 'nope'.*folder"),
     Case("train-class-mismatch-names-the-checkpoint", TRAIN + " --output {w}/new init_checkpoint={ckpt}",
