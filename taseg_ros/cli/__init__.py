@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with sigterm_as_sigint() as terminated:
         try:
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            return 128 + signal.SIGTERM if terminated and code == 130 else code  # a loop stopped early, cleanly
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM: every command's clean-up has run
             print("terminated" if terminated else "interrupted", file=sys.stderr)
             return 128 + signal.SIGTERM if terminated else 130

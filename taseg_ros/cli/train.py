@@ -32,7 +32,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from taseg_ros.train.loop import train
     from taseg_ros.train.recipe import load_recipe
     from taseg_ros.train.run_dir import run_folder
 
@@ -51,6 +50,8 @@ def run(args) -> int:
         raise InputError("no dataset folder: set data.root in the recipe or pass --data-root DIR")
     with run_folder(recipe.train.output, recipe.to_dict(), resume=args.resume, force=args.force,
                     allow_recipe_change=args.allow_recipe_change):  # checked, cleared with --force, locked
+        from taseg_ros.train.loop import train  # torch: after the refusals, which then come at once
+
         summary = train(recipe, resume=args.resume, progress=not args.no_progress)
     print(
         f"done: {summary['steps']} steps, best val mIoU {100 * summary['best_val_miou']:.2f} at step "

@@ -100,12 +100,19 @@ def run_folder(output, recipe: dict, *, resume: bool, force: bool = False, allow
 
 
 @contextmanager
-def _locked(path: Path):
+def _locked(path: Path, create: bool = True):
     """Hold an exclusive flock on `path` (created, PID written) for the block, or raise
     RunFolderInUse naming the holder's PID. The file is removed on release; a lock taken on a file
-    that a releasing run unlinked meanwhile is retaken on the new file (the inode check)."""
+    that a releasing run unlinked meanwhile is retaken on the new file (the inode check).
+    create=False: only probe an existing lock file (gone meanwhile: nothing to do)."""
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+        except FileNotFoundError:
+            if create:
+                raise
+            yield
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -154,6 +161,9 @@ def check_run_dir(output: Path, recipe: dict, *, resume: bool, force: bool) -> N
     """The refusals that need no lock (and create nothing)."""
     if output.exists() and not output.is_dir():
         raise RunFolderError(f"{output} is an existing file; train.output must be a folder")
+    if (output / LOCK_FILE).is_file():  # say first that another run is there, not what its files look like
+        with _locked(output / LOCK_FILE, create=False):
+            pass
     check_creatable(output)
     check_not_overlapping(output, {"data.root": recipe.get("data", {}).get("root")})
     if resume and force:
