@@ -81,19 +81,18 @@ def train_args(data: Path, run: Path, steps: int, *extra: str) -> list[str]:
 
 # --- 3: one run per folder ----------------------------------------------------------------------
 def test_a_second_train_into_a_running_runs_folder_is_refused_with_the_pid_of_the_first(tmp_path, data):
-    from taseg_ros.train.run_dir import LOCK_FILE
-
     run = tmp_path / "run"
+    lock = run / ".taseg_train.lock"  # run_dir.LOCK_FILE
     first = taseg(*train_args(data, run, 1_000_000))  # runs until stopped
     log = run / "train_log.csv"
     wait_for(lambda: log.is_file() and log.read_text().count("\n") > 1, first, "the first run's first logged step")
-    assert (run / LOCK_FILE).read_text().strip() == str(first.pid)
 
     # --force too: it must not clear a live run's files (was: both runs went on, interleaved)
     for code, _, err in [finish(p) for p in [taseg(*train_args(data, run, 2), *extra) for extra in (["--force"], [])]]:
         assert code == 2, err
         (line,) = error_lines(err)
         assert f"is in use by another `taseg train` (PID {first.pid})" in line, line
+    assert lock.read_text().strip() == str(first.pid)
     steps = log.read_text().count("\n")
     wait_for(lambda: log.read_text().count("\n") > steps, first, "the first run's next step")  # it goes on
     assert (run / "init.safetensors").is_file()
@@ -101,7 +100,7 @@ def test_a_second_train_into_a_running_runs_folder_is_refused_with_the_pid_of_th
     first.send_signal(signal.SIGTERM)  # 15: stopped like Ctrl-C: its clean-up runs, the lock goes
     code, _, err = finish(first)
     assert code == 143 and "terminated" in err, err
-    assert not (run / LOCK_FILE).exists()
+    assert not lock.exists()
 
 
 def test_the_lock_dies_with_its_process(tmp_path):
