@@ -89,8 +89,9 @@ def run_folder(output, recipe: dict, *, resume: bool, force: bool = False, allow
     output = Path(output)
     check_run_dir(output, recipe, resume=resume, force=force)
     with removed_if_nothing_to_resume(output):
-        if not _is_main_process():  # torchrun: rank 0 holds the lock and changes the folder
-            yield output
+        if not _is_main_process():  # torchrun: rank 0 holds the lock and changes the folder; the others
+            prepare_run_dir(output, recipe, resume=resume, force=force, allow_recipe_change=allow_recipe_change)
+            yield output  # check the same (read-only) and refuse alike
             return
         output.mkdir(parents=True, exist_ok=True)
         with _locked(output / LOCK_FILE):
@@ -174,7 +175,7 @@ def check_run_dir(output: Path, recipe: dict, *, resume: bool, force: bool) -> N
 
 def _refuse_existing_run(output: Path) -> None:
     found = _existing_run_files(output)
-    if found:
+    if found and _is_main_process():
         raise RunFolderError(
             f"{output} holds a training run ({', '.join(found)}); pass --resume to continue it "
             "or --force to replace it (or choose another --output)"
@@ -197,7 +198,7 @@ def prepare_run_dir(output, recipe: dict, *, resume: bool, force: bool = False, 
         _refuse_existing_run(output)  # again under the lock: a run may have started meanwhile
         return
     found = _existing_run_files(output)
-    if found:
+    if found and _is_main_process():
         for name in found:
             path = output / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
