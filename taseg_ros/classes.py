@@ -11,12 +11,13 @@ name: mfnet, pst900, kp, fmb) or from a user's YAML file with the same keys:
 from __future__ import annotations
 
 import colorsys
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from taseg_ros.config_io import read_yaml
 from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.resources import training_dir
 
@@ -41,6 +42,10 @@ class ClassInfo:
             raise InputError(
                 f"{self.source or 'class list'}: 'palette' has {self.palette.shape[0]} colours for {k} classes"
             )
+        for kind, texts in (("class name", self.names), ("prompt", self.prompts)):
+            bad = next((t for t in texts if _has_control_characters(t)), None)
+            if bad is not None:  # they reach terminals, report.md and the node's class_info raw
+                raise InputError(f"{self.source or 'class list'}: {kind} {ascii(bad)} contains control characters")
         if not self.prompts:
             object.__setattr__(self, "prompts", tuple(n.replace("_", " ") for n in self.names))
         elif len(self.prompts) != k:
@@ -54,6 +59,8 @@ class ClassInfo:
     def from_mapping(cls, data: dict, source: str = "") -> "ClassInfo":
         if not isinstance(data, dict) or "classes" not in data:
             raise InputError(f"{source or 'class list'}: expected a mapping with a 'classes' list")
+        if not isinstance(data["classes"], list) or not isinstance(data.get("prompts") or [], list):
+            raise InputError(f"{source or 'class list'}: 'classes' (and 'prompts') must be lists of names")
         names = tuple(str(n) for n in data["classes"])
         palette = data.get("palette")
         palette = default_palette(len(names)) if palette is None else np.asarray(palette)
@@ -74,6 +81,12 @@ class ClassInfo:
             "palette": self.palette.astype(int).tolist(),
             "ignore_index": self.ignore_index,
         }
+
+
+def _has_control_characters(text: str) -> bool:
+    """ANSI escapes, newlines, bidi overrides: Unicode categories Cc (control), Cf (format),
+    Zl/Zp (line/paragraph separators)."""
+    return any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in text)
 
 
 def default_palette(num_classes: int) -> np.ndarray:
@@ -100,10 +113,7 @@ def read_dataset_yaml(name_or_path: str | Path, unknown: str, kind: str) -> tupl
         path = builtin
     if not path.is_file():
         raise MissingInputError(f"{kind} file not found: {path}")
-    try:
-        return path, yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {exc}") from exc
+    return path, read_yaml(path)
 
 
 def load_classes(name_or_path: str | Path) -> ClassInfo:

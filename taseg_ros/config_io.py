@@ -21,14 +21,24 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass
+from pathlib import Path
 from typing import Any, Literal, Union
 
+import yaml
+
 from taseg_ros.errors import TasegError
+
+# Bounds for text a file hands us (configs, recipes, class lists, checkpoint and export metadata):
+# generous for anything taseg writes or a person types, small enough that a hostile file cannot
+# exhaust the stack (deep nesting) or memory (size, YAML alias expansion).
+MAX_TEXT_BYTES = 16 * 1024 * 1024
+MAX_NESTING = 64
 
 _NO_VALUE = object()
 
@@ -94,13 +104,94 @@ class Limits:
     def range_text(self, many: bool) -> str:
         parts = []
         if self.ge is not None and self.le is not None:
-            parts.append(f"in [{self.ge:g}, {self.le:g}]")
+            parts.append(f"in [{_number(self.ge)}, {_number(self.le)}]")
         else:
-            parts += [f"{op} {x:g}" for op, x in ((">=", self.ge), ("<=", self.le)) if x is not None]
-        parts += [f"{op} {x:g}" for op, x in ((">", self.gt), ("<", self.lt)) if x is not None]
+            parts += [f"{op} {_number(x)}" for op, x in ((">=", self.ge), ("<=", self.le)) if x is not None]
+        parts += [f"{op} {_number(x)}" for op, x in ((">", self.gt), ("<", self.lt)) if x is not None]
         if self.multiple_of is not None:
             parts.append(f"multiples of {self.multiple_of}" if many else f"a multiple of {self.multiple_of}")
         return " and ".join(parts) + (f" {self.unit}" if self.unit else "")
+
+
+class _BoundedYamlLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses aliases and nesting deeper than MAX_NESTING. PyYAML shares an
+    aliased node, so "billion laughs" parses fast and explodes in whatever walks it next (our
+    config reader, json.dumps); no taseg file needs aliases, so they are refused outright.
+    PyYAML's composer recurses once per level: the depth bound keeps it off Python's stack limit."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "YAML aliases (*name) are not accepted in taseg files", mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_NESTING:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_NESTING} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _check_size(text: str | bytes, where: str) -> None:
+    if len(text) > MAX_TEXT_BYTES:
+        raise ConfigError("", f"{len(text)} bytes of text, over the limit of {MAX_TEXT_BYTES}", where=where)
+
+
+def parse_yaml(text: str, where: str = "") -> Any:
+    """The one YAML reader of the package (yaml.safe_load, bounded: size, nesting, no aliases);
+    a bad text raises ConfigError naming `where`."""
+    _check_size(text, where)
+    loader = _BoundedYamlLoader(text)
+    loader.name = where or loader.name  # parser messages say "in <file>, line 3"
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"not valid YAML: {exc}", where=where) from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml(path: str | Path) -> Any:
+    """parse_yaml of a file (its size checked before reading it)."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > MAX_TEXT_BYTES:
+        raise ConfigError("", f"{path.stat().st_size} bytes, over the limit of {MAX_TEXT_BYTES} for a YAML file", where=str(path))
+    return parse_yaml(path.read_text(), str(path))
+
+
+def parse_json(text: str | bytes, where: str = "") -> Any:
+    """The one reader of JSON found in files (checkpoint and export metadata, run folders):
+    bounded in size and nesting; a bad text raises ConfigError naming `where`."""
+    _check_size(text, where)
+    try:
+        data = json.loads(text)
+    except RecursionError:  # the C decoder recurses per level
+        raise ConfigError("", f"JSON nested deeper than {MAX_NESTING} levels", where=where) from None
+    except ValueError as exc:
+        raise ConfigError("", f"not valid JSON ({exc})", where=where) from None
+    if _nesting(data) > MAX_NESTING:
+        raise ConfigError("", f"JSON nested deeper than {MAX_NESTING} levels", where=where)
+    return data
+
+
+def _nesting(data: Any) -> int:
+    """Depth of nested lists/dicts, without recursion (the point is not to overflow the stack)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (list, dict)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_NESTING:
+                stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def _number(x: float) -> str:
+    """A limit in words: integers in full (a seed limit of 4294967295, not 4.29497e+09)."""
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 def setting(default: Any = MISSING, *, default_factory: Any = MISSING, **limits: Any) -> Any:

@@ -49,5 +49,11 @@ def models_dir() -> Path:
     return Path.home() / ".cache" / PACKAGE / "models"
 
 
+def is_plain_file_name(name: str) -> bool:
+    """A bare file name (no folder part, no `..`): what a config or a checkpoint's metadata may
+    name under models/. A path there would make the package open whatever a file points at."""
+    return bool(name) and name not in (".", "..") and not any(c in name for c in "/\\\0")
+
+
 def training_dir() -> Path:
     return share_dir() / "training"

@@ -7,7 +7,8 @@ file under the workspace, the dataset and the checkpoint is byte-identical after
 destroyed, nothing created: no empty output folder, no half-written output). To add a command's
 cases, add rows (placeholders: {w} workspace, {ckpt} tiny MFNet checkpoint, {data} a small folder
 dataset, {bag} a small rosbag2 recording of RGB/thermal pairs; needs_bag=True for rows using it,
-{x} a folder of exported models (tests/test_reliability_files.py's `exports`); needs_exports=True).
+{x} a folder of exported models (tests/test_reliability_files.py's `exports`); needs_exports=True;
+{h} hostile or damaged files: checkpoints with rewritten metadata, YAML bombs, a pickle; see `hostile`).
 A row may add symlinks to the workspace first (`links`: link -> target) and may run under a file
 size limit (`fsize` bytes): RLIMIT_FSIZE makes every write past it fail with EFBIG, as a full disk
 fails with ENOSPC, through the same paths (the libraries wrap both alike); SIGXFSZ is ignored.
@@ -137,6 +138,64 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def _with_metadata(source: Path, target: Path, **changes) -> None:
+    """A copy of checkpoint `source` whose safetensors metadata has `changes` (JSON-encoded unless str)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(source), framework="pt") as f:
+        metadata = dict(f.metadata())
+    metadata.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in changes.items()})
+    save_file(load_file(str(source)), str(target), metadata=metadata)
+
+
+LAUGHS = "\n".join(['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+                   + [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 10)]) + "\n"
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory, tiny_checkpoint) -> Path:
+    """Hostile or damaged files (issue 19, classes 12 and 14), made once; no case may change them."""
+    import torch
+
+    from taseg_ros.model.checkpoint import read_metadata
+
+    h = tmp_path_factory.mktemp("hostile")
+    metadata = read_metadata(tiny_checkpoint)
+    config, classes = json.loads(metadata["config"]), json.loads(metadata["classes"])
+    deep = "[" * 100_000 + "]" * 100_000
+    _with_metadata(tiny_checkpoint, h / "deep_config.safetensors", config=deep)
+    _with_metadata(tiny_checkpoint, h / "deep_classes.safetensors", classes='{"classes": ' + deep + "}")
+    _with_metadata(tiny_checkpoint, h / "frozen_extra_key.safetensors",
+                   frozen_source={"kind": "random", "name": "", "sha256": "", "seed": 0, "evil": 1})
+    _with_metadata(tiny_checkpoint, h / "frozen_list.safetensors", frozen_source=["random"])
+    _with_metadata(tiny_checkpoint, h / "huge_width.safetensors",
+                   config=dict(config, encoder=dict(config["encoder"], embed_dim=10**12)))
+    _with_metadata(tiny_checkpoint, h / "ansi_class.safetensors",
+                   classes=dict(classes, classes=["\x1b[2J\x1b[31mowned"] + classes["classes"][1:], prompts=[]))
+    for name, sam in (("sam_etc_passwd", "/etc/passwd"), ("sam_dotdot", "../../models/sam_vit_b_01ec64.pth")):
+        _with_metadata(tiny_checkpoint, h / f"{name}.safetensors", frozen="sam_checkpoint",
+                       frozen_source={"kind": "sam_checkpoint", "name": sam, "sha256": "", "seed": 0})
+    (h / "laughs_classes.yaml").write_text(LAUGHS + "classes: *l9\n")
+    (h / "laughs_recipe.yaml").write_text(LAUGHS + "train: {steps: 2}\n")
+    (h / "laughs_config.yaml").write_text(LAUGHS + "base: tiny\n")
+    (h / "laughs_dataset.yaml").write_text(LAUGHS + "classes: [a, b]\n")
+    (h / "deep_config.yaml").write_text("base: tiny\nencoder: " + "[" * 5000 + "]" * 5000 + "\n")
+    (h / "ansi_classes.yaml").write_text('classes: [background, "\\e[31mcar"]\n')
+    (h / "newline_classes.yaml").write_text('classes: [background, "car\\nperson: 0.99"]\n')
+
+    class Payload:  # what a hostile pickle would run; refused before any of it is imported
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    torch.save({"embeddings": Payload()}, h / "pickled.pt")
+    run = h / "deep_recipe_run"  # a run whose recorded recipe is a JSON bomb
+    run.mkdir()
+    (run / "train_state.pt").write_text("state")
+    (run / "recipe.json").write_text(deep)
+    return h
+
+
 # --- the table ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Case:
@@ -212,7 +271,7 @@ CASES = [
     Case("train-crop-scalar", TRAIN.replace("[32,48]", "32") + " --output {w}/new", r"data\.crop"),
     Case("info-config-string-for-number", "info --config {w}/bad_config.yaml", r"bad_config.yaml: encoder\.embed_dim: expected a number"),
     Case("init-config-negative-width", INIT.replace("tiny", "{w}/negative_config.yaml") + " -o {w}/new.safetensors",
-         r"negative_config.yaml: encoder\.embed_dim: must be >= 1"),
+         r"negative_config.yaml: encoder\.embed_dim: must be in \[1, 4096\], got -8"),
     # smaller ones
     Case("eval-unknown-dataset-lists-folder", EVAL.replace("folder", "nope") + " --out {w}/new", r"unknown dataset 'nope'.*folder"),
     Case("train-class-mismatch-names-the-checkpoint", TRAIN + " --output {w}/new init_checkpoint={ckpt}",
@@ -300,6 +359,46 @@ CASES = [
     Case("predict-thermal-range-infinite", PREDICT + " -o {w}/new --thermal-range 0 inf", r"--thermal-\*: .*finite"),
     Case("predict-checkpoint-nan-pixel-mean", "predict --checkpoint {w}/nan_mean.safetensors --rgb {w}/rgb.png "
          "--thermal {w}/thermal.png -o {w}/new", r"nan_mean.safetensors.*pixel_mean.*must be a finite number"),
+    # issue 19, 12: hostile or damaged metadata and YAML (was: RecursionError, TypeError, a hang, a traceback)
+    Case("info-checkpoint-deep-json", "info --checkpoint {h}/deep_config.safetensors",
+         r"deep_config.safetensors: damaged TASeg metadata \(config: JSON nested deeper than 64 levels\)"),
+    Case("predict-checkpoint-deep-json", PREDICT.replace("{ckpt}", "{h}/deep_classes.safetensors") + " -o {w}/new",
+         r"deep_classes.safetensors: damaged TASeg metadata \(classes: JSON nested deeper than 64 levels\)"),
+    Case("predict-frozen-source-extra-key", PREDICT.replace("{ckpt}", "{h}/frozen_extra_key.safetensors") + " -o {w}/new",
+         r"frozen_extra_key.safetensors: damaged TASeg metadata \(frozen_source: unknown key 'evil'"),
+    Case("predict-frozen-source-a-list", PREDICT.replace("{ckpt}", "{h}/frozen_list.safetensors") + " -o {w}/new",
+         r"frozen_list.safetensors: damaged TASeg metadata \(frozen_source: expected a mapping"),
+    Case("info-checkpoint-absurd-width", "info --checkpoint {h}/huge_width.safetensors",
+         r"huge_width.safetensors: damaged TASeg metadata \(model config: encoder\.embed_dim: must be in \[1, 4096\]"),
+    Case("info-config-billion-laughs", "info --config {h}/laughs_config.yaml", r"laughs_config.yaml: not valid YAML: YAML aliases"),
+    Case("info-config-deep-yaml", "info --config {h}/deep_config.yaml", r"deep_config.yaml: not valid YAML: nested deeper than 64"),
+    Case("init-classes-billion-laughs", INIT.replace("mfnet", "{h}/laughs_classes.yaml") + " -o {w}/new.safetensors",
+         r"laughs_classes.yaml: not valid YAML: YAML aliases"),
+    Case("train-recipe-billion-laughs", "train {h}/laughs_recipe.yaml --data-root {data} --output {w}/new",
+         r"laughs_recipe.yaml: not valid YAML: YAML aliases"),
+    Case("train-dataset-yaml-billion-laughs", TRAIN + " --output {w}/new data.dataset={h}/laughs_dataset.yaml",
+         r"laughs_dataset.yaml: not valid YAML: YAML aliases"),
+    Case("train-resume-deep-recorded-recipe", "train demo_tiny --data-root {data} --output {h}/deep_recipe_run --resume",
+         r"deep_recipe_run/recipe.json: cannot read the recorded recipe \(.*nested deeper than 64"),
+    Case("init-text-embeddings-pickle", INIT + " --text-embeddings {h}/pickled.pt -o {w}/new.safetensors",
+         r"pickled.pt: not a plain tensor file \(refused"),
+    # 13: values
+    Case("train-seed-negative", TRAIN + " --output {w}/new train.seed=-1", r"train\.seed: must be in \[0, 4294967295\], got -1"),
+    Case("train-seed-over-2-64", TRAIN + " --output {w}/new train.seed=18446744073709551617",
+         r"train\.seed: must be in \[0, 4294967295\], got 18446744073709551617"),
+    Case("bench-budget-negative", "bench --config tiny --quick --skip-node --budget -5",
+         r"--budget: expected a positive number of seconds, got -5"),
+    # 14: text from files never reaches a terminal raw; a SAM file named in metadata stays in models/
+    Case("info-checkpoint-ansi-class-name", "info --checkpoint {h}/ansi_class.safetensors",
+         r"class name '\\x1b\[2J\\x1b\[31mowned' contains control characters"),
+    Case("init-classes-ansi", INIT.replace("mfnet", "{h}/ansi_classes.yaml") + " -o {w}/new.safetensors",
+         r"ansi_classes.yaml: class name '\\x1b\[31mcar' contains control characters"),
+    Case("init-classes-newline", INIT.replace("mfnet", "{h}/newline_classes.yaml") + " -o {w}/new.safetensors",
+         r"newline_classes.yaml: class name 'car\\nperson: 0.99' contains control characters"),
+    Case("predict-sam-file-absolute-path", PREDICT.replace("{ckpt}", "{h}/sam_etc_passwd.safetensors") + " -o {w}/new",
+         r"names the SAM checkpoint '/etc/passwd': only a file name in .* is accepted"),
+    Case("predict-sam-file-dotdot", PREDICT.replace("{ckpt}", "{h}/sam_dotdot.safetensors") + " -o {w}/new",
+         r"names the SAM checkpoint '\.\./\.\./models/sam_vit_b_01ec64.pth': only a file name"),
     Case("bag-eval-namespace-ros-rejects", "bag eval {bag} --checkpoint {ckpt} -o {w}/ev --namespace 'bad name!'",
          r"--namespace 'bad name!': not a valid ROS 2 namespace", needs_bag=True),
 ]
@@ -349,18 +448,18 @@ def exports(tmp_path_factory, tiny_checkpoint, thermal_checkpoint) -> Path:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_user_mistake_gets_one_line_and_changes_nothing(case, tmp_path, tiny_checkpoint, data, request, capsys):
+def test_user_mistake_gets_one_line_and_changes_nothing(case, tmp_path, tiny_checkpoint, data, hostile, request, capsys):
     w = tmp_path / "w"
     write_workspace(w, tiny_checkpoint)
     bag = request.getfixturevalue("rgbt_bag") if case.needs_bag else None
     exports = request.getfixturevalue("exports") if case.needs_exports else None
     street = request.getfixturevalue("street_checkpoint") if "{sckpt}" in case.argv else None
-    places = dict(w=w, ckpt=tiny_checkpoint, data=data, bag=bag, x=exports, sckpt=street)
+    places = dict(w=w, ckpt=tiny_checkpoint, data=data, bag=bag, x=exports, sckpt=street, h=hostile)
     for link, target in case.links:
         Path(link.format(**places)).parent.mkdir(parents=True, exist_ok=True)
         Path(link.format(**places)).symlink_to(target.format(**places), target_is_directory=True)
     argv = [a.format(**places) for a in shlex.split(case.argv)]
-    roots = [w, data, tiny_checkpoint.parent] + [p for p in (bag, exports, street and street.parent) if p]
+    roots = [w, data, tiny_checkpoint.parent, hostile] + [p for p in (bag, exports, street and street.parent) if p]
     before = snapshot(*roots)
 
     with file_size_limit(case.fsize):

@@ -77,7 +77,7 @@ def test_model_config_file_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"bad.yaml: dffm_hidden: expected a number \(an integer\), got 'wide'"):
         get_config(bad)
     neg = _write(tmp_path / "neg.yaml", "base: tiny\nencoder: {embed_dim: -64}\n")
-    with pytest.raises(ConfigError, match=r"neg.yaml: encoder.embed_dim: must be >= 1, got -64"):
+    with pytest.raises(ConfigError, match=r"neg.yaml: encoder.embed_dim: must be in \[1, 4096\], got -64"):
         get_config(neg)
     good = _write(tmp_path / "good.yaml", "base: tiny\nencoder: {depth: 2, global_attn_indexes: [1]}\nlora_alpha: 2\n")
     cfg = get_config(good)
@@ -134,7 +134,7 @@ def test_cli_reports_bad_model_configs_in_one_line(tmp_path, capsys):
     bad = _write(tmp_path / "bad.yaml", "base: tiny\nencoder: {embed_dim: -64}\n")
     for argv in (["info", "--config", bad], ["init", "--config", bad, "--classes", "mfnet", "-o", str(tmp_path / "m.safetensors")]):
         code, err = _cli(capsys, *argv)
-        assert code == 2 and err.strip() == f"taseg {argv[0]}: error: {bad}: encoder.embed_dim: must be >= 1, got -64"
+        assert code == 2 and err.strip() == f"taseg {argv[0]}: error: {bad}: encoder.embed_dim: must be in [1, 4096], got -64"
     assert not (tmp_path / "m.safetensors").exists()
     code, err = _cli(capsys, "info", "--config", _write(tmp_path / "s.yaml", "base: tiny\ntext_dim: many\n"))
     assert code == 2 and "s.yaml: text_dim: expected a number" in err and "Traceback" not in err

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib
+import signal
 import sys
+import threading
 import warnings
 from contextlib import contextmanager
 
@@ -52,29 +54,56 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     from taseg_ros.errors import TasegError
 
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    # User errors: one clear line, no traceback. The package raises TasegError subclasses for
-    # what it refuses; FileNotFoundError is the system's own word for a path the user gave, and
-    # names it. Anything else (a ValueError from deep inside numpy, say) is a bug and keeps its
-    # traceback.
-    except (TasegError, FileNotFoundError) as exc:
-        print(f"taseg {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    # The system refusing a write the package did not route through outputs.replacing (a
-    # library's own files): disk full, name too long, read-only, no permission. One line, the file
-    # named; the output policy has already removed what the run created.
-    except OSError as exc:
-        from taseg_ros.outputs import write_error
+    with sigterm_as_sigint() as terminated:
+        try:
+            code = int(args.func(args) or 0)
+            return 128 + signal.SIGTERM if terminated and code == 130 else code  # a loop stopped early, cleanly
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM: every command's clean-up has run
+            print("terminated" if terminated else "interrupted", file=sys.stderr)
+            return 128 + signal.SIGTERM if terminated else 130
+        # User errors: one clear line, no traceback. The package raises TasegError subclasses for
+        # what it refuses; FileNotFoundError is the system's own word for a path the user gave, and
+        # names it. Anything else (a ValueError from deep inside numpy, say) is a bug and keeps its
+        # traceback.
+        except (TasegError, FileNotFoundError) as exc:
+            print(f"taseg {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        # The system refusing a write the package did not route through outputs.replacing (a
+        # library's own files): disk full, name too long, read-only, no permission. One line, the file
+        # named; the output policy has already removed what the run created.
+        except OSError as exc:
+            from taseg_ros.outputs import write_error
 
-        refusal = write_error(exc, exc.filename or "a file")  # some writers do not say which
-        if refusal is None:
-            raise
-        print(f"taseg {args.command}: error: {_one_line(refusal)}", file=sys.stderr)
-        return 2
+            refusal = write_error(exc, exc.filename or "a file")  # some writers do not say which
+            if refusal is None:
+                raise
+            print(f"taseg {args.command}: error: {_one_line(refusal)}", file=sys.stderr)
+            return 2
+
+
+@contextmanager
+def sigterm_as_sigint():
+    """Within the block, SIGTERM (timeout, systemd, docker stop) does what Ctrl-C does at that
+    moment: SIGINT's current handler runs (KeyboardInterrupt, so every command's clean-up runs; in
+    the long loops of bag_io.stop.stop_on_sigint, a stop at the next safe point). The yielded list
+    records the SIGTERMs received. Signals can only be handled in the main thread: a no-op elsewhere."""
+    terminated: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield terminated
+        return
+
+    def handler(signum, frame):
+        terminated.append(signum)
+        on_sigint = signal.getsignal(signal.SIGINT)
+        if not callable(on_sigint):  # SIGINT ignored (a background job of a script) or default
+            raise KeyboardInterrupt
+        on_sigint(signal.SIGINT, frame)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield terminated
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextmanager

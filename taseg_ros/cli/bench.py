@@ -14,6 +14,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text}")
+    return value
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
@@ -35,7 +42,7 @@ def register(subparsers) -> None:
                    help="resolution modes to time (default both)")
     p.add_argument("--repeats", type=_positive_int, help="timed rounds per mode (default: as many as fit in --budget, 3..50)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
-    p.add_argument("--budget", type=float, default=30.0, metavar="SECONDS",
+    p.add_argument("--budget", type=_positive_seconds, default=30.0, metavar="SECONDS",
                    help="time for the timed rounds of each mode when --repeats is not given (default 30)")
     add_device_options(p)
     p.add_argument("--batch", type=_positive_int, help="batch size for the throughput figure (default 1 on CPU, 8 on CUDA)")

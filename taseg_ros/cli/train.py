@@ -32,9 +32,8 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from taseg_ros.train.loop import train
     from taseg_ros.train.recipe import load_recipe
-    from taseg_ros.train.run_dir import prepare_run_dir, removed_if_nothing_to_resume
+    from taseg_ros.train.run_dir import run_folder
 
     overrides = list(args.overrides)
     if args.data_root:
@@ -49,9 +48,10 @@ def run(args) -> int:
         return 0
     if not recipe.data.root:
         raise InputError("no dataset folder: set data.root in the recipe or pass --data-root DIR")
-    prepare_run_dir(recipe.train.output, recipe.to_dict(), resume=args.resume, force=args.force,
-                    allow_recipe_change=args.allow_recipe_change)
-    with removed_if_nothing_to_resume(recipe.train.output):
+    with run_folder(recipe.train.output, recipe.to_dict(), resume=args.resume, force=args.force,
+                    allow_recipe_change=args.allow_recipe_change):  # checked, cleared with --force, locked
+        from taseg_ros.train.loop import train  # torch: after the refusals, which then come at once
+
         summary = train(recipe, resume=args.resume, progress=not args.no_progress)
     print(
         f"done: {summary['steps']} steps, best val mIoU {100 * summary['best_val_miou']:.2f} at step "

@@ -22,13 +22,14 @@ from safetensors.torch import load_file, save_file
 from taseg_ros.devices import PRECISIONS, torch_dtype
 from taseg_ros import __version__
 from taseg_ros.classes import ClassInfo, load_classes
+from taseg_ros.config_io import from_mapping, parse_json
 from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.model.config import TASegConfig, get_config
 from taseg_ros.model.sam_parts import check_state_fits
 from taseg_ros.model.taseg import FrozenSource, TASeg, build_model, is_trainable_name
 from taseg_ros.model.text import class_text_embeddings
 from taseg_ros.outputs import replacing
-from taseg_ros.resources import models_dir
+from taseg_ros.resources import is_plain_file_name, models_dir
 
 FORMAT = "taseg_ros.checkpoint/1"
 TEXT_KEY = "mask_decoder.text_embeddings"
@@ -103,19 +104,35 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 def describe_checkpoint(path: str | Path) -> tuple[TASegConfig, ClassInfo, dict[str, str]]:
     metadata = read_metadata(path)
     try:
-        cfg = TASegConfig.from_dict(json.loads(metadata["config"]))
-        class_info = ClassInfo.from_mapping(json.loads(metadata["classes"]), source=str(path))
+        cfg = TASegConfig.from_dict(parse_json(metadata["config"], "config"))
+        class_info = ClassInfo.from_mapping(parse_json(metadata["classes"], "classes"), source=str(path))
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(f"{path}: damaged TASeg metadata ({exc})") from exc
     return cfg, class_info, metadata
 
 
+def frozen_source_of(metadata: dict[str, str], path: str | Path) -> FrozenSource:
+    """The checkpoint's FrozenSource (where its frozen SAM weights come from); checked field by field."""
+    text = metadata.get("frozen_source")
+    if not text:
+        return FrozenSource("random")
+    try:
+        return from_mapping(FrozenSource, parse_json(text, "frozen_source"), "frozen_source")
+    except ValueError as exc:
+        raise InputError(f"{path}: damaged TASeg metadata ({exc})") from None
+
+
 def resolve_sam_checkpoint(name: str, explicit: str | Path | None, needed_by: str) -> Path:
+    """The SAM file: `explicit` when given, else models/<name>. `name` comes from a config or a
+    checkpoint's metadata, so only a bare file name is accepted (never a path out of models/)."""
     if explicit is not None:
         path = Path(explicit)
         if not path.is_file():
             raise MissingInputError(f"SAM checkpoint not found: {path}")
         return path
+    if not is_plain_file_name(name):
+        raise InputError(f"{needed_by} names the SAM checkpoint {name!r}: only a file name in {models_dir()} is "
+                         "accepted there; pass the SAM file's path explicitly")
     path = models_dir() / name
     if not path.is_file():
         raise MissingInputError(
@@ -144,7 +161,7 @@ def load_checkpoint(
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{path}: cannot read tensors ({exc}); the file is truncated or corrupt") from exc
     text = tensors.get(TEXT_KEY)
-    source = FrozenSource(**json.loads(metadata.get("frozen_source", "{}") or "{}")) if metadata.get("frozen_source") else FrozenSource("random")
+    source = frozen_source_of(metadata, path)
     if metadata.get("frozen") == "embedded":
         model = build_model(cfg, class_info, text, device="meta", text_source=metadata.get("text_source", ""))
         check_state_fits(path, FITS_PROBLEM, model.state_dict(), tensors)

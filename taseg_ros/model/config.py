@@ -16,10 +16,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from taseg_ros.config_io import ConfigError, check_fields, from_mapping, merge, setting
+from taseg_ros.config_io import ConfigError, check_fields, from_mapping, merge, read_yaml, setting
 from taseg_ros.errors import MissingInputError
+from taseg_ros.resources import is_plain_file_name
 
 RESOLUTION_MODES = ("native", "sam1024")
 
@@ -39,19 +38,25 @@ def max_input_size_problem(value: object) -> str | None:
     return None
 
 
+# Upper limits (le=...) on the sizes: a config or a checkpoint's metadata is a file, and a width
+# of 10**12 would overflow, or hang allocating, rather than say what is wrong. They are several
+# times SAM's largest (vit_h: 1280 wide, 32 deep, 0.63e9 encoder parameters).
+MAX_ENCODER_PARAMETERS = 2.5e9
+
+
 @dataclass(frozen=True)
 class EncoderConfig:
     """SAM ViT image encoder shape (segment_anything.build_sam values)."""
 
-    embed_dim: int = setting(ge=1)
-    depth: int = setting(ge=1)
-    num_heads: int = setting(ge=1)
+    embed_dim: int = setting(ge=1, le=4096)
+    depth: int = setting(ge=1, le=128)
+    num_heads: int = setting(ge=1, le=128)
     global_attn_indexes: tuple[int, ...] = setting(ge=0)
-    window_size: int = setting(14, ge=1)
-    patch_size: int = setting(16, ge=1)
-    img_size: int = setting(1024, ge=1)
-    mlp_ratio: float = setting(4.0, gt=0)
-    out_chans: int = setting(256, ge=1)
+    window_size: int = setting(14, ge=1, le=128)
+    patch_size: int = setting(16, ge=1, le=64)
+    img_size: int = setting(1024, ge=1, le=4096)
+    mlp_ratio: float = setting(4.0, gt=0, le=16)
+    out_chans: int = setting(256, ge=1, le=4096)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -60,18 +65,23 @@ class EncoderConfig:
         late = [i for i in self.global_attn_indexes if i >= self.depth]
         if late:
             raise ConfigError("global_attn_indexes", f"block indexes must be < depth ({self.depth})", self.global_attn_indexes)
+        parameters = self.depth * (4 + 2 * self.mlp_ratio) * self.embed_dim**2  # attention 4 d^2, MLP 2 r d^2 per block
+        if parameters > MAX_ENCODER_PARAMETERS:
+            raise ConfigError("", f"embed_dim {self.embed_dim} x depth {self.depth} makes an encoder of about "
+                              f"{parameters / 1e9:.1f}e9 parameters, over the limit of {MAX_ENCODER_PARAMETERS / 1e9:g}e9 "
+                              "(vit_h: 0.63e9)")
 
 
 @dataclass(frozen=True)
 class DecoderConfig:
     """SAM prompt encoder + mask decoder shape. SAM uses 256/2/2048/8 for every size."""
 
-    transformer_dim: int = setting(256, ge=1)
-    depth: int = setting(2, ge=1)
-    mlp_dim: int = setting(2048, ge=1)
-    num_heads: int = setting(8, ge=1)
-    num_multimask_outputs: int = setting(3, ge=1)
-    iou_head_hidden_dim: int = setting(256, ge=1)
+    transformer_dim: int = setting(256, ge=1, le=4096)
+    depth: int = setting(2, ge=1, le=32)
+    mlp_dim: int = setting(2048, ge=1, le=32768)
+    num_heads: int = setting(8, ge=1, le=128)
+    num_multimask_outputs: int = setting(3, ge=1, le=16)
+    iou_head_hidden_dim: int = setting(256, ge=1, le=4096)
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -95,17 +105,17 @@ class TASegConfig:
     # --- trainable parts ------------------------------------------------------------
     # DFFM hidden width: 216 puts vit_h's trainable total at 28.59 M, next to the paper's
     # 28.77 M (the paper does not give the width; 216 is the multiple of 8 closest to it).
-    dffm_hidden: int = setting(216, ge=1)
-    se_reduction: int = setting(4, ge=1)
-    encoder_lora_rank: int = setting(4, ge=1)
-    decoder_lora_rank: int = setting(4, ge=1)
-    lora_alpha: float = setting(4.0, gt=0)  # LoRA scale = alpha / rank (1.0 with the defaults)
-    text_attn_dim: int = setting(256, ge=1)  # d_k of the text cross-attention (eq. 8)
+    dffm_hidden: int = setting(216, ge=1, le=4096)
+    se_reduction: int = setting(4, ge=1, le=1024)
+    encoder_lora_rank: int = setting(4, ge=1, le=1024)
+    decoder_lora_rank: int = setting(4, ge=1, le=1024)
+    lora_alpha: float = setting(4.0, gt=0, le=1e6)  # LoRA scale = alpha / rank (1.0 with the defaults)
+    text_attn_dim: int = setting(256, ge=1, le=4096)  # d_k of the text cross-attention (eq. 8)
 
     # --- text (CLIP) ------------------------------------------------------------------
     clip_model: str = "ViT-L-14"  # open_clip model name; the paper uses a ViT-L CLIP
     clip_weights: str | None = "ViT-L-14.pt"  # file name under models/ (OpenAI release, see `taseg weights`)
-    text_dim: int = setting(768, ge=1)  # CLIP text embedding width of clip_model
+    text_dim: int = setting(768, ge=1, le=4096)  # CLIP text embedding width of clip_model
     prompt_template: str = "a photo of a {}."
 
     # --- input ------------------------------------------------------------------------
@@ -119,6 +129,10 @@ class TASegConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+        for key in ("sam_checkpoint", "clip_weights"):
+            name = getattr(self, key)
+            if name and not is_plain_file_name(name):
+                raise ConfigError(key, "must be a file name in the models folder, not a path", name)
 
     def replace(self, **changes) -> "TASegConfig":
         return merge(self, changes, f"config '{self.name}'")
@@ -181,10 +195,7 @@ def get_config(name_or_path: str | Path, **overrides) -> TASegConfig:
             raise ConfigError("", f"unknown model config '{key}': use one of {sorted(MODEL_CONFIGS)} or a YAML file")
         if not path.is_file():
             raise MissingInputError(f"model config file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError("", f"not valid YAML: {exc}", where=str(path)) from None
+        data = read_yaml(path) or {}
         if not isinstance(data, dict) or "base" not in data:
             raise ConfigError("", f"a model config file needs 'base: <one of {sorted(MODEL_CONFIGS)}>'", where=str(path))
         base = data.pop("base")

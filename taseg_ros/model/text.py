@@ -7,6 +7,7 @@ or (offline, no weights) a randomly initialised open_clip text encoder - loudly.
 """
 from __future__ import annotations
 
+import pickle
 import warnings
 import zipfile
 from pathlib import Path
@@ -101,7 +102,12 @@ def load_text_embeddings(path: str | Path, num_classes: int, dim: int) -> torch.
             raise InputError(f"{path}: not a plain numeric .npy array ({exc})") from exc
         tensor = torch.from_numpy(np.asarray(array, dtype=np.float32))
     elif path.suffix in (".pt", ".pth"):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
+            # torch's own message advises weights_only=False, which would run code from the file
+            raise InputError(f"{path}: not a plain tensor file (refused: it holds objects other than tensors, or is "
+                             f"corrupt: {type(exc).__name__})") from None
         if isinstance(obj, dict):
             tensors = [v for v in obj.values() if isinstance(v, torch.Tensor)]
             if len(tensors) != 1:

@@ -298,12 +298,12 @@ def homography_params_text(homography: np.ndarray, comments: list[str]) -> str:
 def homography_from_params_file(path: str | Path) -> np.ndarray:
     """The ``thermal_homography`` of a ROS 2 parameters file (any node entry holding it; they must
     agree), checked by validate_homography; InputError naming the file and what is wrong."""
-    import yaml
+    from taseg_ros.config_io import ConfigError, read_yaml
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        data = read_yaml(path)
+    except (OSError, UnicodeDecodeError, ConfigError) as exc:
         raise InputError(f"{path}: cannot read a parameters file ({type(exc).__name__}: {exc})".splitlines()[0]) from None
     found = []
     for node, entry in (data or {}).items() if isinstance(data, dict) else ():

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from taseg_ros.classes import ClassInfo
+from taseg_ros.config_io import parse_json
 from taseg_ros.errors import InputError
 from taseg_ros.model.config import TASegConfig
 from taseg_ros.model.inputs import FrameTransform
@@ -73,22 +74,30 @@ class ExportMetadata:
             raise InputError(f"{path}: not a TASeg export (format '{found}', expected '{FORMAT}')")
         try:
             return cls(
-                cfg=TASegConfig.from_dict(json.loads(strings["config"])),
-                class_info=ClassInfo.from_mapping(json.loads(strings["classes"]), source=str(path)),
-                input_hw=tuple(json.loads(strings["input_hw"])),
-                frame_hw=tuple(json.loads(strings["frame_hw"])),
+                cfg=TASegConfig.from_dict(parse_json(strings["config"], "config")),
+                class_info=ClassInfo.from_mapping(parse_json(strings["classes"], "classes"), source=str(path)),
+                input_hw=tuple(parse_json(strings["input_hw"], "input_hw")),
+                frame_hw=tuple(parse_json(strings["frame_hw"], "frame_hw")),
                 batch=int(strings["batch"]),
                 precision=strings.get("precision", "fp32"),
-                source=json.loads(strings.get("source_checkpoint", "{}") or "{}"),
-                frozen_source=json.loads(strings.get("frozen_source", "{}") or "{}"),
-                verification=json.loads(strings.get("verification", "{}") or "{}"),
+                source=_mapping(strings, "source_checkpoint"),
+                frozen_source=_mapping(strings, "frozen_source"),
+                verification=_mapping(strings, "verification"),
                 text_source=strings.get("text_source", ""),
                 version=strings.get("taseg_ros_version", ""),
                 dataset=strings.get("dataset", ""),
-                weights=json.loads(strings.get("weights", "{}") or "{}"),
+                weights=_mapping(strings, "weights"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{path}: damaged TASeg export metadata ({type(exc).__name__}: {exc})") from exc
+
+
+def _mapping(strings: dict[str, str], key: str) -> dict:
+    """An optional JSON object among the metadata strings ({} when absent)."""
+    value = parse_json(strings.get(key) or "{}", key)
+    if not isinstance(value, dict):
+        raise ValueError(f"{key}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def check_weights(record: dict, model_path: str | Path) -> None:
@@ -124,7 +133,7 @@ def read_ir_weights_record(xml: str | Path) -> dict:
                 path.append(element.tag)
                 continue
             if path == ["net", "rt_info", RT_INFO_SECTION, "weights"]:
-                return json.loads(element.get("value", "{}"))
+                return parse_json(element.get("value", "{}"), f"{xml}: weights record")
             path.pop()
             if len(path) < 3:
                 element.clear()  # layers are not needed: keep memory flat on a large IR
@@ -166,7 +175,9 @@ def read_tensorrt_metadata(engine: str | Path) -> ExportMetadata:
     if not sidecar.is_file():
         raise InputError(f"{engine}: no metadata file {sidecar.name} beside the engine (write engines with `taseg export`)")
     try:
-        strings = json.loads(sidecar.read_text())
+        strings = parse_json(sidecar.read_text(), str(sidecar))
+        if not isinstance(strings, dict):
+            raise ValueError("expected a mapping")
     except (OSError, ValueError) as exc:
         raise InputError(f"{sidecar}: unreadable TASeg metadata ({exc})") from exc
     return ExportMetadata.from_strings(strings, engine)

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from taseg_ros.config_io import parse_json
 from taseg_ros.datasets import IGNORE_INDEX, build_dataset
 from taseg_ros.datasets.transforms import train_transform
 from taseg_ros.devices import resolve_device
@@ -35,6 +36,7 @@ from taseg_ros.evaluation.run import evaluate
 from taseg_ros.inference import PRECISIONS
 from taseg_ros.model.checkpoint import init_checkpoint, load_checkpoint, save_checkpoint
 from taseg_ros.model.config import get_config
+from taseg_ros.model.sam_parts import check_state_fits
 from taseg_ros.outputs import replacing, write_text_atomic
 from taseg_ros.train.loss import loss_share
 from taseg_ros.train.memory import GiB, cast_frozen, check_prediction, plan_for_recipe
@@ -362,11 +364,18 @@ class Trainer:
         if not self.state_path.is_file():
             raise MissingInputError(f"nothing to resume: {self.state_path} does not exist")
         state = read_train_state(self.state_path)
+        # strict=False below (the frozen weights are not in the state): check the trainable ones fit first
+        check_state_fits(self.state_path, "the state's tensors do not fit the recipe's model",
+                         self.model.trainable_state_dict(), state["model"])
         self.model.load_state_dict(state["model"], strict=False)
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scaler is not None and state["scaler"]:
-            self.scaler.load_state_dict(state["scaler"])
-        return int(state["step"]), json.loads(state["best"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scaler is not None and state["scaler"]:
+                self.scaler.load_state_dict(state["scaler"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{self.state_path}: the optimiser state does not fit the model ({exc}); pass --force "
+                             "instead of --resume to start the run over") from None
+        return int(state["step"]), parse_json(state["best"], "best")
 
     # --- the loop ---------------------------------------------------------------------------
     def run(self) -> dict:

@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from taseg_ros.config_io import ConfigError, from_mapping, setting
+from taseg_ros.config_io import ConfigError, from_mapping, parse_yaml, read_yaml, setting
 from taseg_ros.devices import PRECISIONS
 from taseg_ros.errors import MissingInputError
 from taseg_ros.resources import training_dir
@@ -68,7 +66,7 @@ class TrainConfig:
     gpu_memory: str = ""  # memory the plan may use (micro_batch_size auto), e.g. 24GiB; default the GPU's
     precision: str = setting("bf16", choices=tuple(PRECISIONS))  # fp16/bf16 on GPU; CPU runs use fp32
     device: str = setting("auto", choices=("auto", "cpu", "cuda"))
-    seed: int = 0
+    seed: int = setting(0, ge=0, le=2**32 - 1)  # the data order seeds torch with seed * 100003 + epoch (64 bits)
     val_every: int = setting(1000, ge=1)
     log_every: int = setting(20, ge=1)
     checkpoint_every: int = setting(500, ge=1)  # resumable state; also written at every validation
@@ -119,10 +117,7 @@ def resolve_recipe_path(name_or_path: str | Path) -> Path:
 def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """A recipe YAML (path or built-in name) with `section.key=value` overrides applied."""
     path = resolve_recipe_path(name_or_path)
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError("", f"not valid YAML: {exc}", where=str(path)) from None
+    tree = read_yaml(path) or {}
     if not isinstance(tree, dict):
         raise ConfigError("", f"expected a mapping of sections ({', '.join(f.name for f in dataclasses.fields(Recipe))})", where=str(path))
     for item in overrides or []:
@@ -130,8 +125,8 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) ->
             raise ConfigError("", f"override '{item}' is not of the form section.key=value")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError:
+            value = parse_yaml(raw, "override")
+        except ConfigError:
             raise ConfigError(key.strip(), "expected a YAML value", raw, where="override") from None
         _set_dotted(tree, key.strip(), value)
     return from_mapping(Recipe, tree, str(path))
