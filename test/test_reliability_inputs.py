@@ -146,16 +146,20 @@ def test_resume_refuses_a_damaged_checkpoint_and_a_run_start_removes_stale_tempo
     assert code == 2 and "best.safetensors is missing (the state records a best model at step 2)" in error_lines(err)[0]
 
     (run / "best.safetensors").write_bytes(best)
-    stale = [run / ".train_state.pt.tmp4242", run / ".best.safetensors.tmp77", run / ".recipe.json.tmp9"]
+    # outputs.replacing's temporaries (a file, the staging folder of a several-file write) and older names
+    stale = [run / ".taseg-4242-0a1b2c3d.tmp", run / ".best.safetensors.tmp77", run / ".recipe.json.tmp9"]
     for path in stale:
         path.write_bytes(b"half a file")
+    (run / ".taseg-4242-ffffffff").mkdir()
+    (run / ".taseg-4242-ffffffff" / "last.safetensors").write_bytes(b"half")
     mine = [run / ".my.tmp1", run / "notes.txt"]  # not our pattern: the user's
     for path in mine:
         path.write_text("the user's")
     code, err = run_cli([*args, "--resume"], capsys)
     assert code == 0, err
-    assert "removed 3 temporary file(s) an interrupted run left" in err
-    assert not any(p.exists() for p in stale) and all(p.read_text() == "the user's" for p in mine)
+    assert "removed 4 temporary file(s) an interrupted run left" in err
+    assert not any(p.exists() for p in stale) and not (run / ".taseg-4242-ffffffff").exists()
+    assert all(p.read_text() == "the user's" for p in mine)
     for path in stale:
         path.write_bytes(b"half a file")
     code, err = run_cli([*args, "--force"], capsys)

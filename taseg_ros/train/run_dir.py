@@ -31,7 +31,7 @@ from pathlib import Path
 
 from taseg_ros.config_io import parse_json
 from taseg_ros.errors import TasegError
-from taseg_ros.outputs import check_creatable, check_not_overlapping, write_text_atomic
+from taseg_ros.outputs import TEMP_PREFIX, check_creatable, check_not_overlapping, write_text_atomic
 
 STATE_FILE = "train_state.pt"
 RECIPE_FILE = "recipe.json"
@@ -147,11 +147,15 @@ def _lock_holder(path: Path) -> str:
 
 
 def remove_stale_temporaries(output: Path) -> list[Path]:
-    """Remove the temporaries of atomic writes (`.<run file>.tmp*`) that a killed run left; only
-    that pattern, only for the run's own files. Called with the folder's lock held, so no live
-    run is writing them."""
+    """Remove the temporaries of atomic writes that a killed run left: outputs.replacing's
+    (``TEMP_PREFIX``*: files, and the staging folders of replacing_files) and the older
+    ``.<run file>.tmp*``; only those patterns. Called with the folder's lock held, so no live run is
+    writing them."""
     stale = [p for name in RUN_FILES for p in output.glob(f".{name}.tmp*") if p.is_file()]
-    for path in stale:
+    stale += [p for p in output.glob(f"{TEMP_PREFIX}*") if p.is_file() or p.is_dir()]
+    for path in [p for p in stale if p.is_dir()]:
+        shutil.rmtree(path, ignore_errors=True)
+    for path in [p for p in stale if not p.is_dir()]:
         path.unlink(missing_ok=True)
     if stale:
         print(f"removed {len(stale)} temporary file(s) an interrupted run left in {output}", file=sys.stderr)
