@@ -168,7 +168,7 @@ def test_checkpoint_write_is_atomic(tmp_path, tiny_checkpoint, monkeypatch):
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("taseg_ros.model.checkpoint.os.replace", crash)
+    monkeypatch.setattr("taseg_ros.outputs.os.replace", crash)  # the one write mechanism's rename
     perturb_trainables(model)
     with pytest.raises(OSError):
         save_checkpoint(model, target)
