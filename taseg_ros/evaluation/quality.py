@@ -55,12 +55,14 @@ WORST_SEGMENT_FIGURES = (
 )
 
 
-def confidence_figures(confidence: np.ndarray, low_confidence: float = DEFAULT_LOW_CONFIDENCE) -> dict[str, float]:
-    """Mean, 5th percentile and the share below ``low_confidence`` of a (H, W) confidence map."""
+def confidence_figures(confidence: np.ndarray, low_confidence: float = DEFAULT_LOW_CONFIDENCE,
+                       percentile: bool = True) -> dict[str, float | None]:
+    """Mean, 5th percentile (with ``percentile``: a partial sort, the costly part) and the share
+    below ``low_confidence`` of a (H, W) confidence map."""
     values = confidence.reshape(-1)
     return {
         "mean_confidence": float(values.mean(dtype=np.float64)),
-        "p5_confidence": float(np.percentile(values, LOW_PERCENTILE)),
+        "p5_confidence": float(np.percentile(values, LOW_PERCENTILE)) if percentile else None,
         "low_confidence_share": float(np.count_nonzero(values < low_confidence)) / values.size,
     }
 
@@ -129,9 +131,9 @@ class FrameQuality:
     """The label-free figures of one frame (see the module docstring); None: not computed."""
 
     mean_confidence: float
-    p5_confidence: float
+    p5_confidence: float | None
     low_confidence_share: float
-    class_shares: list[float]
+    class_shares: list[float] | None = None
     entropy: float | None = None
     flicker: float | None = None
     flicker_compensated: float | None = None
@@ -147,15 +149,16 @@ class QualityTracker:
     """Per-frame figures of a stream of predictions, keeping the previous frame for the flicker.
 
     ``motion``: also the motion-compensated flicker (needs the RGB frames; DIS flow, ~5 ms at
-    640x480 on one CPU core); ``per_class``: also the per-class flicker. The node runs it with
-    neither (raw flicker only, well under a millisecond)."""
+    640x480 on one CPU core); ``detailed``: also the 5th percentile confidence, the class shares and
+    the per-class flicker. The node runs it with neither (mean confidence, low-confidence share and
+    raw flicker: three passes over the pixels, about a millisecond at 640x480)."""
 
     def __init__(self, num_classes: int, low_confidence: float = DEFAULT_LOW_CONFIDENCE, *, motion: bool = True,
-                 per_class: bool = True) -> None:
+                 detailed: bool = True) -> None:
         if not 0.0 < low_confidence <= 1.0:
             raise ValueError(f"low-confidence threshold must be in (0, 1], got {low_confidence}")
         self.num_classes, self.low_confidence = num_classes, low_confidence
-        self.per_class = per_class
+        self.detailed = detailed
         self.motion = MotionCompensation() if motion else None
         self._previous: tuple[np.ndarray, np.ndarray | None] | None = None  # (labels, grey RGB)
 
@@ -165,8 +168,9 @@ class QualityTracker:
 
     def update(self, labels: np.ndarray, confidence: np.ndarray, entropy: np.ndarray | None = None,
                rgb: np.ndarray | None = None) -> FrameQuality:
-        quality = FrameQuality(**confidence_figures(confidence, self.low_confidence),
-                               class_shares=class_shares(labels, self.num_classes).tolist())
+        quality = FrameQuality(**confidence_figures(confidence, self.low_confidence, percentile=self.detailed))
+        if self.detailed:
+            quality.class_shares = class_shares(labels, self.num_classes).tolist()
         if entropy is not None:
             quality.entropy = float(entropy.mean(dtype=np.float64))
         gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if self.motion is not None and rgb is not None else None
@@ -182,7 +186,7 @@ class QualityTracker:
         if gray is None or prev_gray is None:
             return
         warped, valid = self.motion.warp(prev_labels, prev_gray, gray)
-        if not self.per_class:
+        if not self.detailed:
             kept = np.count_nonzero(valid)
             quality.flicker_compensated = float(np.count_nonzero((warped != labels) & valid)) / kept if kept else None
             return
@@ -197,8 +201,10 @@ def worst_segments(times_s: np.ndarray, badness: np.ndarray, window_s: float = D
     """The ``top`` non-overlapping time windows of length ``window_s`` with the highest mean badness.
 
     Every frame starts a candidate window [t, t + window_s) holding the frames in it (NaN frames are
-    skipped); candidates are taken greedily, highest mean first, skipping those overlapping a taken
-    one. Returns [{start_s, end_s, mean, frames}] (end_s: the last frame's time in the window)."""
+    skipped); only windows that fit in the recording are candidates (a window of the last few frames
+    would rank a single bad frame as a segment), unless the recording is shorter than one window.
+    Candidates are taken greedily, highest mean first, skipping those overlapping a taken one.
+    Returns [{start_s, end_s, mean, frames}] (end_s: the last frame's time in the window)."""
     times = np.asarray(times_s, dtype=np.float64)
     values = np.asarray(badness, dtype=np.float64)
     known = ~np.isnan(values)
@@ -209,8 +215,11 @@ def worst_segments(times_s: np.ndarray, badness: np.ndarray, window_s: float = D
     sums = np.concatenate([[0.0], np.cumsum(values)])
     counts = ends - np.arange(times.size)
     means = (sums[ends] - sums[: times.size]) / counts
+    period = float(np.median(np.diff(times))) if times.size > 1 else 0.0
+    fits = np.flatnonzero(times + window_s <= times[-1] + period + 1e-9)
+    candidates = fits if fits.size else np.array([0])
     taken: list[dict] = []
-    for start in np.argsort(-means, kind="stable"):
+    for start in candidates[np.argsort(-means[candidates], kind="stable")]:
         lo, hi = times[start], times[ends[start] - 1]
         if any(lo <= seg["end_s"] and seg["start_s"] <= hi for seg in taken):
             continue
@@ -245,7 +254,8 @@ class RecordingQuality:
     def class_summary(self) -> dict[str, dict[str, float | None]]:
         """Per class: mean share of the pixels and mean flicker (1 - IoU after motion compensation)."""
         k = len(self.class_names)
-        shares = np.array([q.class_shares for q in self.frames], dtype=np.float64).reshape(-1, k)
+        shares = np.array([q.class_shares for q in self.frames if q.class_shares is not None],
+                          dtype=np.float64).reshape(-1, k)
         flicker = np.array([[_nan(v) for v in q.class_flicker] for q in self.frames if q.class_flicker is not None],
                            dtype=np.float64).reshape(-1, k)
         return {

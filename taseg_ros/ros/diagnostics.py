@@ -131,6 +131,40 @@ class NodeStatistics:
             }
 
 
+class QualityStatistics:
+    """The label-free figures of the node's frames (``evaluation.quality.FrameQuality``): the last
+    frame's and the mean over the last ``window`` frames, and what computing them cost."""
+
+    FIGURES = ("mean_confidence", "low_confidence_share", "flicker")
+
+    def __init__(self, window: int = 200) -> None:
+        self._lock = threading.Lock()
+        self.windows = {name: RollingWindow(window) for name in self.FIGURES}
+        self.cost = RollingWindow(window)
+        self.last: dict[str, float | None] = {name: None for name in self.FIGURES}
+
+    def record(self, quality, seconds: float) -> None:
+        with self._lock:
+            for name in self.FIGURES:
+                value = getattr(quality, name)
+                self.last[name] = value
+                if value is not None:
+                    self.windows[name].add(value)
+            self.cost.add(seconds)
+
+    def values(self) -> dict[str, str]:
+        """Diagnostic key/values: quality_<figure> (last frame), quality_<figure>_mean (window), and
+        quality_cost_mean_ms; "nan" before the first frame (flicker: before the second)."""
+        with self._lock:
+            out = {}
+            for name in self.FIGURES:
+                last = self.last[name]
+                out[f"quality_{name}"] = "nan" if last is None else f"{last:.4f}"
+                out[f"quality_{name}_mean"] = f"{self.windows[name].summary()['mean']:.4f}"
+            out["quality_cost_mean_ms"] = f"{self.cost.summary()['mean'] * 1e3:.2f}"
+            return out
+
+
 def build_report(
     *,
     active: bool,

@@ -111,6 +111,12 @@ class NodeParams:
     diagnostics_period: float = param(
         1.0, gt=0, unit="seconds", section="diagnostics",
         doc="Period (s) of the /diagnostics status (fps, latency, dropped, unmatched, errors).")
+    quality_diagnostics: bool = param(
+        True, live=True,
+        doc="Label-free quality in the diagnostics, per frame: quality_mean_confidence (the chosen class's mean "
+        "probability), quality_low_confidence_share (pixels below 0.5) and quality_flicker (share of pixels whose "
+        "label changed since the previous processed frame; not motion compensated: `taseg bag eval` does that "
+        "offline), each also as a _mean over the last 200 frames. About 0.4 ms per 640x480 frame; false: off.")
     no_pair_warning: float = param(
         3.0, gt=0, unit="seconds", live=True,
         doc="Diagnostics turn WARN when no RGB/thermal pair has matched for this long (s).")

@@ -90,8 +90,9 @@ class EvalRecording:
         for name, value in quality.to_dict().items():
             if isinstance(value, float):
                 self._out.put(publish_ns, f"{self.namespace}/quality/{name}", FLOAT32, float32_message(value))
-        self._out.put(publish_ns, f"{self.namespace}/quality/class_shares", FLOAT32_ARRAY,
-                      float32_array_message(quality.class_shares, "class"))
+        if quality.class_shares is not None:
+            self._out.put(publish_ns, f"{self.namespace}/quality/class_shares", FLOAT32_ARRAY,
+                          float32_array_message(quality.class_shares, "class"))
 
     def put_ground_truth(self, publish_ns: int, stamp: int, frame_id: str, raw: np.ndarray, ids: np.ndarray) -> None:
         """A label as stored (mono8, or mono16 for ids above 255) and coloured (ignored pixels black)."""

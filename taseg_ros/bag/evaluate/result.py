@@ -76,6 +76,7 @@ class BagEvalResult:
     baseline_quality: Any = None  # ... of a baseline model on the same pairs
     segment_window_s: float = 2.0  # worst segments: window length and how many
     worst_segments: int = 3
+    palette: Any = None  # class colours (K x 3 RGB), for the plots
     comparison: dict | None = None  # bag.evaluate.compare.Comparison.to_dict(): change vs a baseline, gates
 
     @property

@@ -165,6 +165,7 @@ def _new_result(bag: Bag, segmenter, checkpoint_name, mode, slop_s, rgb_topic, t
         labels_total=0 if labels is None else len(labels),
         recording_duration_s=bag.duration_s,
         recording_start_ns=bag.start_ns,
+        palette=segmenter.class_info.palette,
     )
     if bag.note:
         result.notes.append(bag.note)
