@@ -52,7 +52,7 @@ def plot_quality(result: BagEvalResult, path: Path) -> Path:
 
     quality = result.quality
     t = quality.times_s
-    fig = Figure(figsize=(9, 7.5))
+    fig = Figure(figsize=(11, 7.5))
     conf_ax, flick_ax, class_ax = fig.subplots(3, 1, sharex=True)
     for name, label in (("mean_confidence", "mean confidence"), ("p5_confidence", "5th percentile confidence"),
                         ("low_confidence_share", f"share below {quality.low_confidence:g}"),
@@ -79,9 +79,8 @@ def plot_quality(result: BagEvalResult, path: Path) -> Path:
     worst = quality.worst(result.segment_window_s, result.worst_segments).get("flicker_compensated", [])
     for segment in worst:
         flick_ax.axvspan(segment["start_s"], segment["end_s"], color="red", alpha=0.12)
-    for ax in (conf_ax, flick_ax):
-        ax.legend(loc="lower left", fontsize="small")
-    class_ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="x-small")
+    for ax in (conf_ax, flick_ax, class_ax):  # beside the axes: the curves sit anywhere in [0, 1]
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="x-small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return Path(path)
