@@ -72,7 +72,6 @@ def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int
     """The node's per-frame pipeline without DDS: its own step timings, with thermal at the RGB size
     and at half size (the resize step), plus building the three output messages."""
     from taseg_ros.frames.codec import encode_image
-    from taseg_ros.frames.settings import STEPS
     from taseg_ros.inference.pipeline import FramePipeline
     from taseg_ros.inference import Segmenter
 
