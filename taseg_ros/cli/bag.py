@@ -401,6 +401,7 @@ def run_eval(args) -> int:
 def _gates_from_args(args):
     """--gate and --gates, checked against what this run computes (before the model loads)."""
     from taseg_ros.bag.evaluate.compare import check_gates_available, is_report
+    from taseg_ros.errors import InputError
     from taseg_ros.evaluation.gates import load_gates, parse_gate
 
     if not 0 < args.low_confidence <= 1:
