@@ -400,3 +400,12 @@ def test_label_free_figures_beside_miou_on_real_msrs_frames(samples_dir, tiny_ch
     assert report["scores"] is not None and report["frames"]["scored"] == 8
     assert set(report["quality"]["summary"]) == set(FIGURES)
     assert "mIoU" in stdout and "label-free: mean confidence" in stdout
+
+
+def test_frames_too_small_for_optical_flow_have_raw_flicker_only():
+    tracker = QualityTracker(3)
+    labels = np.zeros((8, 8), np.uint8)
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    tracker.update(labels, np.ones((8, 8), np.float32), rgb=rgb)
+    second = tracker.update(labels, np.ones((8, 8), np.float32), rgb=rgb)
+    assert second.flicker == 0.0 and second.flicker_compensated is None

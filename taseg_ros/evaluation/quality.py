@@ -107,6 +107,8 @@ class MotionCompensation:
     Labels are warped with nearest-neighbour remapping (a class id is never blended); pixels whose
     flow points outside the previous frame are left out of the comparison."""
 
+    MIN_SIZE = 12  # DIS refuses frames with a side below 12 px (its patches and pyramid)
+
     def __init__(self) -> None:
         self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
         self._grid: tuple[np.ndarray, np.ndarray] | None = None
@@ -183,7 +185,7 @@ class QualityTracker:
     def _flicker(self, quality: FrameQuality, previous, labels: np.ndarray, gray: np.ndarray | None) -> None:
         prev_labels, prev_gray = previous
         quality.flicker = disagreement(prev_labels, labels)
-        if gray is None or prev_gray is None:
+        if gray is None or prev_gray is None or min(gray.shape) < MotionCompensation.MIN_SIZE:
             return
         warped, valid = self.motion.warp(prev_labels, prev_gray, gray)
         if not self.detailed:
