@@ -32,19 +32,10 @@ from taseg_ros.evaluation.quality import (
     transition_counts,
     worst_segments,
 )
-from taseg_ros.scenes import street_scene
+from taseg_ros.scenes import panned, street_scene
 
 pytestmark = pytest.mark.timeout(300)
 STEP_PX = 3  # pan per frame
-
-
-def panned(big: FixtureFrame, count: int, width: int, step: int = STEP_PX) -> list[FixtureFrame]:
-    """``count`` crops of ``width`` columns, each ``step`` px further right: the camera turns, the
-    scene moves left by ``step`` px per frame."""
-    assert big.rgb.shape[1] >= width + step * (count - 1)
-    crop = lambda a, i: None if a is None else a[:, step * i : step * i + width].copy()  # noqa: E731
-    return [FixtureFrame(rgb=crop(big.rgb, i), thermal=crop(big.thermal, i), label=crop(big.label, i))
-            for i in range(count)]
 
 
 def scene(height: int, width: int, seed: int = 4) -> FixtureFrame:
@@ -104,7 +95,7 @@ def test_identical_frames_have_zero_flicker():
 def test_a_panned_sequence_is_consistent_after_motion_compensation_only(source, request):
     big = scene(120, 160 + 12 * STEP_PX) if source == "scene" else real_frame(
         request.getfixturevalue("samples_dir"), 240, 320 + 12 * STEP_PX)
-    frames = panned(big, 12, big.rgb.shape[1] - 11 * STEP_PX)
+    frames = panned(big, 12, big.rgb.shape[1] - 11 * STEP_PX, STEP_PX)
     figures = track(frames)[1:]
     raw = np.mean([q.flicker for q in figures])
     compensated = np.mean([q.flicker_compensated for q in figures])
@@ -167,7 +158,7 @@ def test_worst_segments_of_a_known_series():
 
 
 def test_worst_flicker_segment_is_where_a_bad_stretch_was_inserted():
-    frames = panned(scene(64, 96 + 39 * STEP_PX), 40, 96)
+    frames = panned(scene(64, 96 + 39 * STEP_PX), 40, 96, STEP_PX)
     rng = np.random.default_rng(1)
     labels = [f.label if not 20 <= i < 25 else rng.integers(0, 4, f.label.shape).astype(np.uint8)
               for i, f in enumerate(frames)]
@@ -236,7 +227,7 @@ def predict_like_node(checkpoint, frame) -> np.ndarray:
 @pytest.fixture(scope="module")
 def panned_bag(tmp_path_factory):
     """A street scene panned 3 px per frame, 12 frames at 10 Hz (one thermal frame dropped), mcap."""
-    frames = panned(scene(48, 64 + 11 * STEP_PX), 12, 64)
+    frames = panned(scene(48, 64 + 11 * STEP_PX), 12, 64, STEP_PX)
     return write_rgbt_bag(tmp_path_factory.mktemp("bags") / "panned", frames, storage="mcap", drop_thermal=(6,),
                           seed=2)
 
@@ -388,7 +379,7 @@ def test_label_free_figures_beside_miou_on_real_msrs_frames(samples_dir, tiny_ch
     from taseg_ros.bag.labels import stamp_id
     from taseg_ros.frames.files import write_image
 
-    frames = panned(real_frame(samples_dir, 120, 160 + 7 * STEP_PX), 8, 160)
+    frames = panned(real_frame(samples_dir, 120, 160 + 7 * STEP_PX), 8, 160, STEP_PX)
     rec = write_rgbt_bag(tmp_path / "msrs_pan", frames, storage="sqlite3", seed=5)
     labels = tmp_path / "labels"
     for f in rec.paired_frames:
