@@ -842,6 +842,8 @@ def test_documented_workflow_runs_as_written(tmp_path, tiny_checkpoint, monkeypa
     }
     (tmp_path / "runs" / "own_data").mkdir(parents=True)  # what the `taseg train` step leaves
     shutil.copy(tiny_checkpoint, tmp_path / "runs" / "own_data" / "best.safetensors")
+    (tmp_path / "models").mkdir()  # the model in service before (here the same one: every gate passes)
+    shutil.copy(tiny_checkpoint, tmp_path / "models" / "previous.safetensors")
 
     def label_everything(folder: str, rec) -> None:  # the "label" step, done by a person in reality
         from taseg_ros.frames.files import write_image
@@ -867,7 +869,7 @@ def test_documented_workflow_runs_as_written(tmp_path, tiny_checkpoint, monkeypa
         ran.append(argv[2])
         if argv[2] == "extract":
             label_everything(argv[argv.index("-o") + 1], recordings[argv[3]])
-    assert ran == ["info", "extract", "extract", "eval", "eval"]
+    assert ran == ["info", "extract", "extract", "eval", "eval", "eval", "eval"]
     from taseg_ros.datasets import build_dataset
 
     assert len(build_dataset("folder", "data/mine", "train")) > 0  # what `taseg train` will read
@@ -879,6 +881,10 @@ def test_documented_workflow_runs_as_written(tmp_path, tiny_checkpoint, monkeypa
     live = json.loads(Path("eval_run2_live/report.json").read_text())
     assert live["mode"] == "realtime" and 0 < live["frames"]["scored"] <= live["frames"]["processed"]
     assert not Path("eval_run2_live/run2_taseg").exists()  # --no-output-bag
+    unlabelled = json.loads(Path("eval_run2_nolabels/report.json").read_text())
+    assert unlabelled["scores"] is None and unlabelled["quality"]["summary"]["flicker_compensated"] is not None
+    gated = json.loads(Path("eval_run2_vs_previous/report.json").read_text())["comparison"]
+    assert gated["kind"] == "model" and gated["passed"] and len(gated["gates"]) == 3
 
 
 # --- replay (real DDS, the node in this process) -------------------------------------------------------
