@@ -33,7 +33,9 @@ class FrameResult:
     colorized: np.ndarray | None = None
     overlay: np.ndarray | None = None
     rgb: np.ndarray | None = None
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per STEPS entry, and "total"
+    # seconds per STEPS entry, and "total"; with entropy=True also "entropy" (kept out of "inference"
+    # and "total": the node does not compute it, and bag eval's per-pair times are the node's)
+    timings: dict[str, float] = field(default_factory=dict)
     notes: list[FrameNote] = field(default_factory=list)
     error: FrameNote | None = None
 
@@ -87,7 +89,7 @@ class FramePipeline:
         entropy: bool = False,
     ) -> FrameResult:
         """Decoded rgb (H, W, 3) uint8 and raw thermal (any size and dtype) -> labels and the
-        requested ``outputs``; ``entropy``: also the normalised entropy map (timed with the inference)."""
+        requested ``outputs``; ``entropy``: also the normalised entropy map (timed on its own)."""
         settings, prepare_thermal = self._current
         wanted = check_outputs(outputs)
         result = FrameResult(rgb=rgb, timings={"decode": decode_s})
@@ -108,7 +110,10 @@ class FramePipeline:
         result.labels, result.confidence, result.entropy = prediction.labels, prediction.confidence, prediction.entropy
         self._render(result, wanted, settings.overlay_alpha)
         done = time.perf_counter()
-        result.timings.update(thermal=prepared - start, inference=inferred - prepared, render=done - inferred)
+        result.timings.update(thermal=prepared - start, inference=inferred - prepared - prediction.entropy_s,
+                              render=done - inferred)
+        if entropy:
+            result.timings["entropy"] = prediction.entropy_s
         result.timings["total"] = sum(result.timings[step] for step in STEPS)
         return result
 

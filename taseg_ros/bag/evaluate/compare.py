@@ -73,7 +73,7 @@ def check_gates_available(gates: list[Gate], baseline: str | None, model_baselin
         if gate.on_change and baseline is None:
             raise InputError(f"--gate {gate}: a change bound needs --baseline")
         if gate.figure == "baseline_agreement" and not model_baseline:
-            raise InputError(f"--gate {gate}: baseline_agreement needs a model as --baseline (a report has no labels to agree with)")
+            raise InputError(f"--gate {gate}: baseline_agreement needs a model as --baseline (a report holds no predictions to agree with)")
         if gate.figure == "thermal_reliance" and not thermal_reliance:
             raise InputError(f"--gate {gate}: thermal_reliance needs --thermal-reliance")
 

@@ -27,7 +27,7 @@ labels: confidence, entropy, flicker against the previous processed pair (raw an
 compensated), class shares; with ``thermal_reliance`` a second forward with the thermal input
 blanked; with a ``baseline`` model the same pipeline runs it on the same decoded pair (its own
 figures, and the share of pixels where both chose the same class). None of this is in the per-pair
-times, except the entropy map, which the model step returns (a few ms on a CPU at 640x480).
+times (the entropy map comes with the model's output but is timed apart: FrameResult.timings).
 
 Ctrl-C stops after the current frame; the output recording and the report are still written, for
 the frames done so far, and marked interrupted.
