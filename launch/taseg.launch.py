@@ -65,6 +65,10 @@ def _launch_setup(context, *args, **kwargs):
         namespace=namespace,
         output="screen",
         emulate_tty=True,
+        # Ctrl-C: the node releases its model and exits cleanly, but a Python process with torch takes
+        # seconds to finish on a loaded machine (measured 3-4 s at load 15 on 2 cores); launch's default
+        # of 5 s before SIGTERM turned that into a killed node.
+        sigterm_timeout="30",
         parameters=[arg("params_file"), overrides],
         remappings=[("rgb/image", arg("rgb_topic")), ("thermal/image", arg("thermal_topic")),
                     ("rgb/image/compressed", arg("rgb_topic") + "/compressed"),

@@ -14,6 +14,13 @@ BACKEND_CHOICES = ("auto", *BACKENDS)
 DEVICE_CHOICES_HINT = "auto (cuda when available, else cpu), cpu, cuda or cuda:N"
 
 
+def torch_dtype(precision: str):
+    """A precision name -> its torch dtype (the one mapping; torch imported here, not at import time)."""
+    import torch
+
+    return getattr(torch, PRECISIONS[precision])
+
+
 def resolve_device(choice: str) -> str:
     """'auto' -> 'cuda' when CUDA is available, else 'cpu'; any other name is returned as given
     (torch and the Segmenter refuse names they do not know, with their own message)."""

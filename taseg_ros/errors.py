@@ -29,3 +29,15 @@ class InputWarning(UserWarning):
     def __init__(self, message: str, kind: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+def safe_text(value: object, limit: int = 80) -> str:
+    """Text from a file or a message (an Image's encoding, a class name) made safe for one log line or
+    error message: control characters, ANSI escape sequences and other unprintable characters are
+    shown as Python escapes (``\\x1b``, ``\\n``), printable non-ASCII text is kept, and anything
+    longer than ``limit`` characters is cut with the full length said. Use it wherever untrusted text
+    reaches a terminal, a log or a report."""
+    text = str(value)
+    cut = len(text) > limit
+    shown = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text[:limit])
+    return f"{shown}...({len(text)} characters)" if cut else shown

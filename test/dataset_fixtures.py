@@ -25,9 +25,7 @@ from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
-import yaml
 
-from taseg_ros.classes import ClassInfo
 from taseg_ros.demo.data import bgr as _bgr, write_folder, write_label as _write_label, write_split_files as _write_split_files  # noqa: F401
 from taseg_ros.frames.files import write_image
 from taseg_ros.errors import InputError

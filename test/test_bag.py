@@ -545,7 +545,7 @@ def real_rosbag(name: str) -> Path:
 
 def hand_made_bag(path, rgb_message, thermal_message, n=10, label_topic=None, label_offset_ns=0):
     """Two cameras at 10 Hz with messages built by the callers (encodings the fixtures refuse to
-    write: yuv422, 0x0 images, float thermal); labels (all zeros) stamped ``label_offset_ns`` off."""
+    write: yuv420, 0x0 images, float thermal); labels (all zeros) stamped ``label_offset_ns`` off."""
     from taseg_ros.bag.io.messages import image_message
     from taseg_ros.bag.io.msgtypes import IMAGE
     from taseg_ros.bag.io.writer import BagWriter
@@ -682,14 +682,14 @@ def test_max_pairs_zero_is_refused(raw_bag, tiny_checkpoint, tmp_path, command):
 
 
 def test_extract_and_eval_say_why_no_frame_could_be_decoded(tmp_path, tiny_checkpoint):
-    """yuv422 RGB and 0x0 thermal frames pair perfectly (the old answers: extract "no pair was
+    """yuv420 RGB and 0x0 thermal frames pair perfectly (the old answers: extract "no pair was
     extracted: USABLE: 10 pairs = 100%", eval exit 0 with nothing scored); the cause is each frame's
     decode failure, counted."""
-    yuv = hand_made_bag(tmp_path / "yuv", lambda i, s: raw_image(s, "yuv422", 8, 8, np.zeros(128), 16), mono16)
+    yuv = hand_made_bag(tmp_path / "yuv", lambda i, s: raw_image(s, "yuv420", 8, 8, np.zeros(128), 16), mono16)
     code, _, err = run_cli("extract", yuv, "-o", tmp_path / "ds")
     assert code == 2 and err.count("\n") == 1
     assert "no pair was extracted: 10 of 10 pairs could not be decoded: 10 x RGB /camera/color/image_raw: " \
-        "unsupported encoding 'yuv422'" in err
+        "unsupported encoding 'yuv420'" in err
     assert "USABLE" not in err and not (tmp_path / "ds").exists()
     empty = hand_made_bag(tmp_path / "empty", rgb8, lambda i, s: raw_image(s, "mono16", 0, 0, [], 0))
     code, _, err = run_cli("extract", empty, "-o", tmp_path / "ds")
@@ -698,7 +698,7 @@ def test_extract_and_eval_say_why_no_frame_could_be_decoded(tmp_path, tiny_check
     code, _, err = run_cli("eval", yuv, "--checkpoint", tiny_checkpoint, "-o", tmp_path / "ev")
     assert code == 2 and err.count("\n") == 1
     assert "no pair could be evaluated: 10 of 10 pairs failed: 10 x /camera/color/image_raw: unsupported " \
-        "encoding 'yuv422'" in err
+        "encoding 'yuv420'" in err
     assert not (tmp_path / "ev").exists()  # neither report nor output recording
 
 
@@ -837,13 +837,18 @@ def test_documented_workflow_runs_as_written(tmp_path, tiny_checkpoint, monkeypa
     assert "taseg train training/recipes/own_data.yaml --data-root data/mine" in commands
     monkeypatch.chdir(tmp_path)
     recordings = {
-        "run1": record(tmp_path / "run1", frames=synthetic_frames(N_FRAMES, 48, 64, seed=7)),
-        "run2": record(tmp_path / "run2", frames=synthetic_frames(N_FRAMES, 48, 64, seed=8)),
+        name: record(tmp_path / name, frames=synthetic_frames(N_FRAMES, 48, 64, seed=seed))
+        for name, seed in (("run1", 7), ("run2", 8), ("run3", 9))
     }
     (tmp_path / "runs" / "own_data").mkdir(parents=True)  # what the `taseg train` step leaves
     shutil.copy(tiny_checkpoint, tmp_path / "runs" / "own_data" / "best.safetensors")
-    (tmp_path / "models").mkdir()  # the model in service before (here the same one: every gate passes)
-    shutil.copy(tiny_checkpoint, tmp_path / "models" / "previous.safetensors")
+    (tmp_path / "models").mkdir()  # a model trained on a public dataset, for the first labelling round
+    shutil.copy(tiny_checkpoint, tmp_path / "models" / "taseg_mfnet.safetensors")
+    from taseg_ros.ros.params import homography_params_text
+
+    # what `taseg bag calibrate board_run` leaves (it needs a recording of a board: test_registration.py)
+    (tmp_path / "registration.yaml").write_text(homography_params_text(np.eye(3), ["calibrated"]))
+    shutil.copy(tiny_checkpoint, tmp_path / "models" / "previous.safetensors")  # the model in service before
 
     def label_everything(folder: str, rec) -> None:  # the "label" step, done by a person in reality
         from taseg_ros.frames.files import write_image
@@ -862,14 +867,15 @@ def test_documented_workflow_runs_as_written(tmp_path, tiny_checkpoint, monkeypa
         if argv[:2] != ["taseg", "bag"]:
             continue
         parser.parse_args(argv[1:])  # every documented `taseg bag` command parses
-        if argv[2] == "replay":
+        if argv[2] == "replay" or argv[3] == "board_run":
             continue
         code, out, err = run_cli(*argv[2:])
         assert code == 0, f"{command}\n{out}\n{err}"
         ran.append(argv[2])
         if argv[2] == "extract":
             label_everything(argv[argv.index("-o") + 1], recordings[argv[3]])
-    assert ran == ["info", "extract", "extract", "eval", "eval", "eval", "eval"]
+    assert ran == ["info", "refine", "info", "extract", "select", "extract", "eval", "eval", "eval", "eval"]
+    assert Path("registration_refined.yaml").is_file() and len(list(Path("data/round1/rgb").iterdir())) > 0
     from taseg_ros.datasets import build_dataset
 
     assert len(build_dataset("folder", "data/mine", "train")) > 0  # what `taseg train` will read
@@ -937,8 +943,9 @@ def test_replay_through_the_node(compressed_bag, running_node, tmp_path):
         publish_rgb_topic=f"{namespace}/rgb/image/compressed",
         publish_thermal_topic=f"{namespace}/thermal/image/compressed",
         domain_id=domain,
-        wait_s=30,
-        drain_s=5,
+        # generous: replay ends as soon as every pair is answered; a loaded machine may need long
+        wait_s=120,
+        drain_s=30,
     )
     result = replay_bag(settings, tmp_path / "replay")
     assert result.published == {

@@ -24,6 +24,7 @@ from taseg_ros.bench.models import (
     plain_sam_encoder,
 )
 from taseg_ros.bench.mode import prepared_inputs
+from taseg_ros.bench.report import _ms, format_report
 from taseg_ros.bench.run import BenchOptions, run_benchmark
 from taseg_ros.bench.timing import StageClock, auto_repeats
 from taseg_ros.timing import summarize_ms
@@ -81,6 +82,8 @@ def test_quick_run_reports_every_figure(quick_run):
         assert mode["memory"]["peak_bytes"] > 0
     for row in ("TASeg forward / plain SAM enc", "share of forward time", "dense matmul GFLOP/s", "peak memory"):
         assert row in table
+    latency_row = next(line for line in table.splitlines() if line.startswith("latency, predict()"))
+    assert latency_row.count(" ms") == 2 and " - " not in latency_row + " ", latency_row  # was "-" per mode
 
 
 def test_quick_run_drives_the_real_node(quick_run):
@@ -116,6 +119,19 @@ def test_skip_node_and_bad_options(tmp_path):
         )
     assert result["node"] == {"skipped": "--skip-node"}
     assert list(result["modes"]) == ["native"] and result["modes"]["native"]["input_hw"] == [64, 96]
+    # The text report shows the latencies the JSON holds (it printed "-" for each after a key rename).
+    table = format_report(result)
+    for label, key in (("latency, predict()", "predict"), ("  forward", "forward"), ("plain SAM encoder", "plain_encoder")):
+        row = next(line for line in table.splitlines() if line.startswith(label))
+        median = result["modes"]["native"]["latency"][key]["median"]
+        assert row.rstrip().endswith(" ms") and _ms(result["modes"]["native"]["latency"][key]).split()[0] in row, row
+        assert median > 0
+
+
+def test_latency_cell_shows_median_and_half_iqr():
+    assert _ms(summarize_ms([0.004, 0.001, 0.003, 0.002, 0.005])) == "3.00 ±1.00 ms"
+    assert _ms(summarize_ms([12.0, 14.0, 16.0])) == "14.0 ±1.0 s"
+    assert _ms(summarize_ms([])) == "-" and _ms(None) == "-"
 
 
 @pytest.mark.parametrize("mode", ["sam1024", "native"])

@@ -172,6 +172,15 @@ CASES = [
     Case("bag-extract-homography-singular", HOMOGRAPHY + " 1 2 3 2 4 6 0 0 1", r"--thermal-homography: .*not invertible", needs_bag=True),
     Case("bag-extract-homography-out-of-frame", HOMOGRAPHY + " 1 0 100000 0 1 0 0 0 1",
          r"--thermal-homography: maps the .* thermal frame onto 0% of the", needs_bag=True),
+    # issue 19 item 9: the network input limit is checked before anything is loaded or written
+    Case("predict-max-input-size-too-small", PREDICT + " -o {w}/new --max-input-size 5",
+         r"--max-input-size 5: must be 0 \(no limit\) or a whole number of pixels >= 32"),
+    Case("eval-max-input-size-negative", EVAL + " --out {w}/new --max-input-size -1",
+         r"--max-input-size -1: must be 0 \(no limit\)"),
+    Case("bag-eval-max-input-size-too-small", "bag eval {bag} --checkpoint {ckpt} -o {w}/ev --max-input-size 8",
+         r"--max-input-size 8: must be 0 \(no limit\)", needs_bag=True),
+    Case("bag-extract-homography-far-off-frame-is-not-singular", HOMOGRAPHY + " 1 0 1e6 0 1 0 0 0 1",
+         r"--thermal-homography: maps the .* thermal frame onto 0% of the", needs_bag=True),
     # 1, 7 and the namespace, for the bag tools: an output never is or overlaps the recording (even with
     # --force); outputs under a file; --max-pairs 0; a namespace ROS rejects (more in test_bag.py)
     Case("bag-eval-output-bag-is-the-recording", "bag eval {bag} --checkpoint {ckpt} -o {w}/ev --output-bag {bag} --force",
@@ -331,6 +340,17 @@ def test_homography_validation_names_the_reason():
             NodeParams(checkpoint="m", thermal_homography=[float(v) for v in matrix]).validate()
     with pytest.raises(ValueError, match="onto 0% of the 64x48 RGB frame"):
         validate_homography([1, 0, 100000, 0, 1, 0, 0, 0, 1], (48, 64), (48, 64))
+    # A valid but off-frame registration (determinant 1) was refused as "singular" (a condition-number
+    # test): it is invertible, and the frames say why it is useless.
+    far = [1, 0, 1e6, 0, 1, 0, 0, 0, 1]
+    assert np.array_equal(validate_homography(far), np.reshape(far, (3, 3)))
+    NodeParams(checkpoint="m", thermal_homography=[float(v) for v in far]).validate()
+    with pytest.raises(ValueError, match="onto 0% of the 64x48 RGB frame") as off_frame:
+        validate_homography(far, (48, 64), (48, 64))
+    assert "invertible" not in str(off_frame.value)
+    validate_homography([1e-3, 0, 0, 0, 1e-3, 0, 0, 0, 1])  # a strong zoom-out is invertible (coverage judges it)
+    with pytest.raises(ValueError, match=r"not invertible \(determinant 0"):
+        validate_homography([1, 2, 0, 2, 4, 0, 0, 0, 1])
     aligner = ThermalAligner(np.array([[1, 0, -1000], [0, 1, 0], [0, 0, 1.0]]))
     with pytest.raises(ValueError, match="black"):  # every frame of that size is refused, not warped to black
         aligner(np.zeros((48, 64), np.uint8), (48, 64))

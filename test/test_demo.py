@@ -42,6 +42,14 @@ def test_demo_writes_every_step(demo_run):
     assert node["answered_pairs"] + node["dropped"] == node["expected_pairs"]
     assert (out / "bag" / "input" / "metadata.yaml").is_file() and (out / "bag" / "output" / "metadata.yaml").is_file()
     assert "taseg demo finished" in stdout and "mIoU thermal blanked" in stdout
+    # the labelling loop on the demo's own recording: frames chosen, pre-labels as a CVAT zip
+    assert summary["prelabels"]["frames"] == 4
+    selected = (out / "labelling" / "to_label" / "selection.csv").read_text().splitlines()
+    assert len(selected) == 1 + 4 and "pre-labels for CVAT" in stdout
+    import zipfile
+
+    with zipfile.ZipFile(out / "labelling" / "prelabels.zip") as zf:
+        assert len([n for n in zf.namelist() if n.startswith("SegmentationClass/")]) == 4
 
 
 def test_demo_on_a_given_checkpoint_and_data(demo_run, tmp_path):

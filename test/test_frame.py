@@ -1,4 +1,4 @@
-"""The per-frame pipeline (taseg_ros.frame) without ROS: decode -> thermal -> predict -> render."""
+"""The per-frame pipeline (taseg_ros.inference.pipeline) without ROS: decode -> thermal -> predict -> render."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -79,7 +79,7 @@ def test_notes_nan_pixels_every_frame_and_the_resize_once(segmenter):
 def test_undecodable_messages_skip_the_pair_with_the_reason(segmenter):
     rgb, thermal = frames()
     bad = raw(rgb, "rgb8")
-    bad.encoding = "yuv422"
+    bad.encoding = "yuv420"
     result = FramePipeline(segmenter).process_messages(bad, raw(thermal, "mono16"))
     assert not result.ok and result.labels is None
     assert (result.error.kind, result.error.stream, result.error.detail) == ("bad_rgb", "rgb", "encoding")

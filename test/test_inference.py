@@ -110,3 +110,65 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert "unknown class list 'nope'" in capsys.readouterr().err
     assert main(["info", "--checkpoint", str(tmp_path / "missing.safetensors")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_a_huge_frame_is_capped_before_the_network_and_labels_come_back_full_size(thermal_checkpoint):
+    """max_input_size (issue 19: one 4000x3000 pair made the tiny model ask for > 24 GB in native mode):
+    the network sees the frame resized down to the cap (aspect kept, padded to the patch size), the
+    labels and confidence come back at 4000x3000, they match a prediction on the frame shrunk by hand,
+    and the call's memory stays bounded. The pipeline says so once."""
+    import torch
+
+    from taseg_ros.bench.memory import measure_peak
+    from taseg_ros.inference.pipeline import FramePipeline
+    from taseg_ros.model.config import DEFAULT_MAX_INPUT_SIZE
+    from taseg_ros.scenes import scene_pair
+
+    small_rgb, small_thermal = scene_pair(120, 160, seed=2)
+    # A 4000x3000 frame with the small scene's content (nearest: each pixel a 25x25 block).
+    rgb = cv2.resize(small_rgb, (4000, 3000), interpolation=cv2.INTER_NEAREST)
+    thermal = cv2.resize(small_thermal, (4000, 3000), interpolation=cv2.INTER_NEAREST)
+    assert Segmenter.from_checkpoint(thermal_checkpoint).transform.max_input_size == DEFAULT_MAX_INPUT_SIZE
+    seg = Segmenter.from_checkpoint(thermal_checkpoint, max_input_size=160)
+    assert seg.cfg.resolution == "native"
+    thermal01 = seg.thermal(thermal, rgb.shape[:2])[0]
+    rgb_in, thermal_in, geometry = seg.prepare([rgb], [thermal01])
+    assert geometry.capped and geometry.resized_hw == (120, 160) and tuple(rgb_in.shape) == (1, 3, 128, 160)
+    assert tuple(thermal_in.shape) == (1, 1, 128, 160)
+
+    result = {}
+    memory = measure_peak(lambda: result.setdefault("pred", seg.predict(rgb, thermal)), torch.device("cpu"))
+    pred = result["pred"]
+    assert pred.labels.shape == (3000, 4000) and pred.confidence.shape == (3000, 4000)
+    if memory["kind"] == "rss_peak_during_call":  # ~1 GB measured: logits restored at 4000x3000
+        assert memory["delta_bytes"] < 3 * 2**30, memory
+    shrunk = seg.predict(small_rgb, small_thermal).labels
+    up = cv2.resize(shrunk, (4000, 3000), interpolation=cv2.INTER_NEAREST)
+    assert (up == pred.labels).mean() > 0.9
+    assert len(np.unique(pred.labels)) > 1  # a real segmentation, not one class everywhere
+
+    uncapped = Segmenter.from_checkpoint(thermal_checkpoint, max_input_size=0)
+    assert not uncapped.transform.geometry(3000, 4000).capped
+    assert uncapped.transform.geometry(3000, 4000).padded_hw == (3008, 4000)
+
+    pipeline = FramePipeline(seg)
+    first = pipeline.process(rgb[:1500, :2000], thermal[:1500, :2000], outputs=())
+    assert [n.kind for n in first.notes] == ["input_resized"]
+    assert first.notes[0].text == ("2000x1500 frames are larger than max_input_size (160 px, the longest side): "
+                                   "the network sees them at 160x120 and the labels are resized back to 2000x1500")
+    assert first.labels.shape == (1500, 2000)
+    assert pipeline.process(rgb[:1500, :2000], thermal[:1500, :2000], outputs=()).notes == []  # said once
+
+
+def test_predict_max_input_size_option(tiny_checkpoint, tmp_path, capsys):
+    """`taseg predict --max-input-size`: the frame goes through the capped network, the outputs keep the
+    frame's size, and the command says once that frames were resized for the network."""
+    rng = np.random.default_rng(4)
+    cv2.imwrite(str(tmp_path / "rgb.png"), rng.integers(0, 256, (60, 100, 3), dtype=np.uint8))
+    cv2.imwrite(str(tmp_path / "thermal.png"), rng.integers(0, 256, (60, 100), dtype=np.uint8))
+    code = main(["predict", "--checkpoint", str(tiny_checkpoint), "--rgb", str(tmp_path / "rgb.png"),
+                 "--thermal", str(tmp_path / "thermal.png"), "-o", str(tmp_path / "out"), "--max-input-size", "48"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "100x60 frames are larger than max_input_size (48 px, the longest side): the network sees them at 48x29" in err
+    assert cv2.imread(str(tmp_path / "out" / "labels" / "rgb.png"), cv2.IMREAD_UNCHANGED).shape == (60, 100)

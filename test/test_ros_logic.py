@@ -16,7 +16,7 @@ import yaml
 
 from taseg_ros.frames.thermal import ThermalAligner, ThermalNormalization
 from taseg_ros.frames.render import colorize, overlay
-from taseg_ros.ros.diagnostics import OK, WARN, NodeStatistics, build_report
+from taseg_ros.ros.diagnostics import ERROR, LOSSY_HINT, OK, WARN, NodeStatistics, build_report
 from taseg_ros.frames.codec import ImageDecodeError, check_image_fields, decode_rgb, decode_thermal, encode_image, image_to_array
 from taseg_ros.frames.pairing import LatestSlot, StampPairer, stamp_to_ns
 from taseg_ros.ros.params import NodeParams
@@ -179,6 +179,46 @@ def test_decode_thermal_all_encodings(pad, big_endian):
         assert out.shape == (4, 6) and np.array_equal(out, grey)
 
 
+@pytest.mark.parametrize("pad", [0, 4])
+@pytest.mark.parametrize("encoding, to_yuv", [("yuv422", cv2.COLOR_RGB2YUV_UYVY), ("yuv422_yuy2", cv2.COLOR_RGB2YUV_YUY2)])
+def test_decode_yuv422_as_cv_bridge_does(encoding, to_yuv, pad):
+    """UYVY (ROS yuv422) and YUYV (yuv422_yuy2): an RGB image packed by OpenCV decodes to exactly
+    OpenCV's own round trip (4:2:2 halves the chroma, so that, not the RGB image, is exact), and a
+    swapped byte order would decode to other colours."""
+    rgb = np.random.default_rng(3).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    packed = cv2.cvtColor(rgb, to_yuv)
+    assert packed.shape == (6, 8, 2)
+    back = cv2.cvtColor(packed, cv2.COLOR_YUV2RGB_UYVY if encoding == "yuv422" else cv2.COLOR_YUV2RGB_YUY2)
+    decoded = decode_rgb(raw_image(packed, encoding, pad))
+    assert decoded.shape == (6, 8, 3) and np.array_equal(decoded, back)
+    assert np.abs(decoded.astype(int) - rgb).mean() < 40  # close to the camera's colours, not noise
+    grey = np.full((2, 4, 3), (90, 90, 90), np.uint8)  # a grey pair survives 4:2:2 almost exactly
+    assert np.abs(decode_rgb(raw_image(cv2.cvtColor(grey, to_yuv), encoding)).astype(int) - 90).max() <= 2
+    other = "yuv422_yuy2" if encoding == "yuv422" else "yuv422"
+    assert not np.array_equal(decode_rgb(raw_image(packed, other)), back)
+    with pytest.raises(ImageDecodeError, match="width=7 is odd") as odd:
+        decode_rgb(SimpleNamespace(encoding=encoding, height=2, width=7, step=14, is_bigendian=0, data=bytes(28)))
+    assert odd.value.reason == "size"
+
+
+@pytest.mark.parametrize("encoding, top_left", [
+    ("bayer_rggb8", ("R", "G", "G", "B")), ("bayer_bggr8", ("B", "G", "G", "R")),
+    ("bayer_gbrg8", ("G", "B", "R", "G")), ("bayer_grbg8", ("G", "R", "B", "G")),
+])
+@pytest.mark.parametrize("pad", [0, 3])
+def test_decode_bayer_patterns_by_known_colour(encoding, top_left, pad):
+    """A mosaic of one colour laid out as the ROS name says (the first two letters are the top row)
+    demosaics back to exactly that colour everywhere: OpenCV names the same patterns one row and
+    column shifted (ROS RGGB = OpenCV BayerBG), so a wrong code gives other colours."""
+    colour = {"R": 200, "G": 100, "B": 30}
+    mosaic = np.zeros((6, 8), np.uint8)
+    for (dy, dx), channel in zip(((0, 0), (0, 1), (1, 0), (1, 1)), top_left):
+        mosaic[dy::2, dx::2] = colour[channel]
+    decoded = decode_rgb(raw_image(mosaic, encoding, pad))
+    assert decoded.shape == (6, 8, 3)
+    assert np.array_equal(decoded, np.broadcast_to(np.array([200, 100, 30], np.uint8), (6, 8, 3)))
+
+
 def test_float_thermal_keeps_nan_and_inf():
     values = np.array([[1.0, np.nan], [np.inf, -np.inf]], np.float32)
     out = decode_thermal(raw_image(values, "32FC1"))
@@ -186,8 +226,8 @@ def test_float_thermal_keeps_nan_and_inf():
 
 
 def test_bad_raw_images_raise_clear_errors(rgb_frame):
-    with pytest.raises(ImageDecodeError, match="unsupported encoding 'yuv422'"):
-        decode_rgb(raw_image(rgb_frame[:, :, :2].copy(), "yuv422"))
+    with pytest.raises(ImageDecodeError, match="unsupported encoding 'yuv420'"):
+        decode_rgb(raw_image(rgb_frame[:, :, :2].copy(), "yuv420"))
     with pytest.raises(ImageDecodeError, match="unsupported encoding 'mono16'"):
         decode_rgb(raw_image(np.zeros((2, 2), np.uint16), "mono16"))  # not an RGB encoding
     with pytest.raises(ImageDecodeError, match="empty image"):
@@ -199,6 +239,21 @@ def test_bad_raw_images_raise_clear_errors(rgb_frame):
         check_image_fields(SimpleNamespace(encoding="rgb8", height=5, width=7, step=20, is_bigendian=0, data=good.data))
     with pytest.raises(ImageDecodeError, match="truncated data: 0 bytes"):
         check_image_fields(raw_image(rgb_frame, "rgb8", data_override=b""))
+
+
+def test_untrusted_encoding_strings_are_escaped_in_messages():
+    """A publisher's encoding string with an ANSI escape and a newline reaches the log as escapes
+    (errors.safe_text), never as raw control characters; long strings are cut."""
+    from taseg_ros.errors import safe_text
+
+    hostile = "rgb8\x1b[2J\x1b[31mfake\nline"
+    with pytest.raises(ImageDecodeError) as caught:
+        check_image_fields(SimpleNamespace(encoding=hostile, height=1, width=1, step=3, is_bigendian=0, data=bytes(3)))
+    message = str(caught.value)
+    assert "\x1b" not in message and "\n" not in message
+    assert "unsupported encoding 'rgb8\\x1b[2J\\x1b[31mfake\\nline'" in message
+    assert safe_text("caf\u00e9 \u200b\x00") == "caf\u00e9 \\u200b\\x00"  # printable non-ASCII kept
+    assert safe_text("x" * 100, limit=10) == "xxxxxxxxxx...(100 characters)"
 
 
 def test_image_fields_from_rclpy_style_array_data(rgb_frame):
@@ -263,7 +318,7 @@ def test_encode_image_round_trip(rgb_frame):
         encode_image(rgb_frame[:, :, 0], "rgb8")
 
 
-# --- colourising (the node's use of preprocessing.colorize / overlay) -----------------------------
+# --- colourising (the node's use of frames.render.colorize / overlay) -----------------------------
 
 
 def test_colorize_and_overlay_values():
@@ -350,6 +405,69 @@ def test_report_warns_when_input_stamps_are_far_from_the_node_clock():
     assert build_report(active=True, stats=silent, pairing={}, dropped=0, seconds_since_pair=0.1,
                         seconds_since_input={"rgb": None, "thermal": None}, no_pair_warn_s=3.0,
                         clock_offset_warn_s=2.0).level == OK
+
+def test_report_describes_the_recent_window_and_names_failures():
+    """Issue 19: diagnostics stayed OK "processing" while every pair failed, said "stamps do not match"
+    for frames the node could not decode, and kept all-time means after a burst of bad stamps."""
+    def report(stats, now, since_pair=0.1, inputs=(0.0, 0.0), lossy=False):
+        return build_report(active=True, stats=stats, pairing={}, dropped=0, seconds_since_pair=since_pair,
+                            seconds_since_input=dict(zip(("rgb", "thermal"), inputs)), no_pair_warn_s=3.0,
+                            clock_offset_warn_s=2.0, now=now, lossy_inputs=lossy)
+
+    stats = NodeStatistics(recent_s=10.0)
+    for i in range(4):
+        stats.record_output(0.1, 0.05, 0.001, 0.001, now=100.0 + i)
+    for i in range(3):
+        stats.record_failure("bad_rgb", "data", "compressed image (format 'jpeg', 9 bytes) could not be decoded",
+                             now=104.0 + i)
+    partial = report(stats, 107.0)
+    assert partial.level == WARN and partial.message.startswith("in the last 10 s, 3 of 7 pairs failed: 3 x bad_rgb/data")
+    assert partial.values["recent_pairs_ok"] == "4" and partial.values["errors_bad_rgb_data"] == "3"
+    # 10 s later the good pairs have aged out of the window: every recent pair failed -> ERROR
+    stats.record_failure("model", "", "model failed on a 160x120 pair: RuntimeError: out of memory", now=113.0)
+    failing = report(stats, 113.5)
+    assert failing.level == ERROR
+    assert failing.message == ("every pair of the last 10 s failed (4): 3 x bad_rgb/data: compressed image (format "
+                               "'jpeg', 9 bytes) could not be decoded; 1 x model: model failed on a 160x120 pair: "
+                               "RuntimeError: out of memory")
+    assert failing.values["latency_mean_ms"] == "nan" and failing.values["processed"] == "4"
+    stats.record_output(0.1, 0.05, 0.001, 0.001, now=130.0)
+    assert report(stats, 130.5).level == OK  # the burst aged out
+
+    refused = NodeStatistics()
+    for i in range(5):
+        refused.record_failure("bad_rgb", "encoding", "unsupported encoding 'yuv420'; supported: rgb8", pair=False,
+                               now=200.0 + i)
+    status = report(refused, 205.0, since_pair=5.0)
+    assert status.level == ERROR and "stamps do not match" not in status.message
+    assert status.message == ("no RGB/thermal pair matched for 5.0 s; input frames refused: 5 x bad_rgb/encoding: "
+                              "unsupported encoding 'yuv420'; supported: rgb8")
+    assert status.values["errors_bad_rgb"] == "5" and status.values["errors_bad_rgb_encoding"] == "5"
+    assert report(NodeStatistics(), 205.0, since_pair=5.0).message.endswith("their stamps do not match within the slop")
+
+    # a burst of hour-old stamps warns, then ages out (it was a mean over the last 200 messages, at any age)
+    clock = NodeStatistics(recent_s=10.0)
+    for i in range(20):
+        clock.record_stamp_age("rgb", 3600.0, now=300.0 + 0.1 * i)
+    assert "far from this node's clock" in report(clock, 302.0).message
+    clock.record_stamp_age("rgb", 0.03, now=315.0)
+    assert report(clock, 315.0).level == OK and report(clock, 315.0).values["rgb_stamp_age_mean_ms"] == "30.0"
+
+    lost = NodeStatistics()
+    lost.record_lost("rgb", 4, now=400.0)
+    silent = report(lost, 401.0, since_pair=5.0, inputs=(4.5, 0.0), lossy=True)
+    assert silent.level == WARN and "messages lost in transport in the last 10 s: 4 rgb" in silent.message
+    assert "input_qos:=reliable" in silent.message and silent.values["lost_rgb"] == "4"
+    nobody = report(NodeStatistics(), 401.0, since_pair=5.0, inputs=(None, 0.0), lossy=True)
+    assert nobody.message.endswith("no message for > 3 s on: rgb" + LOSSY_HINT)  # publishers unknown: the hint
+    assert "input_qos" in build_report(
+        active=True, stats=NodeStatistics(), pairing={}, dropped=0, seconds_since_pair=5.0, no_pair_warn_s=3.0,
+        seconds_since_input={"rgb": None, "thermal": 0.0}, lossy_inputs=True, publishers={"rgb": 1, "thermal": 1}).message
+    unpublished = build_report(
+        active=True, stats=NodeStatistics(), pairing={}, dropped=0, seconds_since_pair=5.0, no_pair_warn_s=3.0,
+        seconds_since_input={"rgb": None, "thermal": None}, lossy_inputs=True, publishers={"rgb": 0, "thermal": 1})
+    assert unpublished.message.endswith("on: rgb (no publisher), thermal" + LOSSY_HINT)
+
 
 # --- parameters, config file, launch file -----------------------------------------------------------
 
@@ -458,5 +576,5 @@ def test_ros_free_modules_do_not_import_rclpy():
         "taseg_ros.ros.params; bad = [m for m in sys.modules if m.split('.')[0] in "
         "('rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'torch')]; print(bad); sys.exit(1 if bad else 0)"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -38,13 +38,13 @@ from taseg_ros.ros.node import TASegNode, spin_resiliently  # noqa: E402
 from taseg_ros.ros.params import NodeParams  # noqa: E402
 
 DOMAIN_ID = random.randint(100, 200)
-WAIT = 30.0  # seconds: generous upper bound for anything that should happen "soon" on a loaded machine
+WAIT = 60.0  # seconds: generous upper bound for anything that should happen "soon" on a loaded machine
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 OUTPUTS = ("labels", "colorized", "overlay", "confidence")
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
@@ -468,7 +468,7 @@ def test_stale_pairs_are_dropped_and_latency_stays_bounded(start_node):
 
 
 def test_bad_inputs_are_counted_and_processing_continues(start_node):
-    node, probe = start_node(no_pair_warning=0.6, pairing_queue_size=3)
+    node, probe = start_node(no_pair_warning=0.6, pairing_queue_size=3, diagnostics_window=2.0)
     rgb, thermal = frames(seed=2)
     outputs = 0
 
@@ -485,7 +485,7 @@ def test_bad_inputs_are_counted_and_processing_continues(start_node):
     good_pair_still_works()
 
     stamp = probe.next_stamp_ns()
-    probe.rgb_pub.publish(image_msg(rgb[:, :, :2], "yuv422", stamp, "cam"))
+    probe.rgb_pub.publish(image_msg(rgb[:, :, :2], "yuv420", stamp, "cam"))
     wait_until(lambda: errors("bad_rgb") == 1, what="unknown RGB encoding counted")
     probe.thermal_pub.publish(image_msg(np.dstack([thermal] * 4).astype(np.uint8), "rgba8", stamp, "th"))
     wait_until(lambda: errors("bad_thermal") == 1, what="unsupported thermal encoding counted")
@@ -558,6 +558,114 @@ def test_bad_inputs_are_counted_and_processing_continues(start_node):
     assert values["errors_bad_rgb"] == "2" and values["errors_bad_thermal"] == "2"
     assert values["zero_stamp"] == "1" and values["out_of_order"] == "1"
     assert int(values["errors"]) == 2 + 2 + 1 + 1 + 1 + 1  # + nonfinite_thermal
+
+
+def wait_for_status(probe: Probe, predicate, what: str):
+    """The first diagnostics status (from now on, or already received) that satisfies `predicate`."""
+    def find():
+        with probe.cond:
+            statuses = [status for _, status in probe.received["diagnostics"]]
+        return next((st for st in reversed(statuses) if predicate(st)), None)
+
+    wait_until(find, what=what)
+    return find()
+
+
+def test_undecodable_frames_are_reported_with_their_reason(start_node):
+    """Issue 19: frames the node cannot decode ended in diagnostics saying the stamps did not match.
+    Now the diagnostics (ERROR: nothing can pair) and the throttled log name the decode reason with its
+    count; a publisher's hostile encoding string is logged escaped; yuv422 and Bayer frames decode."""
+    node, probe = start_node(no_pair_warning=0.6)
+    rgb, thermal = frames(seed=6)
+    deadline = time.monotonic() + WAIT
+    hostile = "yuv420\x1b[2J\x1b[31m"
+    while not node.stats.errors["bad_rgb"] >= 3 or node.stats.errors["bad_rgb"] == 0:
+        assert time.monotonic() < deadline, "refused frames not counted"
+        stamp = probe.next_stamp_ns()
+        probe.rgb_pub.publish(image_msg(rgb[:, :, :2], hostile, stamp, "cam"))
+        probe.thermal_pub.publish(image_msg(thermal, "mono16", stamp, "th"))
+        time.sleep(0.05)
+
+    def refused(status):
+        return status.level == b"\x02" and "input frames refused" in status.message
+
+    deadline = time.monotonic() + WAIT
+    status = None
+    while status is None:  # keep the frames coming until no_pair_warning has passed without a pair
+        assert time.monotonic() < deadline, f"no ERROR naming the refused frames: {probe.last('diagnostics')}"
+        stamp = probe.next_stamp_ns()
+        probe.rgb_pub.publish(image_msg(rgb[:, :, :2], hostile, stamp, "cam"))
+        probe.thermal_pub.publish(image_msg(thermal, "mono16", stamp, "th"))
+        with probe.cond:
+            status = next((st for _, st in reversed(probe.received["diagnostics"]) if refused(st)), None)
+        time.sleep(0.05)
+    assert "stamps do not match" not in status.message
+    assert "x bad_rgb/encoding: unsupported encoding 'yuv420\\x1b[2J\\x1b[31m'" in status.message, status.message
+    values = {kv.key: kv.value for kv in status.values}
+    assert int(values["errors_bad_rgb_encoding"]) >= 3 and values["errors_bad_rgb"] == values["errors_bad_rgb_encoding"]
+    wait_until(lambda: probe.logged("unsupported encoding"), what="the refused frame on /rosout")
+    line = probe.logged("unsupported encoding")[0]
+    assert "\x1b" not in line and "yuv420\\x1b[2J" in line and "x encoding since configure)" in line, line
+
+    # what colour cameras publish decodes: UYVY, YUYV and a Bayer mosaic give labels
+    for encoding, array in (("yuv422", cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_UYVY)),
+                            ("yuv422_yuy2", cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_YUY2)),
+                            ("bayer_rggb8", rgb[:, :, 1].copy())):
+        before = probe.count("labels")
+        stamp = probe.next_stamp_ns()
+        probe.rgb_pub.publish(image_msg(array, encoding, stamp, "cam"))
+        probe.thermal_pub.publish(image_msg(thermal, "mono16", stamp, "th"))
+        wait_until(lambda: probe.count("labels") > before and stamp_of(probe.last("labels")) == stamp,
+                   what=f"labels of a {encoding} frame")
+        assert (probe.last("labels").height, probe.last("labels").width) == (120, 160)
+
+
+def test_all_failing_pairs_turn_error_with_the_reason(start_node):
+    """Pairs that match but all fail (here: a valid homography that puts the thermal frame far off the
+    RGB frame) made the diagnostics say OK "processing"; now ERROR names the real reason, which is not
+    "singular"."""
+    node, probe = start_node(thermal_homography=[1.0, 0.0, 1e6, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+    rgb, thermal = frames(seed=8)
+
+    def failing(status):
+        return status.level == b"\x02" and status.message.startswith("every pair of the last 10 s failed")
+
+    deadline = time.monotonic() + WAIT
+    while not any(failing(st) for _, st in list(probe.received["diagnostics"])):
+        assert time.monotonic() < deadline, f"no ERROR for failing pairs: {probe.last('diagnostics')}"
+        publish_pair(probe, rgb, thermal)
+        time.sleep(0.1)
+    status = wait_for_status(probe, failing, "the failing-pairs ERROR")
+    assert "x bad_thermal: thermal homography: maps the 80x60 thermal frame onto 0% of the 160x120 RGB frame" \
+        in status.message, status.message
+    assert "invertible" not in status.message and probe.count("labels") == 0
+
+
+def test_counters_restart_at_configure(start_node):
+    """Counters, drops and timing windows survived cleanup -> configure -> activate; now they restart."""
+    node, probe = start_node()
+    rgb, thermal = frames(seed=9)
+    stamp = publish_pair(probe, rgb, thermal)
+    wait_until(lambda: probe.count("labels") >= 1 and stamp_of(probe.last("labels")) == stamp, what="labels")
+    probe.rgb_pub.publish(image_msg(rgb[:, :, :2], "yuv420", probe.next_stamp_ns(), "cam"))
+    wait_until(lambda: node.stats.errors["bad_rgb"] == 1, what="the refused frame counted")
+    wait_until(lambda: node.stats.processed == 1, what="the processed pair counted")
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.stats.processed == 0 and not node.stats.errors and node._slot.dropped == 0
+    report = node.diagnostic_report()
+    assert report.values["processed"] == "0" and report.values["errors"] == "0" and report.values["pairs"] == "0"
+    assert report.values["latency_mean_ms"] == "nan"
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    probe.wait_connected(node)
+    stamp = publish_pair(probe, rgb, thermal)
+    wait_until(lambda: probe.count("labels") >= 2 and stamp_of(probe.last("labels")) == stamp, what="labels again")
+    wait_until(lambda: node.stats.processed == 1, what="one pair counted since configure")
+    status = wait_for_status(probe, lambda st: {kv.key: kv.value for kv in st.values}.get("processed") == "1"
+                             and {kv.key: kv.value for kv in st.values}.get("errors") == "0",
+                             "diagnostics counting from the new configure")
+    assert status.level == b"\x00"
 
 
 # --- lifecycle ------------------------------------------------------------------------------------
@@ -829,10 +937,10 @@ def test_each_kind_of_input_problem_is_logged_within_the_throttle_window(start_n
     truncated = image_msg(rgb, "rgb8", probe.next_stamp_ns(), "cam")
     truncated.data = truncated.data[: len(truncated.data) // 2]
     frames = [
-        image_msg(rgb[:, :, :2], "yuv422", probe.next_stamp_ns(), "cam"),
+        image_msg(rgb[:, :, :2], "yuv420", probe.next_stamp_ns(), "cam"),
         set_stamp(Image(encoding="rgb8", height=0, width=0, step=0), probe.next_stamp_ns(), "cam"),
         truncated,
-        image_msg(rgb[:, :, :2], "yuv422", probe.next_stamp_ns(), "cam"),
+        image_msg(rgb[:, :, :2], "yuv420", probe.next_stamp_ns(), "cam"),
     ]
     for count, msg in enumerate(frames, start=1):  # one at a time: the input queue holds one frame
         probe.rgb_pub.publish(msg)
@@ -841,7 +949,7 @@ def test_each_kind_of_input_problem_is_logged_within_the_throttle_window(start_n
     time.sleep(0.5)  # a fourth line would have arrived by now
     lines = probe.logged("frame ignored")
     assert len(lines) == 3, lines
-    assert any("unsupported encoding 'yuv422'" in line for line in lines)
+    assert any("unsupported encoding 'yuv420'" in line for line in lines)
     assert any("empty image" in line for line in lines)
     assert any("truncated data" in line for line in lines)
 
@@ -892,6 +1000,37 @@ def test_node_and_bag_eval_report_the_same_steps_and_notes(start_node, checkpoin
     assert node_steps == {f"step_{step}_mean_ms" for step in STEPS}
     assert set(bag.timing()["steps_ms"]) == set(STEPS)
     assert all(set(frame.steps_s) == set(STEPS) for frame in bag.frames)
+
+
+def test_registration_score_in_diagnostics_warns_for_a_misaligned_stream(start_node, samples_dir):
+    """The node scores its registration now and then (registration_check_period); a thermal stream
+    shifted 14 px against the RGB one (a knocked camera) turns the diagnostics WARN."""
+    from taseg_ros.frames.registration import SCORE_WARN
+
+    rgb = cv2.cvtColor(cv2.imread(str(samples_dir / "msrs" / "vi" / "00081D.png")), cv2.COLOR_BGR2RGB)
+    ir = cv2.imread(str(samples_dir / "msrs" / "ir" / "00081D.png"), cv2.IMREAD_UNCHANGED)
+    rgb, ir = cv2.resize(rgb, (320, 240), interpolation=cv2.INTER_AREA), cv2.resize(ir, (320, 240), interpolation=cv2.INTER_AREA)
+    shifted = cv2.warpAffine(ir, np.float32([[1, 0, 10], [0, 1, 10]]), (320, 240))  # 14 px at 320 wide
+    for thermal, warned in ((ir, False), (shifted, True)):
+        node, probe = start_node(registration_check_period=0.05)
+
+        def status_with_checks():
+            publish_pair(probe, rgb, thermal.astype(np.uint16) * 100)
+            time.sleep(0.1)
+            with probe.cond:
+                statuses = [st for _, st in probe.received["diagnostics"]]
+            return next((st for st in reversed(statuses)
+                         if int({kv.key: kv.value for kv in st.values}.get("registration_checks", "0")) >= 3), None)
+
+        wait_until(status_with_checks, what="diagnostics after 3 registration checks")
+        status = status_with_checks()
+        values = {kv.key: kv.value for kv in status.values}
+        score = float(values["registration_score"])
+        assert float(values["registration_check_ms"]) > 0
+        if warned:
+            assert score < SCORE_WARN and status.level == b"\x01" and "registration looks off" in status.message
+        else:
+            assert score > SCORE_WARN and status.level == b"\x00", (score, status.message)
 
 
 def test_diagnostics_carry_the_label_free_quality_figures(start_node, checkpoint):

@@ -236,6 +236,30 @@ def test_cli_export_and_failed_check_removes_the_output(trained_checkpoint, tmp_
     assert "--format onnx writes a '.onnx' file" in capsys.readouterr().err
 
 
+def test_export_verifies_on_a_shipped_scene_or_the_users_frame(trained_checkpoint, tmp_path, capsys):
+    """No development folder is read: the default verification frame is a procedural scene that ships
+    with the package; --verify-frame takes the user's own pair (resized to --size)."""
+    from taseg_ros.frames.files import write_image, write_rgb
+    from taseg_ros.runtime.export import verification_frame
+    from taseg_ros.scenes import scene_pair
+
+    rgb, thermal, name = verification_frame(48, 64)
+    assert "procedural" in name and (rgb, thermal)[0].shape == (48, 64, 3)
+    assert np.array_equal(rgb, scene_pair(48, 64, seed=0, night=True)[0])
+    mine_rgb, mine_thermal = scene_pair(96, 128, seed=5)
+    write_rgb(tmp_path / "mine_rgb.png", mine_rgb)
+    write_image(tmp_path / "mine_thermal.png", mine_thermal.astype(np.uint16) * 200)
+    out = tmp_path / "mine.onnx"
+    args = ["export", str(trained_checkpoint), "--format", "onnx", "-o", str(out), "--size", "64x48",
+            "--verify-frame", str(tmp_path / "mine_rgb.png"), str(tmp_path / "mine_thermal.png")]
+    assert main(args) == 0
+    assert f"on {tmp_path / 'mine_rgb.png'} + {tmp_path / 'mine_thermal.png'}: argmax agreement" in capsys.readouterr().out
+    bad = ["export", str(trained_checkpoint), "--format", "onnx", "-o", str(tmp_path / "bad.onnx"), "--size", "64x48",
+           "--verify-frame", str(tmp_path / "missing.png"), str(tmp_path / "mine_thermal.png")]
+    assert main(bad) == 2 and not (tmp_path / "bad.onnx").exists()
+    assert "missing.png" in capsys.readouterr().err
+
+
 # --- the node over DDS with exported models -------------------------------------------------------
 
 try:  # the node tests' fixtures (real rclpy, one DDS domain per session) and probe

@@ -1,4 +1,4 @@
-"""rosbag2 tools for your own RGB-T recordings (``taseg bag info|extract|eval|replay``): one module
+"""rosbag2 tools for your own RGB-T recordings (``taseg bag info|extract|eval|replay|calibrate|refine``): one module
 (or sub-package) per command, over the recording IO they share.
 
     io/        reading and writing recordings: msgtypes (message types, the rosbags type store),
@@ -13,6 +13,8 @@
                result (per-pair results, totals, report.json), output (its recording for RViz /
                Foxglove), report (console, report.md, report.json), plots
     replay     `bag replay`: publish a recording to a running node over DDS, record and measure its outputs
+    calibrate  `bag calibrate` (thermal -> RGB homography from a target recording), `bag refine` (on
+               ordinary frames), and `bag info`'s registration check
 
 Nothing here imports torch or rclpy at import time.
 """

@@ -25,6 +25,7 @@ the same one again rewrites its files and lists each id once.
 Frames are paired exactly as the node pairs them (``StampPairer`` at ``slop``). ``every`` keeps every
 N-th pair; ``hz`` keeps at most that many pairs per second (a pair is kept when at least 90% of
 1/hz has passed since the last kept one: camera jitter must not make a frame miss its turn).
+``stamps`` keeps only the pairs with these RGB stamps (``taseg bag select`` writes its choice so).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from taseg_ros.bag.io.reader import Bag, BagError, open_bag
 from taseg_ros.bag.io.topics import resolve_image_topics
 from taseg_ros.classes import ClassInfo, load_classes
 from taseg_ros.errors import InputError
-from taseg_ros.frames.codec import ImageDecodeError, decode_rgb, decode_thermal
+from taseg_ros.frames.codec import ImageDecodeError, decode_pair
 from taseg_ros.frames.files import write_image, write_rgb, write_thermal
 from taseg_ros.frames.pairing import NS_PER_S, Pair
 from taseg_ros.frames.thermal import ThermalNormalization, validate_homography
@@ -66,14 +67,12 @@ class ExtractSettings:
     val_fraction: float = 0.2
     thermal_norm: ThermalNormalization = field(default_factory=ThermalNormalization)
     homography: np.ndarray | None = None  # thermal px -> RGB px; recorded, applied by the loader
+    stamps: frozenset[int] | None = None  # only the pairs with these RGB stamps (ns); None: all
 
     def __post_init__(self) -> None:
-        if self.every is not None and self.hz is not None:
-            raise InputError("--every and --hz are alternatives; give one")
-        if self.every is not None and self.every < 1:
-            raise InputError(f"--every must be >= 1, got {self.every}")
-        if self.hz is not None and not self.hz > 0:
-            raise InputError(f"--hz must be > 0, got {self.hz}")
+        PairThinning(self.every, self.hz)  # checks the two options
+        if self.stamps is not None:
+            object.__setattr__(self, "stamps", frozenset(int(s) for s in self.stamps))
         if not 0.0 <= self.val_fraction < 1.0:
             raise InputError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.prefix and not all(c.isalnum() or c in "-_." for c in self.prefix):
@@ -88,6 +87,34 @@ class ExtractSettings:
         if self.homography is not None:
             data["homography"] = [float(v) for v in self.homography.ravel()]
         return data
+
+
+class PairThinning:
+    """Which pairs of a recording to keep: every N-th (``every``) or at most ``hz`` per second (a pair
+    is kept when at least 90% of 1/hz has passed since the last kept one: camera jitter must not
+    make a frame miss its turn); neither: all. ``keep`` asks, ``kept`` records a pair actually used
+    (one that could not be decoded does not count)."""
+
+    def __init__(self, every: int | None = None, hz: float | None = None) -> None:
+        if every is not None and hz is not None:
+            raise InputError("--every and --hz are alternatives; give one")
+        if every is not None and every < 1:
+            raise InputError(f"--every must be >= 1, got {every}")
+        if hz is not None and not hz > 0:
+            raise InputError(f"--hz must be > 0, got {hz}")
+        self.every = every
+        self.min_gap_ns = None if hz is None else int(0.9e9 / hz)
+        self.last_kept_ns: int | None = None
+
+    def keep(self, index: int, stamp_ns: int) -> bool:
+        if self.every is not None and index % self.every:
+            return False
+        if self.min_gap_ns is not None and self.last_kept_ns is not None:
+            return stamp_ns - self.last_kept_ns >= self.min_gap_ns
+        return True
+
+    def kept(self, stamp_ns: int) -> None:
+        self.last_kept_ns = stamp_ns
 
 
 @dataclass
@@ -146,6 +173,14 @@ def _classes_file(out: Path, settings: ExtractSettings) -> str:
     data["thermal"] = settings.thermal_mapping()
     write_text_atomic(target, _CLASSES_HEADER + yaml.safe_dump(data, sort_keys=False, default_flow_style=None))
     return f"wrote {target} ({len(info.names)} classes: {', '.join(info.names)})"
+
+
+def check_dataset_folder(out: Path, settings: ExtractSettings) -> None:
+    """Before any slow work: a folder that already holds a dataset must agree with this extraction
+    (class list, thermal preparation), as ``extract_pairs`` will check again."""
+    target = Path(out) / "classes.yaml"
+    if target.is_file():
+        _check_existing_classes(target, settings)
 
 
 def _check_existing_classes(target: Path, settings: ExtractSettings) -> None:
@@ -214,13 +249,12 @@ class _Extraction:
         if labels is not None:
             result.labels_total = len(labels)
         self.rows: list[list] = []  # frames.csv
-        self.last_kept_ns: int | None = None
+        self.thinning = PairThinning(settings.every, settings.hz)
         self.sizes_differ = False  # some thermal frame is not at the RGB size
 
     def run(self, pairing: BagPairing, stop, on_pair) -> None:
         result, settings = self.result, self.settings
         max_pairs = settings.source.max_pairs
-        min_gap_ns = None if settings.hz is None else int(0.9e9 / settings.hz)
         for arrival in pairing:
             if stop is not None and stop():
                 result.interrupted = True
@@ -230,32 +264,31 @@ class _Extraction:
                 continue
             index = result.pairs
             result.pairs += 1
-            if settings.every is not None and index % settings.every:
+            if settings.stamps is not None and pair.rgb_stamp_ns not in settings.stamps:
                 continue
-            if min_gap_ns is not None and self.last_kept_ns is not None:
-                if pair.rgb_stamp_ns - self.last_kept_ns < min_gap_ns:
-                    continue
+            if not self.thinning.keep(index, pair.rgb_stamp_ns):
+                continue
             if not self._write_pair(pair):
                 continue
             if on_pair is not None:
                 on_pair(len(result.written))
             if max_pairs is not None and len(result.written) >= max_pairs:
                 break
+            if settings.stamps is not None and len(result.written) == len(settings.stamps):
+                break  # every wanted pair is written: the rest of the recording need not be read
         result.pairing = pairing.pairer.stats.as_dict()
         self._summarize()
 
     def _decode(self, pair: Pair):
         """(rgb, thermal) or None when a message cannot be decoded (counted per reason)."""
-        images = []
-        for stream, decode, frame in (("RGB", decode_rgb, pair.rgb), ("thermal", decode_thermal, pair.thermal)):
-            try:
-                images.append(decode(frame.msg))
-            except ImageDecodeError as exc:
-                reason = f"{stream} {frame.topic}: {exc}"
-                self.result.failed.append(f"{pair.rgb_stamp_ns / NS_PER_S:.6f} s: {reason}")
-                self.result.failure_reasons[reason] += 1
-                return None
-        return images
+        try:
+            return decode_pair(pair.rgb.msg, pair.thermal.msg)
+        except ImageDecodeError as exc:
+            frame = pair.rgb if exc.stream == "rgb" else pair.thermal
+            reason = f"{'RGB' if exc.stream == 'rgb' else 'thermal'} {frame.topic}: {exc}"
+            self.result.failed.append(f"{pair.rgb_stamp_ns / NS_PER_S:.6f} s: {reason}")
+            self.result.failure_reasons[reason] += 1
+            return None
 
     def _write_pair(self, pair: Pair) -> bool:
         images = self._decode(pair)
@@ -271,7 +304,7 @@ class _Extraction:
         self.sizes_differ = self.sizes_differ or thermal_image.shape[:2] != rgb_image.shape[:2]
         if self.labels is not None:
             self._write_label(pair.rgb_stamp_ns, sample_id, rgb_image.shape[:2])
-        self.last_kept_ns = pair.rgb_stamp_ns
+        self.thinning.kept(pair.rgb_stamp_ns)
         self.result.written.append(sample_id)
         self.rows.append(
             [sample_id, str(self.bag.path), pair.rgb_stamp_ns, pair.thermal_stamp_ns, f"{pair.skew_ns * 1e-6:.3f}"]

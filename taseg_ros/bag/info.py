@@ -21,6 +21,7 @@ from taseg_ros.bag.pairs import BagPairing
 from taseg_ros.bag.io.reader import Bag, BagError, open_bag
 from taseg_ros.bag.io.topics import MissingStreamError, resolve_image_topics
 from taseg_ros.timing import summarize_ms
+from taseg_ros.errors import safe_text
 
 CANDIDATE_SLOPS_S = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 
@@ -76,6 +77,7 @@ class BagInfo:
     suggested_slop_s: float | None = None
     verdict: str = ""
     usable: bool = False
+    registration: str = ""  # `taseg bag info`'s registration check (bag.calibrate.registration_check)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,7 +88,8 @@ def _stream_info(topic, first, stamps: np.ndarray, log_times: np.ndarray) -> Str
     if first is not None:
         info.width = int(getattr(first, "width", 0)) or None
         info.height = int(getattr(first, "height", 0)) or None
-        info.encoding = str(getattr(first, "encoding", "") or getattr(first, "format", ""))
+        # the recording's text: escaped before it reaches a terminal or a report
+        info.encoding = safe_text(getattr(first, "encoding", "") or getattr(first, "format", ""))
         if info.width is None and hasattr(first, "format"):
             info.width, info.height = _compressed_size(first)
     info.zero_stamps = int(np.count_nonzero(stamps <= 0))

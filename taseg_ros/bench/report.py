@@ -12,7 +12,8 @@ MODE_TITLES = {"sam1024": "SAM 1024 pad", "native": "native"}
 
 
 def _ms(stats: dict[str, float] | None) -> str:
-    if not stats or not stats.get("n"):
+    """A timing.summarize_ms summary as 'median ±IQR/2 unit' ('-' when it has no samples)."""
+    if not stats or not stats.get("count"):
         return "-"
     median = stats["median"]
     half_iqr = (stats["q3"] - stats["q1"]) / 2

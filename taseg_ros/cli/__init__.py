@@ -25,6 +25,7 @@ COMMANDS = {
     "score": ".score",
     "predict": ".predict",
     "bag": ".bag",
+    "label": ".label",
     "bench": ".bench",
 }
 

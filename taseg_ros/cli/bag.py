@@ -2,11 +2,14 @@
 
 info     topics, rates, gaps, and how many RGB/thermal pairs match (with the stamp offsets)
 extract  matched pairs -> the plain folder dataset (rgb/ thermal/ [labels/] classes.yaml splits)
+select   the K frames most worth labelling (uncertain, spread out), written as extract writes them
 eval     run a checkpoint on every pair (or at the real rate): label-free quality (confidence,
          entropy, flicker, worst segments), scores against labels when given, timing; compare
          with a baseline model or report and gate the change (exit 1); write a report and an
          output recording with labels/colorized/overlay/confidence and per-frame figure topics
 replay   publish the recording over DDS to a running taseg_node and record what it publishes
+calibrate  thermal -> RGB homography from a recording of a calibration target -> node parameters file
+refine   refine a registration (or check the plain resize) on ordinary frames, no target needed
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ EPILOG = """\
 examples:
   taseg bag info run1
   taseg bag extract run1 -o data/mine --hz 2
+  taseg bag select run1 run2 --checkpoint model.safetensors -k 50 -o data/to_label
   taseg bag eval run1 --checkpoint model.safetensors --labels data/mine -o eval_run1
   taseg bag eval run1 --checkpoint model.safetensors --mode realtime --no-output-bag
   taseg bag eval run1 --checkpoint new.safetensors --baseline old.safetensors \
       --gate mean_confidence:change_min=-0.02 --gate baseline_agreement:min=0.9 -o eval_new
   taseg bag eval run1 --checkpoint new.safetensors --baseline eval_old/report.json --gates gates.yaml
   taseg bag replay run1 --rate 1.0 -o run1_replay
+  taseg bag calibrate board_run --board 9x6 --square 0.04 -o registration.yaml
+  taseg bag refine run1 --thermal-homography registration.yaml -o registration_refined.yaml
 The RGB and thermal topics are guessed from the recording's image topics when not given
 (thermal: a name with thermal/lwir/ir/flir, or a 16-bit/float encoding).
 """
@@ -73,13 +79,13 @@ def _progress(total: int | None, unit: str):
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "bag",
-        help="rosbag2 tools: info, extract, eval, replay",
+        help="rosbag2 tools: info, extract, select, eval, replay, calibrate, refine",
         description=__doc__,
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="bag_command", metavar="ACTION", required=True)
-    for add in (_add_info, _add_extract, _add_eval, _add_replay):
+    for add in (_add_info, _add_extract, _add_select, _add_eval, _add_replay, _add_calibrate, _add_refine):
         add(sub)
 
 
@@ -92,6 +98,12 @@ def _add_info(sub) -> None:
     )
     _bag_and_topics(info)
     _json(info, "print JSON instead of text")
+    from taseg_ros.cli.options import add_homography_option
+
+    add_homography_option(info, "registration to check on a few sampled pairs (9 numbers or a parameters file); "
+                          "default: the plain resize (the identity for same-size cameras)")
+    info.add_argument("--no-registration-check", action="store_true",
+                      help="skip the registration check (it refines on 3 downscaled pairs: about a second)")
     info.set_defaults(func=run_info)
 
 
@@ -128,6 +140,49 @@ def _add_extract(sub) -> None:
 
     add_thermal_options(ex, default_help="auto, as the node's parameter; recorded in classes.yaml", homography=True)
     ex.set_defaults(func=run_extract)
+
+
+def _add_select(sub) -> None:
+    from taseg_ros.labelling import select
+
+    se = sub.add_parser(
+        "select",
+        help="the K frames most worth labelling: uncertain for the model, not near-duplicates",
+        description=select.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    se.add_argument("bag", metavar="REC", nargs="+", help="rosbag2 recordings (folders, or bare .mcap / .db3 files)")
+    se.add_argument("--rgb-topic", metavar="TOPIC", help="RGB topic of every recording (default: guessed per recording)")
+    se.add_argument("--thermal-topic", metavar="TOPIC", help="... thermal topic")
+    se.add_argument("--slop", type=float, default=0.02, metavar="S",
+                    help="max stamp difference of a pair in seconds, as the node's `slop` parameter (default 0.02)")
+    se.add_argument("--checkpoint", required=True, metavar="CKPT", help="the model whose uncertainty ranks the frames")
+    se.add_argument("--sam-checkpoint", metavar="PTH", help="official SAM weights the checkpoint refers to (default: models/)")
+    se.add_argument("-k", type=int, required=True, metavar="K", help="how many frames to choose")
+    se.add_argument("-o", "--output", required=True, metavar="DIR",
+                    help="dataset folder (created or added to; frames already in it are not chosen again)")
+    se.add_argument("--score", choices=select.SCORES, default="entropy",
+                    help="uncertainty figure: mean normalised entropy, or the share of low-confidence pixels "
+                    "(default entropy)")
+    se.add_argument("--low-confidence", type=float, default=select.DEFAULT_LOW_CONFIDENCE, metavar="P",
+                    help=f"a pixel is low-confidence below this probability of its class (default {select.DEFAULT_LOW_CONFIDENCE})")
+    se.add_argument("--min-gap", type=float, default=select.DEFAULT_MIN_GAP_S, metavar="S",
+                    help=f"chosen frames of one recording lie at least S seconds apart (default {select.DEFAULT_MIN_GAP_S:g})")
+    se.add_argument("--min-distance", type=float, default=select.DEFAULT_MIN_DISTANCE, metavar="D",
+                    help="a frame whose thumbnail lies closer than D (RMS, 0..1) to a chosen one is a near-duplicate "
+                    f"and never chosen (default {select.DEFAULT_MIN_DISTANCE:g})")
+    rate = se.add_mutually_exclusive_group()
+    rate.add_argument("--every", type=int, metavar="N", help="score only every N-th pair (long recordings)")
+    rate.add_argument("--hz", type=float, metavar="F", help="score at most F pairs per second")
+    se.add_argument("--prefix", default="", help="prefix of the file names, as bag extract's")
+    se.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
+                    help="last fraction of each recording's chosen frames listed in val.txt (default 0.2)")
+    from taseg_ros.cli.options import add_backend_options, add_device_options, add_thermal_options
+
+    add_device_options(se)
+    add_backend_options(se)
+    add_thermal_options(se, default_help="auto, as the node's parameter; recorded in classes.yaml", homography=True)
+    se.set_defaults(func=run_select)
 
 
 def _add_eval(sub) -> None:
@@ -265,6 +320,65 @@ def _add_replay(sub) -> None:
     rp.set_defaults(func=run_replay)
 
 
+def _add_calibrate(sub) -> None:
+    from taseg_ros.bag.calibrate import DEFAULT_HFOV_DEG
+    from taseg_ros.cli.options import add_force_option
+    from taseg_ros.frames import calibration as cal
+
+    cb = sub.add_parser(
+        "calibrate",
+        help="thermal -> RGB homography from a recording of a calibration target",
+        description="Find a calibration target (a heated or holed chessboard, or a circle grid) in both cameras "
+        "of a recording, fit the thermal -> RGB pixel homography over all frames (RANSAC), report the "
+        "reprojection error (RMS and worst, RGB px) and how much of the RGB frame the thermal image covers, "
+        "and write a node parameters file (thermal_homography) that the node and `bag extract/eval/info "
+        "--thermal-homography FILE` take. Refused, with the reason and nothing written, when fewer than "
+        f"{cal.MIN_FRAMES} pairs show the target in both cameras, when they hold fewer than {cal.MIN_POSES} "
+        f"distinct poses, or when the poses cover less than {100 * cal.MIN_POSE_COVERAGE:.0f}% of the thermal "
+        "frame. A homography is exact only for a plane or co-axial optics: give --baseline and --distance for "
+        "the parallax it leaves.",
+    )
+    _bag_and_topics(cb)
+    cb.add_argument("--board", required=True, metavar="COLSxROWS",
+                    help="target size: inner corners of a chessboard (10x7 squares -> 9x6), or circles of a grid")
+    cb.add_argument("--square", type=float, metavar="M", help="square side (circle spacing) in metres: gives the "
+                    "board's distance, i.e. where the homography is exact")
+    cb.add_argument("--target", choices=cal.TARGETS, default="chessboard", help="default chessboard")
+    cb.add_argument("--invert-thermal", choices=cal.INVERT_CHOICES, default="auto",
+                    help="look for the target in the inverted thermal image (a heated board's warm squares are "
+                    "bright); auto tries both (default)")
+    cb.add_argument("--every", type=int, default=1, metavar="N", help="use every N-th pair (default 1)")
+    cb.add_argument("--baseline", type=float, metavar="M", help="distance between the two cameras' centres (m)")
+    cb.add_argument("--distance", type=float, nargs=2, metavar=("NEAR", "FAR"),
+                    help="working distance range (m; FAR may be inf) for the parallax estimate")
+    cb.add_argument("--rgb-hfov", type=float, default=DEFAULT_HFOV_DEG, metavar="DEG",
+                    help=f"the RGB camera's horizontal field of view, for its focal length (default {DEFAULT_HFOV_DEG:g})")
+    _max_pairs(cb, "look at N pairs at most")
+    cb.add_argument("-o", "--output", required=True, metavar="YAML", help="parameters file to write")
+    add_force_option(cb)
+    cb.set_defaults(func=run_calibrate)
+
+
+def _add_refine(sub) -> None:
+    from taseg_ros.cli.options import add_force_option, add_homography_option
+
+    rf = sub.add_parser(
+        "refine",
+        help="refine a registration on ordinary frames (no target); report its score",
+        description="Refine the thermal -> RGB registration on ordinary frames of a recording: align the thermal "
+        "image's edges to the RGB image's (ECC on normalised gradient images, coarse to fine) on --samples pairs "
+        "spread over the recording, combine them, and report the alignment score before and after and how far "
+        "the registration moved. Writes a node parameters file with -o.",
+    )
+    _bag_and_topics(rf)
+    add_homography_option(rf, "the registration to refine (9 numbers or a parameters file); default: the plain "
+                          "resize (the identity for same-size cameras)")
+    rf.add_argument("--samples", type=int, default=8, metavar="N", help="pairs to refine on (default 8)")
+    rf.add_argument("-o", "--output", metavar="YAML", help="parameters file to write (default: report only)")
+    add_force_option(rf)
+    rf.set_defaults(func=run_refine)
+
+
 def _bag_name(path) -> str:
     """The recording's name for default output names: the folder's, or the bare file's without suffix."""
     from pathlib import Path
@@ -277,9 +391,52 @@ def run_info(args) -> int:
 
     from taseg_ros.bag.info import format_info, inspect_bag
 
+    from taseg_ros.cli.options import homography_from_args
+
+    homography = homography_from_args(args)
     info = inspect_bag(args.bag, args.rgb_topic, args.thermal_topic, args.slop)
-    print(json.dumps(info.to_dict(), indent=2) if args.json else format_info(info))
+    if info.usable and not args.no_registration_check:
+        from taseg_ros.bag.calibrate import registration_check
+
+        info.registration = registration_check(_source_from_args(args), homography, info.pairs)
+    text = format_info(info) + (f"\n{info.registration}" if info.registration else "")
+    print(json.dumps(info.to_dict(), indent=2) if args.json else text)
     return 0 if info.usable else 1
+
+
+def run_calibrate(args) -> int:
+    from taseg_ros.bag.calibrate import CalibrateSettings, calibrate, format_calibration
+    from taseg_ros.bag.io.stop import stop_on_sigint
+    from taseg_ros.frames.calibration import Target
+
+    settings = CalibrateSettings(
+        source=_source_from_args(args),
+        output=args.output,
+        target=Target.parse(args.board, args.target, args.square),
+        invert_thermal=args.invert_thermal,
+        every=args.every,
+        baseline_m=args.baseline,
+        distance_m=None if args.distance is None else tuple(args.distance),
+        rgb_hfov_deg=args.rgb_hfov,
+        force=args.force,
+    )
+    with stop_on_sigint() as stop:
+        result = calibrate(settings, stop=lambda: bool(stop))
+    print(format_calibration(result, settings.output))
+    return 0
+
+
+def run_refine(args) -> int:
+    from taseg_ros.bag.calibrate import RefineSettings, format_refine, refine_recording
+    from taseg_ros.cli.options import homography_from_args
+
+    given = args.thermal_homography or []
+    homography_file = given[0] if len(given) == 1 else None  # a file, not numbers: an input never overwritten
+    settings = RefineSettings(_source_from_args(args), args.output, homography_from_args(args), args.samples,
+                              args.force, homography_file)
+    result = refine_recording(settings)
+    print(format_refine(result, settings.output))
+    return 0
 
 
 def run_extract(args) -> int:
@@ -305,6 +462,31 @@ def run_extract(args) -> int:
         result = extract_pairs(settings, stop=lambda: bool(stop), on_pair=update)
     print(format_extract(result))
     return 130 if result.interrupted else 0
+
+
+def run_select(args) -> int:
+    import warnings
+
+    from taseg_ros.cli.options import homography_from_args, segmenter_from_args, thermal_norm_from_args
+    from taseg_ros.labelling.select import SelectSettings, format_select, select_frames
+    from taseg_ros.outputs import check_not_overlapping
+
+    settings = SelectSettings(
+        recordings=tuple(args.bag), output=args.output, k=args.k, rgb_topic=args.rgb_topic,
+        thermal_topic=args.thermal_topic, slop_s=args.slop, score=args.score, low_confidence=args.low_confidence,
+        min_gap_s=args.min_gap, min_distance=args.min_distance, every=args.every, hz=args.hz, prefix=args.prefix,
+        val_fraction=args.val_fraction, thermal_norm=thermal_norm_from_args(args),
+        homography=homography_from_args(args),
+    )
+    check_not_overlapping(settings.output, {"--checkpoint": args.checkpoint, **{f"REC {r}": r for r in args.bag}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # model-building noise; checkpoint problems raise
+        segmenter = segmenter_from_args(args)
+    bar, update = _progress(None, "pair")
+    with bar:
+        result = select_frames(settings, segmenter, on_pair=update)
+    print(format_select(result, settings))
+    return 0
 
 
 def _source_from_args(args):

@@ -9,6 +9,7 @@ import argparse
 
 from taseg_ros.devices import BACKEND_CHOICES, DEVICE_CHOICES_HINT, PRECISIONS, resolve_device
 from taseg_ros.errors import InputError
+from taseg_ros.model.config import DEFAULT_MAX_INPUT_SIZE, max_input_size_problem
 
 
 def add_force_option(parser) -> None:
@@ -43,15 +44,25 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
                        "execution providers), cpu/gpu/npu (openvino)")
     group.add_argument("--merge-lora", action="store_true",
                        help="torch: merge the LoRA factors into the frozen weights at load (same outputs, less work)")
+    group.add_argument("--max-input-size", type=int, default=DEFAULT_MAX_INPUT_SIZE, metavar="PX",
+                       help="longest side of the network's input (the node's max_input_size): larger frames are "
+                       "resized down before the network and the labels back up to the frame, so a huge frame "
+                       f"cannot exhaust memory; 0: no limit (default {DEFAULT_MAX_INPUT_SIZE}; an export's fixed "
+                       "input size is its own limit)")
 
 
 def segmenter_from_args(args: argparse.Namespace):
     """A Segmenter from --checkpoint (any model file), --sam-checkpoint, the device and the backend options."""
     from taseg_ros.inference import Segmenter
 
+    max_input_size = getattr(args, "max_input_size", DEFAULT_MAX_INPUT_SIZE)
+    problem = max_input_size_problem(max_input_size)
+    if problem:
+        raise InputError(f"--max-input-size {max_input_size}: {problem}")
     return Segmenter.from_checkpoint(
         args.checkpoint, sam_checkpoint=args.sam_checkpoint, device=device_from_args(args), precision=args.precision,
         backend=getattr(args, "backend", None), merge_lora=getattr(args, "merge_lora", False),
+        max_input_size=max_input_size,
     )
 
 
@@ -65,9 +76,7 @@ def add_thermal_options(parser: argparse.ArgumentParser, default_help: str, homo
     --thermal-homography); `default_help` says what happens when no normalisation is given."""
     group = parser.add_argument_group("thermal preparation (as the node's thermal_* parameters)")
     if homography:
-        group.add_argument("--thermal-homography", type=float, nargs=9, metavar="H",
-                           help="3x3 row-major homography thermal px -> RGB px (the node's thermal_homography), "
-                           "applied after normalisation; default: resize thermal to the RGB size when they differ")
+        add_homography_option(group)
     group.add_argument("--thermal-normalization", type=_thermal_mode, metavar="MODE",
                        help=f"{THERMAL_MODES_HELP}; default: {default_help}")
     group.add_argument("--thermal-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
@@ -99,17 +108,42 @@ def add_overlay_option(parser: argparse.ArgumentParser) -> None:
                         f"default {DEFAULT_OVERLAY_ALPHA})")
 
 
+HOMOGRAPHY_HELP = (
+    "the registration, thermal px -> RGB px (the node's thermal_homography): 9 numbers (3x3 row-major) or a "
+    "parameters file that sets it (what `taseg bag calibrate`/`refine` write); applied after normalisation; "
+    "default: resize thermal to the RGB size when they differ")
+
+
+def add_homography_option(parser, help_text: str = HOMOGRAPHY_HELP) -> None:
+    """--thermal-homography H|FILE: one option, two spellings (homography_from_args reads both)."""
+    parser.add_argument("--thermal-homography", nargs="+", metavar="H|FILE", help=help_text)
+
+
 def homography_from_args(args: argparse.Namespace):
-    """--thermal-homography as a checked 3x3 array, or None."""
+    """--thermal-homography (9 numbers, or one parameters file) as a checked 3x3 array, or None."""
     from taseg_ros.frames.thermal import validate_homography
 
     values = getattr(args, "thermal_homography", None)
     if values is None:
         return None
+    if len(values) == 1 and not _is_number(values[0]):
+        from taseg_ros.ros.params import homography_from_params_file
+
+        return homography_from_params_file(values[0])
+    if not all(_is_number(v) for v in values):
+        raise InputError(f"--thermal-homography: expected 9 numbers or one parameters file, got {' '.join(values)}")
     try:
-        return validate_homography(values)
+        return validate_homography([float(v) for v in values])
     except ValueError as exc:
         raise InputError(f"--thermal-homography: {exc}") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def frame_settings_from_args(args: argparse.Namespace):

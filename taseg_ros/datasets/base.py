@@ -17,7 +17,7 @@ torch at import time.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -134,6 +134,14 @@ class RGBTDataset:
         if label is not None:
             label = self.config.label_map.apply(label, source=str(record.label))
         return {"id": record.id, "rgb": rgb, "thermal": thermal, "label": label, "condition": record.condition}
+
+    def load_inputs(self, index: int) -> Sample:
+        """The sample's RGB and prepared thermal without its label (label None), also where the
+        label file does not exist yet: frames still to be labelled (``taseg label export``)."""
+        record = replace(self.records[index], label=None)
+        rgb, thermal, _ = self._read(record)
+        thermal = self._prepare_thermal(thermal, record, rgb.shape[:2])
+        return {"id": record.id, "rgb": rgb, "thermal": thermal, "label": None, "condition": record.condition}
 
     # --- helpers for subclasses -----------------------------------------------------------
     def _read(self, record: SampleRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

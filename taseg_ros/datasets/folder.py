@@ -8,8 +8,9 @@
     <root>/train.txt val.txt test.txt   ids (file stems), one per line
     <root>/day.txt night.txt       optional: ids recorded by day / by night
 
-Split `all` is every image in rgb/ (no split file needed), for unlabelled extraction.
-Without a labels/ folder, samples carry label=None. `test_day` etc. without a file of their
+Split `all` is every image in rgb/ (no split file needed), for unlabelled extraction; its samples
+carry the label where labels/ has one and label=None otherwise (frames still to be labelled: the
+labelling loop adds frames to a labelled folder). Without a labels/ folder, samples carry label=None. `test_day` etc. without a file of their
 own are the ids of `test` listed in day.txt / night.txt.
 """
 from __future__ import annotations
@@ -40,7 +41,7 @@ class FolderDataset(RGBTDataset):
             lambda i: (
                 rgb_files.get(i, self.root / "rgb" / f"{i}.png"),
                 thermal_files.get(i, self.root / "thermal" / f"{i}.png"),
-                label_files.get(i, self.root / "labels" / f"{i}.png") if has_labels else None,
+                label_files.get(i, None if split == "all" else self.root / "labels" / f"{i}.png") if has_labels else None,
             ),
             condition_of=conditions.get,
         )

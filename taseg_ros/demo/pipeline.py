@@ -7,7 +7,9 @@
 4. record a short sequence as a rosbag (a turning camera: consecutive frames overlap), report its
    label-free quality (`taseg bag eval` without labels), play it over DDS into the real node,
    record the node's outputs into a bag, and report fps, latency and drops;
-5. save overlay images and plots.
+5. save overlay images and plots;
+and the labelling loop's first half on the recording of step 4: the frames most worth labelling
+(`taseg bag select`) with the model's pre-labels as a CVAT zip (`taseg label export`).
 
 With a checkpoint and a data root (or a bag) the same steps run on a user's model and data,
 skipping generation and training.
@@ -186,6 +188,38 @@ def record_and_replay(opts: DemoOptions, checkpoint: Path, bag: Path) -> dict | 
     return result.to_dict()
 
 
+PRELABEL_FRAMES = 4  # frames chosen for labelling from the demo's recording
+PRELABEL_EVERY = 4  # score every 4th pair only: the step stays a few seconds
+PRELABEL_MIN_GAP_S = 0.5  # the recording lasts 4 s: the default 1 s gap would leave room for 4 frames only just
+
+
+def prelabel_export(opts: DemoOptions, checkpoint: Path) -> dict | None:
+    """Choose a few frames of the demo's recording worth labelling and write them with the model's
+    pre-labels as a CVAT 'Segmentation mask 1.1' zip (taseg bag select + taseg label export)."""
+    from taseg_ros.errors import TasegError
+    from taseg_ros.inference import Segmenter
+    from taseg_ros.labelling.cvat import export_prelabels
+    from taseg_ros.labelling.select import SelectSettings, select_frames
+
+    recording = opts.bag or opts.output / "bag" / "input"
+    if not recording.exists():
+        _say("pre-labels for CVAT skipped: no recording (the node step did not run)")
+        return None
+    _say(f"pre-labels for CVAT: the {PRELABEL_FRAMES} frames of the recording most worth labelling")
+    folder, archive = opts.output / "labelling" / "to_label", opts.output / "labelling" / "prelabels.zip"
+    settings = SelectSettings((recording,), folder, k=PRELABEL_FRAMES, every=PRELABEL_EVERY, min_gap_s=PRELABEL_MIN_GAP_S)
+    try:
+        segmenter = Segmenter.from_checkpoint(checkpoint)
+        chosen = select_frames(settings, segmenter)
+        export_prelabels(folder, segmenter, archive, force=True)
+    except TasegError as exc:  # e.g. a given --bag without a usable pair: the other steps stand
+        print(f"skipped: {exc}")
+        return {"error": str(exc)}
+    print(f"chose {len(chosen.ids)} of {chosen.scored} scored pairs (uncertain, not near-duplicates) -> {folder}")
+    print(f"wrote {archive}: CVAT 'Segmentation mask 1.1' pre-labels; see docs/own_recordings.md (Labelling)")
+    return {"frames": len(chosen.ids), "folder": str(folder), "zip": str(archive)}
+
+
 def overlay_montage(opts: DemoOptions, checkpoint: Path, data_root: Path) -> Path:
     """One picture: a day and a night test frame, RGB | thermal | prediction overlay."""
     from taseg_ros.datasets import build_dataset
@@ -230,6 +264,7 @@ def run_demo(opts: DemoOptions) -> dict:
     bag = demo_recording(opts, data_root)
     quality = label_free_report(opts, checkpoint, bag)
     replay = record_and_replay(opts, checkpoint, bag)
+    prelabels = prelabel_export(opts, checkpoint)
     montage = overlay_montage(opts, checkpoint, data_root) if data_root is not None else None
     summary = {
         "output": str(opts.output),
@@ -255,6 +290,8 @@ def run_demo(opts: DemoOptions) -> dict:
         }
     if montage is not None:
         summary["overlay"] = str(montage)
+    if prelabels is not None:
+        summary["prelabels"] = prelabels
     (opts.output / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print_summary(summary)
     return summary
@@ -287,4 +324,7 @@ def print_summary(summary: dict) -> None:
         print("  node over DDS          skipped")
     if summary.get("overlay"):
         print(f"  picture                {summary['overlay']}")
+    prelabels = summary.get("prelabels") or {}
+    if "zip" in prelabels:
+        print(f"  pre-labels for CVAT    {prelabels['zip']} ({prelabels['frames']} frames of the recording)")
     print("=" * 72)

@@ -7,8 +7,9 @@ plain test objects all go through the same code:
 - CompressedImage: ``format, data`` (detected by the ``format`` attribute, as rosbags-image does)
 
 Decoding
-    ``decode_rgb(msg)`` -> (H, W, 3) uint8 RGB, from rgb8/bgr8/rgba8/bgra8/mono8 or a
-    compressed image. ``decode_thermal(msg)`` -> (H, W) uint8/uint16/float32 raw values,
+    ``decode_rgb(msg)`` -> (H, W, 3) uint8 RGB, from rgb8/bgr8/rgba8/bgra8/mono8, what colour
+    cameras publish raw (``yuv422`` = UYVY, ``yuv422_yuy2`` = YUYV, ``bayer_rggb8``/``bggr8``/
+    ``gbrg8``/``grbg8``, converted with OpenCV exactly as cv_bridge does) or a compressed image. ``decode_thermal(msg)`` -> (H, W) uint8/uint16/float32 raw values,
     from mono8/mono16/8UC1/16UC1/32FC1/bgr8/rgb8 or a compressed image (16-bit PNG keeps its
     depth; ``compressedDepth`` PNG from image_transport is read too). ``image_to_array(msg)``
     is the layout-only step (no colour conversion). ``check_image_fields(msg, allowed)`` is the
@@ -39,10 +40,13 @@ import numpy as np
 from rosbags.image import ImageError as _RosbagsImageError
 from rosbags.image import image_to_cvimage
 
-from taseg_ros.errors import TasegError
+from taseg_ros.errors import TasegError, safe_text
 from taseg_ros.frames.thermal import to_single_channel
 
-RGB_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
+RGB_ENCODINGS = (
+    "rgb8", "bgr8", "rgba8", "bgra8", "mono8", "yuv422", "yuv422_yuy2",
+    "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8",
+)
 THERMAL_ENCODINGS = ("mono8", "mono16", "8UC1", "16UC1", "32FC1", "bgr8", "rgb8")
 
 # encoding -> (numpy dtype, channels)
@@ -57,7 +61,15 @@ _LAYOUTS: dict[str, tuple[np.dtype, int]] = {
     "8UC3": (np.dtype(np.uint8), 3),
     "rgba8": (np.dtype(np.uint8), 4),
     "bgra8": (np.dtype(np.uint8), 4),
+    "yuv422": (np.dtype(np.uint8), 2),  # U Y0 V Y1 (UYVY): two pixels in four bytes
+    "yuv422_yuy2": (np.dtype(np.uint8), 2),  # Y0 U Y1 V (YUYV)
+    "bayer_rggb8": (np.dtype(np.uint8), 1),
+    "bayer_bggr8": (np.dtype(np.uint8), 1),
+    "bayer_gbrg8": (np.dtype(np.uint8), 1),
+    "bayer_grbg8": (np.dtype(np.uint8), 1),
 }
+# Encodings whose pixels come in pairs: an odd width cannot be decoded.
+_EVEN_WIDTH = ("yuv422", "yuv422_yuy2")
 
 _TO_RGB = {
     "rgb8": None,
@@ -65,6 +77,15 @@ _TO_RGB = {
     "rgba8": cv2.COLOR_RGBA2RGB,
     "bgra8": cv2.COLOR_BGRA2RGB,
     "mono8": cv2.COLOR_GRAY2RGB,
+    # cv_bridge's conversion codes (cv_bridge.cpp, getConversionCode). OpenCV names a Bayer pattern by
+    # the 2x2 block starting at the second row and column, so ROS's RGGB (R at the top-left pixel) is
+    # OpenCV's BG; test_frame's known-colour mosaics check each of the four.
+    "yuv422": cv2.COLOR_YUV2RGB_UYVY,
+    "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2,
+    "bayer_rggb8": cv2.COLOR_BayerBG2RGB,
+    "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
+    "bayer_gbrg8": cv2.COLOR_BayerGR2RGB,
+    "bayer_grbg8": cv2.COLOR_BayerGB2RGB,
 }
 
 # image_transport's compressed_depth_image_transport prefixes the PNG with a 12-byte
@@ -76,14 +97,16 @@ _HOST_BIG_ENDIAN = sys.byteorder == "big"
 
 
 class ImageDecodeError(TasegError, ValueError):
-    """``reason`` is the kind of problem (``encoding``, ``empty``, ``size``, ``data``), so a node can
-    count and throttle each kind on its own."""
+    """An image message that cannot be turned into an array; the message says why. ``reason`` is the
+    kind of problem (``encoding``, ``empty``, ``size``, ``step``, ``truncated``, ``data``), so a node
+    can count and throttle each kind on its own. Text from the message (its encoding or format) is
+    passed through ``errors.safe_text``: a publisher's string must not write control characters
+    into a log. ``stream`` ("rgb" / "thermal") is set by ``decode_pair``."""
 
     def __init__(self, message: str, reason: str = "data") -> None:
         super().__init__(message)
         self.reason = reason
-
-    """An image message that cannot be turned into an array; the message says why."""
+        self.stream = ""
 
 
 @dataclass(frozen=True)
@@ -115,16 +138,18 @@ def check_image_fields(msg: Any, allowed: Iterable[str] | None = None) -> None:
     """
     if is_compressed(msg):
         if _data_size(msg.data) == 0:
-            raise ImageDecodeError(f"compressed image (format '{msg.format}') has empty data", "empty")
+            raise ImageDecodeError(f"compressed image (format '{safe_text(msg.format)}') has empty data", "empty")
         return
     encoding = str(msg.encoding)
     allowed = tuple(allowed) if allowed is not None else tuple(_LAYOUTS)
     if encoding not in allowed or encoding not in _LAYOUTS:
-        raise ImageDecodeError(f"unsupported encoding '{encoding}'; supported: {', '.join(allowed)}", "encoding")
+        raise ImageDecodeError(f"unsupported encoding '{safe_text(encoding)}'; supported: {', '.join(allowed)}", "encoding")
     dtype, channels = _LAYOUTS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise ImageDecodeError(f"empty image: height={height}, width={width}", "empty")
+    if encoding in _EVEN_WIDTH and width % 2:
+        raise ImageDecodeError(f"{encoding} packs two pixels in four bytes, but width={width} is odd", "size")
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ImageDecodeError(
@@ -161,19 +186,20 @@ def image_to_array(msg: Any, allowed: Iterable[str] | None = None) -> np.ndarray
 
 def _decode_compressed(msg: Any) -> np.ndarray:
     fmt = str(msg.format)
+    shown = safe_text(fmt)
     raw = np.frombuffer(msg.data, dtype=np.uint8)
     if raw.size == 0:
-        raise ImageDecodeError(f"compressed image (format '{fmt}') has empty data", "empty")
+        raise ImageDecodeError(f"compressed image (format '{shown}') has empty data", "empty")
     if "compresseddepth" in fmt.lower():
         if "32FC1" in fmt:
             raise ImageDecodeError(
-                f"compressedDepth 32FC1 (format '{fmt}') stores quantised inverse depth, not thermal values; "
+                f"compressedDepth 32FC1 (format '{shown}') stores quantised inverse depth, not thermal values; "
                 "publish thermal as mono16/16UC1 or use the raw topic"
             )
         raw = raw[_COMPRESSED_DEPTH_HEADER:] if raw[:8].tobytes() != _PNG_MAGIC else raw
     image = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
     if image is None:
-        raise ImageDecodeError(f"compressed image (format '{fmt}', {raw.size} bytes) could not be decoded")
+        raise ImageDecodeError(f"compressed image (format '{shown}', {raw.size} bytes) could not be decoded")
     return image  # OpenCV order: BGR / BGRA for colour
 
 
@@ -182,7 +208,7 @@ def decode_rgb(msg: Any) -> np.ndarray:
     if is_compressed(msg):
         image = _decode_compressed(msg)
         if image.dtype != np.uint8:
-            raise ImageDecodeError(f"compressed RGB image (format '{msg.format}') is {image.dtype}, expected 8-bit")
+            raise ImageDecodeError(f"compressed RGB image (format '{safe_text(msg.format)}') is {image.dtype}, expected 8-bit")
         if image.ndim == 2:
             return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
@@ -200,6 +226,20 @@ def decode_thermal(msg: Any) -> np.ndarray:
     else:
         image = image_to_array(msg, THERMAL_ENCODINGS)
     return to_single_channel(image, "thermal image message")
+
+
+def decode_pair(rgb_msg: Any, thermal_msg: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Both frames of a pair, (rgb, raw thermal), as the node, ``bag extract`` and ``bag select`` take
+    them. The ImageDecodeError of a frame that cannot be decoded says which one in ``stream``
+    ("rgb" or "thermal")."""
+    images = []
+    for stream, decode, msg in (("rgb", decode_rgb, rgb_msg), ("thermal", decode_thermal, thermal_msg)):
+        try:
+            images.append(decode(msg))
+        except ImageDecodeError as exc:
+            exc.stream = stream
+            raise
+    return images[0], images[1]
 
 
 def encode_image(array: np.ndarray, encoding: str) -> ImageFields:

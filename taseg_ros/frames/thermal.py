@@ -133,6 +133,8 @@ def to_single_channel(image: np.ndarray, source: str = "thermal image") -> np.nd
 # Fraction of the RGB frame the warped thermal frame must cover; below it every thermal input is
 # (nearly) black and the model silently runs on RGB alone.
 MIN_HOMOGRAPHY_COVERAGE = 0.01
+# |det(H / h33)| below this: a 1e6-pixel thermal frame would cover under a thousandth of a pixel.
+MIN_HOMOGRAPHY_DETERMINANT = 1e-9
 
 
 def validate_homography(matrix, thermal_hw: tuple[int, int] | None = None, rgb_hw: tuple[int, int] | None = None) -> np.ndarray:
@@ -150,18 +152,30 @@ def validate_homography(matrix, thermal_hw: tuple[int, int] | None = None, rgb_h
     if h[2, 2] == 0.0:
         raise InputError("thermal homography: h33 is 0 (the thermal origin maps to infinity); a registration "
                          "homography has h33 = 1")
-    if np.linalg.cond(h / h[2, 2]) > 1e12:
-        raise InputError(f"thermal homography: not invertible (singular matrix {h.ravel().tolist()})")
+    # Invertible means det(H) != 0. The condition number is no test of that in pixel units: a pure
+    # translation by 1e6 px has cond ~1e12 and is exactly invertible (it is an off-frame problem,
+    # which the coverage test below names). det(H / h33) is unit-free: the factor by which the map
+    # scales areas at the thermal origin; ~0 means the thermal plane collapses onto a line or a point.
+    det = float(np.linalg.det(h / h[2, 2]))
+    if not abs(det) > MIN_HOMOGRAPHY_DETERMINANT:
+        raise InputError(f"thermal homography: not invertible (determinant {det:.3g}: it maps the thermal frame onto "
+                         f"a line or a point) {h.ravel().tolist()}")
     if thermal_hw is not None and rgb_hw is not None:
         (th, tw), (rh, rw) = thermal_hw, rgb_hw
-        covered = cv2.warpPerspective(np.ones((th, tw), np.uint8), h, (rw, rh), flags=cv2.INTER_NEAREST)
-        coverage = float(np.count_nonzero(covered)) / covered.size
+        coverage = homography_coverage(h, thermal_hw, rgb_hw)
         if coverage < MIN_HOMOGRAPHY_COVERAGE:
             raise InputError(
                 f"thermal homography: maps the {tw}x{th} thermal frame onto {100 * coverage:.2g}% of the {rw}x{rh} RGB "
                 "frame, so every thermal input would be black; check its translation and direction (thermal px -> RGB px)"
             )
     return h
+
+
+def homography_coverage(h: np.ndarray, thermal_hw: tuple[int, int], rgb_hw: tuple[int, int]) -> float:
+    """Share of the RGB frame the thermal frame covers once warped by ``h`` (thermal px -> RGB px)."""
+    (th, tw), (rh, rw) = thermal_hw, rgb_hw
+    covered = cv2.warpPerspective(np.ones((th, tw), np.uint8), np.asarray(h, np.float64), (rw, rh), flags=cv2.INTER_NEAREST)
+    return float(np.count_nonzero(covered)) / covered.size
 
 
 def align_thermal(thermal: np.ndarray, rgb_hw: tuple[int, int], homography: np.ndarray | None = None) -> np.ndarray:
@@ -207,7 +221,7 @@ class ThermalAligner:
 class FrameNote:
     """Something worth telling the user about a frame. ``kind`` groups notes for log throttling and
     counting: ``nonfinite_thermal`` (some NaN/inf pixels), ``blank_thermal`` (no finite pixel at all),
-    ``thermal_aligned``, ``bad_rgb``, ``bad_thermal``, ``model``."""
+    ``thermal_aligned``, ``input_resized`` (frames over max_input_size), ``bad_rgb``, ``bad_thermal``, ``model``."""
 
     kind: str
     stream: str  # "rgb", "thermal" or "model"

@@ -17,11 +17,15 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from taseg_ros.frames.codec import ImageDecodeError, decode_rgb, decode_thermal
+from taseg_ros.frames.codec import ImageDecodeError, decode_pair
 from taseg_ros.frames.render import RENDERED_OUTPUTS, check_outputs, colorize, overlay
 from taseg_ros.frames.settings import STEPS, FrameSettings
 from taseg_ros.frames.thermal import FrameNote
 from taseg_ros.inference.segmenter import Segmenter
+
+# Notes the pipeline gives once (per FramePipeline, i.e. per configure of the node): facts about the
+# setup, not problems of a frame; the node logs them once and does not count them as errors.
+SAID_ONCE = frozenset({"thermal_aligned", "input_resized"})
 
 @dataclass
 class FrameResult:
@@ -57,6 +61,7 @@ class FramePipeline:
         # (settings, thermal preparation), replaced as one: a frame in flight in another thread sees
         # the old pair or the new one, never a mix (the node applies `ros2 param set` this way).
         self._current = (settings, settings.thermal_preparation())
+        self._resize_noted = False
 
     @property
     def settings(self) -> FrameSettings:
@@ -75,13 +80,11 @@ class FramePipeline:
                          entropy: bool = False) -> FrameResult:
         """Decode both messages, then ``process``; a message that cannot be decoded skips the pair."""
         start = time.perf_counter()
-        images = []
-        for stream, decode, msg in (("rgb", decode_rgb, rgb_msg), ("thermal", decode_thermal, thermal_msg)):
-            try:
-                images.append(decode(msg))
-            except ImageDecodeError as exc:
-                return FrameResult(error=FrameNote(f"bad_{stream}", stream, f"{exc}; pair skipped", exc.reason),
-                                   timings={"decode": time.perf_counter() - start})
+        try:
+            images = decode_pair(rgb_msg, thermal_msg)
+        except ImageDecodeError as exc:
+            return FrameResult(error=FrameNote(f"bad_{exc.stream}", exc.stream, f"{exc}; pair skipped", exc.reason),
+                               timings={"decode": time.perf_counter() - start})
         return self.process(*images, outputs=outputs, decode_s=time.perf_counter() - start, entropy=entropy)
 
     def process(
@@ -100,6 +103,7 @@ class FramePipeline:
             result.error = FrameNote("bad_thermal", "thermal", f"{exc}; pair skipped")
             return result
         prepared = time.perf_counter()
+        self._note_input_resize(rgb.shape[:2], result.notes)
         try:
             prediction = self.segmenter.predict_prepared(rgb, thermal01, return_entropy=entropy)
         except Exception as exc:  # noqa: BLE001 - a model failure (e.g. out of memory) skips this pair only
@@ -116,6 +120,19 @@ class FramePipeline:
             result.timings["entropy"] = prediction.entropy_s
         result.timings["total"] = sum(result.timings[step] for step in STEPS)
         return result
+
+    def _note_input_resize(self, frame_hw: tuple[int, int], notes: list[FrameNote]) -> None:
+        """Say once that frames are larger than the network's input limit (max_input_size)."""
+        if self._resize_noted:
+            return
+        geometry = self.segmenter.transform.geometry(*frame_hw)
+        if geometry.capped:
+            self._resize_noted = True
+            (h, w), (rh, rw) = geometry.original_hw, geometry.resized_hw
+            notes.append(FrameNote(
+                "input_resized", "model",
+                f"{w}x{h} frames are larger than max_input_size ({self.segmenter.transform.max_input_size} px, the "
+                f"longest side): the network sees them at {rw}x{rh} and the labels are resized back to {w}x{h}"))
 
     def _render(self, result: FrameResult, outputs: set[str], alpha: float) -> None:
         if outputs & {"colorized", "overlay"}:

@@ -29,15 +29,16 @@ import numpy as np
 import torch
 
 from taseg_ros.classes import ClassInfo
-from taseg_ros.devices import PRECISIONS as PRECISION_DTYPES
+from taseg_ros.devices import PRECISIONS as PRECISION_NAMES, torch_dtype
 from taseg_ros.errors import InputError
 from taseg_ros.frames.thermal import ThermalNormalization, ThermalPreparation
+from taseg_ros.model.config import DEFAULT_MAX_INPUT_SIZE
 from taseg_ros.model.inputs import FrameTransform
 from taseg_ros.model.taseg import TASeg
 from taseg_ros.runtime.base import Backend
 
 # The one table of precision names (taseg_ros.devices), as torch dtypes.
-PRECISIONS = {name: getattr(torch, dtype) for name, dtype in PRECISION_DTYPES.items()}
+PRECISIONS = {name: torch_dtype(name) for name in PRECISION_NAMES}
 
 
 @dataclass
@@ -59,7 +60,10 @@ class Segmenter:
     ``Prediction``. ``thermal_norm`` is the default normalisation policy for raw thermal;
     ``resolution`` overrides the config's resolution mode of a PyTorch model (one set of weights
     serves both; exports have theirs fixed). ``merge_lora`` merges the given model's LoRA in place
-    (model.lora.merge_lora): pass a copy if the unmerged model is still needed."""
+    (model.lora.merge_lora): pass a copy if the unmerged model is still needed. ``max_input_size``
+    (longest side in pixels; 0 or None: no limit) caps the network input of a runtime that takes
+    any size: larger frames are resized down before the network and the labels come back at the
+    frame's size (model.inputs.FrameTransform; an export's fixed input size is its own limit)."""
 
     def __init__(
         self,
@@ -71,6 +75,7 @@ class Segmenter:
         resolution: str | None = None,
         merge_lora: bool = False,
         compile: bool = False,
+        max_input_size: int | None = DEFAULT_MAX_INPUT_SIZE,
     ) -> None:
         if isinstance(model, Backend):
             self.backend = model
@@ -84,7 +89,7 @@ class Segmenter:
                 raise InputError(f"{self.backend.path}: exported for {cfg.resolution} resolution; re-export for {resolution}")
             cfg = cfg.replace(resolution=resolution)
         self.cfg = cfg
-        self.transform = FrameTransform(cfg)
+        self.transform = FrameTransform(cfg, max_input_size if self.backend.input_hw is None else None)
         self.thermal = ThermalPreparation(thermal_norm)
         self._released = False
 
@@ -102,6 +107,7 @@ class Segmenter:
         merge_lora: bool = False,
         compile: bool = False,
         threads: int | None = None,
+        max_input_size: int | None = DEFAULT_MAX_INPUT_SIZE,
     ) -> "Segmenter":
         """Any model file: the runtime follows the file type (.safetensors torch, .onnx onnxruntime,
         .xml openvino, .engine tensorrt) unless `backend` names one that reads it. `device` is the
@@ -112,7 +118,7 @@ class Segmenter:
             path, backend=backend, device=device, precision=precision, merge_lora=merge_lora, compile=compile,
             sam_checkpoint=sam_checkpoint, verify_sam=verify_sam, threads=threads,
         )
-        return cls(runtime, thermal_norm=thermal_norm)
+        return cls(runtime, thermal_norm=thermal_norm, max_input_size=max_input_size)
 
     @property
     def model(self) -> TASeg | None:

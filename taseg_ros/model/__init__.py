@@ -1,1 +1,1 @@
-"""The TASeg network, built from segment_anything modules (see DESIGN section 1)."""
+"""The TASeg network, built from segment_anything modules (one module per idea of the paper; see the README)."""

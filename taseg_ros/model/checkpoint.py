@@ -20,6 +20,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from taseg_ros.devices import PRECISIONS, torch_dtype
 from taseg_ros import __version__
 from taseg_ros.classes import ClassInfo, load_classes
 from taseg_ros.errors import InputError, MissingInputError
@@ -34,7 +35,6 @@ TEXT_KEY = "mask_decoder.text_embeddings"
 FITS_PROBLEM = "tensors do not fit the model its metadata describes"
 
 
-STORAGE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def save_checkpoint(
@@ -57,15 +57,15 @@ def save_checkpoint(
     source = model.frozen_source
     if embed_frozen is None:
         embed_frozen = source.kind != "sam_checkpoint"
-    if frozen_storage not in STORAGE_DTYPES:
-        raise InputError(f"frozen weight storage '{frozen_storage}' is not one of {sorted(STORAGE_DTYPES)}")
+    if frozen_storage not in PRECISIONS:
+        raise InputError(f"frozen weight storage '{frozen_storage}' is not one of {sorted(PRECISIONS)}")
     state = model.state_dict() if embed_frozen else model.trainable_state_dict()
     trainable = model.trainable_state_dict()
 
     def stored_dtype(name: str, tensor: torch.Tensor) -> torch.dtype:
         if not tensor.is_floating_point():
             return tensor.dtype
-        return torch.float32 if name in trainable else STORAGE_DTYPES[frozen_storage]
+        return torch.float32 if name in trainable else torch_dtype(frozen_storage)
 
     tensors = {k: v.detach().to("cpu", stored_dtype(k, v)).contiguous().clone() for k, v in state.items()}
     metadata = {

@@ -23,6 +23,21 @@ from taseg_ros.errors import MissingInputError
 
 RESOLUTION_MODES = ("native", "sam1024")
 
+# The longest side (pixels) of the network's input when no other limit is given: larger frames are
+# resized down, aspect kept, before the encoder, and the labels resized back up (model.inputs). In
+# native mode the ViT sees every pixel and its global attention grows with the square of the token
+# count: one 4000x3000 pair asked the tiny model for over 24 GB. 1920 keeps full-HD frames as they
+# are. The node's max_input_size parameter and the --max-input-size option default to it.
+DEFAULT_MAX_INPUT_SIZE = 1920
+MIN_MAX_INPUT_SIZE = 32  # two patches of the smallest encoder: anything less carries no usable detail
+
+
+def max_input_size_problem(value: object) -> str | None:
+    """The one rule for a max input size: 0 (no limit) or at least MIN_MAX_INPUT_SIZE pixels; None when fine."""
+    if isinstance(value, bool) or not isinstance(value, int) or not (value == 0 or value >= MIN_MAX_INPUT_SIZE):
+        return f"must be 0 (no limit) or a whole number of pixels >= {MIN_MAX_INPUT_SIZE}"
+    return None
+
 
 @dataclass(frozen=True)
 class EncoderConfig:

@@ -19,22 +19,32 @@ from taseg_ros.model.config import TASegConfig
 @dataclass(frozen=True)
 class InputGeometry:
     original_hw: tuple[int, int]
-    resized_hw: tuple[int, int]  # after SAM's longest-side resize (== original in native mode)
+    resized_hw: tuple[int, int]  # after SAM's longest-side resize, or the max_input_size cap (else == original)
     padded_hw: tuple[int, int]  # what the encoder sees
+    capped: bool = False  # native mode: resized down because the frame's longest side exceeds max_input_size
 
 
-def plan_geometry(height: int, width: int, cfg: TASegConfig) -> InputGeometry:
+def _longest_side(height: int, width: int, side: int) -> tuple[int, int]:
+    """(height, width) scaled so that the longer one is ``side``, as
+    segment_anything.utils.transforms.ResizeLongestSide.get_preprocess_shape rounds it."""
+    scale = side / max(height, width)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
+def plan_geometry(height: int, width: int, cfg: TASegConfig, max_input_size: int | None = None) -> InputGeometry:
+    """How a frame becomes the encoder's input. ``max_input_size`` (longest side, pixels; None or 0: no
+    limit) caps native mode, where the input is the frame itself; sam1024 mode is 1024 anyway."""
     if height < 1 or width < 1:
         raise InputError(f"empty image ({height}x{width})")
     patch = cfg.encoder.patch_size
     if cfg.resolution == "sam1024":
         side = cfg.encoder.img_size
-        scale = side / max(height, width)
-        # segment_anything.utils.transforms.ResizeLongestSide.get_preprocess_shape
-        resized = (int(height * scale + 0.5), int(width * scale + 0.5))
-        return InputGeometry((height, width), resized, (side, side))
-    padded = (-(-height // patch) * patch, -(-width // patch) * patch)
-    return InputGeometry((height, width), (height, width), padded)
+        return InputGeometry((height, width), _longest_side(height, width, side), (side, side))
+    resized, capped = (height, width), False
+    if max_input_size and max(height, width) > max_input_size:
+        resized, capped = _longest_side(height, width, max_input_size), True
+    padded = (-(-resized[0] // patch) * patch, -(-resized[1] // patch) * patch)
+    return InputGeometry((height, width), resized, padded, capped)
 
 
 def normalize_and_pad(
@@ -70,15 +80,18 @@ def restore_logits(logits: torch.Tensor, geometry: InputGeometry) -> torch.Tenso
 class FrameTransform:
     """Frames -> encoder inputs -> logits over the frames, for one model config.
 
-    ``preprocess`` takes rgb (B, 3, H, W) float on the 0..255 scale and thermal (B, 1, H, W) in
-    [0, 1] (``preprocessing.normalize_thermal`` output) and returns the standardised, padded
+    ``max_input_size`` (longest side in pixels, None: no limit) bounds the network's input in native
+    mode: a larger frame is resized down (antialiased, as SAM mode resizes) and its logits are
+    resized back up to the frame, so the labels keep the frame's size. ``preprocess`` takes rgb (B, 3, H, W) float on the 0..255 scale and thermal (B, 1, H, W) in
+    [0, 1] (``frames.thermal.ThermalPreparation`` output) and returns the standardised, padded
     tensors plus the geometry that ``postprocess`` needs to map logits back."""
 
-    def __init__(self, cfg: TASegConfig) -> None:
+    def __init__(self, cfg: TASegConfig, max_input_size: int | None = None) -> None:
         self.cfg = cfg
+        self.max_input_size = max_input_size or None
 
     def geometry(self, height: int, width: int) -> InputGeometry:
-        return plan_geometry(height, width, self.cfg)
+        return plan_geometry(height, width, self.cfg, self.max_input_size)
 
     def preprocess(
         self, rgb: torch.Tensor, thermal: torch.Tensor

@@ -19,22 +19,35 @@ OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
 
 class RollingWindow:
-    """The last ``size`` samples of a quantity (seconds), for mean/percentile/max."""
+    """The last ``size`` samples of a quantity (seconds) with their arrival times, for
+    mean/percentile/max over all of them or over the recent ones (``since``)."""
 
     def __init__(self, size: int = 200) -> None:
-        self._values: deque[float] = deque(maxlen=size)
+        self._values: deque[tuple[float, float]] = deque(maxlen=size)
 
-    def add(self, value: float) -> None:
-        self._values.append(float(value))
+    def add(self, value: float, now: float | None = None) -> None:
+        self._values.append((time.monotonic() if now is None else now, float(value)))
 
     def __len__(self) -> int:
         return len(self._values)
 
-    def summary(self) -> dict[str, float]:
-        if not self._values:
+    def summary(self, since: float | None = None) -> dict[str, float]:
+        values = [v for t, v in self._values if since is None or t >= since]
+        if not values:
             return {"mean": float("nan"), "p95": float("nan"), "max": float("nan")}
-        values = np.fromiter(self._values, dtype=np.float64)
-        return {"mean": float(values.mean()), "p95": float(np.percentile(values, 95)), "max": float(values.max())}
+        array = np.asarray(values, dtype=np.float64)
+        return {"mean": float(array.mean()), "p95": float(np.percentile(array, 95)), "max": float(array.max())}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A pair that could not be processed, or an input frame refused before pairing (``pair`` False)."""
+
+    at: float
+    kind: str  # bad_rgb, bad_thermal, model, internal
+    reason: str  # the ImageDecodeError reason (encoding, truncated, ...), or "" when there is none
+    text: str
+    pair: bool
 
 
 @dataclass
@@ -55,9 +68,14 @@ class NodeStatistics:
       - publish: colourise, overlay, message building and publishing
     Per input message: ``stamp_age`` (node clock at arrival minus the header stamp, per stream):
     transport delay normally, seconds or hours when the camera's clock is not the node's.
+
+    Failures (``record_failure``) are counted per kind (``errors``) and per kind and reason
+    (``reasons``), and kept with their message for ``recent_s`` seconds, as are the outcomes of
+    pairs: the diagnostics describe the last ``recent_s`` seconds (``recent``), so a burst of bad
+    frames or stamps ages out. A new NodeStatistics starts every configure.
     """
 
-    def __init__(self, window: int = 200, fps_window_s: float = 5.0) -> None:
+    def __init__(self, window: int = 200, fps_window_s: float = 5.0, recent_s: float = 10.0) -> None:
         self._lock = threading.Lock()
         self.latency = RollingWindow(window)
         self.inference = RollingWindow(window)
@@ -65,11 +83,18 @@ class NodeStatistics:
         self.prepare = RollingWindow(window)
         self.publish = RollingWindow(window)
         self.stamp_age = {"rgb": RollingWindow(window), "thermal": RollingWindow(window)}
-        self.steps = {step: RollingWindow(window) for step in STEPS}  # frame.FramePipeline's steps
+        self.steps = {step: RollingWindow(window) for step in STEPS}  # inference.pipeline.FramePipeline steps
         self.errors: Counter[str] = Counter()
+        self.reasons: Counter[tuple[str, str]] = Counter()
+        self.lost: Counter[str] = Counter()  # messages the middleware reports lost, per stream
         self.processed = 0
+        self.recent_s = recent_s
         self._publish_times: deque[float] = deque()
         self._fps_window_s = fps_window_s
+        self._ok_times: deque[float] = deque()  # pairs processed within recent_s
+        # bounded even for a publisher flooding the node with bad frames (the counters stay exact)
+        self._failures: deque[Failure] = deque(maxlen=10_000)
+        self._lost_times: deque[tuple[float, str, int]] = deque(maxlen=10_000)
 
     def record_output(
         self,
@@ -84,23 +109,71 @@ class NodeStatistics:
         with self._lock:
             for step, seconds in (steps_s or {}).items():
                 if step in self.steps:
-                    self.steps[step].add(seconds)
+                    self.steps[step].add(seconds, now)
             self.processed += 1
-            self.latency.add(latency_s)
-            self.inference.add(inference_s)
-            self.prepare.add(prepare_s)
-            self.publish.add(publish_s)
-            self.overhead.add(prepare_s + publish_s)
+            self.latency.add(latency_s, now)
+            self.inference.add(inference_s, now)
+            self.prepare.add(prepare_s, now)
+            self.publish.add(publish_s, now)
+            self.overhead.add(prepare_s + publish_s, now)
             self._publish_times.append(now)
+            self._ok_times.append(now)
             self._trim(now)
 
-    def record_stamp_age(self, stream: str, age_s: float) -> None:
+    def record_stamp_age(self, stream: str, age_s: float, now: float | None = None) -> None:
         with self._lock:
-            self.stamp_age[stream].add(age_s)
+            self.stamp_age[stream].add(age_s, now)
 
     def count_error(self, kind: str, n: int = 1) -> None:
         with self._lock:
             self.errors[kind] += n
+
+    def record_failure(self, kind: str, reason: str, text: str, pair: bool = True, now: float | None = None) -> int:
+        """A pair that failed (``pair``) or an input frame refused before pairing; returns how many of
+        this kind and reason there were since configure (for the throttled log line)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self.errors[kind] += 1
+            self.reasons[(kind, reason)] += 1
+            self._failures.append(Failure(now, kind, reason, text, pair))
+            self._trim(now)
+            return self.reasons[(kind, reason)]
+
+    def record_lost(self, stream: str, n: int, now: float | None = None) -> None:
+        """Messages of a stream the middleware saw but could not deliver (DDS SAMPLE_LOST: a best-effort
+        sample with a missing fragment, typically a large frame)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self.lost[stream] += n
+            self._lost_times.append((now, stream, n))
+            self._trim(now)
+
+    def recent(self, now: float | None = None) -> dict:
+        """The last ``recent_s`` seconds: pairs processed and failed, failures grouped by (kind, reason)
+        with a count, the latest message and whether they were pairs (else refused input frames), lost
+        messages per stream."""
+        now = time.monotonic() if now is None else now
+        since = now - self.recent_s
+        with self._lock:
+            self._trim(now)
+            ok = len(self._ok_times)
+            failures = [f for f in self._failures if f.at >= since]
+            lost = Counter()
+            for t, stream, n in self._lost_times:
+                if t >= since:
+                    lost[stream] += n
+        groups: dict[tuple[str, str], list] = {}
+        for f in failures:
+            entry = groups.setdefault((f.kind, f.reason), [0, f.text, f.pair])
+            entry[0] += 1
+            entry[1] = f.text  # the latest wording
+        return {
+            "window_s": self.recent_s,
+            "pairs_ok": ok,
+            "pairs_failed": sum(1 for f in failures if f.pair),
+            "failures": groups,
+            "lost": lost,
+        }
 
     def fps(self, now: float | None = None) -> float:
         now = time.monotonic() if now is None else now
@@ -115,53 +188,67 @@ class NodeStatistics:
     def _trim(self, now: float) -> None:
         while self._publish_times and self._publish_times[0] < now - self._fps_window_s:
             self._publish_times.popleft()
+        while self._ok_times and self._ok_times[0] < now - self.recent_s:
+            self._ok_times.popleft()
+        while self._failures and self._failures[0].at < now - self.recent_s:
+            self._failures.popleft()
+        while self._lost_times and self._lost_times[0][0] < now - self.recent_s:
+            self._lost_times.popleft()
 
-    def snapshot(self) -> dict:
+    def snapshot(self, since: float | None = None) -> dict:
+        """Counts since configure; timings over the last ``window`` samples, or only those from ``since`` on."""
         with self._lock:
             return {
                 "processed": self.processed,
                 "errors": dict(self.errors),
-                "latency": self.latency.summary(),
-                "inference": self.inference.summary(),
-                "overhead": self.overhead.summary(),
-                "prepare": self.prepare.summary(),
-                "publish": self.publish.summary(),
-                "stamp_age": {stream: window.summary() for stream, window in self.stamp_age.items()},
-                "steps": {step: window.summary() for step, window in self.steps.items()},
+                "reasons": dict(self.reasons),
+                "lost": dict(self.lost),
+                "latency": self.latency.summary(since),
+                "inference": self.inference.summary(since),
+                "overhead": self.overhead.summary(since),
+                "prepare": self.prepare.summary(since),
+                "publish": self.publish.summary(since),
+                "stamp_age": {stream: window.summary(since) for stream, window in self.stamp_age.items()},
+                "steps": {step: window.summary(since) for step, window in self.steps.items()},
             }
 
 
 class QualityStatistics:
     """The label-free figures of the node's frames (``evaluation.quality.FrameQuality``): the last
-    frame's and the mean over the last ``window`` frames, and what computing them cost."""
+    frame's and the mean over the last ``recent_s`` seconds (the diagnostics window; None: the last
+    ``window`` frames), and what computing them cost."""
 
     FIGURES = ("mean_confidence", "low_confidence_share", "flicker")
 
-    def __init__(self, window: int = 200) -> None:
+    def __init__(self, recent_s: float | None = None, window: int = 200) -> None:
         self._lock = threading.Lock()
+        self.recent_s = recent_s
         self.windows = {name: RollingWindow(window) for name in self.FIGURES}
         self.cost = RollingWindow(window)
         self.last: dict[str, float | None] = {name: None for name in self.FIGURES}
 
-    def record(self, quality, seconds: float) -> None:
+    def record(self, quality, seconds: float, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
         with self._lock:
             for name in self.FIGURES:
                 value = getattr(quality, name)
                 self.last[name] = value
                 if value is not None:
-                    self.windows[name].add(value)
-            self.cost.add(seconds)
+                    self.windows[name].add(value, now)
+            self.cost.add(seconds, now)
 
-    def values(self) -> dict[str, str]:
-        """Diagnostic key/values: quality_<figure> (last frame), quality_<figure>_mean (window), and
-        quality_cost_mean_ms; "nan" before the first frame (flicker: before the second)."""
+    def values(self, now: float | None = None) -> dict[str, str]:
+        """Diagnostic key/values: quality_<figure> (last frame), quality_<figure>_mean (recent frames),
+        and quality_cost_mean_ms; "nan" before the first frame (flicker: before the second)."""
+        now = time.monotonic() if now is None else now
+        since = None if self.recent_s is None else now - self.recent_s
         with self._lock:
             out = {}
             for name in self.FIGURES:
                 last = self.last[name]
                 out[f"quality_{name}"] = "nan" if last is None else f"{last:.4f}"
-                out[f"quality_{name}_mean"] = f"{self.windows[name].summary()['mean']:.4f}"
-            out["quality_cost_mean_ms"] = f"{self.cost.summary()['mean'] * 1e3:.2f}"
+                out[f"quality_{name}_mean"] = f"{self.windows[name].summary(since)['mean']:.4f}"
+            out["quality_cost_mean_ms"] = f"{self.cost.summary(since)['mean'] * 1e3:.2f}"
             return out
 
 
@@ -177,19 +264,108 @@ def build_report(
     clock_offset_warn_s: float = float("inf"),
     extra: dict[str, str] | None = None,
     now: float | None = None,
+    lossy_inputs: bool = False,
+    publishers: dict[str, int] | None = None,
 ) -> DiagnosticReport:
-    """The node's diagnostic status: OK while pairs flow, WARN when none matched for ``no_pair_warn_s``
-    or when input stamps are more than ``clock_offset_warn_s`` away from the node's clock.
+    """The node's diagnostic status over the last ``stats.recent_s`` seconds (timings, failures, stamp
+    offsets), with counts since configure:
+
+    - ERROR when every pair of the window failed, or when no pair matched for ``no_pair_warn_s``
+      while a stream's frames were refused (each with its decode reason and count);
+    - WARN when no pair matched for ``no_pair_warn_s`` (naming a silent stream), when messages were
+      lost in transport, when some pairs failed or frames were refused, or when input stamps are
+      more than ``clock_offset_warn_s`` away from the node's clock;
+    - OK "processing" otherwise.
 
     ``seconds_since_pair`` counts from the last pair (or from activation); ``seconds_since_input``
-    maps "rgb"/"thermal" to the time since that stream's last message (None: never), so the
-    warning can say which stream is missing.
+    maps "rgb"/"thermal" to the time since that stream's last message (None: never).
+    ``lossy_inputs``: the inputs are best effort, where DDS drops a large frame that lost a fragment.
+    ``publishers``: how many publishers each input topic has (a silent stream without one is named so).
     """
-    snap = stats.snapshot()
+    now = time.monotonic() if now is None else now
+    recent = stats.recent(now)
+    window = recent["window_s"]
+    snap = stats.snapshot(since=now - window)
+    values = _report_values(stats, snap, recent, pairing, dropped, now)
+    if extra:
+        values.update(extra)
+
+    if not active:
+        return DiagnosticReport(OK, "inactive", values)
+    pair_failures = {key: v for key, v in recent["failures"].items() if v[2]}
+    refusals = {key: v for key, v in recent["failures"].items() if not v[2]}
+    if recent["pairs_failed"] and not recent["pairs_ok"]:
+        return DiagnosticReport(
+            ERROR, f"every pair of the last {window:g} s failed ({recent['pairs_failed']}): {_describe(pair_failures)}", values)
+    lost = {stream: n for stream, n in recent["lost"].items() if n}
+    lost_text = ", ".join(f"{n} {stream}" for stream, n in lost.items())
+    if seconds_since_pair is not None and seconds_since_pair > no_pair_warn_s:
+        silent = [name for name, since in seconds_since_input.items() if since is None or since > no_pair_warn_s]
+        unpublished = [name for name in silent if publishers is not None and publishers.get(name) == 0]
+        parts = []
+        if silent:
+            parts.append(f"no message for > {no_pair_warn_s:g} s on: "
+                         + ", ".join(name + (" (no publisher)" if name in unpublished else "") for name in silent))
+        if refusals:
+            parts.append(f"input frames refused: {_describe(refusals)}")
+        if lost:
+            parts.append(f"messages lost in transport in the last {window:g} s: {lost_text}")
+        if (lost or set(silent) - set(unpublished)) and lossy_inputs:  # published, yet nothing arrives
+            parts[-1] += LOSSY_HINT
+        if not parts:
+            parts.append("both streams arrive, but their stamps do not match within the slop")
+        return DiagnosticReport(ERROR if refusals else WARN,
+                                f"no RGB/thermal pair matched for {seconds_since_pair:.1f} s; " + "; ".join(parts), values)
+    if lost:
+        return DiagnosticReport(WARN, f"messages lost in transport in the last {window:g} s: {lost_text}"
+                                + (LOSSY_HINT if lossy_inputs else ""), values)
+    if pair_failures or refusals:
+        total = recent["pairs_failed"] + recent["pairs_ok"]
+        parts = []
+        if pair_failures:
+            parts.append(f"{recent['pairs_failed']} of {total} pairs failed: {_describe(pair_failures)}")
+        if refusals:
+            parts.append(f"input frames refused: {_describe(refusals)}")
+        return DiagnosticReport(WARN, f"in the last {window:g} s, " + "; ".join(parts), values)
+    offsets = {
+        stream: summary["mean"] for stream, summary in snap["stamp_age"].items()
+        if abs(summary["mean"]) > clock_offset_warn_s  # NaN (no message in the window) compares False
+    }
+    if offsets:
+        detail = ", ".join(
+            f"{stream} {abs(age):.3g} s {'behind' if age > 0 else 'ahead'}" for stream, age in offsets.items()
+        )
+        return DiagnosticReport(
+            WARN,
+            f"input stamps are far from this node's clock ({detail}), so latency figures mean nothing: "
+            "a bag played without --clock and use_sim_time, or a camera stamping with its own clock?",
+            values,
+        )
+    return DiagnosticReport(OK, "processing", values)
+
+
+LOSSY_HINT = (" (input_qos sensor_data is best effort: DDS drops a large frame when one of its fragments is lost;"
+              " try input_qos:=reliable, or a compressed transport)")
+
+
+def _describe(groups: dict[tuple[str, str], list], limit: int = 3) -> str:
+    """Failures grouped by (kind, reason): the most frequent first, with count and latest message."""
+    ranked = sorted(groups.items(), key=lambda item: -item[1][0])
+    parts = [f"{n} x {kind}{'/' + reason if reason else ''}: {text}" for (kind, reason), (n, text, _) in ranked[:limit]]
+    if len(ranked) > limit:
+        parts.append(f"and {len(ranked) - limit} other kind(s)")
+    return "; ".join(parts)
+
+
+def _report_values(stats: NodeStatistics, snap: dict, recent: dict, pairing: dict[str, int], dropped: int,
+                   now: float) -> dict[str, str]:
     values: dict[str, str] = {
         "fps": f"{stats.fps(now):.2f}",
         "processed": str(snap["processed"]),
         "dropped": str(dropped),
+        "window_s": f"{recent['window_s']:g}",
+        "recent_pairs_ok": str(recent["pairs_ok"]),
+        "recent_pairs_failed": str(recent["pairs_failed"]),
     }
     for name in ("latency", "inference", "overhead", "prepare", "publish"):
         for key, value in snap[name].items():
@@ -205,32 +381,47 @@ def build_report(
     values["errors"] = str(error_total)
     for key, value in sorted(snap["errors"].items()):
         values[f"errors_{key}"] = str(value)
-    if extra:
-        values.update(extra)
+    for (kind, reason), value in sorted(snap["reasons"].items()):
+        if reason:
+            values[f"errors_{kind}_{reason}"] = str(value)
+    for stream in ("rgb", "thermal"):
+        values[f"lost_{stream}"] = str(snap["lost"].get(stream, 0))
+    return values
 
-    if not active:
-        return DiagnosticReport(OK, "inactive", values)
-    if seconds_since_pair is not None and seconds_since_pair > no_pair_warn_s:
-        silent = [
-            name for name, since in seconds_since_input.items() if since is None or since > no_pair_warn_s
-        ]
-        if silent:
-            detail = f"; no message for > {no_pair_warn_s:g} s on: {', '.join(silent)}"
-        else:
-            detail = "; both streams arrive, but their stamps do not match within the slop"
-        return DiagnosticReport(WARN, f"no RGB/thermal pair matched for {seconds_since_pair:.1f} s{detail}", values)
-    offsets = {
-        stream: summary["mean"] for stream, summary in snap["stamp_age"].items()
-        if abs(summary["mean"]) > clock_offset_warn_s  # NaN (no message yet) compares False
-    }
-    if offsets:
-        detail = ", ".join(
-            f"{stream} {abs(age):.3g} s {'behind' if age > 0 else 'ahead'}" for stream, age in offsets.items()
-        )
-        return DiagnosticReport(
-            WARN,
-            f"input stamps are far from this node's clock ({detail}), so latency figures mean nothing: "
-            "a bag played without --clock and use_sim_time, or a camera stamping with its own clock?",
-            values,
-        )
-    return DiagnosticReport(OK, "processing", values)
+
+class RegistrationWatch:
+    """The node's registration check (issue 20): the last few alignment scores
+    (``frames.registration.alignment_score``) and what one check cost. Thread-safe: the worker
+    records, the diagnostics timer reads. WARN when the median of the last ``window`` scores is
+    below ``warn_below``, and only once there are ``window`` of them: one frame with little shared
+    structure (or the first frame after start) must not raise it alone."""
+
+    def __init__(self, warn_below: float, window: int = 3) -> None:
+        self._lock = threading.Lock()
+        self.warn_below = warn_below
+        self.scores: deque[float] = deque(maxlen=window)
+        self.cost = RollingWindow(50)
+        self.checks = 0
+
+    def record(self, score: float, seconds: float) -> None:
+        with self._lock:
+            self.checks += 1
+            self.cost.add(seconds)
+            if np.isfinite(score):
+                self.scores.append(float(score))
+
+    def apply(self, report: DiagnosticReport) -> DiagnosticReport:
+        """``report`` with the registration keys added, and WARN (if it was OK) when the scores say so."""
+        with self._lock:
+            if not self.checks:
+                return report
+            median = float(np.median(self.scores)) if self.scores else float("nan")
+            report.values["registration_score"] = f"{median:.3f}"
+            report.values["registration_checks"] = str(self.checks)
+            report.values["registration_check_ms"] = f"{self.cost.summary()['mean'] * 1e3:.1f}"
+            full = len(self.scores) == self.scores.maxlen
+            if full and report.level == OK and report.message == "processing" and median < self.warn_below:
+                report.level = WARN
+                report.message = (f"registration looks off: alignment score {median:.3f} < {self.warn_below:g} "
+                                  "(median of the last checks); was a camera moved? check with `taseg bag refine`")
+        return report

@@ -50,6 +50,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.exceptions import InvalidHandle
 from rclpy.executors import Executor, ExternalShutdownException, ShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -60,13 +61,15 @@ from std_msgs.msg import String
 
 from taseg_ros.errors import MissingInputError
 from taseg_ros.frames.thermal import FrameNote
-from taseg_ros.inference.pipeline import FramePipeline, FrameResult
+from taseg_ros.inference.pipeline import SAID_ONCE, FramePipeline, FrameResult
 from taseg_ros.config_io import limits_of
 from taseg_ros.devices import resolve_device
 from taseg_ros.evaluation.quality import QualityTracker
-from taseg_ros.ros.diagnostics import NodeStatistics, QualityStatistics, build_report
-from taseg_ros.frames.codec import ImageDecodeError, RGB_ENCODINGS, THERMAL_ENCODINGS, check_image_fields, encode_image
+from taseg_ros.ros.diagnostics import ERROR, LOSSY_HINT, OK, NodeStatistics, QualityStatistics, RegistrationWatch, build_report
+from taseg_ros.frames.codec import ImageDecodeError, RGB_ENCODINGS, THERMAL_ENCODINGS, check_image_fields, decode_thermal, encode_image
 from taseg_ros.frames.pairing import LatestSlot, Pair, StampPairer, stamp_to_ns
+from taseg_ros.frames.registration import SCORE_WARN, alignment_score
+from taseg_ros.frames.render import OUTPUTS
 from taseg_ros.ros.params import LIVE_PARAMETERS, PARAMETERS, RGB_TOPIC, THERMAL_TOPIC, NodeParams, description, resolve_checkpoint
 from taseg_ros.ros.throttle import LogThrottle
 from taseg_ros.ros.qos import latched_qos
@@ -146,6 +149,8 @@ class TASegNode(LifecycleNode):
         self._activated_at = time.monotonic()
         self._last_pair_at: float | None = None
         self._last_input_at: dict[str, float | None] = {"rgb": None, "thermal": None}
+        self._registration = RegistrationWatch(SCORE_WARN)
+        self._registration_checked_at = -float("inf")
         # Registered after the declarations above: rclpy runs these callbacks for declarations too.
         self.add_on_set_parameters_callback(self._check_parameter_change)
         self.add_post_set_parameters_callback(self._apply_parameter_change)
@@ -177,6 +182,8 @@ class TASegNode(LifecycleNode):
         if self._pipeline is not None:
             self._pipeline.update(params.frame_settings())
         self.params = params  # one assignment: the inference thread sees the old or the new set, never a mix
+        if any(p.name == "thermal_homography" for p in ours):
+            self._registration = RegistrationWatch(SCORE_WARN)  # a new registration starts a new record
         self.get_logger().info("applied " + ", ".join(f"{p.name}={p.value!r}" for p in ours))
 
     def _changed_params(self, parameters: list[Any]) -> NodeParams:
@@ -195,7 +202,11 @@ class TASegNode(LifecycleNode):
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
         p = self.params
-        # Counters live from configure to cleanup, like the other statistics.
+        # Counters and statistics live from configure to cleanup: a new configuration starts from zero.
+        self.stats = NodeStatistics(recent_s=p.diagnostics_window)
+        self.quality_stats = QualityStatistics(recent_s=p.diagnostics_window)
+        self._slot = LatestSlot()
+        self._throttle = LogThrottle()
         self._pairer = StampPairer(p.slop, p.pairing_queue_size, p.time_reset)
         self._pairer.on_reject = self._on_rejected_stamp
         self._create_publishers()
@@ -222,6 +233,7 @@ class TASegNode(LifecycleNode):
         self._activated_at = time.monotonic()
         self._last_pair_at = None
         self._last_input_at = {"rgb": None, "thermal": None}
+        self._registration = RegistrationWatch(SCORE_WARN)  # scores of the old session say nothing now
         self._active = True
         self.get_logger().info(
             f"active: {self.segmenter.cfg.name} ({self.segmenter.cfg.resolution} resolution), "
@@ -267,6 +279,7 @@ class TASegNode(LifecycleNode):
             precision=self.params.precision,
             backend=self.params.backend,
             merge_lora=self.params.merge_lora,
+            max_input_size=self.params.max_input_size,
         )
         # A new pipeline per load: the once-only notes (resized thermal) are said again after a reconfigure.
         self._pipeline = FramePipeline(self.segmenter, self.params.frame_settings())
@@ -286,7 +299,7 @@ class TASegNode(LifecycleNode):
 
     def _create_publishers(self) -> None:
         qos = qos_profile(self.params.output_qos, self.params.output_depth)
-        names = ["labels", "colorized", "overlay"] + (["confidence"] if self.params.publish_confidence else [])
+        names = [name for name in OUTPUTS if name != "confidence" or self.params.publish_confidence]
         self._outputs = {name: self.create_publisher(Image, f"~/{name}", qos) for name in names}
         self._class_info_pub = self.create_publisher(String, "~/class_info", latched_qos())
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -297,7 +310,19 @@ class TASegNode(LifecycleNode):
         for stream, callback in (("rgb", self._on_rgb), ("thermal", self._on_thermal)):
             transport = self.params.rgb_transport if stream == "rgb" else self.params.thermal_transport
             msg_type = CompressedImage if transport == "compressed" else Image
-            self._subscriptions_in.append(self.create_subscription(msg_type, self._input_topic(stream), callback, qos))
+            # DDS reports samples it saw but could not deliver (a best-effort frame that lost a fragment):
+            # counted per stream, so the diagnostics can say large frames are being lost.
+            events = SubscriptionEventCallbacks(message_lost=lambda info, s=stream: self._on_lost(s, info))
+            try:
+                sub = self.create_subscription(msg_type, self._input_topic(stream), callback, qos, event_callbacks=events)
+            except UnsupportedEventTypeError:  # an rmw without the event: no loss figures
+                sub = self.create_subscription(msg_type, self._input_topic(stream), callback, qos)
+            self._subscriptions_in.append(sub)
+
+    def _on_lost(self, stream: str, info: Any) -> None:
+        self.stats.record_lost(stream, int(info.total_count_change))
+        self._warn(("lost", stream), f"{self._input_topic(stream)}: {info.total_count} message(s) lost in transport so "
+                   "far" + (LOSSY_HINT if self.params.input_qos != "reliable" else ""))
 
     def _stop_processing(self) -> None:
         self._active = False
@@ -348,8 +373,9 @@ class TASegNode(LifecycleNode):
         try:
             check_image_fields(msg, encodings)
         except ImageDecodeError as exc:
-            self.stats.count_error(f"bad_{stream}")
-            self._warn((f"bad_{stream}:{exc.reason}", stream), f"{self._input_topic(stream)}: {exc}; frame ignored")
+            n = self.stats.record_failure(f"bad_{stream}", exc.reason, str(exc), pair=False)
+            self._warn((f"bad_{stream}:{exc.reason}", stream),
+                       f"{self._input_topic(stream)}: {exc}; frame ignored ({n} x {exc.reason} since configure)")
             return
         stamp = stamp_to_ns(msg.header.stamp)
         if stamp > 0:  # zero stamps are rejected by the pairer, and counted there
@@ -385,7 +411,7 @@ class TASegNode(LifecycleNode):
             except Exception as exc:  # noqa: BLE001 - the thread must survive anything one pair does
                 if not self.context.ok():
                     return  # Ctrl-C shut the context down under a pair in flight: nothing left to publish to
-                self.stats.count_error("internal")
+                self.stats.record_failure("internal", type(exc).__name__, f"unexpected {type(exc).__name__}: {exc}")
                 if self._throttle.allow(("internal", ""), self.params.log_throttle):
                     self.get_logger().error(
                         f"unexpected error on a pair (rgb stamp {pair.rgb_stamp_ns * 1e-9:.6f} s): {exc}\n"
@@ -394,9 +420,10 @@ class TASegNode(LifecycleNode):
 
     def _process(self, pair: Pair, pipeline: FramePipeline) -> None:
         result = pipeline.process_messages(pair.rgb, pair.thermal, self._wanted_outputs())
-        for note in result.notes + ([result.error] if result.error is not None else []):
+        for note in result.notes:
             self._report(note)
         if not result.ok:
+            self._report(result.error, failed=True)
             return
         published = time.perf_counter()
         self._publish_outputs(pair.rgb.header, result)
@@ -405,6 +432,7 @@ class TASegNode(LifecycleNode):
         t = result.timings
         self._record_quality(result)  # before the count: diagnostics saying `processed` N include frame N's figures
         self.stats.record_output(latency, t["inference"], t["decode"] + t["thermal"], t["render"] + publish_s, steps_s=t)
+        self._check_registration(pair, result.rgb)
 
     def _record_quality(self, result: FrameResult) -> None:
         """The frame's label-free figures for the diagnostics (after publishing: no added latency)."""
@@ -418,35 +446,53 @@ class TASegNode(LifecycleNode):
         quality = tracker.update(result.labels, result.confidence)
         self.quality_stats.record(quality, time.perf_counter() - start)
 
-    def _report(self, note: FrameNote) -> None:
-        """Count a frame's problem and log it, throttled per kind and stream (said-once notes unthrottled)."""
+    def _check_registration(self, pair: Pair, rgb: np.ndarray) -> None:
+        """Every registration_check_period s, after publishing: score this pair's registration (the
+        node's thermal_homography, or its plain resize) for the diagnostics (RegistrationWatch)."""
+        period = self.params.registration_check_period
+        now = time.monotonic()
+        if period <= 0 or now - self._registration_checked_at < period:
+            return
+        self._registration_checked_at = now
+        start = time.perf_counter()
+        try:
+            score = alignment_score(rgb, decode_thermal(pair.thermal), self.params.homography())
+        except ValueError:  # an undecodable frame was counted by the pipeline already
+            return
+        self._registration.record(score, time.perf_counter() - start)
+
+    def _report(self, note: FrameNote, failed: bool = False) -> None:
+        """Count a frame's problem (``failed``: the pair was skipped, counted per reason for the
+        diagnostics) and log it, throttled per kind, reason and stream (said-once notes unthrottled)."""
         if note.kind == "thermal_aligned":  # the pipeline says it once per configure
             hint = "" if self.params.thermal_homography else "; set thermal_homography for a registered overlay"
             self.get_logger().warning(note.text + hint)
             return
-        self.stats.count_error(note.kind)
+        if note.kind in SAID_ONCE:
+            self.get_logger().info(note.text)
+            return
+        suffix = ""
+        if failed:
+            n = self.stats.record_failure(note.kind, note.detail, note.text)
+            suffix = f" ({n} x {note.detail or note.kind} since configure)"
+        else:
+            self.stats.count_error(note.kind)
         topic = self._input_topic(note.stream) if note.stream in ("rgb", "thermal") else "model"
         if note.kind == "model":
             if self._throttle.allow((note.kind, note.stream), self.params.log_throttle):
-                self.get_logger().error(note.text)
+                self.get_logger().error(note.text + suffix)
             return
-        self._warn((f"{note.kind}:{note.detail}", note.stream), f"{topic}: {note.text}")
+        self._warn((f"{note.kind}:{note.detail}", note.stream), f"{topic}: {note.text}{suffix}")
 
     def _wanted_outputs(self) -> set[str]:
         """The rendered outputs somebody subscribes to (the labels are always computed)."""
         return {name for name, pub in self._outputs.items() if name != "labels" and pub.get_subscription_count() > 0}
 
     def _publish_outputs(self, header: Any, result: FrameResult) -> None:
-        images = {
-            "labels": (result.labels, "mono8"),
-            "colorized": (result.colorized, "rgb8"),
-            "overlay": (result.overlay, "rgb8"),
-            "confidence": (None if result.confidence is None else result.confidence.astype(np.float32, copy=False), "32FC1"),
-        }
         for name, pub in self._outputs.items():
-            image, encoding = images[name]
+            image = result.output(name)
             if image is not None and pub.get_subscription_count() > 0:
-                pub.publish(_image_msg(header, image, encoding))
+                pub.publish(_image_msg(header, image, OUTPUTS[name]))
 
     # --- diagnostics ------------------------------------------------------------------------------
 
@@ -466,7 +512,7 @@ class TASegNode(LifecycleNode):
             }
         if self.params.quality_diagnostics:
             extra.update(self.quality_stats.values())
-        return build_report(
+        return self._registration.apply(build_report(
             active=self._active,
             stats=self.stats,
             pairing=pairing,
@@ -477,11 +523,25 @@ class TASegNode(LifecycleNode):
             clock_offset_warn_s=self.params.clock_offset_warning,
             extra=extra,
             now=now,
-        )
+            lossy_inputs=self.params.input_qos != "reliable",
+            publishers=self._input_publishers(),
+        ))
+
+    def _input_publishers(self) -> dict[str, int] | None:
+        subscriptions = list(self._subscriptions_in)
+        if len(subscriptions) != 2:
+            return None
+        try:
+            return {stream: sub.get_publisher_count() for stream, sub in zip(("rgb", "thermal"), subscriptions)}
+        except InvalidHandle:  # destroyed by a transition in another thread
+            return None
 
     def _publish_diagnostics(self) -> None:
         report = self.diagnostic_report()
-        if report.level != 0 and self._active:
+        if report.level == ERROR and self._active:
+            if self._throttle.allow(("diagnostics", ""), self.params.log_throttle):
+                self.get_logger().error(report.message)
+        elif report.level != OK and self._active:
             self._warn(("diagnostics", ""), report.message)
         status = DiagnosticStatus(
             level=bytes([report.level]),

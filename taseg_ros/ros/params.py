@@ -20,6 +20,7 @@ from taseg_ros.devices import BACKEND_CHOICES, PRECISIONS
 from taseg_ros.errors import InputError
 from taseg_ros.frames.pairing import DEFAULT_SLOP_S
 from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA
+from taseg_ros.model.config import DEFAULT_MAX_INPUT_SIZE, max_input_size_problem
 from taseg_ros.frames.thermal import THERMAL_MODES, ThermalNormalization, validate_homography
 
 DEVICES_HINT = "auto (cuda when available, else cpu), cpu, cuda or cuda:N (torch, onnxruntime), tensorrt (onnxruntime's TensorRT provider), gpu or npu (openvino)"
@@ -65,6 +66,11 @@ class NodeParams:
         "fp32", choices=tuple(PRECISIONS),
         doc="fp32, fp16 (CUDA only) or bf16 (torch autocast; OpenVINO's inference precision hint). The resolution "
         "mode (native / sam1024) and an export's input size come from the model file.")
+    max_input_size: int = param(
+        DEFAULT_MAX_INPUT_SIZE, ge=0,
+        doc="Longest side (px) of the network's input: larger frames are resized down before the network and the "
+        "labels back up to the frame (said once in the log), so one huge frame cannot exhaust memory; 0: no "
+        "limit. An export's fixed input size is its own limit.")
     autostart: bool = param(
         True, doc="true: configure and activate on start (plain `ros2 run`); false: wait for a lifecycle manager.")
     rgb_transport: str = param(
@@ -111,12 +117,15 @@ class NodeParams:
     diagnostics_period: float = param(
         1.0, gt=0, unit="seconds", section="diagnostics",
         doc="Period (s) of the /diagnostics status (fps, latency, dropped, unmatched, errors).")
+    diagnostics_window: float = param(
+        10.0, gt=0, unit="seconds",
+        doc="The diagnostics describe the last this-many seconds (timings, failures, stamp offsets).")
     quality_diagnostics: bool = param(
         True, live=True,
         doc="Label-free quality in the diagnostics, per frame: quality_mean_confidence (the chosen class's mean "
         "probability), quality_low_confidence_share (pixels below 0.5) and quality_flicker (share of pixels whose "
         "label changed since the previous processed frame; not motion compensated: `taseg bag eval` does that "
-        "offline), each also as a _mean over the last 200 frames. About 0.4 ms per 640x480 frame; false: off.")
+        "offline), each also as a _mean over diagnostics_window. About 0.4 ms per 640x480 frame; false: off.")
     no_pair_warning: float = param(
         3.0, gt=0, unit="seconds", live=True,
         doc="Diagnostics turn WARN when no RGB/thermal pair has matched for this long (s).")
@@ -128,6 +137,12 @@ class NodeParams:
     log_throttle: float = param(
         5.0, ge=0, unit="seconds", live=True,
         doc="Repeated warnings about bad input are logged at most once per this many seconds.")
+    registration_check_period: float = param(
+        10.0, ge=0, unit="seconds",
+        doc="Every this many seconds the worker scores the registration on the pair it just published "
+        "(frames.registration.alignment_score at 160 px: about 15 ms at 640x480); diagnostics show the score and "
+        "turn WARN when the median of the last checks drops below the misregistered level (a camera knocked out "
+        "of place). 0 turns the check off.")
 
     @classmethod
     def from_parameters(cls, values: Mapping[str, Any], base: "NodeParams | None" = None) -> "NodeParams":
@@ -158,6 +173,9 @@ class NodeParams:
         if not (device in ("auto", "cpu", "cuda", "gpu", "npu", "tensorrt") or (device.startswith("cuda:") and device[5:].isdigit())):
             raise bad("device", f"expected {DEVICES_HINT}")
         check_fields(self, style="parameter")
+        problem = max_input_size_problem(self.max_input_size)
+        if problem:
+            raise bad("max_input_size", problem)
         if not self.time_reset > self.slop:
             raise bad("time_reset", f"must be larger than slop ({self.slop} s)")
         if len(self.thermal_range) != 2:
@@ -186,7 +204,7 @@ class NodeParams:
         )
 
     def frame_settings(self):
-        """The per-frame pipeline's settings (``taseg_ros.frame``) from these parameters."""
+        """The per-frame pipeline's settings (``frames.settings.FrameSettings``) from these parameters."""
         from taseg_ros.frames.settings import FrameSettings
 
         return FrameSettings(self.thermal_norm(), self.homography(), self.overlay_alpha)
@@ -264,6 +282,49 @@ def resolve_checkpoint(path: str) -> Path:
         return candidate
     in_models = models_dir() / candidate
     return in_models if in_models.is_file() else candidate
+
+
+# --- parameters files ------------------------------------------------------------------------------
+# `taseg bag calibrate` / `bag refine` write the registration as a ROS 2 parameters file for the node
+# (name "taseg" in any namespace, as launch/taseg.launch.py names it); `--thermal-homography FILE`
+# of the bag tools reads the same file (or config/taseg.yaml, or any params file with the key).
+PARAMS_NODE_KEY = "/**/taseg"
+
+
+def homography_params_text(homography: np.ndarray, comments: list[str]) -> str:
+    """A ROS 2 parameters file setting ``thermal_homography`` (9 numbers, row-major), led by
+    ``comments`` (each line prefixed with '# ')."""
+    # repr: every value a double with a decimal point or exponent ("2.0", not "2"); rcl's parser
+    # types an array by its elements and rejects [1.88, 22, ...] mixing doubles and integers.
+    numbers = ", ".join(repr(float(v)) for v in np.asarray(homography, np.float64).ravel())
+    head = "".join(f"# {line}\n" if line else "#\n" for line in comments)
+    return f"{head}{PARAMS_NODE_KEY}:\n  ros__parameters:\n    thermal_homography: [{numbers}]\n"
+
+
+def homography_from_params_file(path: str | Path) -> np.ndarray:
+    """The ``thermal_homography`` of a ROS 2 parameters file (any node entry holding it; they must
+    agree), checked by validate_homography; InputError naming the file and what is wrong."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputError(f"{path}: cannot read a parameters file ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    found = []
+    for node, entry in (data or {}).items() if isinstance(data, dict) else ():
+        params = entry.get("ros__parameters") if isinstance(entry, dict) else None
+        if isinstance(params, dict) and params.get("thermal_homography") not in (None, []):
+            found.append((node, params["thermal_homography"]))
+    if not found:
+        raise InputError(f"{path}: no '<node>: ros__parameters: thermal_homography: [9 numbers]' in it "
+                         "(`taseg bag calibrate` writes one)")
+    if any(list(value) != list(found[0][1]) for _, value in found[1:]):
+        raise InputError(f"{path}: {', '.join(n for n, _ in found)} set different thermal_homography values")
+    try:
+        return validate_homography(found[0][1])
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{path}: {found[0][0]}: {str(exc).removeprefix('thermal homography: ')}") from None
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from taseg_ros.errors import InputError, MissingInputError
-from taseg_ros.runtime.base import BACKENDS, Backend
+from taseg_ros.devices import BACKENDS
+from taseg_ros.runtime.base import Backend
 
 # File suffix -> the runtime that reads it by default, and the runtimes that can read it.
 SUFFIXES = {

@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 
 from taseg_ros.classes import ClassInfo
-from taseg_ros.devices import BACKENDS  # noqa: F401 - the one table of runtime names, re-exported
 from taseg_ros.errors import InputError
 from taseg_ros.model.config import TASegConfig
 from taseg_ros.model.inputs import FrameTransform, InputGeometry

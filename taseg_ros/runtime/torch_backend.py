@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import torch
 
+from taseg_ros.devices import PRECISIONS, torch_dtype
 from taseg_ros.errors import InputError
 from taseg_ros.model.lora import merge_lora
 from taseg_ros.model.taseg import TASeg
 from taseg_ros.runtime.base import Backend
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class TorchBackend(Backend):
@@ -23,8 +23,8 @@ class TorchBackend(Backend):
         merge: bool = False,
         compile: bool = False,
     ) -> None:
-        if precision not in DTYPES:
-            raise InputError(f"precision '{precision}' is not one of {sorted(DTYPES)}")
+        if precision not in PRECISIONS:
+            raise InputError(f"precision '{precision}' is not one of {sorted(PRECISIONS)}")
         try:
             device = torch.device(device)
         except RuntimeError:
@@ -51,7 +51,7 @@ class TorchBackend(Backend):
         return super().describe() + (f" ({', '.join(extras)})" if extras else "")
 
     def _run(self, rgb: torch.Tensor, thermal: torch.Tensor) -> torch.Tensor:
-        dtype = DTYPES[self.precision]
+        dtype = torch_dtype(self.precision)
         with torch.inference_mode(), torch.autocast(self.torch_device.type, dtype=dtype, enabled=dtype != torch.float32):
             return self._forward(rgb, thermal).float()
 

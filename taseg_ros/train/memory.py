@@ -19,12 +19,12 @@ import contextlib
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 
-from taseg_ros.devices import resolve_device
+from taseg_ros.devices import resolve_device, torch_dtype
 from taseg_ros.errors import InputError
 
 GiB = 1024**3
@@ -248,7 +248,7 @@ def plan_memory(
 ) -> MemoryPlan:
     """Predicted peak memory of one optimiser step for each micro-batch size, from a
     shape-only forward of `cfg` at `input_hw` (two batch sizes: the count is linear in b)."""
-    autocast_dtype = None if precision == "fp32" or device == "cpu" else {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    autocast_dtype = None if precision == "fp32" or device == "cpu" else torch_dtype(precision)
     frozen_dtype = autocast_dtype if (autocast_dtype is not None and half_frozen) else torch.float32
     model, mode = shape_only_model(cfg, num_classes, device, frozen_dtype)
     target = torch.device(device)
@@ -323,7 +323,7 @@ def measure_step(cfg, num_classes: int, input_hw: tuple[int, int], micro_batch: 
     from taseg_ros.model.taseg import build_model
 
     target = torch.device(device)
-    autocast_dtype = None if precision == "fp32" or target.type != "cuda" else {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    autocast_dtype = None if precision == "fp32" or target.type != "cuda" else torch_dtype(precision)
     classes = ClassInfo(names=tuple(f"class{i}" for i in range(num_classes)), palette=default_palette(num_classes))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -366,7 +366,6 @@ def measure_step(cfg, num_classes: int, input_hw: tuple[int, int], micro_batch: 
     result = {"images_per_s": micro_batch / seconds, "seconds_per_step": seconds, "micro_batch": micro_batch, "device": str(target)}
     if target.type == "cuda":
         result["peak_bytes"] = int(torch.cuda.max_memory_allocated(target))
-    del model, optimizer
     return result
 
 

@@ -5,7 +5,7 @@ Two modes, both pairing frames with the node's own ``StampPairer`` in the order 
 
 offline (default)
     Every pair is processed, as fast as the machine allows, by the node's own per-frame pipeline
-    (``taseg_ros.frame.FramePipeline``: decode, thermal normalisation/alignment, model, colourise and
+    (``taseg_ros.inference.pipeline.FramePipeline``: decode, thermal normalisation/alignment, model, colourise and
     overlay). Each pair's processing time is measured per step; their sum is the node's per-pair work
     when somebody subscribes to its colourised and overlay outputs (publishing itself not included),
     and ``RealTimeWorker`` then replays the stream against those times to tell which pairs a node
@@ -57,7 +57,7 @@ from taseg_ros.evaluation.quality import (
     disagreement,
 )
 from taseg_ros.frames.settings import STEPS
-from taseg_ros.inference.pipeline import FramePipeline
+from taseg_ros.inference.pipeline import SAID_ONCE, FramePipeline
 from taseg_ros.frames.settings import FrameSettings
 from taseg_ros.frames.thermal import ThermalNormalization
 from taseg_ros.ros.names import check_namespace
@@ -407,6 +407,6 @@ def _thermal_reliance(segmenter, frame) -> float:
 def _note(result: BagEvalResult, note, topics: dict[str, str]) -> None:
     """Count a FrameNote by kind; its text goes into the notes the first time, worded as the node logs it."""
     if note.kind not in result.note_counts:
-        said_once = note.kind == "thermal_aligned"
+        said_once = note.kind in SAID_ONCE
         result.notes.append(note.text if said_once else f"{topics.get(note.stream, note.stream)}: {note.text}")
     result.note_counts[note.kind] = result.note_counts.get(note.kind, 0) + 1
