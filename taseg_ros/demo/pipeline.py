@@ -307,9 +307,10 @@ def print_summary(summary: dict) -> None:
         print(f"  mIoU thermal blanked   {row(miou['thermal_blanked'])}")
     quality = summary.get("label_free")
     if quality:
-        print(f"  label-free (recording)  mean confidence {quality['mean_confidence']:.2f}, "
-              f"flicker {100 * quality['flicker']:.1f}% raw / {100 * quality['flicker_compensated']:.1f}% motion "
-              f"compensated, thermal reliance {100 * quality['thermal_reliance']:.1f}% ({quality['report']})")
+        pct = lambda name: "-" if quality.get(name) is None else f"{100 * quality[name]:.1f}%"  # noqa: E731
+        print(f"  label-free (recording)  mean confidence {pct('mean_confidence')}, flicker {pct('flicker')} raw / "
+              f"{pct('flicker_compensated')} motion compensated, thermal reliance {pct('thermal_reliance')} "
+              f"({quality['report']})")
     node = summary.get("node")
     if node and "error" in node:
         print(f"  node over DDS          FAILED: {node['error']}")
