@@ -101,3 +101,24 @@ def scene_pair16(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np
     """(rgb, 16-bit thermal counts) of one seeded day scene: the benchmarks' frame."""
     rgb, thermal8 = scene_pair(height, width, seed)
     return rgb, thermal_counts(thermal8)
+
+
+def panned(frame, count: int, width: int, step: int = 3) -> list[SceneFrame]:
+    """``count`` crops ``width`` px wide of a wider frame (anything with rgb, thermal and label), each
+    ``step`` px further right: a camera turning, the scene moving left by ``step`` px per frame, so
+    consecutive frames overlap as a recording's do (flicker and near-duplicate frames mean something)."""
+    if frame.rgb.shape[1] < width + step * (count - 1):
+        raise ValueError(f"a {frame.rgb.shape[1]} px wide frame is too narrow for {count} crops of {width} px "
+                         f"{step} px apart")
+
+    def crop(array, i):
+        return None if array is None else array[:, step * i : step * i + width].copy()
+
+    return [SceneFrame(crop(frame.rgb, i), crop(frame.thermal, i), crop(frame.label, i)) for i in range(count)]
+
+
+def panned_street(height: int, width: int, count: int, step: int = 3, seed: int = 0,
+                  night: bool = False) -> list[SceneFrame]:
+    """``count`` frames of one street scene panned ``step`` px per frame (see ``panned``)."""
+    wide = street_scene(np.random.default_rng(seed), height, width + step * (count - 1), night)
+    return panned(wide, count, width, step)

@@ -848,6 +848,7 @@ def test_documented_workflow_runs_as_written(tmp_path, tiny_checkpoint, monkeypa
 
     # what `taseg bag calibrate board_run` leaves (it needs a recording of a board: test_registration.py)
     (tmp_path / "registration.yaml").write_text(homography_params_text(np.eye(3), ["calibrated"]))
+    shutil.copy(tiny_checkpoint, tmp_path / "models" / "previous.safetensors")  # the model in service before
 
     def label_everything(folder: str, rec) -> None:  # the "label" step, done by a person in reality
         from taseg_ros.frames.files import write_image
@@ -873,7 +874,7 @@ def test_documented_workflow_runs_as_written(tmp_path, tiny_checkpoint, monkeypa
         ran.append(argv[2])
         if argv[2] == "extract":
             label_everything(argv[argv.index("-o") + 1], recordings[argv[3]])
-    assert ran == ["info", "refine", "info", "extract", "select", "extract", "eval", "eval"]
+    assert ran == ["info", "refine", "info", "extract", "select", "extract", "eval", "eval", "eval", "eval"]
     assert Path("registration_refined.yaml").is_file() and len(list(Path("data/round1/rgb").iterdir())) > 0
     from taseg_ros.datasets import build_dataset
 
@@ -886,6 +887,10 @@ def test_documented_workflow_runs_as_written(tmp_path, tiny_checkpoint, monkeypa
     live = json.loads(Path("eval_run2_live/report.json").read_text())
     assert live["mode"] == "realtime" and 0 < live["frames"]["scored"] <= live["frames"]["processed"]
     assert not Path("eval_run2_live/run2_taseg").exists()  # --no-output-bag
+    unlabelled = json.loads(Path("eval_run2_nolabels/report.json").read_text())
+    assert unlabelled["scores"] is None and unlabelled["quality"]["summary"]["flicker_compensated"] is not None
+    gated = json.loads(Path("eval_run2_vs_previous/report.json").read_text())["comparison"]
+    assert gated["kind"] == "model" and gated["passed"] and len(gated["gates"]) == 3
 
 
 # --- replay (real DDS, the node in this process) -------------------------------------------------------

@@ -1031,3 +1031,43 @@ def test_registration_score_in_diagnostics_warns_for_a_misaligned_stream(start_n
             assert score < SCORE_WARN and status.level == b"\x01" and "registration looks off" in status.message
         else:
             assert score > SCORE_WARN and status.level == b"\x00", (score, status.message)
+
+
+def test_diagnostics_carry_the_label_free_quality_figures(start_node, checkpoint):
+    """quality_* keys per frame: mean confidence as the model's, zero flicker for a repeated frame,
+    the share of changed labels for a new one; quality_diagnostics false removes them."""
+    from taseg_ros.inference import Segmenter
+
+    node, probe = start_node(no_pair_warning=120.0)
+    seg = Segmenter.from_checkpoint(checkpoint)
+    pairs = [frames(), frames(), frames(seed=1)]  # the second pair repeats the first
+    labels, diagnostics = [], []
+    for n, (rgb, thermal) in enumerate(pairs, start=1):
+        publish_pair(probe, rgb, thermal)
+        wait_until(lambda: probe.count("labels") >= n, what=f"labels of pair {n}")
+        labels.append(image_to_array(probe.last("labels")))
+        wait_until(lambda: diagnostics_values(probe, processed=n), what=f"diagnostics after pair {n}")
+        diagnostics.append(diagnostics_values(probe, processed=n))
+    thermal01 = align_thermal(normalize_thermal(pairs[0][1], ThermalNormalization()), (120, 160))
+    expected = seg.predict(pairs[0][0], thermal01, thermal_norm=ThermalNormalization("fixed", 0.0, 1.0))
+    assert float(diagnostics[0]["quality_mean_confidence"]) == pytest.approx(expected.confidence.mean(), abs=1e-4)
+    assert diagnostics[0]["quality_low_confidence_share"] == f"{np.mean(expected.confidence < 0.5):.4f}"
+    assert diagnostics[0]["quality_flicker"] == "nan"  # no previous frame
+    assert diagnostics[1]["quality_flicker"] == "0.0000"
+    assert diagnostics[2]["quality_flicker"] == f"{np.mean(labels[2] != labels[1]):.4f}"
+    assert float(diagnostics[2]["quality_cost_mean_ms"]) > 0
+
+    node.set_parameters([Parameter("quality_diagnostics", value=False)])
+    publish_pair(probe, *pairs[0])
+    wait_until(lambda: diagnostics_values(probe, processed=4), what="diagnostics after pair 4")
+    assert not any(key.startswith("quality_") for key in diagnostics_values(probe, processed=4))
+
+
+def diagnostics_values(probe: Probe, processed: int) -> dict | None:
+    """The key/values of the latest diagnostics status reporting ``processed`` pairs."""
+    with probe.cond:
+        for _, status in reversed(probe.received["diagnostics"]):
+            values = {kv.key: kv.value for kv in status.values}
+            if values.get("processed") == str(processed):
+                return values
+    return None

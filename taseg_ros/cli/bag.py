@@ -3,8 +3,10 @@
 info     topics, rates, gaps, and how many RGB/thermal pairs match (with the stamp offsets)
 extract  matched pairs -> the plain folder dataset (rgb/ thermal/ [labels/] classes.yaml splits)
 select   the K frames most worth labelling (uncertain, spread out), written as extract writes them
-eval     run a checkpoint on every pair (or at the real rate), score against labels, time it,
-         write a report and an output recording with labels/colorized/overlay topics
+eval     run a checkpoint on every pair (or at the real rate): label-free quality (confidence,
+         entropy, flicker, worst segments), scores against labels when given, timing; compare
+         with a baseline model or report and gate the change (exit 1); write a report and an
+         output recording with labels/colorized/overlay/confidence and per-frame figure topics
 replay   publish the recording over DDS to a running taseg_node and record what it publishes
 calibrate  thermal -> RGB homography from a recording of a calibration target -> node parameters file
 refine   refine a registration (or check the plain resize) on ordinary frames, no target needed
@@ -24,6 +26,9 @@ examples:
   taseg bag select run1 run2 --checkpoint model.safetensors -k 50 -o data/to_label
   taseg bag eval run1 --checkpoint model.safetensors --labels data/mine -o eval_run1
   taseg bag eval run1 --checkpoint model.safetensors --mode realtime --no-output-bag
+  taseg bag eval run1 --checkpoint new.safetensors --baseline old.safetensors \
+      --gate mean_confidence:change_min=-0.02 --gate baseline_agreement:min=0.9 -o eval_new
+  taseg bag eval run1 --checkpoint new.safetensors --baseline eval_old/report.json --gates gates.yaml
   taseg bag replay run1 --rate 1.0 -o run1_replay
   taseg bag calibrate board_run --board 9x6 --square 0.04 -o registration.yaml
   taseg bag refine run1 --thermal-homography registration.yaml -o registration_refined.yaml
@@ -185,10 +190,15 @@ def _add_eval(sub) -> None:
         "eval",
         help="run a checkpoint on the recording: scores, latency, drops, output bag",
         description="Run a checkpoint on every matched pair (--mode offline) or at the recording's "
-        "rate with the node's newest-pair-wins policy (--mode realtime). Reports per-class IoU and "
-        "mIoU against labels matched by stamp, latency statistics and the share of pairs a "
-        "real-time node would drop; writes report.json, report.md, plots and an mcap recording "
-        "with the inputs plus <ns>/labels, colorized and overlay topics.",
+        "rate with the node's newest-pair-wins policy (--mode realtime). Reports, without labels, the "
+        "label-free quality of every pair (confidence, entropy, flicker against the previous pair raw "
+        "and motion compensated, class shares, the worst segments of the recording), and with labels "
+        "per-class IoU and mIoU as well; latency statistics and the share of pairs a real-time node "
+        "would drop; writes report.json, report.md, plots and an mcap recording with the inputs plus "
+        "<ns>/labels, colorized, overlay, confidence and <ns>/quality/<figure> topics. With --baseline "
+        "(a previous model, run on the same pairs, or a previous report.json of this recording) it "
+        "reports the change of every figure; --gate/--gates set pass ranges: exit code 1 when one "
+        "fails (2: bad input, nothing written).",
     )
     _bag_and_topics(ev)
     ev.add_argument("--checkpoint", required=True, metavar="CKPT", help="TASeg checkpoint (.safetensors)")
@@ -231,7 +241,35 @@ def _add_eval(sub) -> None:
     add_thermal_options(ev, default_help="auto, as the node's parameter", homography=True)
     add_overlay_option(ev)
     _max_pairs(ev, "stop after N pairs")
+    _quality_options(ev)
     ev.set_defaults(func=run_eval)
+
+
+def _quality_options(ev: argparse.ArgumentParser) -> None:
+    from taseg_ros.evaluation.gates import GATE_SYNTAX
+    from taseg_ros.evaluation.quality import DEFAULT_LOW_CONFIDENCE, DEFAULT_SEGMENT_WINDOW_S, DEFAULT_WORST_SEGMENTS, FIGURES
+
+    group = ev.add_argument_group("label-free quality and regression against a baseline")
+    group.add_argument("--low-confidence", type=float, default=DEFAULT_LOW_CONFIDENCE, metavar="T",
+                       help=f"a pixel whose chosen class has probability below T counts as low-confidence "
+                       f"(default {DEFAULT_LOW_CONFIDENCE})")
+    group.add_argument("--thermal-reliance", action="store_true",
+                       help="also measure the share of pixels whose label changes with the thermal input blanked: "
+                       "costs a second forward per pair (two more with a model --baseline)")
+    group.add_argument("--segment-window", type=float, default=DEFAULT_SEGMENT_WINDOW_S, metavar="S",
+                       help=f"length of the worst segments reported (default {DEFAULT_SEGMENT_WINDOW_S:g} s)")
+    group.add_argument("--worst-segments", type=int, default=DEFAULT_WORST_SEGMENTS, metavar="N",
+                       help=f"how many non-overlapping worst segments per figure (default {DEFAULT_WORST_SEGMENTS})")
+    group.add_argument("--baseline", metavar="MODEL|REPORT",
+                       help="a previous model (any file --checkpoint takes; it runs on the same pairs: a second "
+                       "forward per pair, and the per-frame agreement of the two models) or a previous report.json "
+                       "of bag eval on this recording (or its folder; figures only); same class list required")
+    group.add_argument("--gate", action="append", default=[], metavar="FIGURE:BOUND=VALUE",
+                       help=f"pass range of a figure, repeatable: {GATE_SYNTAX} (change: new - baseline); "
+                       f"figures: {', '.join(FIGURES)}; e.g. mean_confidence:change_min=-0.02. Exit code 1 "
+                       "when a gate fails")
+    group.add_argument("--gates", metavar="YAML",
+                       help="gates from a YAML file: 'gates: {FIGURE: {BOUND: VALUE}}' (added to --gate)")
 
 
 def _add_replay(sub) -> None:
@@ -467,6 +505,8 @@ def _eval_outputs(args):
 
     inputs = {"BAG": args.bag, "--checkpoint": args.checkpoint, "--sam-checkpoint": args.sam_checkpoint}
     inputs["--labels"] = args.labels
+    inputs["--baseline"] = args.baseline
+    inputs["--gates"] = args.gates
     bag_name = _bag_name(args.bag)
     out_dir = Path(args.output or f"{bag_name}_eval")
     output_bag = None
@@ -480,6 +520,7 @@ def _eval_outputs(args):
 def run_eval(args) -> int:
     import warnings
 
+    from taseg_ros.bag.evaluate.compare import compare
     from taseg_ros.bag.evaluate.report import format_summary, write_eval_report
     from taseg_ros.bag.evaluate.run import evaluate_bag
     from taseg_ros.bag.pairs import check_max_pairs
@@ -492,10 +533,12 @@ def run_eval(args) -> int:
     out_dir, output_bag, inputs = _eval_outputs(args)
     check_max_pairs(args.max_pairs)
     check_namespace(args.namespace, "--namespace")
+    gates = _gates_from_args(args)
     frame = frame_settings_from_args(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # model-building noise; checkpoint problems raise
         segmenter = segmenter_from_args(args)
+        baseline_model, baseline_report = _baseline_from_args(args, segmenter)
     bar, update = _progress(None, "pair")
     with (
         output_dir(out_dir, force=args.force, inputs=inputs) as out,
@@ -522,11 +565,58 @@ def run_eval(args) -> int:
             max_pairs=args.max_pairs,
             stop=lambda: bool(stop),
             on_pair=update,
+            low_confidence=args.low_confidence,
+            thermal_reliance=args.thermal_reliance,
+            baseline=baseline_model,
+            segment_window_s=args.segment_window,
+            worst_segments=args.worst_segments,
         )
+        comparison = compare(result, gates, args.baseline, baseline_report)
         files = write_eval_report(result, out)
     print(format_summary(result))
     print(f"  report: {files['markdown']} (+ report.json, plots)")
-    return 130 if result.interrupted else 0
+    if result.interrupted:
+        return 130
+    return 0 if comparison["passed"] else 1
+
+
+def _gates_from_args(args):
+    """--gate and --gates, checked against what this run computes (before the model loads)."""
+    from taseg_ros.bag.evaluate.compare import check_gates_available, is_report
+    from taseg_ros.errors import InputError
+    from taseg_ros.evaluation.gates import load_gates, parse_gate
+
+    if not 0 < args.low_confidence <= 1:
+        raise InputError(f"--low-confidence must be in (0, 1], got {args.low_confidence}")
+    if not args.segment_window > 0 or args.worst_segments < 0:
+        raise InputError("--segment-window must be > 0 and --worst-segments >= 0")
+    gates = [parse_gate(text) for text in args.gate] + (load_gates(args.gates) if args.gates else [])
+    model_baseline = args.baseline is not None and not is_report(args.baseline)
+    check_gates_available(gates, args.baseline, model_baseline, args.thermal_reliance)
+    return gates
+
+
+def _baseline_from_args(args, segmenter):
+    """(baseline Segmenter or None, BaselineReport or None), refused in one line when it cannot be
+    compared (another class list, a report of another recording)."""
+    from argparse import Namespace
+
+    from taseg_ros.bag.evaluate.compare import check_baseline_model, is_report, load_baseline_report
+    from taseg_ros.bag.io.reader import open_bag
+    from taseg_ros.bag.io.topics import resolve_image_topics
+    from taseg_ros.cli.options import segmenter_from_args
+
+    if args.baseline is None:
+        return None, None
+    if is_report(args.baseline):
+        with open_bag(args.bag) as bag:
+            rgb, thermal = resolve_image_topics(bag, args.rgb_topic, args.thermal_topic)
+            start = bag.start_ns
+        names = segmenter.class_info.names
+        return None, load_baseline_report(args.baseline, names, start, (rgb.name, thermal.name))
+    baseline = segmenter_from_args(Namespace(**{**vars(args), "checkpoint": args.baseline}))
+    check_baseline_model(baseline, segmenter, args.baseline)
+    return baseline, None
 
 
 def run_replay(args) -> int:

@@ -4,8 +4,9 @@
 2. train the tiny config on them with the real training code;
 3. evaluate with the real evaluation code: all, day, night; and the same model with the
    thermal input blanked, to show what the thermal branch contributes;
-4. record a short sequence as a rosbag, play it over DDS into the real node, record the
-   node's outputs into a bag, and report fps, latency and drops;
+4. record a short sequence as a rosbag (a turning camera: consecutive frames overlap), report its
+   label-free quality (`taseg bag eval` without labels), play it over DDS into the real node,
+   record the node's outputs into a bag, and report fps, latency and drops;
 5. save overlay images and plots;
 and the labelling loop's first half on the recording of step 4: the frames most worth labelling
 (`taseg bag select`) with the model's pre-labels as a CVAT zip (`taseg label export`).
@@ -30,7 +31,6 @@ import numpy as np
 
 from taseg_ros.demo.data import write_street_dataset
 from taseg_ros.outputs import write_text_atomic
-from taseg_ros.scenes import street_scene
 
 
 # Whatever the recording's topic names, replay publishes on these and the node listens there.
@@ -102,7 +102,55 @@ def evaluate_model(opts: DemoOptions, checkpoint: Path, data_root: Path) -> dict
     return results
 
 
-def record_and_replay(opts: DemoOptions, checkpoint: Path, data_root: Path | None) -> dict | None:
+def demo_recording(opts: DemoOptions, data_root: Path | None) -> Path:
+    """The recording the node step and the label-free report run on: ``--bag``, or 40 frames written
+    as a rosbag (the given dataset's test frames, or two street scenes panned 4 px per frame, one by
+    day and one by night, so consecutive frames overlap as a driving camera's do)."""
+    from taseg_ros.demo.recording import write_rgbt_bag
+    from taseg_ros.scenes import SceneFrame, panned_street
+
+    if opts.bag is not None:
+        return opts.bag
+    if data_root is not None and opts.checkpoint is not None:
+        from taseg_ros.datasets import build_dataset
+
+        dataset = build_dataset(opts.dataset, data_root, opts.split)
+        frames = []
+        for i in range(min(40, len(dataset))):
+            s = dataset.load(i)
+            frames.append(SceneFrame(rgb=s["rgb"], thermal=(s["thermal"] * 255).astype(np.uint8), label=None))
+    else:
+        h, w = opts.image_size
+        frames = panned_street(h, w, 20, step=4, seed=7) + panned_street(h, w, 20, step=4, seed=8, night=True)
+    bag = opts.output / "bag" / "input"
+    if bag.exists():
+        import shutil
+
+        shutil.rmtree(bag)
+    bag.parent.mkdir(parents=True, exist_ok=True)
+    write_rgbt_bag(bag, frames, storage="mcap", rate_hz=10.0, drop_thermal=(13,), seed=3)
+    print(f"wrote {bag}: {len(frames)} frames at 10 Hz (RGB + thermal, stamp jitter, one thermal frame dropped)")
+    return bag
+
+
+def label_free_report(opts: DemoOptions, checkpoint: Path, bag: Path) -> dict:
+    """`taseg bag eval` without labels on the recording: the label-free quality a user gets on their own."""
+    from taseg_ros.bag.evaluate.report import format_summary, write_eval_report
+    from taseg_ros.bag.evaluate.run import evaluate_bag
+    from taseg_ros.inference import Segmenter
+
+    _say("4/5 label-free quality of the recording (taseg bag eval, no labels, --thermal-reliance)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        segmenter = Segmenter.from_checkpoint(checkpoint)
+    result = evaluate_bag(bag, segmenter, checkpoint_name=str(checkpoint), thermal_reliance=True)
+    files = write_eval_report(result, opts.output / "bag_eval")
+    print(format_summary(result))
+    print(f"  report: {files['markdown']} (+ report.json, quality.png)")
+    return {"report": str(files["markdown"]), **result.quality.summary()}
+
+
+def record_and_replay(opts: DemoOptions, checkpoint: Path, bag: Path) -> dict | None:
     from taseg_ros.ros.client import ros_missing
 
     if not opts.node:
@@ -110,34 +158,10 @@ def record_and_replay(opts: DemoOptions, checkpoint: Path, data_root: Path | Non
     if missing := ros_missing():
         _say(f"4/5 skipped: {missing}")
         return None
-    from taseg_ros.demo.recording import write_rgbt_bag
     from taseg_ros.bag.pairs import PairSource
     from taseg_ros.bag.replay import ReplaySettings, format_replay, replay_bag
-    from taseg_ros.scenes import SceneFrame
 
-    _say("4/5 recording a rosbag, playing it over DDS into the real node, recording its outputs")
-    bag = opts.bag
-    if bag is None:
-        frames = []
-        if data_root is not None and opts.checkpoint is not None:
-            from taseg_ros.datasets import build_dataset
-
-            dataset = build_dataset(opts.dataset, data_root, opts.split)
-            for i in range(min(40, len(dataset))):
-                s = dataset.load(i)
-                frames.append(SceneFrame(rgb=s["rgb"], thermal=(s["thermal"] * 255).astype(np.uint8), label=None))
-        else:
-            rng = np.random.default_rng(7)
-            h, w = opts.image_size
-            frames = [street_scene(rng, h, w, night=i % 20 >= 10) for i in range(40)]
-        bag = opts.output / "bag" / "input"
-        if bag.exists():
-            import shutil
-
-            shutil.rmtree(bag)
-        bag.parent.mkdir(parents=True, exist_ok=True)
-        write_rgbt_bag(bag, frames, storage="mcap", rate_hz=10.0, drop_thermal=(13,), seed=3)
-        print(f"wrote {bag}: {len(frames)} frames at 10 Hz (RGB + thermal, stamp jitter, one thermal frame dropped)")
+    _say("4/5 playing the recording over DDS into the real node, recording its outputs")
     domain = random.Random(os.getpid()).randint(100, 200)
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
     node_cmd = [
@@ -241,7 +265,9 @@ def run_demo(opts: DemoOptions) -> dict:
         data_root = opts.data_root
         _say("1-2/5 skipped: using the given checkpoint" + (f" and data in {data_root}" if data_root else ""))
     results = evaluate_model(opts, checkpoint, data_root) if data_root is not None else {}
-    replay = record_and_replay(opts, checkpoint, data_root)
+    bag = demo_recording(opts, data_root)
+    quality = label_free_report(opts, checkpoint, bag)
+    replay = record_and_replay(opts, checkpoint, bag)
     prelabels = prelabel_export(opts, checkpoint)
     montage = overlay_montage(opts, checkpoint, data_root) if data_root is not None else None
     summary = {
@@ -255,6 +281,7 @@ def run_demo(opts: DemoOptions) -> dict:
             "with_thermal": {"all": with_t.overall.miou, **{c: s.miou for c, s in with_t.by_condition.items()}},
             "thermal_blanked": {"all": blank.overall.miou, **{c: s.miou for c, s in blank.by_condition.items()}},
         }
+    summary["label_free"] = quality
     if replay is not None and "error" in replay:
         summary["node"] = replay
     elif replay is not None:
@@ -282,6 +309,12 @@ def print_summary(summary: dict) -> None:
         row = lambda d: "  ".join(f"{k} {100 * v:5.1f}" for k, v in d.items())  # noqa: E731
         print(f"  mIoU with thermal      {row(miou['with_thermal'])}")
         print(f"  mIoU thermal blanked   {row(miou['thermal_blanked'])}")
+    quality = summary.get("label_free")
+    if quality:
+        pct = lambda name: "-" if quality.get(name) is None else f"{100 * quality[name]:.1f}%"  # noqa: E731
+        print(f"  label-free (recording)  mean confidence {pct('mean_confidence')}, flicker {pct('flicker')} raw / "
+              f"{pct('flicker_compensated')} motion compensated, thermal reliance {pct('thermal_reliance')} "
+              f"({quality['report']})")
     node = summary.get("node")
     if node and "error" in node:
         print(f"  node over DDS          FAILED: {node['error']}")

@@ -33,10 +33,13 @@ class FrameResult:
 
     labels: np.ndarray | None = None
     confidence: np.ndarray | None = None
+    entropy: np.ndarray | None = None  # with process(..., entropy=True): Prediction.entropy
     colorized: np.ndarray | None = None
     overlay: np.ndarray | None = None
     rgb: np.ndarray | None = None
-    timings: dict[str, float] = field(default_factory=dict)  # seconds per STEPS entry, and "total"
+    # seconds per STEPS entry, and "total"; with entropy=True also "entropy" (kept out of "inference"
+    # and "total": the node does not compute it, and bag eval's per-pair times are the node's)
+    timings: dict[str, float] = field(default_factory=dict)
     notes: list[FrameNote] = field(default_factory=list)
     error: FrameNote | None = None
 
@@ -73,7 +76,8 @@ class FramePipeline:
             thermal.aligner = old_thermal.aligner
         self._current = (settings, thermal)
 
-    def process_messages(self, rgb_msg: Any, thermal_msg: Any, outputs: Iterable[str] = RENDERED_OUTPUTS) -> FrameResult:
+    def process_messages(self, rgb_msg: Any, thermal_msg: Any, outputs: Iterable[str] = RENDERED_OUTPUTS,
+                         entropy: bool = False) -> FrameResult:
         """Decode both messages, then ``process``; a message that cannot be decoded skips the pair."""
         start = time.perf_counter()
         try:
@@ -81,13 +85,14 @@ class FramePipeline:
         except ImageDecodeError as exc:
             return FrameResult(error=FrameNote(f"bad_{exc.stream}", exc.stream, f"{exc}; pair skipped", exc.reason),
                                timings={"decode": time.perf_counter() - start})
-        return self.process(*images, outputs=outputs, decode_s=time.perf_counter() - start)
+        return self.process(*images, outputs=outputs, decode_s=time.perf_counter() - start, entropy=entropy)
 
     def process(
-        self, rgb: np.ndarray, thermal: np.ndarray, outputs: Iterable[str] = RENDERED_OUTPUTS, decode_s: float = 0.0
+        self, rgb: np.ndarray, thermal: np.ndarray, outputs: Iterable[str] = RENDERED_OUTPUTS, decode_s: float = 0.0,
+        entropy: bool = False,
     ) -> FrameResult:
         """Decoded rgb (H, W, 3) uint8 and raw thermal (any size and dtype) -> labels and the
-        requested ``outputs``."""
+        requested ``outputs``; ``entropy``: also the normalised entropy map (timed on its own)."""
         settings, prepare_thermal = self._current
         wanted = check_outputs(outputs)
         result = FrameResult(rgb=rgb, timings={"decode": decode_s})
@@ -100,16 +105,19 @@ class FramePipeline:
         prepared = time.perf_counter()
         self._note_input_resize(rgb.shape[:2], result.notes)
         try:
-            prediction = self.segmenter.predict_prepared(rgb, thermal01)
+            prediction = self.segmenter.predict_prepared(rgb, thermal01, return_entropy=entropy)
         except Exception as exc:  # noqa: BLE001 - a model failure (e.g. out of memory) skips this pair only
             result.error = FrameNote("model", "model", f"model failed on a {rgb.shape[1]}x{rgb.shape[0]} pair: "
                                      f"{type(exc).__name__}: {exc}")
             return result
         inferred = time.perf_counter()
-        result.labels, result.confidence = prediction.labels, prediction.confidence
+        result.labels, result.confidence, result.entropy = prediction.labels, prediction.confidence, prediction.entropy
         self._render(result, wanted, settings.overlay_alpha)
         done = time.perf_counter()
-        result.timings.update(thermal=prepared - start, inference=inferred - prepared, render=done - inferred)
+        result.timings.update(thermal=prepared - start, inference=inferred - prepared - prediction.entropy_s,
+                              render=done - inferred)
+        if entropy:
+            result.timings["entropy"] = prediction.entropy_s
         result.timings["total"] = sum(result.timings[step] for step in STEPS)
         return result
 

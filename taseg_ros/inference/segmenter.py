@@ -19,6 +19,8 @@ pre/post-processing stays this module's, only the network forward changes runtim
 """
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 from pathlib import Path
@@ -44,6 +46,8 @@ class Prediction:
     labels: np.ndarray  # (H, W) uint8
     confidence: np.ndarray  # (H, W) float32, probability of the chosen class
     probabilities: np.ndarray | None = None  # (K, H, W) float32
+    entropy: np.ndarray | None = None  # (H, W) float32, entropy of the class probabilities / log K, in [0, 1]
+    entropy_s: float = 0.0  # seconds spent on the entropy map (per frame of the batch): not the node's work
 
 
 class Segmenter:
@@ -168,14 +172,19 @@ class Segmenter:
             prepared.append(prepare(thermal, rgb.shape[:2])[0])
         return self.predict_prepared_batch(rgbs, prepared, return_probabilities)
 
-    def predict_prepared(self, rgb: np.ndarray, thermal01: np.ndarray, return_probabilities: bool = False) -> Prediction:
+    def predict_prepared(self, rgb: np.ndarray, thermal01: np.ndarray, return_probabilities: bool = False,
+                         return_entropy: bool = False) -> Prediction:
         """rgb (H, W, 3) uint8 and thermal already normalised to [0, 1] on the RGB grid."""
-        return self.predict_prepared_batch([rgb], [thermal01], return_probabilities)[0]
+        return self.predict_prepared_batch([rgb], [thermal01], return_probabilities, return_entropy)[0]
 
     @torch.inference_mode()
     def predict_prepared_batch(
-        self, rgbs: list[np.ndarray], thermals01: list[np.ndarray], return_probabilities: bool = False
+        self, rgbs: list[np.ndarray], thermals01: list[np.ndarray], return_probabilities: bool = False,
+        return_entropy: bool = False,
     ) -> list[Prediction]:
+        """``return_entropy``: also the per-pixel entropy of the class probabilities divided by log K
+        (the label-free uncertainty of evaluation.quality), computed here from the softmax already on
+        the device: one (H, W) map comes back instead of the (K, H, W) probabilities."""
         if self._released:
             raise RuntimeError("this Segmenter was released")
         rgb_in, thermal_in, geometry = self.prepare(rgbs, thermals01)
@@ -185,8 +194,17 @@ class Segmenter:
         labels = labels.to(torch.uint8).cpu().numpy()
         confidence = confidence.cpu().numpy()
         probs = probabilities.cpu().numpy() if return_probabilities else None
+        entropy, entropy_s = None, 0.0
+        if return_entropy:  # timed on its own (the labels' copy above waited for the forward)
+            start = time.perf_counter()
+            classes = probabilities.shape[1]
+            entropy = torch.special.entr(probabilities).sum(dim=1)  # entr: -p log p, 0 at p = 0
+            entropy = (entropy / math.log(classes) if classes > 1 else entropy.zero_()).cpu().numpy()
+            entropy_s = (time.perf_counter() - start) / len(rgbs)
         return [
-            Prediction(labels[i], confidence[i], probs[i] if probs is not None else None) for i in range(len(rgbs))
+            Prediction(labels[i], confidence[i], probs[i] if probs is not None else None,
+                       entropy[i] if entropy is not None else None, entropy_s)
+            for i in range(len(rgbs))
         ]
 
     def prepare(self, rgbs: list[np.ndarray], thermals01: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor, Any]:

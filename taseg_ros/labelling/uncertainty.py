@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_LOW_CONFIDENCE = 0.5
+from taseg_ros.evaluation.quality import DEFAULT_LOW_CONFIDENCE  # noqa: F401 - one threshold for select and bag eval
+
 SCORES = ("entropy", "low-confidence")
 
 

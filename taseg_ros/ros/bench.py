@@ -3,7 +3,7 @@
     python -m taseg_ros.ros.bench --size 640x480 --frames 50            # tiny untrained model
     python -m taseg_ros.ros.bench --checkpoint models/my.safetensors --device cuda
 
-Three measurements on the same frames:
+Four measurements on the same frames:
   1. model: the inference step of the node's per-frame pipeline (``inference.pipeline.FramePipeline``), on a
      worker thread like the node's;
   2. steps: that pipeline's own per-step timings (decode, thermal, inference, render), without DDS;
@@ -11,7 +11,11 @@ Three measurements on the same frames:
      nothing is dropped; ``fps`` is that loop's rate after 3 warm-up frames), with subscribers on
      labels/colorized/overlay; its own statistics
      split each frame into inference and overhead (decode + thermal normalise/resize +
-     colourise + message building + publishing) and give the stamp-to-publish latency.
+     colourise + message building + publishing) and give the stamp-to-publish latency;
+  4. quality: the label-free figures the node adds to its diagnostics (``quality_diagnostics``:
+     mean confidence, low-confidence share, raw flicker), and for comparison what ``bag eval`` adds
+     per pair (also p5, per-class and DIS motion-compensated flicker), as a share of the
+     pipeline's per-frame time.
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from taseg_ros.outputs import write_text_atomic
+from taseg_ros.frames.settings import STEPS
 from taseg_ros.ros.client import wait_for
 from taseg_ros.scenes import scene_pair16
 from taseg_ros.timing import summarize_ms
@@ -68,7 +73,6 @@ def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int
     """The node's per-frame pipeline without DDS: its own step timings, with thermal at the RGB size
     and at half size (the resize step), plus building the three output messages."""
     from taseg_ros.frames.codec import encode_image
-    from taseg_ros.frames.settings import STEPS
     from taseg_ros.inference.pipeline import FramePipeline
     from taseg_ros.inference import Segmenter
 
@@ -81,6 +85,7 @@ def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int
     half = _pipeline_runs(pipeline, bgr, encode_image(thermal[::2, ::2].copy(), "mono16"), frames)
     steps = {step: [r.timings[step] for r in full] for step in STEPS}
     steps["thermal_from_half_size"] = [r.timings["thermal"] for r in half]
+    steps.update(_quality_costs(full, len(seg.class_info.names), frames))
     try:
         from std_msgs.msg import Header
 
@@ -96,6 +101,28 @@ def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int
         pass
     seg.release()
     return {"model": summarize_ms(steps["inference"]), "steps": {k: summarize_ms(v) for k, v in steps.items()}}
+
+
+def _quality_costs(results: list, classes: int, frames: int) -> dict[str, list[float]]:
+    """Seconds per frame of evaluation.quality as the node runs it (quality_node) and as bag eval
+    does (quality_bag_eval); frames alternate with a copy shifted by 3 px, so every flicker is computed
+    on two different frames."""
+    from taseg_ros.evaluation.quality import QualityTracker
+
+    first = results[-1]
+    shifted = (np.roll(first.labels, 3, axis=1), np.roll(first.confidence, 3, axis=1), np.roll(first.rgb, 3, axis=1))
+    inputs = [(first.labels, first.confidence, first.rgb), shifted]
+    out = {}
+    for name, tracker in (("quality_node", QualityTracker(classes, motion=False, detailed=False)),
+                          ("quality_bag_eval", QualityTracker(classes))):
+        counter = iter(range(10**9))
+
+        def one(tracker=tracker):
+            labels, confidence, rgb = inputs[next(counter) % 2]
+            tracker.update(labels, confidence, rgb=rgb if tracker.motion is not None else None)
+
+        out[name] = _timeit(one, frames)
+    return out
 
 
 def bench_node(checkpoint: Path, height: int, width: int, frames: int, device: str, precision: str,
@@ -228,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  model predict           {results['model']['mean']:8.2f} ms mean  {results['model']['p95']:8.2f} ms p95")
     for name, value in results["steps"].items():
         print(f"  step {name:<22} {value['mean']:7.2f} ms mean  {value['p95']:8.2f} ms p95")
+    total = sum(results["steps"][step]["mean"] for step in STEPS)
+    for name in ("quality_node", "quality_bag_eval"):
+        print(f"  {name} / pipeline per-frame time = {results['steps'][name]['mean'] / total:.2%}")
     if "node" in results:
         node = results["node"]
         print(f"  node ({node['processed']} frames, {node['dropped']} dropped, errors {node['errors'] or 0}, "

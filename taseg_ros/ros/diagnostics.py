@@ -213,6 +213,45 @@ class NodeStatistics:
             }
 
 
+class QualityStatistics:
+    """The label-free figures of the node's frames (``evaluation.quality.FrameQuality``): the last
+    frame's and the mean over the last ``recent_s`` seconds (the diagnostics window; None: the last
+    ``window`` frames), and what computing them cost."""
+
+    FIGURES = ("mean_confidence", "low_confidence_share", "flicker")
+
+    def __init__(self, recent_s: float | None = None, window: int = 200) -> None:
+        self._lock = threading.Lock()
+        self.recent_s = recent_s
+        self.windows = {name: RollingWindow(window) for name in self.FIGURES}
+        self.cost = RollingWindow(window)
+        self.last: dict[str, float | None] = {name: None for name in self.FIGURES}
+
+    def record(self, quality, seconds: float, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            for name in self.FIGURES:
+                value = getattr(quality, name)
+                self.last[name] = value
+                if value is not None:
+                    self.windows[name].add(value, now)
+            self.cost.add(seconds, now)
+
+    def values(self, now: float | None = None) -> dict[str, str]:
+        """Diagnostic key/values: quality_<figure> (last frame), quality_<figure>_mean (recent frames),
+        and quality_cost_mean_ms; "nan" before the first frame (flicker: before the second)."""
+        now = time.monotonic() if now is None else now
+        since = None if self.recent_s is None else now - self.recent_s
+        with self._lock:
+            out = {}
+            for name in self.FIGURES:
+                last = self.last[name]
+                out[f"quality_{name}"] = "nan" if last is None else f"{last:.4f}"
+                out[f"quality_{name}_mean"] = f"{self.windows[name].summary(since)['mean']:.4f}"
+            out["quality_cost_mean_ms"] = f"{self.cost.summary(since)['mean'] * 1e3:.2f}"
+            return out
+
+
 def build_report(
     *,
     active: bool,

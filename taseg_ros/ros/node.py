@@ -24,7 +24,8 @@ Inputs (relative names, remap them): ``rgb/image`` and ``thermal/image`` (sensor
 Outputs, each with the RGB header: ``~/labels`` (mono8 class ids), ``~/colorized`` (rgb8),
 ``~/overlay`` (rgb8), ``~/confidence`` (32FC1, with ``publish_confidence``); ``~/class_info``
 (std_msgs/String, JSON ``{"classes", "palette", "prompts", "ignore_index"}``, transient local);
-``/diagnostics``.
+``/diagnostics`` (with ``quality_diagnostics``: label-free quality_* figures per frame, see
+``ros.diagnostics.QualityStatistics``).
 
 Threading: subscription callbacks only validate the message header fields and pair frames by
 stamp (``frames.pairing.StampPairer``); a complete pair goes into a newest-wins slot
@@ -63,7 +64,8 @@ from taseg_ros.frames.thermal import FrameNote
 from taseg_ros.inference.pipeline import SAID_ONCE, FramePipeline, FrameResult
 from taseg_ros.config_io import limits_of
 from taseg_ros.devices import resolve_device
-from taseg_ros.ros.diagnostics import ERROR, LOSSY_HINT, OK, NodeStatistics, RegistrationWatch, build_report
+from taseg_ros.evaluation.quality import QualityTracker
+from taseg_ros.ros.diagnostics import ERROR, LOSSY_HINT, OK, NodeStatistics, QualityStatistics, RegistrationWatch, build_report
 from taseg_ros.frames.codec import ImageDecodeError, RGB_ENCODINGS, THERMAL_ENCODINGS, check_image_fields, decode_thermal, encode_image
 from taseg_ros.frames.pairing import LatestSlot, Pair, StampPairer, stamp_to_ns
 from taseg_ros.frames.registration import SCORE_WARN, alignment_score
@@ -127,6 +129,8 @@ class TASegNode(LifecycleNode):
             self.declare_parameter(name, default if default != [] else None, parameter_descriptor(name))
         self.params = NodeParams()
         self.stats = NodeStatistics()
+        self.quality_stats = QualityStatistics()
+        self._quality: QualityTracker | None = None  # made with the model (its class count)
         self.configure_error: str | None = None  # why the last configure failed, for callers and tests
         self.segmenter = None
         self._slot: LatestSlot[Pair] = LatestSlot()
@@ -200,6 +204,7 @@ class TASegNode(LifecycleNode):
         p = self.params
         # Counters and statistics live from configure to cleanup: a new configuration starts from zero.
         self.stats = NodeStatistics(recent_s=p.diagnostics_window)
+        self.quality_stats = QualityStatistics(recent_s=p.diagnostics_window)
         self._slot = LatestSlot()
         self._throttle = LogThrottle()
         self._pairer = StampPairer(p.slop, p.pairing_queue_size, p.time_reset)
@@ -220,6 +225,8 @@ class TASegNode(LifecycleNode):
         self._slot.clear()
         self._slot.reopen()
         self._stop.clear()
+        if self._quality is not None:
+            self._quality.reset()  # the first pair after activation has no previous frame
         self._worker = threading.Thread(target=self._work, args=(self._pipeline,), name="taseg_inference", daemon=True)
         self._worker.start()
         self._create_subscriptions()
@@ -276,6 +283,8 @@ class TASegNode(LifecycleNode):
         )
         # A new pipeline per load: the once-only notes (resized thermal) are said again after a reconfigure.
         self._pipeline = FramePipeline(self.segmenter, self.params.frame_settings())
+        # Raw flicker only: motion compensation (optical flow) is bag eval's, too costly per frame here.
+        self._quality = QualityTracker(len(self.segmenter.class_info.names), motion=False, detailed=False)
         self.get_logger().info(f"loaded {path}")
 
     def _release_model(self) -> None:
@@ -421,8 +430,21 @@ class TASegNode(LifecycleNode):
         publish_s = time.perf_counter() - published
         latency = (self.get_clock().now() - Time.from_msg(pair.rgb.header.stamp)).nanoseconds * 1e-9
         t = result.timings
+        self._record_quality(result)  # before the count: diagnostics saying `processed` N include frame N's figures
         self.stats.record_output(latency, t["inference"], t["decode"] + t["thermal"], t["render"] + publish_s, steps_s=t)
         self._check_registration(pair, result.rgb)
+
+    def _record_quality(self, result: FrameResult) -> None:
+        """The frame's label-free figures for the diagnostics (after publishing: no added latency)."""
+        tracker = self._quality
+        if tracker is None:
+            return
+        if not self.params.quality_diagnostics:
+            tracker.reset()  # switched back on later: no flicker against a stale frame
+            return
+        start = time.perf_counter()
+        quality = tracker.update(result.labels, result.confidence)
+        self.quality_stats.record(quality, time.perf_counter() - start)
 
     def _check_registration(self, pair: Pair, rgb: np.ndarray) -> None:
         """Every registration_check_period s, after publishing: score this pair's registration (the
@@ -488,6 +510,8 @@ class TASegNode(LifecycleNode):
                 "precision": self.segmenter.precision,
                 "runtime": self.segmenter.describe(),
             }
+        if self.params.quality_diagnostics:
+            extra.update(self.quality_stats.values())
         return self._registration.apply(build_report(
             active=self._active,
             stats=self.stats,

@@ -1,6 +1,13 @@
 """The output recording of `taseg bag eval`: the input topics as recorded, and what the node would have
 published for each pair (``<ns>/labels``, ``colorized``, ``overlay``, ``class_info``), plus the ground
-truth of labelled pairs (``<ns>/ground_truth``, ``<ns>/ground_truth/colorized``), for RViz / Foxglove."""
+truth of labelled pairs (``<ns>/ground_truth``, ``<ns>/ground_truth/colorized``), for RViz / Foxglove.
+
+The label-free figures come beside them: ``<ns>/confidence`` (32FC1, the chosen class's probability,
+as the node's ``~/confidence``: Foxglove's Image panel and RViz show it with a colour map over a
+value range, and the values stay probabilities), and one ``std_msgs/Float32`` topic per figure,
+``<ns>/quality/<figure>`` (e.g. ``/taseg/quality/mean_confidence``: Foxglove's Plot panel plots
+``.data`` by name), plus ``<ns>/quality/class_shares`` (Float32MultiArray, one value per class id in
+``class_info`` order)."""
 
 from __future__ import annotations
 
@@ -10,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from taseg_ros.bag.io.messages import image_message, string_message
-from taseg_ros.bag.io.msgtypes import IMAGE, STRING
+from taseg_ros.bag.io.messages import float32_array_message, float32_message, image_message, string_message
+from taseg_ros.bag.io.msgtypes import FLOAT32, FLOAT32_ARRAY, IMAGE, STRING
 from taseg_ros.bag.io.reader import RawMessage
 from taseg_ros.bag.io.writer import BagWriter
 from taseg_ros.frames.render import colorize
@@ -50,6 +57,8 @@ class EvalRecording:
             name: f"{namespace}/{name}" for name in ("labels", "colorized", "overlay", "class_info", "ground_truth")
         }
         self.topics["ground_truth_colorized"] = f"{namespace}/ground_truth/colorized"
+        self.topics["confidence"] = f"{namespace}/confidence"
+        self.namespace = namespace
 
     def _image(self, publish_ns: int, topic: str, stamp: int, frame_id: str, array: np.ndarray, encoding: str):
         self._out.put(publish_ns, self.topics[topic], IMAGE, image_message(stamp, frame_id, array, encoding))
@@ -71,6 +80,19 @@ class EvalRecording:
         self._image(publish_ns, "labels", stamp, frame_id, outputs["labels"], "mono8")
         self._image(publish_ns, "colorized", stamp, frame_id, outputs["colour"], "rgb8")
         self._image(publish_ns, "overlay", stamp, frame_id, outputs["overlay"], "rgb8")
+
+    def put_quality(self, publish_ns: int, stamp: int, frame_id: str, confidence: np.ndarray, quality) -> None:
+        """The confidence image and the frame's label-free figures (``evaluation.quality.FrameQuality``);
+        a figure not computed for this frame (e.g. the first frame's flicker) is not written."""
+        if self._out is None:
+            return
+        self._image(publish_ns, "confidence", stamp, frame_id, confidence.astype(np.float32, copy=False), "32FC1")
+        for name, value in quality.to_dict().items():
+            if isinstance(value, float):
+                self._out.put(publish_ns, f"{self.namespace}/quality/{name}", FLOAT32, float32_message(value))
+        if quality.class_shares is not None:
+            self._out.put(publish_ns, f"{self.namespace}/quality/class_shares", FLOAT32_ARRAY,
+                          float32_array_message(quality.class_shares, "class"))
 
     def put_ground_truth(self, publish_ns: int, stamp: int, frame_id: str, raw: np.ndarray, ids: np.ndarray) -> None:
         """A label as stored (mono8, or mono16 for ids above 255) and coloured (ignored pixels black)."""

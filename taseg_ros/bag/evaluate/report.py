@@ -7,13 +7,72 @@ from pathlib import Path
 
 import numpy as np
 
-from taseg_ros.bag.evaluate.plots import plot_timing
+from taseg_ros.bag.evaluate.plots import plot_quality, plot_timing
 from taseg_ros.bag.evaluate.result import BagEvalResult
 from taseg_ros.outputs import write_text_atomic
+from taseg_ros.evaluation.quality import FIGURES
+
+# How each figure reads in the summaries: (label, shown as a percentage).
+FIGURE_LABELS = {
+    "mean_confidence": ("mean confidence", False),
+    "p5_confidence": ("5th percentile confidence", False),
+    "low_confidence_share": ("low-confidence pixels", True),
+    "entropy": ("entropy / log K", False),
+    "flicker": ("flicker (labels changed vs the previous pair)", True),
+    "flicker_compensated": ("flicker, motion compensated", True),
+    "thermal_reliance": ("labels changed with thermal blanked", True),
+    "baseline_agreement": ("agreement with the baseline model", True),
+}
 
 
 def _ms(value) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def _figure(name: str, value, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    percent = FIGURE_LABELS[name][1]
+    sign = "+" if signed else ""
+    return f"{100 * value:{sign}.1f}%" if percent else f"{value:{sign}.3f}"
+
+
+def _segments(segments: list[dict], name: str) -> str:
+    return ", ".join(f"{s['start_s']:.1f}-{s['end_s']:.1f} s ({_figure(name, s['mean'])})" for s in segments)
+
+
+def _quality_lines(result: BagEvalResult) -> list[str]:
+    if result.quality is None or not result.quality.frames:
+        return []
+    q = result.quality.summary()
+    lines = [
+        f"  label-free: mean confidence {_figure('mean_confidence', q['mean_confidence'])} "
+        f"(p5 {_figure('p5_confidence', q['p5_confidence'])}), {_figure('low_confidence_share', q['low_confidence_share'])} "
+        f"of pixels below {result.quality.low_confidence:g}, entropy {_figure('entropy', q['entropy'])}; flicker "
+        f"{_figure('flicker', q['flicker'])} raw, {_figure('flicker_compensated', q['flicker_compensated'])} motion compensated"
+        + (f"; thermal reliance {_figure('thermal_reliance', q['thermal_reliance'])}" if q["thermal_reliance"] is not None else "")
+        + (f"; agreement with the baseline {_figure('baseline_agreement', q['baseline_agreement'])}"
+           if q["baseline_agreement"] is not None else "")
+    ]
+    for name, segments in result.quality.worst(result.segment_window_s, result.worst_segments).items():
+        if segments:
+            lines.append(f"  worst {FIGURE_LABELS[name][0]}: {_segments(segments, name)}")
+    comparison = result.comparison
+    if comparison and comparison["kind"]:
+        changes = [f"{name} {_figure(name, row['change'], signed=True)}" for name, row in comparison["figures"].items()
+                   if row["change"] is not None]
+        lines.append(f"  vs baseline ({comparison['kind']} {comparison['baseline']}): " + ", ".join(changes))
+    if comparison and comparison["gates"]:
+        failed = [g for g in comparison["gates"] if not g["passed"]]
+        lines.append(f"  gates: {len(comparison['gates']) - len(failed)} of {len(comparison['gates'])} passed"
+                     + "".join(f"; FAILED {g['gate']} ({_gate_value(g)})" for g in failed))
+    return lines
+
+
+def _gate_value(gate: dict) -> str:
+    if gate["value"] is None:
+        return gate["reason"]
+    return f"{'change' if gate['bound'].startswith('change') else 'value'} {gate['value']:+.4f}"
 
 
 def format_summary(result: BagEvalResult) -> str:
@@ -55,11 +114,56 @@ def format_summary(result: BagEvalResult) -> str:
         for i, name in enumerate(result.class_names):
             iou = s.iou[i]
             lines.append(f"    {name:<20} IoU {'n/a' if np.isnan(iou) else f'{100 * iou:5.1f}%'}")
+    lines += _quality_lines(result)
     for note in result.notes:
         lines.append(f"  note: {note}")
     if result.output_bag:
         lines.append(f"  output recording: {result.output_bag}")
     return "\n".join(lines)
+
+
+def _quality_markdown(result: BagEvalResult, plots: dict[str, Path]) -> list[str]:
+    """The label-free section: figures (with the baseline and the change), gates, worst segments, classes."""
+    quality = result.quality
+    if quality is None or not quality.frames:
+        return []
+    comparison = result.comparison or {}
+    rows = comparison.get("figures") or {name: {"value": v, "baseline": None, "change": None}
+                                          for name, v in quality.summary().items()}
+    text = ["## Label-free quality", "",
+            f"Means over {len(quality.frames)} processed pairs; low confidence: below {quality.low_confidence:g}. "
+            "Flicker compares each pair with the previous processed one (motion compensated: the previous labels "
+            "warped along the DIS optical flow of the RGB frames).", ""]
+    baseline = comparison.get("kind")
+    header = "| figure | value |" + (f" baseline ({baseline}) | change |" if baseline else "")
+    text += [header, "|---|---|" + ("---|---|" if baseline else "")]
+    for name in FIGURES:
+        row = rows[name]
+        line = f"| {FIGURE_LABELS[name][0]} (`{name}`) | {_figure(name, row['value'])} |"
+        if baseline:
+            line += f" {_figure(name, row['baseline'])} | {_figure(name, row['change'], signed=True)} |"
+        text.append(line)
+    if baseline:
+        text += ["", f"Baseline: `{comparison['baseline']}` ({comparison['baseline_frames']} pairs)."]
+    if comparison.get("gates"):
+        text += ["", "### Gates", "", "| gate | value | verdict |", "|---|---|---|"]
+        for gate in comparison["gates"]:
+            verdict = "pass" if gate["passed"] else "**FAIL**" + (f" ({gate['reason']})" if gate["reason"] else "")
+            value = "-" if gate["value"] is None else f"{gate['value']:+.4f}"
+            text.append(f"| `{gate['gate']}` | {value} | {verdict} |")
+    worst = quality.worst(result.segment_window_s, result.worst_segments)
+    if any(worst.values()):
+        text += ["", f"### Worst segments ({result.segment_window_s:g} s windows, seconds into the recording)", "",
+                 "| figure | segments (mean over the window) |", "|---|---|"]
+        text += [f"| {FIGURE_LABELS[name][0]} | {_segments(segs, name)} |" for name, segs in worst.items() if segs]
+    text += ["", "### Per class", "", "| class | share of pixels | flicker, motion compensated (1 - IoU) |", "|---|---|---|"]
+    for name, row in quality.class_summary().items():
+        share, flicker = row["share"], row["flicker_compensated"]
+        text.append(f"| {name} | {'-' if share is None else f'{100 * share:.1f}%'} | "
+                    f"{'-' if flicker is None else f'{100 * flicker:.1f}%'} |")
+    if "quality" in plots:
+        text += ["", f"![label-free quality over time]({plots['quality'].name})"]
+    return text + [""]
 
 
 def _markdown(result: BagEvalResult, plots: dict[str, Path]) -> str:
@@ -111,6 +215,7 @@ def _markdown(result: BagEvalResult, plots: dict[str, Path]) -> str:
         text.append(f"- note: {note}")
     if "latency" in plots:
         text += ["", f"![processing time per pair]({plots['latency'].name})", ""]
+    text += _quality_markdown(result, plots)
     if result.scores is not None:
         scores_md = to_markdown(result.scores).replace("# Evaluation", "## Scores", 1)
         text += [scores_md]
@@ -121,12 +226,15 @@ def _markdown(result: BagEvalResult, plots: dict[str, Path]) -> str:
 
 
 def write_eval_report(result: BagEvalResult, out_dir: str | Path) -> dict[str, Path]:
-    """report.json, report.md, timing.png and (with labels) iou_per_class.png and confusion_matrix.png."""
+    """report.json, report.md, timing.png, quality.png and (with labels) iou_per_class.png and
+    confusion_matrix.png."""
     from taseg_ros.evaluation.report import plot_confusion, plot_iou_bars
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {"latency": plot_timing(result, out / "timing.png")}
+    if result.quality is not None and result.quality.frames:
+        files["quality"] = plot_quality(result, out / "quality.png")
     if result.scores is not None:
         files["iou_bars"] = plot_iou_bars(result.scores, out / "iou_per_class.png")
         files["confusion"] = plot_confusion(result.scores.overall, result.class_names, out / "confusion_matrix.png")

@@ -22,6 +22,8 @@ class FrameResult:
     finish_ns: int | None = None
     label: str | None = None  # label source name when scored
     error: str | None = None
+    quality: dict | None = None  # evaluation.quality.FrameQuality.to_dict()
+    baseline_quality: dict | None = None  # ... of the baseline model on the same pair
 
     def to_dict(self) -> dict:
         return {
@@ -33,6 +35,8 @@ class FrameResult:
             "latency_ms": None if self.finish_ns is None else (self.finish_ns - self.rgb_stamp_ns) * 1e-6,
             "label": self.label,
             "error": self.error,
+            "quality": self.quality,
+            **({"baseline_quality": self.baseline_quality} if self.baseline_quality is not None else {}),
         }
 
 
@@ -67,6 +71,13 @@ class BagEvalResult:
     recording_duration_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     note_counts: dict = field(default_factory=dict)  # frames per FrameNote kind (e.g. nonfinite_thermal)
+    recording_start_ns: int | None = None  # the recording's first log time: a report's identity for --baseline
+    quality: Any = None  # evaluation.quality.RecordingQuality: the label-free figures
+    baseline_quality: Any = None  # ... of a baseline model on the same pairs
+    segment_window_s: float = 2.0  # worst segments: window length and how many
+    worst_segments: int = 3
+    palette: Any = None  # class colours (K x 3 RGB), for the plots
+    comparison: dict | None = None  # bag.evaluate.compare.Comparison.to_dict(): change vs a baseline, gates
 
     @property
     def dropped_share(self) -> float | None:
@@ -89,6 +100,9 @@ class BagEvalResult:
             out["latency_ms"] = summarize_ms((f.finish_ns - f.rgb_stamp_ns) / NS_PER_S for f in timed)
             out["queue_wait_ms"] = summarize_ms((f.start_ns - f.arrival_ns) / NS_PER_S for f in timed)
         return out
+
+    def quality_dict(self, quality) -> dict | None:
+        return None if quality is None else quality.to_dict(self.segment_window_s, self.worst_segments)
 
     def to_dict(self) -> dict:
         from taseg_ros.evaluation.report import to_dict as scores_to_dict
@@ -128,5 +142,10 @@ class BagEvalResult:
             "output_topics": self.output_topics,
             "notes": self.notes,
             "note_counts": self.note_counts,
+            "class_names": list(self.class_names),
+            "recording_start_ns": self.recording_start_ns,
+            "quality": self.quality_dict(self.quality),
+            "baseline_quality": self.quality_dict(self.baseline_quality),
+            "comparison": self.comparison,
             "per_frame": [f.to_dict() for f in self.frames],
         }

@@ -19,7 +19,15 @@ realtime
 The output recording (mcap, zstd chunks) holds the input topics as recorded, the model's
 ``<ns>/labels`` (mono8 class ids), ``<ns>/colorized`` and ``<ns>/overlay`` (rgb8) with the RGB
 frame's header, as the node publishes them, ``<ns>/class_info`` (JSON, as the node's), and for
-labelled frames ``<ns>/ground_truth`` and ``<ns>/ground_truth/colorized``.
+labelled frames ``<ns>/ground_truth`` and ``<ns>/ground_truth/colorized``, and the label-free
+figures: ``<ns>/confidence`` and ``<ns>/quality/<figure>`` (see output.py).
+
+Label-free quality (``evaluation.quality``) is computed for every processed pair, with or without
+labels: confidence, entropy, flicker against the previous processed pair (raw and motion
+compensated), class shares; with ``thermal_reliance`` a second forward with the thermal input
+blanked; with a ``baseline`` model the same pipeline runs it on the same decoded pair (its own
+figures, and the share of pixels where both chose the same class). None of this is in the per-pair
+times (the entropy map comes with the model's output but is timed apart: FrameResult.timings).
 
 Ctrl-C stops after the current frame; the output recording and the report are still written, for
 the frames done so far, and marked interrupted.
@@ -40,6 +48,14 @@ from taseg_ros.bag.pairs import BagPairing, RealTimeWorker, check_max_pairs, fai
 from taseg_ros.bag.io.reader import Bag, BagError, open_bag
 from taseg_ros.bag.io.topics import resolve_image_topics
 from taseg_ros.errors import InputError
+from taseg_ros.evaluation.quality import (
+    DEFAULT_LOW_CONFIDENCE,
+    DEFAULT_SEGMENT_WINDOW_S,
+    DEFAULT_WORST_SEGMENTS,
+    QualityTracker,
+    RecordingQuality,
+    disagreement,
+)
 from taseg_ros.frames.settings import STEPS
 from taseg_ros.inference.pipeline import SAID_ONCE, FramePipeline
 from taseg_ros.frames.settings import FrameSettings
@@ -71,9 +87,14 @@ def evaluate_bag(
     max_pairs: int | None = None,
     stop: Callable[[], bool] | None = None,
     on_pair: Callable[[int], None] | None = None,
+    low_confidence: float = DEFAULT_LOW_CONFIDENCE,
+    thermal_reliance: bool = False,
+    baseline: Any = None,
+    segment_window_s: float = DEFAULT_SEGMENT_WINDOW_S,
+    worst_segments: int = DEFAULT_WORST_SEGMENTS,
 ) -> BagEvalResult:
     """Evaluate ``segmenter`` (a ``taseg_ros.inference.Segmenter``) on a recording; see the module
-    docstring. ``stop()`` is polled between messages (Ctrl-C handling); ``on_pair(n)`` is called after
+    docstring. ``baseline``: a second Segmenter (same class list) run on the same pairs. ``stop()`` is polled between messages (Ctrl-C handling); ``on_pair(n)`` is called after
     each processed pair (progress)."""
     if mode not in MODES:
         raise InputError(f"mode must be one of {MODES}, got {mode!r}")
@@ -85,12 +106,17 @@ def evaluate_bag(
         rgb, thermal = resolve_image_topics(bag, rgb_topic, thermal_topic)
         labels = _label_source(bag, segmenter.class_info, labels_dir, label_topic, label_tolerance_s)
         result = _new_result(bag, segmenter, checkpoint_name, mode, slop_s, rgb.name, thermal.name, labels)
+        result.segment_window_s, result.worst_segments = segment_window_s, worst_segments
+        settings = FrameSettings(thermal_norm or ThermalNormalization(), homography, overlay_alpha)
+        quality = _Quality(result, segmenter, low_confidence, thermal_reliance,
+                           None if baseline is None else FramePipeline(baseline, settings))
         evaluation = _Evaluation(
             bag,
-            FramePipeline(segmenter, FrameSettings(thermal_norm or ThermalNormalization(), homography, overlay_alpha)),
+            FramePipeline(segmenter, settings),
             result,
             labels,
             EvalRecording(output_bag, namespace, segmenter.class_info),
+            quality,
             stop=stop or (lambda: False),
             on_pair=on_pair,
         )
@@ -138,6 +164,8 @@ def _new_result(bag: Bag, segmenter, checkpoint_name, mode, slop_s, rgb_topic, t
         class_names=tuple(segmenter.class_info.names),
         labels_total=0 if labels is None else len(labels),
         recording_duration_s=bag.duration_s,
+        recording_start_ns=bag.start_ns,
+        palette=segmenter.class_info.palette,
     )
     if bag.note:
         result.notes.append(bag.note)
@@ -155,6 +183,7 @@ class _Evaluation:
         result: BagEvalResult,
         labels: LabelSource | None,
         recording: EvalRecording,
+        quality: "_Quality",
         *,
         stop: Callable[[], bool],
         on_pair: Callable[[int], None] | None,
@@ -163,7 +192,7 @@ class _Evaluation:
         from taseg_ros.evaluation.metrics import SegmentationEvaluator
 
         self.bag, self.pipeline, self.result, self.labels, self.recording = bag, pipeline, result, labels, recording
-        self.stop, self.on_pair = stop, on_pair
+        self.stop, self.on_pair, self.quality = stop, on_pair, quality
         protocol = labels.metric if labels is not None and labels.metric is not None else None
         self.evaluator = SegmentationEvaluator(
             result.class_names, protocol or MetricProtocol(nan_policy="nanmean"), dataset=Path(result.bag).name
@@ -235,17 +264,21 @@ class _Evaluation:
         """The node's per-pair work (FramePipeline); returns (seconds, outputs)."""
         if not self.warmed:
             self._warm_up(pair)
-        frame = self.pipeline.process_messages(pair.rgb.msg, pair.thermal.msg)
+        frame = self.pipeline.process_messages(pair.rgb.msg, pair.thermal.msg, entropy=True)
         topics = {"rgb": self.result.rgb_topic, "thermal": self.result.thermal_topic}
         for note in frame.notes + ([frame.error] if frame.error is not None else []):
             _note(self.result, note, topics)
         if not frame.ok:
             error = f"{topics.get(frame.error.stream, frame.error.stream)}: {frame.error.text}"
             return frame.timings.get("decode", 0.0), {"error": error, "steps_s": frame.timings}
+        quality, baseline_quality = self.quality.measure(pair, frame)
         return frame.timings["total"], {
             "labels": frame.labels,
             "colour": frame.colorized,
             "overlay": frame.overlay,
+            "confidence": frame.confidence,
+            "quality": quality,
+            "baseline_quality": baseline_quality,
             "inference_s": frame.timings["inference"],
             "steps_s": {step: frame.timings[step] for step in STEPS},
         }
@@ -271,6 +304,8 @@ class _Evaluation:
         self.result.processed += 1
         frame_id = str(pair.rgb.msg.header.frame_id)
         self.recording.put_prediction(publish_ns, pair.rgb_stamp_ns, frame_id, outputs)
+        self.quality.record(frame, arrival_ns, outputs)
+        self.recording.put_quality(publish_ns, pair.rgb_stamp_ns, frame_id, outputs["confidence"], outputs["quality"])
         self._score(frame, outputs["labels"], publish_ns, frame_id)
         if self.on_pair is not None:
             self.on_pair(self.result.processed + self.result.failed)
@@ -318,6 +353,55 @@ class _Evaluation:
         not_taken = [t for t, pair in self.arrivals if pair.rgb_stamp_ns not in taken]
         # A pair still pending (interrupted run) is the newest one offered, and was not dropped.
         result.dropped_arrivals_ns = not_taken[:-1] if worker.slot.pending else not_taken
+
+
+class _Quality:
+    """The label-free figures of each processed pair (module docstring), kept in the result."""
+
+    def __init__(self, result: BagEvalResult, segmenter, low_confidence: float, thermal_reliance: bool,
+                 baseline: FramePipeline | None) -> None:
+        self.segmenter = segmenter
+        classes = len(result.class_names)
+        self.start_ns = result.recording_start_ns or 0
+        self.tracker = QualityTracker(classes, low_confidence)
+        self.thermal_reliance = thermal_reliance
+        self.baseline = baseline
+        result.quality = RecordingQuality(result.class_names, low_confidence)
+        if baseline is not None:
+            self.baseline_tracker = QualityTracker(classes, low_confidence)
+            result.baseline_quality = RecordingQuality(result.class_names, low_confidence)
+        self.result = result
+
+    def measure(self, pair: Pair, frame) -> tuple:
+        """(FrameQuality of the model, FrameQuality of the baseline model or None) for a processed pair."""
+        quality = self.tracker.update(frame.labels, frame.confidence, frame.entropy, frame.rgb)
+        if self.thermal_reliance:
+            quality.thermal_reliance = _thermal_reliance(self.segmenter, frame)
+        if self.baseline is None:
+            return quality, None
+        base = self.baseline.process_messages(pair.rgb.msg, pair.thermal.msg, outputs=(), entropy=True)
+        if not base.ok:  # decoding and thermal preparation are the model's; only the model itself can fail
+            return quality, None
+        quality.baseline_agreement = 1.0 - disagreement(frame.labels, base.labels)
+        base_quality = self.baseline_tracker.update(base.labels, base.confidence, base.entropy, base.rgb)
+        if self.thermal_reliance:
+            base_quality.thermal_reliance = _thermal_reliance(self.baseline.segmenter, base)
+        return quality, base_quality
+
+    def record(self, frame: FrameResult, arrival_ns: int, outputs: dict) -> None:
+        time_s = (arrival_ns - self.start_ns) / NS_PER_S  # seconds into the recording (its log time)
+        frame.quality = outputs["quality"].to_dict()
+        self.result.quality.add(time_s, outputs["quality"])
+        if outputs.get("baseline_quality") is not None:
+            frame.baseline_quality = outputs["baseline_quality"].to_dict()
+            self.result.baseline_quality.add(time_s, outputs["baseline_quality"])
+
+
+def _thermal_reliance(segmenter, frame) -> float:
+    """Share of pixels whose label changes when the thermal input is blanked (zeros after
+    normalisation, as the `taseg eval` blank-thermal ablation): a second forward of the model."""
+    blank = np.zeros(frame.rgb.shape[:2], np.float32)
+    return disagreement(frame.labels, segmenter.predict_prepared(frame.rgb, blank).labels)
 
 
 def _note(result: BagEvalResult, note, topics: dict[str, str]) -> None:

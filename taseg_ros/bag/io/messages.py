@@ -1,10 +1,11 @@
-"""Building ``rosbags`` message objects to write into a recording (Header, Image, CompressedImage, String)."""
+"""Building ``rosbags`` message objects to write into a recording (Header, Image, CompressedImage, String,
+Float32, Float32MultiArray)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from taseg_ros.bag.io.msgtypes import COMPRESSED_IMAGE, IMAGE, STRING, default_typestore
+from taseg_ros.bag.io.msgtypes import COMPRESSED_IMAGE, FLOAT32, FLOAT32_ARRAY, IMAGE, STRING, default_typestore
 from taseg_ros.errors import InputError
 from taseg_ros.frames.pairing import NS_PER_S
 
@@ -60,3 +61,16 @@ def compressed_message(stamp_ns: int, frame_id: str, array: np.ndarray, encoding
 
 def string_message(text: str):
     return default_typestore().types[STRING](data=text)
+
+
+def float32_message(value: float):
+    return default_typestore().types[FLOAT32](data=float(value))
+
+
+def float32_array_message(values, label: str):
+    """A one-dimensional ``std_msgs/msg/Float32MultiArray``; ``label`` names its dimension."""
+    types = default_typestore().types
+    data = np.asarray(values, dtype=np.float32).reshape(-1)
+    dim = types["std_msgs/msg/MultiArrayDimension"](label=label, size=data.size, stride=data.size)
+    layout = types["std_msgs/msg/MultiArrayLayout"](dim=[dim], data_offset=0)
+    return types[FLOAT32_ARRAY](layout=layout, data=data)

@@ -13,6 +13,8 @@ IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 STRING = "std_msgs/msg/String"
 DIAGNOSTIC_ARRAY = "diagnostic_msgs/msg/DiagnosticArray"
+FLOAT32 = "std_msgs/msg/Float32"  # bag eval's per-frame figures: one plottable number per topic
+FLOAT32_ARRAY = "std_msgs/msg/Float32MultiArray"
 IMAGE_TYPES = (IMAGE, COMPRESSED_IMAGE)
 
 

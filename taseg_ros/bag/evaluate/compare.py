@@ -1,0 +1,110 @@
+"""`taseg bag eval --baseline`: a new model against a previous one on the same recording, without labels.
+
+The baseline is either
+  - a previous model (any file ``Segmenter.from_checkpoint`` opens): it runs on the same decoded
+    pairs in the same pass (``evaluate_bag(baseline=...)``), so every figure of both models comes
+    from identical inputs, and the per-frame share of pixels where both chose the same class
+    (``baseline_agreement``) is measured;
+  - a previous ``report.json`` of ``bag eval`` on the same recording (or its folder): figures only,
+    no second model run.
+Either way the change (new - baseline) of every figure is reported, and the gates
+(``evaluation.gates``) decide pass or fail. A baseline of another class list, or a report of
+another recording, is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from taseg_ros.errors import InputError, MissingInputError
+from taseg_ros.evaluation.gates import Gate, check_gates
+from taseg_ros.evaluation.quality import FIGURES
+
+
+@dataclass
+class BaselineReport:
+    path: Path
+    summary: dict  # the report's quality summary: figure -> value
+    frames: int
+
+
+def is_report(path: str | Path) -> bool:
+    """A report.json, or a folder holding one (else: a model file)."""
+    path = Path(path)
+    return path.suffix == ".json" or (path.is_dir() and (path / "report.json").is_file())
+
+
+def load_baseline_report(path: str | Path, class_names, recording_start_ns: int | None, topics: tuple[str, str]) -> BaselineReport:
+    """A previous report of this recording with this class list, or InputError in one line."""
+    path = Path(path)
+    path = path / "report.json" if path.is_dir() else path
+    if not path.is_file():
+        raise MissingInputError(f"--baseline {path}: no such report")
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"--baseline {path}: not a readable report.json ({exc})") from None
+    if not isinstance(report, dict) or not isinstance(report.get("quality"), dict) or "class_names" not in report:
+        raise InputError(f"--baseline {path}: not a `taseg bag eval` report with label-free figures "
+                         "(made by an older version?); run bag eval with the old model again")
+    if list(report["class_names"]) != list(class_names):
+        raise InputError(f"--baseline {path}: classes {report['class_names']} differ from the model's "
+                         f"{list(class_names)}; a comparison needs one class list")
+    recorded = (report.get("recording_start_ns"), (report.get("topics") or {}).get("rgb"),
+                (report.get("topics") or {}).get("thermal"))
+    if recorded != (recording_start_ns, *topics):
+        raise InputError(f"--baseline {path}: a report of another recording ({report.get('bag')}, "
+                         f"start {_seconds(recorded[0])}, {recorded[1]} + {recorded[2]}; this one starts "
+                         f"{_seconds(recording_start_ns)}, {topics[0]} + {topics[1]}); compare on the same recording")
+    return BaselineReport(path, report["quality"].get("summary") or {}, int(report["quality"].get("frames") or 0))
+
+
+def check_baseline_model(baseline, segmenter, path) -> None:
+    if list(baseline.class_info.names) != list(segmenter.class_info.names):
+        raise InputError(f"--baseline {path}: classes {list(baseline.class_info.names)} differ from the "
+                         f"checkpoint's {list(segmenter.class_info.names)}; a comparison needs one class list")
+
+
+def check_gates_available(gates: list[Gate], baseline: str | None, model_baseline: bool, thermal_reliance: bool) -> None:
+    """Refuse, before running, a gate this run cannot evaluate."""
+    for gate in gates:
+        if gate.on_change and baseline is None:
+            raise InputError(f"--gate {gate}: a change bound needs --baseline")
+        if gate.figure == "baseline_agreement" and not model_baseline:
+            raise InputError(f"--gate {gate}: baseline_agreement needs a model as --baseline (a report holds no predictions to agree with)")
+        if gate.figure == "thermal_reliance" and not thermal_reliance:
+            raise InputError(f"--gate {gate}: thermal_reliance needs --thermal-reliance")
+
+
+def compare(result, gates: list[Gate], baseline: str | None, baseline_report: BaselineReport | None) -> dict:
+    """The change of every figure against the baseline (if any) and the gates' verdicts; also kept
+    in ``result.comparison``."""
+    figures = result.quality.summary()
+    if baseline_report is not None:
+        kind, base, base_frames = "report", baseline_report.summary, baseline_report.frames
+    elif result.baseline_quality is not None:
+        kind, base, base_frames = "model", result.baseline_quality.summary(), len(result.baseline_quality.frames)
+    else:
+        kind, base, base_frames = None, None, 0
+    table = {}
+    for name in FIGURES:
+        value, old = figures.get(name), None if base is None else base.get(name)
+        table[name] = {"value": value, "baseline": old,
+                       "change": None if value is None or old is None else value - old}
+    verdicts = check_gates(gates, figures, base)
+    result.comparison = {
+        "baseline": baseline,
+        "kind": kind,
+        "frames": len(result.quality.frames),
+        "baseline_frames": base_frames,
+        "figures": table,
+        "gates": verdicts,
+        "passed": all(v["passed"] for v in verdicts),
+    }
+    return result.comparison
+
+
+def _seconds(ns) -> str:
+    return "?" if ns is None else f"{ns / 1e9:.3f} s"
