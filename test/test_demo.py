@@ -68,5 +68,5 @@ def test_demo_without_ros_says_so_and_skips_the_node(tmp_path):
     result = run_demo(["demo", "-o", str(tmp_path / "noros"), "--steps", "5", "--no-progress"],
                       extra_code="import sys; sys.modules['rclpy'] = None")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "4/5 skipped: ROS 2 Python packages not importable" in result.stdout
+    assert "4/5 skipped: the ROS 2 Python packages are not importable (rclpy is missing)" in result.stdout
     assert "node over DDS          skipped" in result.stdout
