@@ -350,9 +350,9 @@ def test_extract_real_msrs_pairs(samples_dir, tmp_path):
 
 def test_eval_scores_match_an_independent_computation(raw_bag, segmenter, tmp_path):
     from taseg_ros.bag.evaluate.report import format_summary, write_eval_report
-    from taseg_ros.bag.evaluate.run import evaluate_bag
+    from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag
 
-    result = evaluate_bag(raw_bag.path, segmenter, label_topic="/labels", output_bag=tmp_path / "out")
+    result = evaluate_bag(EvalSettings(PairSource(raw_bag.path), label_topic="/labels"), segmenter, output_bag=tmp_path / "out")
     assert (result.pairs, result.processed, result.scored) == (EXPECTED_PAIRS,) * 3
     assert result.labels_total == N_FRAMES - len(DROP_RGB) and result.labels_unmatched == 3
     expected = ConfusionMatrix(9)
@@ -391,7 +391,7 @@ def test_eval_scores_match_an_independent_computation(raw_bag, segmenter, tmp_pa
 def test_eval_with_perfect_labels_scores_one(compressed_bag, segmenter, tmp_path):
     """Labels folder named by stamp (as extraction names files) holding the model's own predictions
     on the decoded frames: every pair matched, mIoU exactly 1."""
-    from taseg_ros.bag.evaluate.run import evaluate_bag
+    from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag
     from taseg_ros.frames.files import write_image
     from taseg_ros.frames.codec import decode_rgb, decode_thermal
 
@@ -405,15 +405,16 @@ def test_eval_with_perfect_labels_scores_one(compressed_bag, segmenter, tmp_path
         rgb, thermal = decode_rgb(by_stamp[f.rgb_stamp_ns]), decode_thermal(by_stamp[f.thermal_stamp_ns])
         write_image(labels / f"{stamp_id(f.rgb_stamp_ns)}.png", predict_like_node(segmenter, rgb, thermal))
     write_image(labels / "notes.png", np.zeros((4, 4), np.uint8))  # no stamp in the name: ignored
-    result = evaluate_bag(compressed_bag.path, segmenter, labels_dir=labels, output_bag=None)
+    result = evaluate_bag(EvalSettings(PairSource(compressed_bag.path), labels_dir=labels), segmenter)
     assert result.scored == EXPECTED_PAIRS and result.labels_unmatched == 0
     assert result.scores.overall.miou == 1.0 and result.scores.overall.pixel_accuracy == 1.0
 
 
 def test_eval_realtime_mode_follows_the_newest_pair_wins_policy(raw_bag, segmenter, tmp_path):
-    from taseg_ros.bag.evaluate.run import evaluate_bag
+    from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag
 
-    result = evaluate_bag(raw_bag.path, segmenter, mode="realtime", label_topic="/labels", output_bag=tmp_path / "out")
+    result = evaluate_bag(EvalSettings(PairSource(raw_bag.path), mode="realtime", label_topic="/labels"), segmenter,
+                          output_bag=tmp_path / "out")
     assert result.pairs == EXPECTED_PAIRS
     assert result.processed + result.dropped == EXPECTED_PAIRS  # every pair is either run or replaced
     assert result.scored == result.processed
@@ -429,7 +430,7 @@ def test_eval_realtime_mode_follows_the_newest_pair_wins_policy(raw_bag, segment
 
 
 def test_eval_on_real_msrs_frames(samples_dir, segmenter, tmp_path):
-    from taseg_ros.bag.evaluate.run import evaluate_bag
+    from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag
     from taseg_ros.frames.files import write_image
 
     frames = msrs_frames(samples_dir / "msrs", limit=8, size=(120, 160))
@@ -439,7 +440,7 @@ def test_eval_on_real_msrs_frames(samples_dir, segmenter, tmp_path):
         write_image(
             labels / f"{stamp_id(f.rgb_stamp_ns)}.png", predict_like_node(segmenter, f.source.rgb, f.source.thermal)
         )
-    result = evaluate_bag(rec.path, segmenter, labels_dir=labels, output_bag=tmp_path / "out")
+    result = evaluate_bag(EvalSettings(PairSource(rec.path), labels_dir=labels), segmenter, output_bag=tmp_path / "out")
     assert result.pairs == result.scored == 7
     assert result.scores.overall.miou == 1.0
     with open_bag(tmp_path / "out") as out:
@@ -449,16 +450,15 @@ def test_eval_on_real_msrs_frames(samples_dir, segmenter, tmp_path):
 def test_ctrl_c_leaves_a_finished_output_recording(raw_bag, segmenter, tmp_path):
     """A real SIGINT in the middle of the run: the loop stops after the current pair, the output
     recording is closed properly (metadata.yaml, mcap summary) and holds the pairs done so far."""
-    from taseg_ros.bag.evaluate.run import evaluate_bag
+    from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag
 
     def interrupt_at_five(n):
         if n == 5:
             os.kill(os.getpid(), signal.SIGINT)
 
     with stop_on_sigint() as stop:
-        result = evaluate_bag(
-            raw_bag.path, segmenter, output_bag=tmp_path / "out", stop=lambda: bool(stop), on_pair=interrupt_at_five
-        )
+        result = evaluate_bag(EvalSettings(PairSource(raw_bag.path)), segmenter, output_bag=tmp_path / "out",
+                              stop=lambda: bool(stop), on_pair=interrupt_at_five)
     assert result.interrupted and result.processed == 5
     assert (tmp_path / "out" / "metadata.yaml").is_file()
     with open_bag(tmp_path / "out") as out:
@@ -512,22 +512,22 @@ def test_ctrl_c_on_the_command_line(tmp_path, tiny_checkpoint):
 
 
 def test_eval_errors(raw_bag, segmenter, tmp_path):
-    from taseg_ros.bag.evaluate.run import evaluate_bag
+    from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag
     from taseg_ros.frames.files import write_image
 
     labels = tmp_path / "labels"
     first = raw_bag.paired_frames[0]
     write_image(labels / "labels" / f"{stamp_id(first.rgb_stamp_ns)}.png", np.zeros((10, 10), np.uint8))
     with pytest.raises(BagError, match=r"label is 10x10 but the RGB frame is 64x48"):
-        evaluate_bag(raw_bag.path, segmenter, labels_dir=labels)
+        evaluate_bag(EvalSettings(PairSource(raw_bag.path), labels_dir=labels), segmenter)
     (labels / "classes.yaml").write_text("classes: [road, sky]\n")
     with pytest.raises(BagError, match=r"the labels use classes \['road', 'sky'\] but the model predicts"):
-        evaluate_bag(raw_bag.path, segmenter, labels_dir=labels)
+        evaluate_bag(EvalSettings(PairSource(raw_bag.path), labels_dir=labels), segmenter)
     with pytest.raises(BagError, match="no label PNG named by stamp"):
-        evaluate_bag(raw_bag.path, segmenter, labels_dir=tmp_path)
+        evaluate_bag(EvalSettings(PairSource(raw_bag.path), labels_dir=tmp_path), segmenter)
     late_thermal = record(tmp_path / "late", thermal_offset_s=0.03)
     with pytest.raises(BagError, match=r"no RGB/thermal pair within slop 5 ms: NOT USABLE .* try --slop 0.05"):
-        evaluate_bag(late_thermal.path, segmenter, slop_s=0.005)
+        evaluate_bag(EvalSettings(PairSource(late_thermal.path, slop_s=0.005)), segmenter)
 
 
 # --- bad input: a clear answer, nothing destroyed (issue 14) -----------------------------------------
@@ -705,7 +705,7 @@ def test_extract_and_eval_say_why_no_frame_could_be_decoded(tmp_path, tiny_check
 def test_extract_and_eval_count_nan_thermal_frames(tmp_path, segmenter):
     """Float thermal: frames with NaN pixels, and frames without one finite pixel, are counted and
     said (they were taken silently)."""
-    from taseg_ros.bag.evaluate.run import evaluate_bag
+    from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag
     from taseg_ros.bag.io.messages import image_message
 
     def float_thermal(i, stamp):
@@ -721,7 +721,7 @@ def test_extract_and_eval_count_nan_thermal_frames(tmp_path, segmenter):
     assert code == 0, err
     assert "3 thermal frames hold NaN/inf pixels (2 without one finite pixel)" in out
     assert len(list((tmp_path / "ds" / "thermal").glob("*.tiff"))) == 10
-    result = evaluate_bag(rec, segmenter)
+    result = evaluate_bag(EvalSettings(PairSource(rec)), segmenter)
     assert result.processed == 10 and result.note_counts == {"nonfinite_thermal": 1, "blank_thermal": 2}
     assert any("no finite thermal pixel (all 64 are NaN/inf)" in note for note in result.notes)
 

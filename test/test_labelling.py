@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 import pytest
 
 from bag_fixtures import synthetic_frames, write_rgbt_bag
@@ -26,6 +27,7 @@ from taseg_ros.cli import main
 from taseg_ros.datasets import build_dataset
 from taseg_ros.labelling.cvat import export_prelabels, import_masks, labelmap_text, parse_labelmap
 from taseg_ros.labelling.select import SelectSettings, choose, select_frames
+from taseg_ros.inference.segmenter import Prediction, normalized_entropy
 from taseg_ros.labelling.uncertainty import frame_uncertainty
 
 pytestmark = pytest.mark.timeout(300)
@@ -82,8 +84,7 @@ def recording(tmp_path_factory):
 
 def _uncertainty(segmenter, view: FixtureFrame):
     """The view's uncertainty computed directly (mono8 thermal: the node's auto normalisation is 0..255)."""
-    probabilities = segmenter.predict_prepared(view.rgb, view.thermal / 255.0, return_probabilities=True).probabilities
-    return frame_uncertainty(probabilities)
+    return frame_uncertainty(segmenter.predict_prepared(view.rgb, view.thermal / 255.0, return_entropy=True))
 
 
 def _settings(rec, out, k, **kwargs) -> SelectSettings:
@@ -110,23 +111,30 @@ def _read_csv(path: Path) -> list[dict]:
 # --- uncertainty and the greedy choice: known values ---------------------------------------------------
 
 
+def prediction_of(probabilities: np.ndarray) -> Prediction:
+    """The Prediction a Segmenter makes from these (K, H, W) probabilities (its entropy map, its confidence)."""
+    p = torch.from_numpy(probabilities)[None]
+    confidence, labels = p.max(dim=1)
+    return Prediction(labels[0].numpy().astype(np.uint8), confidence[0].numpy(), entropy=normalized_entropy(p)[0].numpy())
+
+
 def test_uncertainty_known_values():
     k, h, w = 4, 6, 8
     uniform = np.full((k, h, w), 1 / k, np.float32)
     one_hot = np.zeros((k, h, w), np.float32)
     one_hot[2] = 1.0
-    assert frame_uncertainty(uniform).entropy == pytest.approx(1.0, abs=1e-6)
-    assert frame_uncertainty(uniform).low_confidence == 1.0  # 1/4 < 0.5 everywhere
-    assert frame_uncertainty(one_hot).entropy == pytest.approx(0.0, abs=1e-6)
-    assert frame_uncertainty(one_hot).low_confidence == 0.0
+    assert frame_uncertainty(prediction_of(uniform)).entropy == pytest.approx(1.0, abs=1e-6)
+    assert frame_uncertainty(prediction_of(uniform)).low_confidence == 1.0  # 1/4 < 0.5 everywhere
+    assert frame_uncertainty(prediction_of(one_hot)).entropy == pytest.approx(0.0, abs=1e-6)
+    assert frame_uncertainty(prediction_of(one_hot)).low_confidence == 0.0
     half = one_hot.copy()
     half[:, :3] = 1 / k  # the top half uniform, the bottom half certain
-    assert frame_uncertainty(half).entropy == pytest.approx(0.5, abs=1e-6)
-    assert frame_uncertainty(half).low_confidence == pytest.approx(0.5)
+    assert frame_uncertainty(prediction_of(half)).entropy == pytest.approx(0.5, abs=1e-6)
+    assert frame_uncertainty(prediction_of(half)).low_confidence == pytest.approx(0.5)
     two = np.stack([np.full((h, w), 0.6), np.full((h, w), 0.4)]).astype(np.float32)
-    assert frame_uncertainty(two).entropy == pytest.approx(-(0.6 * np.log(0.6) + 0.4 * np.log(0.4)) / np.log(2), abs=1e-6)
-    assert frame_uncertainty(two, low_confidence=0.5).low_confidence == 0.0
-    assert frame_uncertainty(two, low_confidence=0.7).low_confidence == 1.0
+    assert frame_uncertainty(prediction_of(two)).entropy == pytest.approx(-(0.6 * np.log(0.6) + 0.4 * np.log(0.4)) / np.log(2), abs=1e-6)
+    assert frame_uncertainty(prediction_of(two), low_confidence=0.5).low_confidence == 0.0
+    assert frame_uncertainty(prediction_of(two), low_confidence=0.7).low_confidence == 1.0
 
 
 def test_choose_known_order():

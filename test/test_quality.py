@@ -287,11 +287,12 @@ def test_eval_without_labels_reports_every_figure_and_foxglove_reads_the_topics(
 
 
 def test_thermal_reliance_is_zero_when_thermal_has_no_effect(panned_bag, tiny_checkpoint, thermal_checkpoint):
-    from taseg_ros.bag.evaluate.run import evaluate_bag
+    from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag
+    from taseg_ros.bag.pairs import PairSource
 
     reliance = {}
     for name, path in (("untrained", tiny_checkpoint), ("thermal", thermal_checkpoint)):
-        result = evaluate_bag(panned_bag.path, segmenter(path), thermal_reliance=True, max_pairs=5)
+        result = evaluate_bag(EvalSettings(PairSource(panned_bag.path, max_pairs=5), thermal_reliance=True), segmenter(path))
         reliance[name] = result.quality.series("thermal_reliance")
     assert (reliance["untrained"] == 0).all()  # a fresh model's thermal branch adds zero
     assert (reliance["thermal"] > 0).all()

@@ -958,7 +958,8 @@ def test_node_and_bag_eval_report_the_same_steps_and_notes(start_node, checkpoin
     """The node and `taseg bag eval` run one per-frame pipeline: for the same pairs (float thermal
     with NaN pixels, at half the RGB size) they count the same notes, word them the same way and
     time the same steps."""
-    from taseg_ros.bag.evaluate.run import evaluate_bag
+    from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag
+    from taseg_ros.bag.pairs import PairSource
     from taseg_ros.bag.io.messages import image_message
     from taseg_ros.bag.io.msgtypes import IMAGE
     from taseg_ros.bag.io.writer import BagWriter
@@ -974,7 +975,7 @@ def test_node_and_bag_eval_report_the_same_steps_and_notes(start_node, checkpoin
         for stamp in stamps:
             writer.write("/cam/rgb", IMAGE, stamp, image_message(stamp, "cam", rgb, "rgb8"))
             writer.write("/cam/thermal", IMAGE, stamp + 1000, image_message(stamp, "th", thermal, "32FC1"))
-    bag = evaluate_bag(bag_path, Segmenter.from_checkpoint(checkpoint), rgb_topic="/cam/rgb", thermal_topic="/cam/thermal")
+    bag = evaluate_bag(EvalSettings(PairSource(bag_path, "/cam/rgb", "/cam/thermal")), Segmenter.from_checkpoint(checkpoint))
     assert bag.processed == 2 and bag.note_counts == {"nonfinite_thermal": 2, "thermal_aligned": 1}
 
     node, probe = start_node(log_throttle=0.0)

@@ -522,19 +522,20 @@ def run_eval(args) -> int:
 
     from taseg_ros.bag.evaluate.compare import compare
     from taseg_ros.bag.evaluate.report import format_summary, write_eval_report
-    from taseg_ros.bag.evaluate.run import evaluate_bag
-    from taseg_ros.bag.pairs import check_max_pairs
+    from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag
     from taseg_ros.bag.io.stop import stop_on_sigint
     from taseg_ros.bag.io.writer import output_recording
     from taseg_ros.cli.options import frame_settings_from_args, segmenter_from_args
     from taseg_ros.outputs import output_dir
-    from taseg_ros.ros.names import check_namespace
 
     out_dir, output_bag, inputs = _eval_outputs(args)
-    check_max_pairs(args.max_pairs)
-    check_namespace(args.namespace, "--namespace")
+    settings = EvalSettings(
+        _source_from_args(args), frame=frame_settings_from_args(args), mode=args.mode, labels_dir=args.labels,
+        label_topic=args.label_topic, label_tolerance_s=args.label_tolerance, output_namespace=args.namespace,
+        checkpoint_name=str(args.checkpoint), low_confidence=args.low_confidence,
+        thermal_reliance=args.thermal_reliance, segment_window_s=args.segment_window, worst_segments=args.worst_segments,
+    )
     gates = _gates_from_args(args)
-    frame = frame_settings_from_args(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # model-building noise; checkpoint problems raise
         segmenter = segmenter_from_args(args)
@@ -546,31 +547,8 @@ def run_eval(args) -> int:
         stop_on_sigint() as stop,
         bar,
     ):
-        result = evaluate_bag(
-            args.bag,
-            segmenter,
-            checkpoint_name=str(args.checkpoint),
-            rgb_topic=args.rgb_topic,
-            thermal_topic=args.thermal_topic,
-            slop_s=args.slop,
-            mode=args.mode,
-            labels_dir=args.labels,
-            label_topic=args.label_topic,
-            label_tolerance_s=args.label_tolerance,
-            output_bag=bag_out,
-            output_namespace=args.namespace,
-            thermal_norm=frame.thermal_norm,
-            homography=frame.homography,
-            overlay_alpha=frame.overlay_alpha,
-            max_pairs=args.max_pairs,
-            stop=lambda: bool(stop),
-            on_pair=update,
-            low_confidence=args.low_confidence,
-            thermal_reliance=args.thermal_reliance,
-            baseline=baseline_model,
-            segment_window_s=args.segment_window,
-            worst_segments=args.worst_segments,
-        )
+        result = evaluate_bag(settings, segmenter, output_bag=bag_out, baseline=baseline_model,
+                              stop=lambda: bool(stop), on_pair=update)
         comparison = compare(result, gates, args.baseline, baseline_report)
         files = write_eval_report(result, out)
     print(format_summary(result))

@@ -136,14 +136,16 @@ def demo_recording(opts: DemoOptions, data_root: Path | None) -> Path:
 def label_free_report(opts: DemoOptions, checkpoint: Path, bag: Path) -> dict:
     """`taseg bag eval` without labels on the recording: the label-free quality a user gets on their own."""
     from taseg_ros.bag.evaluate.report import format_summary, write_eval_report
-    from taseg_ros.bag.evaluate.run import evaluate_bag
+    from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag
+    from taseg_ros.bag.pairs import PairSource
     from taseg_ros.inference import Segmenter
 
     _say("4/5 label-free quality of the recording (taseg bag eval, no labels, --thermal-reliance)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         segmenter = Segmenter.from_checkpoint(checkpoint)
-    result = evaluate_bag(bag, segmenter, checkpoint_name=str(checkpoint), thermal_reliance=True)
+    settings = EvalSettings(PairSource(bag), checkpoint_name=str(checkpoint), thermal_reliance=True)
+    result = evaluate_bag(settings, segmenter)
     files = write_eval_report(result, opts.output / "bag_eval")
     print(format_summary(result))
     print(f"  report: {files['markdown']} (+ report.json, quality.png)")

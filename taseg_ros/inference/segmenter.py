@@ -41,6 +41,15 @@ from taseg_ros.runtime.base import Backend
 PRECISIONS = {name: torch_dtype(name) for name in PRECISION_NAMES}
 
 
+def normalized_entropy(probabilities: torch.Tensor) -> torch.Tensor:
+    """(B, K, H, W) class probabilities -> (B, H, W) entropy divided by log K, in [0, 1]: 0 = one class
+    has all the probability, 1 = uniform (0 for K = 1). The one implementation: bag eval's quality
+    figures, the node's and bag select's uncertainty all read it from Prediction.entropy."""
+    classes = probabilities.shape[1]
+    entropy = torch.special.entr(probabilities).sum(dim=1)  # entr: -p log p, 0 at p = 0
+    return entropy / math.log(classes) if classes > 1 else entropy.zero_()
+
+
 @dataclass
 class Prediction:
     labels: np.ndarray  # (H, W) uint8
@@ -197,9 +206,7 @@ class Segmenter:
         entropy, entropy_s = None, 0.0
         if return_entropy:  # timed on its own (the labels' copy above waited for the forward)
             start = time.perf_counter()
-            classes = probabilities.shape[1]
-            entropy = torch.special.entr(probabilities).sum(dim=1)  # entr: -p log p, 0 at p = 0
-            entropy = (entropy / math.log(classes) if classes > 1 else entropy.zero_()).cpu().numpy()
+            entropy = normalized_entropy(probabilities).cpu().numpy()
             entropy_s = (time.perf_counter() - start) / len(rgbs)
         return [
             Prediction(labels[i], confidence[i], probs[i] if probs is not None else None,

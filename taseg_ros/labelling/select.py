@@ -303,8 +303,8 @@ def _candidate(index, stamp_ns, rgb, thermal, prepare, segmenter, settings: Sele
         thermal01, _ = prepare(thermal, rgb.shape[:2])
     except ValueError as exc:  # a homography that warps this frame size out of view
         raise InputError(f"--thermal-homography: {exc}") from None
-    prediction = segmenter.predict_prepared(rgb, thermal01, return_probabilities=True)
-    uncertainty = frame_uncertainty(prediction.probabilities, settings.low_confidence)
+    prediction = segmenter.predict_prepared(rgb, thermal01, return_entropy=True)
+    uncertainty = frame_uncertainty(prediction, settings.low_confidence)
     return Candidate(index, stamp_ns, uncertainty, uncertainty.score(settings.score), thumbnail(rgb, thermal01))
 
 

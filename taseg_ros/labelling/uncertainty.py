@@ -1,4 +1,5 @@
-"""How unsure the model is about one frame, from its softmax (no labels needed).
+"""How unsure the model is about one frame (no labels needed): the label-free figures of
+``evaluation.quality`` that `taseg bag select` ranks by.
 
     entropy         mean over pixels of the normalised entropy -sum_k p_k log p_k / log K:
                     0 = one class has all the probability everywhere, 1 = uniform over the K classes
@@ -11,7 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from taseg_ros.evaluation.quality import DEFAULT_LOW_CONFIDENCE  # noqa: F401 - one threshold for select and bag eval
+from taseg_ros.evaluation.quality import DEFAULT_LOW_CONFIDENCE, confidence_figures
+from taseg_ros.inference.segmenter import Prediction
 
 SCORES = ("entropy", "low-confidence")
 
@@ -26,15 +28,10 @@ class FrameUncertainty:
         return self.entropy if name == "entropy" else self.low_confidence
 
 
-def frame_uncertainty(probabilities: np.ndarray, low_confidence: float = DEFAULT_LOW_CONFIDENCE) -> FrameUncertainty:
-    """probabilities: (K, H, W) softmax of one frame (``Segmenter.predict_prepared(...,
-    return_probabilities=True).probabilities``)."""
-    p = np.asarray(probabilities, dtype=np.float32)
-    k = p.shape[0]
-    if k < 2:  # one class: nothing to be unsure about
-        return FrameUncertainty(0.0, 0.0)
-    # 0 * log 0 = 0: the log of a clipped value is multiplied by the exact 0.
-    plogp = p * np.log(np.clip(p, np.finfo(np.float32).tiny, None))
-    entropy = float(-plogp.sum(axis=0).mean() / np.log(k))
-    share = float((p.max(axis=0) < low_confidence).mean())
-    return FrameUncertainty(min(max(entropy, 0.0), 1.0), share)
+def frame_uncertainty(prediction: Prediction, low_confidence: float = DEFAULT_LOW_CONFIDENCE) -> FrameUncertainty:
+    """A frame's uncertainty from its Prediction, made with ``return_entropy=True``: the figures
+    `taseg bag eval` reports (``evaluation.quality``), from the same maps."""
+    if prediction.entropy is None:
+        raise ValueError("frame_uncertainty needs a Prediction made with return_entropy=True")
+    share = confidence_figures(prediction.confidence, low_confidence, percentile=False)["low_confidence_share"]
+    return FrameUncertainty(float(prediction.entropy.mean(dtype=np.float64)), share)

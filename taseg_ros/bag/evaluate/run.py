@@ -36,6 +36,7 @@ the frames done so far, and marked interrupted.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,7 +45,7 @@ import numpy as np
 from taseg_ros.bag.evaluate.output import EvalRecording
 from taseg_ros.bag.evaluate.result import BagEvalResult, FrameResult
 from taseg_ros.bag.labels import FolderLabels, LabelSource, TopicLabels
-from taseg_ros.bag.pairs import BagPairing, RealTimeWorker, check_max_pairs, failure_summary, simulate_realtime
+from taseg_ros.bag.pairs import BagPairing, PairSource, RealTimeWorker, failure_summary, simulate_realtime
 from taseg_ros.bag.io.reader import Bag, BagError, open_bag
 from taseg_ros.bag.io.topics import resolve_image_topics
 from taseg_ros.errors import InputError
@@ -56,75 +57,75 @@ from taseg_ros.evaluation.quality import (
     RecordingQuality,
     disagreement,
 )
-from taseg_ros.frames.settings import STEPS
+from taseg_ros.frames.pairing import NS_PER_S, Pair
+from taseg_ros.frames.settings import STEPS, FrameSettings
 from taseg_ros.inference.pipeline import SAID_ONCE, FramePipeline
-from taseg_ros.frames.settings import FrameSettings
-from taseg_ros.frames.thermal import ThermalNormalization
 from taseg_ros.ros.names import check_namespace
-from taseg_ros.frames.pairing import DEFAULT_SLOP_S, NS_PER_S, Pair
-from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA
 
 MODES = ("offline", "realtime")
 
 
+@dataclass(frozen=True)
+class EvalSettings:
+    """Everything `taseg bag eval` is asked to do, checked once (before the model is loaded)."""
+
+    source: PairSource
+    frame: FrameSettings = field(default_factory=FrameSettings)  # thermal preparation, overlay alpha: the node's
+    mode: str = "offline"
+    labels_dir: Path | None = None  # label PNGs named by stamp
+    label_topic: str | None = None  # or class-id images recorded in the bag
+    label_tolerance_s: float = 0.001
+    output_namespace: str = "/taseg"
+    checkpoint_name: str = ""  # how the report names the model
+    low_confidence: float = DEFAULT_LOW_CONFIDENCE
+    thermal_reliance: bool = False  # a second forward with the thermal input blanked
+    segment_window_s: float = DEFAULT_SEGMENT_WINDOW_S
+    worst_segments: int = DEFAULT_WORST_SEGMENTS
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.labels_dir is not None and self.label_topic is not None:
+            raise InputError("give labels either as a folder (--labels) or as a topic (--label-topic), not both")
+        object.__setattr__(self, "output_namespace", check_namespace(self.output_namespace, "--namespace"))
+
+
 def evaluate_bag(
-    bag_path: str | Path,
+    settings: EvalSettings,
     segmenter: Any,
     *,
-    checkpoint_name: str = "",
-    rgb_topic: str | None = None,
-    thermal_topic: str | None = None,
-    slop_s: float = DEFAULT_SLOP_S,
-    mode: str = "offline",
-    labels_dir: str | Path | None = None,
-    label_topic: str | None = None,
-    label_tolerance_s: float = 0.001,
     output_bag: str | Path | None = None,
-    output_namespace: str = "/taseg",
-    thermal_norm: ThermalNormalization | None = None,
-    homography: np.ndarray | None = None,
-    overlay_alpha: float = DEFAULT_OVERLAY_ALPHA,
-    max_pairs: int | None = None,
+    baseline: Any = None,
     stop: Callable[[], bool] | None = None,
     on_pair: Callable[[int], None] | None = None,
-    low_confidence: float = DEFAULT_LOW_CONFIDENCE,
-    thermal_reliance: bool = False,
-    baseline: Any = None,
-    segment_window_s: float = DEFAULT_SEGMENT_WINDOW_S,
-    worst_segments: int = DEFAULT_WORST_SEGMENTS,
 ) -> BagEvalResult:
-    """Evaluate ``segmenter`` (a ``taseg_ros.inference.Segmenter``) on a recording; see the module
-    docstring. ``baseline``: a second Segmenter (same class list) run on the same pairs. ``stop()`` is polled between messages (Ctrl-C handling); ``on_pair(n)`` is called after
-    each processed pair (progress)."""
-    if mode not in MODES:
-        raise InputError(f"mode must be one of {MODES}, got {mode!r}")
-    if labels_dir is not None and label_topic is not None:
-        raise InputError("give labels either as a folder (--labels) or as a topic (--label-topic), not both")
-    check_max_pairs(max_pairs)
-    namespace = check_namespace(output_namespace, "--namespace")
-    with open_bag(bag_path) as bag:
-        rgb, thermal = resolve_image_topics(bag, rgb_topic, thermal_topic)
-        labels = _label_source(bag, segmenter.class_info, labels_dir, label_topic, label_tolerance_s)
-        result = _new_result(bag, segmenter, checkpoint_name, mode, slop_s, rgb.name, thermal.name, labels)
-        result.segment_window_s, result.worst_segments = segment_window_s, worst_segments
-        settings = FrameSettings(thermal_norm or ThermalNormalization(), homography, overlay_alpha)
-        quality = _Quality(result, segmenter, low_confidence, thermal_reliance,
-                           None if baseline is None else FramePipeline(baseline, settings))
+    """Evaluate ``segmenter`` (a ``taseg_ros.inference.Segmenter``) on ``settings.source``; see the module
+    docstring. ``output_bag``: the output recording (None: none). ``baseline``: a second Segmenter (same
+    class list) run on the same pairs. ``stop()`` is polled between messages (Ctrl-C handling);
+    ``on_pair(n)`` is called after each processed pair (progress)."""
+    source, s = settings.source, settings
+    with open_bag(source.bag) as bag:
+        rgb, thermal = resolve_image_topics(bag, source.rgb_topic, source.thermal_topic)
+        labels = _label_source(bag, segmenter.class_info, s.labels_dir, s.label_topic, s.label_tolerance_s)
+        result = _new_result(bag, segmenter, s.checkpoint_name, s.mode, source.slop_s, rgb.name, thermal.name, labels)
+        result.segment_window_s, result.worst_segments = s.segment_window_s, s.worst_segments
+        quality = _Quality(result, segmenter, s.low_confidence, s.thermal_reliance,
+                           None if baseline is None else FramePipeline(baseline, s.frame))
         evaluation = _Evaluation(
             bag,
-            FramePipeline(segmenter, settings),
+            FramePipeline(segmenter, s.frame),
             result,
             labels,
-            EvalRecording(output_bag, namespace, segmenter.class_info),
+            EvalRecording(output_bag, s.output_namespace, segmenter.class_info),
             quality,
             stop=stop or (lambda: False),
             on_pair=on_pair,
         )
-        extra = [label_topic] if label_topic else []
-        evaluation.run(BagPairing(bag, rgb.name, thermal.name, slop_s, extra_topics=extra), max_pairs)
+        extra = [s.label_topic] if s.label_topic else []
+        evaluation.run(BagPairing(bag, rgb.name, thermal.name, source.slop_s, extra_topics=extra), source.max_pairs)
         if labels is not None and not result.scored:
             result.notes.append(
-                f"no label matched a processed pair within {label_tolerance_s * 1e3:g} ms "
+                f"no label matched a processed pair within {s.label_tolerance_s * 1e3:g} ms "
                 f"({len(labels)} labels in {labels.description})"
             )
         if result.pairs and not result.processed and not result.interrupted:
@@ -136,8 +137,8 @@ def evaluate_bag(
         if result.pairs == 0 and not result.interrupted:
             from taseg_ros.bag.info import inspect_bag
 
-            info = inspect_bag(bag_path, rgb.name, thermal.name, slop_s)
-            raise BagError(f"{bag.path}: no RGB/thermal pair within slop {slop_s * 1e3:g} ms: {info.verdict}")
+            info = inspect_bag(source.bag, rgb.name, thermal.name, source.slop_s)
+            raise BagError(f"{bag.path}: no RGB/thermal pair within slop {source.slop_s * 1e3:g} ms: {info.verdict}")
     return result
 
 
