@@ -21,7 +21,7 @@ from taseg_ros.bag.io.messages import float32_array_message, float32_message, im
 from taseg_ros.bag.io.msgtypes import FLOAT32, FLOAT32_ARRAY, IMAGE, STRING
 from taseg_ros.bag.io.reader import RawMessage
 from taseg_ros.bag.io.writer import BagWriter
-from taseg_ros.frames.render import colorize
+from taseg_ros.frames.render import OUTPUTS, colorize
 
 
 class _OrderedWriter:
@@ -77,16 +77,16 @@ class EvalRecording:
         """The node's outputs for one pair, with the RGB frame's header, at the time it would publish them."""
         if self._out is None:
             return
-        self._image(publish_ns, "labels", stamp, frame_id, outputs["labels"], "mono8")
-        self._image(publish_ns, "colorized", stamp, frame_id, outputs["colour"], "rgb8")
-        self._image(publish_ns, "overlay", stamp, frame_id, outputs["overlay"], "rgb8")
+        for name in ("labels", "colorized", "overlay"):  # the node's image outputs (confidence: put_quality)
+            self._image(publish_ns, name, stamp, frame_id, outputs[name], OUTPUTS[name])
 
     def put_quality(self, publish_ns: int, stamp: int, frame_id: str, confidence: np.ndarray, quality) -> None:
         """The confidence image and the frame's label-free figures (``evaluation.quality.FrameQuality``);
         a figure not computed for this frame (e.g. the first frame's flicker) is not written."""
         if self._out is None:
             return
-        self._image(publish_ns, "confidence", stamp, frame_id, confidence.astype(np.float32, copy=False), "32FC1")
+        self._image(publish_ns, "confidence", stamp, frame_id, confidence.astype(np.float32, copy=False),
+                    OUTPUTS["confidence"])
         for name, value in quality.to_dict().items():
             if isinstance(value, float):
                 self._out.put(publish_ns, f"{self.namespace}/quality/{name}", FLOAT32, float32_message(value))

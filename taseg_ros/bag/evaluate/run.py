@@ -275,7 +275,7 @@ class _Evaluation:
         quality, baseline_quality = self.quality.measure(pair, frame)
         return frame.timings["total"], {
             "labels": frame.labels,
-            "colour": frame.colorized,
+            "colorized": frame.colorized,
             "overlay": frame.overlay,
             "confidence": frame.confidence,
             "quality": quality,
