@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import signal
 import subprocess
 import sys
@@ -118,7 +119,10 @@ def test_two_gloo_processes_match_one_process(street, tmp_path):
     single, double = tmp_path / "one", tmp_path / "two"
     assert main(["train", *small_run(street, single)]) == 0
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--master-port=29517",
+    with socket.socket() as probe:  # a free port: a fixed one collides with a second run of the suite
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={port}",
            "-m", "taseg_ros.cli", "train", *small_run(street, double)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

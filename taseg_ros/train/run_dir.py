@@ -166,7 +166,9 @@ def check_run_dir(output: Path, recipe: dict, *, resume: bool, force: bool) -> N
     """The refusals that need no lock (and create nothing)."""
     if output.exists() and not output.is_dir():
         raise RunFolderError(f"{output} is an existing file; train.output must be a folder")
-    if (output / LOCK_FILE).is_file():  # say first that another run is there, not what its files look like
+    # Say first that another run is there, not what its files look like. Not for torchrun's other ranks:
+    # their own rank 0 may hold the lock already (a race that refused the run now and then).
+    if _is_main_process() and (output / LOCK_FILE).is_file():
         with _locked(output / LOCK_FILE, create=False):
             pass
     check_creatable(output)
