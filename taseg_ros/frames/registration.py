@@ -20,8 +20,13 @@ tens of px. Mutual information would also cope with unrelated intensities, but h
 OpenCV implementation and is slower per iteration. A single pair can have too little shared
 structure: ``refine_homography`` then says so and keeps the start; ``bag refine`` combines many.
 
-Measured (``scripts/bench_registration.py``, 20 real MSRS pairs, a 480x360 camera knocked 10-20 px
-and up to 1 degree): 14 end within 2 px (median 1.0), 3 refuse, 3 end 2-6 px off.
+ECC climbs to the nearest correlation peak, so the coarsest level first searches translations
+exhaustively (``SEARCH_RADIUS``). Measured (``scripts/bench_registration.py``, 20 real MSRS pairs, a
+480x360 camera knocked 10-20 px and up to 1 degree): one pair at a time, 45 of 60 knocks end within
+2 px of that pair's own best alignment (median 1.1 px), 9 over 5 px; a recording (all 20 pairs, one
+knock, ``bag refine``'s median of the pairs) ends within 1 px of their consensus in 10 of 10 knocks.
+One pair's own best alignment sits a median 3 px from the consensus of all 20 (its scene's depths
+and content): a registration is a property of the rig, so ``bag refine`` combines many pairs.
 
 Coordinates: a homography maps thermal pixels to RGB pixels (the node's ``thermal_homography``).
 numpy + OpenCV only: no torch, no ROS.
@@ -46,19 +51,28 @@ GRADIENT_SIGMA = 1.5
 # the refinement's margin must exceed how far the warp can move while it converges (~20 px at 640).
 REFINE_MARGIN = 0.05
 SCORE_MARGIN = 0.04
-# The score's neighbour shift (processing px: 6 RGB px at 640 wide) and the value below which a
-# pair looks misregistered. Measured on the 20 MSRS pairs (scripts/bench_registration.py):
-# aligned min 0.029, median 0.077; the dataset's own registration (3-6 px off) min 0.019;
-# knocked 10-20 px off median 0.001, 3 of 20 above 0.02. One pair decides little: the node
-# warns on the median of its last checks.
-SCORE_STEP = 1.5
-SCORE_WARN = 0.02
+# The score compares the correlation at the registration with the best one among the translations
+# up to SCORE_RADIUS processing px away (32 RGB px at 640) but at least SCORE_RING px (8 RGB px) away.
+# Below SCORE_WARN (0: the structure correlates better somewhere else) a pair looks misregistered.
+# Measured on the 20 MSRS pairs (scripts/bench_registration.py): each pair's own alignment min
+# -0.08 (one pair), median 0.04; knocked 10-40 px: 60 of 60 below 0, median -0.18; the dataset's
+# registration as shipped (3-6 px off): median 0.03. One pair decides little: the node warns on the
+# median of its last checks.
+SCORE_RADIUS = 8
+SCORE_RING = 2
+SCORE_WARN = 0.0
 # Share of the RGB frame the two cameras must both see for a score or a refinement to mean anything.
 MIN_OVERLAP = 0.05
 # The largest correction (mean px over the thermal frame, as a share of the RGB width: 38 px at
 # 640) a refinement may make; the margin of the ECC region and the pyramid reach about this far,
 # and beyond it a single frame's correlation has false peaks (one MSRS pair "converged" 66 px away).
 MAX_SHIFT = 0.06
+# How far the coarse exhaustive translation search looks before ECC (share of the RGB width: 22 px
+# at 640). ECC alone climbs to the nearest peak and from 15 px off stopped on a false one or failed
+# on 6 of 20 real MSRS pairs (one knock each); searching first, 4 of 20 (scripts/bench_registration.py).
+# Beyond the 10-20 px of a knocked camera, short of the false peaks one frame's correlation has
+# 40-60 px away.
+SEARCH_RADIUS = 0.035
 # A registration the refinement moves by less than this (mean RGB px over the thermal frame) "looks
 # right": ECC on real frames scatters by about a pixel.
 LOOKS_RIGHT_PX = 2.0
@@ -199,6 +213,19 @@ def _resize(image: np.ndarray, scale: float) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
+def _correlations(level: _Level, h_level: np.ndarray, region, radius: int) -> tuple[np.ndarray, int]:
+    """The normalised correlation of the RGB structure in ``region`` with the thermal structure warped
+    by ``h_level`` and then translated by every whole-pixel (dx, dy) up to +-r: an array (2r+1, 2r+1),
+    zero shift at [r, r]. One ``cv2.matchTemplate`` over the region (the thermal side shrunk by r,
+    so every shift compares the same pixels); r = ``radius`` or less in a small region."""
+    x0, y0, x1, y1 = region
+    r = max(1, min(radius, (x1 - x0) // 4, (y1 - y0) // 4))
+    to_inner = _translation(-(x0 + r), -(y0 + r))
+    warped = cv2.warpPerspective(level.thermal, to_inner @ h_level, (x1 - x0 - 2 * r, y1 - y0 - 2 * r),
+                                 flags=cv2.INTER_LINEAR)
+    return cv2.matchTemplate(np.ascontiguousarray(level.rgb[y0:y1, x0:x1]), warped, cv2.TM_CCOEFF_NORMED), r
+
+
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a - a.mean(), b - b.mean()
     norm = float(np.sqrt((a * a).sum() * (b * b).sum()))
@@ -218,12 +245,13 @@ def alignment_score(
     rgb: np.ndarray, thermal: np.ndarray, homography: np.ndarray | None = None, width: int = SCORE_WIDTH
 ) -> float:
     """How well ``homography`` (thermal px -> RGB px; None: the node's plain resize) aligns this pair,
-    as a peak contrast: the correlation of the two structure images (inside the thermal frame's
-    footprint, at ``width`` RGB pixels) at ``homography`` minus its mean over the 8 neighbouring
-    shifts of ``SCORE_STEP`` px. Raw correlation depends on the scene (0.1 at night, 0.4 by day for
-    the same good registration); whether the registration sits on a peak of it does not: > 0 on a
-    peak, about 0 or below once the cameras are several px apart (``SCORE_WARN`` separates them).
-    NaN when the footprint is too small. ``rgb`` uint8 (H, W, 3); ``thermal`` raw (any size/dtype)."""
+    as a peak margin: the correlation of the two structure images (inside the thermal frame's
+    footprint, at ``width`` RGB pixels) at ``homography`` minus the best correlation over the
+    translations ``SCORE_RING``..``SCORE_RADIUS`` px away. Raw correlation depends on the scene (0.1
+    at night, 0.4 by day for the same good registration); whether the registration is the best
+    place nearby does not: > 0 when it is, < 0 when the structure lines up better several px away
+    (``SCORE_WARN``). NaN when the footprint is too small. ``rgb`` uint8 (H, W, 3); ``thermal`` raw
+    (any size/dtype)."""
     thermal = to_single_channel(thermal)
     h = resize_homography(thermal.shape[:2], rgb.shape[:2]) if homography is None else np.asarray(homography, np.float64)
     # Downscale the raw frames first: the node runs this on full frames, and CLAHE and percentiles
@@ -234,11 +262,12 @@ def alignment_score(
                    rgb_scale, thermal_scale)
     h_level = level.local(h)
     region = inner_region(h_level, level.thermal.shape, level.rgb.shape, SCORE_MARGIN)
-    at = _score_level(level, h_level, region)
-    d = SCORE_STEP
-    around = [_score_level(level, _translation(dx, dy) @ h_level, region)
-              for dx in (-d, 0, d) for dy in (-d, 0, d) if dx or dy]
-    return at - float(np.mean(around))
+    if region is None:
+        return float("nan")
+    correlations, r = _correlations(level, h_level, region, SCORE_RADIUS)
+    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+    elsewhere = np.maximum(abs(dx), abs(dy)) >= min(SCORE_RING, r)
+    return float(correlations[r, r] - correlations[elsewhere].max())
 
 
 @dataclass(frozen=True)
@@ -287,6 +316,9 @@ def refine_homography(
         if region is None:
             reason = "the thermal frame covers too little of the RGB frame"
             break
+        if k == len(MOTIONS) - 1:  # coarsest level: find ECC's basin first
+            h_level = _search_translation(level, h_level, region, int(round(SEARCH_RADIUS * level.rgb.shape[1])))
+            h = level.full(h_level)
         try:
             h = level.full(_ecc_step(level, h_level, region, motion, iterations))
             steps += 1
@@ -302,6 +334,15 @@ def refine_homography(
     if reason.startswith("it moved") or not steps or not np.isfinite(after) or not after > before:
         return Refinement(h0, h0, before, before, 0.0, False, reason or "the correlation did not rise")
     return Refinement(h0, h, before, after, shift, True)
+
+
+def _search_translation(level: _Level, h_level: np.ndarray, region, radius: int) -> np.ndarray:
+    """``h_level`` moved by the whole-pixel translation (within +-``radius``) that best correlates the
+    thermal structure with the RGB structure in ``region``: an exhaustive search, so ECC starts
+    inside its basin (see ``SEARCH_RADIUS``)."""
+    correlations, r = _correlations(level, h_level, region, radius)
+    dy, dx = np.unravel_index(int(np.argmax(correlations)), correlations.shape)
+    return _translation(dx - r, dy - r) @ h_level
 
 
 def _ecc_step(level: _Level, h_level: np.ndarray, region, motion: int, iterations: int) -> np.ndarray:

@@ -140,9 +140,9 @@ class NodeParams:
     registration_check_period: float = param(
         10.0, ge=0, unit="seconds",
         doc="Every this many seconds the worker scores the registration on the pair it just published "
-        "(frames.registration.alignment_score at 160 px: about 15 ms at 640x480); diagnostics show the score and "
-        "turn WARN when the median of the last checks drops below the misregistered level (a camera knocked out "
-        "of place). 0 turns the check off.")
+        "(frames.registration.alignment_score at 160 px: a few ms at 640x480); diagnostics show the score and "
+        "turn WARN when the median of the last checks drops below 0 (the structure lines up better elsewhere: a "
+        "camera knocked out of place). 0 turns the check off.")
 
     @classmethod
     def from_parameters(cls, values: Mapping[str, Any], base: "NodeParams | None" = None) -> "NodeParams":
