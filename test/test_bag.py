@@ -797,7 +797,7 @@ def test_parser_registers_one_bag_command_with_four_actions():
     parser = argparse.ArgumentParser(prog="taseg")
     bag_cli.register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["bag", "eval", "run1", "--checkpoint", "m.safetensors", "--mode", "realtime"])
-    assert args.func is bag_cli.run_eval and args.mode == "realtime" and args.slop == 0.02
+    assert args.func is bag_cli.evaluate.run_eval and args.mode == "realtime" and args.slop == 0.02
     for action in ("info", "extract", "replay"):
         assert parser.parse_args(["bag", action, "run1"] + (["-o", "x"] if action == "extract" else [])).bag == "run1"
     with pytest.raises(SystemExit):
