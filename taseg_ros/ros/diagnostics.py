@@ -289,59 +289,103 @@ def build_report(
     values = _report_values(stats, snap, recent, pairing, dropped, now)
     if extra:
         values.update(extra)
-
     if not active:
         return DiagnosticReport(OK, "inactive", values)
-    pair_failures = {key: v for key, v in recent["failures"].items() if v[2]}
-    refusals = {key: v for key, v in recent["failures"].items() if not v[2]}
+    level, message = (
+        _every_pair_failed(recent)
+        or _no_pair_matched(recent, seconds_since_pair, seconds_since_input, no_pair_warn_s, lossy_inputs, publishers)
+        or _lost_in_transport(recent, lossy_inputs)
+        or _some_failed(recent)
+        or _clock_offset(snap, clock_offset_warn_s)
+        or (OK, "processing")
+    )
+    return DiagnosticReport(level, message, values)
+
+
+# The checks of build_report, most severe first: each returns (level, message) or None.
+
+
+def _pair_failures(recent: dict) -> dict:
+    return {key: v for key, v in recent["failures"].items() if v[2]}
+
+
+def _refusals(recent: dict) -> dict:
+    """Input frames refused before they made a pair (decode errors, size limits)."""
+    return {key: v for key, v in recent["failures"].items() if not v[2]}
+
+
+def _lost_text(recent: dict) -> str:
+    return ", ".join(f"{n} {stream}" for stream, n in recent["lost"].items() if n)
+
+
+def _every_pair_failed(recent: dict) -> tuple[int, str] | None:
     if recent["pairs_failed"] and not recent["pairs_ok"]:
-        return DiagnosticReport(
-            ERROR, f"every pair of the last {window:g} s failed ({recent['pairs_failed']}): {_describe(pair_failures)}", values)
-    lost = {stream: n for stream, n in recent["lost"].items() if n}
-    lost_text = ", ".join(f"{n} {stream}" for stream, n in lost.items())
-    if seconds_since_pair is not None and seconds_since_pair > no_pair_warn_s:
-        silent = [name for name, since in seconds_since_input.items() if since is None or since > no_pair_warn_s]
-        unpublished = [name for name in silent if publishers is not None and publishers.get(name) == 0]
-        parts = []
-        if silent:
-            parts.append(f"no message for > {no_pair_warn_s:g} s on: "
-                         + ", ".join(name + (" (no publisher)" if name in unpublished else "") for name in silent))
-        if refusals:
-            parts.append(f"input frames refused: {_describe(refusals)}")
-        if lost:
-            parts.append(f"messages lost in transport in the last {window:g} s: {lost_text}")
-        if (lost or set(silent) - set(unpublished)) and lossy_inputs:  # published, yet nothing arrives
-            parts[-1] += LOSSY_HINT
-        if not parts:
-            parts.append("both streams arrive, but their stamps do not match within the slop")
-        return DiagnosticReport(ERROR if refusals else WARN,
-                                f"no RGB/thermal pair matched for {seconds_since_pair:.1f} s; " + "; ".join(parts), values)
+        return ERROR, (f"every pair of the last {recent['window_s']:g} s failed ({recent['pairs_failed']}): "
+                       f"{_describe(_pair_failures(recent))}")
+    return None
+
+
+def _no_pair_matched(
+    recent: dict,
+    seconds_since_pair: float | None,
+    seconds_since_input: dict[str, float | None],
+    no_pair_warn_s: float,
+    lossy_inputs: bool,
+    publishers: dict[str, int] | None,
+) -> tuple[int, str] | None:
+    if seconds_since_pair is None or not seconds_since_pair > no_pair_warn_s:
+        return None
+    silent = [name for name, since in seconds_since_input.items() if since is None or since > no_pair_warn_s]
+    unpublished = [name for name in silent if publishers is not None and publishers.get(name) == 0]
+    refusals, lost = _refusals(recent), _lost_text(recent)
+    parts = []
+    if silent:
+        parts.append(f"no message for > {no_pair_warn_s:g} s on: "
+                     + ", ".join(name + (" (no publisher)" if name in unpublished else "") for name in silent))
+    if refusals:
+        parts.append(f"input frames refused: {_describe(refusals)}")
     if lost:
-        return DiagnosticReport(WARN, f"messages lost in transport in the last {window:g} s: {lost_text}"
-                                + (LOSSY_HINT if lossy_inputs else ""), values)
-    if pair_failures or refusals:
-        total = recent["pairs_failed"] + recent["pairs_ok"]
-        parts = []
-        if pair_failures:
-            parts.append(f"{recent['pairs_failed']} of {total} pairs failed: {_describe(pair_failures)}")
-        if refusals:
-            parts.append(f"input frames refused: {_describe(refusals)}")
-        return DiagnosticReport(WARN, f"in the last {window:g} s, " + "; ".join(parts), values)
+        parts.append(f"messages lost in transport in the last {recent['window_s']:g} s: {lost}")
+    if (lost or set(silent) - set(unpublished)) and lossy_inputs:  # published, yet nothing arrives
+        parts[-1] += LOSSY_HINT
+    if not parts:
+        parts.append("both streams arrive, but their stamps do not match within the slop")
+    message = f"no RGB/thermal pair matched for {seconds_since_pair:.1f} s; " + "; ".join(parts)
+    return (ERROR if refusals else WARN), message
+
+
+def _lost_in_transport(recent: dict, lossy_inputs: bool) -> tuple[int, str] | None:
+    lost = _lost_text(recent)
+    if not lost:
+        return None
+    hint = LOSSY_HINT if lossy_inputs else ""
+    return WARN, f"messages lost in transport in the last {recent['window_s']:g} s: {lost}{hint}"
+
+
+def _some_failed(recent: dict) -> tuple[int, str] | None:
+    pair_failures, refusals = _pair_failures(recent), _refusals(recent)
+    if not (pair_failures or refusals):
+        return None
+    total = recent["pairs_failed"] + recent["pairs_ok"]
+    parts = []
+    if pair_failures:
+        parts.append(f"{recent['pairs_failed']} of {total} pairs failed: {_describe(pair_failures)}")
+    if refusals:
+        parts.append(f"input frames refused: {_describe(refusals)}")
+    return WARN, f"in the last {recent['window_s']:g} s, " + "; ".join(parts)
+
+
+def _clock_offset(snap: dict, clock_offset_warn_s: float) -> tuple[int, str] | None:
     offsets = {
         stream: summary["mean"] for stream, summary in snap["stamp_age"].items()
         if abs(summary["mean"]) > clock_offset_warn_s  # NaN (no message in the window) compares False
     }
-    if offsets:
-        detail = ", ".join(
-            f"{stream} {abs(age):.3g} s {'behind' if age > 0 else 'ahead'}" for stream, age in offsets.items()
-        )
-        return DiagnosticReport(
-            WARN,
-            f"input stamps are far from this node's clock ({detail}), so latency figures mean nothing: "
-            "a bag played without --clock and use_sim_time, or a camera stamping with its own clock?",
-            values,
-        )
-    return DiagnosticReport(OK, "processing", values)
+    if not offsets:
+        return None
+    detail = ", ".join(f"{stream} {abs(age):.3g} s {'behind' if age > 0 else 'ahead'}"
+                       for stream, age in offsets.items())
+    return WARN, (f"input stamps are far from this node's clock ({detail}), so latency figures mean nothing: "
+                  "a bag played without --clock and use_sim_time, or a camera stamping with its own clock?")
 
 
 LOSSY_HINT = (" (input_qos sensor_data is best effort: DDS drops a large frame when one of its fragments is lost;"

@@ -50,7 +50,8 @@ def add_refine(sub) -> None:
         "refine",
         help="refine a registration on ordinary frames (no target); report its score",
         description="Refine the thermal -> RGB registration on ordinary frames of a recording: align the thermal "
-        "image's edges to the RGB image's (ECC on normalised gradient images, coarse to fine) on --samples pairs "
+        "image's edges to the RGB image's (a translation search, then ECC on normalised gradient images, coarse "
+        "to fine) on --samples pairs "
         "spread over the recording, combine them, and report the alignment score before and after and how far "
         "the registration moved. Writes a node parameters file with -o.",
     )
