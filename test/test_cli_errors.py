@@ -676,3 +676,17 @@ def test_the_frame_pipeline_skips_a_pair_a_homography_warps_out_of_view():
     result = pipeline.process(np.zeros((48, 64, 3), np.uint8), np.zeros((48, 64), np.uint16))
     assert not result.ok and result.error.kind == "bad_thermal"
     assert "onto 0% of the 64x48 RGB frame" in result.error.text and result.error.text.endswith("pair skipped")
+
+
+def test_info_escapes_the_text_a_checkpoint_carries(tmp_path, tiny_checkpoint, capsys):
+    """Class 14: `taseg info` printed a checkpoint's config name and text source raw (ANSI codes
+    reached the terminal); they are shown escaped, like class names in errors."""
+    from taseg_ros.model.checkpoint import read_metadata
+
+    config = json.loads(read_metadata(tiny_checkpoint)["config"])
+    ckpt = tmp_path / "ansi_meta.safetensors"
+    _with_metadata(tiny_checkpoint, ckpt, config=dict(config, name="tiny\x1b[2J"), text_source="clip\x1b[31m\nok")
+    code = main(["info", "--checkpoint", str(ckpt)])
+    out = capsys.readouterr().out
+    assert code == 0 and "\x1b" not in out, out
+    assert "TASeg config 'tiny\\x1b[2J'" in out and "text=clip\\x1b[31m\\nok" in out

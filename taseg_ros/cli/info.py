@@ -27,6 +27,7 @@ def run(args) -> int:
     import torch
 
     from taseg_ros.classes import load_classes
+    from taseg_ros.errors import safe_text
     from taseg_ros.model.checkpoint import describe_checkpoint
     from taseg_ros.model.config import get_config
     from taseg_ros.model.taseg import build_model, parameter_breakdown
@@ -39,18 +40,19 @@ def run(args) -> int:
     model = build_model(cfg, class_info, torch.empty(class_info.num_classes, cfg.text_dim, device="meta"), device="meta")
     counts = parameter_breakdown(model)
     enc = cfg.encoder
-    print(f"TASeg config '{cfg.name}'")
+    # A checkpoint's metadata is a file's text: escaped before it reaches the terminal.
+    print(f"TASeg config '{safe_text(cfg.name)}'")
     print(f"  image encoder   SAM ViT: {enc.depth} blocks, width {enc.embed_dim}, {enc.num_heads} heads, "
           f"window {enc.window_size}, global blocks {list(enc.global_attn_indexes)}, patch {enc.patch_size}")
-    print(f"  frozen weights  {cfg.sam_checkpoint or 'random (no official SAM of this size)'}")
+    print(f"  frozen weights  {safe_text(cfg.sam_checkpoint) if cfg.sam_checkpoint else 'random (no official SAM of this size)'}")
     print(f"  thermal fusion  {'DFFM before every block, hidden ' + str(cfg.dffm_hidden) if cfg.dffm else 'concatenated patch embeddings (baseline)'}")
     print(f"  LoRA            encoder q,v rank {cfg.encoder_lora_rank}; decoder "
           f"{'q,v rank ' + str(cfg.decoder_lora_rank) if cfg.decoder_lora else 'off'}; alpha {cfg.lora_alpha}")
     print(f"  classes         {class_info.num_classes}: {', '.join(class_info.names)}")
-    print(f"  text            {'CLIP ' + cfg.clip_model + f' ({cfg.text_dim}-d), prompt ' + repr(cfg.prompt_template) if cfg.text else 'off (K learnable class tokens)'}")
+    print(f"  text            {'CLIP ' + safe_text(cfg.clip_model) + f' ({cfg.text_dim}-d), prompt ' + repr(cfg.prompt_template) if cfg.text else 'off (K learnable class tokens)'}")
     print(f"  resolution      {cfg.resolution}")
     if metadata:
-        print(f"  checkpoint      frozen={metadata.get('frozen')} text={metadata.get('text_source')}")
+        print(f"  checkpoint      frozen={safe_text(metadata.get('frozen'))} text={safe_text(metadata.get('text_source'))}")
     print("\nTrainable parameters")
     for group, label in GROUP_LABELS.items():
         print(f"  {label:<34}{format_count(counts[group])}")
