@@ -8,7 +8,8 @@
    16-bit thermal camera (a known homography) knocked 10-20 px and up to 1 degree: start -> end error
    (mean displacement over the thermal frame, px) per pair, against the pair's own best alignment
    composed with the known warp; and for the 20 pairs as one recording of that camera (one knock,
-   ten knocks in all): `bag refine`'s combination against the pairs' consensus registration;
+   ten knocks in all): `bag refine`'s combination of 3, 8 (its default) and all 20 pairs against the
+   pairs' consensus registration;
 3. the alignment score: aligned (the pair's own best alignment), the dataset's registration as
    shipped (identity), and knocked (three knocks per pair: two 10-20 px, one 25-40 px);
 4. the node's registration check: decode a 640x480 mono16 thermal message + alignment_score, per check.
@@ -100,16 +101,19 @@ def recording_figures(pairs, rng, knocks: int = 10) -> None:
     truth = consensus @ CAMERA_H
     thermals = [(7000 + 30 * cv2.warpPerspective(ir, CAMERA_H, (480, 360), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR)
                  .astype(np.uint16)).astype(np.uint16) for _, _, ir in pairs]
-    errors, starts = [], []
-    for _ in range(knocks):
-        start = knocked(truth, rng.uniform(10, 20), rng.uniform(-1, 1), rng.uniform(0, 360))
-        results = [reg.refine_homography(rgb, thermal, start) for (_, rgb, _), thermal in zip(pairs, thermals)]
-        combined = reg.combine_homographies([r.homography for r in results if r.converged] or [start], (360, 480))
-        starts.append(reg.mean_shift(start, truth, (360, 480)))
-        errors.append(reg.mean_shift(combined, truth, (360, 480)))
-    errors = np.array(errors)
-    print(f"   recording of {len(pairs)} pairs, {knocks} knocks ({min(starts):.0f}-{max(starts):.0f} px): combined within "
-          f"2 px in {(errors < 2).sum()} of {knocks}; error median {np.median(errors):.2f} px, max {errors.max():.2f} px")
+    for samples in (3, 8, len(pairs)):  # bag refine's --samples (default 8): pairs of distinct scenes
+        errors, starts = [], []
+        for _ in range(knocks):
+            start = knocked(truth, rng.uniform(10, 20), rng.uniform(-1, 1), rng.uniform(0, 360))
+            chosen = rng.choice(len(pairs), samples, replace=False)
+            results = [reg.refine_homography(pairs[i][1], thermals[i], start) for i in chosen]
+            combined = reg.combine_homographies([r.homography for r in results if r.converged] or [start], (360, 480))
+            starts.append(reg.mean_shift(start, truth, (360, 480)))
+            errors.append(reg.mean_shift(combined, truth, (360, 480)))
+        errors = np.array(errors)
+        print(f"   a recording, {samples} sampled pairs, {knocks} knocks ({min(starts):.0f}-{max(starts):.0f} px): "
+              f"within 2 px in {(errors < 2).sum()} of {knocks}; error median {np.median(errors):.2f} px, "
+              f"max {errors.max():.2f} px")
 
 
 def node_check_cost(samples: Path, runs: int = 30) -> None:

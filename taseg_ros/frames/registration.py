@@ -23,8 +23,9 @@ structure: ``refine_homography`` then says so and keeps the start; ``bag refine`
 ECC climbs to the nearest correlation peak, so the coarsest level first searches translations
 exhaustively (``SEARCH_RADIUS``). Measured (``scripts/bench_registration.py``, 20 real MSRS pairs, a
 480x360 camera knocked 10-20 px and up to 1 degree): one pair at a time, 45 of 60 knocks end within
-2 px of that pair's own best alignment (median 1.1 px), 9 over 5 px; a recording (all 20 pairs, one
-knock, ``bag refine``'s median of the pairs) ends within 1 px of their consensus in 10 of 10 knocks.
+2 px of that pair's own best alignment (median 1.1 px), 9 over 5 px; a recording (one knock,
+``bag refine``'s median over 8 sampled pairs) ends within 2 px of their consensus in 10 of 10 knocks
+(median 1.1 px; all 20 pairs: 0.9 px).
 One pair's own best alignment sits a median 3 px from the consensus of all 20 (its scene's depths
 and content): a registration is a property of the rig, so ``bag refine`` combines many pairs.
 
