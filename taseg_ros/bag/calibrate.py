@@ -282,7 +282,7 @@ def refine_recording(settings: RefineSettings) -> RefineResult:
     if not good:
         raise InputError(f"{settings.source.bag}: the refinement converged on none of the {len(pairs)} sampled pairs "
                          f"({refinements[0].reason}); frames with more shared structure are needed")
-    result = RefineResult(rgb_topic, thermal_topic, reg._normalized(np.asarray(initial, np.float64)),
+    result = RefineResult(rgb_topic, thermal_topic, reg.normalized(initial),
                           reg.combine_homographies(good, thermal_hw), thermal_hw, refinements)
     result.lines = _refine_lines(result, settings, pairs)
     if settings.output is not None:
@@ -320,9 +320,10 @@ def registration_check(source: PairSource, homography: np.ndarray | None, total_
     what = "the thermal homography" if homography is not None else "the plain resize (no --thermal-homography)"
     if not good:
         return f"registration ({what}): {reg.describe_offset(0.0, converged=False)}"
-    shift = float(np.median([r.shift_px for r in good]))
+    combined = reg.combine_homographies([r.homography for r in good], thermal_hw)  # as bag refine combines
+    shift = reg.mean_shift(reg.normalized(initial), combined, thermal_hw)
     score = float(np.nanmedian([reg.alignment_score(rgb, thermal, initial) for rgb, thermal in pairs]))
-    return (f"registration ({what}): {reg.describe_offset(shift)} (median of {len(good)} sampled pairs; "
+    return (f"registration ({what}): {reg.describe_offset(shift)} ({len(good)} sampled pairs combined; "
             f"score {score:.3f}); `taseg bag refine` refines it")
 
 
