@@ -931,6 +931,7 @@ def running_node(tiny_checkpoint):
     node.destroy_node()
     rclpy.shutdown(context=context)
     spinner.join(timeout=10)
+    context.destroy()  # the DDS participant goes now, not at garbage collection
 
 
 def test_replay_through_the_node(compressed_bag, running_node, tmp_path):

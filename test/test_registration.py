@@ -396,6 +396,7 @@ def test_the_parameters_file_sets_the_nodes_parameter_in_any_namespace(tmp_path)
             node.destroy_node()
     finally:
         rclpy.shutdown(context=context)
+        context.destroy()
 
 
 def test_circle_grid_found_in_rgb_and_in_inverted_thermal():

@@ -167,6 +167,7 @@ class Camera:
         self.executor.shutdown(timeout_sec=5)
         self.node.destroy_node()
         rclpy.shutdown(context=self.context)
+        self.context.destroy()  # the DDS participant goes now, not at garbage collection
 
 
 @pytest.fixture(scope="module")

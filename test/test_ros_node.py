@@ -66,8 +66,9 @@ def ros():
     spinner.start()
     yield context, executor
     executor.shutdown(timeout_sec=5)
+    rclpy.shutdown(context=context)  # ends the spinner's loop (the executor's shutdown alone does not)
     spinner.join(timeout=10)
-    rclpy.shutdown(context=context)
+    context.destroy()
 
 
 def wait_until(predicate, timeout: float = WAIT, what: str = "condition") -> None:
@@ -1072,3 +1073,31 @@ def diagnostics_values(probe: Probe, processed: int) -> dict | None:
             if values.get("processed") == str(processed):
                 return values
     return None
+
+
+def dds_threads() -> int:
+    """Threads of DDS participants in this process (Fast DDS names them dds.*; its shared-memory
+    watchdog, dds.shm.wdog, is one per process and stays)."""
+    count = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+        except OSError:  # the thread ended while we looked
+            continue
+        count += name.startswith("dds.") and name != "dds.shm.wdog"
+    return count
+
+
+def test_a_closed_tool_node_leaves_no_dds_participant():
+    """ToolNode.close (bag replay, the ROS bench, the demo) ends its DDS participant and its spinner
+    at once."""
+    from taseg_ros.ros.client import ToolNode
+
+    before = dds_threads()
+    tool = ToolNode(f"leak_probe_{uuid.uuid4().hex[:8]}", domain_id=DOMAIN_ID)
+    tool.start()
+    assert dds_threads() > before
+    started = time.monotonic()
+    tool.close()
+    assert time.monotonic() - started < 8  # the spinner ends with the context (was a 10 s join timeout)
+    wait_until(lambda: dds_threads() <= before, what="the participant's threads to end")

@@ -136,8 +136,12 @@ class ToolNode:
         import rclpy
 
         self.executor.shutdown(timeout_sec=5)
-        if self._spinner is not None:
-            self._spinner.join(timeout=10)
         for node in [*self._extra_nodes, self.node]:
             node.destroy_node()
+        # The context's shutdown ends the spinner's loop (an executor's shutdown alone does not: the
+        # join waited its full timeout) and the DDS participant with its threads and shared-memory ports;
+        # destroy() then frees the context at once rather than at garbage collection.
         rclpy.try_shutdown(context=self.context)
+        if self._spinner is not None:
+            self._spinner.join(timeout=10)
+        self.context.destroy()
