@@ -312,7 +312,7 @@ def refine_homography(
     if initial is None:
         h0 = resize_homography(thermal01.shape, rgb01.shape)
     else:
-        h0 = normalized(np.asarray(initial, np.float64))
+        h0 = normalized(initial)
     h, reason, steps = h0.copy(), "", 0
     for k, motion in zip(reversed(range(len(MOTIONS))), MOTIONS):
         level = _level(rgb01, thermal01, h, max(32, width >> k))
@@ -371,7 +371,7 @@ def combine_homographies(homographies: list[np.ndarray], thermal_hw: tuple[int, 
     placed = np.stack([project(h, corners) for h in homographies])
     median = np.median(placed, axis=0)
     h = cv2.getPerspectiveTransform(corners.astype(np.float32), median.astype(np.float32))
-    return normalized(h.astype(np.float64))
+    return normalized(h)
 
 
 def describe_offset(shift_px: float, converged: bool = True) -> str:
