@@ -13,9 +13,12 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from taseg_ros.classes import ClassInfo
+from taseg_ros.config_io import parse_json
 from taseg_ros.devices import resolve_device
 from taseg_ros.inference.segmenter import Segmenter
 from taseg_ros.model.config import DEFAULT_MAX_INPUT_SIZE
+from taseg_ros.runtime import describe_model_file
 from taseg_ros.weights import sha256_file
 
 # Files that hold a model's weights beside the one named (OpenVINO's .bin beside its .xml). An ONNX
@@ -44,6 +47,11 @@ class ModelSpec:
 
     def digest(self) -> str:
         return model_digest(self.checkpoint)
+
+    def class_info(self) -> ClassInfo:
+        """The model's classes from its file's metadata, without building the network."""
+        return ClassInfo.from_mapping(parse_json(describe_model_file(self.checkpoint)["classes"], "classes"),
+                                      source=str(self.checkpoint))
 
 
 def model_digest(path: str | Path) -> str:

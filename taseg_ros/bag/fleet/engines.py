@@ -35,6 +35,7 @@ from taseg_ros.errors import InputError, TasegError
 
 ENGINES = ("local", "ray")
 DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_THREADS_PER_WORKER = 1
 RAY_MISSING = "--engine ray needs Ray, an optional extra: pip install 'taseg_ros[cluster]'"
 
 
@@ -75,6 +76,16 @@ _WORKER: dict[str, Any] = {}  # this process's spec, state and how many times it
 
 def worker_info(node: str = "") -> dict:
     return {"host": socket.gethostname(), "pid": os.getpid(), "node": node, "loads": _WORKER.get("loads", 0)}
+
+
+def set_threads(threads: int) -> None:
+    """A worker process's CPU threads for torch and OpenCV. A matrix product sums in an order that
+    depends on the thread count: workers with the same count give bit-identical figures."""
+    import cv2
+    import torch
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
 
 
 class SetupError(EngineError):

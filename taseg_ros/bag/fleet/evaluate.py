@@ -24,7 +24,7 @@ import numpy as np
 from taseg_ros.bag.evaluate.compare import check_baseline_model, compare, load_baseline_report
 from taseg_ros.bag.evaluate.report import write_eval_report
 from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag
-from taseg_ros.bag.fleet.engines import Event, Task
+from taseg_ros.bag.fleet.engines import DEFAULT_THREADS_PER_WORKER, Event, Task, set_threads
 from taseg_ros.bag.fleet.progress import FleetProgress
 from taseg_ros.bag.fleet.recordings import fingerprint
 from taseg_ros.bag.fleet.rollup import write_fleet_report
@@ -35,17 +35,6 @@ from taseg_ros.config_io import parse_json
 from taseg_ros.errors import TasegError
 from taseg_ros.evaluation.quality import FIGURES
 from taseg_ros.inference.spec import ModelSpec
-
-DEFAULT_THREADS_PER_WORKER = 1
-
-
-def set_threads(threads: int) -> None:
-    """This process's CPU threads for torch and OpenCV (a worker's, not the caller's)."""
-    import cv2
-    import torch
-
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
 
 
 @dataclass(frozen=True)

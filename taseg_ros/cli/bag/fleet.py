@@ -21,6 +21,15 @@ DEFAULT_OUTPUT = "fleet_eval"
 
 
 def run_fleet_eval(args) -> int:
+    run, worker, engine, out_root = fleet_eval_from_args(args)
+    print(f"{len(run.recordings)} recordings -> {out_root}/ on the {engine.name} engine, {engine.workers} worker(s)")
+    report = run_fleet(run, worker, engine, out_root, rerun=args.rerun)
+    print(f"  fleet report: {out_root / 'fleet.md'} (+ fleet.json, timings.md)")
+    return exit_code(report)
+
+
+def fleet_eval_from_args(args):
+    """(FleetRun, EvalWorker, engine, output folder) the options ask for, all checked before any work."""
     engine = engine_from_args(args)  # first: without Ray, one line and nothing else done
     if args.output_bag is not None:
         raise InputError("--output-bag names one recording's output; a fleet run writes reports only")
@@ -46,10 +55,7 @@ def run_fleet_eval(args) -> int:
     run = FleetRun(recordings, {"path": str(args.checkpoint), "sha256": model.digest()}, settings_record(settings),
                    [str(g) for g in gates], baseline)
     worker = EvalWorker(model, settings, baseline_model, args.baseline, args.threads_per_worker)
-    print(f"{len(recordings)} recordings -> {out_root}/ on the {engine.name} engine, {engine.workers} worker(s)")
-    report = run_fleet(run, worker, engine, out_root, rerun=args.rerun)
-    print(f"  fleet report: {out_root / 'fleet.md'} (+ fleet.json, timings.md)")
-    return exit_code(report)
+    return run, worker, engine, out_root
 
 
 def _baseline(args):
