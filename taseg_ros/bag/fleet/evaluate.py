@@ -177,8 +177,12 @@ def run_fleet(run: FleetRun, worker: EvalWorker, engine, out_root: Path, *, reru
         elif event.kind == "lost":
             store.write_failure(run, by_name[event.key], fingerprints[event.key], event.reason)
 
-    if todo:
-        engine.run(worker, todo, on_event)
+    try:
+        if todo:
+            engine.run(worker, todo, on_event)
+    except KeyboardInterrupt:  # the folders done so far stay; the report says what is pending
+        write_fleet_report(out_root, timings=progress.summary())
+        raise
     report = write_fleet_report(out_root, timings=progress.summary())
     progress.final(report)
     return report
