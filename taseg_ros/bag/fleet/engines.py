@@ -223,7 +223,7 @@ class RayEngine:
         if address is None:  # a local instance just big enough for the workers
             kwargs["num_cpus"] = max(1, int(self.workers * self.cpus))
         try:
-            ray.init(address=address, **kwargs, **self.init_kwargs)
+            ray.init(address=address, **{**kwargs, **self.init_kwargs})
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise EngineError(f"cannot connect to the Ray cluster at {address}: {' '.join(str(exc).split())[:300]}") from None
         return ray, True
