@@ -71,6 +71,24 @@ def engine_from_args(args):
                        gpus_per_worker=args.gpus_per_worker, threads_per_worker=args.threads_per_worker)
 
 
+def gates_from_args(args, model_baseline: bool | None = None):
+    """--gate and --gates, checked against what this run computes (before the model loads);
+    ``model_baseline``: whether --baseline is a model (default: whether it is not a report)."""
+    from taseg_ros.bag.evaluate.compare import check_gates_available, is_report
+    from taseg_ros.errors import InputError
+    from taseg_ros.evaluation.gates import load_gates, parse_gate
+
+    if not 0 < args.low_confidence <= 1:
+        raise InputError(f"--low-confidence must be in (0, 1], got {args.low_confidence}")
+    if not args.segment_window > 0 or args.worst_segments < 0:
+        raise InputError("--segment-window must be > 0 and --worst-segments >= 0")
+    gates = [parse_gate(text) for text in args.gate] + (load_gates(args.gates) if args.gates else [])
+    if model_baseline is None:
+        model_baseline = args.baseline is not None and not is_report(args.baseline)
+    check_gates_available(gates, args.baseline, model_baseline, args.thermal_reliance)
+    return gates
+
+
 def json_option(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--json", action="store_true", help=what)
 

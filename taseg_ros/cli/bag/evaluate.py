@@ -10,6 +10,7 @@ from taseg_ros.cli.bag.common import (
     fleet_options,
     fleet_options_given,
     force_option,
+    gates_from_args,
     max_pairs_option,
     progress,
     source_from_args,
@@ -183,7 +184,7 @@ def _run_one(args) -> int:
         checkpoint_name=str(args.checkpoint), low_confidence=args.low_confidence,
         thermal_reliance=args.thermal_reliance, segment_window_s=args.segment_window, worst_segments=args.worst_segments,
     )
-    gates = _gates_from_args(args)
+    gates = gates_from_args(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # model-building noise; checkpoint problems raise
         segmenter = segmenter_from_args(args)
@@ -226,24 +227,6 @@ def _eval_outputs(args):
         check_output_recording(output_bag, force=args.force, inputs=inputs)
     check_output_dir(out_dir, force=args.force, inputs=inputs)
     return out_dir, output_bag, inputs
-
-
-def _gates_from_args(args, model_baseline: bool | None = None):
-    """--gate and --gates, checked against what this run computes (before the model loads);
-    ``model_baseline``: whether --baseline is a model (default: whether it is not a report)."""
-    from taseg_ros.bag.evaluate.compare import check_gates_available, is_report
-    from taseg_ros.errors import InputError
-    from taseg_ros.evaluation.gates import load_gates, parse_gate
-
-    if not 0 < args.low_confidence <= 1:
-        raise InputError(f"--low-confidence must be in (0, 1], got {args.low_confidence}")
-    if not args.segment_window > 0 or args.worst_segments < 0:
-        raise InputError("--segment-window must be > 0 and --worst-segments >= 0")
-    gates = [parse_gate(text) for text in args.gate] + (load_gates(args.gates) if args.gates else [])
-    if model_baseline is None:
-        model_baseline = args.baseline is not None and not is_report(args.baseline)
-    check_gates_available(gates, args.baseline, model_baseline, args.thermal_reliance)
-    return gates
 
 
 def _baseline_from_args(args, segmenter):

@@ -10,8 +10,7 @@ from taseg_ros.bag.fleet.recordings import find_recordings
 from taseg_ros.bag.fleet.rollup import exit_code
 from taseg_ros.bag.fleet.store import RUN_FILE, FleetRun, settings_record
 from taseg_ros.bag.pairs import PairSource
-from taseg_ros.cli.bag.common import engine_from_args
-from taseg_ros.cli.bag.evaluate import _gates_from_args
+from taseg_ros.cli.bag.common import engine_from_args, gates_from_args
 from taseg_ros.cli.options import frame_settings_from_args, model_spec_from_args
 from taseg_ros.errors import InputError
 from taseg_ros.inference.spec import model_digest
@@ -41,7 +40,7 @@ def fleet_eval_from_args(args):
     if not (out_root / RUN_FILE).is_file():  # a fleet folder is taken up again (skip what is done); else as today
         check_output_dir(out_root, force=args.force, inputs=inputs)
     baseline, baseline_model = _baseline(args)
-    gates = _gates_from_args(args, model_baseline=baseline_model is not None)
+    gates = gates_from_args(args, model_baseline=baseline_model is not None)
     settings = EvalSettings(
         PairSource(recordings[0].path, args.rgb_topic, args.thermal_topic, args.slop, args.max_pairs),
         frame=frame_settings_from_args(args), mode=args.mode, labels_dir=args.labels, label_topic=args.label_topic,

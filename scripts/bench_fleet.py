@@ -1,4 +1,5 @@
-"""The fleet engines measured in one run: `python -m taseg_ros.bench.fleet`.
+#!/usr/bin/env python3
+"""The fleet engines measured in one run: `.venv/bin/python scripts/bench_fleet.py`.
 
 Writes a fleet of recordings (the demo's street scenes, panned as a driving camera sees them, by day
 and by night), then evaluates all of them, as `taseg bag eval` over several recordings does, with the
@@ -152,7 +153,7 @@ def format_results(results: list[tuple[str, dict]], args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m taseg_ros.bench.fleet", description=__doc__,
+    parser = argparse.ArgumentParser(prog="scripts/bench_fleet.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recordings", type=int, default=8)
     parser.add_argument("--frames", type=int, default=30, help="frames per recording (10 Hz)")
