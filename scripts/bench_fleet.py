@@ -10,6 +10,12 @@ overhead per recording (the time from dispatching a recording to its result, min
 time on it: transfer, scheduling, the result's way back), the model loads per worker (must be 1), and
 whether every run's folders are byte-identical to the first one's (the timings.* files aside).
 Random tiny weights: the cost is the per-pair work (decode, model, label-free figures), not accuracy.
+
+First it prints a worker's CPU work per pair at 640x480 on one thread, beside the model: decoding
+(raw, and JPEG RGB + 16-bit PNG thermal as image_transport compresses them), the thermal preparation
+(percentile normalisation of mono16) and the label-free figures (confidence, entropy, class shares,
+flicker with the DIS optical flow) on the demo's street scenes: the part of a GPU worker's time that
+does not shrink with a faster GPU.
 """
 
 from __future__ import annotations
@@ -94,6 +100,53 @@ def machine_line() -> str:
     return f"{model}, {os.cpu_count()} cores, flags: {' '.join(f for f in wanted if f in flags) or 'none of avx2/avx512'};{load}"
 
 
+def cpu_per_pair_ms(repeats: int = 3) -> dict[str, float]:
+    """Median over ``repeats`` of the mean ms per pair of each CPU step (module docstring), one thread."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from taseg_ros.bag.io.messages import compressed_message, image_message
+    from taseg_ros.evaluation.quality import QualityTracker
+    from taseg_ros.frames.codec import decode_pair
+    from taseg_ros.frames.thermal import ThermalNormalization, ThermalPreparation
+    from taseg_ros.scenes import CLASSES, thermal_counts
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    frames = panned_street(480, 640, 12, step=4, seed=7)
+    raw = [(image_message(0, "rgb", f.rgb, "rgb8"), image_message(0, "thermal", thermal_counts(f.thermal), "mono16"))
+           for f in frames]
+    packed = [(compressed_message(0, "rgb", f.rgb, "rgb8", "jpeg"),
+               compressed_message(0, "thermal", thermal_counts(f.thermal), "mono16", "png")) for f in frames]
+    decoded = [decode_pair(a, b) for a, b in raw]
+    prepare = ThermalPreparation(ThermalNormalization())
+    rng = np.random.default_rng(0)
+    maps = [(rng.random((480, 640), dtype=np.float32), rng.random((480, 640), dtype=np.float32)) for _ in frames]
+    tracker = QualityTracker(CLASSES.num_classes)
+
+    def figures():
+        tracker.reset()
+        for f, (confidence, entropy) in zip(frames, maps):
+            tracker.update(f.label, confidence, entropy, f.rgb)
+
+    steps = {
+        "decode raw": lambda: [decode_pair(a, b) for a, b in raw],
+        "decode JPEG + PNG": lambda: [decode_pair(a, b) for a, b in packed],
+        "thermal preparation": lambda: [prepare(t, rgb.shape[:2]) for rgb, t in decoded],
+        "label-free figures": figures,
+    }
+    out = {}
+    for name, step in steps.items():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - start) / len(frames) * 1e3)
+        out[name] = statistics.median(times)
+    return out
+
+
 def write_fleet(root: Path, recordings: int, frames: int, size: tuple[int, int]) -> Path:
     for i in range(recordings):
         night = i % 2 == 1
@@ -161,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--no-ray", action="store_true", help="the local engine only")
     args = parser.parse_args(argv)
+    cpu = cpu_per_pair_ms()
+    print("CPU work per 640x480 pair, one thread, ms: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()), flush=True)
     print(format_results(run_bench(args), args))
     return 0
 
