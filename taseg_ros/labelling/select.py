@@ -222,8 +222,10 @@ class ScoreWorker:
         partial = SelectResult(self.settings.output)
         try:
             candidates = _score_recording(index, self.settings, segmenter, set(self.existing), partial, None)
-        except (TasegError, OSError, ValueError) as exc:
+        except (TasegError, OSError) as exc:
             return ScoreOutcome(index, error=" ".join(str(exc).split()) or type(exc).__name__)
+        except Exception as exc:  # anything else a damaged recording can raise deep in a reader
+            return ScoreOutcome(index, error=f"{self.settings.recordings[index]}: {type(exc).__name__}: {exc}")
         return ScoreOutcome(index, candidates, partial.scored, partial.already_in_folder, partial.failures)
 
 

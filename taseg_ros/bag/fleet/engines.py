@@ -93,6 +93,9 @@ class SetupError(EngineError):
 
 
 def _setup(spec: WorkerSpec) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the command's to handle: it stops the workers
     _WORKER["loads"] = _WORKER.get("loads", 0) + 1
     _WORKER["spec"] = spec
     try:
@@ -182,8 +185,18 @@ class LocalEngine:
                             generation, pool = generation + 1, self._pool(spec)
                         continue
                     on_event(Event("finished", task.key, attempt, info, result))
+        except BaseException:  # Ctrl-C, or the caller failed: do not wait for the recordings in flight
+            _terminate(pool)
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool's workers now (Python 3.14 has ProcessPoolExecutor.terminate_workers; before it,
+    the processes are only reachable through the pool's own table)."""
+    for process in list(getattr(pool, "_processes", {}).values()):
+        process.terminate()
 
 
 def import_ray():

@@ -25,7 +25,7 @@ from taseg_ros.bag.evaluate.compare import check_baseline_model, compare, load_b
 from taseg_ros.bag.evaluate.report import write_eval_report
 from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag
 from taseg_ros.bag.fleet.engines import DEFAULT_THREADS_PER_WORKER, Event, Task, set_threads
-from taseg_ros.bag.fleet.progress import FleetProgress
+from taseg_ros.bag.fleet.progress import FleetProgress, print_now
 from taseg_ros.bag.fleet.recordings import fingerprint
 from taseg_ros.bag.fleet.rollup import write_fleet_report
 from taseg_ros.bag.fleet.store import SUMMARY_FILE, FleetRun, RecordingStore, dumps, one_line
@@ -94,8 +94,11 @@ class EvalWorker:
                 write_eval_report(result, tmp, timings=False)
                 files = {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir())}
             files[SUMMARY_FILE] = dumps(recording_summary(result)).encode()
-        except (TasegError, OSError, ValueError) as exc:  # a recording or baseline this run cannot use
+        except (TasegError, OSError) as exc:  # a recording or baseline this run cannot use: its own words
             return RecordingOutcome(job.name, "failed", one_line(exc), seconds=time.perf_counter() - start)
+        except Exception as exc:  # anything else a damaged recording can raise deep in a reader: the others go on
+            reason = f"{job.recording}: {type(exc).__name__}: {one_line(exc)}"
+            return RecordingOutcome(job.name, "failed", reason, seconds=time.perf_counter() - start)
         timings = parse_json(files.pop("timings.json"), "timings.json")
         return RecordingOutcome(job.name, "done", files=files, timings=timings,
                                 pairs=result.processed, seconds=time.perf_counter() - start)
@@ -143,7 +146,7 @@ def _baseline_report(job: EvalJob, settings: EvalSettings, segmenter):
 
 
 def run_fleet(run: FleetRun, worker: EvalWorker, engine, out_root: Path, *, rerun: bool = False,
-              print_line: Callable[[str], None] = print) -> dict:
+              print_line: Callable[[str], None] = print_now) -> dict:
     """Evaluate ``run.recordings`` with ``engine`` into ``out_root``: skip those done with the same
     model and settings (unless ``rerun``), write each folder as its result comes, then the fleet
     report from the folders. Returns the fleet report's dictionary."""

@@ -17,8 +17,13 @@ from typing import Callable
 from taseg_ros.bag.fleet.engines import Event
 
 
+def print_now(line: str) -> None:
+    """A line on stdout at once, also when stdout is a file or a pipe (a CI log)."""
+    print(line, flush=True)
+
+
 class FleetProgress:
-    def __init__(self, recordings, print_line: Callable[[str], None] = print) -> None:
+    def __init__(self, recordings, print_line: Callable[[str], None] = print_now) -> None:
         self.print = print_line
         self.total = len(recordings)
         self.sizes = {}
