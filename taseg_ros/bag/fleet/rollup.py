@@ -220,9 +220,9 @@ def _rollup_markdown(rollup: dict) -> list[str]:
             "|---|---|---|" + ("---|---|" if base else "")]
     scores = rollup["scores"]
     if scores is not None:
+        miou = "-" if scores["miou"] is None else f"{100 * scores['miou']:.1f}%"
         text.append(f"| mIoU ({scores['nan_policy']}, one confusion matrix over {scores['recordings']} recordings) "
-                    f"| {100 * scores['miou']:.1f}% | |" + (" | |" if base else "") if scores["miou"] is not None else
-                    "| mIoU | - | |" + (" | |" if base else ""))
+                    f"| {miou} | |" + (" | |" if base else ""))
     for name in FIGURES:
         if rollup["figure_pairs"][name] == 0 and not (base and rollup["baseline_pairs"][name]):
             continue

@@ -38,8 +38,8 @@ def force_option(p: argparse.ArgumentParser) -> None:
     )
 
 
-def fleet_options(p: argparse.ArgumentParser) -> None:
-    """Where the recordings' work runs (taseg_ros.bag.fleet): one task per recording."""
+def fleet_options(p: argparse.ArgumentParser):
+    """Where the recordings' work runs (taseg_ros.bag.fleet): one task per recording. Returns the group."""
     group = p.add_argument_group("many recordings: engine and workers (one recording is one task)")
     group.add_argument("--engine", choices=("local", "ray"), default=None,
                        help="local: worker processes on this machine (default); ray: the actors of a Ray cluster "
@@ -53,6 +53,7 @@ def fleet_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--threads-per-worker", type=int, default=1, metavar="T",
                        help="CPU threads of each worker's model (default 1). Figures are bit-identical between runs "
                        "with the same T, whatever the engine and number of workers")
+    return group
 
 
 def fleet_options_given(args) -> bool:

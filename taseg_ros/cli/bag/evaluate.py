@@ -86,8 +86,7 @@ def add_eval(sub) -> None:
     add_overlay_option(ev)
     max_pairs_option(ev, "stop after N pairs")
     _quality_options(ev)
-    fleet_options(ev)
-    ev.add_argument_group("many recordings").add_argument(
+    fleet_options(ev).add_argument(
         "--rerun", action="store_true", help="evaluate again the recordings done before with this model and settings")
     ev.set_defaults(func=run_eval)
 
