@@ -9,9 +9,10 @@ run again on another worker, up to ``max_attempts`` times; the dead worker is re
 loads the model once). Nothing a worker does touches the output folder: results come back to the
 caller, which writes them (one writer, so a retried recording is written once).
 
-local  ``concurrent.futures.ProcessPoolExecutor`` (spawned processes, not forked: torch and fork
-       do not mix). A killed worker breaks the whole pool (Python's design): every recording in
-       flight is retried on a new pool.
+local  one worker: this process (no start-up; a kill is the command's, and a rerun goes on where it
+       stopped). More: ``concurrent.futures.ProcessPoolExecutor`` (spawned processes, not forked:
+       torch and fork do not mix). A killed worker breaks the whole pool (Python's design): every
+       recording in flight is retried on a new pool.
 ray    one Ray actor per worker (``num_cpus``/``num_gpus`` per actor: logical resources Ray
        schedules by), Ray Core rather than Ray Data: the recording must stay one ordered task (its
        temporal figures), one call per actor keeps "started" exact for the progress, and the retry
@@ -26,6 +27,7 @@ from __future__ import annotations
 import os
 import socket
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -164,6 +166,9 @@ class LocalEngine:
                                    initializer=_setup, initargs=(spec,))
 
     def run(self, spec: WorkerSpec, tasks: list[Task], on_event: Callable[[Event], None]) -> None:
+        if self.workers == 1:
+            self._run_here(spec, tasks, on_event)
+            return
         queue = _Queue(tasks, self.max_attempts, on_event)
         generation, pool = 0, self._pool(spec)
         running: dict[Any, tuple[Task, int, int]] = {}  # future -> (task, attempt, pool generation)
@@ -190,6 +195,35 @@ class LocalEngine:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+    @staticmethod
+    def _run_here(spec: WorkerSpec, tasks: list[Task], on_event: Callable[[Event], None]) -> None:
+        """One worker: this process, its CPU threads set by the spec for the run and put back after."""
+        with _threads_restored():
+            try:
+                state = spec.setup()
+            except Exception as exc:
+                raise SetupError(f"the model could not be loaded: {' '.join(str(exc).split()) or type(exc).__name__}") \
+                    from None
+            info = {**worker_info(), "loads": 1}
+            for task in tasks:
+                on_event(Event("started", task.key, 1, info))
+                on_event(Event("finished", task.key, 1, info, spec.run(state, task.payload)))
+
+
+@contextmanager
+def _threads_restored():
+    """The torch and OpenCV thread counts of this process, put back after the block."""
+    import cv2
+    import torch
+
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv_threads)
 
 
 def _terminate(pool: ProcessPoolExecutor) -> None:
