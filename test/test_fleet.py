@@ -339,3 +339,47 @@ def test_without_ray_one_line_and_exit_2(fleet, tiny_checkpoint, tmp_path, comma
 def test_help_does_not_import_ray():
     code = "import sys; from taseg_ros.cli import build_parser; build_parser(); print('ray' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+# --- the parts: folder writes, fingerprints, names --------------------------------------------------------------
+
+
+def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
+    from taseg_ros.outputs import TEMP_PREFIX, remove_stale_temporaries, replacing_dir
+
+    dest = tmp_path / "drive"
+    with replacing_dir(dest) as stage:
+        (stage / "a.json").write_text("1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drive"]
+    with pytest.raises(RuntimeError):
+        with replacing_dir(dest) as stage:
+            (stage / "b.json").write_text("half")
+            raise RuntimeError("killed while writing")
+    assert [p.name for p in dest.iterdir()] == ["a.json"] and sorted(p.name for p in tmp_path.iterdir()) == ["drive"]
+    with replacing_dir(dest) as stage:
+        (stage / "c.json").write_text("2")
+    assert [p.name for p in dest.iterdir()] == ["c.json"]  # the old folder's files do not stay
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / f"{TEMP_PREFIX}{dead.stdout.strip()}-abcd").mkdir()  # what a SIGKILLed run leaves
+    (tmp_path / f"{TEMP_PREFIX}{os.getpid()}-live").mkdir()  # a running writer's: left alone
+    assert [p.name for p in remove_stale_temporaries(tmp_path)] == [f"{TEMP_PREFIX}{dead.stdout.strip()}-abcd"]
+    assert (tmp_path / f"{TEMP_PREFIX}{os.getpid()}-live").is_dir()
+
+
+def test_fingerprints_and_names(fleet, tmp_path):
+    import shutil
+
+    from taseg_ros.bag.fleet.recordings import find_recordings, fingerprint
+
+    copy = tmp_path / "elsewhere" / "drive_a"
+    shutil.copytree(fleet / "drive_a", copy)
+    assert fingerprint(copy) == fingerprint(fleet / "drive_a")  # a copy is the same recording
+    mcap = next(copy.glob("*.mcap"))
+    data = bytearray(mcap.read_bytes())
+    data[-100] ^= 1  # one byte near the end (the summary: a re-written file)
+    mcap.write_bytes(bytes(data))
+    assert fingerprint(copy) != fingerprint(fleet / "drive_a")
+    found = find_recordings([fleet, copy])  # two recordings named drive_a: each named apart
+    names = [r.name for r in found]
+    assert len(set(names)) == 5 and sum(n.startswith("drive_a_") for n in names) == 2
+    assert [r.name for r in find_recordings([fleet])] == [*GOOD, "drive_z_cut"]
