@@ -1,6 +1,6 @@
 """`taseg bag eval` and `bag select` over a fleet of recordings, on the local engine and on a real Ray
 cluster (``ray.cluster_utils.Cluster``: a head without CPUs and two nodes of one CPU and one logical GPU
-each, shared by the module), with real rosbag2 recordings written by the rosbags writer from the real
+each, shared by the module and run in one child process, so that Ray's driver stays out of pytest's), with real rosbag2 recordings written by the rosbags writer from the real
 MSRS RGB-T frames in ../shared (generated frames when it is absent) and a truncated one.
 
 The local run with one worker is the reference: the other runs (two workers, Ray, a node removed
@@ -111,18 +111,57 @@ def local_run(fleet, tiny_checkpoint, tmp_path_factory):
     return out, report, engine
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """Ray: a head without CPUs (the driver's) and two worker nodes of 1 CPU and 1 logical GPU each."""
+def _events(engine) -> list[dict]:
+    return [{"kind": e.kind, "key": e.key, "attempt": e.attempt, "worker": e.worker} for e in engine.events]
+
+
+def _on_ray(fleet: Path, checkpoint: Path, out: Path) -> dict:
+    """The module's Ray runs, in a child process (Ray's driver threads stay out of the pytest process):
+    one cluster, a head without CPUs and two worker nodes of 1 CPU and 1 logical GPU each."""
     from ray.cluster_utils import Cluster
+
+    from taseg_ros.inference.spec import ModelSpec
+    from taseg_ros.labelling.select import select_frames
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     nodes = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)
-    yield cluster, nodes
-    ray.shutdown()
-    cluster.shutdown()
+    try:
+        _, gpus = _run(fleet, out / "gpus", checkpoint, RayEngine(2, gpus_per_worker=1))
+        on_ray = select_frames(_select_settings(fleet, out / "select"), engine=RayEngine(2), model=ModelSpec(checkpoint))
+        lost = {}
+
+        def remove(event):  # the node running the first recording, a moment after it started there
+            if lost or event.key not in GOOD:
+                return
+            time.sleep(0.3)
+            node = next(n for n in nodes if n.node_id == event.worker["node"])
+            cluster.remove_node(node)
+            lost["key"] = event.key
+
+        _, removing = _run(fleet, out / "lost", checkpoint, Counting(RayEngine(2), on_started=remove))
+        return {"gpus": _events(gpus), "lost": _events(removing), "lost_key": lost.get("key"),
+                "select": {"ids": on_ray.ids, "scored": on_ray.scored}}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def on_ray(fleet, tiny_checkpoint, tmp_path_factory):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    out = tmp_path_factory.mktemp("ray")
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_on_ray, fleet, tiny_checkpoint, out).result(timeout=540), out
+
+
+def _select_settings(fleet: Path, out: Path):
+    from taseg_ros.labelling.select import SelectSettings
+
+    return SelectSettings(recordings=tuple(fleet / d for d in GOOD), output=out, k=4, min_gap_s=0.15)
 
 
 # --- one reference run: 3 reports + 1 failure -----------------------------------------------------------
@@ -184,43 +223,25 @@ def test_two_local_workers_write_the_same_folders(local_run, fleet, tiny_checkpo
     assert {e.worker["loads"] for e in engine.events if e.kind == "finished"} == {1}  # the model loaded once each
 
 
-def test_ray_with_logical_gpus_writes_the_same_folders(local_run, fleet, tiny_checkpoint, tmp_path, cluster):
-    out = tmp_path / "eval"
-    report, engine = _run(fleet, out, tiny_checkpoint, RayEngine(2, gpus_per_worker=1))
-    _same_folders(local_run[0], out)
-    nodes = {e.worker["node"] for e in engine.events if e.kind == "finished"}
-    assert len(nodes) == 2 and {e.worker["loads"] for e in engine.events if e.kind == "finished"} == {1}
+def test_ray_with_logical_gpus_writes_the_same_folders(local_run, on_ray):
+    results, out = on_ray
+    _same_folders(local_run[0], out / "gpus")
+    finished = [e for e in results["gpus"] if e["kind"] == "finished"]
+    assert len({e["worker"]["node"] for e in finished}) == 2 and {e["worker"]["loads"] for e in finished} == {1}
 
 
-def test_a_node_lost_mid_run(local_run, fleet, tiny_checkpoint, tmp_path, cluster):
+def test_a_node_lost_mid_run(local_run, on_ray):
     """The node running the first recording is removed (its raylet and workers killed) a moment after
     the recording started there: it runs again on the other node; every recording is written once."""
-    cluster_, nodes = cluster
-    lost = {}
-
-    def remove(event):
-        if lost or event.key not in GOOD:
-            return
-        time.sleep(0.3)  # inside the recording
-        node = next(n for n in nodes if n.node_id == event.worker["node"])
-        cluster_.remove_node(node)
-        lost.update(node=node, key=event.key)
-
-    out = tmp_path / "eval"
-    try:
-        report, engine = _run(fleet, out, tiny_checkpoint, Counting(RayEngine(2), on_started=remove))
-    finally:
-        if lost:  # the cluster as it was, for the tests after this one
-            nodes[nodes.index(lost["node"])] = cluster_.add_node(num_cpus=1, num_gpus=1)
-            cluster_.wait_for_nodes()
-    kinds = [(e.kind, e.key) for e in engine.events]
-    assert ("retry", lost["key"]) in kinds
-    finished = [e.key for e in engine.events if e.kind == "finished"]
-    assert sorted(finished) == sorted([*GOOD, "drive_z_cut"])  # each recording finished exactly once
-    attempts = {e.key: e.attempt for e in engine.events if e.kind == "finished"}
-    assert attempts[lost["key"]] == 2
-    assert json.loads((out / lost["key"] / "timings.json").read_text())["attempt"] == 2
-    _same_folders(local_run[0], out)
+    results, out = on_ray
+    events, lost = results["lost"], results["lost_key"]
+    assert lost in GOOD
+    assert any(e["kind"] == "retry" and e["key"] == lost for e in events)
+    finished = [e for e in events if e["kind"] == "finished"]
+    assert sorted(e["key"] for e in finished) == sorted([*GOOD, "drive_z_cut"])  # each finished exactly once
+    assert {e["key"]: e["attempt"] for e in finished}[lost] == 2
+    assert json.loads((out / "lost" / lost / "timings.json").read_text())["attempt"] == 2
+    _same_folders(local_run[0], out / "lost")
 
 
 # --- idempotent, restartable ------------------------------------------------------------------------------------
@@ -294,29 +315,27 @@ def test_labelled_fleet_miou_from_the_summed_confusion_matrix(tiny_checkpoint, t
 # --- bag select on the engines ----------------------------------------------------------------------------------
 
 
-def test_select_chooses_the_same_frames_on_every_engine(fleet, tiny_checkpoint, tmp_path, cluster):
+def test_select_chooses_the_same_frames_on_every_engine(fleet, tiny_checkpoint, tmp_path, on_ray):
     """Ray with two workers (one recording each at a time) against this process scoring every recording
     in turn with the workers' thread count: the same frames, the same selection.csv."""
     import torch
 
     from taseg_ros.bag.fleet.engines import set_threads
     from taseg_ros.inference.spec import ModelSpec
-    from taseg_ros.labelling.select import SelectSettings, select_frames
+    from taseg_ros.labelling.select import select_frames
 
-    model = ModelSpec(tiny_checkpoint)
-    settings = {name: SelectSettings(recordings=tuple(fleet / d for d in GOOD), output=tmp_path / name, k=4,
-                                     min_gap_s=0.15) for name in ("here", "ray")}
+    settings = _select_settings(fleet, tmp_path / "here")
     threads = torch.get_num_threads()
     try:
         set_threads(1)
-        here = select_frames(settings["here"], model.load())
+        here = select_frames(settings, ModelSpec(tiny_checkpoint).load())
     finally:
         set_threads(threads)
-    on_ray = select_frames(settings["ray"], engine=RayEngine(2), model=model)
-    assert on_ray.ids == here.ids and len(here.ids) == 4
-    assert on_ray.scored == here.scored == 3 * FRAMES  # every pair of every recording
-    csv = {name: (s.output / "selection.csv").read_text() for name, s in settings.items()}
-    assert csv["ray"] == csv["here"]
+    results, out = on_ray
+    assert results["select"]["ids"] == here.ids and len(here.ids) == 4
+    assert results["select"]["scored"] == here.scored == 3 * FRAMES  # every pair of every recording
+    csv = (out / "select" / "selection.csv").read_text().replace(str(out / "select"), "")
+    assert csv == (settings.output / "selection.csv").read_text().replace(str(settings.output), "")
 
 
 # --- Ray absent ------------------------------------------------------------------------------------------------
