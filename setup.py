@@ -67,6 +67,8 @@ setup(
         # NVIDIA GPU machines: ONNX Runtime's CUDA/TensorRT providers and TensorRT engines.
         # (onnxruntime-gpu replaces onnxruntime: install one of the two.)
         "gpu": ["onnx>=1.15", "onnxruntime-gpu>=1.17", "tensorrt-cu12>=10.0"],
+        # `taseg bag eval|select --engine ray`: many recordings on a Ray cluster (imported only then).
+        "cluster": ["ray>=2.9"],
     },
     tests_require=["pytest"],
     zip_safe=True,

@@ -41,9 +41,10 @@ else
   fi
 fi
 
-# runtimes: ONNX, ONNX Runtime and OpenVINO (CPU), so `taseg export` and the tests cover them.
-extras="test,runtimes"
-[ "$with_ros" = 1 ] && extras="ros,test,runtimes"
+# runtimes: ONNX, ONNX Runtime and OpenVINO (CPU), so `taseg export` and the tests cover them;
+# cluster: Ray, for `taseg bag eval|select --engine ray` and its tests.
+extras="test,runtimes,cluster"
+[ "$with_ros" = 1 ] && extras="ros,test,runtimes,cluster"
 "$venv/bin/python" -m pip install --upgrade pip
 # torch comes from PyPI (its CUDA build also runs on the CPU); torchvision, which
 # segment-anything and open_clip import, must match it.

@@ -316,6 +316,64 @@ def replacing_files(paths: Iterable[PathLike]) -> Iterator[Path]:
 
 
 @contextmanager
+def replacing_dir(path: PathLike) -> Iterator[Path]:
+    """`replacing` for a whole folder: yield an empty temporary folder beside `path` for the writer
+    to fill; when the block succeeds it is renamed to `path` (an existing folder there is first moved
+    aside under a temporary name, then removed), when it fails it is removed. A reader (or a rerun
+    after a kill) sees the complete old folder, the complete new one, or (killed between the two
+    renames) none: never half of one. Temporary names start with TEMP_PREFIX."""
+    path = Path(path)
+    check_name_length(path)
+    check_write_target(path)
+    stage = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stage.mkdir()
+    except OSError as exc:
+        raise write_error(exc, path) or exc from None
+    old = None
+    try:
+        with system_refusals(path):
+            yield stage
+            if path.is_dir() and not path.is_symlink():
+                old = path.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.old"
+                os.replace(path, old)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+            os.replace(stage, path)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_stale_temporaries(folder: PathLike) -> list[Path]:
+    """Remove what `replacing`/`replacing_dir` left in `folder` when a run was killed (SIGKILL, a
+    lost node): entries named TEMP_PREFIX + a pid that is not running any more. Returns them."""
+    removed = []
+    for entry in Path(folder).glob(f"{TEMP_PREFIX}*"):
+        pid = entry.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or _running(int(pid)):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
 def system_refusals(path: PathLike, together: Iterable[Path] = ()) -> Iterator[None]:
     """Within the block, an exception of a writer of `path` that is the system refusing the write
     (whatever type the library wraps it in) -> one OutputPathError naming `path` (or the one of

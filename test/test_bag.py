@@ -874,7 +874,8 @@ def test_documented_workflow_runs_as_written(tmp_path, tiny_checkpoint, monkeypa
         ran.append(argv[2])
         if argv[2] == "extract":
             label_everything(argv[argv.index("-o") + 1], recordings[argv[3]])
-    assert ran == ["info", "refine", "info", "extract", "select", "extract", "eval", "eval", "eval", "eval"]
+    assert ran == ["info", "refine", "info", "extract", "select", "extract", "eval", "eval", "eval", "eval", "eval",
+                   "report"]
     assert Path("registration_refined.yaml").is_file() and len(list(Path("data/round1/rgb").iterdir())) > 0
     from taseg_ros.datasets import build_dataset
 
@@ -891,6 +892,9 @@ def test_documented_workflow_runs_as_written(tmp_path, tiny_checkpoint, monkeypa
     assert unlabelled["scores"] is None and unlabelled["quality"]["summary"]["flicker_compensated"] is not None
     gated = json.loads(Path("eval_run2_vs_previous/report.json").read_text())["comparison"]
     assert gated["kind"] == "model" and gated["passed"] and len(gated["gates"]) == 3
+    fleet = json.loads(Path("fleet_new/fleet.json").read_text())  # the fleet section: run2 and run3, gated
+    assert [r["name"] for r in fleet["recordings"]] == ["run2", "run3"] and fleet["verdict"]["passed"]
+    assert fleet["rollup"]["change"]["mean_confidence"] == 0.0  # the baseline is the same model
 
 
 # --- replay (real DDS, the node in this process) -------------------------------------------------------

@@ -53,16 +53,25 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
 
 def segmenter_from_args(args: argparse.Namespace):
     """A Segmenter from --checkpoint (any model file), --sam-checkpoint, the device and the backend options."""
-    from taseg_ros.inference import Segmenter
+    return model_spec_from_args(args).load()
+
+
+def model_spec_from_args(args: argparse.Namespace, checkpoint=None, threads: int | None = None):
+    """The model the options name (``checkpoint``: another file with the same options, e.g. a
+    --baseline model), as a ModelSpec a worker loads; the device is resolved where it loads."""
+    from pathlib import Path
+
+    from taseg_ros.inference.spec import ModelSpec
 
     max_input_size = getattr(args, "max_input_size", DEFAULT_MAX_INPUT_SIZE)
     problem = max_input_size_problem(max_input_size)
     if problem:
         raise InputError(f"--max-input-size {max_input_size}: {problem}")
-    return Segmenter.from_checkpoint(
-        args.checkpoint, sam_checkpoint=args.sam_checkpoint, device=device_from_args(args), precision=args.precision,
-        backend=getattr(args, "backend", None), merge_lora=getattr(args, "merge_lora", False),
-        max_input_size=max_input_size,
+    sam = args.sam_checkpoint
+    return ModelSpec(
+        Path(checkpoint or args.checkpoint), sam_checkpoint=None if sam is None else Path(sam), device=args.device,
+        precision=args.precision, backend=getattr(args, "backend", None), merge_lora=getattr(args, "merge_lora", False),
+        max_input_size=max_input_size, threads=threads,
     )
 
 

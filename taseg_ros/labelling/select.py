@@ -18,6 +18,10 @@ Method (deterministic: the same recordings, model and options choose the same fr
    stops at K, or earlier when no frame qualifies any more (the result says so). Frames already in
    the output folder (an earlier round) count as chosen: they are not scored again, and frames near
    them in appearance, or in time (same recording, per frames.csv), are held back the same way.
+   Scoring runs one recording per task on the engines of ``bag.fleet`` (local worker processes or a
+   Ray cluster, each worker loading the model once); the choice itself runs once, over all the
+   candidates in recording order, so the engine and the number of workers change nothing (the
+   workers' CPU threads are fixed: --threads-per-worker).
 4. Write. The chosen pairs are written exactly as ``taseg bag extract`` writes them (rgb/, raw
    thermal/, classes.yaml with the model's class list and the thermal preparation, train.txt,
    val.txt, frames.csv; ``bag.extract`` with the chosen stamps), plus ``selection.csv``: id,
@@ -35,7 +39,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from taseg_ros.errors import InputError
+from taseg_ros.bag.fleet.engines import DEFAULT_THREADS_PER_WORKER, Task, set_threads
+from taseg_ros.errors import InputError, TasegError
 from taseg_ros.frames.pairing import DEFAULT_SLOP_S, NS_PER_S
 from taseg_ros.labelling.uncertainty import DEFAULT_LOW_CONFIDENCE, SCORES, FrameUncertainty, frame_uncertainty
 from taseg_ros.outputs import output_dir, write_text_atomic
@@ -184,24 +189,71 @@ def choose(
     return chosen
 
 
+@dataclass
+class ScoreOutcome:
+    """One recording's candidates, scored by a worker (or the reason it could not be)."""
+
+    index: int
+    candidates: list[Candidate] = field(default_factory=list)
+    scored: int = 0
+    already_in_folder: int = 0
+    failures: Counter = field(default_factory=Counter)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoreWorker:
+    """The WorkerSpec (bag.fleet.engines) that scores one recording per task."""
+
+    model: object  # inference.spec.ModelSpec
+    settings: SelectSettings
+    existing: frozenset = frozenset()  # ids already in the output folder
+    threads: int = DEFAULT_THREADS_PER_WORKER
+
+    def setup(self):
+        import warnings
+
+        set_threads(self.threads)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # model-building noise; checkpoint problems raise
+            return self.model.load()
+
+    def run(self, segmenter, index: int) -> ScoreOutcome:
+        partial = SelectResult(self.settings.output)
+        try:
+            candidates = _score_recording(index, self.settings, segmenter, set(self.existing), partial, None)
+        except (TasegError, OSError) as exc:
+            return ScoreOutcome(index, error=" ".join(str(exc).split()) or type(exc).__name__)
+        except Exception as exc:  # anything else a damaged recording can raise deep in a reader
+            return ScoreOutcome(index, error=f"{self.settings.recordings[index]}: {type(exc).__name__}: {exc}")
+        return ScoreOutcome(index, candidates, partial.scored, partial.already_in_folder, partial.failures)
+
+
 def select_frames(
-    settings: SelectSettings, segmenter, *, on_pair: Callable[[int], None] | None = None
+    settings: SelectSettings, segmenter=None, *, on_pair: Callable[[int], None] | None = None, engine=None,
+    model=None, threads: int = DEFAULT_THREADS_PER_WORKER, on_event: Callable | None = None,
 ) -> SelectResult:
     """Score, choose and write (see the module docstring). Nothing is written when nothing can be
-    chosen or a step fails."""
+    chosen or a step fails. Scores with ``segmenter`` in this process, or with ``engine``
+    (bag.fleet.engines) on workers that load ``model`` (an inference.spec.ModelSpec), one
+    recording per task; ``on_event`` gets the engine's events (progress)."""
     from taseg_ros.bag.extract import check_dataset_folder
     from taseg_ros.bag.io.reader import BagError
     from taseg_ros.bag.labels import stamp_id
 
     out = settings.output
-    classes = segmenter.class_info
+    classes = segmenter.class_info if segmenter is not None else model.class_info()
     for recording in settings.recordings:  # a folder that cannot take these frames: say so before scoring
         check_dataset_folder(out, settings.extract_settings(recording, classes, None))
     existing = {p.stem for p in (out / "rgb").glob("*")} if (out / "rgb").is_dir() else set()
     result = SelectResult(out)
     candidates: list[Candidate] = []
-    for index, recording in enumerate(settings.recordings):
-        candidates += _score_recording(index, settings, segmenter, existing, result, on_pair)
+    if engine is None:
+        for index, recording in enumerate(settings.recordings):
+            candidates += _score_recording(index, settings, segmenter, existing, result, on_pair)
+    else:
+        worker = ScoreWorker(model, settings, frozenset(existing), threads)
+        candidates = _score_on(engine, worker, result, on_event)
     if not candidates:
         raise BagError(_nothing_to_choose(settings, result))
     thumbnails = np.stack([c.thumbnail for c in candidates])
@@ -224,6 +276,37 @@ def select_frames(
         )
     _write(settings, classes, result)
     return result
+
+
+def _score_on(engine, worker: ScoreWorker, result: SelectResult, on_event) -> list[Candidate]:
+    """Every recording scored on ``engine``; the candidates in recording order (as in one process)."""
+    from taseg_ros.bag.io.reader import BagError
+
+    outcomes: dict[int, ScoreOutcome] = {}
+    lost: dict[int, str] = {}
+
+    def collect(event) -> None:
+        if on_event is not None:
+            on_event(event)
+        if event.kind == "finished":
+            outcomes[event.result.index] = event.result
+        elif event.kind == "lost":
+            lost[int(event.key)] = event.reason
+
+    recordings = worker.settings.recordings
+    engine.run(worker, [Task(str(i), i) for i in range(len(recordings))], collect)
+    problems = [f"{recordings[i]}: {lost[i]}" for i in sorted(lost)]
+    problems += [outcomes[i].error for i in sorted(outcomes) if outcomes[i].error]
+    if problems:  # the choice needs every recording: one that cannot be scored stops the selection
+        raise BagError("; ".join(problems))
+    candidates = []
+    for i in sorted(outcomes):
+        outcome = outcomes[i]
+        candidates += outcome.candidates
+        result.scored += outcome.scored
+        result.already_in_folder += outcome.already_in_folder
+        result.failures.update(outcome.failures)
+    return candidates
 
 
 def _earlier_round(settings: SelectSettings, thumbnails, recordings, stamps, min_gap_ns):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from taseg_ros.bag.evaluate.plots import plot_quality, plot_timing
-from taseg_ros.bag.evaluate.result import BagEvalResult
+from taseg_ros.bag.evaluate.result import BagEvalResult, split_timings
 from taseg_ros.outputs import write_text_atomic
 from taseg_ros.evaluation.quality import FIGURES
 
@@ -166,10 +166,9 @@ def _quality_markdown(result: BagEvalResult, plots: dict[str, Path]) -> list[str
     return text + [""]
 
 
-def _markdown(result: BagEvalResult, plots: dict[str, Path]) -> str:
+def _markdown(result: BagEvalResult, plots: dict[str, Path], timings: bool = True) -> str:
     from taseg_ros.evaluation.report import to_markdown
 
-    t = result.timing()
     rows = [
         ("recording", f"`{result.bag}`"),
         ("topics", f"`{result.rgb_topic}` + `{result.thermal_topic}`"),
@@ -177,6 +176,44 @@ def _markdown(result: BagEvalResult, plots: dict[str, Path]) -> str:
         ("mode", result.mode + (" (interrupted)" if result.interrupted else "")),
         ("pairs (slop)", f"{result.pairs} ({result.slop_s * 1e3:g} ms)"),
         ("processed / failed", f"{result.processed} / {result.failed}"),
+    ]
+    if timings:
+        rows += _timing_rows(result)
+    if result.label_source is not None:
+        rows.append(
+            (
+                "labels",
+                f"{result.labels_total} in `{result.label_source}`, {result.scored} scored, "
+                f"{result.labels_unmatched} unmatched",
+            )
+        )
+    if result.output_bag:
+        rows.append(("output recording", f"`{result.output_bag}`"))
+    text = ["# Recording evaluation", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], ""]
+    if result.mode == "offline" and timings:
+        text.append(
+            "Drops are simulated: the recording's pairs replayed at their recorded times against the "
+            "measured per-pair processing times, with the node's newest-pair-wins policy.\n"
+        )
+    if not timings:
+        text.append("Timings (per pair, and the pairs a real-time node would drop) are in `timings.json`.\n")
+    for note in result.notes:
+        text.append(f"- note: {note}")
+    if "latency" in plots:
+        text += ["", f"![processing time per pair]({plots['latency'].name})", ""]
+    text += _quality_markdown(result, plots)
+    if result.scores is not None:
+        scores_md = to_markdown(result.scores).replace("# Evaluation", "## Scores", 1)
+        text += [scores_md]
+        for key in ("iou_bars", "confusion"):
+            if key in plots:
+                text.append(f"![{key}]({plots[key].name})\n")
+    return "\n".join(text) + "\n"
+
+
+def _timing_rows(result: BagEvalResult) -> list[tuple[str, str]]:
+    t = result.timing()
+    rows = [
         (
             "dropped by a real-time node",
             f"{result.dropped} ({'-' if result.dropped_share is None else f'{100 * result.dropped_share:.1f}%'})",
@@ -195,51 +232,30 @@ def _markdown(result: BagEvalResult, plots: dict[str, Path]) -> str:
                 f"{_ms(latency['median'])} / {_ms(latency['p90'])} / {_ms(latency['max'])} ms",
             )
         )
-    if result.label_source is not None:
-        rows.append(
-            (
-                "labels",
-                f"{result.labels_total} in `{result.label_source}`, {result.scored} scored, "
-                f"{result.labels_unmatched} unmatched",
-            )
-        )
-    if result.output_bag:
-        rows.append(("output recording", f"`{result.output_bag}`"))
-    text = ["# Recording evaluation", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], ""]
-    if result.mode == "offline":
-        text.append(
-            "Drops are simulated: the recording's pairs replayed at their recorded times against the "
-            "measured per-pair processing times, with the node's newest-pair-wins policy.\n"
-        )
-    for note in result.notes:
-        text.append(f"- note: {note}")
-    if "latency" in plots:
-        text += ["", f"![processing time per pair]({plots['latency'].name})", ""]
-    text += _quality_markdown(result, plots)
-    if result.scores is not None:
-        scores_md = to_markdown(result.scores).replace("# Evaluation", "## Scores", 1)
-        text += [scores_md]
-        for key in ("iou_bars", "confusion"):
-            if key in plots:
-                text.append(f"![{key}]({plots[key].name})\n")
-    return "\n".join(text) + "\n"
+    return rows
 
 
-def write_eval_report(result: BagEvalResult, out_dir: str | Path) -> dict[str, Path]:
+def write_eval_report(result: BagEvalResult, out_dir: str | Path, timings: bool = True) -> dict[str, Path]:
     """report.json, report.md, timing.png, quality.png and (with labels) iou_per_class.png and
-    confusion_matrix.png."""
+    confusion_matrix.png. ``timings`` False (a fleet's recording): what depends on this run's speed
+    goes to timings.json alone (no timing.png), so every other file is the same on any machine."""
     from taseg_ros.evaluation.report import plot_confusion, plot_iou_bars
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, Path] = {"latency": plot_timing(result, out / "timing.png")}
+    files: dict[str, Path] = {"latency": plot_timing(result, out / "timing.png")} if timings else {}
     if result.quality is not None and result.quality.frames:
         files["quality"] = plot_quality(result, out / "quality.png")
     if result.scores is not None:
         files["iou_bars"] = plot_iou_bars(result.scores, out / "iou_per_class.png")
         files["confusion"] = plot_confusion(result.scores.overall, result.class_names, out / "confusion_matrix.png")
+    report = result.to_dict()
+    if not timings:
+        report, times = split_timings(report)
+        files["timings"] = out / "timings.json"
+        write_text_atomic(files["timings"], json.dumps(times, indent=2, allow_nan=False) + "\n")
     files["json"] = out / "report.json"
-    write_text_atomic(files["json"], json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
+    write_text_atomic(files["json"], json.dumps(report, indent=2, allow_nan=False) + "\n")
     files["markdown"] = out / "report.md"
-    write_text_atomic(files["markdown"], _markdown(result, files))
+    write_text_atomic(files["markdown"], _markdown(result, files, timings))
     return files

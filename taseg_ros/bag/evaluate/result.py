@@ -9,6 +9,11 @@ from taseg_ros.frames.settings import STEPS
 from taseg_ros.frames.pairing import NS_PER_S
 from taseg_ros.timing import summarize_ms
 
+# What depends on how fast this run went (the machine, its load), in the report dictionary and in each
+# frame's: a fleet writes these apart (timings.json), so the rest compares byte for byte between runs.
+TIMING_KEYS = ("timing", "realtime")
+FRAME_TIMING_KEYS = ("processing_ms", "inference_ms", "steps_ms", "latency_ms")
+
 
 @dataclass
 class FrameResult:
@@ -149,3 +154,14 @@ class BagEvalResult:
             "comparison": self.comparison,
             "per_frame": [f.to_dict() for f in self.frames],
         }
+
+
+def split_timings(report: dict) -> tuple[dict, dict]:
+    """(the report without its timings, the timings: TIMING_KEYS and per frame its stamp and
+    FRAME_TIMING_KEYS)."""
+    rest = {k: v for k, v in report.items() if k not in TIMING_KEYS}
+    timings = {k: report[k] for k in TIMING_KEYS if k in report}
+    rest["per_frame"] = [{k: v for k, v in f.items() if k not in FRAME_TIMING_KEYS} for f in report["per_frame"]]
+    timings["per_frame"] = [{"rgb_stamp_ns": f["rgb_stamp_ns"], **{k: f[k] for k in FRAME_TIMING_KEYS if k in f}}
+                            for f in report["per_frame"]]
+    return rest, timings

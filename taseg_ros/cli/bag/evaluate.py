@@ -6,10 +6,24 @@ import argparse
 from taseg_ros.cli.bag.common import (
     bag_and_topics,
     bag_name,
+    engine_from_args,
+    fleet_options,
+    fleet_options_given,
     force_option,
+    gates_from_args,
     max_pairs_option,
     progress,
     source_from_args,
+)
+
+FLEET_HELP = (
+    "Several recordings (or folders holding recordings, found by their metadata.yaml), or any of the "
+    "engine options: one folder per recording in -o (default ./fleet_eval) plus the fleet report "
+    "(fleet.md, fleet.json): each recording's figures and verdict, the roll-up weighted by pairs, the worst "
+    "recordings and segments; --gate applies to every recording and to the roll-up. A recording done before "
+    "with the same model and settings is skipped (--rerun redoes it); one that cannot be read is reported as "
+    "failed and the others go on. Exit code 2 when a recording failed, else 1 when a gate failed. No output "
+    "recordings. `taseg bag report DIR` rebuilds the fleet report from the folders."
 )
 
 
@@ -26,9 +40,10 @@ def add_eval(sub) -> None:
         "<ns>/labels, colorized, overlay, confidence and <ns>/quality/<figure> topics. With --baseline "
         "(a previous model, run on the same pairs, or a previous report.json of this recording) it "
         "reports the change of every figure; --gate/--gates set pass ranges: exit code 1 when one "
-        "fails (2: bad input, nothing written).",
+        "fails (2: bad input, nothing written). " + FLEET_HELP,
     )
-    bag_and_topics(ev)
+    bag_and_topics(ev, many="rosbag2 recordings (folders with metadata.yaml, or bare .mcap / .db3 files), or "
+                   "folders holding recordings; one recording: as before, several: a fleet run (see above)")
     ev.add_argument("--checkpoint", required=True, metavar="CKPT", help="TASeg checkpoint (.safetensors)")
     ev.add_argument(
         "--sam-checkpoint", metavar="PTH", help="official SAM weights the checkpoint refers to (default: models/)"
@@ -54,7 +69,8 @@ def add_eval(sub) -> None:
         help="offline: every pair, as fast as possible (drops simulated); realtime: only the pairs a "
         "live node would process (default offline)",
     )
-    ev.add_argument("-o", "--output", metavar="DIR", help="report folder (default ./<bag name>_eval)")
+    ev.add_argument("-o", "--output", metavar="DIR",
+                    help="report folder (default ./<bag name>_eval; several recordings: ./fleet_eval)")
     out_bag = ev.add_mutually_exclusive_group()
     out_bag.add_argument("--output-bag", metavar="PATH", help="output recording (default <output>/<bag name>_taseg)")
     out_bag.add_argument("--no-output-bag", action="store_true", help="write the report only")
@@ -70,7 +86,31 @@ def add_eval(sub) -> None:
     add_overlay_option(ev)
     max_pairs_option(ev, "stop after N pairs")
     _quality_options(ev)
+    fleet_options(ev).add_argument(
+        "--rerun", action="store_true", help="evaluate again the recordings done before with this model and settings")
     ev.set_defaults(func=run_eval)
+
+
+def add_report(sub) -> None:
+    rep = sub.add_parser(
+        "report",
+        help="rebuild the fleet report of a `bag eval` over several recordings from its folders",
+        description="Rebuild fleet.md and fleet.json from the per-recording folders of a fleet `bag eval` "
+        "output (also after a partial or killed run: recordings not done yet are listed as pending). Exit "
+        "code as bag eval's: 2 when a recording failed or is not done, else 1 when a gate failed.",
+    )
+    rep.add_argument("output", metavar="DIR", help="the -o folder of the fleet run")
+    rep.set_defaults(func=run_report)
+
+
+def run_report(args) -> int:
+    from taseg_ros.bag.fleet.rollup import exit_code, write_fleet_report
+
+    report = write_fleet_report(args.output)
+    c = report["counts"]
+    print(f"{args.output}/fleet.md: {c['done']} done, {c['failed']} failed, {c['stale']} stale, {c['pending']} pending "
+          f"of {c['recordings']}; " + ("PASS" if report["verdict"]["passed"] else "FAIL"))
+    return exit_code(report)
 
 
 def _quality_options(ev: argparse.ArgumentParser) -> None:
@@ -101,6 +141,31 @@ def _quality_options(ev: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args) -> int:
+    if _is_fleet(args):
+        from taseg_ros.cli.bag.fleet import run_fleet_eval
+
+        return run_fleet_eval(args)
+    args.bag = args.bag[0]
+    if args.rerun:
+        from taseg_ros.errors import InputError
+
+        raise InputError("--rerun is for several recordings (a fleet run); one recording is always evaluated")
+    return _run_one(args)
+
+
+def _is_fleet(args) -> bool:
+    """Several recordings, a folder holding recordings, or an engine option: a fleet run."""
+    from pathlib import Path
+
+    from taseg_ros.bag.fleet.recordings import is_recording
+
+    if len(args.bag) > 1 or fleet_options_given(args):
+        return True
+    path = Path(args.bag[0])
+    return path.is_dir() and not is_recording(path)
+
+
+def _run_one(args) -> int:
     import warnings
 
     from taseg_ros.bag.evaluate.compare import compare
@@ -118,7 +183,7 @@ def run_eval(args) -> int:
         checkpoint_name=str(args.checkpoint), low_confidence=args.low_confidence,
         thermal_reliance=args.thermal_reliance, segment_window_s=args.segment_window, worst_segments=args.worst_segments,
     )
-    gates = _gates_from_args(args)
+    gates = gates_from_args(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # model-building noise; checkpoint problems raise
         segmenter = segmenter_from_args(args)
@@ -161,22 +226,6 @@ def _eval_outputs(args):
         check_output_recording(output_bag, force=args.force, inputs=inputs)
     check_output_dir(out_dir, force=args.force, inputs=inputs)
     return out_dir, output_bag, inputs
-
-
-def _gates_from_args(args):
-    """--gate and --gates, checked against what this run computes (before the model loads)."""
-    from taseg_ros.bag.evaluate.compare import check_gates_available, is_report
-    from taseg_ros.errors import InputError
-    from taseg_ros.evaluation.gates import load_gates, parse_gate
-
-    if not 0 < args.low_confidence <= 1:
-        raise InputError(f"--low-confidence must be in (0, 1], got {args.low_confidence}")
-    if not args.segment_window > 0 or args.worst_segments < 0:
-        raise InputError("--segment-window must be > 0 and --worst-segments >= 0")
-    gates = [parse_gate(text) for text in args.gate] + (load_gates(args.gates) if args.gates else [])
-    model_baseline = args.baseline is not None and not is_report(args.baseline)
-    check_gates_available(gates, args.baseline, model_baseline, args.thermal_reliance)
-    return gates
 
 
 def _baseline_from_args(args, segmenter):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from taseg_ros.cli.bag.common import progress
+from taseg_ros.cli.bag.common import engine_from_args, fleet_options
 
 
 def add_select(sub) -> None:
@@ -46,16 +46,17 @@ def add_select(sub) -> None:
     add_device_options(se)
     add_backend_options(se)
     add_thermal_options(se, default_help="auto, as the node's parameter; recorded in classes.yaml", homography=True)
+    fleet_options(se)
     se.set_defaults(func=run_select)
 
 
 def run_select(args) -> int:
-    import warnings
-
-    from taseg_ros.cli.options import homography_from_args, segmenter_from_args, thermal_norm_from_args
+    from taseg_ros.cli.options import homography_from_args, model_spec_from_args, thermal_norm_from_args
+    from taseg_ros.errors import MissingInputError
     from taseg_ros.labelling.select import SelectSettings, format_select, select_frames
     from taseg_ros.outputs import check_not_overlapping
 
+    engine = engine_from_args(args)  # first: without Ray, one line and nothing else done
     settings = SelectSettings(
         recordings=tuple(args.bag), output=args.output, k=args.k, rgb_topic=args.rgb_topic,
         thermal_topic=args.thermal_topic, slop_s=args.slop, score=args.score, low_confidence=args.low_confidence,
@@ -64,11 +65,22 @@ def run_select(args) -> int:
         homography=homography_from_args(args),
     )
     check_not_overlapping(settings.output, {"--checkpoint": args.checkpoint, **{f"REC {r}": r for r in args.bag}})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # model-building noise; checkpoint problems raise
-        segmenter = segmenter_from_args(args)
-    bar, update = progress(None, "pair")
-    with bar:
-        result = select_frames(settings, segmenter, on_pair=update)
+    model = model_spec_from_args(args, threads=args.threads_per_worker)
+    if not model.checkpoint.is_file():
+        raise MissingInputError(f"--checkpoint {model.checkpoint}: no such model file")
+    result = select_frames(settings, engine=engine, model=model, threads=args.threads_per_worker,
+                           on_event=_progress_line)
     print(format_select(result, settings))
     return 0
+
+
+def _progress_line(event) -> None:
+    """One line per recording scored (stderr: stdout holds the choice)."""
+    import sys
+
+    if event.kind == "finished":
+        outcome = event.result
+        what = outcome.error or f"{outcome.scored} pairs scored"
+        print(f"recording {outcome.index + 1}: {what}", file=sys.stderr)
+    elif event.kind in ("retry", "lost", "waiting"):
+        print(f"recording {int(event.key) + 1 if event.key else ''}: {event.kind}: {event.reason}", file=sys.stderr)
