@@ -3,7 +3,7 @@
 A registry of the official upstream files (names, sizes, sha256, URLs), a checker for the copies
 in `models/`, and a resumable, checksum-verified downloader. Standard library only (urllib,
 hashlib) plus tqdm, and no torch import, so `taseg weights` stays fast and works before torch is
-usable on a machine.
+usable on a machine (test/test_layers.py runs it and checks that no heavy module loads).
 
 Downloads go to `<name>.part` next to the target; an interrupted download resumes with an HTTP
 Range request, and only a file whose size and sha256 match the registry is renamed into place.

@@ -39,11 +39,13 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from taseg_ros.bag.labels import TopicLabels, stamp_id
-from taseg_ros.bag.pairs import BagPairing, PairSource, failure_summary
+from taseg_ros.bag.info import inspect_bag
 from taseg_ros.bag.io.reader import Bag, BagError, open_bag
 from taseg_ros.bag.io.topics import resolve_image_topics
+from taseg_ros.bag.labels import TopicLabels, stamp_id
+from taseg_ros.bag.pairs import BagPairing, PairSource, failure_summary
 from taseg_ros.classes import ClassInfo, load_classes
+from taseg_ros.datasets.config import load_dataset_config
 from taseg_ros.errors import InputError
 from taseg_ros.frames.codec import ImageDecodeError, decode_pair
 from taseg_ros.frames.files import write_image, write_rgb, write_thermal
@@ -186,8 +188,6 @@ def check_dataset_folder(out: Path, settings: ExtractSettings) -> None:
 def _check_existing_classes(target: Path, settings: ExtractSettings) -> None:
     """A folder that already holds a dataset takes more frames only with its class list and its
     thermal preparation: frames prepared two ways in one dataset would train on two inputs."""
-    from taseg_ros.datasets.config import load_dataset_config
-
     config = load_dataset_config(target)
     if settings.classes is not None:
         wanted = settings.classes if isinstance(settings.classes, ClassInfo) else load_classes(settings.classes)
@@ -389,7 +389,6 @@ def _nothing_extracted(bag_path, result: ExtractResult, rgb_topic: str, thermal_
             f"{bag_path}: no pair was extracted: {len(result.failed)} of {result.pairs} pairs could not be decoded: "
             + failure_summary(result.failure_reasons)
         )
-    from taseg_ros.bag.info import inspect_bag
 
     info = inspect_bag(bag_path, rgb_topic, thermal_topic, slop_s)
     return f"{bag_path}: no pair was extracted: {info.verdict}"

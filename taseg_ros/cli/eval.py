@@ -1,8 +1,17 @@
 """`taseg eval`: score a checkpoint on a dataset split with the dataset's protocol."""
 from __future__ import annotations
 
-from taseg_ros.cli.options import add_backend_options, add_device_options, add_force_option, add_thermal_options
+from taseg_ros.cli import counted_input_warnings
+from taseg_ros.cli.options import (
+    add_backend_options,
+    add_device_options,
+    add_force_option,
+    add_thermal_options,
+    segmenter_from_args,
+    thermal_norm_from_args,
+)
 from taseg_ros.errors import InputError
+from taseg_ros.outputs import check_output_dir, output_dir
 
 
 def register(subparsers) -> None:
@@ -35,14 +44,11 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
-    from taseg_ros.cli import counted_input_warnings
-    from taseg_ros.cli.options import segmenter_from_args, thermal_norm_from_args
     from taseg_ros.datasets import build_dataset
     from taseg_ros.datasets.transforms import eval_transform
     from taseg_ros.evaluation.report import format_table, write_report
     from taseg_ros.evaluation.run import PredictionWriter, evaluate
     from taseg_ros.runtime import describe_model_file
-    from taseg_ros.outputs import check_output_dir, output_dir
 
     thermal_norm = thermal_norm_from_args(args)
     metadata = describe_model_file(args.checkpoint)

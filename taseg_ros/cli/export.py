@@ -6,6 +6,8 @@ import argparse
 
 from taseg_ros.cli.options import add_force_option
 from taseg_ros.devices import PRECISIONS
+from taseg_ros.errors import InputError
+from taseg_ros.outputs import check_output_file, output_file
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -23,7 +25,6 @@ def output_format(output: str, fmt: str | None) -> str:
     (safetensors bytes in a .onnx file would load nowhere)."""
     from pathlib import Path
 
-    from taseg_ros.errors import InputError
     from taseg_ros.runtime.export import FORMATS
 
     suffixes = {"safetensors": ".safetensors", **FORMATS}
@@ -79,8 +80,6 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     import warnings
-
-    from taseg_ros.outputs import check_output_file, output_file
 
     inputs = {"CKPT": args.checkpoint, "--sam-checkpoint": args.sam_checkpoint}
     if args.verify_frame:

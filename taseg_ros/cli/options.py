@@ -9,13 +9,13 @@ import argparse
 
 from taseg_ros.devices import BACKEND_CHOICES, DEVICE_CHOICES_HINT, PRECISIONS, resolve_device
 from taseg_ros.errors import InputError
+from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA
 from taseg_ros.model.config import DEFAULT_MAX_INPUT_SIZE, max_input_size_problem
+from taseg_ros.outputs import FORCE_HELP
 
 
 def add_force_option(parser) -> None:
     """--force: the overwrite policy of taseg_ros.outputs (refuse an existing output without it)."""
-    from taseg_ros.outputs import FORCE_HELP
-
     parser.add_argument("--force", action="store_true", help=FORCE_HELP)
 
 
@@ -101,8 +101,6 @@ def _thermal_mode(text: str) -> str:
 
 
 def add_overlay_option(parser: argparse.ArgumentParser) -> None:
-    from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA
-
     parser.add_argument("--overlay-alpha", "--alpha", type=float, default=DEFAULT_OVERLAY_ALPHA, metavar="A",
                         help=f"weight of the class colours in the overlay, 0..1 (the node's overlay_alpha; "
                         f"default {DEFAULT_OVERLAY_ALPHA})")
@@ -149,7 +147,6 @@ def _is_number(text: str) -> bool:
 def frame_settings_from_args(args: argparse.Namespace):
     """The per-frame settings (frames.settings.FrameSettings) the thermal, homography and overlay
     options ask for; the node's defaults for what is not given."""
-    from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA
     from taseg_ros.frames.settings import FrameSettings
     from taseg_ros.frames.thermal import ThermalNormalization
 

@@ -1,14 +1,18 @@
 """`taseg predict`: segment single RGB-T image pairs or folders of them."""
 from __future__ import annotations
 
+from taseg_ros.cli import counted_input_warnings
 from taseg_ros.cli.options import (
     add_backend_options,
     add_device_options,
     add_force_option,
     add_overlay_option,
     add_thermal_options,
+    frame_settings_from_args,
+    segmenter_from_args,
 )
-from taseg_ros.errors import InputError, MissingInputError
+from taseg_ros.errors import InputError, InputWarning, MissingInputError
+from taseg_ros.outputs import check_output_dir, output_dir
 
 
 def register(subparsers) -> None:
@@ -59,10 +63,6 @@ def _pairs(rgb_arg: str, thermal_arg: str | None):
 def run(args) -> int:
     import sys
 
-    from taseg_ros.cli import counted_input_warnings
-    from taseg_ros.cli.options import frame_settings_from_args, segmenter_from_args
-    from taseg_ros.outputs import check_output_dir, output_dir
-
     pairs = _pairs(args.rgb, args.thermal)
     settings = frame_settings_from_args(args)
     inputs = {"--rgb": args.rgb, "--thermal": args.thermal}
@@ -94,7 +94,6 @@ def _predict_pairs(seg, settings, pairs, out) -> None:
     """Each pair through the node's FramePipeline; its notes are warnings naming the file."""
     import warnings
 
-    from taseg_ros.errors import InputWarning
     from taseg_ros.frames.files import read_image, read_thermal, to_rgb8, write_output
     from taseg_ros.inference.pipeline import FramePipeline
 

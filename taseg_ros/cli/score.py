@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from taseg_ros.cli.options import add_force_option
+from taseg_ros.outputs import check_output_dir, output_dir
 
 EPILOG = """\
 Predictions and labels are matched by file stem; every scored label needs a prediction.
@@ -71,7 +72,6 @@ def run(args) -> int:
     from taseg_ros.datasets import load_dataset_config
     from taseg_ros.evaluation.files import score_directories
     from taseg_ros.evaluation.report import format_table, write_report
-    from taseg_ros.outputs import check_output_dir, output_dir
 
     inputs = {"--pred": args.pred, "--gt": args.gt}
     if args.out:

@@ -9,6 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from taseg_ros import weights
+from taseg_ros.model.config import MODEL_CONFIGS, get_config
+from taseg_ros.resources import models_dir
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -44,10 +48,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from taseg_ros import weights
-    from taseg_ros.model.config import MODEL_CONFIGS, get_config
-    from taseg_ros.resources import models_dir
-
     explicit = bool(args.config)
     configs = [get_config(name) for name in (args.config or list(MODEL_CONFIGS))]
     purpose = "inference" if args.inference else "training"

@@ -1,6 +1,6 @@
 """Pass/fail ranges on the label-free figures of a recording, for gating a model update in CI.
 
-A gate bounds one recording-level figure (``evaluation.quality.FIGURES``: the mean over the frames)
+A gate bounds one recording-level figure (``evaluation.figures.FIGURES``: the mean over the frames)
 either as a value or as its change against a baseline (new minus baseline):
 
     min / max                the figure itself:          flicker_compensated:max=0.05
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from taseg_ros.errors import InputError
-from taseg_ros.evaluation.quality import FIGURES
+from taseg_ros.evaluation.figures import FIGURES
 
 BOUNDS = ("min", "max", "change_min", "change_max")
 GATE_SYNTAX = "FIGURE:BOUND=VALUE with BOUND one of min, max, change_min, change_max"

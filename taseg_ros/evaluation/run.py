@@ -13,11 +13,10 @@ from taseg_ros.errors import InputError
 from taseg_ros.evaluation.metrics import SegmentationEvaluator
 from taseg_ros.frames.files import write_output
 from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA, check_alpha, colorize, overlay
+from taseg_ros.inference import PRECISIONS, Segmenter
 
 
 def _segmenter(model, device, dtype: torch.dtype):
-    from taseg_ros.inference import PRECISIONS, Segmenter
-
     precision = next(name for name, d in PRECISIONS.items() if d == dtype)
     return Segmenter(model, device=str(device), precision=precision)
 
@@ -36,8 +35,6 @@ def evaluate(
     """Predict every sample (or `indices`) of a labelled dataset and accumulate its
     confusion matrices (overall and per day/night condition). `model` is a TASeg, or a ready
     Segmenter (any runtime: `taseg eval --backend`; then `device` and `dtype` are its own)."""
-    from taseg_ros.inference import Segmenter
-
     config = dataset.config
     evaluator = SegmentationEvaluator(config.classes.names, config.metric, config.name)
     segmenter = model if isinstance(model, Segmenter) else None

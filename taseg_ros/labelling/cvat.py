@@ -39,7 +39,11 @@ import cv2
 import numpy as np
 
 from taseg_ros.classes import ClassInfo
+from taseg_ros.datasets import build_dataset
+from taseg_ros.datasets.config import load_dataset_config
+from taseg_ros.datasets.io import index_by_stem
 from taseg_ros.errors import InputError, MissingInputError, OutputPathError
+from taseg_ros.frames.files import read_image
 from taseg_ros.outputs import output_dir, output_file
 
 LABELMAP = "labelmap.txt"
@@ -114,8 +118,6 @@ def export_prelabels(
 ) -> ExportResult:
     """The frames of ``split`` of the folder dataset with the model's predictions, as a CVAT
     "Segmentation mask 1.1" zip at ``output`` (written to a temporary name, then renamed)."""
-    from taseg_ros.datasets import build_dataset
-
     dataset_dir = Path(dataset_dir)
     dataset = build_dataset("folder", dataset_dir, split)
     classes = dataset.class_info
@@ -180,9 +182,6 @@ class ImportResult:
 def import_masks(archive: str | Path, dataset_dir: str | Path, *, force: bool = False) -> ImportResult:
     """A CVAT "Segmentation mask 1.1" export -> ``DIR/labels/<id>.png`` (see the module docstring).
     Every mask is checked and converted before the first file is written."""
-    from taseg_ros.datasets.config import load_dataset_config
-    from taseg_ros.datasets.io import index_by_stem
-
     archive, dataset_dir = Path(archive), Path(dataset_dir)
     classes_yaml = dataset_dir / "classes.yaml"
     if not classes_yaml.is_file():
@@ -275,8 +274,6 @@ def _check_size(png: bytes, frame: Path, where: str) -> None:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    from taseg_ros.frames.files import read_image
-
     return read_image(path).shape[:2]
 
 

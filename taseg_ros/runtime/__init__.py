@@ -6,9 +6,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.devices import BACKENDS
+from taseg_ros.errors import InputError, MissingInputError
+from taseg_ros.model.checkpoint import load_checkpoint, read_metadata
+from taseg_ros.runtime import metadata
 from taseg_ros.runtime.base import Backend
+from taseg_ros.runtime.onnxruntime_backend import OnnxRuntimeBackend
+from taseg_ros.runtime.openvino_backend import OpenVinoBackend, check_ir_files
+from taseg_ros.runtime.tensorrt_backend import TensorRTBackend
+from taseg_ros.runtime.torch_backend import TorchBackend
 
 # File suffix -> the runtime that reads it by default, and the runtimes that can read it.
 SUFFIXES = {
@@ -41,16 +47,12 @@ def backend_for(path: str | Path, backend: str | None = None) -> str:
 
 def read_export_metadata(path: str | Path, backend: str | None = None):
     """The ExportMetadata of an exported file, without loading its network."""
-    from taseg_ros.runtime import metadata
-
     kind = backend_for(path, backend)
     if kind == "tensorrt":
         return metadata.read_tensorrt_metadata(path)
     if Path(path).suffix.lower() == ".onnx":
         return metadata.read_onnx_metadata(path)
     import openvino as ov
-
-    from taseg_ros.runtime.openvino_backend import check_ir_files
 
     check_ir_files(Path(path))
     return metadata.read_openvino_metadata(ov.Core().read_model(str(path)), path)
@@ -63,8 +65,6 @@ def describe_model_file(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise MissingInputError(f"model file not found: {path}")
     if backend_for(path) == "torch":
-        from taseg_ros.model.checkpoint import read_metadata
-
         return read_metadata(path)
     return read_export_metadata(path).to_strings()
 
@@ -88,22 +88,14 @@ def open_backend(
     # merge_lora/compile concern the PyTorch path only: exports are merged already and
     # optimised by their runtime.
     if kind == "torch":
-        from taseg_ros.model.checkpoint import load_checkpoint
-        from taseg_ros.runtime.torch_backend import TorchBackend
-
         model = load_checkpoint(path, sam_checkpoint=sam_checkpoint, verify_sam=verify_sam)
         result = TorchBackend(model, device, precision, merge=merge_lora, compile=compile)
         result.path = path
         return result
     if kind == "onnxruntime":
-        from taseg_ros.runtime.onnxruntime_backend import OnnxRuntimeBackend
-
         return OnnxRuntimeBackend(path, device, precision, threads)
     if kind == "openvino":
-        from taseg_ros.runtime.openvino_backend import OpenVinoBackend
-
         return OpenVinoBackend(path, device, precision, threads)
-    from taseg_ros.runtime.tensorrt_backend import TensorRTBackend
 
     # An engine's precision is fixed when it is built; the default fp32 request means "as built".
     return TensorRTBackend(path, device if device.startswith("cuda") else "cuda", None if precision == "fp32" else precision)

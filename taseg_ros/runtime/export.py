@@ -16,14 +16,19 @@ import numpy as np
 import torch
 
 from taseg_ros import __version__
+from taseg_ros.devices import check_memory
 from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.frames.thermal import ThermalPreparation
-from taseg_ros.model.checkpoint import load_checkpoint
+from taseg_ros.model.checkpoint import describe_checkpoint, load_checkpoint, read_metadata
+from taseg_ros.model.inputs import tensor_bytes
 from taseg_ros.model.lora import merge_lora
 from taseg_ros.model.taseg import TASeg
 from taseg_ros.outputs import replacing_files
-from taseg_ros.scenes import scene_pair
+from taseg_ros.runtime import open_backend
+from taseg_ros.runtime.base import require
 from taseg_ros.runtime.metadata import RT_INFO_SECTION, ExportMetadata, sidecar_path
+from taseg_ros.scenes import scene_pair
+from taseg_ros.weights import sha256_file
 
 FORMATS = {"onnx": ".onnx", "openvino": ".xml", "tensorrt": ".engine"}
 OPSET = 18
@@ -102,8 +107,6 @@ def weights_record(path: Path) -> str:
     """The metadata entry that ties a model file to its weights file (runtime.metadata.check_weights)."""
     import json
 
-    from taseg_ros.weights import sha256_file
-
     return json.dumps({"file": path.name, "sha256": sha256_file(path)})
 
 
@@ -159,8 +162,6 @@ def trt_needs_fp16_graph() -> bool:
 
 def check_exporter(fmt: str) -> None:
     """Fail before the slow part when the runtime the format needs is missing."""
-    from taseg_ros.runtime.base import require
-
     require("onnx", "onnx", fmt)
     if fmt == "openvino":
         require("openvino", "openvino", fmt)
@@ -173,9 +174,6 @@ def check_exporter(fmt: str) -> None:
 
 
 def build_metadata(model: TASeg, checkpoint: Path, geometry, frame_hw, batch: int, precision: str) -> ExportMetadata:
-    from taseg_ros.model.checkpoint import read_metadata
-    from taseg_ros.weights import sha256_file
-
     return ExportMetadata(
         cfg=model.cfg,
         class_info=model.class_info,
@@ -193,10 +191,6 @@ def build_metadata(model: TASeg, checkpoint: Path, geometry, frame_hw, batch: in
 
 def check_export_size(checkpoint: str | Path, size: tuple[int, int], batch: int, fmt: str) -> None:
     """Refuse a --size/--batch whose tensors alone do not fit in memory, before loading anything."""
-    from taseg_ros.devices import check_memory
-    from taseg_ros.model.checkpoint import describe_checkpoint
-    from taseg_ros.model.inputs import tensor_bytes
-
     if batch < 1:
         raise InputError(f"--batch must be >= 1, got {batch}")
     cfg, class_info, _ = describe_checkpoint(checkpoint)
@@ -220,8 +214,6 @@ def compare_logits(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str
 def verify_export(path: Path, fmt: str, reference: torch.Tensor, inputs, geometry, precision: str, name: Path | None = None) -> dict:
     """Load the written file with its runtime and compare its logits over the frame with eager PyTorch
     (`name`: the file's final name, for the message)."""
-    from taseg_ros.runtime import open_backend
-
     backend_name = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}[fmt]
     device = "cuda" if fmt == "tensorrt" else "cpu"
     # OpenVINO runs at fp32 for the check (its CPU default would be bf16 on bf16-capable CPUs).

@@ -32,6 +32,7 @@ from taseg_ros.datasets import IGNORE_INDEX, build_dataset
 from taseg_ros.datasets.transforms import train_transform
 from taseg_ros.devices import resolve_device
 from taseg_ros.errors import InputError, MissingInputError
+from taseg_ros.evaluation.metrics import ConfusionMatrix
 from taseg_ros.evaluation.run import evaluate
 from taseg_ros.inference import PRECISIONS
 from taseg_ros.model.checkpoint import init_checkpoint, load_checkpoint, save_checkpoint
@@ -200,7 +201,6 @@ def validate(model, dataset, runtime: Runtime, dtype: torch.dtype, blank_thermal
     if runtime.world_size > 1:
         evaluator.total.matrix = all_reduce_sum(evaluator.total.matrix, runtime)
         evaluator.num_images = int(all_reduce_sum(evaluator.num_images, runtime))
-        from taseg_ros.evaluation.metrics import ConfusionMatrix
 
         for name in ("day", "night"):  # every rank reduces the same matrices, seen or not
             evaluator.conditions.setdefault(name, ConfusionMatrix(len(evaluator.class_names)))

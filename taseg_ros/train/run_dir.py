@@ -315,6 +315,8 @@ def check_resumable(output: Path) -> None:
 
 def _read_checkpoint_fully(path: Path) -> None:
     """Metadata parsed and every tensor read (a truncated file fails here, not after hours)."""
+    # Here, not at the top: `taseg train` checks its run folder before torch loads, so a refusal
+    # (a locked or changed run) comes at once.
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.evaluation.gates import Gate, check_gates
-from taseg_ros.evaluation.quality import FIGURES
+from taseg_ros.evaluation.figures import FIGURES
 
 
 @dataclass

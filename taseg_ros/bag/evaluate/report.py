@@ -9,8 +9,9 @@ import numpy as np
 
 from taseg_ros.bag.evaluate.plots import plot_quality, plot_timing
 from taseg_ros.bag.evaluate.result import BagEvalResult
+from taseg_ros.evaluation.figures import FIGURES
+from taseg_ros.evaluation.report import plot_confusion, plot_iou_bars, to_markdown
 from taseg_ros.outputs import write_text_atomic
-from taseg_ros.evaluation.quality import FIGURES
 
 # How each figure reads in the summaries: (label, shown as a percentage).
 FIGURE_LABELS = {
@@ -167,8 +168,6 @@ def _quality_markdown(result: BagEvalResult, plots: dict[str, Path]) -> list[str
 
 
 def _markdown(result: BagEvalResult, plots: dict[str, Path]) -> str:
-    from taseg_ros.evaluation.report import to_markdown
-
     t = result.timing()
     rows = [
         ("recording", f"`{result.bag}`"),
@@ -228,8 +227,6 @@ def _markdown(result: BagEvalResult, plots: dict[str, Path]) -> str:
 def write_eval_report(result: BagEvalResult, out_dir: str | Path) -> dict[str, Path]:
     """report.json, report.md, timing.png, quality.png and (with labels) iou_per_class.png and
     confusion_matrix.png."""
-    from taseg_ros.evaluation.report import plot_confusion, plot_iou_bars
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {"latency": plot_timing(result, out / "timing.png")}

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from taseg_ros.frames.settings import STEPS
+from taseg_ros.evaluation.report import to_dict as scores_to_dict
 from taseg_ros.frames.pairing import NS_PER_S
+from taseg_ros.frames.settings import STEPS
 from taseg_ros.timing import summarize_ms
 
 
@@ -105,8 +106,6 @@ class BagEvalResult:
         return None if quality is None else quality.to_dict(self.segment_window_s, self.worst_segments)
 
     def to_dict(self) -> dict:
-        from taseg_ros.evaluation.report import to_dict as scores_to_dict
-
         return {
             "bag": self.bag,
             "checkpoint": self.checkpoint,

@@ -44,11 +44,14 @@ import numpy as np
 
 from taseg_ros.bag.evaluate.output import EvalRecording
 from taseg_ros.bag.evaluate.result import BagEvalResult, FrameResult
-from taseg_ros.bag.labels import FolderLabels, LabelSource, TopicLabels
-from taseg_ros.bag.pairs import BagPairing, PairSource, RealTimeWorker, failure_summary, simulate_realtime
+from taseg_ros.bag.info import inspect_bag
 from taseg_ros.bag.io.reader import Bag, BagError, open_bag
 from taseg_ros.bag.io.topics import resolve_image_topics
+from taseg_ros.bag.labels import FolderLabels, LabelSource, TopicLabels
+from taseg_ros.bag.pairs import BagPairing, PairSource, RealTimeWorker, failure_summary, simulate_realtime
+from taseg_ros.datasets.config import MetricProtocol
 from taseg_ros.errors import InputError
+from taseg_ros.evaluation.metrics import SegmentationEvaluator
 from taseg_ros.evaluation.quality import (
     DEFAULT_LOW_CONFIDENCE,
     DEFAULT_SEGMENT_WINDOW_S,
@@ -135,8 +138,6 @@ def evaluate_bag(
                 + failure_summary(reasons)
             )
         if result.pairs == 0 and not result.interrupted:
-            from taseg_ros.bag.info import inspect_bag
-
             info = inspect_bag(source.bag, rgb.name, thermal.name, source.slop_s)
             raise BagError(f"{bag.path}: no RGB/thermal pair within slop {source.slop_s * 1e3:g} ms: {info.verdict}")
     return result
@@ -189,9 +190,6 @@ class _Evaluation:
         stop: Callable[[], bool],
         on_pair: Callable[[int], None] | None,
     ) -> None:
-        from taseg_ros.datasets.config import MetricProtocol
-        from taseg_ros.evaluation.metrics import SegmentationEvaluator
-
         self.bag, self.pipeline, self.result, self.labels, self.recording = bag, pipeline, result, labels, recording
         self.stop, self.on_pair, self.quality = stop, on_pair, quality
         protocol = labels.metric if labels is not None and labels.metric is not None else None

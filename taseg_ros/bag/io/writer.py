@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from taseg_ros.bag.io.msgtypes import typestore
-from taseg_ros.errors import InputError
-from taseg_ros.outputs import system_refusals
+from taseg_ros.errors import InputError, OutputPathError
+from taseg_ros.outputs import check_creatable, check_not_overlapping, system_refusals
 
 STORAGES = ("mcap", "sqlite3")
 
@@ -102,9 +102,6 @@ def check_output_recording(path, *, force: bool = False, inputs=None) -> Path:
     """An output recording path under ``taseg_ros.outputs``' policy (never an input, not under a
     file), plus the rule for recordings: an existing one is refused without ``force``, and with it
     only a rosbag2 recording is replaced, never another folder. Checks only; see ``output_recording``."""
-    from taseg_ros.errors import OutputPathError
-    from taseg_ros.outputs import check_creatable, check_not_overlapping
-
     path = Path(path)
     check_not_overlapping(path, inputs)
     if path.exists():

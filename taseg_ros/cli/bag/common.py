@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from taseg_ros.bag.pairs import PairSource
 from taseg_ros.frames.pairing import DEFAULT_SLOP_S
 
 
@@ -54,6 +55,4 @@ def bag_name(path) -> str:
 
 
 def source_from_args(args):
-    from taseg_ros.bag.pairs import PairSource
-
     return PairSource(args.bag, args.rgb_topic, args.thermal_topic, args.slop, getattr(args, "max_pairs", None))

@@ -2,7 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import warnings
+from pathlib import Path
 
+from taseg_ros.bag.evaluate.compare import (
+    check_baseline_model,
+    check_gates_available,
+    compare,
+    is_report,
+    load_baseline_report,
+)
+from taseg_ros.bag.io.reader import open_bag
+from taseg_ros.bag.io.stop import stop_on_sigint
+from taseg_ros.bag.io.topics import resolve_image_topics
+from taseg_ros.bag.io.writer import check_output_recording, output_recording
 from taseg_ros.cli.bag.common import (
     bag_and_topics,
     bag_name,
@@ -11,6 +24,23 @@ from taseg_ros.cli.bag.common import (
     progress,
     source_from_args,
 )
+from taseg_ros.cli.options import (
+    add_backend_options,
+    add_device_options,
+    add_overlay_option,
+    add_thermal_options,
+    frame_settings_from_args,
+    segmenter_from_args,
+)
+from taseg_ros.errors import InputError
+from taseg_ros.evaluation.figures import (
+    DEFAULT_LOW_CONFIDENCE,
+    DEFAULT_SEGMENT_WINDOW_S,
+    DEFAULT_WORST_SEGMENTS,
+    FIGURES,
+)
+from taseg_ros.evaluation.gates import GATE_SYNTAX, load_gates, parse_gate
+from taseg_ros.outputs import check_output_dir, output_dir
 
 
 def add_eval(sub) -> None:
@@ -62,8 +92,6 @@ def add_eval(sub) -> None:
     ev.add_argument(
         "--namespace", default="/taseg", help="namespace of the output topics (default /taseg, as the node's)"
     )
-    from taseg_ros.cli.options import add_backend_options, add_device_options, add_overlay_option, add_thermal_options
-
     add_device_options(ev)
     add_backend_options(ev)
     add_thermal_options(ev, default_help="auto, as the node's parameter", homography=True)
@@ -74,9 +102,6 @@ def add_eval(sub) -> None:
 
 
 def _quality_options(ev: argparse.ArgumentParser) -> None:
-    from taseg_ros.evaluation.gates import GATE_SYNTAX
-    from taseg_ros.evaluation.quality import DEFAULT_LOW_CONFIDENCE, DEFAULT_SEGMENT_WINDOW_S, DEFAULT_WORST_SEGMENTS, FIGURES
-
     group = ev.add_argument_group("label-free quality and regression against a baseline")
     group.add_argument("--low-confidence", type=float, default=DEFAULT_LOW_CONFIDENCE, metavar="T",
                        help=f"a pixel whose chosen class has probability below T counts as low-confidence "
@@ -101,15 +126,8 @@ def _quality_options(ev: argparse.ArgumentParser) -> None:
 
 
 def run_eval(args) -> int:
-    import warnings
-
-    from taseg_ros.bag.evaluate.compare import compare
-    from taseg_ros.bag.evaluate.report import format_summary, write_eval_report
-    from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag
-    from taseg_ros.bag.io.stop import stop_on_sigint
-    from taseg_ros.bag.io.writer import output_recording
-    from taseg_ros.cli.options import frame_settings_from_args, segmenter_from_args
-    from taseg_ros.outputs import output_dir
+    from taseg_ros.bag.evaluate.report import format_summary, write_eval_report  # matplotlib
+    from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag  # the model, OpenCV
 
     out_dir, output_bag, inputs = _eval_outputs(args)
     settings = EvalSettings(
@@ -144,11 +162,6 @@ def run_eval(args) -> int:
 def _eval_outputs(args):
     """(report folder, output recording or None, the inputs), checked before the model is loaded:
     an output that is or overlaps an input is refused even with --force."""
-    from pathlib import Path
-
-    from taseg_ros.bag.io.writer import check_output_recording
-    from taseg_ros.outputs import check_output_dir
-
     inputs = {"BAG": args.bag, "--checkpoint": args.checkpoint, "--sam-checkpoint": args.sam_checkpoint}
     inputs["--labels"] = args.labels
     inputs["--baseline"] = args.baseline
@@ -165,10 +178,6 @@ def _eval_outputs(args):
 
 def _gates_from_args(args):
     """--gate and --gates, checked against what this run computes (before the model loads)."""
-    from taseg_ros.bag.evaluate.compare import check_gates_available, is_report
-    from taseg_ros.errors import InputError
-    from taseg_ros.evaluation.gates import load_gates, parse_gate
-
     if not 0 < args.low_confidence <= 1:
         raise InputError(f"--low-confidence must be in (0, 1], got {args.low_confidence}")
     if not args.segment_window > 0 or args.worst_segments < 0:
@@ -182,13 +191,6 @@ def _gates_from_args(args):
 def _baseline_from_args(args, segmenter):
     """(baseline Segmenter or None, BaselineReport or None), refused in one line when it cannot be
     compared (another class list, a report of another recording)."""
-    from argparse import Namespace
-
-    from taseg_ros.bag.evaluate.compare import check_baseline_model, is_report, load_baseline_report
-    from taseg_ros.bag.io.reader import open_bag
-    from taseg_ros.bag.io.topics import resolve_image_topics
-    from taseg_ros.cli.options import segmenter_from_args
-
     if args.baseline is None:
         return None, None
     if is_report(args.baseline):
@@ -197,6 +199,6 @@ def _baseline_from_args(args, segmenter):
             start = bag.start_ns
         names = segmenter.class_info.names
         return None, load_baseline_report(args.baseline, names, start, (rgb.name, thermal.name))
-    baseline = segmenter_from_args(Namespace(**{**vars(args), "checkpoint": args.baseline}))
+    baseline = segmenter_from_args(argparse.Namespace(**{**vars(args), "checkpoint": args.baseline}))
     check_baseline_model(baseline, segmenter, args.baseline)
     return baseline, None
