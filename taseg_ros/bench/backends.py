@@ -26,11 +26,12 @@ from taseg_ros.devices import BACKENDS
 from taseg_ros.errors import InputError
 from taseg_ros.inference import Segmenter
 from taseg_ros.model.checkpoint import save_checkpoint
-from taseg_ros.runtime.export import FORMATS, export_model
+from taseg_ros.runtime.export import export_model
+from taseg_ros.runtime.formats import FORMATS, NETWORK_FORMATS
 from taseg_ros.scenes import scene_pair
 from taseg_ros.timing import summarize_ms
 
-FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
+FORMAT_OF = {FORMATS[name].runtime: name for name in NETWORK_FORMATS}  # runtime -> the export it runs
 REFERENCE = "torch fp32"
 
 
@@ -112,7 +113,7 @@ class BackendBench:
             key = f"{fmt}-{precision}"
             if key in self.exports:
                 continue
-            output = folder / f"model-{precision}{FORMATS[fmt]}"
+            output = folder / f"model-{precision}{FORMATS[fmt].suffix}"
             self.log(f"  {self.mode}: exporting {fmt} {precision} (verified against eager PyTorch)")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

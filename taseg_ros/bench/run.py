@@ -40,6 +40,7 @@ from taseg_ros.bench.models import (
 from taseg_ros.bench.node import Worker, node_vs_alone
 from taseg_ros.bench.timing import StageClock, auto_repeats, device_synchronizer, run_rounds
 from taseg_ros.classes import load_classes
+from taseg_ros.config_io import read_text
 from taseg_ros.devices import check_memory
 from taseg_ros.errors import InputError
 from taseg_ros.inference import PRECISIONS
@@ -128,11 +129,11 @@ def _environment(device: torch.device) -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
     }
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in read_text("/proc/cpuinfo").splitlines():
             if line.startswith("model name"):
                 env["cpu"] = line.split(":", 1)[1].strip()
                 break
-    except OSError:
+    except (OSError, ValueError):  # no /proc (macOS): the processor name above stays
         pass
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from taseg_ros.cli.options import add_backend_options, add_device_options, add_force_option, segmenter_from_args
+from taseg_ros.cli.options import (
+    add_backend_options,
+    add_device_options,
+    add_force_option,
+    add_model_options,
+    segmenter_from_args,
+)
 from taseg_ros.outputs import check_output_file
 
 EPILOG = """\
@@ -47,8 +53,7 @@ def _add_export(sub) -> None:
         "the RGB frames in JPEGImages/. The thermal frames are prepared as classes.yaml records, as for training.",
     )
     ex.add_argument("dataset", metavar="DIR", help="dataset folder (rgb/, thermal/, classes.yaml)")
-    ex.add_argument("--checkpoint", required=True, metavar="CKPT", help="the model whose predictions pre-label the frames")
-    ex.add_argument("--sam-checkpoint", metavar="PTH", help="official SAM weights the checkpoint refers to (default: models/)")
+    add_model_options(ex, "the model whose predictions pre-label the frames")
     ex.add_argument("-o", "--output", required=True, metavar="ZIP", help="the zip to write (e.g. prelabels.zip)")
     ex.add_argument("--split", default="all",
                     help="which frames: all (every frame in rgb/, default) or a split file's name (train, val, ...)")

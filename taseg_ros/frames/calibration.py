@@ -26,13 +26,15 @@ import cv2
 import numpy as np
 
 from taseg_ros.errors import InputError
-from taseg_ros.frames.targets import (  # the target and the refusal thresholds, named here too
-    INVERT_CHOICES,
-    MIN_FRAMES,
-    MIN_POSE_COVERAGE,
-    MIN_POSES,
+# The target and the refusal thresholds live in frames/targets.py (light: the command line reads them);
+# named here too, as bag.calibrate reads them (cal.MIN_FRAMES, ...).
+from taseg_ros.frames.targets import (
+    INVERT_CHOICES as INVERT_CHOICES,
+    MIN_FRAMES as MIN_FRAMES,
+    MIN_POSE_COVERAGE as MIN_POSE_COVERAGE,
+    MIN_POSES as MIN_POSES,
     POSE_MOVE,
-    TARGETS,
+    TARGETS as TARGETS,
     Target,
 )
 from taseg_ros.frames.thermal import ThermalNormalization, normalize_thermal, to_single_channel

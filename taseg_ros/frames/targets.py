@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from taseg_ros.errors import InputError
+from taseg_ros.frames.sizes import parse_size
 
 TARGETS = ("chessboard", "circles")
 INVERT_CHOICES = ("auto", "yes", "no")
@@ -38,9 +39,9 @@ class Target:
     @classmethod
     def parse(cls, text: str, kind: str = "chessboard", square_m: float | None = None) -> "Target":
         try:
-            cols, rows = (int(v) for v in text.lower().split("x"))
-        except ValueError:
-            raise InputError(f"--board: expected COLSxROWS (e.g. 9x6 inner corners), got {text!r}") from None
+            cols, rows = parse_size(text, "COLSxROWS", "9x6 inner corners")
+        except InputError as exc:
+            raise InputError(f"--board: {exc}") from None
         return cls(cols, rows, kind, square_m)
 
     @property

@@ -15,14 +15,20 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from taseg_ros.bag.extract import ExtractSettings, PairThinning, check_dataset_folder, extract_pairs
+from taseg_ros.bag import DEFAULT_VAL_FRACTION
+from taseg_ros.bag.extract import (
+    ExtractSettings,
+    PairThinning,
+    check_dataset_folder,
+    decode_recorded_pair,
+    extract_pairs,
+)
 from taseg_ros.bag.io.reader import BagError, open_bag
 from taseg_ros.bag.io.topics import resolve_image_topics
 from taseg_ros.bag.labels import stamp_id
 from taseg_ros.bag.pairs import BagPairing, PairSource, failure_summary
 from taseg_ros.datasets import build_dataset
 from taseg_ros.errors import InputError
-from taseg_ros.frames.codec import ImageDecodeError, decode_pair
 from taseg_ros.frames.pairing import DEFAULT_SLOP_S, NS_PER_S
 from taseg_ros.frames.thermal import ThermalNormalization, ThermalPreparation
 from taseg_ros.labelling.settings import DEFAULT_LOW_CONFIDENCE, DEFAULT_MIN_DISTANCE, DEFAULT_MIN_GAP_S, DEFAULT_SCORE, SCORES
@@ -50,7 +56,7 @@ class SelectSettings:
     every: int | None = None
     hz: float | None = None
     prefix: str = ""
-    val_fraction: float = 0.2
+    val_fraction: float = DEFAULT_VAL_FRACTION
     thermal_norm: ThermalNormalization | None = None  # None: the node's default (auto)
     homography: np.ndarray | None = None
 
@@ -250,12 +256,10 @@ def _score_recording(index, settings: SelectSettings, segmenter, existing: set[s
 
 def _decode(pair, failures: Counter):
     """(rgb, thermal), or None when a message cannot be decoded (counted per reason)."""
-    try:
-        return decode_pair(pair.rgb.msg, pair.thermal.msg)
-    except ImageDecodeError as exc:
-        frame = pair.rgb if exc.stream == "rgb" else pair.thermal
-        failures[f"{'RGB' if exc.stream == 'rgb' else 'thermal'} {frame.topic}: {exc}"] += 1
-        return None
+    images, reason = decode_recorded_pair(pair)
+    if reason is not None:
+        failures[reason] += 1
+    return images
 
 
 def _candidate(index, stamp_ns, rgb, thermal, prepare, segmenter, settings: SelectSettings) -> Candidate:

@@ -1,29 +1,27 @@
 """Runtimes behind the one Segmenter: eager/compiled PyTorch on a checkpoint, ONNX Runtime on
 an .onnx export, OpenVINO on an IR (.xml) or .onnx export, TensorRT on a serialised engine.
 
-`open_backend(path)` picks the runtime from the file type, or takes `backend=` explicitly."""
+`open_backend(path)` picks the runtime from the file type (runtime.formats), or takes `backend=`
+explicitly.
+
+This package's own module is light (the command-line parsers read runtime.formats through it): the
+runtimes, and torch with them, load in the functions that open a model file."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from taseg_ros.devices import BACKENDS
 from taseg_ros.errors import InputError, MissingInputError
-from taseg_ros.model.checkpoint import load_checkpoint, read_metadata
-from taseg_ros.runtime import metadata
-from taseg_ros.runtime.base import Backend
-from taseg_ros.runtime.onnxruntime_backend import OnnxRuntimeBackend
-from taseg_ros.runtime.openvino_backend import OpenVinoBackend, check_ir_files
-from taseg_ros.runtime.tensorrt_backend import TensorRTBackend
-from taseg_ros.runtime.torch_backend import TorchBackend
+from taseg_ros.runtime.formats import FORMATS, OTHER_SUFFIXES
 
-# File suffix -> the runtime that reads it by default, and the runtimes that can read it.
+if TYPE_CHECKING:
+    from taseg_ros.runtime.base import Backend
+
+# File suffix -> the runtime that reads it by default, and the runtimes that can read it (runtime.formats).
 SUFFIXES = {
-    ".safetensors": ("torch", ("torch",)),
-    ".onnx": ("onnxruntime", ("onnxruntime", "openvino")),
-    ".xml": ("openvino", ("openvino",)),
-    ".engine": ("tensorrt", ("tensorrt",)),
-    ".plan": ("tensorrt", ("tensorrt",)),
-    ".trt": ("tensorrt", ("tensorrt",)),
+    **{f.suffix: (f.runtime, f.readers) for f in FORMATS.values()},
+    **{suffix: (FORMATS[name].runtime, FORMATS[name].readers) for suffix, name in OTHER_SUFFIXES.items()},
 }
 
 
@@ -47,6 +45,9 @@ def backend_for(path: str | Path, backend: str | None = None) -> str:
 
 def read_export_metadata(path: str | Path, backend: str | None = None):
     """The ExportMetadata of an exported file, without loading its network."""
+    from taseg_ros.runtime import metadata
+    from taseg_ros.runtime.openvino_backend import check_ir_files
+
     kind = backend_for(path, backend)
     if kind == "tensorrt":
         return metadata.read_tensorrt_metadata(path)
@@ -65,6 +66,8 @@ def describe_model_file(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise MissingInputError(f"model file not found: {path}")
     if backend_for(path) == "torch":
+        from taseg_ros.model.checkpoint import read_metadata
+
         return read_metadata(path)
     return read_export_metadata(path).to_strings()
 
@@ -88,17 +91,25 @@ def open_backend(
     # merge_lora/compile concern the PyTorch path only: exports are merged already and
     # optimised by their runtime.
     if kind == "torch":
+        from taseg_ros.model.checkpoint import load_checkpoint
+        from taseg_ros.runtime.torch_backend import TorchBackend
+
         model = load_checkpoint(path, sam_checkpoint=sam_checkpoint, verify_sam=verify_sam)
         result = TorchBackend(model, device, precision, merge=merge_lora, compile=compile)
         result.path = path
         return result
     if kind == "onnxruntime":
+        from taseg_ros.runtime.onnxruntime_backend import OnnxRuntimeBackend
+
         return OnnxRuntimeBackend(path, device, precision, threads)
     if kind == "openvino":
+        from taseg_ros.runtime.openvino_backend import OpenVinoBackend
+
         return OpenVinoBackend(path, device, precision, threads)
+    from taseg_ros.runtime.tensorrt_backend import TensorRTBackend
 
     # An engine's precision is fixed when it is built; the default fp32 request means "as built".
     return TensorRTBackend(path, device if device.startswith("cuda") else "cuda", None if precision == "fp32" else precision)
 
 
-__all__ = ["BACKENDS", "Backend", "SUFFIXES", "backend_for", "describe_model_file", "open_backend", "read_export_metadata"]
+__all__ = ["BACKENDS", "SUFFIXES", "backend_for", "describe_model_file", "open_backend", "read_export_metadata"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from taseg_ros.classes import ClassInfo
-from taseg_ros.config_io import parse_json
+from taseg_ros.config_io import parse_json, read_json
 from taseg_ros.errors import InputError
 from taseg_ros.model.config import TASegConfig
 from taseg_ros.model.inputs import FrameTransform
@@ -174,7 +174,7 @@ def read_tensorrt_metadata(engine: str | Path) -> ExportMetadata:
     if not sidecar.is_file():
         raise InputError(f"{engine}: no metadata file {sidecar.name} beside the engine (write engines with `taseg export`)")
     try:
-        strings = parse_json(sidecar.read_text(), str(sidecar))
+        strings = read_json(sidecar)
         if not isinstance(strings, dict):
             raise ValueError("expected a mapping")
     except (OSError, ValueError) as exc:

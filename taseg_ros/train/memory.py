@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from taseg_ros.classes import ClassInfo, default_palette
-from taseg_ros.datasets import resolve_config
+from taseg_ros.datasets import IGNORE_INDEX, resolve_config
 from taseg_ros.devices import resolve_device, torch_dtype
 from taseg_ros.errors import InputError
 from taseg_ros.model.checkpoint import describe_checkpoint
@@ -98,7 +98,7 @@ def autocast_on(device_type: str, dtype: torch.dtype | None):
 def training_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The loss's autograd footprint (CE + Dice as in train.loss) without its .item() calls,
     which a shape-only run cannot answer."""
-    ce = F.cross_entropy(logits.float(), labels, ignore_index=255, reduction="sum")
+    ce = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
     return ce + dice_per_image(logits, labels).sum()
 
 

@@ -12,7 +12,9 @@ from taseg_ros.timing import summarize_ms
 
 
 @dataclass
-class FrameResult:
+class PairResult:
+    """One pair's result in `bag eval` (inference.pipeline.FrameResult is the pipeline's, per frame)."""
+
     rgb_stamp_ns: int
     thermal_stamp_ns: int
     arrival_ns: int
@@ -64,7 +66,7 @@ class BagEvalResult:
     dropped: int = 0  # by a real-time node (simulated)
     dropped_arrivals_ns: list[int] = field(default_factory=list)  # when the dropped pairs were complete
     simulated_latency_s: list[float] = field(default_factory=list)  # offline: output - RGB stamp of a real-time node
-    frames: list[FrameResult] = field(default_factory=list)
+    frames: list[PairResult] = field(default_factory=list)
     scores: Any = None  # taseg_ros.evaluation.metrics.EvaluationResult
     interrupted: bool = False
     output_bag: str | None = None

@@ -27,6 +27,7 @@ from taseg_ros.cli.bag.common import (
 from taseg_ros.cli.options import (
     add_backend_options,
     add_device_options,
+    add_model_options,
     add_overlay_option,
     add_thermal_options,
     frame_settings_from_args,
@@ -59,10 +60,7 @@ def add_eval(sub) -> None:
         "fails (2: bad input, nothing written).",
     )
     bag_and_topics(ev)
-    ev.add_argument("--checkpoint", required=True, metavar="CKPT", help="TASeg checkpoint (.safetensors)")
-    ev.add_argument(
-        "--sam-checkpoint", metavar="PTH", help="official SAM weights the checkpoint refers to (default: models/)"
-    )
+    add_model_options(ev, "the model to evaluate")
     labels = ev.add_mutually_exclusive_group()
     labels.add_argument(
         "--labels",

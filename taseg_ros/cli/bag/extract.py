@@ -1,6 +1,7 @@
 """`taseg bag extract`: matched pairs -> the plain folder dataset."""
 from __future__ import annotations
 
+from taseg_ros.bag import DEFAULT_VAL_FRACTION
 from taseg_ros.bag.io.stop import stop_on_sigint
 from taseg_ros.cli.bag.common import bag_and_topics, max_pairs_option, progress, source_from_args
 from taseg_ros.cli.options import add_thermal_options, homography_from_args, thermal_norm_from_args
@@ -30,9 +31,9 @@ def add_extract(sub) -> None:
     ex.add_argument(
         "--val-fraction",
         type=float,
-        default=0.2,
+        default=DEFAULT_VAL_FRACTION,
         metavar="F",
-        help="last fraction of the recording's pairs listed in val.txt (default 0.2; 0: none)",
+        help=f"last fraction of the recording's pairs listed in val.txt (default {DEFAULT_VAL_FRACTION:g}; 0: none)",
     )
     max_pairs_option(ex, "stop after writing N pairs")
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from taseg_ros.cli.bag.common import progress
+from taseg_ros.bag import DEFAULT_VAL_FRACTION
+from taseg_ros.cli.bag.common import progress, slop_option
 from taseg_ros.cli.options import (
     add_backend_options,
     add_device_options,
+    add_model_options,
     add_thermal_options,
     homography_from_args,
     segmenter_from_args,
@@ -27,10 +29,8 @@ def add_select(sub) -> None:
     se.add_argument("bag", metavar="REC", nargs="+", help="rosbag2 recordings (folders, or bare .mcap / .db3 files)")
     se.add_argument("--rgb-topic", metavar="TOPIC", help="RGB topic of every recording (default: guessed per recording)")
     se.add_argument("--thermal-topic", metavar="TOPIC", help="... thermal topic")
-    se.add_argument("--slop", type=float, default=0.02, metavar="S",
-                    help="max stamp difference of a pair in seconds, as the node's `slop` parameter (default 0.02)")
-    se.add_argument("--checkpoint", required=True, metavar="CKPT", help="the model whose uncertainty ranks the frames")
-    se.add_argument("--sam-checkpoint", metavar="PTH", help="official SAM weights the checkpoint refers to (default: models/)")
+    slop_option(se)
+    add_model_options(se, "the model whose uncertainty ranks the frames")
     se.add_argument("-k", type=int, required=True, metavar="K", help="how many frames to choose")
     se.add_argument("-o", "--output", required=True, metavar="DIR",
                     help="dataset folder (created or added to; frames already in it are not chosen again)")
@@ -48,8 +48,8 @@ def add_select(sub) -> None:
     rate.add_argument("--every", type=int, metavar="N", help="score only every N-th pair (long recordings)")
     rate.add_argument("--hz", type=float, metavar="F", help="score at most F pairs per second")
     se.add_argument("--prefix", default="", help="prefix of the file names, as bag extract's")
-    se.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
-                    help="last fraction of each recording's chosen frames listed in val.txt (default 0.2)")
+    se.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION, metavar="F",
+                    help=f"last fraction of each recording's chosen frames listed in val.txt (default {DEFAULT_VAL_FRACTION:g})")
     add_device_options(se)
     add_backend_options(se)
     add_thermal_options(se, default_help="auto, as the node's parameter; recorded in classes.yaml", homography=True)
