@@ -87,3 +87,15 @@ def test_the_set_up_runs_only_when_the_environment_is_missing_or_stale(tmp_path,
                           env={**os.environ, "VIRTUAL_ENV": str(venv)}, timeout=120)
     assert ("SET-UP-RAN" in done.stdout) == sets_up, done.stdout + done.stderr
     assert (done.returncode == 0) != sets_up
+
+
+def test_the_test_map_lists_every_module_with_tests_that_exist():
+    """test/README.md: a row for every module of the package, naming test files that exist."""
+    rows = re.findall(r"^\| `taseg_ros/([^`]+)` \| (.+?) \|$", (REPO / "test" / "README.md").read_text(), re.M)
+    listed = [module for module, _ in rows]
+    modules = sorted(p.relative_to(REPO / "taseg_ros").as_posix() for p in (REPO / "taseg_ros").rglob("*.py"))
+    assert sorted(listed) == modules, f"missing: {sorted(set(modules) - set(listed))}, gone: {sorted(set(listed) - set(modules))}"
+    assert len(listed) == len(set(listed))
+    for module, tests in rows:
+        files = [re.sub(r"\s*\(.*\)$", "", t.strip()) for t in tests.split(",")]
+        assert files and all((REPO / "test" / f).is_file() for f in files), (module, files)

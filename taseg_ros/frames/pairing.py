@@ -236,7 +236,6 @@ class LatestSlot(Generic[T]):
         self._closed = False
         self._cond = threading.Condition()
         self.dropped = 0  # items replaced before the consumer took them
-        self.put_count = 0
 
     def put(self, item: T) -> bool:
         """Offer an item; returns True when it replaced a pending one (counted as dropped)."""
@@ -245,7 +244,6 @@ class LatestSlot(Generic[T]):
             if replaced:
                 self.dropped += 1
             self._item, self._has_item = item, True
-            self.put_count += 1
             self._cond.notify()
             return replaced
 
