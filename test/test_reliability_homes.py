@@ -20,7 +20,6 @@ import sys
 import textwrap
 import time
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -28,6 +27,7 @@ import numpy as np
 import pytest
 
 from bag_fixtures import synthetic_frames, write_rgbt_bag
+from system_limits import file_size_limit
 from taseg_ros.bag.evaluate.compare import load_baseline_report
 from taseg_ros.classes import load_classes
 from taseg_ros.cli import main
@@ -220,19 +220,6 @@ def test_label_import_replaces_a_label_link_instead_of_writing_through_it(labell
     assert outside.read_bytes() == b"someone else's file"
     label = data / "labels" / f"{first}.png"
     assert not label.is_symlink() and np.array_equal(cv2.imread(str(label), cv2.IMREAD_UNCHANGED), new[first])
-
-
-@contextmanager
-def file_size_limit(limit: int):
-    """No file of this process grows past `limit` bytes (EFBIG, as a full disk gives ENOSPC)."""
-    old = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, old)
-        signal.signal(signal.SIGXFSZ, handler)
 
 
 def test_label_import_on_a_full_disk_truncates_no_label_and_names_the_file(labelled, capsys):
