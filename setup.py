@@ -57,8 +57,10 @@ setup(
         "ros": ROS_WHEELS,
         # datumaro: CVAT's own format library, to check the pre-label zips (it pins OpenCV 4.x and
         # numpy < 2.5, as ROS distros from apt ship them); mcap + mcap-ros2-support: Foxglove's
-        # readers, to check that output recordings open in Foxglove.
-        "test": ["pytest", "pytest-timeout", "colcon-common-extensions", "datumaro", "mcap", "mcap-ros2-support"],
+        # readers, to check that output recordings open in Foxglove; ruff: the linter the tests run
+        # (ruff.toml: the rules and the banned APIs that keep reading and writing in their homes).
+        "test": ["pytest", "pytest-timeout", "colcon-common-extensions", "datumaro", "mcap", "mcap-ros2-support",
+                 "ruff==0.17.5"],
         # Deployment runtimes (taseg export --format ..., Segmenter/node backend=...).
         "onnx": ["onnx>=1.15"],
         "onnxruntime": ["onnx>=1.15", "onnxruntime>=1.17"],

@@ -7,14 +7,18 @@
 #   scripts/setup.sh --no-ros   # the same without the ROS 2 wheels, for machines with ROS 2 from apt
 #                               # (source /opt/ros/<distro>/setup.bash first; the venv then sees
 #                               # the system rclpy, and no second rclpy is installed)
+#   scripts/setup.sh --if-needed  # only when the environment is missing or stale (setup.py or this script
+#                               # changed since it was set up; scripts/demo.sh and scripts/test.sh call it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 with_ros=1
+if_needed=0
 for arg in "$@"; do
   case "$arg" in
     --no-ros) with_ros=0 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --if-needed) if_needed=1 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -25,11 +29,22 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
   exit 1
 fi
 
+venv=${VIRTUAL_ENV:-.venv}
+# What the environment was set up from: a change to the dependencies (setup.py) or to this script makes
+# it stale. The stamp also keeps the options it was set up with (--no-ros), for --if-needed.
+stamp="$venv/.taseg-setup"
+inputs=$("$python" -c 'import hashlib, sys; print(hashlib.sha256(b"".join(open(f, "rb").read() for f in sys.argv[1:])).hexdigest())' \
+  setup.py setup.cfg scripts/setup.sh)
+if [ "$if_needed" = 1 ] && [ -f "$stamp" ]; then
+  if [ -x "$venv/bin/python" ] && grep -qx "inputs $inputs" "$stamp"; then
+    exit 0
+  fi
+  grep -qx "ros 0" "$stamp" && with_ros=0  # set up again as it was set up before
+fi
+
 if [ -n "${VIRTUAL_ENV:-}" ]; then
-  venv=$VIRTUAL_ENV
   echo "using the active virtual environment $venv"
 else
-  venv=.venv
   if [ ! -x "$venv/bin/python" ]; then
     venv_opts=()
     # With ROS 2 from apt, rclpy lives in the system site-packages: let the venv see it.
@@ -53,4 +68,5 @@ extras="test,runtimes,cluster"
 if [ "$with_ros" = 1 ]; then
   "$venv/bin/python" -c "import rclpy, sensor_msgs.msg; print('ROS 2 Python wheels ready')"
 fi
+printf 'inputs %s\nros %s\n' "$inputs" "$with_ros" > "$stamp"
 echo "activate with: source $venv/bin/activate"

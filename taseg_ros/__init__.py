@@ -7,8 +7,8 @@ The Python API (see README "Python API"):
     result = seg.predict(rgb, thermal)      # numpy arrays, any size
     result.labels, result.probabilities
 
-Heavy modules (torch) load on first use so that `taseg --help` and the
-ROS-free helpers stay light.
+These names load on first use (torch, segment_anything): `import taseg_ros` and
+`taseg --help` stay light (test/test_layers.py checks the modules the command line loads).
 """
 from __future__ import annotations
 

@@ -23,6 +23,9 @@ import dataclasses
 import functools
 import json
 import math
+import os
+import re
+import stat
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -32,7 +35,7 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from taseg_ros.errors import TasegError
+from taseg_ros.errors import MissingInputError, TasegError
 
 # Bounds for text a file hands us (configs, recipes, class lists, checkpoint and export metadata):
 # generous for anything taseg writes or a person types, small enough that a hostile file cannot
@@ -114,10 +117,12 @@ class Limits:
 
 
 class _BoundedYamlLoader(yaml.SafeLoader):
-    """yaml.SafeLoader that refuses aliases and nesting deeper than MAX_NESTING. PyYAML shares an
-    aliased node, so "billion laughs" parses fast and explodes in whatever walks it next (our
-    config reader, json.dumps); no taseg file needs aliases, so they are refused outright.
-    PyYAML's composer recurses once per level: the depth bound keeps it off Python's stack limit."""
+    """yaml.SafeLoader that refuses aliases, nesting deeper than MAX_NESTING and duplicate keys, and
+    reads ``1e-4`` as a number. PyYAML shares an aliased node, so "billion laughs" parses fast and
+    explodes in whatever walks it next (our config reader, json.dumps); no taseg file needs aliases,
+    so they are refused outright. PyYAML's composer recurses once per level: the depth bound keeps it
+    off Python's stack limit. A key given twice keeps only its last value in PyYAML; a gate or a
+    parameter silently dropped is worse than a refusal."""
 
     _depth = 0
 
@@ -134,44 +139,119 @@ class _BoundedYamlLoader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+# YAML 1.2 reads 1e-4 and 1E5 as numbers; PyYAML (YAML 1.1) needs a dot and a signed exponent and
+# otherwise hands back the text "1e-4": every float setting would need to accept numbers as text.
+_bounded_resolvers = {k: list(v) for k, v in _BoundedYamlLoader.yaml_implicit_resolvers.items()}
+_BoundedYamlLoader.yaml_implicit_resolvers = _bounded_resolvers
+_BoundedYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
 
 def _check_size(text: str | bytes, where: str) -> None:
     if len(text) > MAX_TEXT_BYTES:
         raise ConfigError("", f"{len(text)} bytes of text, over the limit of {MAX_TEXT_BYTES}", where=where)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def parse_yaml(text: str, where: str = "") -> Any:
-    """The one YAML reader of the package (yaml.safe_load, bounded: size, nesting, no aliases);
-    a bad text raises ConfigError naming `where`."""
+    """The one YAML reader of the package (yaml.SafeLoader, bounded: size, nesting, no aliases, no
+    duplicate keys); a bad text raises ConfigError naming `where`, in one line."""
     _check_size(text, where)
-    loader = _BoundedYamlLoader(text)
-    loader.name = where or loader.name  # parser messages say "in <file>, line 3"
+    loader = None
     try:
+        loader = _BoundedYamlLoader(text)  # checks the characters already (a control character: ReaderError)
+        loader.name = where or loader.name  # parser messages say "in <file>, line 3"
         return loader.get_single_data()
     except yaml.YAMLError as exc:
-        raise ConfigError("", f"not valid YAML: {exc}", where=where) from None
+        raise ConfigError("", f"not valid YAML: {_one_line(exc)}", where=where) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
+
+
+def read_bytes(path: str | Path, limit: int | None = MAX_TEXT_BYTES) -> bytes:
+    """The bytes of a file a user names: a regular file (a FIFO would block, /dev/zero never end),
+    at most `limit` bytes (None: any size, for model files); MissingInputError or ConfigError naming
+    it, in one line."""
+    path = Path(path)
+    try:
+        # O_NONBLOCK: opening a FIFO without a writer returns at once instead of waiting for one.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise MissingInputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError("", f"cannot be read ({exc.strerror or exc})", where=str(path)) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise ConfigError("", f"{kind}, not a regular file", where=str(path))
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read() if limit is None else f.read(limit + 1)
+        except OSError as exc:
+            raise ConfigError("", f"cannot be read ({exc.strerror or exc})", where=str(path)) from None
+    if limit is not None and len(data) > limit:
+        raise ConfigError("", f"over the limit of {limit} bytes for this file", where=str(path))
+    return data
+
+
+def read_text(path: str | Path, limit: int = MAX_TEXT_BYTES) -> str:
+    """The UTF-8 text of a file a user names (see read_bytes: regular file, bounded, one-line errors)."""
+    data = read_bytes(path, limit)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"not UTF-8 text (byte {exc.start})", where=str(path)) from None
 
 
 def read_yaml(path: str | Path) -> Any:
-    """parse_yaml of a file (its size checked before reading it)."""
-    path = Path(path)
-    if path.is_file() and path.stat().st_size > MAX_TEXT_BYTES:
-        raise ConfigError("", f"{path.stat().st_size} bytes, over the limit of {MAX_TEXT_BYTES} for a YAML file", where=str(path))
-    return parse_yaml(path.read_text(), str(path))
+    """parse_yaml of a file (read_text: a regular file, its size bounded before it is read)."""
+    return parse_yaml(read_text(path), str(path))
+
+
+def read_json(path: str | Path) -> Any:
+    """parse_json of a file (read_text: a regular file, its size bounded before it is read)."""
+    return parse_json(read_text(path), str(path))
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
 
 
 def parse_json(text: str | bytes, where: str = "") -> Any:
-    """The one reader of JSON found in files (checkpoint and export metadata, run folders):
-    bounded in size and nesting; a bad text raises ConfigError naming `where`."""
+    """The one reader of JSON found in files (checkpoint and export metadata, run folders, reports):
+    bounded in size and nesting, no duplicate keys; a bad text raises ConfigError naming `where`."""
     _check_size(text, where)
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except RecursionError:  # the C decoder recurses per level
         raise ConfigError("", f"JSON nested deeper than {MAX_NESTING} levels", where=where) from None
     except ValueError as exc:
-        raise ConfigError("", f"not valid JSON ({exc})", where=where) from None
+        raise ConfigError("", f"not valid JSON ({_one_line(exc)})", where=where) from None
     if _nesting(data) > MAX_NESTING:
         raise ConfigError("", f"JSON nested deeper than {MAX_NESTING} levels", where=where)
     return data
@@ -214,11 +294,26 @@ def check_fields(obj: Any, style: str = "file") -> None:
             raise ConfigError(f.name, why, value, style=style)
 
 
-def from_mapping(cls: type, data: Any, where: str = "", *, base: Any = None, style: str = "file") -> Any:
+def from_mapping(cls: type, data: Any, where: str = "", *, base: Any = None, style: str = "file",
+                 strict: bool = False) -> Any:
     """A `cls` from the mapping `data` (nested mappings -> nested dataclasses). Keys missing from
     `data` keep their value in `base` (an instance of `cls`), or the field default without one.
-    `where` (a file name) starts every error message."""
-    return _Reader(where, style).build(cls, data, "", base)
+    `where` (a file name) starts every error message. `strict`: a number must be a number (not the
+    text of one), for files only programs write or where a quoted number is a mistake (gates)."""
+    return _Reader(where, style, strict).build(cls, data, "", base)
+
+
+def check_type(value: Any, hint: Any, key: str, where: str = "") -> Any:
+    """`value` as the type hint `hint` (strictly: numbers must be numbers, True is no number), or
+    ConfigError naming `where` and `key` with the expected form: for values read from a file that
+    no dataclass describes whole (a report's figures)."""
+    reader = _Reader(where, "file", strict=True)
+    converted = reader._typed(hint, value, key, None)
+    if converted is _NO_VALUE:
+        raise reader.error(key, f"expected {describe(hint)}", value)
+    if not _finite(converted):
+        raise reader.error(key, "must be a finite number", value)
+    return converted
 
 
 def merge(obj: Any, changes: Mapping, where: str = "") -> Any:
@@ -240,8 +335,8 @@ def _default(f: dataclasses.Field) -> Any:
 class _Reader:
     """One walk over a mapping; remembers the source and message style for its errors."""
 
-    def __init__(self, where: str, style: str) -> None:
-        self.where, self.style = where, style
+    def __init__(self, where: str, style: str, strict: bool = False) -> None:
+        self.where, self.style, self.strict = where, style, strict
 
     def error(self, key: str, why: str, value: Any = _NO_VALUE) -> ConfigError:
         return ConfigError(key, why, value, self.where, self.style)
@@ -313,8 +408,25 @@ class _Reader:
         if origin in (tuple, list) or hint in (tuple, list):
             return self._sequence(hint, value, key)
         if origin is dict or hint is dict:
-            return dict(value) if isinstance(value, Mapping) else _NO_VALUE
-        return _scalar(hint, value)
+            return self._mapping(hint, value, key)
+        return _scalar(hint, value, self.strict)
+
+    def _mapping(self, hint: Any, value: Any, key: str) -> Any:
+        """A dict, each key and value checked against dict[K, V] (a value that is a dataclass is built,
+        its errors naming ``key.<its key>``)."""
+        if not isinstance(value, Mapping):
+            return _NO_VALUE
+        key_hint, value_hint = typing.get_args(hint) or (Any, Any)
+        out = {}
+        for k, v in value.items():
+            if self._typed(key_hint, k, key, None) is _NO_VALUE:
+                raise self.error(key, f"keys must be {describe(key_hint)}", k)
+            item_key = f"{key}.{k}" if key else str(k)
+            converted = self._typed(value_hint, v, item_key, None)
+            if converted is _NO_VALUE:
+                raise self.error(item_key, f"expected {describe(value_hint)}", v)
+            out[k] = converted
+        return out
 
     def _sequence(self, hint: Any, value: Any, key: str) -> Any:
         if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Iterable):
@@ -340,7 +452,7 @@ def _finite(value: Any) -> bool:
     return True
 
 
-def _scalar(hint: Any, value: Any) -> Any:
+def _scalar(hint: Any, value: Any, strict: bool = False) -> Any:
     if hint is bool:
         return value if isinstance(value, bool) else _NO_VALUE
     if isinstance(value, bool):
@@ -350,7 +462,7 @@ def _scalar(hint: Any, value: Any) -> Any:
     if hint is float:
         if isinstance(value, (int, float)):
             return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        if isinstance(value, str) and not strict:  # a number quoted in a recipe, or a key=value override
             try:
                 return float(value)
             except ValueError:

@@ -3,6 +3,8 @@ names, and the one reading of ``--device auto``. Torch is imported only where a 
 checks and the command-line parsers can use the names without loading torch."""
 from __future__ import annotations
 
+from taseg_ros.errors import InputError
+
 # Precision name -> torch dtype attribute. `taseg_ros.inference.PRECISIONS` maps the same names
 # to the dtypes themselves; every command-line choice, recipe and node parameter uses these keys.
 PRECISIONS: dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -57,8 +59,6 @@ def available_memory(device: str) -> int | None:
 
 def check_memory(needed: int, device: str, what: str, advice: str) -> None:
     """Refuse, before allocating, work that needs more memory than `device` has free."""
-    from taseg_ros.errors import InputError
-
     free = available_memory(device)
     if free is not None and needed > free:
         raise InputError(f"{what} needs at least {needed / 2**30:.1f} GiB on {device}; {free / 2**30:.1f} GiB is free; {advice}")

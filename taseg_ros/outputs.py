@@ -9,9 +9,13 @@ Policy (stated in each command's --help through `cli.options.add_force_option`):
   under an existing file is refused before any work starts, with the path named;
 - a run that fails or is interrupted removes what it created (new folders, new files), so no
   empty output folder or half-written result is left behind;
+- an output folder is locked while a run writes into it (`output_dir`): a second run into the same
+  folder is refused, with the folder named, instead of both reporting success over mixed files;
 - every file is written beside its destination under a temporary name and renamed over it
-  (`replacing`, `write_bytes_atomic`, `write_text_atomic`): a reader or a killed run sees the old
-  file or the new one, and a symlink at the destination is replaced, never written through;
+  (`replacing`, `write_bytes_atomic`, `write_text_atomic`, `save_figure`), and so is a folder that
+  a library writes whole (`StagedFolder`: a recording): a reader or a killed run sees the old file
+  or the new one, never half of it, and a symlink at the destination is replaced, never written
+  through; what a killed run leaves is a TEMP_PREFIX name that a later run removes;
 - while an output is open (`output_dir`/`output_file`), a write whose folder resolves (through a
   link) into one of the command's inputs is refused;
 - a write the system refuses (disk full, file too large, name too long, read-only, no permission)
@@ -20,7 +24,9 @@ Policy (stated in each command's --help through `cli.options.add_force_option`):
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import re
 import secrets
 import shutil
 from contextlib import contextmanager
@@ -104,10 +110,49 @@ def check_output_dir(path: PathLike, *, force: bool = False, inputs: Inputs = No
     check_not_overlapping(path, inputs)
     if path.exists() and not path.is_dir():
         raise OutputPathError(f"{path} is an existing file; give a folder path")
+    if path.is_dir():
+        with _folder_lock(path):  # another run writing there: say so before any work
+            pass
     if path.is_dir() and any(path.iterdir()) and not force:
         raise OutputPathError(f"{path} exists and is not empty; pass --force to write into it")
     check_creatable(path)
     return path
+
+
+# Output folders this process holds locked (resolved path -> nesting depth): a command may open an
+# output folder inside another of its own (bag select writes the dataset folder as bag extract does).
+_LOCKED: dict[Path, int] = {}
+
+
+@contextmanager
+def _folder_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on the folder `path` for the block (released when the process ends,
+    however it ends), or raise OutputPathError when another process holds it. A file system without
+    flock (some network mounts) is written unlocked, as before."""
+    key = _absolute(path)
+    if key in _LOCKED:
+        _LOCKED[key] += 1
+        try:
+            yield
+        finally:
+            _LOCKED[key] -= 1
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            raise OutputPathError(f"{path} is being written by another taseg run; wait for it to finish or "
+                                  "choose another output folder") from None
+        fd = None  # no flock here: go on without
+    _LOCKED[key] = 1
+    try:
+        yield
+    finally:
+        del _LOCKED[key]
+        if fd is not None:
+            os.close(fd)  # releases the lock
 
 
 class _Created:
@@ -158,12 +203,13 @@ def output_dir(path: PathLike, *, force: bool = False, inputs: Inputs = None) ->
     path = check_output_dir(path, force=force, inputs=inputs)
     created = _Created(path)
     _make_folder(path)
-    try:
-        with _protecting(inputs):
-            yield path
-    except BaseException:
-        created.undo_dir()
-        raise
+    with _folder_lock(path):  # refused here, nothing of the other run's is undone
+        try:
+            with _protecting(inputs):
+                yield path
+        except BaseException:
+            created.undo_dir()
+            raise
 
 
 @contextmanager
@@ -403,3 +449,102 @@ def write_text_atomic(path: PathLike, text: str) -> None:
     file or the new one, never half of it."""
     with replacing(path) as tmp:
         tmp.write_text(text)
+
+
+def rename_into(source: PathLike, path: PathLike) -> None:
+    """Rename a finished file over `path`, for a writer that must keep its own temporary name beside
+    it (a resumable download's ``.part``, which `replacing` would remove when a run is killed): a link
+    at `path` is replaced, not followed; a refusal by the system becomes one OutputPathError naming
+    `path`."""
+    check_write_target(path)
+    try:
+        os.replace(source, path)
+    except OSError as exc:
+        raise write_error(exc, path) or exc from None
+
+
+def save_figure(figure, path: PathLike, **savefig_kwargs) -> None:
+    """Save a matplotlib figure to `path` in one step (see `replacing`); the format follows `path`'s
+    suffix, as matplotlib's own ``savefig`` does."""
+    path = Path(path)
+    with replacing(path, suffix=path.suffix) as tmp:
+        figure.savefig(tmp, **savefig_kwargs)
+
+
+class StagedFolder:
+    """A folder that a library writes whole (rosbags creates a recording's folder itself, so
+    `replacing` cannot hand it a file): written as ``<parent>/TEMP_PREFIX<pid>-<random>/<name>`` and
+    renamed onto `path` by `commit`, so a killed run leaves a temporary folder (removed by a later
+    run), never a half-written `path`. A `path` that appears meanwhile (another run writing the same
+    output) is kept and this run's folder refused."""
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        check_name_length(self.path)
+        check_write_target(self.path)
+        remove_dead_temporaries(self.path.parent)
+        self.stage = self.path.parent / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            self.stage.mkdir()
+        except OSError as exc:
+            raise write_error(exc, self.path) or exc from None
+        self.inner = self.stage / self.path.name  # the writer creates it: its files keep their final names
+
+    def commit(self) -> None:
+        """Rename the finished folder onto `path`."""
+        try:
+            if os.path.lexists(self.path):
+                raise OutputPathError(self._appeared())
+            try:
+                os.rename(self.inner, self.path)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise OutputPathError(self._appeared()) from None
+                raise write_error(exc, self.path) or exc from None
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.stage, ignore_errors=True)
+
+    def _appeared(self) -> str:
+        return (f"{self.path} appeared while this run wrote it (another run writing the same output?); it is "
+                "kept and this run's output is not")
+
+
+# TEMP_PREFIX + the writer's PID + "-" + 8 hex digits (+ a suffix): the names replacing,
+# replacing_files and StagedFolder give their temporaries.
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"(\d+)-[0-9a-f]{8}")
+
+
+def remove_dead_temporaries(folder: PathLike) -> list[Path]:
+    """Remove the temporaries (files or folders) in `folder` whose writer is no longer running (a
+    killed run's); a live run's are left alone."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+

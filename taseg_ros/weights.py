@@ -3,7 +3,7 @@
 A registry of the official upstream files (names, sizes, sha256, URLs), a checker for the copies
 in `models/`, and a resumable, checksum-verified downloader. Standard library only (urllib,
 hashlib) plus tqdm, and no torch import, so `taseg weights` stays fast and works before torch is
-usable on a machine.
+usable on a machine (test/test_layers.py runs it and checks that no heavy module loads).
 
 Downloads go to `<name>.part` next to the target; an interrupted download resumes with an HTTP
 Range request, and only a file whose size and sha256 match the registry is renamed into place.
@@ -17,13 +17,14 @@ import hashlib
 import http.client
 import os
 import re
-import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from taseg_ros.errors import InputError, TasegError
+from taseg_ros.formatting import progress_bar
+from taseg_ros.outputs import rename_into
 
 MIRROR_ENV = "TASEG_WEIGHTS_MIRROR"
 _CHUNK = 1 << 20  # bytes per network read
@@ -270,7 +271,7 @@ def download(
             f"{wf.name}: sha256 of the download from {url} is {actual}, expected {wf.sha256}; "
             "the file was deleted (wrong file on the server or mirror, or corrupted in transit)"
         )
-    os.replace(part, final)
+    rename_into(part, final)
     return final
 
 
@@ -367,9 +368,6 @@ def _content_length(response) -> int | None:
 
 
 def _progress_bar(total: int | None, label: str, enabled: bool, initial: int = 0):
-    from tqdm import tqdm  # light, but only needed when something runs
-
-    return tqdm(
-        total=total, initial=initial, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
-        file=sys.stderr, disable=not enabled, leave=False,
+    return progress_bar(
+        total=total, initial=initial, desc=label, unit="B", unit_scale=True, unit_divisor=1024, enabled=enabled,
     )

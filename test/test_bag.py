@@ -493,10 +493,10 @@ def test_ctrl_c_on_the_command_line(tmp_path, tiny_checkpoint):
         text=True,
     )
     deadline = time.monotonic() + 120
-    mcap = out_bag / "out.mcap"
 
     def first_chunk_written() -> bool:  # the writer flushes ~1 MiB chunks: a few dozen pairs are done
-        return mcap.exists() and mcap.stat().st_size > 1000
+        # (written under a temporary folder beside out_bag, renamed onto it when finished)
+        return any(p.stat().st_size > 1000 for p in (tmp_path / "eval").rglob("out.mcap"))
 
     while not first_chunk_written() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)

@@ -24,7 +24,6 @@ import os
 import re
 import shlex
 import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import cv2
 import numpy as np
 import pytest
 
+from system_limits import file_size_limit
 from taseg_ros.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -93,25 +93,6 @@ def write_nan_mean_checkpoint(ckpt: Path, path: Path) -> None:
     config = json.loads(metadata["config"])
     config["pixel_mean"] = [float("nan"), 116.28, 103.53]
     save_file(load_file(str(ckpt)), str(path), metadata={**metadata, "config": json.dumps(config)})
-
-
-@contextmanager
-def file_size_limit(limit: int | None):
-    """Within the block, no file of this process grows past `limit` bytes (EFBIG, like ENOSPC)."""
-    if limit is None:
-        yield
-        return
-    import resource
-    import signal
-
-    old = resource.getrlimit(resource.RLIMIT_FSIZE)
-    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old[1]))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, old)
-        signal.signal(signal.SIGXFSZ, handler)
 
 
 def snapshot(*roots: Path) -> dict[str, str]:

@@ -30,11 +30,11 @@ from dataset_fixtures import (
 from taseg_ros.datasets.transforms import (
     ColorJitter,
     Compose,
-    PadToMultiple,
     RandomCrop,
     RandomHorizontalFlip,
     RandomScale,
     Resize,
+    pad_sample,
     train_transform,
 )
 
@@ -427,7 +427,7 @@ def test_crop_larger_than_image_pads_label_with_ignore():
     assert (out["label"][8:] == IGNORE_INDEX).all() and (out["label"][:, 8:] == IGNORE_INDEX).all()
     np.testing.assert_array_equal(out["label"][:8, :8], s["label"])
     assert (out["rgb"][8:] == 0).all() and (out["thermal"][:, 8:] == 0).all()
-    padded = PadToMultiple(16)(s, np.random.default_rng(0))
+    padded = pad_sample(s, (16, 16))
     assert padded["label"].shape == (16, 16) and padded["label"][15, 15] == IGNORE_INDEX
 
 

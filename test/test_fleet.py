@@ -97,8 +97,9 @@ def _run(fleet, out, checkpoint, engine, *extra, rerun=False) -> tuple[dict, Cou
 
 def _same_folders(a: Path, b: Path) -> None:
     """Every file of a and b byte-identical, the timings.* files aside."""
-    names = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
-                                and p.name not in TIMING_FILES)
+    def names(root: Path) -> list[str]:
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name not in TIMING_FILES)
+
     assert names(a) == names(b)
     _, mismatch, errors = filecmp.cmpfiles(a, b, names(a), shallow=False)
     assert not mismatch and not errors, mismatch + errors

@@ -4,6 +4,9 @@ development-only folder (``../shared``, the tests)."""
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -111,7 +114,7 @@ def test_no_import_cycle_inside_a_part():
 # The layers, bottom to top. A part may import its own layer's base modules and any layer below.
 LAYERS = [
     {"taseg_ros.errors", "taseg_ros.timing", "taseg_ros.devices", "taseg_ros.resources", "taseg_ros.config_io",
-     "taseg_ros.outputs", "taseg_ros.weights", "taseg_ros.classes"},
+     "taseg_ros.outputs", "taseg_ros.weights", "taseg_ros.classes", "taseg_ros.formatting"},
     {"taseg_ros.frames", "taseg_ros.scenes"},
     {"taseg_ros.model"},
     {"taseg_ros.datasets", "taseg_ros.runtime"},
@@ -167,3 +170,77 @@ def test_no_product_module_reads_a_development_only_folder():
             if needle in text:
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}: {needle}")
     assert not offenders, "product code that reads development-only folders:\n  " + "\n  ".join(offenders)
+
+
+# --- the command line starts light ----------------------------------------------------------------
+# What `taseg --help`, `taseg <cmd> --help` and `taseg weights` may not load: the network and image
+# stacks, the recording library, the optional runtimes, Ray and plotting. Only the `run` functions of
+# the command modules import them, after the arguments are parsed.
+HEAVY_MODULES = ("torch", "torchvision", "segment_anything", "open_clip", "peft", "cv2", "rosbags", "onnx",
+                 "onnxruntime", "openvino", "tensorrt", "ray", "matplotlib", "rclpy")
+
+LIGHT_START_PROBE = r"""
+import contextlib, io, json, sys, tempfile
+from taseg_ros.cli import COMMANDS, build_parser, main
+
+def heavy():
+    return sorted({name.split(".")[0] for name in sys.modules} & set(HEAVY))
+
+seen = {}
+build_parser()
+seen["build_parser()"] = heavy()
+helps = [["--help"]] + [[name, "--help"] for name in COMMANDS]
+helps += [["bag", action, "--help"] for action in ("info", "extract", "select", "eval", "replay", "calibrate", "refine")]
+helps += [["label", action, "--help"] for action in ("export", "import")]
+for argv in helps:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        main(argv)
+seen["taseg <cmd> --help"] = heavy()
+with tempfile.TemporaryDirectory() as models, contextlib.redirect_stdout(io.StringIO()):
+    main(["weights", "--models-dir", models, "--quick"])
+seen["taseg weights"] = heavy()
+print(json.dumps(seen))
+"""
+
+
+def test_the_command_line_starts_without_the_heavy_modules():
+    """Building the parser, every `--help` and `taseg weights` load none of HEAVY_MODULES (in a fresh
+    process: an import here would hide one there)."""
+    code = f"HEAVY = {HEAVY_MODULES!r}\n{LIGHT_START_PROBE}"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded == {step: [] for step in loaded}, f"heavy modules loaded at start-up: {loaded}"
+
+
+# Where a function may import the package's own modules: the command line's run functions (the boundary
+# that keeps `taseg --help` light), and ros/ until the node split reshapes it. Everywhere else imports
+# sit at the top of the module, as in segment-anything and timm.
+FUNCTION_LEVEL_IMPORTS_ALLOWED = ("cli", "ros")
+# (module, function): imports that stay in a function, with the reason.
+FUNCTION_LEVEL_IMPORTS_KEPT = {
+    ("train/run_dir.py", "_read_checkpoint_fully"): "`taseg train` refuses a bad run folder before torch loads",
+    # runtime/__init__ stays light (the command-line parsers read runtime.formats through it); a runtime
+    # and torch load when a model file is opened.
+    ("runtime/__init__.py", "read_export_metadata"): "the runtimes load with the model file",
+    ("runtime/__init__.py", "describe_model_file"): "the runtimes load with the model file",
+    ("runtime/__init__.py", "open_backend"): "the runtimes load with the model file",
+}
+
+
+def test_the_packages_own_imports_sit_at_the_top_of_their_modules():
+    offenders = []
+    for path in package_files():
+        rel = path.relative_to(PACKAGE)
+        if rel.parts[0] in FUNCTION_LEVEL_IMPORTS_ALLOWED:
+            continue
+        for function in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if (rel.as_posix(), function.name) in FUNCTION_LEVEL_IMPORTS_KEPT:
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("taseg_ros")):
+                    offenders.append(f"{rel}:{node.lineno} in {function.name}(): from {node.module} import ...")
+    assert not offenders, "function-level imports of the package's own modules (move them to the top):\n  " + \
+        "\n  ".join(offenders)

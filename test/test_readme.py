@@ -2,8 +2,11 @@
 links exists, and the set-up / test commands are the ones CI runs."""
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -41,7 +44,58 @@ def test_readme_links_exist():
             assert (REPO / target).exists(), target
 
 
-def test_ci_runs_the_readme_set_up_and_test_commands():
-    ci = (REPO / ".ci" / "run").read_text()
-    assert "scripts/setup.sh" in README and "scripts/setup.sh" in ci
-    assert ".venv/bin/python -m pytest" in README and ".venv/bin/python -m pytest" in ci
+def front_door() -> list[str]:
+    """The commands of the README's first code block (the front door)."""
+    block = re.findall(r"```bash\n(.*?)```", README, re.S)[0]
+    return [re.split(r"\s#", line)[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_the_front_door_is_two_commands_and_ci_runs_the_test_one():
+    assert front_door() == ["scripts/demo.sh", "scripts/test.sh"]
+    ci = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.strip().startswith("#")]
+    assert ci[-1] == "scripts/test.sh"  # exactly the README's test command, last
+    for script, runs in (("demo.sh", '/bin/taseg" demo "$@"'), ("test.sh", '/bin/python" -m pytest "$@"')):
+        lines = (REPO / "scripts" / script).read_text().splitlines()
+        setup = lines.index("scripts/setup.sh --if-needed")
+        assert any(runs in line for line in lines[setup + 1:]), script  # set up first, then run
+
+
+def fake_venv(folder: Path, stamp: str | None) -> Path:
+    """A virtual environment whose python only says it was called (set-up would need PyPI)."""
+    (folder / "bin").mkdir(parents=True)
+    python = folder / "bin" / "python"
+    python.write_text("#!/bin/sh\necho SET-UP-RAN\nexit 3\n")
+    python.chmod(0o755)
+    if stamp is not None:
+        (folder / ".taseg-setup").write_text(stamp)
+    return folder
+
+
+def setup_inputs() -> str:
+    return hashlib.sha256(b"".join((REPO / f).read_bytes() for f in ("setup.py", "setup.cfg", "scripts/setup.sh"))).hexdigest()
+
+
+@pytest.mark.parametrize("stamp, sets_up", [
+    (lambda: f"inputs {setup_inputs()}\nros 1\n", False),  # set up from these files: nothing to do
+    (lambda: "inputs 0123\nros 1\n", True),  # setup.py or the script changed since
+    (lambda: None, True),  # never set up by this script
+])
+def test_the_set_up_runs_only_when_the_environment_is_missing_or_stale(tmp_path, stamp, sets_up):
+    venv = fake_venv(tmp_path / "venv", stamp())
+    done = subprocess.run(["bash", str(REPO / "scripts" / "setup.sh"), "--if-needed"], capture_output=True, text=True,
+                          env={**os.environ, "VIRTUAL_ENV": str(venv)}, timeout=120)
+    assert ("SET-UP-RAN" in done.stdout) == sets_up, done.stdout + done.stderr
+    assert (done.returncode == 0) != sets_up
+
+
+def test_the_test_map_lists_every_module_with_tests_that_exist():
+    """test/README.md: a row for every module of the package, naming test files that exist."""
+    rows = re.findall(r"^\| `taseg_ros/([^`]+)` \| (.+?) \|$", (REPO / "test" / "README.md").read_text(), re.M)
+    listed = [module for module, _ in rows]
+    modules = sorted(p.relative_to(REPO / "taseg_ros").as_posix() for p in (REPO / "taseg_ros").rglob("*.py"))
+    assert sorted(listed) == modules, f"missing: {sorted(set(modules) - set(listed))}, gone: {sorted(set(listed) - set(modules))}"
+    assert len(listed) == len(set(listed))
+    for module, tests in rows:
+        files = [re.sub(r"\s*\(.*\)$", "", t.strip()) for t in tests.split(",")]
+        assert files and all((REPO / "test" / f).is_file() for f in files), (module, files)

@@ -11,7 +11,6 @@ running the suite may be loaded.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

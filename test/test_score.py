@@ -147,6 +147,21 @@ def test_size_mismatch_and_resize(tmp_path):
     assert json.loads((tmp_path / "o2" / "metrics.json").read_text())["overall"]["num_pixels"] == 4
 
 
+def test_eval_resolution_is_width_by_height_and_the_old_order_is_refused(tmp_path):
+    """WIDTHxHEIGHT as every other size; the old HEIGHTxWIDTH spelling of a size turns the labels on their
+    side, which is refused with the order named and the size to give instead."""
+    labels = np.kron(np.array([[0, 1], [2, 0]]), np.ones((4, 8), int))  # 16 wide, 8 high
+    gt = write_pngs(tmp_path / "labels", {"a": labels})
+    pred = write_pngs(tmp_path / "pred", {"a": labels})
+    assert score("--pred", pred, "--gt", gt, "--dataset", "pst900", "--eval-resolution", "4x2", "-o", tmp_path / "o") == 0
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["overall"]["num_pixels"] == 8
+    with pytest.raises(ValueError, match=r"--eval-resolution 2x4 is WIDTHxHEIGHT \(2 wide, 4 high\), but the labels "
+                       r"are 16x8; it read HEIGHTxWIDTH before: for the same frame give 4x2"):
+        score("--pred", pred, "--gt", gt, "--dataset", "pst900", "--eval-resolution", "2x4")
+    with pytest.raises(SystemExit):
+        score("--pred", pred, "--gt", gt, "--dataset", "pst900", "--eval-resolution", "4by2")
+
+
 def test_label_out_of_range_in_gt_is_named(tmp_path):
     gt = write_pngs(tmp_path / "labels", {"a": [[0, 9]]})
     pred = write_pngs(tmp_path / "pred", {"a": [[0, 1]]})

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from safetensors.torch import load_file
 
 from taseg_ros.cli import main
 from taseg_ros.demo.data import write_street_dataset
-from taseg_ros.train.loop import Runtime, step_indices
+from taseg_ros.train.loop import step_indices
 from taseg_ros.train.loss import loss_share
 from taseg_ros.train.recipe import load_recipe
 

@@ -23,4 +23,8 @@ from taseg_ros.bag.io.reader import BagError, open_bag
 from taseg_ros.bag.io.topics import resolve_image_topics
 from taseg_ros.bag.io.writer import BagWriter
 
-__all__ = ["BagError", "BagWriter", "open_bag", "resolve_image_topics"]
+# The share of a recording's new frames that `bag extract` and `bag select` list in val.txt (the last
+# ones of each recording): a default of both commands' settings and --val-fraction options.
+DEFAULT_VAL_FRACTION = 0.2
+
+__all__ = ["DEFAULT_VAL_FRACTION", "BagError", "BagWriter", "open_bag", "resolve_image_topics"]

@@ -26,13 +26,13 @@ from taseg_ros.errors import InputError
 from taseg_ros.frames import calibration as cal
 from taseg_ros.frames import registration as reg
 from taseg_ros.frames.codec import ImageDecodeError, decode_rgb, decode_thermal
+from taseg_ros.frames.targets import DEFAULT_HFOV_DEG
 from taseg_ros.frames.thermal import homography_coverage
 from taseg_ros.outputs import check_output_file, output_file, write_text_atomic
 from taseg_ros.ros.params import homography_params_text
 
 CAVEAT = ("a homography is exact only for points on one plane or for co-axial optics; "
           "nearer or farther objects keep a parallax error")
-DEFAULT_HFOV_DEG = 69.0  # a typical RGB camera (RealSense D435 colour); --rgb-hfov for yours
 
 
 @dataclass(frozen=True)

@@ -39,11 +39,15 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from taseg_ros.bag.labels import TopicLabels, stamp_id
-from taseg_ros.bag.pairs import BagPairing, PairSource, failure_summary
+from taseg_ros.bag import DEFAULT_VAL_FRACTION
+from taseg_ros.bag.info import inspect_bag
 from taseg_ros.bag.io.reader import Bag, BagError, open_bag
 from taseg_ros.bag.io.topics import resolve_image_topics
+from taseg_ros.bag.labels import TopicLabels, stamp_id
+from taseg_ros.bag.pairs import BagPairing, PairSource, failure_summary
 from taseg_ros.classes import ClassInfo, load_classes
+from taseg_ros.config_io import read_text
+from taseg_ros.datasets.config import load_dataset_config
 from taseg_ros.errors import InputError
 from taseg_ros.frames.codec import ImageDecodeError, decode_pair
 from taseg_ros.frames.files import write_image, write_rgb, write_thermal
@@ -64,7 +68,7 @@ class ExtractSettings:
     label_topic: str | None = None
     label_tolerance_s: float = 0.001
     prefix: str = ""
-    val_fraction: float = 0.2
+    val_fraction: float = DEFAULT_VAL_FRACTION
     thermal_norm: ThermalNormalization = field(default_factory=ThermalNormalization)
     homography: np.ndarray | None = None  # thermal px -> RGB px; recorded, applied by the loader
     stamps: frozenset[int] | None = None  # only the pairs with these RGB stamps (ns); None: all
@@ -138,10 +142,20 @@ class ExtractResult:
     interrupted: bool = False
 
 
+def decode_recorded_pair(pair: Pair):
+    """((rgb, thermal), None), or (None, the reason naming the camera and topic) when one of the pair's
+    messages cannot be decoded: what bag extract and bag select count per reason."""
+    try:
+        return decode_pair(pair.rgb.msg, pair.thermal.msg), None
+    except ImageDecodeError as exc:
+        frame = pair.rgb if exc.stream == "rgb" else pair.thermal
+        return None, f"{'RGB' if exc.stream == 'rgb' else 'thermal'} {frame.topic}: {exc}"
+
+
 def _read_ids(path: Path) -> list[str]:
     if not path.is_file():
         return []
-    return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return [line.strip() for line in read_text(path).splitlines() if line.strip() and not line.startswith("#")]
 
 
 def _write_ids(path: Path, ids: list[str]) -> None:
@@ -186,8 +200,6 @@ def check_dataset_folder(out: Path, settings: ExtractSettings) -> None:
 def _check_existing_classes(target: Path, settings: ExtractSettings) -> None:
     """A folder that already holds a dataset takes more frames only with its class list and its
     thermal preparation: frames prepared two ways in one dataset would train on two inputs."""
-    from taseg_ros.datasets.config import load_dataset_config
-
     config = load_dataset_config(target)
     if settings.classes is not None:
         wanted = settings.classes if isinstance(settings.classes, ClassInfo) else load_classes(settings.classes)
@@ -281,14 +293,11 @@ class _Extraction:
 
     def _decode(self, pair: Pair):
         """(rgb, thermal) or None when a message cannot be decoded (counted per reason)."""
-        try:
-            return decode_pair(pair.rgb.msg, pair.thermal.msg)
-        except ImageDecodeError as exc:
-            frame = pair.rgb if exc.stream == "rgb" else pair.thermal
-            reason = f"{'RGB' if exc.stream == 'rgb' else 'thermal'} {frame.topic}: {exc}"
+        images, reason = decode_recorded_pair(pair)
+        if reason is not None:
             self.result.failed.append(f"{pair.rgb_stamp_ns / NS_PER_S:.6f} s: {reason}")
             self.result.failure_reasons[reason] += 1
-            return None
+        return images
 
     def _write_pair(self, pair: Pair) -> bool:
         images = self._decode(pair)
@@ -389,7 +398,6 @@ def _nothing_extracted(bag_path, result: ExtractResult, rgb_topic: str, thermal_
             f"{bag_path}: no pair was extracted: {len(result.failed)} of {result.pairs} pairs could not be decoded: "
             + failure_summary(result.failure_reasons)
         )
-    from taseg_ros.bag.info import inspect_bag
 
     info = inspect_bag(bag_path, rgb_topic, thermal_topic, slop_s)
     return f"{bag_path}: no pair was extracted: {info.verdict}"

@@ -9,7 +9,6 @@ each RGB frame's nearest thermal frame (which shows what another slop would give
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +21,8 @@ from taseg_ros.bag.io.reader import Bag, BagError, open_bag
 from taseg_ros.bag.io.topics import MissingStreamError, resolve_image_topics
 from taseg_ros.timing import summarize_ms
 from taseg_ros.errors import safe_text
+from taseg_ros.formatting import fixed as _fmt
+from taseg_ros.formatting import human_size as _size
 
 CANDIDATE_SLOPS_S = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 
@@ -249,20 +250,6 @@ def _judge(info: BagInfo, abs_nearest_ns: np.ndarray) -> None:
         if gain > info.pairs:
             text += f"; --slop {info.suggested_slop_s:g} would pair about {gain}"
     info.verdict = text
-
-
-def _fmt(value, unit: str = "", digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.{digits}f}{unit}"
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def format_info(info: BagInfo) -> str:

@@ -23,7 +23,10 @@ import numpy as np
 from taseg_ros.bag.io.msgtypes import COMPRESSED_IMAGE, IMAGE
 from taseg_ros.bag.io.reader import Bag, BagError
 from taseg_ros.classes import ClassInfo
+from taseg_ros.datasets.config import LabelMap, load_dataset_config
+from taseg_ros.datasets.io import index_by_stem, read_label
 from taseg_ros.errors import MissingInputError
+from taseg_ros.frames.codec import ImageDecodeError, image_to_array
 from taseg_ros.frames.pairing import NS_PER_S, stamp_to_ns
 
 STAMP_IN_NAME = re.compile(r"(\d+)_(\d{9})$")
@@ -44,8 +47,6 @@ def stamp_from_id(stem: str) -> int | None:
 
 
 def _label_map(classes: ClassInfo, classes_yaml: Path | None):
-    from taseg_ros.datasets.config import LabelMap, load_dataset_config
-
     if classes_yaml is not None and classes_yaml.is_file():
         config = load_dataset_config(classes_yaml)
         if tuple(config.classes.names) != tuple(classes.names):
@@ -112,8 +113,6 @@ class LabelSource:
 
 class FolderLabels(LabelSource):
     def __init__(self, folder: str | Path, classes: ClassInfo, tolerance_s: float = 0.001) -> None:
-        from taseg_ros.datasets.io import index_by_stem
-
         folder = Path(folder)
         if not folder.is_dir():
             raise MissingInputError(f"label folder not found: {folder}")
@@ -140,8 +139,6 @@ class FolderLabels(LabelSource):
         self.description = str(label_dir)
 
     def _raw(self, key: int) -> tuple[np.ndarray, str]:
-        from taseg_ros.datasets.io import read_label
-
         path = self._files[key]
         return read_label(path), str(path)
 
@@ -167,8 +164,6 @@ class TopicLabels(LabelSource):
         self.description = f"topic {self.topic}"
 
     def _decode(self, msg, msgtype: str, stamp: int) -> np.ndarray:
-        from taseg_ros.frames.codec import ImageDecodeError, image_to_array
-
         where = f"--label-topic {self.topic} (stamp {stamp * 1e-9:.6f} s)"
         try:
             if msgtype == COMPRESSED_IMAGE:

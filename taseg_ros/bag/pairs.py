@@ -18,7 +18,17 @@ from typing import Any, Callable, Iterable, Iterator
 
 from taseg_ros.bag.io.reader import Bag, RawMessage
 from taseg_ros.errors import InputError
-from taseg_ros.frames.pairing import DEFAULT_SLOP_S, NS_PER_S, LatestSlot, Pair, StampPairer, stamp_to_ns
+from taseg_ros.frames.pairing import (
+    DEFAULT_QUEUE_SIZE,
+    DEFAULT_SLOP_S,
+    DEFAULT_TIME_RESET_S,
+    NS_PER_S,
+    LatestSlot,
+    Pair,
+    StampPairer,
+    check_slop,
+    stamp_to_ns,
+)
 
 
 @dataclass(frozen=True)
@@ -35,13 +45,12 @@ class PairSource:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bag", Path(self.bag))
-        if not self.slop_s >= 0:
-            raise InputError(f"--slop must be >= 0 seconds, got {self.slop_s}")
+        check_slop(self.slop_s, "--slop")
         check_max_pairs(self.max_pairs)
 
 
 @dataclass(frozen=True)
-class Frame:
+class RecordedFrame:
     """One camera frame of the recording: its message (rosbags object) and where it sits in time."""
 
     topic: str
@@ -54,10 +63,10 @@ class Frame:
 @dataclass(frozen=True)
 class Arrival:
     """One message of the recording in log-time order; ``pair`` is set when it completed a pair
-    (the pair's payloads are ``Frame``s)."""
+    (the pair's payloads are ``RecordedFrame``s)."""
 
     message: RawMessage
-    frame: Frame | None
+    frame: RecordedFrame | None
     pair: Pair | None
 
 
@@ -78,8 +87,8 @@ class BagPairing:
         slop_s: float,
         *,
         extra_topics: Iterable[str] = (),
-        queue_size: int = 5,
-        time_reset_s: float = 2.0,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        time_reset_s: float = DEFAULT_TIME_RESET_S,
     ) -> None:
         self.bag = bag
         self.rgb_topic = rgb_topic
@@ -93,7 +102,7 @@ class BagPairing:
                 yield Arrival(message, None, None)
                 continue
             msg = self.bag.deserialize(message)
-            frame = Frame(message.topic, stamp_to_ns(msg.header.stamp), message.log_time_ns, msg, message)
+            frame = RecordedFrame(message.topic, stamp_to_ns(msg.header.stamp), message.log_time_ns, msg, message)
             if message.topic == self.rgb_topic:
                 pair = self.pairer.add_rgb(frame.stamp_ns, frame)
             else:

@@ -39,6 +39,7 @@ from taseg_ros.bag.io.stop import stop_on_sigint
 from taseg_ros.bag.io.topics import resolve_image_topics
 from taseg_ros.bag.io.writer import BagWriter
 from taseg_ros.errors import InputError
+from taseg_ros.formatting import fixed
 from taseg_ros.frames.render import OUTPUTS
 from taseg_ros.ros.client import ToolNode, deserialize, require_ros, serialize, wait_for
 from taseg_ros.ros.names import check_namespace
@@ -361,8 +362,7 @@ def _no_node_message(node_name, labels_topic, out_rgb, out_thermal, rgb, thermal
 
 def format_replay(result: ReplayResult) -> str:
     def ms(d: dict, key: str) -> str:
-        v = d.get(key) if d else None
-        return "-" if v is None else f"{v:.1f}"
+        return fixed(d.get(key) if d else None)
 
     lines = [
         f"replayed {result.bag} at {result.rate:g}x in {result.playback_s:.1f} s to {result.node}"

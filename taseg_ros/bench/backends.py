@@ -19,16 +19,19 @@ import numpy as np
 import torch
 
 from taseg_ros.bench.mode import prepared_inputs
-from taseg_ros.bench.node import node_vs_alone
 from taseg_ros.bench.models import plain_encoder_forward, plain_sam_encoder
+from taseg_ros.bench.node import node_vs_alone
 from taseg_ros.bench.timing import auto_repeats, device_synchronizer, run_rounds, summarize_ratio
 from taseg_ros.devices import BACKENDS
 from taseg_ros.errors import InputError
-from taseg_ros.timing import summarize_ms
 from taseg_ros.inference import Segmenter
+from taseg_ros.model.checkpoint import save_checkpoint
+from taseg_ros.runtime.export import export_model
+from taseg_ros.runtime.formats import FORMATS, NETWORK_FORMATS
 from taseg_ros.scenes import scene_pair
+from taseg_ros.timing import summarize_ms
 
-FORMAT_OF = {"onnxruntime": "onnx", "openvino": "openvino", "tensorrt": "tensorrt"}
+FORMAT_OF = {FORMATS[name].runtime: name for name in NETWORK_FORMATS}  # runtime -> the export it runs
 REFERENCE = "torch fp32"
 
 
@@ -99,9 +102,6 @@ class BackendBench:
         return self.summary(samples, repeats, agreement, encoder, node)
 
     def export(self, folder: Path) -> None:
-        from taseg_ros.model.checkpoint import save_checkpoint
-        from taseg_ros.runtime.export import FORMATS, export_model
-
         model = copy.copy(self.model)  # shallow: same weights, this mode's config
         model.cfg = self.model.cfg.replace(resolution=self.mode)
         self.files["torch"] = save_checkpoint(model, folder / f"bench_{model.cfg.name}_{self.mode}.safetensors")
@@ -113,7 +113,7 @@ class BackendBench:
             key = f"{fmt}-{precision}"
             if key in self.exports:
                 continue
-            output = folder / f"model-{precision}{FORMATS[fmt]}"
+            output = folder / f"model-{precision}{FORMATS[fmt].suffix}"
             self.log(f"  {self.mode}: exporting {fmt} {precision} (verified against eager PyTorch)")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -8,13 +8,15 @@ from typing import Any, Callable
 
 import torch
 
+from taseg_ros.config_io import read_text
+
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
 def _status_kib(field: str) -> int | None:
     try:
-        for line in _STATUS.read_text().splitlines():
+        for line in read_text(_STATUS).splitlines():
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     except (OSError, ValueError, IndexError):
@@ -50,7 +52,8 @@ def _reset_peak_rss() -> bool:
     global _peak_before_resets
     _peak_before_resets = process_peak_rss_bytes()
     try:
-        _CLEAR_REFS.write_text("5")
+        with open(_CLEAR_REFS, "w") as control:  # a kernel control file, not an output
+            control.write("5")
     except OSError:
         return False
     return True

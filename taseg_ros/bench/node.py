@@ -11,6 +11,7 @@ from typing import Any, Callable
 import numpy as np
 
 from taseg_ros.inference import Segmenter
+from taseg_ros.ros.bench import bench_node
 
 
 class Worker:
@@ -43,8 +44,6 @@ def node_vs_alone(
     """The real node over DDS (taseg_ros.ros.bench.bench_node: one pair in flight, all three image
     outputs subscribed) running the model file `path`, against the same runtime alone (a Segmenter
     on the same file, predict() back to back) timed right before and right after it."""
-    from taseg_ros.ros.bench import bench_node
-
     alone = Segmenter.from_checkpoint(path, backend=backend, device=device, precision=precision)
     before = worker(_back_to_back_fps, alone, frames, count)
     try:

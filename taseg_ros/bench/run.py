@@ -28,22 +28,29 @@ from typing import Any, Callable
 
 import torch
 
+from taseg_ros.bench.backends import BackendBench
 from taseg_ros.bench.memory import model_bytes, process_peak_rss_bytes
 from taseg_ros.bench.mode import ModeBench, segmenter_for
-from taseg_ros.bench.node import Worker, node_vs_alone
 from taseg_ros.bench.models import (
     attach_stage_clock,
     build_random_model,
     plain_encoder_forward,
     plain_sam_encoder,
 )
+from taseg_ros.bench.node import Worker, node_vs_alone
 from taseg_ros.bench.timing import StageClock, auto_repeats, device_synchronizer, run_rounds
-from taseg_ros.errors import InputError
-from taseg_ros.timing import summarize_ms
 from taseg_ros.classes import load_classes
+from taseg_ros.config_io import read_text
+from taseg_ros.devices import check_memory
+from taseg_ros.errors import InputError
 from taseg_ros.inference import PRECISIONS
+from taseg_ros.model.checkpoint import save_checkpoint
 from taseg_ros.model.config import RESOLUTION_MODES, get_config
+from taseg_ros.model.inputs import tensor_bytes
+from taseg_ros.ros.client import ros_missing
+from taseg_ros.runtime import BACKENDS
 from taseg_ros.scenes import scene_pair16
+from taseg_ros.timing import summarize_ms
 
 PAPER_VIT_H_FPS = 4.65  # TASeg paper: ViT-H at 640x480 on an RTX 3090
 WEIGHTS_NOTE = (
@@ -90,7 +97,6 @@ class BenchOptions:
             raise InputError(f"precision '{self.precision}' is not one of {sorted(PRECISIONS)}")
         if self.backend_precisions is None:
             self.backend_precisions = ("fp32", "bf16", "fp16") if self.device.startswith("cuda") else ("fp32", "bf16")
-        from taseg_ros.runtime import BACKENDS
 
         bad = [b for b in self.backends if b not in BACKENDS] + [p for p in self.backend_precisions if p not in PRECISIONS]
         if bad:
@@ -102,11 +108,6 @@ class BenchOptions:
 
     def check_memory(self) -> None:
         """Refuse a frame size or batch whose tensors alone do not fit, before building anything."""
-        from taseg_ros.classes import load_classes
-        from taseg_ros.devices import check_memory
-        from taseg_ros.model.config import get_config
-        from taseg_ros.model.inputs import tensor_bytes
-
         cfg, classes = get_config(self.config), load_classes(self.classes).num_classes
         batch = self.batch or (8 if self.device.startswith("cuda") else 1)
         needed = max(tensor_bytes(cfg.replace(resolution=mode), classes, (self.height, self.width), batch)
@@ -128,11 +129,11 @@ def _environment(device: torch.device) -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
     }
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in read_text("/proc/cpuinfo").splitlines():
             if line.startswith("model name"):
                 env["cpu"] = line.split(":", 1)[1].strip()
                 break
-    except OSError:
+    except (OSError, ValueError):  # no /proc (macOS): the processor name above stays
         pass
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
@@ -157,9 +158,6 @@ def _bench_node(
     model, opt: BenchOptions, model_fps: dict[str, float], worker: Worker, log: Callable[[str], None]
 ) -> dict[str, Any]:
     """The node with the bench's model (its own resolution mode), saved as a checkpoint."""
-    from taseg_ros.model.checkpoint import save_checkpoint
-    from taseg_ros.ros.client import ros_missing
-
     if missing := ros_missing():
         return {"skipped": f"{missing}; or use --skip-node"}
 
@@ -246,8 +244,6 @@ def run_benchmark(opt: BenchOptions, log: Callable[[str], None] = _log) -> dict[
         else:
             result["node"] = {"skipped": "--skip-node"}
         if opt.backends:
-            from taseg_ros.bench.backends import BackendBench
-
             result["backends"] = {
                 mode: BackendBench(model, mode, opt, frames, worker, log).run() for mode in opt.resolutions
             }

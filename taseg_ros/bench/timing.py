@@ -115,11 +115,6 @@ class StageClock:
         self.records.append(record)
         return record
 
-    def discard(self) -> None:
-        self._intervals.clear()
-        self._starts.clear()
-        self.records.clear()
-
     def detach(self) -> None:
         for handle in self._handles:
             handle.remove()

@@ -2,7 +2,11 @@
 
 Each module in COMMANDS defines `register(subparsers)` which adds its parser and
 sets `func` to a callable taking the parsed args and returning an exit code.
-Modules are imported lazily so that `taseg --help` stays fast.
+Building the parser imports every command module, so a command module imports at its top only
+light modules (argparse helpers, settings and vocabulary modules: standard library, numpy, PyYAML);
+torch, OpenCV, rosbags, the runtimes, Ray and matplotlib load in its run function, after the
+arguments are parsed. `taseg --help`, `taseg <cmd> --help` and `taseg weights` load none of them
+(test/test_layers.py checks it in a fresh process).
 """
 from __future__ import annotations
 
@@ -14,6 +18,9 @@ import sys
 import threading
 import warnings
 from contextlib import contextmanager
+
+from taseg_ros.errors import InputWarning, TasegError
+from taseg_ros.outputs import write_error
 
 # name -> module (relative to this package); the order is the order in --help.
 COMMANDS = {
@@ -52,7 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(item.startswith("-") or "=" not in item for item in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
-    from taseg_ros.errors import TasegError
 
     with sigterm_as_sigint() as terminated:
         try:
@@ -72,8 +78,6 @@ def main(argv: list[str] | None = None) -> int:
         # library's own files): disk full, name too long, read-only, no permission. One line, the file
         # named; the output policy has already removed what the run created.
         except OSError as exc:
-            from taseg_ros.outputs import write_error
-
             refusal = write_error(exc, exc.filename or "a file")  # some writers do not say which
             if refusal is None:
                 raise
@@ -110,8 +114,6 @@ def sigterm_as_sigint():
 def counted_input_warnings():
     """Within the block, every InputWarning (all-NaN thermal, resized thermal, ...) is printed as
     `warning: ...` when it happens and counted by kind in the yielded Counter."""
-    from taseg_ros.errors import InputWarning
-
     counts = collections.Counter()
     with warnings.catch_warnings():
         warnings.simplefilter("always", InputWarning)  # every file counts, also in a second run

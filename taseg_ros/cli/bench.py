@@ -5,6 +5,7 @@ import argparse
 import math
 
 from taseg_ros.cli.options import add_device_options, add_force_option, device_from_args
+from taseg_ros.outputs import check_output_file, write_text_atomic
 
 
 def _positive_int(text: str) -> int:
@@ -68,7 +69,6 @@ def run(args) -> int:
     import json
 
     from taseg_ros.bench import BenchOptions, format_report, run_benchmark
-    from taseg_ros.outputs import check_output_file, write_text_atomic
 
     options = BenchOptions(
         config=args.config,

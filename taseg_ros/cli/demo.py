@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from taseg_ros.cli.options import add_force_option
 from taseg_ros.errors import InputError
+from taseg_ros.outputs import output_dir
 
 
 def register(subparsers) -> None:
@@ -31,7 +32,6 @@ def run(args) -> int:
     from pathlib import Path
 
     from taseg_ros.demo.pipeline import DemoOptions, run_demo
-    from taseg_ros.outputs import output_dir
 
     if args.data_root and not args.checkpoint:
         raise InputError("--data-root needs --checkpoint (without them the demo makes its own data and model)")

@@ -1,8 +1,19 @@
 """`taseg eval`: score a checkpoint on a dataset split with the dataset's protocol."""
 from __future__ import annotations
 
-from taseg_ros.cli.options import add_backend_options, add_device_options, add_force_option, add_thermal_options
+from taseg_ros.cli import counted_input_warnings
+from taseg_ros.cli.options import (
+    add_backend_options,
+    add_device_options,
+    add_force_option,
+    add_model_options,
+    add_thermal_options,
+    segmenter_from_args,
+    thermal_norm_from_args,
+)
 from taseg_ros.errors import InputError
+from taseg_ros.frames.render import IMAGE_OUTPUTS
+from taseg_ros.outputs import check_output_dir, output_dir
 
 
 def register(subparsers) -> None:
@@ -13,18 +24,17 @@ def register(subparsers) -> None:
         "matrix over the split, per-class IoU/accuracy, mIoU/mAcc with both NaN conventions, day and night "
         "from their own matrices. Writes metrics.json, metrics.md and plots.",
     )
-    p.add_argument("--checkpoint", required=True)
+    add_model_options(p, "the model to score")
     p.add_argument("--data-root", required=True, metavar="DIR")
     p.add_argument("--dataset", help="mfnet | pst900 | fmb | kp | folder | dataset YAML (default: the one the checkpoint was trained on)")
     p.add_argument("--split", default="test")
-    p.add_argument("--out", metavar="DIR", help="report folder (default: eval_<split> beside the checkpoint; "
+    p.add_argument("-o", "--output", "--out", dest="out", metavar="DIR", help="report folder (default: eval_<split> beside the checkpoint; "
                    "refused when it is not empty, unless --force)")
     add_force_option(p)
-    p.add_argument("--save-predictions", nargs="*", choices=("labels", "colorized", "overlay"), metavar="OUTPUT",
+    p.add_argument("--save-predictions", nargs="*", choices=IMAGE_OUTPUTS, metavar="OUTPUT",
                    help="also write prediction PNGs into predictions/<OUTPUT>/: labels (class ids), colorized, "
                    "overlay (all three when given alone)")
     p.add_argument("--blank-thermal", action="store_true", help="ablation: zero the thermal input")
-    p.add_argument("--sam-checkpoint", help="official SAM weights (default: models/<name>)")
     add_thermal_options(p, default_help="the dataset's protocol (thermal.normalization of its YAML)")
     add_device_options(p)
     add_backend_options(p)
@@ -35,14 +45,11 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
-    from taseg_ros.cli import counted_input_warnings
-    from taseg_ros.cli.options import segmenter_from_args, thermal_norm_from_args
     from taseg_ros.datasets import build_dataset
     from taseg_ros.datasets.transforms import eval_transform
     from taseg_ros.evaluation.report import format_table, write_report
     from taseg_ros.evaluation.run import PredictionWriter, evaluate
     from taseg_ros.runtime import describe_model_file
-    from taseg_ros.outputs import check_output_dir, output_dir
 
     thermal_norm = thermal_norm_from_args(args)
     metadata = describe_model_file(args.checkpoint)

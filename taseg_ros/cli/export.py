@@ -2,40 +2,27 @@
 network file for an inference runtime (ONNX, OpenVINO IR, TensorRT engine)."""
 from __future__ import annotations
 
-import argparse
+from pathlib import Path
 
-from taseg_ros.cli.options import add_force_option
+from taseg_ros.cli.options import add_force_option, add_sam_checkpoint_option, frame_size
 from taseg_ros.devices import PRECISIONS
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT (e.g. 640x480), got {text!r}") from None
-    if width < 1 or height < 1:
-        raise argparse.ArgumentTypeError(f"frame size must be positive, got {text!r}")
-    return width, height
+from taseg_ros.errors import InputError
+from taseg_ros.outputs import check_output_file, output_file
+from taseg_ros.runtime.formats import FORMATS
 
 
 def output_format(output: str, fmt: str | None) -> str:
     """The format to write: --format, or the one the -o suffix names; a mismatch is refused
     (safetensors bytes in a .onnx file would load nowhere)."""
-    from pathlib import Path
-
-    from taseg_ros.errors import InputError
-    from taseg_ros.runtime.export import FORMATS
-
-    suffixes = {"safetensors": ".safetensors", **FORMATS}
     suffix = Path(output).suffix.lower()
-    by_suffix = {s: f for f, s in suffixes.items()}.get(suffix)
+    by_suffix = next((name for name, f in FORMATS.items() if f.suffix == suffix), None)
     if fmt is None:
         if by_suffix is None:
             raise InputError(f"{output}: cannot tell the format from the suffix '{suffix or 'none'}'; name the file "
-                             f"{', '.join(suffixes.values())} or pass --format")
+                             f"{', '.join(f.suffix for f in FORMATS.values())} or pass --format")
         return by_suffix
-    if suffix != suffixes[fmt]:
-        raise InputError(f"{output}: --format {fmt} writes a '{suffixes[fmt]}' file, not '{suffix or 'no suffix'}'")
+    if suffix != FORMATS[fmt].suffix:
+        raise InputError(f"{output}: --format {fmt} writes a '{FORMATS[fmt].suffix}' file, not '{suffix or 'no suffix'}'")
     return fmt
 
 
@@ -58,14 +45,14 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True,
                    help="output file: .safetensors, .onnx (+ .onnx.data for models over 2 GiB), .xml (+ .bin beside it) "
                    "or .engine (+ .engine.json); an existing file, or one of those beside it, is refused unless --force")
-    p.add_argument("--format", choices=("safetensors", "onnx", "openvino", "tensorrt"),
+    p.add_argument("--format", choices=tuple(FORMATS),
                    help="what to write (default: the -o suffix says: .safetensors, .onnx, .xml openvino, .engine "
                    "tensorrt); a suffix that does not match the format is refused")
     add_force_option(p)
-    p.add_argument("--sam-checkpoint", help="official SAM .pth the checkpoint refers to (default: models/<name>)")
+    add_sam_checkpoint_option(p)
     p.add_argument("--frozen-storage", default="fp32", choices=tuple(PRECISIONS),
                    help="safetensors: dtype of the stored frozen SAM weights (default fp32: bit-identical model)")
-    p.add_argument("--size", type=_size, default=(640, 480), metavar="WxH",
+    p.add_argument("--size", type=frame_size, default=(640, 480), metavar="WIDTHxHEIGHT",
                    help="network exports: the camera frame size (default 640x480); frames of another size are refused")
     p.add_argument("--batch", type=int, default=1, help="network exports: fixed batch size (default 1)")
     p.add_argument("--verify-frame", nargs=2, metavar=("RGB", "THERMAL"),
@@ -80,16 +67,12 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import warnings
 
-    from taseg_ros.outputs import check_output_file, output_file
-
     inputs = {"CKPT": args.checkpoint, "--sam-checkpoint": args.sam_checkpoint}
     if args.verify_frame:
         inputs.update(zip(("--verify-frame RGB", "--verify-frame THERMAL"), args.verify_frame))
     check_output_file(args.output, force=args.force, inputs=inputs)  # a folder, or under a file: said first
     args.format = output_format(args.output, args.format)
     if args.format != "safetensors":
-        from pathlib import Path
-
         from taseg_ros.runtime.export import check_export_size, outputs_of
 
         for sibling in outputs_of(Path(args.output), args.format)[1:]:  # the .bin, .onnx.data, .engine.json

@@ -1,6 +1,10 @@
 """`taseg info`: architecture summary and trainable-parameter breakdown of a config."""
 from __future__ import annotations
 
+from taseg_ros.classes import load_classes
+from taseg_ros.errors import safe_text
+from taseg_ros.model.config import get_config
+
 GROUP_LABELS = {
     "thermal_patch_embed": "thermal patch embedding (eq. 1)",
     "dffm": "DFFM / fusion (eqs. 2-4)",
@@ -26,10 +30,7 @@ def format_count(n: int) -> str:
 def run(args) -> int:
     import torch
 
-    from taseg_ros.classes import load_classes
-    from taseg_ros.errors import safe_text
     from taseg_ros.model.checkpoint import describe_checkpoint
-    from taseg_ros.model.config import get_config
     from taseg_ros.model.taseg import build_model, parameter_breakdown
 
     if args.checkpoint:

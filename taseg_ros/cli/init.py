@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from taseg_ros.cli.options import add_force_option
+from taseg_ros.errors import InputError
+from taseg_ros.outputs import output_file
 
 
 def register(subparsers) -> None:
@@ -28,8 +30,6 @@ def checkpoint_path(output: str) -> str:
     loaders tell model files by their suffix); another suffix is refused."""
     from pathlib import Path
 
-    from taseg_ros.errors import InputError
-
     suffix = Path(output).suffix
     if suffix.lower() == ".safetensors" or Path(output).is_dir():  # a folder: the output policy says so
         return output
@@ -44,7 +44,6 @@ def run(args) -> int:
 
     from taseg_ros.model.checkpoint import init_checkpoint
     from taseg_ros.model.taseg import parameter_breakdown
-    from taseg_ros.outputs import output_file
 
     inputs = {"--sam-checkpoint": args.sam_checkpoint, "--clip-weights": args.clip_weights,
               "--text-embeddings": args.text_embeddings}

@@ -8,6 +8,15 @@ from __future__ import annotations
 
 import argparse
 
+from taseg_ros.cli.options import (
+    add_backend_options,
+    add_device_options,
+    add_force_option,
+    add_model_options,
+    segmenter_from_args,
+)
+from taseg_ros.outputs import check_output_file
+
 EPILOG = """\
 the loop:
   taseg bag select run1 run2 --checkpoint model.safetensors -k 50 -o data/round1
@@ -35,8 +44,6 @@ def register(subparsers) -> None:
 
 
 def _add_export(sub) -> None:
-    from taseg_ros.cli.options import add_backend_options, add_device_options, add_force_option
-
     ex = sub.add_parser(
         "export",
         help="the dataset folder's frames with the model's predictions, as a CVAT-importable zip",
@@ -46,8 +53,7 @@ def _add_export(sub) -> None:
         "the RGB frames in JPEGImages/. The thermal frames are prepared as classes.yaml records, as for training.",
     )
     ex.add_argument("dataset", metavar="DIR", help="dataset folder (rgb/, thermal/, classes.yaml)")
-    ex.add_argument("--checkpoint", required=True, metavar="CKPT", help="the model whose predictions pre-label the frames")
-    ex.add_argument("--sam-checkpoint", metavar="PTH", help="official SAM weights the checkpoint refers to (default: models/)")
+    add_model_options(ex, "the model whose predictions pre-label the frames")
     ex.add_argument("-o", "--output", required=True, metavar="ZIP", help="the zip to write (e.g. prelabels.zip)")
     ex.add_argument("--split", default="all",
                     help="which frames: all (every frame in rgb/, default) or a split file's name (train, val, ...)")
@@ -58,8 +64,6 @@ def _add_export(sub) -> None:
 
 
 def _add_import(sub) -> None:
-    from taseg_ros.cli.options import add_force_option
-
     im = sub.add_parser(
         "import",
         help="a CVAT export of the corrected masks -> DIR/labels/<id>.png",
@@ -78,9 +82,7 @@ def _add_import(sub) -> None:
 def run_export(args) -> int:
     import warnings
 
-    from taseg_ros.cli.options import segmenter_from_args
     from taseg_ros.labelling.cvat import export_prelabels, format_export
-    from taseg_ros.outputs import check_output_file
 
     inputs = {"DIR": args.dataset, "--checkpoint": args.checkpoint}
     check_output_file(args.output, force=args.force, inputs=inputs)  # before the model loads

@@ -9,14 +9,41 @@ import argparse
 
 from taseg_ros.devices import BACKEND_CHOICES, DEVICE_CHOICES_HINT, PRECISIONS, resolve_device
 from taseg_ros.errors import InputError
+from taseg_ros.frames.sizes import parse_size
+from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA
 from taseg_ros.model.config import DEFAULT_MAX_INPUT_SIZE, max_input_size_problem
+from taseg_ros.outputs import FORCE_HELP
+
+
+def frame_size(text: str) -> tuple[int, int]:
+    """argparse type of a frame size: WIDTHxHEIGHT -> (width, height) (frames.sizes, the one notation)."""
+    try:
+        return parse_size(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_force_option(parser) -> None:
     """--force: the overwrite policy of taseg_ros.outputs (refuse an existing output without it)."""
-    from taseg_ros.outputs import FORCE_HELP
-
     parser.add_argument("--force", action="store_true", help=FORCE_HELP)
+
+
+# --- the model ----------------------------------------------------------------------------------
+# Every command that runs a model takes it the same way (segmenter_from_args opens any model file).
+
+MODEL_FILE_HELP = ("a TASeg checkpoint (.safetensors) or an export of one (.onnx, .xml, .engine: "
+                   "`taseg export`)")
+SAM_CHECKPOINT_HELP = "official SAM weights (.pth) a checkpoint refers to (default: models/<official name>)"
+
+
+def add_model_options(parser, purpose: str) -> None:
+    """--checkpoint (required; `purpose`: what the command uses the model for) and --sam-checkpoint."""
+    parser.add_argument("--checkpoint", required=True, metavar="MODEL", help=f"{purpose}: {MODEL_FILE_HELP}")
+    add_sam_checkpoint_option(parser)
+
+
+def add_sam_checkpoint_option(parser) -> None:
+    parser.add_argument("--sam-checkpoint", metavar="PTH", help=SAM_CHECKPOINT_HELP)
 
 
 # --- device and precision ---------------------------------------------------------------------
@@ -110,8 +137,6 @@ def _thermal_mode(text: str) -> str:
 
 
 def add_overlay_option(parser: argparse.ArgumentParser) -> None:
-    from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA
-
     parser.add_argument("--overlay-alpha", "--alpha", type=float, default=DEFAULT_OVERLAY_ALPHA, metavar="A",
                         help=f"weight of the class colours in the overlay, 0..1 (the node's overlay_alpha; "
                         f"default {DEFAULT_OVERLAY_ALPHA})")
@@ -158,7 +183,6 @@ def _is_number(text: str) -> bool:
 def frame_settings_from_args(args: argparse.Namespace):
     """The per-frame settings (frames.settings.FrameSettings) the thermal, homography and overlay
     options ask for; the node's defaults for what is not given."""
-    from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA
     from taseg_ros.frames.settings import FrameSettings
     from taseg_ros.frames.thermal import ThermalNormalization
 

@@ -1,14 +1,20 @@
 """`taseg predict`: segment single RGB-T image pairs or folders of them."""
 from __future__ import annotations
 
+from taseg_ros.cli import counted_input_warnings
 from taseg_ros.cli.options import (
     add_backend_options,
     add_device_options,
     add_force_option,
+    add_model_options,
     add_overlay_option,
     add_thermal_options,
+    frame_settings_from_args,
+    segmenter_from_args,
 )
-from taseg_ros.errors import InputError, MissingInputError
+from taseg_ros.errors import InputError, InputWarning, MissingInputError
+from taseg_ros.frames.render import COLOUR_OUTPUTS
+from taseg_ros.outputs import check_output_dir, output_dir
 
 
 def register(subparsers) -> None:
@@ -21,13 +27,12 @@ def register(subparsers) -> None:
         "or resized onto the RGB grid). Writes labels/ (class-id PNGs), colorized/ and overlay/ into the "
         "output folder (refused when it is not empty, unless --force).",
     )
-    p.add_argument("--checkpoint", required=True)
+    add_model_options(p, "the model")
     p.add_argument("--rgb", required=True, help="RGB image or folder")
     p.add_argument("--thermal", help="thermal image or folder (8/16-bit PNG, float TIFF)")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
     add_force_option(p)
     add_overlay_option(p)
-    p.add_argument("--sam-checkpoint", help="official SAM weights (default: models/<name>)")
     add_thermal_options(p, default_help="auto", homography=True)
     add_device_options(p)
     add_backend_options(p)
@@ -58,10 +63,6 @@ def _pairs(rgb_arg: str, thermal_arg: str | None):
 
 def run(args) -> int:
     import sys
-
-    from taseg_ros.cli import counted_input_warnings
-    from taseg_ros.cli.options import frame_settings_from_args, segmenter_from_args
-    from taseg_ros.outputs import check_output_dir, output_dir
 
     pairs = _pairs(args.rgb, args.thermal)
     settings = frame_settings_from_args(args)
@@ -94,12 +95,11 @@ def _predict_pairs(seg, settings, pairs, out) -> None:
     """Each pair through the node's FramePipeline; its notes are warnings naming the file."""
     import warnings
 
-    from taseg_ros.errors import InputWarning
     from taseg_ros.frames.files import read_image, read_thermal, to_rgb8, write_output
     from taseg_ros.inference.pipeline import FramePipeline
 
     pipeline = FramePipeline(seg, settings)
-    outputs = ("colorized", "overlay")
+    outputs = COLOUR_OUTPUTS
     for stem, rgb_file, thermal_file in pairs:
         image = read_image(rgb_file)
         thermal = _alpha_thermal(image, rgb_file) if thermal_file is None else read_thermal(thermal_file)

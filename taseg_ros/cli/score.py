@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from taseg_ros.cli.options import add_force_option
+from pathlib import Path
+
+from taseg_ros.cli.options import add_force_option, frame_size
+from taseg_ros.errors import InputError
+from taseg_ros.frames.sizes import format_size
+from taseg_ros.outputs import check_output_dir, output_dir
 
 EPILOG = """\
 Predictions and labels are matched by file stem; every scored label needs a prediction.
@@ -20,22 +25,35 @@ examples:
 
 
 def _resolution(text: str):
-    if text == "native":
-        return "native"
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-        if h > 0 and w > 0:
-            return h, w
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(f"expected 'native' or HEIGHTxWIDTH (e.g. 360x640), got {text!r}")
+    """'native' or WIDTHxHEIGHT -> 'native' or (width, height)."""
+    return "native" if text == "native" else frame_size(text)
 
 
 def _protocol_or(value):
     """None (flag not given) -> the protocol's resolution; 'native' -> None; else (h, w)."""
     if value is None:
         return "protocol"
-    return None if value == "native" else value
+    return None if value == "native" else (value[1], value[0])
+
+
+def check_orientation(size: tuple[int, int] | None, gt_dir: str | Path) -> None:
+    """--eval-resolution read HEIGHTxWIDTH before it read WIDTHxHEIGHT (as every other size does). Text
+    cannot tell the two orders apart, the labels can: a size that turns the labels' frames on their side
+    (wider than high where they are higher than wide, or the reverse) is refused with the order named."""
+    from taseg_ros.datasets.io import index_by_stem  # OpenCV
+    from taseg_ros.frames.files import read_image
+
+    if size is None or not Path(gt_dir).is_dir():
+        return  # scoring says what is missing
+    labels = index_by_stem(Path(gt_dir), (".png",))
+    if not labels:
+        return  # scoring says what is missing
+    height, width = read_image(next(iter(labels.values()))).shape[:2]
+    given_w, given_h = size
+    if (given_w - given_h) * (width - height) < 0:
+        raise InputError(f"--eval-resolution {format_size(given_w, given_h)} is WIDTHxHEIGHT ({given_w} wide, {given_h} "
+                         f"high), but the labels are {format_size(width, height)}; it read HEIGHTxWIDTH before: for "
+                         f"the same frame give {format_size(given_h, given_w)}")
 
 
 def register(subparsers) -> None:
@@ -50,16 +68,16 @@ def register(subparsers) -> None:
     p.add_argument("--gt", required=True, metavar="DIR", help="folder of label PNGs as the dataset stores them")
     p.add_argument("--dataset", required=True, metavar="NAME|YAML",
                    help="mfnet | pst900 | fmb | kp | a classes.yaml / dataset yaml")
-    p.add_argument("--out", metavar="DIR", help="write metrics.json, metrics.md and PNG plots here "
-                   "(refused when it is not empty, unless --force)")
+    p.add_argument("-o", "--output", "--out", dest="out", metavar="DIR",
+                   help="write metrics.json, metrics.md and PNG plots here (refused when it is not empty, unless --force)")
     add_force_option(p)
     p.add_argument("--ids", metavar="FILE", help="score only the ids of this split file (e.g. MFNet test.txt)")
     p.add_argument("--pred-format", choices=("auto", "ids", "colour", "raw"), default="auto",
                    help="auto: 1 channel = class ids, 3/4 channels = palette colours; raw: the "
                         "dataset's on-disk label encoding (default auto)")
-    p.add_argument("--eval-resolution", type=_resolution, default=None, metavar="native|HxW",
+    p.add_argument("--eval-resolution", type=_resolution, default=None, metavar="native|WIDTHxHEIGHT",
                    help="override the protocol's scoring resolution (labels and predictions resized "
-                        "with nearest neighbour), e.g. 360x640 for PSTNet's official script")
+                        "with nearest neighbour), e.g. 640x360 for PSTNet's official script")
     p.add_argument("--resize-pred", action="store_true",
                    help="resize predictions whose size differs from the label (nearest) instead of failing")
     p.set_defaults(func=run)
@@ -68,14 +86,14 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import sys
 
-    from taseg_ros.datasets import load_dataset_config
+    from taseg_ros.datasets import load_dataset_config  # OpenCV
     from taseg_ros.evaluation.files import score_directories
     from taseg_ros.evaluation.report import format_table, write_report
-    from taseg_ros.outputs import check_output_dir, output_dir
 
     inputs = {"--pred": args.pred, "--gt": args.gt}
     if args.out:
         check_output_dir(args.out, force=args.force, inputs=inputs)  # before scoring, not after
+    check_orientation(None if args.eval_resolution in (None, "native") else args.eval_resolution, args.gt)
     config = load_dataset_config(args.dataset)
     result, extra = score_directories(
         args.pred,

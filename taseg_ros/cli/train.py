@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from taseg_ros.errors import InputError
+from taseg_ros.train.recipe import load_recipe
+from taseg_ros.train.run_dir import run_folder
 
 
 def register(subparsers) -> None:
@@ -32,9 +34,6 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from taseg_ros.train.recipe import load_recipe
-    from taseg_ros.train.run_dir import run_folder
-
     overrides = list(args.overrides)
     if args.data_root:
         overrides.append(f"data.root={args.data_root}")

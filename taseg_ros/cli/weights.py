@@ -9,6 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from taseg_ros import weights
+from taseg_ros.formatting import human_size, on_terminal
+from taseg_ros.model.config import MODEL_CONFIGS, get_config
+from taseg_ros.resources import models_dir
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -44,10 +49,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from taseg_ros import weights
-    from taseg_ros.model.config import MODEL_CONFIGS, get_config
-    from taseg_ros.resources import models_dir
-
     explicit = bool(args.config)
     configs = [get_config(name) for name in (args.config or list(MODEL_CONFIGS))]
     purpose = "inference" if args.inference else "training"
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"config {names} needs no weight files (random frozen weights, no CLIP)")
         return 0
 
-    show_progress = sys.stderr.isatty()
+    show_progress = on_terminal()
     results = {
         name: weights.check(folder / name, wf, verify_sha=not args.quick, progress=show_progress)
         for name, (wf, _) in needed.items()
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     for name, (wf, users) in needed.items():
         rows.append((
             name,
-            _human_size(wf.size_bytes),
+            human_size(wf.size_bytes, unknown="unknown"),
             wf.sha256[:12] if wf.sha256 else "unverified",
             results[name].status.value + (" (size only)" if args.quick and results[name].status is weights.Status.OK else ""),
             ",".join(users),
@@ -123,17 +124,6 @@ def run(args: argparse.Namespace) -> int:
     if explicit:
         return 1 if problems else 0
     return 1 if corrupt else 0  # listing every config: absent files of sizes you don't use are fine
-
-
-def _human_size(size: int | None) -> str:
-    if size is None:
-        return "unknown"
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def _print_table(rows: list[tuple[str, ...]]) -> None:

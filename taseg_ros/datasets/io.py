@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taseg_ros.config_io import read_text
 from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.frames.files import IMAGE_EXTENSIONS, read_image
 
@@ -61,7 +62,7 @@ def read_split_file(path: Path) -> list[str]:
         raise MissingInputError(f"split file not found: {path}")
     ids: list[str] = []
     seen: set[str] = set()
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
         entry = line.strip()
         if not entry or entry.startswith("#"):
             continue

@@ -83,18 +83,6 @@ class Resize:
 
 
 @dataclass
-class PadToMultiple:
-    """Pad bottom/right so both sides are multiples of `multiple` (e.g. the ViT patch size)."""
-
-    multiple: int = 16
-
-    def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        h, w = sample["rgb"].shape[:2]
-        m = self.multiple
-        return pad_sample(sample, (-(-h // m) * m, -(-w // m) * m))
-
-
-@dataclass
 class RandomScale:
     """Resize by a factor drawn uniformly from [low, high]."""
 

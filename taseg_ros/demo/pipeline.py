@@ -29,9 +29,29 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from taseg_ros.bag.evaluate.report import format_summary, write_eval_report
+from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag
+from taseg_ros.bag.pairs import PairSource
+from taseg_ros.bag.replay import ReplaySettings, format_replay, replay_bag
+from taseg_ros.datasets import build_dataset
 from taseg_ros.demo.data import write_street_dataset
+from taseg_ros.demo.recording import write_rgbt_bag
+from taseg_ros.errors import TasegError
+from taseg_ros.evaluation.report import format_table, write_report
+from taseg_ros.evaluation.run import PredictionWriter, evaluate
+from taseg_ros.frames.files import write_rgb
+from taseg_ros.frames.settings import FrameSettings
+from taseg_ros.frames.thermal import ThermalNormalization
+from taseg_ros.inference import Segmenter
+from taseg_ros.inference.pipeline import FramePipeline
+from taseg_ros.labelling.cvat import export_prelabels
+from taseg_ros.labelling.select import SelectSettings, select_frames
+from taseg_ros.model.checkpoint import load_checkpoint
 from taseg_ros.outputs import write_text_atomic
-
+from taseg_ros.ros.client import ros_missing
+from taseg_ros.scenes import SceneFrame, panned_street
+from taseg_ros.train.loop import train
+from taseg_ros.train.recipe import load_recipe
 
 # Whatever the recording's topic names, replay publishes on these and the node listens there.
 DEMO_RGB_TOPIC = "/taseg_demo/rgb/image"
@@ -65,9 +85,6 @@ def generate_data(opts: DemoOptions) -> Path:
 
 
 def train_model(opts: DemoOptions, data_root: Path) -> Path:
-    from taseg_ros.train.loop import train
-    from taseg_ros.train.recipe import load_recipe
-
     _say(f"2/5 training the tiny model ({opts.steps} steps, CPU is fine)")
     h, w = opts.image_size
     recipe = load_recipe(
@@ -83,11 +100,6 @@ def train_model(opts: DemoOptions, data_root: Path) -> Path:
 
 
 def evaluate_model(opts: DemoOptions, checkpoint: Path, data_root: Path) -> dict:
-    from taseg_ros.datasets import build_dataset
-    from taseg_ros.evaluation.report import format_table, write_report
-    from taseg_ros.evaluation.run import PredictionWriter, evaluate
-    from taseg_ros.model.checkpoint import load_checkpoint
-
     _say("3/5 evaluating: all / day / night, and with the thermal input blanked")
     model = load_checkpoint(checkpoint)
     dataset = build_dataset(opts.dataset, data_root, opts.split)
@@ -106,14 +118,9 @@ def demo_recording(opts: DemoOptions, data_root: Path | None) -> Path:
     """The recording the node step and the label-free report run on: ``--bag``, or 40 frames written
     as a rosbag (the given dataset's test frames, or two street scenes panned 4 px per frame, one by
     day and one by night, so consecutive frames overlap as a driving camera's do)."""
-    from taseg_ros.demo.recording import write_rgbt_bag
-    from taseg_ros.scenes import SceneFrame, panned_street
-
     if opts.bag is not None:
         return opts.bag
     if data_root is not None and opts.checkpoint is not None:
-        from taseg_ros.datasets import build_dataset
-
         dataset = build_dataset(opts.dataset, data_root, opts.split)
         frames = []
         for i in range(min(40, len(dataset))):
@@ -135,11 +142,6 @@ def demo_recording(opts: DemoOptions, data_root: Path | None) -> Path:
 
 def label_free_report(opts: DemoOptions, checkpoint: Path, bag: Path) -> dict:
     """`taseg bag eval` without labels on the recording: the label-free quality a user gets on their own."""
-    from taseg_ros.bag.evaluate.report import format_summary, write_eval_report
-    from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag
-    from taseg_ros.bag.pairs import PairSource
-    from taseg_ros.inference import Segmenter
-
     _say("4/5 label-free quality of the recording (taseg bag eval, no labels, --thermal-reliance)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -153,15 +155,11 @@ def label_free_report(opts: DemoOptions, checkpoint: Path, bag: Path) -> dict:
 
 
 def record_and_replay(opts: DemoOptions, checkpoint: Path, bag: Path) -> dict | None:
-    from taseg_ros.ros.client import ros_missing
-
     if not opts.node:
         return None
     if missing := ros_missing():
         _say(f"4/5 skipped: {missing}")
         return None
-    from taseg_ros.bag.pairs import PairSource
-    from taseg_ros.bag.replay import ReplaySettings, format_replay, replay_bag
 
     _say("4/5 playing the recording over DDS into the real node, recording its outputs")
     domain = random.Random(os.getpid()).randint(100, 200)
@@ -200,11 +198,6 @@ PRELABEL_MIN_GAP_S = 0.5  # the recording lasts 4 s: the default 1 s gap would l
 def prelabel_export(opts: DemoOptions, checkpoint: Path) -> dict | None:
     """Choose a few frames of the demo's recording worth labelling and write them with the model's
     pre-labels as a CVAT 'Segmentation mask 1.1' zip (taseg bag select + taseg label export)."""
-    from taseg_ros.errors import TasegError
-    from taseg_ros.inference import Segmenter
-    from taseg_ros.labelling.cvat import export_prelabels
-    from taseg_ros.labelling.select import SelectSettings, select_frames
-
     recording = opts.bag or opts.output / "bag" / "input"
     if not recording.exists():
         _say("pre-labels for CVAT skipped: no recording (the node step did not run)")
@@ -226,12 +219,6 @@ def prelabel_export(opts: DemoOptions, checkpoint: Path) -> dict | None:
 
 def overlay_montage(opts: DemoOptions, checkpoint: Path, data_root: Path) -> Path:
     """One picture: a day and a night test frame, RGB | thermal | prediction overlay."""
-    from taseg_ros.datasets import build_dataset
-    from taseg_ros.inference.pipeline import FramePipeline
-    from taseg_ros.frames.settings import FrameSettings
-    from taseg_ros.inference import Segmenter
-    from taseg_ros.frames.thermal import ThermalNormalization
-
     _say("5/5 overlay images and plots")
     # Dataset thermal is already normalised to [0, 1].
     pipeline = FramePipeline(Segmenter.from_checkpoint(checkpoint), FrameSettings(ThermalNormalization("fixed", 0.0, 1.0), overlay_alpha=0.6))
@@ -249,7 +236,6 @@ def overlay_montage(opts: DemoOptions, checkpoint: Path, data_root: Path) -> Pat
         cv2.putText(row, cond, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
         rows.append(row)
     path = opts.output / "demo_overlay.png"
-    from taseg_ros.frames.files import write_rgb
 
     write_rgb(path, np.vstack(rows))
     print(f"wrote {path} (RGB | thermal | prediction) and overlays of every test frame in {opts.output / 'predictions'}")

@@ -43,7 +43,7 @@ IMU_TOPIC = "/imu/data"
 DEFAULT_START_NS = 1_700_000_000 * NS_PER_S
 
 
-class Frame(Protocol):
+class RGBTFrame(Protocol):
     """What a recorded frame needs (taseg_ros.scenes.SceneFrame is one): RGB (H, W, 3) uint8, thermal
     (H, W) uint8, and optionally a label (H, W) of class ids."""
 
@@ -70,7 +70,7 @@ class FrameRecord:
     thermal_stamp_ns: int | None
     rgb_log_ns: int | None
     thermal_log_ns: int | None
-    source: Frame
+    source: RGBTFrame
 
     @property
     def paired(self) -> bool:
@@ -122,7 +122,7 @@ def _imu_message(stamp_ns: int, rng: np.random.Generator):
 
 def write_rgbt_bag(
     path: str | Path,
-    frames: Sequence[Frame],
+    frames: Sequence[RGBTFrame],
     *,
     storage: str = "mcap",
     rate_hz: float = 10.0,
@@ -212,7 +212,7 @@ class _Cameras:
         self.messages.append((log_ns, len(self.messages), topic, msgtype, msg))
 
     def add_frame(
-        self, i: int, frame: Frame, base_ns: int, offset_ns: int, drop_rgb: bool, drop_thermal: bool
+        self, i: int, frame: RGBTFrame, base_ns: int, offset_ns: int, drop_rgb: bool, drop_thermal: bool
     ) -> FrameRecord:
         rgb_stamp = base_ns + self._jitter()
         thermal_stamp = base_ns + offset_ns + self._jitter()
@@ -227,7 +227,7 @@ class _Cameras:
             source=frame,
         )
 
-    def _add_rgb(self, frame: Frame, stamp: int) -> int:
+    def _add_rgb(self, frame: RGBTFrame, stamp: int) -> int:
         log = stamp + self._delay()
         if self.compress_rgb:
             msg = compressed_message(stamp, "camera_color_optical_frame", frame.rgb, "rgb8", "jpeg")
@@ -240,7 +240,7 @@ class _Cameras:
             self._add(log + 50_000_000, self.label_topic, IMAGE, label)
         return log
 
-    def _add_thermal(self, frame: Frame, stamp: int) -> int:
+    def _add_thermal(self, frame: RGBTFrame, stamp: int) -> int:
         log = stamp + self._delay()
         pixels = frame.thermal if self.thermal_encoding == "mono8" else thermal_counts(frame.thermal)
         if self.compress_thermal:

@@ -21,43 +21,12 @@ from taseg_ros.datasets import DATASETS
 from taseg_ros.datasets.config import IGNORE_INDEX, DatasetConfig, condition_from_id
 from taseg_ros.datasets.io import index_by_stem, label_single_channel, read_split_file
 from taseg_ros.frames.files import read_image
+from taseg_ros.frames.render import decode_colours
 from taseg_ros.datasets.transforms import resize_labels
 from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.evaluation.metrics import EvaluationResult, SegmentationEvaluator
 
 PRED_FORMATS = ("auto", "ids", "colour", "raw")
-
-
-def decode_colour(image_rgb: np.ndarray, palette: np.ndarray, source: str = "prediction") -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (H, W) int64 class ids through the palette; unknown colours are
-    an error naming the file, the colours and their pixel counts."""
-    palette = np.asarray(palette, dtype=np.int64)
-    keys = (palette[:, 0] << 16) | (palette[:, 1] << 8) | palette[:, 2]
-    if len(np.unique(keys)) != len(keys):
-        _, first, counts = np.unique(keys, return_index=True, return_counts=True)
-        dup = keys[first[counts > 1][0]]
-        classes = np.flatnonzero(keys == dup).tolist()
-        raise InputError(
-            f"{source}: the palette gives classes {classes} the same colour; colour predictions "
-            "cannot be decoded (save class-id PNGs instead)"
-        )
-    img = image_rgb.astype(np.int64)
-    pixel_keys = (img[:, :, 0] << 16) | (img[:, :, 1] << 8) | img[:, :, 2]
-    order = np.argsort(keys)
-    sorted_keys = keys[order]
-    pos = np.clip(np.searchsorted(sorted_keys, pixel_keys), 0, len(keys) - 1)
-    known = sorted_keys[pos] == pixel_keys
-    if not known.all():
-        bad, counts = np.unique(pixel_keys[~known], return_counts=True)
-        top = np.argsort(-counts)[:5]
-        shown = ", ".join(
-            f"({b >> 16}, {(b >> 8) & 255}, {b & 255}) x{c}" for b, c in zip(bad[top].tolist(), counts[top].tolist())
-        )
-        raise InputError(
-            f"{source}: {len(bad)} colour(s) not in the dataset palette (RGB, pixel count): {shown}"
-            + ("; if these are class ids saved as RGB, save single-channel PNGs" if (bad[top] % 65793 == 0).all() else "")
-        )
-    return order[pos].astype(np.int64)
 
 
 def decode_prediction(image: np.ndarray, config: DatasetConfig, path: Path, fmt: str = "auto") -> np.ndarray:
@@ -70,7 +39,7 @@ def decode_prediction(image: np.ndarray, config: DatasetConfig, path: Path, fmt:
     if fmt == "colour":
         if channels not in (3, 4) or image.dtype != np.uint8:
             raise InputError(f"{path}: a colour prediction must be an 8-bit RGB/RGBA PNG, got shape {image.shape}")
-        return decode_colour(image[:, :, 2::-1], config.classes.palette, str(path))
+        return decode_colours(image[:, :, 2::-1], config.classes.palette, str(path))
     if channels != 1:
         raise InputError(f"{path}: a class-id prediction must be a single-channel PNG, got {channels} channels")
     ids = image if image.ndim == 2 else image[:, :, 0]

@@ -1,6 +1,6 @@
 """Pass/fail ranges on the label-free figures of a recording, for gating a model update in CI.
 
-A gate bounds one recording-level figure (``evaluation.quality.FIGURES``: the mean over the frames)
+A gate bounds one recording-level figure (``evaluation.figures.FIGURES``: the mean over the frames)
 either as a value or as its change against a baseline (new minus baseline):
 
     min / max                the figure itself:          flicker_compensated:max=0.05
@@ -20,11 +20,12 @@ A figure a run could not compute (e.g. the flicker of a single frame) fails its 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+from taseg_ros.config_io import from_mapping, read_yaml
 from taseg_ros.errors import InputError
-from taseg_ros.evaluation.quality import FIGURES
+from taseg_ros.evaluation.figures import FIGURES
 
 BOUNDS = ("min", "max", "change_min", "change_max")
 GATE_SYNTAX = "FIGURE:BOUND=VALUE with BOUND one of min, max, change_min, change_max"
@@ -82,25 +83,37 @@ def parse_gate(text: str) -> Gate:
     return _gate(figure.strip(), bound.strip(), value.strip(), f"--gate {text!r}")
 
 
-def load_gates(path: str | Path) -> list[Gate]:
-    """Gates from a YAML file: ``gates: {FIGURE: {BOUND: VALUE, ...}, ...}`` (module docstring)."""
-    import yaml
+@dataclass(frozen=True)
+class GateBounds:
+    """The bounds of one figure in a gates file (at least one)."""
 
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"--gates {path}: no such file") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"--gates {path}: not readable YAML ({str(exc).splitlines()[0]})") from None
-    gates = data.get("gates") if isinstance(data, dict) else None
-    if not isinstance(gates, dict) or not gates:
-        raise InputError(f"--gates {path}: expected a 'gates' mapping of FIGURE: {{BOUND: VALUE}}")
+    min: float | None = None
+    max: float | None = None
+    change_min: float | None = None
+    change_max: float | None = None
+
+
+@dataclass(frozen=True)
+class GatesFile:
+    """A gates file: ``gates: {FIGURE: {BOUND: VALUE, ...}, ...}`` (module docstring)."""
+
+    gates: dict[str, GateBounds]
+
+
+def load_gates(path: str | Path) -> list[Gate]:
+    """Gates from a YAML file (GatesFile), read by the bounded reader: a regular file, no aliases or
+    duplicate keys, numbers that are numbers; any problem is one InputError line naming the file."""
+    where = f"--gates {path}"
+    data = read_yaml(path)
+    if not isinstance(data, dict) or not isinstance(data.get("gates"), dict) or not data["gates"]:
+        raise InputError(f"{where}: expected a 'gates' mapping of FIGURE: {{BOUND: VALUE}}")
+    gates = from_mapping(GatesFile, data, str(path), strict=True).gates
     out = []
     for figure, bounds in gates.items():
-        if not isinstance(bounds, dict) or not bounds:
+        given = [(f.name, getattr(bounds, f.name)) for f in fields(GateBounds) if getattr(bounds, f.name) is not None]
+        if not given:
             raise InputError(f"{path}: gates.{figure}: expected a mapping of {', '.join(BOUNDS)} to numbers")
-        out += [_gate(str(figure), str(bound), value, str(path)) for bound, value in bounds.items()]
+        out += [_gate(str(figure), bound, value, str(path)) for bound, value in given]
     return out
 
 

@@ -30,28 +30,13 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-DEFAULT_LOW_CONFIDENCE = 0.5
-LOW_PERCENTILE = 5
-DEFAULT_SEGMENT_WINDOW_S = 2.0
-DEFAULT_WORST_SEGMENTS = 3
-
-# Recording-level figures (means of the per-frame ones), the names gates and reports use.
-FIGURES = (
-    "mean_confidence",
-    "p5_confidence",
-    "low_confidence_share",
-    "entropy",
-    "flicker",
-    "flicker_compensated",
-    "thermal_reliance",
-    "baseline_agreement",
-)
-# Figures whose worst segments are reported, as (figure, sign): +1 when high is bad, -1 when low is bad.
-WORST_SEGMENT_FIGURES = (
-    ("low_confidence_share", 1),
-    ("entropy", 1),
-    ("flicker_compensated", 1),
-    ("baseline_agreement", -1),
+from taseg_ros.evaluation.figures import (
+    DEFAULT_LOW_CONFIDENCE,
+    DEFAULT_SEGMENT_WINDOW_S,
+    DEFAULT_WORST_SEGMENTS,
+    FIGURES,
+    LOW_PERCENTILE,
+    WORST_SEGMENT_FIGURES,
 )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from taseg_ros.evaluation.metrics import EvaluationResult, Scores
-from taseg_ros.outputs import replacing, write_text_atomic
+from taseg_ros.outputs import save_figure, write_text_atomic
 
 
 def _pct(value: float) -> str:
@@ -164,8 +164,7 @@ def plot_iou_bars(result: EvaluationResult, path: Path) -> Path:
     ax.set_title(f"Per-class IoU{' - ' + result.dataset if result.dataset else ''}")
     ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
-    with replacing(path, suffix=Path(path).suffix) as tmp:
-        fig.savefig(tmp, dpi=100)
+    save_figure(fig, path, dpi=100)
     return Path(path)
 
 
@@ -197,8 +196,7 @@ def plot_confusion(scores: Scores, class_names, path: Path, title: str = "Confus
                             color="white" if norm[r, c] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
-    with replacing(path, suffix=Path(path).suffix) as tmp:
-        fig.savefig(tmp, dpi=100)
+    save_figure(fig, path, dpi=100)
     return Path(path)
 
 

@@ -11,13 +11,13 @@ import torch
 
 from taseg_ros.errors import InputError
 from taseg_ros.evaluation.metrics import SegmentationEvaluator
+from taseg_ros.formatting import progress_bar
 from taseg_ros.frames.files import write_output
-from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA, check_alpha, colorize, overlay
+from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA, IMAGE_OUTPUTS, check_alpha, colorize, overlay
+from taseg_ros.inference import PRECISIONS, Segmenter
 
 
 def _segmenter(model, device, dtype: torch.dtype):
-    from taseg_ros.inference import PRECISIONS, Segmenter
-
     precision = next(name for name, d in PRECISIONS.items() if d == dtype)
     return Segmenter(model, device=str(device), precision=precision)
 
@@ -36,8 +36,6 @@ def evaluate(
     """Predict every sample (or `indices`) of a labelled dataset and accumulate its
     confusion matrices (overall and per day/night condition). `model` is a TASeg, or a ready
     Segmenter (any runtime: `taseg eval --backend`; then `device` and `dtype` are its own)."""
-    from taseg_ros.inference import Segmenter
-
     config = dataset.config
     evaluator = SegmentationEvaluator(config.classes.names, config.metric, config.name)
     segmenter = model if isinstance(model, Segmenter) else None
@@ -46,9 +44,7 @@ def evaluate(
     model.eval()
     indices = list(range(len(dataset))) if indices is None else list(indices)
     if progress:
-        from tqdm import tqdm
-
-        indices = tqdm(indices, desc="eval", dynamic_ncols=True)
+        indices = progress_bar(indices, desc="eval", enabled=True, leave=True)
     segmenter = segmenter or _segmenter(model, device, dtype)
     for index in indices:
         sample = dataset[index]
@@ -67,7 +63,7 @@ class PredictionWriter:
     """Writes prediction images into one folder per output (frames.render.OUTPUTS names): ``labels/``
     (class-id PNGs), ``colorized/`` (palette colours) and ``overlay/`` (colours over the RGB frame)."""
 
-    OUTPUTS = ("labels", "colorized", "overlay")
+    OUTPUTS = IMAGE_OUTPUTS
 
     def __init__(self, out_dir: str | Path, palette: np.ndarray, outputs=OUTPUTS,
                  alpha: float = DEFAULT_OVERLAY_ALPHA) -> None:

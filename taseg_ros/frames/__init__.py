@@ -9,6 +9,7 @@ export verification, the benchmarks, the demo).
     files     image files <-> frames
     settings  FrameSettings: what the per-frame work depends on besides the model
 
-numpy + OpenCV only: no torch, no rclpy, nothing of taseg_ros above the base modules (errors, and
-outputs for the one atomic file write; both import nothing but the standard library and errors).
+numpy + OpenCV (and rosbags-image, for the codec's raw image conversions) only: no torch, no rclpy,
+nothing of taseg_ros above the base modules (errors, and outputs for the one atomic file write;
+both import nothing but the standard library and errors).
 """

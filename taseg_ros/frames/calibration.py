@@ -26,52 +26,21 @@ import cv2
 import numpy as np
 
 from taseg_ros.errors import InputError
+# The target and the refusal thresholds live in frames/targets.py (light: the command line reads them);
+# named here too, as bag.calibrate reads them (cal.MIN_FRAMES, ...).
+from taseg_ros.frames.targets import (
+    INVERT_CHOICES as INVERT_CHOICES,
+    MIN_FRAMES as MIN_FRAMES,
+    MIN_POSE_COVERAGE as MIN_POSE_COVERAGE,
+    MIN_POSES as MIN_POSES,
+    POSE_MOVE,
+    TARGETS as TARGETS,
+    Target,
+)
 from taseg_ros.frames.thermal import ThermalNormalization, normalize_thermal, to_single_channel
 
-TARGETS = ("chessboard", "circles")
-INVERT_CHOICES = ("auto", "yes", "no")
-# Refusal thresholds (stated in `taseg bag calibrate --help` and the docs):
-MIN_FRAMES = 3  # frames with the target found in both cameras
-MIN_POSES = 3  # of them, poses that differ (mean corner move > POSE_MOVE of the RGB width)
-POSE_MOVE = 0.03
-MIN_POSE_COVERAGE = 0.25  # share of the thermal frame inside the hull of all detected corners
 RANSAC_THRESHOLD_PX = 3.0  # inlier distance in RGB px
 PERCENTILES = ThermalNormalization("percentile", percentiles=(0.5, 99.5))
-
-
-@dataclass(frozen=True)
-class Target:
-    """The calibration target: ``cols`` x ``rows`` inner corners (chessboard) or circles."""
-
-    cols: int
-    rows: int
-    kind: str = "chessboard"
-    square_m: float | None = None  # square side / circle spacing, for the distance estimate
-
-    def __post_init__(self) -> None:
-        if self.kind not in TARGETS:
-            raise InputError(f"--target must be one of {TARGETS}, got {self.kind!r}")
-        if self.cols < 3 or self.rows < 3:
-            raise InputError(f"--board {self.cols}x{self.rows}: needs at least 3x3 "
-                             "(inner corners of a chessboard, or circles)")
-        if self.square_m is not None and not self.square_m > 0:
-            raise InputError(f"--square must be > 0 metres, got {self.square_m}")
-
-    @classmethod
-    def parse(cls, text: str, kind: str = "chessboard", square_m: float | None = None) -> "Target":
-        try:
-            cols, rows = (int(v) for v in text.lower().split("x"))
-        except ValueError:
-            raise InputError(f"--board: expected COLSxROWS (e.g. 9x6 inner corners), got {text!r}") from None
-        return cls(cols, rows, kind, square_m)
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.cols, self.rows
-
-    def describe(self) -> str:
-        what = "inner corners" if self.kind == "chessboard" else "circles"
-        return f"{self.cols}x{self.rows} {self.kind} ({what})"
 
 
 def thermal_for_detection(thermal: np.ndarray, invert: bool) -> np.ndarray:

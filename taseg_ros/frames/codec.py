@@ -79,7 +79,7 @@ _TO_RGB = {
     "mono8": cv2.COLOR_GRAY2RGB,
     # cv_bridge's conversion codes (cv_bridge.cpp, getConversionCode). OpenCV names a Bayer pattern by
     # the 2x2 block starting at the second row and column, so ROS's RGGB (R at the top-left pixel) is
-    # OpenCV's BG; test_frame's known-colour mosaics check each of the four.
+    # OpenCV's BG; test_pipeline's known-colour mosaics check each of the four.
     "yuv422": cv2.COLOR_YUV2RGB_UYVY,
     "yuv422_yuy2": cv2.COLOR_YUV2RGB_YUY2,
     "bayer_rggb8": cv2.COLOR_BayerBG2RGB,

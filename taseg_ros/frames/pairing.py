@@ -7,7 +7,7 @@ opaque: the node stores the raw messages and only decodes the pair that gets pro
 
 API
 ---
-``StampPairer(slop_s, queue_size=5, time_reset_s=2.0)``
+``StampPairer(slop_s, queue_size=DEFAULT_QUEUE_SIZE (5), time_reset_s=DEFAULT_TIME_RESET_S (2.0))``
     ``add_rgb(stamp_ns, payload) -> Pair | None`` and ``add_thermal(stamp_ns, payload) -> Pair | None``
     put one frame in; a ``Pair`` comes back as soon as the other stream holds a frame whose
     stamp is within ``slop_s`` (the closest one). Pairing is greedy and immediate, so a pair
@@ -51,6 +51,17 @@ NS_PER_S = 1_000_000_000
 # Largest RGB/thermal stamp difference of a pair (node parameter slop, --slop of every bag command):
 # well under one frame period at 30 fps (33 ms).
 DEFAULT_SLOP_S = 0.02
+# Frames held per camera while waiting for a partner (node parameter queue_size), and how far back a
+# stamp may jump before it counts as a clock reset (a replayed or restarted recording), not a late frame.
+DEFAULT_QUEUE_SIZE = 5
+DEFAULT_TIME_RESET_S = 2.0
+
+
+def check_slop(slop_s: float, name: str = "pairing slop") -> float:
+    """`slop_s` when it is a usable slop (>= 0 seconds; NaN is not), else InputError naming `name`."""
+    if not slop_s >= 0.0:
+        raise InputError(f"{name} must be >= 0 seconds, got {slop_s}")
+    return slop_s
 
 T = TypeVar("T")
 
@@ -98,9 +109,8 @@ class _Stream:
 class StampPairer:
     """Approximate-time pairing of two streams (see the module docstring for the rules)."""
 
-    def __init__(self, slop_s: float, queue_size: int = 5, time_reset_s: float = 2.0) -> None:
-        if not slop_s >= 0.0:
-            raise InputError(f"pairing slop must be >= 0 seconds, got {slop_s}")
+    def __init__(self, slop_s: float, queue_size: int = DEFAULT_QUEUE_SIZE, time_reset_s: float = DEFAULT_TIME_RESET_S) -> None:
+        check_slop(slop_s)
         if queue_size < 1:
             raise InputError(f"pairing queue_size must be >= 1, got {queue_size}")
         if not time_reset_s > slop_s:
@@ -226,7 +236,6 @@ class LatestSlot(Generic[T]):
         self._closed = False
         self._cond = threading.Condition()
         self.dropped = 0  # items replaced before the consumer took them
-        self.put_count = 0
 
     def put(self, item: T) -> bool:
         """Offer an item; returns True when it replaced a pending one (counted as dropped)."""
@@ -235,7 +244,6 @@ class LatestSlot(Generic[T]):
             if replaced:
                 self.dropped += 1
             self._item, self._has_item = item, True
-            self.put_count += 1
             self._cond.notify()
             return replaced
 

@@ -1,9 +1,10 @@
-"""What a prediction is turned into for people and topics: the output vocabulary and the rendering.
+"""What a prediction is turned into for people and topics: the output vocabulary, the rendering and
+the one colour <-> class id codec.
 
 ``OUTPUTS`` is the one table of output names and their image encodings: the node's topics
 (``~/labels`` ...), ``taseg bag eval``'s output recording, ``bag replay``'s recorder, the ROS bench
 and the prediction folders of ``taseg predict`` / ``taseg eval --save-predictions`` (one folder per
-output, ``labels/`` ``colorized/`` ``overlay/``) all use these names.
+output, ``labels/`` ``colorized/`` ``overlay/``: ``IMAGE_OUTPUTS``) all use these names.
 
 numpy + OpenCV only: no torch, no ROS.
 """
@@ -17,6 +18,10 @@ from taseg_ros.errors import InputError
 # rendered only when asked for (the node asks for those somebody subscribes to).
 OUTPUTS: dict[str, str] = {"labels": "mono8", "colorized": "rgb8", "overlay": "rgb8", "confidence": "32FC1"}
 RENDERED_OUTPUTS = tuple(name for name in OUTPUTS if name != "labels")
+# The outputs that are 8-bit images (the prediction folders, the image topics of an output recording),
+# and of them the ones drawn in the palette's colours.
+IMAGE_OUTPUTS = tuple(name for name, encoding in OUTPUTS.items() if encoding in ("mono8", "rgb8"))
+COLOUR_OUTPUTS = tuple(name for name, encoding in OUTPUTS.items() if encoding == "rgb8")
 
 # Weight of the class colours in the overlay (node parameter overlay_alpha, --overlay-alpha).
 DEFAULT_OVERLAY_ALPHA = 0.5
@@ -38,6 +43,47 @@ def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     lut = np.zeros((256, 3), np.uint8)
     lut[: len(palette)] = palette
     return np.take(lut, labels.astype(np.uint8, copy=False), axis=0)
+
+
+def colour_keys(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) RGB colours -> int64 keys ``r << 16 | g << 8 | b``: one packing for every colour
+    table (palettes, prediction images, CVAT masks), so a colour compares as one number."""
+    rgb = np.asarray(rgb, dtype=np.int64)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+def key_colour(key: int) -> tuple[int, int, int]:
+    """The (r, g, b) of a colour key."""
+    return (key >> 16) & 255, (key >> 8) & 255, key & 255
+
+
+def decode_colours(image_rgb: np.ndarray, palette: np.ndarray, source: str = "prediction") -> np.ndarray:
+    """(H, W, 3) RGB -> (H, W) int64 class ids through the palette (the inverse of ``colorize``); a
+    palette that gives two classes one colour, or a colour the palette lacks, is an InputError naming
+    `source`, the colours and their pixel counts."""
+    keys = colour_keys(palette)
+    if len(np.unique(keys)) != len(keys):
+        _, first, counts = np.unique(keys, return_index=True, return_counts=True)
+        dup = keys[first[counts > 1][0]]
+        classes = np.flatnonzero(keys == dup).tolist()
+        raise InputError(
+            f"{source}: the palette gives classes {classes} the same colour; colour predictions "
+            "cannot be decoded (save class-id PNGs instead)"
+        )
+    pixel_keys = colour_keys(image_rgb)
+    order = np.argsort(keys)
+    sorted_keys = keys[order]
+    pos = np.clip(np.searchsorted(sorted_keys, pixel_keys), 0, len(keys) - 1)
+    known = sorted_keys[pos] == pixel_keys
+    if not known.all():
+        bad, counts = np.unique(pixel_keys[~known], return_counts=True)
+        top = np.argsort(-counts)[:5]
+        shown = ", ".join(f"{key_colour(b)} x{c}" for b, c in zip(bad[top].tolist(), counts[top].tolist()))
+        raise InputError(
+            f"{source}: {len(bad)} colour(s) not in the dataset palette (RGB, pixel count): {shown}"
+            + ("; if these are class ids saved as RGB, save single-channel PNGs" if (bad[top] % 65793 == 0).all() else "")
+        )
+    return order[pos].astype(np.int64)
 
 
 def check_alpha(alpha: float) -> float:

@@ -18,7 +18,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from taseg_ros.frames.codec import ImageDecodeError, decode_pair
-from taseg_ros.frames.render import RENDERED_OUTPUTS, check_outputs, colorize, overlay
+from taseg_ros.frames.render import COLOUR_OUTPUTS, RENDERED_OUTPUTS, check_outputs, colorize, overlay
 from taseg_ros.frames.settings import STEPS, FrameSettings
 from taseg_ros.frames.thermal import FrameNote
 from taseg_ros.inference.segmenter import Segmenter
@@ -135,7 +135,7 @@ class FramePipeline:
                 f"longest side): the network sees them at {rw}x{rh} and the labels are resized back to {w}x{h}"))
 
     def _render(self, result: FrameResult, outputs: set[str], alpha: float) -> None:
-        if outputs & {"colorized", "overlay"}:
+        if outputs & set(COLOUR_OUTPUTS):
             result.colorized = colorize(result.labels, self.segmenter.class_info.palette)
             if "overlay" in outputs:
                 result.overlay = overlay(result.rgb, result.colorized, alpha)

@@ -22,20 +22,23 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from taseg_ros.classes import ClassInfo
-from taseg_ros.devices import PRECISIONS as PRECISION_NAMES, torch_dtype
+from taseg_ros.devices import PRECISIONS as PRECISION_NAMES
+from taseg_ros.devices import torch_dtype
 from taseg_ros.errors import InputError
 from taseg_ros.frames.thermal import ThermalNormalization, ThermalPreparation
 from taseg_ros.model.config import DEFAULT_MAX_INPUT_SIZE
 from taseg_ros.model.inputs import FrameTransform
 from taseg_ros.model.taseg import TASeg
+from taseg_ros.runtime import open_backend
 from taseg_ros.runtime.base import Backend
+from taseg_ros.runtime.torch_backend import TorchBackend
 
 # The one table of precision names (taseg_ros.devices), as torch dtypes.
 PRECISIONS = {name: torch_dtype(name) for name in PRECISION_NAMES}
@@ -89,8 +92,6 @@ class Segmenter:
         if isinstance(model, Backend):
             self.backend = model
         else:
-            from taseg_ros.runtime.torch_backend import TorchBackend
-
             self.backend = TorchBackend(model, device, precision, merge=merge_lora, compile=compile)
         cfg = self.backend.cfg
         if resolution is not None and resolution != cfg.resolution:
@@ -121,8 +122,6 @@ class Segmenter:
         """Any model file: the runtime follows the file type (.safetensors torch, .onnx onnxruntime,
         .xml openvino, .engine tensorrt) unless `backend` names one that reads it. `device` is the
         runtime's: cpu/cuda[:N] (torch), cpu/cuda/tensorrt (onnxruntime EPs), cpu/gpu/npu (openvino)."""
-        from taseg_ros.runtime import open_backend
-
         runtime = open_backend(
             path, backend=backend, device=device, precision=precision, merge_lora=merge_lora, compile=compile,
             sam_checkpoint=sam_checkpoint, verify_sam=verify_sam, threads=threads,

@@ -29,7 +29,6 @@ tests check both directions against Datumaro itself (``voc`` import, ``voc_segme
 """
 from __future__ import annotations
 
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -39,8 +38,13 @@ import cv2
 import numpy as np
 
 from taseg_ros.classes import ClassInfo
+from taseg_ros.datasets import build_dataset
+from taseg_ros.datasets.config import load_dataset_config
+from taseg_ros.datasets.io import index_by_stem
 from taseg_ros.errors import InputError, MissingInputError, OutputPathError
-from taseg_ros.outputs import output_dir, output_file
+from taseg_ros.frames.files import read_image
+from taseg_ros.frames.render import colorize, colour_keys, key_colour
+from taseg_ros.outputs import output_dir, output_file, replacing, write_bytes_atomic
 
 LABELMAP = "labelmap.txt"
 SUBSET_LIST = "ImageSets/Segmentation/default.txt"
@@ -114,8 +118,6 @@ def export_prelabels(
 ) -> ExportResult:
     """The frames of ``split`` of the folder dataset with the model's predictions, as a CVAT
     "Segmentation mask 1.1" zip at ``output`` (written to a temporary name, then renamed)."""
-    from taseg_ros.datasets import build_dataset
-
     dataset_dir = Path(dataset_dir)
     dataset = build_dataset("folder", dataset_dir, split)
     classes = dataset.class_info
@@ -123,23 +125,21 @@ def export_prelabels(
     _check_distinct_colours(classes, dataset_dir / "classes.yaml")
     labelmap = labelmap_text(classes)
     result = ExportResult(Path(output), classes=classes.names)
-    with output_file(output, force=force, inputs={"DIR": dataset_dir, **(inputs or {})}) as path:
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                zf.writestr(LABELMAP, labelmap)
-                for index, record in enumerate(dataset.records):
-                    sample = dataset.load_inputs(index)
-                    labels = segmenter.predict_prepared(sample["rgb"], sample["thermal"]).labels
-                    zf.writestr(f"{CLASS_MASKS}/{record.id}.png", _encode_png(classes.palette[labels][:, :, ::-1]))
-                    zf.write(record.rgb, f"{IMAGES}/{record.id}{record.rgb.suffix.lower()}")
-                    result.ids.append(record.id)
-                    if on_frame is not None:
-                        on_frame(len(result.ids))
-                zf.writestr(SUBSET_LIST, "".join(f"{i}\n" for i in result.ids))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+    with (
+        output_file(output, force=force, inputs={"DIR": dataset_dir, **(inputs or {})}) as path,
+        replacing(path, suffix=".zip") as tmp,
+        zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf,
+    ):
+        zf.writestr(LABELMAP, labelmap)
+        for index, record in enumerate(dataset.records):
+            sample = dataset.load_inputs(index)
+            labels = segmenter.predict_prepared(sample["rgb"], sample["thermal"]).labels
+            zf.writestr(f"{CLASS_MASKS}/{record.id}.png", _encode_png(colorize(labels, classes.palette)[:, :, ::-1]))
+            zf.write(record.rgb, f"{IMAGES}/{record.id}{record.rgb.suffix.lower()}")
+            result.ids.append(record.id)
+            if on_frame is not None:
+                on_frame(len(result.ids))
+        zf.writestr(SUBSET_LIST, "".join(f"{i}\n" for i in result.ids))
     return result
 
 
@@ -180,9 +180,6 @@ class ImportResult:
 def import_masks(archive: str | Path, dataset_dir: str | Path, *, force: bool = False) -> ImportResult:
     """A CVAT "Segmentation mask 1.1" export -> ``DIR/labels/<id>.png`` (see the module docstring).
     Every mask is checked and converted before the first file is written."""
-    from taseg_ros.datasets.config import load_dataset_config
-    from taseg_ros.datasets.io import index_by_stem
-
     archive, dataset_dir = Path(archive), Path(dataset_dir)
     classes_yaml = dataset_dir / "classes.yaml"
     if not classes_yaml.is_file():
@@ -200,10 +197,15 @@ def import_masks(archive: str | Path, dataset_dir: str | Path, *, force: bool = 
         raise OutputPathError(f"{labels_dir / (existing[0] + '.png')} exists ({len(existing)} of the {len(result.ids)} "
                               "labels do); pass --force to replace them")
     result.replaced = len(existing)
-    with output_dir(labels_dir, force=True, inputs={"EXPORT": archive}):
+    # The frames and the class list are inputs too: a labels/ that links into rgb/ is refused, and every
+    # label is written beside its destination and renamed over it (a label file that is a link is
+    # replaced, never written through; a full disk leaves the old label whole and names the file).
+    inputs = {"EXPORT": archive, "DIR/rgb": dataset_dir / "rgb", "DIR/thermal": dataset_dir / "thermal",
+              "DIR/classes.yaml": classes_yaml}
+    with output_dir(labels_dir, force=True, inputs=inputs):
         for sample_id in result.ids:
             png, unlabelled = converted[sample_id]
-            (labels_dir / f"{sample_id}.png").write_bytes(png)
+            write_bytes_atomic(labels_dir / f"{sample_id}.png", png)
             result.unlabelled_pixels += unlabelled
     return result
 
@@ -275,8 +277,6 @@ def _check_size(png: bytes, frame: Path, where: str) -> None:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    from taseg_ros.frames.files import read_image
-
     return read_image(path).shape[:2]
 
 
@@ -298,7 +298,7 @@ class ColourTable:
         for name, colour in ours:
             if colour is None:
                 raise InputError(f"{where}: class {name!r} has no colour")
-            key = _key(colour)
+            key = int(colour_keys(colour))
             if key in self.by_colour:
                 raise InputError(f"{where}: classes {classes.names[self.by_colour[key]]!r} and {name!r} share the "
                                  f"colour {colour}; their pixels cannot be told apart")
@@ -306,7 +306,7 @@ class ColourTable:
         for name, colour in others:
             if colour is None:
                 continue
-            key = _key(colour)
+            key = int(colour_keys(colour))
             if key in self.by_colour:
                 if name == BACKGROUND:
                     continue  # CVAT's background shares its colour with one of our classes: the class wins
@@ -324,8 +324,7 @@ class ColourTable:
         if image.ndim == 2:
             keys, lookup = image.astype(np.int64), self._value_code
         elif image.shape[2] in (3, 4):  # BGR(A): alpha carries nothing in CVAT's masks
-            bgr = image[:, :, :3].astype(np.int64)
-            keys, lookup = (bgr[:, :, 2] << 16) | (bgr[:, :, 1] << 8) | bgr[:, :, 0], self._colour_code
+            keys, lookup = colour_keys(image[:, :, 2::-1]), self._colour_code
         else:
             raise InputError(f"{where}: a mask must have 1 or 3 channels, got {image.shape[2]}")
         values, inverse = np.unique(keys, return_inverse=True)
@@ -337,7 +336,7 @@ class ColourTable:
 
     def _colour_code(self, key: int, count: int, where: str) -> int:
         code = self.by_colour.get(key)
-        colour = ((key >> 16) & 255, (key >> 8) & 255, key & 255)
+        colour = key_colour(key)
         if code is None:
             raise InputError(f"{where}: {count} pixels of colour {colour}, which labelmap.txt does not declare")
         return self._class_code(code, count, f"colour {colour}", where)
@@ -354,11 +353,6 @@ class ColourTable:
             raise InputError(f"{where}: {count} pixels of label {code!r} ({what}), which the dataset's classes.yaml "
                              "does not list")
         return code
-
-
-def _key(colour: tuple[int, int, int]) -> int:
-    r, g, b = colour
-    return (r << 16) | (g << 8) | b
 
 
 def format_export(result: ExportResult) -> str:

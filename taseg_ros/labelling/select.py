@@ -1,58 +1,43 @@
 """`taseg bag select`: choose the K frames of one or more recordings most worth labelling.
 
-Method (deterministic: the same recordings, model and options choose the same frames):
-1. Score. Every pair (or every N-th / at most F per second with --every / --hz) runs through the
-   model as the node runs it: thermal prepared by the frame layer's ``ThermalPreparation`` with the
-   given --thermal-* settings (what the loader will do with the extracted files), then
-   ``Segmenter.predict_prepared``. Its uncertainty (``labelling.uncertainty``) is the mean
-   normalised entropy of the softmax (0 certain .. 1 uniform), or with ``--score low-confidence``
-   the share of pixels whose chosen class has probability below --low-confidence.
-2. Describe. A 16x12 thumbnail of the grey RGB frame and one of the prepared thermal frame
-   (area-averaged, values 0..1); the distance of two frames is the RMS difference of their
-   thumbnails (0: identical, 1: black vs white everywhere).
-3. Choose, greedily: first the most uncertain frame; then, again and again, the frame with the
-   largest uncertainty x distance to its nearest already chosen frame. A frame is never chosen
-   when it lies within --min-gap seconds of a chosen frame of the same recording, or closer than
-   --min-distance to any chosen frame (a near-duplicate: the robot standing still, a repeated
-   view). Ties go to the earlier frame (recordings in the order given, then by stamp). Selection
-   stops at K, or earlier when no frame qualifies any more (the result says so). Frames already in
-   the output folder (an earlier round) count as chosen: they are not scored again, and frames near
-   them in appearance, or in time (same recording, per frames.csv), are held back the same way.
-   Scoring runs one recording per task on the engines of ``bag.fleet`` (local worker processes or a
-   Ray cluster, each worker loading the model once); the choice itself runs once, over all the
-   candidates in recording order, so the engine and the number of workers change nothing (the
-   workers' CPU threads are fixed: --threads-per-worker).
-4. Write. The chosen pairs are written exactly as ``taseg bag extract`` writes them (rgb/, raw
-   thermal/, classes.yaml with the model's class list and the thermal preparation, train.txt,
-   val.txt, frames.csv; ``bag.extract`` with the chosen stamps), plus ``selection.csv``: id,
-   recording, rgb_stamp_ns, uncertainty (the --score figure), entropy, low_confidence, rank
-   (1 = chosen first). Adds to an existing dataset folder; a failed run removes what it added.
+The method (score, describe, choose, write) and the defaults are in ``labelling/settings.py``, the
+text `taseg bag select --help` shows; the steps below are named after it.
 """
 from __future__ import annotations
 
 import csv
 import io
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
+import cv2
 import numpy as np
 
 from taseg_ros.bag.fleet.engines import DEFAULT_THREADS_PER_WORKER, Task, set_threads
+from taseg_ros.bag import DEFAULT_VAL_FRACTION
+from taseg_ros.bag.extract import (
+    ExtractSettings,
+    PairThinning,
+    check_dataset_folder,
+    decode_recorded_pair,
+    extract_pairs,
+)
+from taseg_ros.bag.io.reader import BagError, open_bag
+from taseg_ros.bag.io.topics import resolve_image_topics
+from taseg_ros.bag.labels import stamp_id
+from taseg_ros.bag.pairs import BagPairing, PairSource, failure_summary
+from taseg_ros.datasets import build_dataset
 from taseg_ros.errors import InputError, TasegError
 from taseg_ros.frames.pairing import DEFAULT_SLOP_S, NS_PER_S
-from taseg_ros.labelling.uncertainty import DEFAULT_LOW_CONFIDENCE, SCORES, FrameUncertainty, frame_uncertainty
+from taseg_ros.frames.thermal import ThermalNormalization, ThermalPreparation
+from taseg_ros.labelling.settings import DEFAULT_LOW_CONFIDENCE, DEFAULT_MIN_DISTANCE, DEFAULT_MIN_GAP_S, DEFAULT_SCORE, SCORES
+from taseg_ros.labelling.uncertainty import FrameUncertainty, frame_uncertainty
 from taseg_ros.outputs import output_dir, write_text_atomic
 
-# The recording and image modules (rosbags, OpenCV) are imported where they are used: `taseg --help`
-# reads this module's docstring and defaults and must stay fast.
-if TYPE_CHECKING:
-    from taseg_ros.frames.thermal import ThermalNormalization
-
 THUMBNAIL_SIZE = (16, 12)  # (width, height): coarse enough that sensor noise averages out
-DEFAULT_MIN_GAP_S = 1.0
-DEFAULT_MIN_DISTANCE = 0.02
 SELECTION_COLUMNS = ["id", "recording", "rgb_stamp_ns", "uncertainty", "entropy", "low_confidence", "rank"]
 
 
@@ -66,22 +51,18 @@ class SelectSettings:
     rgb_topic: str | None = None
     thermal_topic: str | None = None
     slop_s: float = DEFAULT_SLOP_S
-    score: str = "entropy"
+    score: str = DEFAULT_SCORE
     low_confidence: float = DEFAULT_LOW_CONFIDENCE
     min_gap_s: float = DEFAULT_MIN_GAP_S
     min_distance: float = DEFAULT_MIN_DISTANCE
     every: int | None = None
     hz: float | None = None
     prefix: str = ""
-    val_fraction: float = 0.2
+    val_fraction: float = DEFAULT_VAL_FRACTION
     thermal_norm: ThermalNormalization | None = None  # None: the node's default (auto)
     homography: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        from taseg_ros.bag.extract import PairThinning
-        from taseg_ros.bag.pairs import PairSource
-        from taseg_ros.frames.thermal import ThermalNormalization
-
         if self.thermal_norm is None:
             object.__setattr__(self, "thermal_norm", ThermalNormalization())
         object.__setattr__(self, "recordings", tuple(Path(r) for r in self.recordings))
@@ -104,9 +85,6 @@ class SelectSettings:
 
     def extract_settings(self, recording: Path, classes, stamps):
         """The `bag extract` settings (ExtractSettings) that write ``stamps`` of ``recording``."""
-        from taseg_ros.bag.extract import ExtractSettings
-        from taseg_ros.bag.pairs import PairSource
-
         return ExtractSettings(
             source=PairSource(recording, self.rgb_topic, self.thermal_topic, self.slop_s),
             output=self.output,
@@ -143,8 +121,6 @@ class SelectResult:
 
 def thumbnail(rgb: np.ndarray, thermal01: np.ndarray) -> np.ndarray:
     """The appearance descriptor: grey RGB and prepared thermal, each area-averaged to THUMBNAIL_SIZE."""
-    import cv2
-
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
     small = [cv2.resize(image, THUMBNAIL_SIZE, interpolation=cv2.INTER_AREA)
              for image in (grey, np.asarray(thermal01, dtype=np.float32))]
@@ -168,10 +144,10 @@ def choose(
     nearest: np.ndarray | None = None,
     blocked: np.ndarray | None = None,
 ) -> list[int]:
-    """The greedy choice of the module docstring (step 3): indices into the candidates (given in
-    recording, stamp order), in the order chosen. ``nearest``: each candidate's distance to the
-    nearest frame chosen before (an earlier round; default none: inf), ``blocked``: candidates within
-    --min-gap of one."""
+    """The greedy choice (step 3 of the method, labelling/settings.py): indices into the candidates
+    (given in recording, stamp order), in the order chosen. ``nearest``: each candidate's distance
+    to the nearest frame chosen before (an earlier round; default none: inf), ``blocked``:
+    candidates within --min-gap of one."""
     n = len(scores)
     nearest = np.full(n, np.inf) if nearest is None else np.asarray(nearest, dtype=np.float64).copy()
     open_ = np.ones(n, dtype=bool) if blocked is None else ~np.asarray(blocked, dtype=bool)
@@ -211,8 +187,6 @@ class ScoreWorker:
     threads: int = DEFAULT_THREADS_PER_WORKER
 
     def setup(self):
-        import warnings
-
         set_threads(self.threads)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # model-building noise; checkpoint problems raise
@@ -224,7 +198,7 @@ class ScoreWorker:
             candidates = _score_recording(index, self.settings, segmenter, set(self.existing), partial, None)
         except (TasegError, OSError) as exc:
             return ScoreOutcome(index, error=" ".join(str(exc).split()) or type(exc).__name__)
-        except Exception as exc:  # anything else a damaged recording can raise deep in a reader
+        except Exception as exc:  # noqa: BLE001 - anything else a damaged recording can raise deep in a reader
             return ScoreOutcome(index, error=f"{self.settings.recordings[index]}: {type(exc).__name__}: {exc}")
         return ScoreOutcome(index, candidates, partial.scored, partial.already_in_folder, partial.failures)
 
@@ -233,14 +207,10 @@ def select_frames(
     settings: SelectSettings, segmenter=None, *, on_pair: Callable[[int], None] | None = None, engine=None,
     model=None, threads: int = DEFAULT_THREADS_PER_WORKER, on_event: Callable | None = None,
 ) -> SelectResult:
-    """Score, choose and write (see the module docstring). Nothing is written when nothing can be
+    """Score, choose and write (the method, labelling/settings.py). Nothing is written when nothing can be
     chosen or a step fails. Scores with ``segmenter`` in this process, or with ``engine``
     (bag.fleet.engines) on workers that load ``model`` (an inference.spec.ModelSpec), one
     recording per task; ``on_event`` gets the engine's events (progress)."""
-    from taseg_ros.bag.extract import check_dataset_folder
-    from taseg_ros.bag.io.reader import BagError
-    from taseg_ros.bag.labels import stamp_id
-
     out = settings.output
     classes = segmenter.class_info if segmenter is not None else model.class_info()
     for recording in settings.recordings:  # a folder that cannot take these frames: say so before scoring
@@ -280,8 +250,6 @@ def select_frames(
 
 def _score_on(engine, worker: ScoreWorker, result: SelectResult, on_event) -> list[Candidate]:
     """Every recording scored on ``engine``; the candidates in recording order (as in one process)."""
-    from taseg_ros.bag.io.reader import BagError
-
     outcomes: dict[int, ScoreOutcome] = {}
     lost: dict[int, str] = {}
 
@@ -317,7 +285,6 @@ def _earlier_round(settings: SelectSettings, thumbnails, recordings, stamps, min
     blocked = np.zeros(len(thumbnails), dtype=bool)
     if not (out / "classes.yaml").is_file() or not any((out / "rgb").glob("*")):
         return nearest, blocked
-    from taseg_ros.datasets import build_dataset
 
     dataset = build_dataset("folder", out, "all")
     for i in range(len(dataset)):
@@ -334,12 +301,6 @@ def _earlier_round(settings: SelectSettings, thumbnails, recordings, stamps, min
 
 
 def _score_recording(index, settings: SelectSettings, segmenter, existing: set[str], result: SelectResult, on_pair):
-    from taseg_ros.bag.extract import PairThinning
-    from taseg_ros.bag.io.reader import open_bag
-    from taseg_ros.bag.io.topics import resolve_image_topics
-    from taseg_ros.bag.labels import stamp_id
-    from taseg_ros.bag.pairs import BagPairing
-    from taseg_ros.frames.thermal import ThermalPreparation
 
     recording = settings.recordings[index]
     prepare = ThermalPreparation(settings.thermal_norm, settings.homography)
@@ -371,14 +332,10 @@ def _score_recording(index, settings: SelectSettings, segmenter, existing: set[s
 
 def _decode(pair, failures: Counter):
     """(rgb, thermal), or None when a message cannot be decoded (counted per reason)."""
-    from taseg_ros.frames.codec import ImageDecodeError, decode_pair
-
-    try:
-        return decode_pair(pair.rgb.msg, pair.thermal.msg)
-    except ImageDecodeError as exc:
-        frame = pair.rgb if exc.stream == "rgb" else pair.thermal
-        failures[f"{'RGB' if exc.stream == 'rgb' else 'thermal'} {frame.topic}: {exc}"] += 1
-        return None
+    images, reason = decode_recorded_pair(pair)
+    if reason is not None:
+        failures[reason] += 1
+    return images
 
 
 def _candidate(index, stamp_ns, rgb, thermal, prepare, segmenter, settings: SelectSettings) -> Candidate:
@@ -392,7 +349,6 @@ def _candidate(index, stamp_ns, rgb, thermal, prepare, segmenter, settings: Sele
 
 
 def _nothing_to_choose(settings: SelectSettings, result: SelectResult) -> str:
-    from taseg_ros.bag.pairs import failure_summary
 
     names = ", ".join(str(r) for r in settings.recordings)
     if result.failures:
@@ -405,8 +361,6 @@ def _nothing_to_choose(settings: SelectSettings, result: SelectResult) -> str:
 
 def _check_unique_ids(settings: SelectSettings, result: SelectResult) -> None:
     """Two recordings with equal stamps (simulated time, say) would write one file twice."""
-    from taseg_ros.bag.io.reader import BagError
-
     seen: dict[str, Candidate] = {}
     for sample_id, c in zip(result.ids, result.chosen):
         if sample_id in seen:
@@ -419,8 +373,6 @@ def _check_unique_ids(settings: SelectSettings, result: SelectResult) -> None:
 
 
 def _write(settings: SelectSettings, classes, result: SelectResult) -> None:
-    from taseg_ros.bag.extract import extract_pairs
-    from taseg_ros.bag.io.reader import BagError
 
     inputs = {f"REC {r}": r for r in settings.recordings}
     with output_dir(settings.output, force=True, inputs=inputs) as out:  # one undo for every recording
@@ -452,7 +404,6 @@ def _write_selection(path: Path, settings: SelectSettings, result: SelectResult)
 
 
 def format_select(result: SelectResult, settings: SelectSettings) -> str:
-    from taseg_ros.bag.pairs import failure_summary
 
     lines = [f"{len(result.chosen)} frames chosen of {result.scored} scored pairs -> {result.out_dir}"
              + (f" ({result.already_in_folder} pairs skipped: already in the folder)" if result.already_in_folder else "")]

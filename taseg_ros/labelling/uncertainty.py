@@ -9,13 +9,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from taseg_ros.evaluation.quality import DEFAULT_LOW_CONFIDENCE, confidence_figures
-from taseg_ros.inference.segmenter import Prediction
 
-SCORES = ("entropy", "low-confidence")
+if TYPE_CHECKING:  # the type only: this module's figures need no model
+    from taseg_ros.inference.segmenter import Prediction
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class FrameUncertainty:
     low_confidence: float  # share of pixels below the threshold, 0..1
 
     def score(self, name: str) -> float:
-        """The figure named by --score (one of SCORES)."""
+        """The figure named by --score (one of labelling.settings.SCORES)."""
         return self.entropy if name == "entropy" else self.low_confidence
 
 

@@ -19,10 +19,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from taseg_ros.devices import PRECISIONS, torch_dtype
 from taseg_ros import __version__
 from taseg_ros.classes import ClassInfo, load_classes
 from taseg_ros.config_io import from_mapping, parse_json
+from taseg_ros.devices import PRECISIONS, torch_dtype
 from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.model.config import TASegConfig, get_config
 from taseg_ros.model.sam_parts import check_state_fits
@@ -30,6 +30,7 @@ from taseg_ros.model.taseg import FrozenSource, TASeg, build_model, is_trainable
 from taseg_ros.model.text import class_text_embeddings
 from taseg_ros.outputs import replacing
 from taseg_ros.resources import is_plain_file_name, models_dir
+from taseg_ros.weights import sha256_file
 
 FORMAT = "taseg_ros.checkpoint/1"
 TEXT_KEY = "mask_decoder.text_embeddings"
@@ -173,8 +174,6 @@ def load_checkpoint(
     else:
         sam_path = resolve_sam_checkpoint(source.name or cfg.sam_checkpoint or "", sam_checkpoint, str(path))
         if verify_sam and source.sha256:
-            from taseg_ros.weights import sha256_file
-
             actual = sha256_file(sam_path)
             if actual != source.sha256:
                 raise InputError(
@@ -202,8 +201,6 @@ def export_checkpoint(
     with the frozen SAM weights it was trained on (sha256-checked as when loading), so a vehicle
     needs no SAM file. Reloads the written file and compares every tensor with the source model
     before returning {"output", "bytes", "tensors", "max_abs_change"} (0.0 for fp32 storage)."""
-    from taseg_ros.weights import sha256_file
-
     path, output = Path(path), Path(output)
     if output.resolve() == path.resolve():
         raise InputError(f"{output}: the export must not overwrite its source checkpoint")
@@ -255,8 +252,6 @@ def init_checkpoint(
         )
     sam_sha = ""
     if sam_checkpoint is not None:
-        from taseg_ros.weights import sha256_file
-
         sam_sha = sha256_file(sam_checkpoint)
     model = build_model(
         cfg, class_info, text, sam_checkpoint=sam_checkpoint, sam_sha256=sam_sha, seed=seed, text_source=text_source

@@ -1,23 +1,27 @@
 """Runtimes behind the one Segmenter: eager/compiled PyTorch on a checkpoint, ONNX Runtime on
 an .onnx export, OpenVINO on an IR (.xml) or .onnx export, TensorRT on a serialised engine.
 
-`open_backend(path)` picks the runtime from the file type, or takes `backend=` explicitly."""
+`open_backend(path)` picks the runtime from the file type (runtime.formats), or takes `backend=`
+explicitly.
+
+This package's own module is light (the command-line parsers read runtime.formats through it): the
+runtimes, and torch with them, load in the functions that open a model file."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.devices import BACKENDS
-from taseg_ros.runtime.base import Backend
+from taseg_ros.errors import InputError, MissingInputError
+from taseg_ros.runtime.formats import FORMATS, OTHER_SUFFIXES
 
-# File suffix -> the runtime that reads it by default, and the runtimes that can read it.
+if TYPE_CHECKING:
+    from taseg_ros.runtime.base import Backend
+
+# File suffix -> the runtime that reads it by default, and the runtimes that can read it (runtime.formats).
 SUFFIXES = {
-    ".safetensors": ("torch", ("torch",)),
-    ".onnx": ("onnxruntime", ("onnxruntime", "openvino")),
-    ".xml": ("openvino", ("openvino",)),
-    ".engine": ("tensorrt", ("tensorrt",)),
-    ".plan": ("tensorrt", ("tensorrt",)),
-    ".trt": ("tensorrt", ("tensorrt",)),
+    **{f.suffix: (f.runtime, f.readers) for f in FORMATS.values()},
+    **{suffix: (FORMATS[name].runtime, FORMATS[name].readers) for suffix, name in OTHER_SUFFIXES.items()},
 }
 
 
@@ -42,6 +46,7 @@ def backend_for(path: str | Path, backend: str | None = None) -> str:
 def read_export_metadata(path: str | Path, backend: str | None = None):
     """The ExportMetadata of an exported file, without loading its network."""
     from taseg_ros.runtime import metadata
+    from taseg_ros.runtime.openvino_backend import check_ir_files
 
     kind = backend_for(path, backend)
     if kind == "tensorrt":
@@ -49,8 +54,6 @@ def read_export_metadata(path: str | Path, backend: str | None = None):
     if Path(path).suffix.lower() == ".onnx":
         return metadata.read_onnx_metadata(path)
     import openvino as ov
-
-    from taseg_ros.runtime.openvino_backend import check_ir_files
 
     check_ir_files(Path(path))
     return metadata.read_openvino_metadata(ov.Core().read_model(str(path)), path)
@@ -109,4 +112,4 @@ def open_backend(
     return TensorRTBackend(path, device if device.startswith("cuda") else "cuda", None if precision == "fp32" else precision)
 
 
-__all__ = ["BACKENDS", "Backend", "SUFFIXES", "backend_for", "describe_model_file", "open_backend", "read_export_metadata"]
+__all__ = ["BACKENDS", "SUFFIXES", "backend_for", "describe_model_file", "open_backend", "read_export_metadata"]

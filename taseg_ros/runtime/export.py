@@ -16,16 +16,21 @@ import numpy as np
 import torch
 
 from taseg_ros import __version__
+from taseg_ros.devices import check_memory
 from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.frames.thermal import ThermalPreparation
-from taseg_ros.model.checkpoint import load_checkpoint
+from taseg_ros.model.checkpoint import describe_checkpoint, load_checkpoint, read_metadata
+from taseg_ros.model.inputs import tensor_bytes
 from taseg_ros.model.lora import merge_lora
 from taseg_ros.model.taseg import TASeg
-from taseg_ros.outputs import replacing_files
-from taseg_ros.scenes import scene_pair
+from taseg_ros.outputs import replacing_files, write_bytes_atomic, write_text_atomic
+from taseg_ros.runtime import open_backend
+from taseg_ros.runtime.base import require
+from taseg_ros.runtime.formats import FORMATS, NETWORK_FORMATS
 from taseg_ros.runtime.metadata import RT_INFO_SECTION, ExportMetadata, sidecar_path
+from taseg_ros.scenes import scene_pair
+from taseg_ros.weights import sha256_file
 
-FORMATS = {"onnx": ".onnx", "openvino": ".xml", "tensorrt": ".engine"}
 OPSET = 18
 ONNX_PROTO_LIMIT = 2**31 - 2**26  # protobuf's 2 GiB cap, with room for the graph itself
 # Acceptance of a reloaded export against eager PyTorch on the verification frame.
@@ -102,8 +107,6 @@ def weights_record(path: Path) -> str:
     """The metadata entry that ties a model file to its weights file (runtime.metadata.check_weights)."""
     import json
 
-    from taseg_ros.weights import sha256_file
-
     return json.dumps({"file": path.name, "sha256": sha256_file(path)})
 
 
@@ -145,8 +148,8 @@ def write_tensorrt(onnx_path: Path, path: Path, metadata: dict[str, str], fp16: 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise InputError(f"{path}: TensorRT could not build an engine (see its log above)")
-    path.write_bytes(bytes(serialized))
-    sidecar_path(path).write_text(json.dumps({**metadata, "weights": weights_record(path)}, indent=1))
+    write_bytes_atomic(path, bytes(serialized))
+    write_text_atomic(sidecar_path(path), json.dumps({**metadata, "weights": weights_record(path)}, indent=1))
 
 
 def trt_needs_fp16_graph() -> bool:
@@ -159,23 +162,13 @@ def trt_needs_fp16_graph() -> bool:
 
 def check_exporter(fmt: str) -> None:
     """Fail before the slow part when the runtime the format needs is missing."""
-    from taseg_ros.runtime.base import require
-
-    require("onnx", "onnx", fmt)
-    if fmt == "openvino":
-        require("openvino", "openvino", fmt)
-    if fmt == "tensorrt":
-        require("tensorrt", "gpu", fmt)
-        if not torch.cuda.is_available():
-            raise InputError("--format tensorrt builds the engine for this machine's NVIDIA GPU; CUDA is not available here")
-    else:
-        require("onnxruntime" if fmt == "onnx" else "openvino", fmt, fmt)
+    for module, extra in FORMATS[fmt].needs:
+        require(module, extra, fmt)
+    if FORMATS[fmt].device == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--format {fmt} builds the engine for this machine's NVIDIA GPU; CUDA is not available here")
 
 
 def build_metadata(model: TASeg, checkpoint: Path, geometry, frame_hw, batch: int, precision: str) -> ExportMetadata:
-    from taseg_ros.model.checkpoint import read_metadata
-    from taseg_ros.weights import sha256_file
-
     return ExportMetadata(
         cfg=model.cfg,
         class_info=model.class_info,
@@ -193,16 +186,12 @@ def build_metadata(model: TASeg, checkpoint: Path, geometry, frame_hw, batch: in
 
 def check_export_size(checkpoint: str | Path, size: tuple[int, int], batch: int, fmt: str) -> None:
     """Refuse a --size/--batch whose tensors alone do not fit in memory, before loading anything."""
-    from taseg_ros.devices import check_memory
-    from taseg_ros.model.checkpoint import describe_checkpoint
-    from taseg_ros.model.inputs import tensor_bytes
-
     if batch < 1:
         raise InputError(f"--batch must be >= 1, got {batch}")
     cfg, class_info, _ = describe_checkpoint(checkpoint)
     width, height = size
     needed = tensor_bytes(cfg, class_info.num_classes, (height, width), batch)
-    check_memory(needed, "cuda" if fmt == "tensorrt" else "cpu",
+    check_memory(needed, FORMATS[fmt].device,
                  f"--size {width}x{height} --batch {batch}: one forward's input and output tensors",
                  "export for a smaller frame or batch")
 
@@ -220,10 +209,7 @@ def compare_logits(reference: torch.Tensor, candidate: torch.Tensor) -> dict[str
 def verify_export(path: Path, fmt: str, reference: torch.Tensor, inputs, geometry, precision: str, name: Path | None = None) -> dict:
     """Load the written file with its runtime and compare its logits over the frame with eager PyTorch
     (`name`: the file's final name, for the message)."""
-    from taseg_ros.runtime import open_backend
-
-    backend_name = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}[fmt]
-    device = "cuda" if fmt == "tensorrt" else "cpu"
+    backend_name, device = FORMATS[fmt].runtime, FORMATS[fmt].device
     # OpenVINO runs at fp32 for the check (its CPU default would be bf16 on bf16-capable CPUs).
     backend = open_backend(path, backend=backend_name, device=device, precision="fp32")
     try:
@@ -260,14 +246,14 @@ def export_model(
     ((rgb, raw thermal, name): the user's own, resized to `size`), by default a procedural street
     scene that ships with the package (real image statistics: edges, regions, sensor noise).
     Returns {"output", "files", "metadata", "verification", "frame"}."""
-    if fmt not in FORMATS:
-        raise InputError(f"export format '{fmt}' is not one of {sorted(FORMATS)}")
+    if fmt not in NETWORK_FORMATS:
+        raise InputError(f"export format '{fmt}' is not one of {sorted(NETWORK_FORMATS)}")
     if precision not in ("fp32", "fp16") or (precision == "fp16" and fmt != "tensorrt"):
         raise InputError(f"--precision {precision}: ONNX and OpenVINO files are fp32 (choose the runtime precision when "
                          "running them); a TensorRT engine is fp32 or fp16")
     checkpoint, output = Path(checkpoint), Path(output)
-    if output.suffix.lower() != FORMATS[fmt]:
-        raise InputError(f"{output}: --format {fmt} writes a '{FORMATS[fmt]}' file")
+    if output.suffix.lower() != FORMATS[fmt].suffix:
+        raise InputError(f"{output}: --format {fmt} writes a '{FORMATS[fmt].suffix}' file")
     if output.resolve() == checkpoint.resolve():
         raise InputError(f"{output}: the export must not overwrite its source checkpoint")
     if batch < 1:
@@ -276,7 +262,7 @@ def export_model(
         raise MissingInputError(f"{output}: folder {output.parent} does not exist")
     check_exporter(fmt)
     # TensorRT engines are built (and checked) on the GPU; tracing there is also much faster for ViT-H.
-    device = "cuda" if fmt == "tensorrt" else "cpu"
+    device = FORMATS[fmt].device
     model = load_checkpoint(checkpoint, sam_checkpoint=sam_checkpoint, device=device)
     width, height = size
     rgb, thermal, frame_name = verification_frame(height, width, frame)

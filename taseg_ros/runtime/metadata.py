@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from taseg_ros.classes import ClassInfo
-from taseg_ros.config_io import parse_json
+from taseg_ros.config_io import parse_json, read_json
 from taseg_ros.errors import InputError
 from taseg_ros.model.config import TASegConfig
 from taseg_ros.model.inputs import FrameTransform
+from taseg_ros.weights import sha256_file
 
 FORMAT = "taseg_ros.exported/1"
 RT_INFO_SECTION = "taseg"  # OpenVINO rt_info path: ["taseg", key]
@@ -104,8 +105,6 @@ def check_weights(record: dict, model_path: str | Path) -> None:
     """The weights file beside `model_path` is the one exported with it (sha256 recorded at export):
     an OpenVINO .xml with the .bin of another export of the same architecture would load and run
     with the wrong weights. Exports older than the record are not checked."""
-    from taseg_ros.weights import sha256_file
-
     model_path = Path(model_path)
     if not record:
         return
@@ -175,7 +174,7 @@ def read_tensorrt_metadata(engine: str | Path) -> ExportMetadata:
     if not sidecar.is_file():
         raise InputError(f"{engine}: no metadata file {sidecar.name} beside the engine (write engines with `taseg export`)")
     try:
-        strings = parse_json(sidecar.read_text(), str(sidecar))
+        strings = read_json(sidecar)
         if not isinstance(strings, dict):
             raise ValueError("expected a mapping")
     except (OSError, ValueError) as exc:

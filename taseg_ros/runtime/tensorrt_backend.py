@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from taseg_ros.config_io import read_bytes
 from taseg_ros.errors import InputError
 from taseg_ros.runtime.base import Backend, require
 from taseg_ros.runtime.metadata import check_weights, read_tensorrt_metadata
@@ -41,7 +42,7 @@ class TensorRTBackend(Backend):
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         with torch.cuda.device(self.torch_device):
-            self.engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+            self.engine = self._runtime.deserialize_cuda_engine(read_bytes(self.path, limit=None))
             if self.engine is None:
                 raise InputError(f"{self.path}: TensorRT cannot deserialise it (corrupt, or built by another TensorRT version/GPU)")
             self.context = self.engine.create_execution_context()

@@ -25,13 +25,14 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from taseg_ros.config_io import parse_json
 from taseg_ros.datasets import IGNORE_INDEX, build_dataset
 from taseg_ros.datasets.transforms import train_transform
 from taseg_ros.devices import resolve_device
 from taseg_ros.errors import InputError, MissingInputError
+from taseg_ros.formatting import progress_bar
+from taseg_ros.evaluation.metrics import ConfusionMatrix
 from taseg_ros.evaluation.run import evaluate
 from taseg_ros.inference import PRECISIONS
 from taseg_ros.model.checkpoint import init_checkpoint, load_checkpoint, save_checkpoint
@@ -200,7 +201,6 @@ def validate(model, dataset, runtime: Runtime, dtype: torch.dtype, blank_thermal
     if runtime.world_size > 1:
         evaluator.total.matrix = all_reduce_sum(evaluator.total.matrix, runtime)
         evaluator.num_images = int(all_reduce_sum(evaluator.num_images, runtime))
-        from taseg_ros.evaluation.metrics import ConfusionMatrix
 
         for name in ("day", "night"):  # every rank reduces the same matrices, seen or not
             evaluator.conditions.setdefault(name, ConfusionMatrix(len(evaluator.class_names)))
@@ -233,7 +233,8 @@ class RunLog:
             self.file = open(log_path, "a", newline="")
             self.csv = csv.writer(self.file)
             write_text_atomic(output / "recipe.json", json.dumps(recipe.to_dict(), indent=2) + "\n")
-        self.bar = tqdm(total=recipe.train.steps, initial=start, desc="train", disable=not (progress and runtime.is_main), dynamic_ncols=True)
+        self.bar = progress_bar(total=recipe.train.steps, initial=start, desc="train", enabled=progress and runtime.is_main,
+                                leave=True)
 
     def train_step(self, step: int, loss: float, parts: dict, lr: float, speed: float) -> None:
         self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{speed:.1f}")

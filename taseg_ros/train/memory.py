@@ -24,8 +24,14 @@ from typing import Iterable
 import torch
 import torch.nn.functional as F
 
+from taseg_ros.classes import ClassInfo, default_palette
+from taseg_ros.datasets import IGNORE_INDEX, resolve_config
 from taseg_ros.devices import resolve_device, torch_dtype
 from taseg_ros.errors import InputError
+from taseg_ros.model.checkpoint import describe_checkpoint
+from taseg_ros.model.config import get_config
+from taseg_ros.model.taseg import build_model
+from taseg_ros.train.loss import dice_per_image
 
 GiB = 1024**3
 # The share of a GPU's memory a plan may fill: the rest is the CUDA context, cuBLAS/cuDNN
@@ -92,9 +98,7 @@ def autocast_on(device_type: str, dtype: torch.dtype | None):
 def training_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The loss's autograd footprint (CE + Dice as in train.loss) without its .item() calls,
     which a shape-only run cannot answer."""
-    from taseg_ros.train.loss import dice_per_image
-
-    ce = F.cross_entropy(logits.float(), labels, ignore_index=255, reduction="sum")
+    ce = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
     return ce + dice_per_image(logits, labels).sum()
 
 
@@ -129,9 +133,6 @@ def shape_only_model(cfg, num_classes: int, device: str, frozen_dtype: torch.dty
     """(model, fake mode): a TASeg of `cfg` whose tensors are FakeTensors on `device`
     (possibly "cuda" on a machine without one), frozen weights in `frozen_dtype`."""
     from torch._subclasses.fake_tensor import FakeTensorMode
-
-    from taseg_ros.classes import ClassInfo, default_palette
-    from taseg_ros.model.taseg import build_model
 
     names = tuple(f"class{i}" for i in range(num_classes))
     classes = ClassInfo(names=names, palette=default_palette(num_classes))
@@ -319,9 +320,6 @@ def measure_step(cfg, num_classes: int, input_hw: tuple[int, int], micro_batch: 
     weights on `device`, after one untimed warm-up step; on CUDA also the allocator's peak."""
     import time
 
-    from taseg_ros.classes import ClassInfo, default_palette
-    from taseg_ros.model.taseg import build_model
-
     target = torch.device(device)
     autocast_dtype = None if precision == "fp32" or target.type != "cuda" else torch_dtype(precision)
     classes = ClassInfo(names=tuple(f"class{i}" for i in range(num_classes)), palette=default_palette(num_classes))
@@ -377,18 +375,13 @@ CPU_TIMING_MAX_PARAMS = 50_000_000
 def recipe_model_config(recipe):
     """The model config a recipe trains: its init checkpoint's, else `model` + overrides."""
     if recipe.init_checkpoint:
-        from taseg_ros.model.checkpoint import describe_checkpoint
-
         return describe_checkpoint(recipe.init_checkpoint)[0]
-    from taseg_ros.model.config import get_config
 
     return get_config(recipe.model, **recipe.model_overrides)
 
 
 def recipe_num_classes(recipe) -> tuple[int, str]:
     """(number of classes, a note when it had to be assumed)."""
-    from taseg_ros.datasets import resolve_config
-
     try:
         return resolve_config(recipe.data.dataset, recipe.data.root).classes.num_classes, ""
     except FileNotFoundError:

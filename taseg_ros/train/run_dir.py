@@ -29,7 +29,7 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from taseg_ros.config_io import parse_json
+from taseg_ros.config_io import parse_json, read_json, read_text
 from taseg_ros.errors import TasegError
 from taseg_ros.outputs import TEMP_PREFIX, check_creatable, check_not_overlapping, write_text_atomic
 
@@ -69,7 +69,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 def recipe_differences(recorded: dict, current: dict) -> dict[str, tuple]:
     """{dotted key: (recorded value, current value)} for what changes training (JSON-normalised,
     so tuples and lists compare equal)."""
-    old, new = (_flatten(json.loads(json.dumps(r))) for r in (recorded, current))
+    old, new = (_flatten(parse_json(json.dumps(r))) for r in (recorded, current))
     keys = sorted((set(old) | set(new)) - NOT_RECIPE)
     return {k: (old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)}
 
@@ -140,8 +140,8 @@ def _locked(path: Path, create: bool = True):
 
 def _lock_holder(path: Path) -> str:
     try:
-        text = path.read_text().strip()
-    except OSError:
+        text = read_text(path, limit=64).strip()
+    except (OSError, ValueError):
         text = ""
     return text if text.isdigit() else "unknown"
 
@@ -232,7 +232,7 @@ def _check_resumed_recipe(output: Path, recipe: dict, allow: bool) -> None:
     if not (output / STATE_FILE).is_file() or not recorded_file.is_file():
         return  # the loop says "nothing to resume"; a state without recipe.json predates this check
     try:
-        recorded = parse_json(recorded_file.read_text(), str(recorded_file))
+        recorded = read_json(recorded_file)
         if not isinstance(recorded, dict):
             raise ValueError("expected a JSON object")
     except (OSError, ValueError) as exc:
@@ -315,6 +315,8 @@ def check_resumable(output: Path) -> None:
 
 def _read_checkpoint_fully(path: Path) -> None:
     """Metadata parsed and every tensor read (a truncated file fails here, not after hours)."""
+    # Here, not at the top: `taseg train` checks its run folder before torch loads, so a refusal
+    # (a locked or changed run) comes at once.
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -338,7 +340,7 @@ def record_recipe_change(output: Path, recorded: dict, recipe: dict, step: int, 
     history = _read_history(path) if path.is_file() else [{"from_step": 0, "recipe": recorded}]
     history.append({
         "from_step": step,
-        "recipe": json.loads(json.dumps(recipe)),
+        "recipe": parse_json(json.dumps(recipe)),  # JSON-normalised: tuples as lists
         "changes": {k: {"from": old, "to": new} for k, (old, new) in changes.items()},
     })
     write_text_atomic(path, json.dumps(history, indent=2) + "\n")
@@ -346,7 +348,7 @@ def record_recipe_change(output: Path, recorded: dict, recipe: dict, step: int, 
 
 def _read_history(path: Path) -> list:
     try:
-        history = parse_json(path.read_text(), str(path))
+        history = read_json(path)
     except (OSError, ValueError) as exc:
         raise RunFolderError(f"{path}: cannot read the recipe history ({' '.join(str(exc).split())}); "
                              "repair or remove it") from None
@@ -361,7 +363,7 @@ def drop_replayed_log_rows(path, resumed_step: int) -> int:
     path = Path(path)
     if not path.is_file():
         return 0
-    rows = list(csv.reader(io.StringIO(path.read_text(), newline="")))
+    rows = list(csv.reader(io.StringIO(read_text(path), newline="")))
     header, body = rows[:1], rows[1:]
     kept = [row for row in body if row and row[0].isdigit() and int(row[0]) <= resumed_step]
     if len(kept) == len(body):

@@ -14,13 +14,16 @@ another recording, is refused before anything is written.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
+from taseg_ros.config_io import check_type, read_json
 from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.evaluation.gates import Gate, check_gates
-from taseg_ros.evaluation.quality import FIGURES
+from taseg_ros.evaluation.figures import FIGURES
+from taseg_ros.formatting import fixed
+from taseg_ros.frames.pairing import NS_PER_S
 
 
 @dataclass
@@ -40,15 +43,13 @@ def load_baseline_report(path: str | Path, class_names, recording_start_ns: int 
     """A previous report of this recording with this class list, or InputError in one line."""
     path = Path(path)
     path = path / "report.json" if path.is_dir() else path
-    if not path.is_file():
+    if not path.exists():
         raise MissingInputError(f"--baseline {path}: no such report")
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"--baseline {path}: not a readable report.json ({exc})") from None
+    report = read_json(path)  # a regular file, bounded in size and depth: one line for anything else
     if not isinstance(report, dict) or not isinstance(report.get("quality"), dict) or "class_names" not in report:
         raise InputError(f"--baseline {path}: not a `taseg bag eval` report with label-free figures "
                          "(made by an older version?); run bag eval with the old model again")
+    report = _typed_report(report, str(path))
     if list(report["class_names"]) != list(class_names):
         raise InputError(f"--baseline {path}: classes {report['class_names']} differ from the model's "
                          f"{list(class_names)}; a comparison needs one class list")
@@ -59,6 +60,28 @@ def load_baseline_report(path: str | Path, class_names, recording_start_ns: int 
                          f"start {_seconds(recorded[0])}, {recorded[1]} + {recorded[2]}; this one starts "
                          f"{_seconds(recording_start_ns)}, {topics[0]} + {topics[1]}); compare on the same recording")
     return BaselineReport(path, report["quality"].get("summary") or {}, int(report["quality"].get("frames") or 0))
+
+
+# The parts of a report.json the comparison reads, with their types (a report is a file: a string where
+# a number belongs must be refused here, not fail as a TypeError in the subtraction).
+REPORT_TYPES = {
+    "class_names": list[str],
+    "recording_start_ns": Optional[int],
+    "topics": Optional[dict[str, Optional[str]]],
+    "bag": Optional[str],
+}
+QUALITY_TYPES = {"summary": Optional[dict[str, Optional[float]]], "frames": Optional[int]}
+
+
+def _typed_report(report: dict, where: str) -> dict:
+    typed = dict(report)
+    for key, hint in REPORT_TYPES.items():
+        typed[key] = check_type(report.get(key), hint, key, where)
+    quality = dict(report["quality"])
+    for key, hint in QUALITY_TYPES.items():
+        quality[key] = check_type(report["quality"].get(key), hint, f"quality.{key}", where)
+    typed["quality"] = quality
+    return typed
 
 
 def check_baseline_model(baseline, segmenter, path) -> None:
@@ -107,4 +130,4 @@ def compare(result, gates: list[Gate], baseline: str | None, baseline_report: Ba
 
 
 def _seconds(ns) -> str:
-    return "?" if ns is None else f"{ns / 1e9:.3f} s"
+    return "?" if ns is None else fixed(ns / NS_PER_S, " s", 3)

@@ -21,7 +21,7 @@ from taseg_ros.bag.io.messages import float32_array_message, float32_message, im
 from taseg_ros.bag.io.msgtypes import FLOAT32, FLOAT32_ARRAY, IMAGE, STRING
 from taseg_ros.bag.io.reader import RawMessage
 from taseg_ros.bag.io.writer import BagWriter
-from taseg_ros.frames.render import OUTPUTS, colorize
+from taseg_ros.frames.render import IMAGE_OUTPUTS, OUTPUTS, colorize
 
 
 class _OrderedWriter:
@@ -54,7 +54,7 @@ class EvalRecording:
         self._out = _OrderedWriter(self.writer) if self.writer is not None else None
         self.class_info = class_info
         self.topics = {
-            name: f"{namespace}/{name}" for name in ("labels", "colorized", "overlay", "class_info", "ground_truth")
+            name: f"{namespace}/{name}" for name in (*IMAGE_OUTPUTS, "class_info", "ground_truth")
         }
         self.topics["ground_truth_colorized"] = f"{namespace}/ground_truth/colorized"
         self.topics["confidence"] = f"{namespace}/confidence"
@@ -77,7 +77,7 @@ class EvalRecording:
         """The node's outputs for one pair, with the RGB frame's header, at the time it would publish them."""
         if self._out is None:
             return
-        for name in ("labels", "colorized", "overlay"):  # the node's image outputs (confidence: put_quality)
+        for name in IMAGE_OUTPUTS:  # the node's image outputs (confidence: put_quality)
             self._image(publish_ns, name, stamp, frame_id, outputs[name], OUTPUTS[name])
 
     def put_quality(self, publish_ns: int, stamp: int, frame_id: str, confidence: np.ndarray, quality) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from taseg_ros.bag.evaluate.result import BagEvalResult
 from taseg_ros.frames.pairing import NS_PER_S
-from taseg_ros.outputs import replacing
+from taseg_ros.outputs import save_figure
 
 
 def plot_timing(result: BagEvalResult, path: Path) -> Path:
@@ -42,8 +42,7 @@ def plot_timing(result: BagEvalResult, path: Path) -> Path:
     )
     ax.legend(loc="upper right", fontsize="small")
     fig.tight_layout()
-    with replacing(path, suffix=Path(path).suffix) as tmp:
-        fig.savefig(tmp, dpi=100)
+    save_figure(fig, path, dpi=100)
     return Path(path)
 
 
@@ -84,7 +83,7 @@ def plot_quality(result: BagEvalResult, path: Path) -> Path:
     for ax in (conf_ax, flick_ax, class_ax):  # beside the axes: the curves sit anywhere in [0, 1]
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="x-small")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     return Path(path)
 
 

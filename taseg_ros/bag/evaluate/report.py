@@ -9,8 +9,10 @@ import numpy as np
 
 from taseg_ros.bag.evaluate.plots import plot_quality, plot_timing
 from taseg_ros.bag.evaluate.result import BagEvalResult, split_timings
+from taseg_ros.evaluation.figures import FIGURES
+from taseg_ros.evaluation.report import plot_confusion, plot_iou_bars, to_markdown
+from taseg_ros.formatting import fixed
 from taseg_ros.outputs import write_text_atomic
-from taseg_ros.evaluation.quality import FIGURES
 
 # How each figure reads in the summaries: (label, shown as a percentage).
 FIGURE_LABELS = {
@@ -23,10 +25,6 @@ FIGURE_LABELS = {
     "thermal_reliance": ("labels changed with thermal blanked", True),
     "baseline_agreement": ("agreement with the baseline model", True),
 }
-
-
-def _ms(value) -> str:
-    return "-" if value is None else f"{value:.1f}"
 
 
 def _figure(name: str, value, signed: bool = False) -> str:
@@ -83,8 +81,8 @@ def format_summary(result: BagEvalResult) -> str:
         + (" -- INTERRUPTED" if result.interrupted else ""),
         f"  processed {result.processed}"
         + (f", failed {result.failed}" if result.failed else "")
-        + f"; per pair {_ms(t['processing_ms']['median'])} ms median, {_ms(t['processing_ms']['p90'])} ms p90 "
-        f"(model {_ms(t['inference_ms']['median'])} ms) on {result.device} {result.precision}",
+        + f"; per pair {fixed(t['processing_ms']['median'])} ms median, {fixed(t['processing_ms']['p90'])} ms p90 "
+        f"(model {fixed(t['inference_ms']['median'])} ms) on {result.device} {result.precision}",
     ]
     share = result.dropped_share
     verb = "dropped" if result.mode == "realtime" else "would drop"
@@ -100,8 +98,8 @@ def format_summary(result: BagEvalResult) -> str:
     latency = t.get("latency_ms") or t.get("simulated_realtime_latency_ms")
     if latency and latency["count"]:
         lines.append(
-            f"  latency of a real-time node (output - RGB stamp): median {_ms(latency['median'])} ms, p90 "
-            f"{_ms(latency['p90'])} ms, max {_ms(latency['max'])} ms"
+            f"  latency of a real-time node (output - RGB stamp): median {fixed(latency['median'])} ms, p90 "
+            f"{fixed(latency['p90'])} ms, max {fixed(latency['max'])} ms"
         )
     if result.label_source is not None:
         lines.append(
@@ -167,8 +165,6 @@ def _quality_markdown(result: BagEvalResult, plots: dict[str, Path]) -> list[str
 
 
 def _markdown(result: BagEvalResult, plots: dict[str, Path], timings: bool = True) -> str:
-    from taseg_ros.evaluation.report import to_markdown
-
     rows = [
         ("recording", f"`{result.bag}`"),
         ("topics", f"`{result.rgb_topic}` + `{result.thermal_topic}`"),
@@ -220,16 +216,16 @@ def _timing_rows(result: BagEvalResult) -> list[tuple[str, str]]:
         ),
         (
             "processing per pair, median / p90 / max",
-            " / ".join(_ms(t["processing_ms"][k]) for k in ("median", "p90", "max")) + " ms",
+            " / ".join(fixed(t["processing_ms"][k]) for k in ("median", "p90", "max")) + " ms",
         ),
-        ("model per pair, median", f"{_ms(t['inference_ms']['median'])} ms"),
+        ("model per pair, median", f"{fixed(t['inference_ms']['median'])} ms"),
     ]
     latency = t.get("latency_ms") or t.get("simulated_realtime_latency_ms")
     if latency and latency["count"]:
         rows.append(
             (
                 "latency of a real-time node (output - RGB stamp), median / p90 / max",
-                f"{_ms(latency['median'])} / {_ms(latency['p90'])} / {_ms(latency['max'])} ms",
+                f"{fixed(latency['median'])} / {fixed(latency['p90'])} / {fixed(latency['max'])} ms",
             )
         )
     return rows
@@ -239,8 +235,6 @@ def write_eval_report(result: BagEvalResult, out_dir: str | Path, timings: bool 
     """report.json, report.md, timing.png, quality.png and (with labels) iou_per_class.png and
     confusion_matrix.png. ``timings`` False (a fleet's recording): what depends on this run's speed
     goes to timings.json alone (no timing.png), so every other file is the same on any machine."""
-    from taseg_ros.evaluation.report import plot_confusion, plot_iou_bars
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {"latency": plot_timing(result, out / "timing.png")} if timings else {}

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from taseg_ros.frames.settings import STEPS
+from taseg_ros.evaluation.report import to_dict as scores_to_dict
 from taseg_ros.frames.pairing import NS_PER_S
+from taseg_ros.frames.settings import STEPS
 from taseg_ros.timing import summarize_ms
 
 # What depends on how fast this run went (the machine, its load), in the report dictionary and in each
@@ -16,7 +17,9 @@ FRAME_TIMING_KEYS = ("processing_ms", "inference_ms", "steps_ms", "latency_ms")
 
 
 @dataclass
-class FrameResult:
+class PairResult:
+    """One pair's result in `bag eval` (inference.pipeline.FrameResult is the pipeline's, per frame)."""
+
     rgb_stamp_ns: int
     thermal_stamp_ns: int
     arrival_ns: int
@@ -68,7 +71,7 @@ class BagEvalResult:
     dropped: int = 0  # by a real-time node (simulated)
     dropped_arrivals_ns: list[int] = field(default_factory=list)  # when the dropped pairs were complete
     simulated_latency_s: list[float] = field(default_factory=list)  # offline: output - RGB stamp of a real-time node
-    frames: list[FrameResult] = field(default_factory=list)
+    frames: list[PairResult] = field(default_factory=list)
     scores: Any = None  # taseg_ros.evaluation.metrics.EvaluationResult
     interrupted: bool = False
     output_bag: str | None = None
@@ -110,8 +113,6 @@ class BagEvalResult:
         return None if quality is None else quality.to_dict(self.segment_window_s, self.worst_segments)
 
     def to_dict(self) -> dict:
-        from taseg_ros.evaluation.report import to_dict as scores_to_dict
-
         return {
             "bag": self.bag,
             "checkpoint": self.checkpoint,

@@ -27,7 +27,7 @@ labels: confidence, entropy, flicker against the previous processed pair (raw an
 compensated), class shares; with ``thermal_reliance`` a second forward with the thermal input
 blanked; with a ``baseline`` model the same pipeline runs it on the same decoded pair (its own
 figures, and the share of pixels where both chose the same class). None of this is in the per-pair
-times (the entropy map comes with the model's output but is timed apart: FrameResult.timings).
+times (the entropy map comes with the model's output but is timed apart: inference.pipeline.FrameResult.timings).
 
 Ctrl-C stops after the current frame; the output recording and the report are still written, for
 the frames done so far, and marked interrupted.
@@ -43,12 +43,15 @@ from typing import Any, Callable
 import numpy as np
 
 from taseg_ros.bag.evaluate.output import EvalRecording
-from taseg_ros.bag.evaluate.result import BagEvalResult, FrameResult
-from taseg_ros.bag.labels import FolderLabels, LabelSource, TopicLabels
-from taseg_ros.bag.pairs import BagPairing, PairSource, RealTimeWorker, failure_summary, simulate_realtime
+from taseg_ros.bag.evaluate.result import BagEvalResult, PairResult
+from taseg_ros.bag.info import inspect_bag
 from taseg_ros.bag.io.reader import Bag, BagError, open_bag
 from taseg_ros.bag.io.topics import resolve_image_topics
+from taseg_ros.bag.labels import FolderLabels, LabelSource, TopicLabels
+from taseg_ros.bag.pairs import BagPairing, PairSource, RealTimeWorker, failure_summary, simulate_realtime
+from taseg_ros.datasets.config import MetricProtocol
 from taseg_ros.errors import InputError
+from taseg_ros.evaluation.metrics import SegmentationEvaluator
 from taseg_ros.evaluation.quality import (
     DEFAULT_LOW_CONFIDENCE,
     DEFAULT_SEGMENT_WINDOW_S,
@@ -135,8 +138,6 @@ def evaluate_bag(
                 + failure_summary(reasons)
             )
         if result.pairs == 0 and not result.interrupted:
-            from taseg_ros.bag.info import inspect_bag
-
             info = inspect_bag(source.bag, rgb.name, thermal.name, source.slop_s)
             raise BagError(f"{bag.path}: no RGB/thermal pair within slop {source.slop_s * 1e3:g} ms: {info.verdict}")
     return result
@@ -189,9 +190,6 @@ class _Evaluation:
         stop: Callable[[], bool],
         on_pair: Callable[[int], None] | None,
     ) -> None:
-        from taseg_ros.datasets.config import MetricProtocol
-        from taseg_ros.evaluation.metrics import SegmentationEvaluator
-
         self.bag, self.pipeline, self.result, self.labels, self.recording = bag, pipeline, result, labels, recording
         self.stop, self.on_pair, self.quality = stop, on_pair, quality
         protocol = labels.metric if labels is not None and labels.metric is not None else None
@@ -287,7 +285,7 @@ class _Evaluation:
     def _record(self, pair, seconds: float, outputs: dict, arrival_ns: int, publish_ns: int, start_ns=None,
                 finish_ns=None) -> None:
         """Keep a processed pair's result, write its outputs, score it."""
-        frame = FrameResult(
+        frame = PairResult(
             rgb_stamp_ns=pair.rgb_stamp_ns,
             thermal_stamp_ns=pair.thermal_stamp_ns,
             arrival_ns=arrival_ns,
@@ -311,7 +309,7 @@ class _Evaluation:
         if self.on_pair is not None:
             self.on_pair(self.result.processed + self.result.failed)
 
-    def _score(self, frame: FrameResult, predicted: np.ndarray, publish_ns: int, frame_id: str) -> None:
+    def _score(self, frame: PairResult, predicted: np.ndarray, publish_ns: int, frame_id: str) -> None:
         key = self.labels.match(frame.rgb_stamp_ns) if self.labels is not None else None
         if key is None:
             return
@@ -389,7 +387,7 @@ class _Quality:
             base_quality.thermal_reliance = _thermal_reliance(self.baseline.segmenter, base)
         return quality, base_quality
 
-    def record(self, frame: FrameResult, arrival_ns: int, outputs: dict) -> None:
+    def record(self, frame: PairResult, arrival_ns: int, outputs: dict) -> None:
         time_s = (arrival_ns - self.start_ns) / NS_PER_S  # seconds into the recording (its log time)
         frame.quality = outputs["quality"].to_dict()
         self.result.quality.add(time_s, outputs["quality"])

@@ -102,7 +102,7 @@ def _setup(spec: WorkerSpec) -> None:
     _WORKER["spec"] = spec
     try:
         _WORKER["state"] = spec.setup()
-    except Exception as exc:  # reported by the first task this worker gets (an initializer cannot)
+    except Exception as exc:  # noqa: BLE001 - reported by the first task this worker gets (an initializer cannot)
         _WORKER["error"] = f"a worker could not load the model: {' '.join(str(exc).split()) or type(exc).__name__}"
 
 
@@ -203,7 +203,7 @@ class LocalEngine:
         with _threads_restored():
             try:
                 state = spec.setup()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any load failure ends the run in one line
                 raise SetupError(f"the model could not be loaded: {' '.join(str(exc).split()) or type(exc).__name__}") \
                     from None
             info = {**worker_info(), "loads": 1}
@@ -363,7 +363,7 @@ class _ActorPool:
         for actor in self.all:
             try:
                 self.ray.kill(actor, no_restart=True)
-            except Exception:  # already gone with its node
+            except Exception:  # noqa: BLE001 - already gone with its node
                 pass
         self.all.clear()
 

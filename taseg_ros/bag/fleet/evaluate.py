@@ -31,9 +31,9 @@ from taseg_ros.bag.fleet.rollup import write_fleet_report
 from taseg_ros.bag.fleet.store import SUMMARY_FILE, FleetRun, RecordingStore, dumps, one_line
 from taseg_ros.bag.io.reader import open_bag
 from taseg_ros.bag.io.topics import resolve_image_topics
-from taseg_ros.config_io import parse_json
+from taseg_ros.config_io import parse_json, read_bytes
 from taseg_ros.errors import TasegError
-from taseg_ros.evaluation.quality import FIGURES
+from taseg_ros.evaluation.figures import FIGURES
 from taseg_ros.inference.spec import ModelSpec
 
 
@@ -92,11 +92,11 @@ class EvalWorker:
             compare(result, [], self.baseline_name, report)  # gates: the fleet report's (rollup.py)
             with tempfile.TemporaryDirectory(prefix="taseg-fleet-") as tmp:
                 write_eval_report(result, tmp, timings=False)
-                files = {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir())}
+                files = {p.name: read_bytes(p, limit=None) for p in sorted(Path(tmp).iterdir())}
             files[SUMMARY_FILE] = dumps(recording_summary(result)).encode()
         except (TasegError, OSError) as exc:  # a recording or baseline this run cannot use: its own words
             return RecordingOutcome(job.name, "failed", one_line(exc), seconds=time.perf_counter() - start)
-        except Exception as exc:  # anything else a damaged recording can raise deep in a reader: the others go on
+        except Exception as exc:  # noqa: BLE001 - anything else a damaged recording can raise deep in a reader: the others go on
             reason = f"{job.recording}: {type(exc).__name__}: {one_line(exc)}"
             return RecordingOutcome(job.name, "failed", reason, seconds=time.perf_counter() - start)
         timings = parse_json(files.pop("timings.json"), "timings.json")

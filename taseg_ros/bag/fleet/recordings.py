@@ -16,6 +16,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from taseg_ros.config_io import read_bytes
 from taseg_ros.errors import InputError, MissingInputError
 
 METADATA = "metadata.yaml"
@@ -93,7 +94,7 @@ def fingerprint(path: Path) -> str:
     digest = hashlib.sha256()
     try:
         if path.is_dir():
-            digest.update(b"metadata.yaml\0" + (path / METADATA).read_bytes() + b"\0")
+            digest.update(b"metadata.yaml\0" + read_bytes(path / METADATA) + b"\0")
         for file in storage_files(path):
             size = file.stat().st_size
             digest.update(f"{file.name}\0{size}\0".encode())

@@ -26,8 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from taseg_ros.bag.fleet.recordings import Recording
+from taseg_ros import config_io
 from taseg_ros.config_io import parse_json
 from taseg_ros.errors import InputError, MissingInputError
+from taseg_ros.weights import sha256_file
 from taseg_ros.outputs import remove_stale_temporaries, replacing_dir, write_bytes_atomic, write_text_atomic
 
 RUN_FILE = "fleet_run.json"
@@ -65,7 +67,7 @@ def one_line(exc: BaseException) -> str:
 def settings_record(settings) -> dict:
     """A settings dataclass as plain JSON values, without the recording itself (``source.bag``) and
     the model's name (its digest counts, not the path it was given by)."""
-    record = json.loads(dumps(dataclasses.asdict(settings)))
+    record = parse_json(dumps(dataclasses.asdict(settings)), "settings")
     record.get("source", {}).pop("bag", None)
     record.pop("checkpoint_name", None)
     return record
@@ -114,7 +116,7 @@ def recording_identity(run: FleetRun, recording: Recording, fingerprint: str | N
 
 def _file_sha256(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_file(path)
     except OSError:
         return None
 
@@ -157,11 +159,9 @@ class RecordingStore:
 
 def read_json(path: Path):
     """A fleet file, or None when it is not there."""
-    try:
-        text = Path(path).read_bytes()
-    except FileNotFoundError:
+    if not Path(path).exists():
         return None
-    return parse_json(text, str(path))
+    return config_io.read_json(path)
 
 
 def read_run(root: Path) -> dict:

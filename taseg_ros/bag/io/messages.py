@@ -7,6 +7,7 @@ import numpy as np
 
 from taseg_ros.bag.io.msgtypes import COMPRESSED_IMAGE, FLOAT32, FLOAT32_ARRAY, IMAGE, STRING, default_typestore
 from taseg_ros.errors import InputError
+from taseg_ros.frames.codec import encode_image
 from taseg_ros.frames.pairing import NS_PER_S
 
 
@@ -20,8 +21,6 @@ def make_header(stamp_ns: int, frame_id: str):
 
 def image_message(stamp_ns: int, frame_id: str, array: np.ndarray, encoding: str):
     """A rosbags ``sensor_msgs/msg/Image`` holding ``array`` (layout checked against ``encoding``)."""
-    from taseg_ros.frames.codec import encode_image
-
     fields = encode_image(array, encoding)
     return default_typestore().types[IMAGE](
         header=make_header(stamp_ns, frame_id),

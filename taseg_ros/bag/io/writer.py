@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from taseg_ros.bag.io.msgtypes import typestore
-from taseg_ros.errors import InputError
-from taseg_ros.outputs import system_refusals
+from taseg_ros.errors import InputError, OutputPathError
+from taseg_ros.outputs import StagedFolder, check_creatable, check_not_overlapping, system_refusals
 
 STORAGES = ("mcap", "sqlite3")
 
@@ -22,7 +22,9 @@ STORAGES = ("mcap", "sqlite3")
 class BagWriter:
     """A new rosbag2 recording. Used as a context manager it is always *closed* (index, summary and
     metadata.yaml written) on exit, also after an exception or Ctrl-C, so whatever was written
-    before stays a valid recording; rosbags' own context manager would abort (leave it unfinished)."""
+    before stays a valid recording; rosbags' own context manager would abort (leave it unfinished).
+    It is written under a temporary name beside `path` and renamed onto it when closed
+    (outputs.StagedFolder): a killed run leaves no half-written recording at `path`."""
 
     def __init__(self, path: str | Path, storage: str = "mcap", compress: bool = True, distro: str = "kilted") -> None:
         from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
@@ -34,7 +36,8 @@ class BagWriter:
             raise FileExistsError(f"output recording exists: {self.path}; choose another path or delete it")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-        self._writer = Writer(self.path, version=9, storage_plugin=plugin)
+        self._staged = StagedFolder(self.path)
+        self._writer = Writer(self._staged.inner, version=9, storage_plugin=plugin)
         if compress and storage == "mcap":
             # zstd chunk compression: label and colour images shrink ~20x; Foxglove and the
             # rosbag2 mcap plugin read it natively.
@@ -74,11 +77,13 @@ class BagWriter:
             with system_refusals(self.path):  # a full disk: one line naming the recording
                 try:
                     self._writer.close()
-                except BaseException:
+                except BaseException:  # noqa: BLE001 - abort the half-written recording, then re-raise
                     try:
                         self._writer.abort()
                     finally:
+                        self._staged.discard()
                         raise
+                self._staged.commit()
 
     def __enter__(self) -> "BagWriter":
         return self
@@ -91,20 +96,19 @@ class BagWriter:
 
 
 def _is_recording(path: Path) -> bool:
-    return (
-        path.is_dir()
-        and (path / "metadata.yaml").is_file()
-        and all(p.name == "metadata.yaml" or p.suffix in (".mcap", ".db3") for p in path.iterdir())
-    )
+    """A rosbag2 recording: its storage files, and metadata.yaml unless a killed writer never got to
+    write it (a recording an older version left half-written is replaced with --force too)."""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    files = list(path.iterdir())
+    storage = [p for p in files if p.suffix in (".mcap", ".db3") and p.is_file()]
+    return bool(storage) and all(p.name == "metadata.yaml" or p in storage for p in files)
 
 
 def check_output_recording(path, *, force: bool = False, inputs=None) -> Path:
     """An output recording path under ``taseg_ros.outputs``' policy (never an input, not under a
     file), plus the rule for recordings: an existing one is refused without ``force``, and with it
     only a rosbag2 recording is replaced, never another folder. Checks only; see ``output_recording``."""
-    from taseg_ros.errors import OutputPathError
-    from taseg_ros.outputs import check_creatable, check_not_overlapping
-
     path = Path(path)
     check_not_overlapping(path, inputs)
     if path.exists():

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from taseg_ros.cli import main as taseg_main
 from taseg_ros.cli.bag import evaluate, extract, info, registration, replay, select
 
 EPILOG = """\
@@ -61,6 +62,4 @@ def register(subparsers) -> None:
 def main(argv: list[str] | None = None) -> int:
     """`python -m taseg_ros.cli.bag ...`: the same as `taseg bag ...`, through the one entry point
     (its error handling: one line for a user mistake, exit code 2)."""
-    from taseg_ros.cli import main as taseg_main
-
     return taseg_main(["bag", *(sys.argv[1:] if argv is None else argv)])

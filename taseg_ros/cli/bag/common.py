@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from taseg_ros.bag.pairs import PairSource
+from taseg_ros.formatting import progress_bar
 from taseg_ros.frames.pairing import DEFAULT_SLOP_S
 
 
@@ -16,6 +17,10 @@ def bag_and_topics(p: argparse.ArgumentParser, many: str | None = None) -> None:
         p.add_argument("bag", metavar="BAG", help="rosbag2 folder (sqlite3 or mcap), or a bare .mcap / .db3 file")
     p.add_argument("--rgb-topic", metavar="TOPIC", help="sensor_msgs/Image or CompressedImage topic of the RGB camera")
     p.add_argument("--thermal-topic", metavar="TOPIC", help="... of the thermal camera")
+    slop_option(p)
+
+
+def slop_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--slop",
         type=float,
@@ -95,10 +100,8 @@ def json_option(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def progress(total: int | None, unit: str):
-    """A tqdm bar on a terminal, nothing otherwise (logs, CI)."""
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit=unit, disable=not sys.stderr.isatty(), file=sys.stderr, leave=False)
+    """A progress bar on a terminal, nothing otherwise (logs, CI), and its update(count) function."""
+    bar = progress_bar(total=total, unit=unit)
     return bar, (lambda n: bar.update(n - bar.n))
 
 
@@ -110,6 +113,4 @@ def bag_name(path) -> str:
 
 
 def source_from_args(args):
-    from taseg_ros.bag.pairs import PairSource
-
     return PairSource(args.bag, args.rgb_topic, args.thermal_topic, args.slop, getattr(args, "max_pairs", None))

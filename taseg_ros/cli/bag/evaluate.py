@@ -2,11 +2,23 @@
 from __future__ import annotations
 
 import argparse
+import warnings
+from pathlib import Path
 
+from taseg_ros.bag.evaluate.compare import (
+    check_baseline_model,
+    compare,
+    is_report,
+    load_baseline_report,
+)
+from taseg_ros.bag.io.reader import open_bag
+from taseg_ros.bag.fleet.recordings import is_recording
+from taseg_ros.bag.io.stop import stop_on_sigint
+from taseg_ros.bag.io.topics import resolve_image_topics
+from taseg_ros.bag.io.writer import check_output_recording, output_recording
 from taseg_ros.cli.bag.common import (
     bag_and_topics,
     bag_name,
-    engine_from_args,
     fleet_options,
     fleet_options_given,
     force_option,
@@ -15,6 +27,24 @@ from taseg_ros.cli.bag.common import (
     progress,
     source_from_args,
 )
+from taseg_ros.cli.options import (
+    add_backend_options,
+    add_device_options,
+    add_model_options,
+    add_overlay_option,
+    add_thermal_options,
+    frame_settings_from_args,
+    segmenter_from_args,
+)
+from taseg_ros.errors import InputError
+from taseg_ros.evaluation.figures import (
+    DEFAULT_LOW_CONFIDENCE,
+    DEFAULT_SEGMENT_WINDOW_S,
+    DEFAULT_WORST_SEGMENTS,
+    FIGURES,
+)
+from taseg_ros.evaluation.gates import GATE_SYNTAX
+from taseg_ros.outputs import check_output_dir, output_dir
 
 FLEET_HELP = (
     "Several recordings (or folders holding recordings, found by their metadata.yaml), or any of the "
@@ -44,10 +74,7 @@ def add_eval(sub) -> None:
     )
     bag_and_topics(ev, many="rosbag2 recordings (folders with metadata.yaml, or bare .mcap / .db3 files), or "
                    "folders holding recordings; one recording: as before, several: a fleet run (see above)")
-    ev.add_argument("--checkpoint", required=True, metavar="CKPT", help="TASeg checkpoint (.safetensors)")
-    ev.add_argument(
-        "--sam-checkpoint", metavar="PTH", help="official SAM weights the checkpoint refers to (default: models/)"
-    )
+    add_model_options(ev, "the model to evaluate")
     labels = ev.add_mutually_exclusive_group()
     labels.add_argument(
         "--labels",
@@ -78,8 +105,6 @@ def add_eval(sub) -> None:
     ev.add_argument(
         "--namespace", default="/taseg", help="namespace of the output topics (default /taseg, as the node's)"
     )
-    from taseg_ros.cli.options import add_backend_options, add_device_options, add_overlay_option, add_thermal_options
-
     add_device_options(ev)
     add_backend_options(ev)
     add_thermal_options(ev, default_help="auto, as the node's parameter", homography=True)
@@ -114,9 +139,6 @@ def run_report(args) -> int:
 
 
 def _quality_options(ev: argparse.ArgumentParser) -> None:
-    from taseg_ros.evaluation.gates import GATE_SYNTAX
-    from taseg_ros.evaluation.quality import DEFAULT_LOW_CONFIDENCE, DEFAULT_SEGMENT_WINDOW_S, DEFAULT_WORST_SEGMENTS, FIGURES
-
     group = ev.add_argument_group("label-free quality and regression against a baseline")
     group.add_argument("--low-confidence", type=float, default=DEFAULT_LOW_CONFIDENCE, metavar="T",
                        help=f"a pixel whose chosen class has probability below T counts as low-confidence "
@@ -147,18 +169,12 @@ def run_eval(args) -> int:
         return run_fleet_eval(args)
     args.bag = args.bag[0]
     if args.rerun:
-        from taseg_ros.errors import InputError
-
         raise InputError("--rerun is for several recordings (a fleet run); one recording is always evaluated")
     return _run_one(args)
 
 
 def _is_fleet(args) -> bool:
     """Several recordings, a folder holding recordings, or an engine option: a fleet run."""
-    from pathlib import Path
-
-    from taseg_ros.bag.fleet.recordings import is_recording
-
     if len(args.bag) > 1 or fleet_options_given(args):
         return True
     path = Path(args.bag[0])
@@ -166,15 +182,8 @@ def _is_fleet(args) -> bool:
 
 
 def _run_one(args) -> int:
-    import warnings
-
-    from taseg_ros.bag.evaluate.compare import compare
-    from taseg_ros.bag.evaluate.report import format_summary, write_eval_report
-    from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag
-    from taseg_ros.bag.io.stop import stop_on_sigint
-    from taseg_ros.bag.io.writer import output_recording
-    from taseg_ros.cli.options import frame_settings_from_args, segmenter_from_args
-    from taseg_ros.outputs import output_dir
+    from taseg_ros.bag.evaluate.report import format_summary, write_eval_report  # matplotlib
+    from taseg_ros.bag.evaluate.run import EvalSettings, evaluate_bag  # the model, OpenCV
 
     out_dir, output_bag, inputs = _eval_outputs(args)
     settings = EvalSettings(
@@ -209,11 +218,6 @@ def _run_one(args) -> int:
 def _eval_outputs(args):
     """(report folder, output recording or None, the inputs), checked before the model is loaded:
     an output that is or overlaps an input is refused even with --force."""
-    from pathlib import Path
-
-    from taseg_ros.bag.io.writer import check_output_recording
-    from taseg_ros.outputs import check_output_dir
-
     inputs = {"BAG": args.bag, "--checkpoint": args.checkpoint, "--sam-checkpoint": args.sam_checkpoint}
     inputs["--labels"] = args.labels
     inputs["--baseline"] = args.baseline
@@ -231,13 +235,6 @@ def _eval_outputs(args):
 def _baseline_from_args(args, segmenter):
     """(baseline Segmenter or None, BaselineReport or None), refused in one line when it cannot be
     compared (another class list, a report of another recording)."""
-    from argparse import Namespace
-
-    from taseg_ros.bag.evaluate.compare import check_baseline_model, is_report, load_baseline_report
-    from taseg_ros.bag.io.reader import open_bag
-    from taseg_ros.bag.io.topics import resolve_image_topics
-    from taseg_ros.cli.options import segmenter_from_args
-
     if args.baseline is None:
         return None, None
     if is_report(args.baseline):
@@ -246,6 +243,6 @@ def _baseline_from_args(args, segmenter):
             start = bag.start_ns
         names = segmenter.class_info.names
         return None, load_baseline_report(args.baseline, names, start, (rgb.name, thermal.name))
-    baseline = segmenter_from_args(Namespace(**{**vars(args), "checkpoint": args.baseline}))
+    baseline = segmenter_from_args(argparse.Namespace(**{**vars(args), "checkpoint": args.baseline}))
     check_baseline_model(baseline, segmenter, args.baseline)
     return baseline, None

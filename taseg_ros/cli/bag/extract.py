@@ -1,7 +1,10 @@
 """`taseg bag extract`: matched pairs -> the plain folder dataset."""
 from __future__ import annotations
 
+from taseg_ros.bag import DEFAULT_VAL_FRACTION
+from taseg_ros.bag.io.stop import stop_on_sigint
 from taseg_ros.cli.bag.common import bag_and_topics, max_pairs_option, progress, source_from_args
+from taseg_ros.cli.options import add_thermal_options, homography_from_args, thermal_norm_from_args
 
 
 def add_extract(sub) -> None:
@@ -28,12 +31,11 @@ def add_extract(sub) -> None:
     ex.add_argument(
         "--val-fraction",
         type=float,
-        default=0.2,
+        default=DEFAULT_VAL_FRACTION,
         metavar="F",
-        help="last fraction of the recording's pairs listed in val.txt (default 0.2; 0: none)",
+        help=f"last fraction of the recording's pairs listed in val.txt (default {DEFAULT_VAL_FRACTION:g}; 0: none)",
     )
     max_pairs_option(ex, "stop after writing N pairs")
-    from taseg_ros.cli.options import add_thermal_options
 
     add_thermal_options(ex, default_help="auto, as the node's parameter; recorded in classes.yaml", homography=True)
     ex.set_defaults(func=run_extract)
@@ -41,8 +43,6 @@ def add_extract(sub) -> None:
 
 def run_extract(args) -> int:
     from taseg_ros.bag.extract import ExtractSettings, extract_pairs, format_extract
-    from taseg_ros.bag.io.stop import stop_on_sigint
-    from taseg_ros.cli.options import homography_from_args, thermal_norm_from_args
     from taseg_ros.frames.thermal import ThermalNormalization
 
     settings = ExtractSettings(

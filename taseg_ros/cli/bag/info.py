@@ -1,7 +1,9 @@
 """`taseg bag info`: is this recording usable (topics, rates, pairs, registration)?"""
 from __future__ import annotations
 
+from taseg_ros.bag.info import format_info, inspect_bag
 from taseg_ros.cli.bag.common import bag_and_topics, json_option, source_from_args
+from taseg_ros.cli.options import add_homography_option, homography_from_args
 
 
 def add_info(sub) -> None:
@@ -13,7 +15,6 @@ def add_info(sub) -> None:
     )
     bag_and_topics(info)
     json_option(info, "print JSON instead of text")
-    from taseg_ros.cli.options import add_homography_option
 
     add_homography_option(info, "registration to check on a few sampled pairs (9 numbers or a parameters file); "
                           "default: the plain resize (the identity for same-size cameras)")
@@ -24,10 +25,6 @@ def add_info(sub) -> None:
 
 def run_info(args) -> int:
     import json
-
-    from taseg_ros.bag.info import format_info, inspect_bag
-
-    from taseg_ros.cli.options import homography_from_args
 
     homography = homography_from_args(args)
     info = inspect_bag(args.bag, args.rgb_topic, args.thermal_topic, args.slop)

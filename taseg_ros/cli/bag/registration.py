@@ -1,14 +1,14 @@
 """`taseg bag calibrate` (target) and `taseg bag refine` (ordinary frames): the thermal -> RGB registration."""
 from __future__ import annotations
 
+from taseg_ros.bag.io.stop import stop_on_sigint
 from taseg_ros.cli.bag.common import bag_and_topics, max_pairs_option, source_from_args
+from taseg_ros.cli.options import add_force_option, add_homography_option, homography_from_args
+from taseg_ros.frames import targets
+from taseg_ros.frames.targets import DEFAULT_HFOV_DEG, Target
 
 
 def add_calibrate(sub) -> None:
-    from taseg_ros.bag.calibrate import DEFAULT_HFOV_DEG
-    from taseg_ros.cli.options import add_force_option
-    from taseg_ros.frames import calibration as cal
-
     cb = sub.add_parser(
         "calibrate",
         help="thermal -> RGB homography from a recording of a calibration target",
@@ -17,8 +17,8 @@ def add_calibrate(sub) -> None:
         "reprojection error (RMS and worst, RGB px) and how much of the RGB frame the thermal image covers, "
         "and write a node parameters file (thermal_homography) that the node and `bag extract/eval/info "
         "--thermal-homography FILE` take. Refused, with the reason and nothing written, when fewer than "
-        f"{cal.MIN_FRAMES} pairs show the target in both cameras, when they hold fewer than {cal.MIN_POSES} "
-        f"distinct poses, or when the poses cover less than {100 * cal.MIN_POSE_COVERAGE:.0f}% of the thermal "
+        f"{targets.MIN_FRAMES} pairs show the target in both cameras, when they hold fewer than {targets.MIN_POSES} "
+        f"distinct poses, or when the poses cover less than {100 * targets.MIN_POSE_COVERAGE:.0f}% of the thermal "
         "frame. A homography is exact only for a plane or co-axial optics: give --baseline and --distance for "
         "the parallax it leaves.",
     )
@@ -27,8 +27,8 @@ def add_calibrate(sub) -> None:
                     help="target size: inner corners of a chessboard (10x7 squares -> 9x6), or circles of a grid")
     cb.add_argument("--square", type=float, metavar="M", help="square side (circle spacing) in metres: gives the "
                     "board's distance, i.e. where the homography is exact")
-    cb.add_argument("--target", choices=cal.TARGETS, default="chessboard", help="default chessboard")
-    cb.add_argument("--invert-thermal", choices=cal.INVERT_CHOICES, default="auto",
+    cb.add_argument("--target", choices=targets.TARGETS, default="chessboard", help="default chessboard")
+    cb.add_argument("--invert-thermal", choices=targets.INVERT_CHOICES, default="auto",
                     help="look for the target in the inverted thermal image (a heated board's warm squares are "
                     "bright); auto tries both (default)")
     cb.add_argument("--every", type=int, default=1, metavar="N", help="use every N-th pair (default 1)")
@@ -44,8 +44,6 @@ def add_calibrate(sub) -> None:
 
 
 def add_refine(sub) -> None:
-    from taseg_ros.cli.options import add_force_option, add_homography_option
-
     rf = sub.add_parser(
         "refine",
         help="refine a registration on ordinary frames (no target); report its score",
@@ -65,9 +63,7 @@ def add_refine(sub) -> None:
 
 
 def run_calibrate(args) -> int:
-    from taseg_ros.bag.calibrate import CalibrateSettings, calibrate, format_calibration
-    from taseg_ros.bag.io.stop import stop_on_sigint
-    from taseg_ros.frames.calibration import Target
+    from taseg_ros.bag.calibrate import CalibrateSettings, calibrate, format_calibration  # OpenCV, rosbags
 
     settings = CalibrateSettings(
         source=source_from_args(args),
@@ -87,8 +83,7 @@ def run_calibrate(args) -> int:
 
 
 def run_refine(args) -> int:
-    from taseg_ros.bag.calibrate import RefineSettings, format_refine, refine_recording
-    from taseg_ros.cli.options import homography_from_args
+    from taseg_ros.bag.calibrate import RefineSettings, format_refine, refine_recording  # OpenCV, rosbags
 
     given = args.thermal_homography or []
     homography_file = given[0] if len(given) == 1 else None  # a file, not numbers: an input never overwritten

@@ -1,7 +1,17 @@
 """`taseg bag replay`: publish a recording to a running taseg_node; record what it publishes."""
 from __future__ import annotations
 
-from taseg_ros.cli.bag.common import bag_and_topics, bag_name, force_option, json_option, max_pairs_option, source_from_args
+from taseg_ros.bag.io.writer import output_recording
+from taseg_ros.bag.replay import ReplaySettings, format_replay, replay_bag
+from taseg_ros.cli.bag.common import (
+    bag_and_topics,
+    bag_name,
+    force_option,
+    json_option,
+    max_pairs_option,
+    source_from_args,
+)
+from taseg_ros.outputs import check_output_file, write_text_atomic
 
 
 def add_replay(sub) -> None:
@@ -56,10 +66,6 @@ def run_replay(args) -> int:
     import json
     from pathlib import Path
 
-    from taseg_ros.bag.replay import format_replay
-    from taseg_ros.bag.io.writer import output_recording
-    from taseg_ros.outputs import check_output_file, write_text_atomic
-
     inputs = {"BAG": args.bag}
     output_bag = None if args.no_output_bag else args.output_bag or f"{bag_name(args.bag)}_replay"
     report = None if args.report is None else check_output_file(
@@ -75,8 +81,6 @@ def run_replay(args) -> int:
 
 
 def _replay(args, output_bag):
-    from taseg_ros.bag.replay import ReplaySettings, replay_bag
-
     settings = ReplaySettings(
         source_from_args(args), rate=args.rate, node=args.node, publish_rgb_topic=args.publish_rgb_topic,
         publish_thermal_topic=args.publish_thermal_topic, wait_s=args.wait, drain_s=args.drain,

@@ -2,47 +2,55 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from taseg_ros.cli.bag.common import engine_from_args, fleet_options
+from taseg_ros.bag import DEFAULT_VAL_FRACTION
+from taseg_ros.cli.bag.common import engine_from_args, fleet_options, slop_option
+from taseg_ros.cli.options import (
+    add_backend_options,
+    add_device_options,
+    add_model_options,
+    add_thermal_options,
+    homography_from_args,
+    model_spec_from_args,
+    thermal_norm_from_args,
+)
+from taseg_ros.errors import MissingInputError
+from taseg_ros.labelling import settings as selection
+from taseg_ros.outputs import check_not_overlapping
 
 
 def add_select(sub) -> None:
-    from taseg_ros.labelling import select
-
     se = sub.add_parser(
         "select",
         help="the K frames most worth labelling: uncertain for the model, not near-duplicates",
-        description=select.__doc__,
+        description=selection.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     se.add_argument("bag", metavar="REC", nargs="+", help="rosbag2 recordings (folders, or bare .mcap / .db3 files)")
     se.add_argument("--rgb-topic", metavar="TOPIC", help="RGB topic of every recording (default: guessed per recording)")
     se.add_argument("--thermal-topic", metavar="TOPIC", help="... thermal topic")
-    se.add_argument("--slop", type=float, default=0.02, metavar="S",
-                    help="max stamp difference of a pair in seconds, as the node's `slop` parameter (default 0.02)")
-    se.add_argument("--checkpoint", required=True, metavar="CKPT", help="the model whose uncertainty ranks the frames")
-    se.add_argument("--sam-checkpoint", metavar="PTH", help="official SAM weights the checkpoint refers to (default: models/)")
+    slop_option(se)
+    add_model_options(se, "the model whose uncertainty ranks the frames")
     se.add_argument("-k", type=int, required=True, metavar="K", help="how many frames to choose")
     se.add_argument("-o", "--output", required=True, metavar="DIR",
                     help="dataset folder (created or added to; frames already in it are not chosen again)")
-    se.add_argument("--score", choices=select.SCORES, default="entropy",
+    se.add_argument("--score", choices=selection.SCORES, default=selection.DEFAULT_SCORE,
                     help="uncertainty figure: mean normalised entropy, or the share of low-confidence pixels "
                     "(default entropy)")
-    se.add_argument("--low-confidence", type=float, default=select.DEFAULT_LOW_CONFIDENCE, metavar="P",
-                    help=f"a pixel is low-confidence below this probability of its class (default {select.DEFAULT_LOW_CONFIDENCE})")
-    se.add_argument("--min-gap", type=float, default=select.DEFAULT_MIN_GAP_S, metavar="S",
-                    help=f"chosen frames of one recording lie at least S seconds apart (default {select.DEFAULT_MIN_GAP_S:g})")
-    se.add_argument("--min-distance", type=float, default=select.DEFAULT_MIN_DISTANCE, metavar="D",
+    se.add_argument("--low-confidence", type=float, default=selection.DEFAULT_LOW_CONFIDENCE, metavar="P",
+                    help=f"a pixel is low-confidence below this probability of its class (default {selection.DEFAULT_LOW_CONFIDENCE})")
+    se.add_argument("--min-gap", type=float, default=selection.DEFAULT_MIN_GAP_S, metavar="S",
+                    help=f"chosen frames of one recording lie at least S seconds apart (default {selection.DEFAULT_MIN_GAP_S:g})")
+    se.add_argument("--min-distance", type=float, default=selection.DEFAULT_MIN_DISTANCE, metavar="D",
                     help="a frame whose thumbnail lies closer than D (RMS, 0..1) to a chosen one is a near-duplicate "
-                    f"and never chosen (default {select.DEFAULT_MIN_DISTANCE:g})")
+                    f"and never chosen (default {selection.DEFAULT_MIN_DISTANCE:g})")
     rate = se.add_mutually_exclusive_group()
     rate.add_argument("--every", type=int, metavar="N", help="score only every N-th pair (long recordings)")
     rate.add_argument("--hz", type=float, metavar="F", help="score at most F pairs per second")
     se.add_argument("--prefix", default="", help="prefix of the file names, as bag extract's")
-    se.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
-                    help="last fraction of each recording's chosen frames listed in val.txt (default 0.2)")
-    from taseg_ros.cli.options import add_backend_options, add_device_options, add_thermal_options
-
+    se.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION, metavar="F",
+                    help=f"last fraction of each recording's chosen frames listed in val.txt (default {DEFAULT_VAL_FRACTION:g})")
     add_device_options(se)
     add_backend_options(se)
     add_thermal_options(se, default_help="auto, as the node's parameter; recorded in classes.yaml", homography=True)
@@ -51,10 +59,7 @@ def add_select(sub) -> None:
 
 
 def run_select(args) -> int:
-    from taseg_ros.cli.options import homography_from_args, model_spec_from_args, thermal_norm_from_args
-    from taseg_ros.errors import MissingInputError
-    from taseg_ros.labelling.select import SelectSettings, format_select, select_frames
-    from taseg_ros.outputs import check_not_overlapping
+    from taseg_ros.labelling.select import SelectSettings, format_select, select_frames  # the model, OpenCV, rosbags
 
     engine = engine_from_args(args)  # first: without Ray, one line and nothing else done
     settings = SelectSettings(
@@ -76,8 +81,6 @@ def run_select(args) -> int:
 
 def _progress_line(event) -> None:
     """One line per recording scored (stderr: stdout holds the choice)."""
-    import sys
-
     if event.kind == "finished":
         outcome = event.result
         what = outcome.error or f"{outcome.scored} pairs scored"
