@@ -23,6 +23,7 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from taseg_ros.ros.params import NodeParams, description, launch_value
+from taseg_ros.ros.transport import CHOICES_HELP, node_environment
 
 PACKAGE = "taseg_ros"
 NODE_NAME = "taseg"
@@ -34,6 +35,7 @@ LAUNCH_ARGUMENTS = {
     "params_file": (None, "node parameters (YAML); default: the package's config/taseg.yaml"),
     "rviz": ("false", "start RViz with the overlay and labels"),
     "use_sim_time": ("false", "use /clock (rosbag playback)"),
+    "dds_transport": ("auto", f"DDS transport of the node and RViz: {CHOICES_HELP}"),
 }
 
 
@@ -79,6 +81,8 @@ def _launch_setup(context, *args, **kwargs):
             # launch_ros refuses an empty list; YAML's null reaches the node as 'null', read as [].
             overrides[name] = value if value != [] else "null"
     overrides["use_sim_time"] = launch_value("use_sim_time", arg("use_sim_time"))
+    dds_env, notes = node_environment(arg("dds_transport"), os.environ)
+    said += [LogInfo(msg=f"taseg.launch.py: {note}") for note in notes]
     namespace = arg("namespace")
     node = Node(
         package=PACKAGE,
@@ -91,6 +95,7 @@ def _launch_setup(context, *args, **kwargs):
         # seconds to finish on a loaded machine (measured 3-4 s at load 15 on 2 cores); launch's default
         # of 5 s before SIGTERM turned that into a killed node.
         sigterm_timeout="30",
+        additional_env=dds_env,
         parameters=[arg("params_file"), overrides],
         remappings=[("rgb/image", arg("rgb_topic")), ("thermal/image", arg("thermal_topic")),
                     ("rgb/image/compressed", arg("rgb_topic") + "/compressed"),
@@ -101,6 +106,7 @@ def _launch_setup(context, *args, **kwargs):
         executable="rviz2",
         name="taseg_rviz",
         arguments=["-d", _rviz_config_for(namespace)],
+        additional_env=dds_env,
         output="screen",
         condition=IfCondition(LaunchConfiguration("rviz")),
     )

@@ -96,6 +96,7 @@ class NodeHealth:
         self.topics = topics
         self.activated_at = self.clock()
         self.streams = {stream: StreamWatch() for stream in STREAMS}
+        self.incompatible_qos: dict[str, str] = {}  # stream -> the QoS policy a publisher of it cannot match
         self.last_pair_at: float | None = None
         self.registration = RegistrationWatch(SCORE_WARN)
         self.registration_checked_at = -float("inf")
@@ -137,6 +138,17 @@ class NodeHealth:
         self.stats.record_lost(stream, change)
         hint = LOSSY_HINT if self.params.input_qos != "reliable" else ""
         self.warn(("lost", stream), f"{self.topics[stream]}: {total} message(s) lost in transport so far{hint}")
+
+    def incompatible(self, stream: str, policy: str) -> None:
+        """A publisher of ``stream`` whose QoS the subscription cannot match: nothing of it arrives."""
+        self.incompatible_qos[stream] = policy
+        self.log.error(self._incompatible_text(stream))
+
+    def _incompatible_text(self, stream: str) -> str:
+        qos = self.params.input_qos
+        fix = "input_qos:=sensor_data (a best-effort camera)" if qos == "reliable" else "input_qos:=reliable"
+        return (f"{self.topics[stream]}: a publisher offers QoS that input_qos {qos} cannot match "
+                f"({self.incompatible_qos[stream]}), so none of its frames arrive: set {fix}")
 
     def paired(self, pair: Any) -> None:
         self.last_pair_at = self.clock()
@@ -253,6 +265,9 @@ class NodeHealth:
         return report
 
     def _timeout_faults(self, silent: dict[str, float]) -> list[tuple[int, str]]:
+        mismatched = [s for s in self.incompatible_qos if silent[s] > self.params.no_pair_warning]
+        if mismatched:
+            return [(ERROR, self._incompatible_text(mismatched[0]))]
         missing = self.missing_stream()
         if missing is None:
             return []

@@ -250,7 +250,8 @@ class TASegNode(LifecycleNode):
             # DDS reports samples it saw but could not deliver (a best-effort frame that lost a fragment):
             # counted per stream, so the diagnostics can say frames are being lost.
             events = SubscriptionEventCallbacks(
-                message_lost=lambda info, s=stream: self.health.lost(s, int(info.total_count_change), info.total_count))
+                message_lost=lambda info, s=stream: self.health.lost(s, int(info.total_count_change), info.total_count),
+                incompatible_qos=lambda info, s=stream: self.health.incompatible(s, info.last_policy_kind.name))
             try:
                 self._subscriptions_in.append(self.create_subscription(*args, event_callbacks=events))
             except UnsupportedEventTypeError:  # an rmw without the event: no loss figures

@@ -101,9 +101,15 @@ class NodeParams:
         doc="A stamp older than the previous one by more than this (s) is a clock reset (bag loop, simulator "
         "restart): pairing restarts. Smaller backward steps are dropped as out of order.")
     input_qos: str = param(
-        "sensor_data", choices=QOS_PRESETS,
-        doc="Input QoS: sensor_data (best effort), reliable or best_effort.")
-    input_depth: int = param(1, ge=1, doc="Input queue depth; 1: only the newest frame matters.")
+        "reliable", choices=QOS_PRESETS,
+        doc="Input QoS: reliable (from a driver publishing reliable, as REP-2003 has drivers do, no frame is lost in "
+        "transport: scripts/bench_transport.py), sensor_data or best_effort (best effort: a large frame that loses one "
+        "fragment is lost whole). A camera publishing best effort needs sensor_data: a reliable subscription hears "
+        "nothing from it (the node says so).")
+    input_depth: int = param(
+        10, ge=1,
+        doc="Input queue depth (DDS keeps this many frames per stream while the node takes them; the node itself "
+        "keeps only the newest pair).")
     input_timeout: float = param(
         1.0, ge=0, unit="seconds", live=True, section="camera faults",
         doc="A stream with no message for this long (s) while the other one arrives is silent (a driver crash, a "
