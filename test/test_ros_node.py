@@ -1109,3 +1109,191 @@ def test_a_closed_tool_node_leaves_no_dds_participant():
     tool.close()
     assert time.monotonic() - started < 8  # the spinner ends with the context (was a 10 s join timeout)
     wait_until(lambda: dds_threads() <= before, what="the participant's threads to end")
+
+
+# --- the output contract (issue 25): LabelInfo, compressed outputs, confidence encodings, timings ---
+
+
+def late_subscriber(probe: Probe, type_, topic: str, qos=LATCHED):
+    """A subscription made now, recording into a list (late: after the node published)."""
+    got = []
+    probe.subs.append(probe.node.create_subscription(type_, topic, got.append, qos))
+    return got
+
+
+def test_label_info_is_latched_and_matches_the_class_list(start_node):
+    vision_msgs = pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not installed (../shared/ros2_tools)")
+    node, probe = start_node()
+    wait_until(lambda: probe.count("class_info") >= 1, what="class_info")
+    infos = late_subscriber(probe, vision_msgs.LabelInfo, "taseg/label_info")
+    wait_until(lambda: infos, what="LabelInfo for a late subscriber (transient local)")
+    names = json.loads(probe.last("class_info").data)["classes"]
+    assert [(c.class_id, c.class_name) for c in infos[0].class_map] == list(enumerate(names))
+    assert len(names) == 9 and infos[0].threshold == 0.0
+    publishers = probe.node.get_publishers_info_by_topic(f"{probe.namespace}/taseg/label_info")
+    assert [(p.qos_profile.reliability, p.qos_profile.durability) for p in publishers] == [
+        (ReliabilityPolicy.RELIABLE, DurabilityPolicy.TRANSIENT_LOCAL)]
+
+
+def test_compressed_outputs_decode_and_mono8_confidence_is_255_p(start_node, tmp_path):
+    """~/labels/compressed is lossless PNG, ~/overlay/compressed and ~/colorized/compressed JPEG, each
+    decoded by OpenCV and written to / read from an MCAP with Foxglove's readers (mcap-ros2-support);
+    the mono8 confidence is round(255 x the 32FC1 one) for the same pair."""
+    node, probe = start_node(publish_confidence=True)
+    compressed = {name: late_subscriber(probe, CompressedImage, f"taseg/{name}/compressed", RELIABLE)
+                  for name in ("labels", "colorized", "overlay")}
+    wait_until(lambda: all(node._outputs.compressed[n].get_subscription_count() for n in compressed)
+               and all(s.get_publisher_count() for s in probe.subs[-3:]), what="compressed subscriptions to match")
+    probe.wait_connected(node, outputs=OUTPUTS)
+    _, thermal = frames(seed=11)
+    y, x = np.mgrid[0:120, 0:160]
+    rgb = np.dstack([x * 1.5, y * 2, 255 - x]).astype(np.uint8)  # smooth, as a camera frame (JPEG keeps it close)
+    stamp = publish_pair(probe, rgb, thermal)
+    wait_until(lambda: probe.count("confidence") == 1 and all(compressed.values()), what="raw and compressed outputs")
+    assert all(stamp_of(msgs[0]) == stamp for msgs in compressed.values())
+    assert [compressed[n][0].format for n in ("labels", "colorized", "overlay")] == ["png", "jpeg", "jpeg"]
+    labels = image_to_array(probe.last("labels"))
+    decoded = {n: cv2.imdecode(np.frombuffer(bytes(m[0].data), np.uint8), cv2.IMREAD_UNCHANGED) for n, m in compressed.items()}
+    assert np.array_equal(decoded["labels"], labels)  # PNG: every class id survives
+    for name in ("colorized", "overlay"):
+        raw = image_to_array(probe.last(name))
+        assert np.abs(decoded[name][:, :, ::-1].astype(int) - raw.astype(int)).mean() < 6, name  # JPEG, quality 95
+
+    confidence32 = image_to_array(probe.last("confidence"))
+    assert probe.last("confidence").encoding == "32FC1"
+    node.set_parameters([Parameter("confidence_encoding", value="mono8")])
+    publish_pair(probe, rgb, thermal)
+    wait_until(lambda: probe.count("confidence") == 2, what="the mono8 confidence")
+    assert probe.last("confidence").encoding == "mono8"
+    assert np.array_equal(image_to_array(probe.last("confidence")), np.rint(255 * confidence32).astype(np.uint8))
+
+    # Recorded as `ros2 bag record` stores them (the serialized messages in an MCAP), then read back by
+    # Foxglove's own reader (mcap + mcap_ros2) and decoded
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+    from rclpy.serialization import serialize_message
+
+    from taseg_ros.bag.io.msgtypes import COMPRESSED_IMAGE
+    from taseg_ros.bag.io.writer import BagWriter
+
+    with BagWriter(tmp_path / "recorded") as writer:
+        for name, msgs in compressed.items():
+            writer.write_raw(f"/taseg/{name}/compressed", COMPRESSED_IMAGE, stamp, serialize_message(msgs[0]))
+    with open(next((tmp_path / "recorded").glob("*.mcap")), "rb") as stream:
+        read = {channel.topic: msg for _, channel, _, msg in
+                make_reader(stream, decoder_factories=[DecoderFactory()]).iter_decoded_messages()}
+    assert {m.format for m in read.values()} <= {"jpeg", "png"}  # Foxglove's documented formats: jpeg, png, webp, avif
+    assert np.array_equal(cv2.imdecode(np.frombuffer(bytes(read["/taseg/labels/compressed"].data), np.uint8),
+                                       cv2.IMREAD_UNCHANGED), labels)
+    overlay = cv2.imdecode(np.frombuffer(bytes(read["/taseg/overlay/compressed"].data), np.uint8), cv2.IMREAD_COLOR)
+    assert overlay.shape == (120, 160, 3)
+
+
+def test_timing_topics_report_processing_time_and_latency_in_ms(start_node):
+    from std_msgs.msg import Float64
+
+    node, probe = start_node()
+    processing = late_subscriber(probe, Float64, "taseg/debug/processing_time_ms", RELIABLE)
+    latency = late_subscriber(probe, Float64, "taseg/debug/pipeline_latency_ms", RELIABLE)
+    wait_until(lambda: all(p.get_subscription_count() for p in node._outputs.timing.values()), what="timing subscribers")
+    stamp = probe.next_stamp_ns()
+    publish_pair(probe, stamp_ns=stamp)
+    wait_until(lambda: processing and latency, what="one value on each timing topic")
+    wait_until(lambda: node.health.stats.processed == 1, what="the frame's statistics")
+    snap = node.health.stats.snapshot()
+    assert 0 < processing[0].data < latency[0].data  # the latency also counts transport and waiting
+    assert latency[0].data == pytest.approx(snap["latency"]["mean"] * 1e3, rel=0.05)
+    assert processing[0].data >= snap["inference"]["mean"] * 1e3
+
+
+# --- camera faults (issue 25): a silent stream with each fallback, a frozen stream ----------------
+
+
+def publish_alone(probe: Probe, stream: str, array, encoding: str, frame_id: str) -> int:
+    stamp = probe.next_stamp_ns()
+    (probe.rgb_pub if stream == "rgb" else probe.thermal_pub).publish(image_msg(array, encoding, stamp, frame_id))
+    return stamp
+
+
+@pytest.mark.parametrize("fallback", ["none", "blank"])
+def test_a_thermal_stream_that_stops_and_resumes(start_node, thermal_checkpoint, fallback):
+    """input_timeout 0.5 s. The thermal camera stops: `none` publishes nothing and the diagnostics turn
+    ERROR naming the stream; `blank` goes on from RGB alone with thermal blanked exactly as `taseg eval
+    --blank-thermal` blanks it, WARN with the count of degraded frames. It comes back: pairs again.
+    With `blank`, the RGB camera stopping instead gives outputs from thermal alone, in the RGB frame's
+    geometry (size, frame_id)."""
+    from taseg_ros.frames.blank import blank_rgb, blank_thermal
+
+    node, probe = start_node(input_timeout=0.5, input_fallback=fallback, no_pair_warning=30.0,
+                             checkpoint=str(thermal_checkpoint))  # a model whose labels depend on thermal
+    rgb, thermal = frames(seed=12)
+    for n in (1, 2):
+        publish_pair(probe, rgb, thermal)
+        wait_until(lambda: probe.count("labels") == n, what=f"paired output {n}")
+    paired_labels = image_to_array(probe.last("labels"))
+
+    silent_since = time.monotonic()
+    while time.monotonic() - silent_since < 1.0:  # RGB alone at ~20 Hz, past input_timeout
+        publish_alone(probe, "rgb", rgb, "rgb8", "camera_rgb")
+        time.sleep(0.05)
+    if fallback == "none":
+        status = wait_for_status(probe, lambda st: st.level == b"\x02" and "silent" in st.message, "the ERROR")
+        assert status.message.startswith(f"{probe.namespace}/thermal/image silent for ")
+        assert status.message.endswith("(input_timeout 0.5 s): publishing nothing (input_fallback none)")
+        assert probe.count("labels") == 2
+    else:
+        wait_until(lambda: probe.count("labels") > 4, what="outputs from RGB alone")
+        blanked = node.segmenter.predict_prepared(rgb, blank_thermal(rgb.shape[:2])).labels
+        assert np.array_equal(image_to_array(probe.last("labels")), blanked)  # evaluation's blanking, exactly
+        assert not np.array_equal(blanked, paired_labels)  # (the model does use the thermal input)
+        status = wait_for_status(probe, lambda st: st.level == b"\x01" and "degraded" in st.message, "the WARN")
+        values = {kv.key: kv.value for kv in status.values}
+        assert "thermal/image silent for" in status.message and ", since " in status.message
+        assert "publishing from" in status.message and "alone with thermal blanked (input_fallback blank)" in status.message
+        assert values["input_fallback_active"] == "thermal" and int(values["degraded_thermal_blanked"]) >= 1
+
+    before = probe.count("labels")
+    deadline = time.monotonic() + WAIT
+    while not (probe.count("labels") > before and np.array_equal(image_to_array(probe.last("labels")), paired_labels)):
+        assert time.monotonic() < deadline, "no paired output after the thermal camera came back"
+        publish_pair(probe, rgb, thermal)  # the first thermal frame clears the fault, the next ones pair
+        time.sleep(0.1)
+    wait_for_status(probe, lambda st: st.level == b"\x00", "diagnostics back to OK")
+
+    if fallback == "blank":  # now the RGB camera stops
+        silent_since = time.monotonic()
+        while time.monotonic() - silent_since < 1.0:
+            publish_alone(probe, "thermal", thermal, "mono16", "camera_thermal")
+            time.sleep(0.05)
+        wait_until(lambda: probe.last("labels").header.frame_id == "camera_rgb"
+                   and values_of(probe).get("input_fallback_active") == "rgb", what="outputs from thermal alone")
+        stamp = publish_alone(probe, "thermal", thermal, "mono16", "camera_thermal")
+        wait_until(lambda: stamp_of(probe.last("labels")) == stamp, what="the thermal frame's output")
+        labels = probe.last("labels")
+        assert (labels.height, labels.width, labels.header.frame_id) == (120, 160, "camera_rgb")
+        thermal01 = align_thermal(normalize_thermal(thermal, ThermalNormalization()), (120, 160))
+        expected = node.segmenter.predict_prepared(blank_rgb((120, 160)), thermal01).labels
+        assert np.array_equal(image_to_array(labels), expected)
+
+
+def values_of(probe: Probe) -> dict:
+    return {kv.key: kv.value for kv in probe.last("diagnostics").values} if probe.count("diagnostics") else {}
+
+
+def test_a_frozen_thermal_stream_is_reported(start_node):
+    node, probe = start_node(frozen_warning=0.5, no_pair_warning=30.0)
+    rgb, thermal = frames(seed=13)
+    started = time.monotonic()
+    while time.monotonic() - started < 1.0:  # live RGB, the same thermal image again and again
+        publish_pair(probe, np.roll(rgb, int(10 * (time.monotonic() - started)), axis=1), thermal)
+        time.sleep(0.05)
+    status = wait_for_status(probe, lambda st: "frozen" in st.message, "the frozen-stream WARN")
+    assert status.level == b"\x01" and status.message.startswith(f"{probe.namespace}/thermal/image frozen: the same image for ")
+    values = {kv.key: kv.value for kv in status.values}
+    assert float(values["thermal_frozen_s"]) > 0.5 and values["rgb_frozen_s"] == "0.0"
+    assert probe.count("labels") > 0  # a frozen stream is reported, its frames are still used
+    for seed in range(14, 20):  # it moves again
+        publish_pair(probe, rgb, frames(seed=seed)[1])
+        time.sleep(0.05)
+    wait_for_status(probe, lambda st: st.level == b"\x00" and {kv.key: kv.value for kv in st.values}["thermal_frozen_s"] == "0.0",
+                    "OK once the stream moves")

@@ -265,17 +265,19 @@ def encode_image(array: np.ndarray, encoding: str) -> ImageFields:
     )
 
 
-# image_transport's compressed publisher (compressed_image_transport): JPEG for colour and 8-bit
-# images, PNG where every value must survive (labels), with its default PNG level. The format
-# string is the one it writes, "<encoding>; <jpeg|png> compressed <bgr8|mono8>", which its
-# subscriber, Foxglove and this module's decoder all read.
+# Compressed images as image_transport's compressed publisher makes them: JPEG for colour, PNG
+# where every value must survive (labels), its default PNG level, colour stored as BGR. The format
+# field is the plain codec name ("jpeg", "png"), not image_transport's "rgb8; jpeg compressed bgr8":
+# Foxglove documents only the plain names (docs.foxglove.dev CompressedImage; its Lichtblick fork
+# failed on the long form, lichtblick#585), and image_transport's subscriber reads a plain name as
+# a bgr8 or mono8 image, which these are. This module's decoder reads both.
 COMPRESSED_FORMATS = ("jpeg", "png")
 PNG_LEVEL = 3
 
 
 def encode_compressed(array: np.ndarray, encoding: str, fmt: str, jpeg_quality: int = 95) -> tuple[str, bytes]:
-    """(H, W) mono8 or (H, W, 3) rgb8 array -> (CompressedImage format, data) as image_transport's
-    compressed publisher makes them (colour stored as BGR, OpenCV's order)."""
+    """(H, W) mono8 or (H, W, 3) rgb8 array -> (CompressedImage format, data): colour stored as BGR
+    (OpenCV's order), the format the plain codec name."""
     if fmt not in COMPRESSED_FORMATS:
         raise ImageDecodeError(f"cannot compress to '{fmt}'; supported: {', '.join(COMPRESSED_FORMATS)}")
     if encoding not in ("mono8", "rgb8"):
@@ -286,5 +288,4 @@ def encode_compressed(array: np.ndarray, encoding: str, fmt: str, jpeg_quality: 
     ok, data = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", image, params)
     if not ok:
         raise ImageDecodeError(f"OpenCV could not encode a {array.shape} {encoding} image as {fmt}")
-    stored = "bgr8" if encoding == "rgb8" else "mono8"
-    return f"{encoding}; {fmt} compressed {stored}", data.tobytes()
+    return fmt, data.tobytes()
