@@ -85,13 +85,12 @@ class Ros2:
     def ros2(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([ROS2, *args], env=self.env, capture_output=True, text=True, timeout=timeout)
 
-    def ros2_until(self, args: tuple[str, ...], ok, what: str, timeout: float = WAIT,
-                   discovery: list[str] = DISCOVERY) -> str:
+    def ros2_until(self, args: tuple[str, ...], ok, what: str, timeout: float = WAIT) -> str:
         """`ros2 ARGS` + DISCOVERY, repeated until ``ok(output)``; the output that was."""
         outputs = []
 
         def attempt():
-            done = self.ros2(*args, *discovery)
+            done = self.ros2(*args, *DISCOVERY)
             outputs.append(done.stdout + done.stderr)
             return outputs[-1] if ok(outputs[-1]) else None
 
@@ -100,16 +99,16 @@ class Ros2:
         except AssertionError as exc:
             raise AssertionError(f"{exc}; last output of `ros2 {' '.join(args)}`: {outputs[-1:]}") from None
 
-    def lifecycle_to(self, transition: str, state: str, node: str = NODE, discovery: list[str] = DISCOVERY) -> None:
+    def lifecycle_to(self, transition: str, state: str, node: str = NODE) -> None:
         """`ros2 lifecycle set NODE TRANSITION` until it says so, or `ros2 lifecycle get` says STATE (a set
         that found no node, or whose reply was lost, is sent again; one that did its work is not repeated)."""
         checked = []
 
         def reached():
-            if checked and self.ros2("lifecycle", "get", node, *discovery).stdout.startswith(state + " "):
+            if checked and self.ros2("lifecycle", "get", node, *DISCOVERY).stdout.startswith(state + " "):
                 return True
             checked.append(True)
-            return "Transitioning successful" in self.ros2("lifecycle", "set", node, transition, *discovery).stdout
+            return "Transitioning successful" in self.ros2("lifecycle", "set", node, transition, *DISCOVERY).stdout
 
         wait_until(reached, WAIT, f"{node} to be {state} after `ros2 lifecycle set {transition}`")
 

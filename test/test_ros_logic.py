@@ -615,7 +615,7 @@ def health_with(clock, **params):
 
 
 def report_of(health):
-    return health.report(active=True, pairing={}, dropped=0, publishers=None, extra={})
+    return health.report(active=True, pairing={}, dropped=0, publishers=None)
 
 
 def test_a_silent_camera_is_named_and_the_fallback_says_what_it_publishes():

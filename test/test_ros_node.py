@@ -448,12 +448,12 @@ def test_stale_pairs_are_dropped_and_latency_stays_bounded(start_node):
                    what="the newest pair to be processed")
     except AssertionError as exc:
         raise AssertionError(
-            f"{exc}: last published {last}, last paired rgb {node._pairer.last_pair_stamp_ns}, "
+            f"{exc}: last published {last}, last paired rgb {node._inputs.pairer.last_pair_stamp_ns}, "
             f"last output {stamp_of(probe.last('labels')) if probe.count('labels') else None}, "
-            f"pairing {node._pairer.stats}, buffered {node._pairer.buffered()}, stats {node.health.stats.snapshot()}, "
-            f"dropped {node._slot.dropped}, worker alive {node._worker.is_alive()}"
+            f"pairing {node._inputs.pairer.stats}, buffered {node._inputs.pairer.buffered()}, stats {node.health.stats.snapshot()}, "
+            f"dropped {node._slot.dropped}, worker alive {node._worker.thread.is_alive()}"
         ) from None
-    pairing = node._pairer.stats
+    pairing = node._inputs.pairer.stats
     # every pair is either processed or counted as dropped (processed is counted just after publishing)
     wait_until(lambda: pairing.pairs == node.health.stats.processed + node._slot.dropped, what="pair accounting")
     assert not node._slot.pending
@@ -505,9 +505,9 @@ def test_bad_inputs_are_counted_and_processing_continues(start_node):
     good_pair_still_works()
 
     probe.rgb_pub.publish(image_msg(rgb, "rgb8", 0, "cam"))
-    wait_until(lambda: node._pairer.stats.zero_stamp == 1, what="zero stamp counted")
+    wait_until(lambda: node._inputs.pairer.stats.zero_stamp == 1, what="zero stamp counted")
     probe.rgb_pub.publish(image_msg(rgb, "rgb8", probe._last_stamp_ns - 50_000_000, "cam"))
-    wait_until(lambda: node._pairer.stats.out_of_order == 1, what="out-of-order stamp counted")
+    wait_until(lambda: node._inputs.pairer.stats.out_of_order == 1, what="out-of-order stamp counted")
     good_pair_still_works()
 
     stamp = probe.next_stamp_ns()
@@ -520,7 +520,7 @@ def test_bad_inputs_are_counted_and_processing_continues(start_node):
     assert errors("nonfinite_thermal") == 1 and stamp_of(probe.last("labels")) == stamp
 
     # one stream missing: only RGB for longer than no_pair_warning
-    unmatched_before = node._pairer.stats.unmatched_rgb
+    unmatched_before = node._inputs.pairer.stats.unmatched_rgb
     deadline = time.monotonic() + WAIT
 
     def warned_about_thermal_only():
@@ -530,12 +530,12 @@ def test_bad_inputs_are_counted_and_processing_continues(start_node):
         return status.level == b"\x01" and status.message.endswith("no message for > 0.6 s on: thermal")
 
     while time.monotonic() < deadline:
-        if warned_about_thermal_only() and node._pairer.stats.unmatched_rgb > unmatched_before:
+        if warned_about_thermal_only() and node._inputs.pairer.stats.unmatched_rgb > unmatched_before:
             break
         probe.rgb_pub.publish(image_msg(rgb, "rgb8", probe.next_stamp_ns(), "cam"))
         time.sleep(0.05)
     assert warned_about_thermal_only(), f"no warning about the missing thermal stream: {probe.last('diagnostics')}"
-    assert node._pairer.stats.unmatched_rgb > unmatched_before  # RGB frames without a partner are counted
+    assert node._inputs.pairer.stats.unmatched_rgb > unmatched_before  # RGB frames without a partner are counted
     good_pair_still_works()
     wait_until(lambda: probe.last("diagnostics").level == b"\x00", what="diagnostics back to OK")
 
@@ -555,7 +555,7 @@ def test_bad_inputs_are_counted_and_processing_continues(start_node):
     wait_until(lambda: errors("model") == 1, what="model error counted")
     good_pair_still_works()
 
-    assert node._worker.is_alive()
+    assert node._worker.thread.is_alive()
     values = {}
     wait_until(lambda: (values.update({kv.key: kv.value for kv in probe.last("diagnostics").values})
                         or values.get("errors_model") == "1"), what="diagnostics with the model error")

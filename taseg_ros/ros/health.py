@@ -239,13 +239,15 @@ class NodeHealth:
     # --- the diagnostics ------------------------------------------------------------------------
 
     def report(self, *, active: bool, pairing: dict[str, int], dropped: int, publishers: dict[str, int] | None,
-               extra: dict[str, str]) -> DiagnosticReport:
-        """The diagnostic status now (``diagnostics.build_report`` with this node's input faults),
-        logged (throttled) when it is not OK while active."""
+               model: Any = None) -> DiagnosticReport:
+        """The diagnostic status now (``diagnostics.build_report`` with this node's input faults and
+        the loaded ``model``, an inference.Segmenter), logged (throttled) when it is not OK while active."""
         now, p = self.clock(), self.params
         reference = self.last_pair_at if self.last_pair_at is not None else self.activated_at
         silent = {s: w.silent_for(now, self.activated_at) for s, w in self.streams.items()}
-        values = dict(extra)
+        values = {} if model is None else {
+            "model": model.cfg.name, "resolution_mode": model.cfg.resolution, "device": model.backend.device_label,
+            "precision": model.precision, "runtime": model.describe()}
         if p.quality_diagnostics:
             values.update(self.quality_stats.values(now))
         values.update(self._stream_values(silent))
@@ -290,7 +292,8 @@ class NodeHealth:
                 for s, w in self.streams.items() if w.frozen_for() > limit]
 
     def _stream_values(self, silent: dict[str, float]) -> dict[str, str]:
-        values = {"input_fallback_active": self.missing_stream() or "" if self.params.input_fallback == "blank" else ""}
+        blanking = self.params.input_fallback == "blank" and self.missing_stream()
+        values = {"input_fallback_active": blanking or ""}
         for s, w in self.streams.items():
             values[f"{s}_silent_s"] = f"{silent[s]:.1f}"
             values[f"{s}_frozen_s"] = f"{w.frozen_for():.1f}"

@@ -33,7 +33,6 @@ The per-frame work is ``inference.pipeline.FramePipeline``'s, the same as ``tase
 from __future__ import annotations
 
 import functools
-import threading
 import time
 import traceback
 from typing import Any
@@ -49,10 +48,10 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from taseg_ros.devices import resolve_device
 from taseg_ros.errors import MissingInputError
-from taseg_ros.frames.codec import RGB_ENCODINGS, THERMAL_ENCODINGS, ImageDecodeError, check_image_fields
-from taseg_ros.frames.pairing import LatestSlot, Pair, StampPairer, stamp_to_ns
+from taseg_ros.frames.pairing import LatestSlot, Pair
 from taseg_ros.inference.pipeline import FramePipeline
 from taseg_ros.ros.health import NodeHealth
+from taseg_ros.ros.inputs import InferenceThread, InputPath
 from taseg_ros.ros.messages import diagnostic_array, parameter_descriptor
 from taseg_ros.ros.params import (LIVE_PARAMETERS, PARAMETERS, RGB_TOPIC, THERMAL_TOPIC, NodeParams, no_value,
                                   resolve_checkpoint)
@@ -91,9 +90,8 @@ class TASegNode(LifecycleNode):
         self.segmenter = None
         self._pipeline: FramePipeline | None = None
         self._slot: LatestSlot[Pair] = LatestSlot()
-        self._pairer: StampPairer | None = None
-        self._worker: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._inputs: InputPath | None = None
+        self._worker: InferenceThread | None = None
         self._active = self._configured = False
         self._outputs: OutputPublishers | None = None
         self._diag_pub = self._diag_timer = None
@@ -111,37 +109,24 @@ class TASegNode(LifecycleNode):
         return params
 
     def _check_parameter_change(self, parameters: list[Any]) -> SetParametersResult:
-        """`ros2 param set` / `param load`: values are checked against their rows; a configured node
-        refuses the parameters read at configure (with how to change them) and checks live ones
-        across parameters, as configure does (ROS itself refuses out-of-range numbers)."""
-        ours = [p for p in parameters if p.name in PARAMETERS]  # use_sim_time etc. pass through
-        fixed = [p.name for p in ours if p.name not in LIVE_PARAMETERS]
-        if fixed and self._configured:
-            return SetParametersResult(successful=False, reason=(
-                f"{', '.join(fixed)}: read at configure, and the node is {'active' if self._active else 'inactive'}; "
-                f"change it while unconfigured: ros2 lifecycle set {self.get_fully_qualified_name()} "
-                f"{'deactivate, then ' if self._active else ''}cleanup; set it; configure; activate"))
-        try:
-            changed = self._changed_params(ours)
-            if self._configured:
-                changed.validate()
-        except ValueError as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
-        return SetParametersResult(successful=True)
+        """`ros2 param set` / `param load`, by NodeParams.refuse_change's rules (ROS itself refuses
+        out-of-range numbers, from the descriptors)."""
+        state = "active" if self._active else "inactive" if self._configured else "unconfigured"
+        why = self.params.refuse_change({p.name: p.value for p in parameters if p.name in PARAMETERS}, state,
+                                        self.get_fully_qualified_name())  # use_sim_time etc. pass through
+        return SetParametersResult(successful=why is None, reason=why or "")
 
     def _apply_parameter_change(self, parameters: list[Any]) -> None:
         ours = [p for p in parameters if p.name in LIVE_PARAMETERS]
         if not ours or not self._configured:
             return  # unconfigured: read, and checked across parameters, at the next configure
-        params = self._changed_params(ours)
+        params = NodeParams.from_parameters({p.name: p.value for p in ours}, base=self.params)
         if self._pipeline is not None:
             self._pipeline.update(params.frame_settings())
         self.health.set_params(params)
+        self._inputs.params = params
         self.params = params  # one assignment: the inference thread sees the old or the new set, never a mix
         self.get_logger().info("applied " + ", ".join(f"{p.name}={p.value!r}" for p in ours))
-
-    def _changed_params(self, parameters: list[Any]) -> NodeParams:
-        return NodeParams.from_parameters({p.name: p.value for p in parameters}, base=self.params)
 
     # --- lifecycle transitions ------------------------------------------------------------------
 
@@ -159,8 +144,7 @@ class TASegNode(LifecycleNode):
         # Counters and statistics live from configure to cleanup: a new configuration starts from zero.
         self.health.configure(p, len(self.segmenter.class_info.names))
         self._slot = LatestSlot()
-        self._pairer = StampPairer(p.slop, p.pairing_queue_size, p.time_reset)
-        self._pairer.on_reject = self.health.rejected_stamp
+        self._inputs = InputPath(p, self.health, self._slot)
         self._outputs = OutputPublishers(self, p)
         # A plain publisher, not a lifecycle one: an inactive node still says so on /diagnostics.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -176,19 +160,19 @@ class TASegNode(LifecycleNode):
             except LOAD_ERRORS as exc:
                 self.get_logger().error(f"activate failed: {exc}")
                 return TransitionCallbackReturn.FAILURE
-        self._slot.clear()
-        self._slot.reopen()
-        self._stop.clear()
-        self._worker = threading.Thread(target=self._work, args=(self._pipeline,), name="taseg_inference", daemon=True)
+        self._worker = InferenceThread(self._slot, functools.partial(self._process, pipeline=self._pipeline),
+                                       lambda exc, pair: self.health.internal_error(exc, pair.rgb_stamp_ns),
+                                       stopping=lambda: not self.context.ok())
         self._worker.start()
-        self.health.activate({stream: self._input_topic(stream) for stream in ("rgb", "thermal")})
+        topics = {stream: self.resolve_topic_name(self._input_topic(stream)[1]) for stream in ("rgb", "thermal")}
+        self.health.activate(topics)  # the names after remapping, for the log and the diagnostics
         self._create_subscriptions()
         self._active = True
         done = super().on_activate(state)  # enables the lifecycle publishers
         self._outputs.publish_class_list(self.segmenter.class_info, self._header())
         self.get_logger().info(
             f"active: {self.segmenter.cfg.name} ({self.segmenter.cfg.resolution} resolution), "
-            f"{self.segmenter.describe()}; inputs {self._input_topic('rgb')} + {self._input_topic('thermal')}, "
+            f"{self.segmenter.describe()}; inputs {topics['rgb']} + {topics['thermal']}, "
             f"slop {self.params.slop * 1e3:.0f} ms")
         return done
 
@@ -235,18 +219,16 @@ class TASegNode(LifecycleNode):
             self.segmenter.release()
             self.segmenter = None
 
-    def _input_topic(self, stream: str) -> str:
+    def _input_topic(self, stream: str) -> tuple[type, str]:
+        """(message type, topic name relative to the node) of an input stream."""
+        compressed = (self.params.rgb_transport if stream == "rgb" else self.params.thermal_transport) == "compressed"
         base = RGB_TOPIC if stream == "rgb" else THERMAL_TOPIC
-        transport = self.params.rgb_transport if stream == "rgb" else self.params.thermal_transport
-        return self.resolve_topic_name(f"{base}/compressed" if transport == "compressed" else base)
+        return (CompressedImage, f"{base}/compressed") if compressed else (Image, base)
 
     def _create_subscriptions(self) -> None:
         qos = profile(self.params.input_qos, self.params.input_depth)
         for stream in ("rgb", "thermal"):
-            compressed = (self.params.rgb_transport if stream == "rgb" else self.params.thermal_transport) == "compressed"
-            base = RGB_TOPIC if stream == "rgb" else THERMAL_TOPIC
-            args = (CompressedImage if compressed else Image, base + "/compressed" * compressed,
-                    functools.partial(self._on_input, stream), qos)
+            args = (*self._input_topic(stream), functools.partial(self._on_input, stream), qos)  # cheap: check, pair
             # DDS reports samples it saw but could not deliver (a best-effort frame that lost a fragment):
             # counted per stream, so the diagnostics can say frames are being lost.
             events = SubscriptionEventCallbacks(
@@ -262,16 +244,11 @@ class TASegNode(LifecycleNode):
         for sub in self._subscriptions_in:
             self.destroy_subscription(sub)
         self._subscriptions_in = []
-        self._stop.set()
-        self._slot.close()
-        if self._worker is not None:
-            self._worker.join(timeout=60.0)
-            if self._worker.is_alive():
-                self.get_logger().error("the inference thread did not stop within 60 s")
-            self._worker = None
-        self._slot.clear()
-        if self._pairer is not None:
-            self._pairer.reset()
+        if self._worker is not None and not self._worker.stop(timeout=60.0):
+            self.get_logger().error("the inference thread did not stop within 60 s")
+        self._worker = None
+        if self._inputs is not None:
+            self._inputs.pairer.reset()
 
     def release_resources(self) -> None:
         """Stop processing; release the model, publishers and timer (cleanup, shutdown, error, exit)."""
@@ -291,54 +268,17 @@ class TASegNode(LifecycleNode):
         header.stamp = self.get_clock().now().to_msg()
         return header
 
-    # --- subscription callbacks (cheap: validate, pair, hand over) --------------------------------
-
     def _on_input(self, stream: str, msg: Any) -> None:
-        pairer = self._pairer
-        if not self._active or pairer is None:
-            return
-        stamp = stamp_to_ns(msg.header.stamp)
-        self.health.arrived(stream, msg, self.get_clock().now().nanoseconds, stamp)
-        try:
-            check_image_fields(msg, RGB_ENCODINGS if stream == "rgb" else THERMAL_ENCODINGS)
-        except ImageDecodeError as exc:
-            self.health.refused(stream, exc)
-            return
-        missing = self.health.missing_stream()
-        if missing is not None and self.params.input_fallback == "blank":
-            self._fallback(stream, missing, msg, stamp)
-            return
-        pair = pairer.add_rgb(stamp, msg) if stream == "rgb" else pairer.add_thermal(stamp, msg)
-        if pair is not None:
-            self.health.paired(pair)
-            self._slot.put(pair)
-
-    def _fallback(self, stream: str, missing: str, msg: Any, stamp: int) -> None:
-        """One camera silent, input_fallback blank: the live stream's frame alone (the missing one
-        blanked by the pipeline); a thermal frame is published in the last RGB frame's geometry."""
-        if stream == missing:
-            return  # its first message after the silence: the next ones pair again
-        if stream == "rgb":
-            self._slot.put(Pair(stamp, stamp, msg, None))
-        elif self._last_rgb is not None:
-            self._slot.put(Pair(stamp, stamp, None, msg))
+        inputs = self._inputs
+        if self._active and inputs is not None:
+            inputs.accept(stream, msg, self.get_clock().now().nanoseconds)
 
     # --- inference thread -------------------------------------------------------------------------
 
-    def _work(self, pipeline: FramePipeline) -> None:
-        while not self._stop.is_set():
-            pair = self._slot.take(timeout=0.25)
-            if pair is None:
-                continue
-            try:
-                self._process(pair, pipeline)
-            except Exception as exc:  # noqa: BLE001 - the thread must survive anything one pair does
-                if not self.context.ok():
-                    return  # Ctrl-C shut the context down under a pair in flight: nothing left to publish to
-                self.health.internal_error(exc, pair.rgb_stamp_ns)
-
     def _process(self, pair: Pair, pipeline: FramePipeline) -> None:
         started = time.perf_counter()
+        if pair.rgb is None and self._last_rgb is None:
+            return  # a thermal frame alone, but no RGB frame yet to take the output's geometry from
         header, rgb_hw = (pair.rgb.header, None) if pair.rgb is not None else self._blank_rgb_geometry(pair)
         result = pipeline.process_messages(pair.rgb, pair.thermal, self._outputs.wanted(), rgb_hw=rgb_hw)
         for note in result.notes:
@@ -366,13 +306,8 @@ class TASegNode(LifecycleNode):
     # --- diagnostics ------------------------------------------------------------------------------
 
     def diagnostic_report(self):
-        extra = {}
-        if self.segmenter is not None:
-            extra = {"model": self.segmenter.cfg.name, "resolution_mode": self.segmenter.cfg.resolution,
-                     "device": self.segmenter.backend.device_label, "precision": self.segmenter.precision,
-                     "runtime": self.segmenter.describe()}
-        return self.health.report(active=self._active, pairing=self._pairer.stats.as_dict() if self._pairer else {},
-                                  dropped=self._slot.dropped, publishers=self._input_publishers(), extra=extra)
+        return self.health.report(active=self._active, pairing=self._inputs.pairer.stats.as_dict() if self._inputs else {},
+                                  dropped=self._slot.dropped, publishers=self._input_publishers(), model=self.segmenter)
 
     def _input_publishers(self) -> dict[str, int] | None:
         subscriptions = list(self._subscriptions_in)

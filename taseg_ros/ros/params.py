@@ -237,6 +237,24 @@ class NodeParams:
             except ValueError as exc:
                 raise bad("thermal_homography", str(exc).removeprefix("thermal homography: ")) from None
 
+    def refuse_change(self, changes: Mapping[str, Any], state: str, node: str) -> str | None:
+        """Why `ros2 param set` of ``changes`` (ROS values) on a node in lifecycle ``state`` must be
+        refused, or None. Each value is checked against its row in every state; a configured node
+        refuses the parameters read at configure (saying how to change them) and checks the live
+        ones across parameters, as configure does."""
+        fixed = [name for name in changes if name not in LIVE_PARAMETERS]
+        if fixed and state != "unconfigured":
+            steps = "deactivate, then cleanup" if state == "active" else "cleanup"
+            return (f"{', '.join(fixed)}: read at configure, and the node is {state}; change it while unconfigured: "
+                    f"ros2 lifecycle set {node} {steps}; set it; configure; activate")
+        try:
+            changed = NodeParams.from_parameters(changes, base=self)
+            if state != "unconfigured":
+                changed.validate()
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     def thermal_norm(self) -> ThermalNormalization:
         low, high = self.thermal_range
         return ThermalNormalization(
