@@ -828,3 +828,55 @@ def test_compressed_outputs_decode_as_image_transport_writes_them():
     assert np.abs(decoded.astype(int) - rgb_frame.astype(int)).mean() < 2
     with pytest.raises(ImageDecodeError, match="cannot compress '32FC1'"):
         encode_compressed(np.zeros((2, 2), np.float32), "32FC1", "png")
+
+
+def test_parameter_changes_follow_the_lifecycle_state():
+    """What `ros2 param set` gets (NodeParams.refuse_change): read-at-configure parameters only while
+    unconfigured, every value checked against its row, live ones also across parameters when configured."""
+    params = NodeParams(checkpoint="m.safetensors")
+    assert params.refuse_change({"checkpoint": "other.safetensors", "slop": 0.05}, "unconfigured", "/taseg") is None
+    assert params.refuse_change({"checkpoint": "other.safetensors"}, "active", "/front/taseg") == (
+        "checkpoint: read at configure, and the node is active; change it while unconfigured: ros2 lifecycle set "
+        "/front/taseg deactivate, then cleanup; set it; configure; activate")
+    assert "the node is inactive; change it while unconfigured: ros2 lifecycle set /taseg cleanup;" in \
+        params.refuse_change({"device": "cpu"}, "inactive", "/taseg")
+    assert params.refuse_change({"overlay_alpha": 0.2}, "active", "/taseg") is None
+    assert "parameter 'slop' = 'fast'" in params.refuse_change({"slop": "fast"}, "unconfigured", "/taseg")
+    # across parameters: checked at set time when configured, at configure otherwise
+    crossed = {"thermal_percentiles": [99.0, 1.0]}
+    assert "percentiles must satisfy" in params.refuse_change(crossed, "active", "/taseg")
+    assert params.refuse_change(crossed, "unconfigured", "/taseg") is None
+
+
+def image_in(stamp_ns: int, value: int = 0, encoding: str = "mono8"):
+    """A raw Image-like message (the codec is duck-typed) of 4x6 pixels."""
+    data = np.full((4, 6, 3 if encoding == "rgb8" else 1), value, np.uint8).tobytes()
+    sec, nanosec = divmod(stamp_ns, 1_000_000_000)
+    return SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=sec, nanosec=nanosec), frame_id="cam"),
+                           encoding=encoding, height=4, width=6, step=len(data) // 4, is_bigendian=0, data=data)
+
+
+def test_the_input_path_pairs_and_falls_back_to_single_frames():
+    from taseg_ros.ros.inputs import InputPath
+
+    clock = FakeClock()
+    health = health_with(clock, input_timeout=1.0, input_fallback="blank")
+    slot = LatestSlot()
+    path = InputPath(health.params, health, slot)
+    t = 5_000_000_000
+    path.accept("rgb", image_in(t, 1, "rgb8"), 0)
+    path.accept("thermal", image_in(t + 2 * MS, 2), 0)
+    pair = slot.take(timeout=0)
+    assert pair.rgb_stamp_ns == t and pair.thermal is not None and health.stats.snapshot()["skew"]["mean"] == pytest.approx(0.002)
+    for i in range(1, 7):  # the thermal camera stops; 1.5 s of RGB
+        clock.now += 0.25
+        path.accept("rgb", image_in(t + i * 250 * MS, i, "rgb8"), 0)
+    single = slot.take(timeout=0)
+    assert single.thermal is None and single.rgb_stamp_ns == t + 6 * 250 * MS
+    assert slot.dropped == 1  # the first single frame (after 1.25 s) was replaced by the next before anyone took it
+    path.accept("rgb", image_in(t, 9, "yuv420"), 0)  # refused by the field check, counted
+    assert health.stats.errors["bad_rgb"] == 1 and slot.take(timeout=0) is None
+    path.params = health.params = NodeParams(checkpoint="m", input_timeout=1.0, input_fallback="none")
+    clock.now += 0.25
+    path.accept("rgb", image_in(t + 7 * 250 * MS, 7, "rgb8"), 0)
+    assert slot.take(timeout=0) is None  # none: nothing without a partner
