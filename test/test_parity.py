@@ -143,8 +143,9 @@ def recordings(tmp_path_factory):
     return {(e, g): write_recording(root / f"{e}_{g}", e, GEOMETRIES[g][0]) for e in ENCODINGS for g in GEOMETRIES}
 
 
-def node_path(segmenter, bag_path: Path, settings: FrameSettings) -> dict:
-    """{sample id: (network inputs, labels)} from the recorded messages, through the node's pipeline."""
+def node_path(segmenter, bag_path: Path, settings: FrameSettings, thermal_missing: bool = False) -> dict:
+    """{sample id: (network inputs, labels)} from the recorded messages, through the node's pipeline
+    (``thermal_missing``: as the node's input_fallback blank gets them, without the thermal message)."""
     pipeline, out = FramePipeline(segmenter, settings), {}
     with open_bag(bag_path) as bag:
         rgb, thermal = resolve_image_topics(bag, None, None)
@@ -152,7 +153,8 @@ def node_path(segmenter, bag_path: Path, settings: FrameSettings) -> dict:
             if arrival.pair is None:
                 continue
             with InputRecorder(segmenter) as recorder:
-                result = pipeline.process_messages(arrival.pair.rgb.msg, arrival.pair.thermal.msg, outputs=())
+                thermal_msg = None if thermal_missing else arrival.pair.thermal.msg
+                result = pipeline.process_messages(arrival.pair.rgb.msg, thermal_msg, outputs=())
             assert result.ok, result.error
             out[stamp_id(arrival.pair.rgb_stamp_ns)] = (recorder.inputs[0], result.labels)
     return out
@@ -236,20 +238,10 @@ def test_thermal_blanked_is_the_same_for_evaluation_and_the_node(segmenter, reco
         with InputRecorder(segmenter) as recorder:
             evaluate(segmenter, dataset, blank_thermal=True,
                      on_prediction=lambda sample, labels: evaluated.update({sample["id"]: (recorder.inputs[-1], labels)}))
-    assert len(evaluated) == FRAMES
-    pipeline, served = FramePipeline(segmenter), 0
-    with open_bag(bag_path) as bag:
-        rgb, thermal = resolve_image_topics(bag, None, None)
-        for arrival in BagPairing(bag, rgb.name, thermal.name, 0.02):
-            if arrival.pair is None:
-                continue
-            with InputRecorder(segmenter) as node:
-                result = pipeline.process_messages(arrival.pair.rgb.msg, None, outputs=())  # no thermal message
-            assert result.ok and not result.notes
-            (node_rgb, node_thermal), ((eval_rgb, eval_thermal), eval_labels) = node.inputs[0], evaluated[
-                stamp_id(arrival.pair.rgb_stamp_ns)]
-            assert node_rgb.equal(eval_rgb) and node_thermal.equal(eval_thermal)
-            assert (node_thermal == node_thermal.flatten()[0]).all()  # one value: zeros, standardised
-            assert np.array_equal(result.labels, eval_labels)
-            served += 1
-    assert served == FRAMES
+    served = node_path(segmenter, bag_path, FrameSettings(), thermal_missing=True)
+    assert sorted(served) == sorted(evaluated) and len(served) == FRAMES
+    for sample_id, ((node_rgb, node_thermal), labels) in served.items():
+        (eval_rgb, eval_thermal), eval_labels = evaluated[sample_id]
+        assert node_rgb.equal(eval_rgb) and node_thermal.equal(eval_thermal), sample_id
+        assert (node_thermal == node_thermal.flatten()[0]).all()  # one value: zeros, standardised
+        assert np.array_equal(labels, eval_labels), sample_id
