@@ -426,8 +426,7 @@ def test_a_failed_configure_is_fixed_and_the_model_swapped_with_ros2_lifecycle_a
 
     try:
         failed = ros2.ros2_until(("lifecycle", "set", node, "configure"), lambda out: "Transitioning" in out, "configure")
-        assert "Transitioning failed" in failed
-        assert ros2.ros2_until(("lifecycle", "get", node), answered_state, "the state").startswith("unconfigured")
+        assert "Transitioning failed" in failed  # back in unconfigured (rcl's failure path): the configure below proves it
         assert f"configure failed: checkpoint not found: {tmp_path / 'typo.safetensors'}" in process.output()
         fixed = ros2.ros2_until(("param", "set", node, "checkpoint", str(tiny_checkpoint)), answered, "`param set`")
         assert fixed.strip() == "Set parameter successful"
@@ -448,10 +447,6 @@ def test_a_failed_configure_is_fixed_and_the_model_swapped_with_ros2_lifecycle_a
         assert len(second) == 5 and second != first[:5]
     finally:
         process.close()
-
-
-def answered_state(out: str) -> bool:
-    return out.split(" ", 1)[0] in ("unconfigured", "inactive", "active", "finalized")
 
 
 def test_ros2_run_from_the_install_names_a_missing_dependency_in_one_line(launched, tmp_path):

@@ -38,8 +38,9 @@ DIGEST_SAMPLES = 65536  # bytes of a frame compared to spot a repeated image
 
 def frame_digest(data: Any) -> int:
     """A checksum of an image message's data from an even sample of its bytes (at most
-    DIGEST_SAMPLES: ~0.1 ms for a 1280x720 frame). A live camera's noise changes nearly every
-    byte, a repeated frame none; the length is part of it."""
+    DIGEST_SAMPLES: 0.12 ms for a 640x480 rgb8 frame, 0.19 ms for 1280x720, measured on the 2-core
+    development machine at load 8). A live camera's noise changes nearly every byte, a repeated
+    frame none; the length is part of it."""
     raw = np.frombuffer(data, np.uint8) if len(data) else np.zeros(0, np.uint8)
     step = max(1, raw.size // DIGEST_SAMPLES)
     return zlib.crc32(raw[::step].tobytes(), raw.size)

@@ -124,7 +124,7 @@ class NodeParams:
         2.0, ge=0, unit="seconds", live=True,
         doc="Diagnostics turn WARN when a stream repeats the same image for this long (s): a thermal camera's "
         "flat-field correction (a second or less is normal) or a hung driver. Checked on a sample of each "
-        "message's bytes (~0.1 ms). 0: off.")
+        "message's bytes (0.1-0.2 ms a frame). 0: off.")
     thermal_normalization: str = param(
         ThermalNormalization.mode, choices=THERMAL_MODES, live=True, section="thermal",
         doc="auto (8-bit: fixed 0..255; otherwise percentile), fixed (thermal_range), minmax (per frame), "
