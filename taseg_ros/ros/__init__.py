@@ -2,6 +2,7 @@
 
     node         the lifecycle segmentation node: ROS I/O only (its per-frame work is inference.pipeline's)
     health       what the node knows of its own health (statistics, quality, registration, camera faults)
+    inputs       its input path (check, pair or fall back) and inference thread, ROS-free
     publishers   the node's outputs: images raw and compressed, the class list, timing topics
     params       its parameters: one table of defaults, limits, descriptions, live flags
     diagnostics  its /diagnostics report (ROS-free statistics)
