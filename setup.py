@@ -3,11 +3,16 @@
 One setup.py serves both worlds: `colcon build` (ament_python) in a ROS 2
 workspace and `pip install` into a plain virtual environment.
 """
+import os
+import runpy
 from glob import glob
 
 from setuptools import find_packages, setup
 
 PACKAGE = "taseg_ros"
+# The dependency table (import name, pip requirement, rosdep key) that package.xml and the node's
+# missing-dependency message also follow; read by path: nothing of the package is installed yet.
+DEPENDENCIES = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), PACKAGE, "dependencies.py"))
 
 # ROS 2 Python wheels for machines without a ROS 2 install. Not in
 # install_requires: a user with ROS 2 from apt must not get a second rclpy.
@@ -37,22 +42,7 @@ setup(
         (f"share/{PACKAGE}/training/recipes", glob("training/recipes/*.yaml")),
         (f"share/{PACKAGE}/models", ["models/README.md"]),
     ],
-    install_requires=[
-        "torch>=2.1",
-        "torchvision",
-        "segment-anything>=1.0",
-        "open_clip_torch>=2.20",
-        "peft>=0.10",
-        "numpy",
-        "opencv-python-headless",
-        "safetensors",
-        "pyyaml",
-        "tqdm",
-        "tensorboard",
-        "matplotlib",
-        "rosbags>=0.10",
-        "rosbags-image",
-    ],
+    install_requires=DEPENDENCIES["pip_requirements"](),
     extras_require={
         "ros": ROS_WHEELS,
         # datumaro: CVAT's own format library, to check the pre-label zips (it pins OpenCV 4.x and
@@ -77,7 +67,7 @@ setup(
     entry_points={
         "console_scripts": [
             "taseg = taseg_ros.cli:main",
-            "taseg_node = taseg_ros.ros.node:main",
+            "taseg_node = taseg_ros.ros.start:main",
         ],
     },
 )

@@ -905,6 +905,7 @@ def running_node(tiny_checkpoint):
     """A TASegNode in its own context and namespace, on a random domain (no cross-talk with other tests)."""
     rclpy = pytest.importorskip("rclpy")
     node_module = pytest.importorskip("taseg_ros.ros.node")
+    client_module = pytest.importorskip("taseg_ros.ros.client")
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
@@ -923,7 +924,7 @@ def running_node(tiny_checkpoint):
     )
     executor = SingleThreadedExecutor(context=context)  # see test_ros_node.py: rclpy#1452
     executor.add_node(node)
-    spinner = threading.Thread(target=node_module.spin_resiliently, args=(executor,), daemon=True)
+    spinner = threading.Thread(target=client_module.spin_resiliently, args=(executor,), daemon=True)
     spinner.start()
     from rclpy.lifecycle import TransitionCallbackReturn
 

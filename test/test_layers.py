@@ -114,7 +114,8 @@ def test_no_import_cycle_inside_a_part():
 # The layers, bottom to top. A part may import its own layer's base modules and any layer below.
 LAYERS = [
     {"taseg_ros.errors", "taseg_ros.timing", "taseg_ros.devices", "taseg_ros.resources", "taseg_ros.config_io",
-     "taseg_ros.outputs", "taseg_ros.weights", "taseg_ros.classes", "taseg_ros.formatting"},
+     "taseg_ros.outputs", "taseg_ros.weights", "taseg_ros.classes", "taseg_ros.formatting",
+     "taseg_ros.dependencies"},
     {"taseg_ros.frames", "taseg_ros.scenes"},
     {"taseg_ros.model"},
     {"taseg_ros.datasets", "taseg_ros.runtime"},

@@ -39,7 +39,7 @@ def test_wheel_installs_only_taseg_ros_and_the_share_files(tmp_path):
         assert needed in data, needed
     assert "taseg_ros/configs/taseg-tiny-text.json" in names
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    assert "taseg = taseg_ros.cli:main" in entry_points and "taseg_node = taseg_ros.ros.node:main" in entry_points
+    assert "taseg = taseg_ros.cli:main" in entry_points and "taseg_node = taseg_ros.ros.start:main" in entry_points
 
 
 @pytest.mark.slow

@@ -143,8 +143,9 @@ def recordings(tmp_path_factory):
     return {(e, g): write_recording(root / f"{e}_{g}", e, GEOMETRIES[g][0]) for e in ENCODINGS for g in GEOMETRIES}
 
 
-def node_path(segmenter, bag_path: Path, settings: FrameSettings) -> dict:
-    """{sample id: (network inputs, labels)} from the recorded messages, through the node's pipeline."""
+def node_path(segmenter, bag_path: Path, settings: FrameSettings, thermal_missing: bool = False) -> dict:
+    """{sample id: (network inputs, labels)} from the recorded messages, through the node's pipeline
+    (``thermal_missing``: as the node's input_fallback blank gets them, without the thermal message)."""
     pipeline, out = FramePipeline(segmenter, settings), {}
     with open_bag(bag_path) as bag:
         rgb, thermal = resolve_image_topics(bag, None, None)
@@ -152,7 +153,8 @@ def node_path(segmenter, bag_path: Path, settings: FrameSettings) -> dict:
             if arrival.pair is None:
                 continue
             with InputRecorder(segmenter) as recorder:
-                result = pipeline.process_messages(arrival.pair.rgb.msg, arrival.pair.thermal.msg, outputs=())
+                thermal_msg = None if thermal_missing else arrival.pair.thermal.msg
+                result = pipeline.process_messages(arrival.pair.rgb.msg, thermal_msg, outputs=())
             assert result.ok, result.error
             out[stamp_id(arrival.pair.rgb_stamp_ns)] = (recorder.inputs[0], result.labels)
     return out
@@ -215,3 +217,31 @@ def test_the_border_of_a_warp_never_reaches_the_statistics():
     warped_first = normalize_thermal(align_thermal(counts, RGB_HW, homography), norm)
     assert prepared[inner].min() < 0.05 and prepared[inner].max() > 0.95
     assert warped_first[inner].min() > 0.5  # the skew the parity tests guard against
+
+
+def test_thermal_blanked_is_the_same_for_evaluation_and_the_node(segmenter, recordings, tmp_path):
+    """`taseg eval --blank-thermal` (evaluation.run.evaluate) and the node's `input_fallback: blank`
+    (FramePipeline with no thermal message) give the network the same input and the same labels: the
+    accuracy with thermal blanked that evaluation reports is what the node delivers in that fault."""
+    from taseg_ros.evaluation.run import evaluate
+    from taseg_ros.frames.files import write_image
+
+    bag_path = recordings[("mono16_le", "same_size")]
+    folder = tmp_path / "ds"
+    extract_pairs(ExtractSettings(PairSource(bag_path), folder, val_fraction=0.0))
+    for rgb_file in (folder / "rgb").iterdir():  # a label per frame, so that evaluate scores them
+        write_image(folder / "labels" / f"{rgb_file.stem}.png", np.zeros(RGB_HW, np.uint8))
+    evaluated = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = build_dataset("folder", folder, "all")
+        with InputRecorder(segmenter) as recorder:
+            evaluate(segmenter, dataset, blank_thermal=True,
+                     on_prediction=lambda sample, labels: evaluated.update({sample["id"]: (recorder.inputs[-1], labels)}))
+    served = node_path(segmenter, bag_path, FrameSettings(), thermal_missing=True)
+    assert sorted(served) == sorted(evaluated) and len(served) == FRAMES
+    for sample_id, ((node_rgb, node_thermal), labels) in served.items():
+        (eval_rgb, eval_thermal), eval_labels = evaluated[sample_id]
+        assert node_rgb.equal(eval_rgb) and node_thermal.equal(eval_thermal), sample_id
+        assert (node_thermal == node_thermal.flatten()[0]).all()  # one value: zeros, standardised
+        assert np.array_equal(labels, eval_labels), sample_id

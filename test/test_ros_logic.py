@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import py_compile
+import re
 import sys
 import threading
 from pathlib import Path
@@ -497,7 +498,8 @@ def test_every_parameter_has_a_description_and_numeric_limits_are_stated():
 
     assert LIVE_PARAMETERS == {"overlay_alpha", "thermal_normalization", "thermal_range", "thermal_percentiles",
                                "thermal_homography", "no_pair_warning", "clock_offset_warning", "log_throttle",
-                               "quality_diagnostics"}
+                               "quality_diagnostics", "input_timeout", "input_fallback", "frozen_warning",
+                               "confidence_encoding", "jpeg_quality"}
     for name in PARAMETERS:
         text = description(name)
         assert len(text) > 40 and ("applies to the next frame" in text) == (name in LIVE_PARAMETERS), text
@@ -532,32 +534,22 @@ def test_param_validation_names_the_parameter():
     assert warp.homography()[0, 0] == 2.0
 
 
-def launch_file_arguments() -> tuple[set[str], set[str]]:
-    """(all declared launch argument names, names in PARAMETER_ARGUMENTS) from the launch file's AST."""
-    tree = ast.parse((REPO / "launch" / "taseg.launch.py").read_text())
-    declared, parameter_args = set(), set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "DeclareLaunchArgument":
-            if node.args and isinstance(node.args[0], ast.Constant):
-                declared.add(node.args[0].value)
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PARAMETER_ARGUMENTS" for t in node.targets):
-            parameter_args = {element.value for element in node.value.elts}
-    return declared, parameter_args
-
-
-def test_launch_file_compiles_and_matches_config(tmp_path):
+def test_launch_file_compiles_and_declares_every_parameter_from_the_table(tmp_path):
+    """Every node parameter is a launch argument, generated from ros/params.NodeParams (test_ros2_tools
+    runs `ros2 launch ... --show-args` on the built package and checks each one is listed)."""
     py_compile.compile(str(REPO / "launch" / "taseg.launch.py"), cfile=str(tmp_path / "launch.pyc"), doraise=True)
-    declared, parameter_args = launch_file_arguments()
-    fixed = {"namespace", "rgb_topic", "thermal_topic", "params_file", "rviz", "use_sim_time"}
-    assert fixed <= declared
-    assert parameter_args, "PARAMETER_ARGUMENTS not found in the launch file"
-    unknown = parameter_args - set(load_config_params())
-    assert not unknown, f"launch arguments that are not node parameters: {unknown}"
-    assert "checkpoint" in parameter_args
-    # every parameter argument is declared (by the loop over PARAMETER_ARGUMENTS) and nothing else is extra
     source = (REPO / "launch" / "taseg.launch.py").read_text()
-    assert "for name in PARAMETER_ARGUMENTS" in source and "description(name)" in source
-    assert declared == fixed
+    tree = ast.parse(source)
+    literal_args = [node.args[0].value for node in ast.walk(tree) if isinstance(node, ast.Call)
+                    and getattr(node.func, "id", None) == "DeclareLaunchArgument" and node.args
+                    and isinstance(node.args[0], ast.Constant)]
+    assert not literal_args, f"launch arguments spelled out instead of generated: {literal_args}"
+    assert "for name in NodeParams.names()" in source and "description(name)" in source and "launch_value(name" in source
+    fixed = next(node for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                 and getattr(node.targets[0], "id", None) == "LAUNCH_ARGUMENTS")
+    names = {key.value for key in fixed.value.keys}
+    assert names == {"namespace", "rgb_topic", "thermal_topic", "params_file", "rviz", "use_sim_time", "dds_transport"}
+    assert not names & set(NodeParams.names())
 
 
 def test_rviz_config_shows_overlay_and_labels():
@@ -578,3 +570,313 @@ def test_ros_free_modules_do_not_import_rclpy():
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- the node's health (ros/health.py): camera faults, frozen streams, stamp skew -------------------
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ListLog:
+    """A logger that keeps what it is told (info/warning/error), as the node's rclpy logger would print it."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str]] = []
+
+    def info(self, text):
+        self.lines.append(("info", text))
+
+    def warning(self, text):
+        self.lines.append(("warning", text))
+
+    def error(self, text):
+        self.lines.append(("error", text))
+
+
+def frame(value: int, size: int = 640 * 480):
+    """An input message: only its data matters to the health (frozen check) and its header stamp."""
+    data = np.random.default_rng(value).integers(0, 256, size, dtype=np.uint8).tobytes()
+    return SimpleNamespace(data=data)
+
+
+def health_with(clock, **params):
+    from taseg_ros.ros.health import NodeHealth
+
+    health = NodeHealth(ListLog(), clock=clock)
+    health.configure(NodeParams(checkpoint="m", **params), classes=None)
+    health.activate({"rgb": "/cam/rgb", "thermal": "/cam/thermal"})
+    return health
+
+
+def report_of(health):
+    return health.report(active=True, pairing={}, dropped=0, publishers=None)
+
+
+def test_a_silent_camera_is_named_and_the_fallback_says_what_it_publishes():
+    clock = FakeClock()
+    for fallback in ("none", "blank"):
+        health = health_with(clock, input_timeout=1.0, input_fallback=fallback)
+        for i in range(5):  # both streams at 4 Hz (steps exact in binary: no rounding at the limit)
+            clock.now += 0.25
+            health.arrived("rgb", frame(i), 0, 0)
+            health.arrived("thermal", frame(100 + i), 0, 0)
+        assert health.missing_stream() is None and report_of(health).level == OK
+        for i in range(6):  # the thermal camera stops; RGB goes on for 1.5 s
+            clock.now += 0.25
+            health.arrived("rgb", frame(10 + i), 0, 0)
+            assert health.missing_stream() == ("thermal" if i >= 4 else None), i  # silent for more than 1 s
+        report = report_of(health)
+        assert report.values["thermal_silent_s"] == "1.5" and report.values["rgb_silent_s"] == "0.0"
+        if fallback == "none":
+            assert report.level == ERROR and report.values["input_fallback_active"] == ""
+            assert report.message == "/cam/thermal silent for 1.5 s (input_timeout 1 s): publishing nothing (input_fallback none)"
+        else:
+            for _ in range(4):  # what the node's worker reports for each frame it published with thermal blanked
+                health.degraded["thermal"] += 1
+            report = report_of(health)
+            assert report.level == WARN and report.values["input_fallback_active"] == "thermal"
+            assert report.message.startswith("/cam/thermal silent for 1.5 s (input_timeout 1 s), since ")
+            assert report.message.endswith("UTC: publishing from /cam/rgb alone with thermal blanked "
+                                           "(input_fallback blank), 4 frame(s) degraded")
+            assert report.values["degraded_thermal_blanked"] == "4"
+        health.arrived("thermal", frame(200), 0, 0)  # it returns: pairs again
+        assert health.missing_stream() is None and report_of(health).level != ERROR
+    clock.now += 5.0  # both silent: no camera fault (nothing runs), the no-pair warning says it
+    assert health.missing_stream() is None
+    off = health_with(clock, input_timeout=0.0)
+    clock.now += 10.0
+    off.arrived("rgb", frame(1), 0, 0)
+    assert off.missing_stream() is None
+
+
+def test_a_frozen_stream_warns_after_frozen_warning_and_clears_when_it_moves():
+    from taseg_ros.ros.health import frame_digest
+
+    clock = FakeClock()
+    health = health_with(clock, frozen_warning=2.0, input_timeout=0.0, no_pair_warning=100.0)
+    health.last_pair_at = clock.now
+    stuck = frame(7)
+    for i in range(25):  # 2.4 s of one repeated thermal image (a hung driver), RGB alive
+        clock.now += 0.1  # (the first of them arrives at 0.1 s)
+        health.last_pair_at = clock.now
+        health.arrived("rgb", frame(i), 0, 0)
+        health.arrived("thermal", stuck, 0, 0)
+        if i == 19:  # 1.9 s: within frozen_warning (flat-field correction lasts about a second)
+            assert report_of(health).level == OK
+    report = report_of(health)
+    assert report.level == WARN and report.values["thermal_frozen_s"] == "2.4" and report.values["rgb_frozen_s"] == "0.0"
+    assert report.message == ("/cam/thermal frozen: the same image for 2.4 s (25 frames); a thermal camera's flat-field "
+                              "correction, or a hung driver?")
+    health.arrived("thermal", frame(8), 0, 0)
+    assert report_of(health).level == OK and report_of(health).values["thermal_frozen_s"] == "0.0"
+    # the digest: equal for equal bytes, different for a live camera's next frame, cheap for a large one
+    assert frame_digest(stuck.data) == frame_digest(bytes(stuck.data)) != frame_digest(frame(9).data)
+    assert frame_digest(b"") == frame_digest(bytearray())
+
+
+def test_the_stamp_skew_of_the_pairs_is_in_the_diagnostics():
+    from taseg_ros.frames.pairing import Pair
+
+    clock = FakeClock()
+    health = health_with(clock)
+    for skew_ms in (3.0, -1.0, 4.0):  # thermal minus RGB
+        health.paired(Pair(1_000_000_000, 1_000_000_000 + int(skew_ms * MS), None, None))
+    values = report_of(health).values
+    assert values["stamp_skew_mean_ms"] == "2.00" and values["stamp_skew_max_ms"] == "4.00"
+    assert report_of(health_with(clock)).values["stamp_skew_mean_ms"] == "nan"
+
+
+def test_a_publisher_with_incompatible_qos_is_named_with_the_fix():
+    clock = FakeClock()
+    health = health_with(clock, no_pair_warning=3.0)
+    health.incompatible("rgb", "RELIABILITY")
+    assert health.log.lines[-1] == ("error", "/cam/rgb: a publisher offers QoS that input_qos reliable cannot match "
+                                    "(RELIABILITY), so none of its frames arrive: set input_qos:=sensor_data (a "
+                                    "best-effort camera)")
+    clock.now += 5.0
+    health.arrived("thermal", frame(1), 0, 0)
+    report = report_of(health)
+    assert report.level == ERROR and report.message == health.log.lines[-1][1]
+
+
+def test_notes_are_counted_and_logged_once_per_kind():
+    from taseg_ros.frames.thermal import FrameNote
+
+    health = health_with(FakeClock(), log_throttle=60.0)
+    health.note(FrameNote("thermal_aligned", "thermal", "thermal frames (80x60) are resized to the RGB frame (160x120)"))
+    health.note(FrameNote("nonfinite_thermal", "thermal", "12 of 4800 pixels are NaN/inf", ""))
+    health.note(FrameNote("nonfinite_thermal", "thermal", "13 of 4800 pixels are NaN/inf", ""))
+    health.note(FrameNote("bad_thermal", "thermal", "truncated; pair skipped", "truncated"), failed=True)
+    assert health.log.lines == [
+        ("warning", "thermal frames (80x60) are resized to the RGB frame (160x120); set thermal_homography for a "
+                    "registered overlay"),
+        ("warning", "/cam/thermal: 12 of 4800 pixels are NaN/inf"),
+        ("warning", "/cam/thermal: truncated; pair skipped (1 x truncated since configure)"),
+    ]
+    assert health.stats.errors == {"nonfinite_thermal": 2, "bad_thermal": 1}
+
+
+# --- parameters: empty lists, launch arguments, descriptions --------------------------------------
+
+
+def test_yaml_null_and_unset_lists_mean_empty():
+    """`ros2 param dump` writes a parameter without a value as null; rcl reads it back as the string
+    'null'. For a list parameter it means []."""
+    from taseg_ros.ros.params import no_value
+
+    for value in (None, "null", "~", "NULL", ""):
+        assert no_value(value) and NodeParams.from_parameters({"thermal_homography": value}).thermal_homography == []
+    assert not no_value([]) and not no_value("none")
+    with pytest.raises(ValueError, match="parameter 'thermal_homography' = 'none'"):
+        NodeParams.from_parameters({"thermal_homography": "none"})
+
+
+def test_launch_values_are_typed_and_checked_naming_the_argument():
+    from taseg_ros.ros.params import launch_value
+
+    assert launch_value("slop", "0.05") == 0.05 and launch_value("slop", "1") == 1.0
+    assert launch_value("checkpoint", "123") == "123"  # text parameters stay text
+    assert launch_value("thermal_homography", "[]") == []
+    assert launch_value("thermal_range", "[0, 65535]") == [0.0, 65535.0]
+    assert launch_value("publish_confidence", "true") is True and launch_value("use_sim_time", "false") is False
+    for name, text, why in (("slop", "abc", "parameter 'slop' = 'abc': expected a value like 0.02"),
+                            ("input_qos", "fast", "expected one of sensor_data, reliable, best_effort"),
+                            ("overlay_alpha", "2", "must be in [0, 1]"),
+                            ("use_sim_time", "maybe", "expected true or false")):
+        with pytest.raises(ValueError, match=re.escape(why)) as refused:
+            launch_value(name, text)
+        assert str(refused.value).startswith(f"launch argument {name}:={text}: ")
+
+
+# --- the DDS transport the launch file gives the node --------------------------------------------
+
+
+def test_dds_transport_auto_sets_udp_with_large_buffers_unless_the_environment_has_its_own():
+    from taseg_ros.ros.transport import FASTDDS_NODE_TRANSPORT, SOCKETS_SIZE, node_environment
+
+    assert node_environment("auto", {}, rmem_max=SOCKETS_SIZE) == ({"FASTDDS_BUILTIN_TRANSPORTS": FASTDDS_NODE_TRANSPORT}, [])
+    assert FASTDDS_NODE_TRANSPORT == "UDPv4?sockets_size=4194304"
+    env, notes = node_environment("auto", {"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}, rmem_max=212992)
+    assert env and notes == ["net.core.rmem_max is 212992 bytes, so the node's 4194304 byte receive buffer is cut to "
+                             "that and large frames may be lost: sudo sysctl -w net.core.rmem_max=4194304 (README: no "
+                             "frames lost in transport)"]
+    assert node_environment("auto", {"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"})[0] == {}
+    assert node_environment("auto", {"FASTRTPS_DEFAULT_PROFILES_FILE": "/etc/fastdds.xml"})[0] == {}
+    assert node_environment("auto", {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"})[0] == {}
+    assert node_environment("keep", {}) == ({}, [])
+    assert node_environment("LARGE_DATA", {}) == ({"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}, [])
+
+
+# --- dependencies: one table for setup.py, package.xml, the README and the node's message ---------
+
+
+def test_dependencies_are_one_table_for_setup_package_xml_and_readme():
+    import xml.etree.ElementTree as ET
+
+    from taseg_ros import dependencies
+
+    setup_text = (REPO / "setup.py").read_text()
+    assert 'install_requires=DEPENDENCIES["pip_requirements"]()' in setup_text
+    declared = {e.text for e in ET.parse(REPO / "package.xml").getroot().iter("exec_depend")}
+    assert set(dependencies.rosdep_keys()) <= declared
+    assert {"python3-pytorch-pip", "python3-tensorboard-pip", "python3-rosbags-pip", "vision_msgs"} <= declared
+    readme = (REPO / "README.md").read_text()
+    assert f"python3 -m pip install {' '.join(dependencies.pip_only())}" in readme.replace("'", "")
+
+
+def test_a_missing_dependency_is_one_line_with_the_package_and_how_to_install_it():
+    from taseg_ros.dependencies import missing_message
+
+    torch = missing_message("torch")
+    assert torch.startswith("the Python package 'torch>=2.1' is not installed (import torch failed)")
+    assert "key python3-pytorch-pip" in torch and "python3 -m pip install 'torch>=2.1'" in torch and "\n" not in torch
+    assert "'rosbags-image'" in missing_message("rosbags.image") and "'open_clip_torch>=2.20'" in missing_message("open_clip")
+    assert "key python3-rosbags-pip" in missing_message("rosbags.typesys")
+    assert "source /opt/ros/$ROS_DISTRO/setup.bash" in missing_message("rclpy")
+    assert missing_message("not_ours") is None and missing_message(None) is None
+
+
+# --- outputs: confidence encodings, compressed images ---------------------------------------------
+
+
+def test_mono8_confidence_is_round_255_p():
+    from taseg_ros.frames.render import confidence_image
+
+    p = np.array([[0.0, 0.5, 1.0], [0.1, 0.998, 0.002]], np.float32)
+    assert confidence_image(p, "mono8").tolist() == [[0, 128, 255], [26, 254, 1]]
+    assert confidence_image(p, "32FC1").dtype == np.float32 and np.array_equal(confidence_image(p, "32FC1"), p)
+
+
+def test_compressed_outputs_decode_as_image_transport_writes_them():
+    from taseg_ros.frames.codec import encode_compressed
+
+    labels = np.random.default_rng(3).integers(0, 9, (48, 64), dtype=np.uint8)
+    fmt, data = encode_compressed(labels, "mono8", "png")
+    assert fmt == "png"
+    assert np.array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), labels)  # lossless
+    y, x = np.mgrid[0:48, 0:64]
+    rgb_frame = np.dstack([x * 4, y * 5, 255 - x * 2]).astype(np.uint8)  # smooth, as a photo: JPEG keeps it close
+    fmt, data = encode_compressed(rgb_frame, "rgb8", "jpeg", jpeg_quality=95)
+    assert fmt == "jpeg"
+    decoded = decode_rgb(SimpleNamespace(format=fmt, data=data))  # the node's own decoder: RGB order back
+    assert np.abs(decoded.astype(int) - rgb_frame.astype(int)).mean() < 2
+    with pytest.raises(ImageDecodeError, match="cannot compress '32FC1'"):
+        encode_compressed(np.zeros((2, 2), np.float32), "32FC1", "png")
+
+
+def test_parameter_changes_follow_the_lifecycle_state():
+    """What `ros2 param set` gets (NodeParams.refuse_change): read-at-configure parameters only while
+    unconfigured, every value checked against its row, live ones also across parameters when configured."""
+    params = NodeParams(checkpoint="m.safetensors")
+    assert params.refuse_change({"checkpoint": "other.safetensors", "slop": 0.05}, "unconfigured", "/taseg") is None
+    assert params.refuse_change({"checkpoint": "other.safetensors"}, "active", "/front/taseg") == (
+        "checkpoint: read at configure, and the node is active; change it while unconfigured: ros2 lifecycle set "
+        "/front/taseg deactivate, then cleanup; set it; configure; activate")
+    assert "the node is inactive; change it while unconfigured: ros2 lifecycle set /taseg cleanup;" in \
+        params.refuse_change({"device": "cpu"}, "inactive", "/taseg")
+    assert params.refuse_change({"overlay_alpha": 0.2}, "active", "/taseg") is None
+    assert "parameter 'slop' = 'fast'" in params.refuse_change({"slop": "fast"}, "unconfigured", "/taseg")
+    # across parameters: checked at set time when configured, at configure otherwise
+    crossed = {"thermal_percentiles": [99.0, 1.0]}
+    assert "percentiles must satisfy" in params.refuse_change(crossed, "active", "/taseg")
+    assert params.refuse_change(crossed, "unconfigured", "/taseg") is None
+
+
+def image_in(stamp_ns: int, value: int = 0, encoding: str = "mono8"):
+    """A raw Image-like message (the codec is duck-typed) of 4x6 pixels."""
+    data = np.full((4, 6, 3 if encoding == "rgb8" else 1), value, np.uint8).tobytes()
+    sec, nanosec = divmod(stamp_ns, 1_000_000_000)
+    return SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=sec, nanosec=nanosec), frame_id="cam"),
+                           encoding=encoding, height=4, width=6, step=len(data) // 4, is_bigendian=0, data=data)
+
+
+def test_the_input_path_pairs_and_falls_back_to_single_frames():
+    from taseg_ros.ros.inputs import InputPath
+
+    clock = FakeClock()
+    health = health_with(clock, input_timeout=1.0, input_fallback="blank")
+    slot = LatestSlot()
+    path = InputPath(health.params, health, slot)
+    t = 5_000_000_000
+    path.accept("rgb", image_in(t, 1, "rgb8"), 0)
+    path.accept("thermal", image_in(t + 2 * MS, 2), 0)
+    pair = slot.take(timeout=0)
+    assert pair.rgb_stamp_ns == t and pair.thermal is not None and health.stats.snapshot()["skew"]["mean"] == pytest.approx(0.002)
+    for i in range(1, 7):  # the thermal camera stops; 1.5 s of RGB
+        clock.now += 0.25
+        path.accept("rgb", image_in(t + i * 250 * MS, i, "rgb8"), 0)
+    single = slot.take(timeout=0)
+    assert single.thermal is None and single.rgb_stamp_ns == t + 6 * 250 * MS
+    assert slot.dropped == 1  # the first single frame (after 1.25 s) was replaced by the next before anyone took it
+    path.accept("rgb", image_in(t, 9, "yuv420"), 0)  # refused by the field check, counted
+    assert health.stats.errors["bad_rgb"] == 1 and slot.take(timeout=0) is None
+    path.params = health.params = NodeParams(checkpoint="m", input_timeout=1.0, input_fallback="none")
+    clock.now += 0.25
+    path.accept("rgb", image_in(t + 7 * 250 * MS, 7, "rgb8"), 0)
+    assert slot.take(timeout=0) is None  # none: nothing without a partner

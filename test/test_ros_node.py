@@ -34,7 +34,8 @@ from std_msgs.msg import String  # noqa: E402
 
 from taseg_ros.frames.thermal import ThermalNormalization, align_thermal, normalize_thermal  # noqa: E402
 from taseg_ros.frames.codec import image_to_array  # noqa: E402
-from taseg_ros.ros.node import TASegNode, spin_resiliently  # noqa: E402
+from taseg_ros.ros.client import spin_resiliently  # noqa: E402
+from taseg_ros.ros.node import TASegNode  # noqa: E402
 from taseg_ros.ros.params import NodeParams  # noqa: E402
 
 DOMAIN_ID = random.randint(100, 200)
@@ -153,7 +154,7 @@ class Probe:
         for sub in self.subs[: len(OUTPUTS)]:
             name = sub.topic_name.rsplit("/", 1)[1]
             if name in outputs:
-                wait_until(lambda: sub.get_publisher_count() > 0 and node._outputs[name].get_subscription_count() > 0,
+                wait_until(lambda: sub.get_publisher_count() > 0 and node._outputs.raw[name].get_subscription_count() > 0,
                            what=f"the node's {name} publisher to match the probe")
 
     def next_stamp_ns(self) -> int:
@@ -216,8 +217,10 @@ def start_node(ros, checkpoint):
         namespace = f"/t{uuid.uuid4().hex[:8]}"
         # Reliable inputs unless a test asks otherwise: these tests are about the node, not about
         # best-effort transport losing a sample on a loaded machine.
+        # Camera faults off unless a test asks: most tests publish one stream at a time, or one frame
+        # again and again (a frozen stream to the node).
         values = {"checkpoint": str(checkpoint), "diagnostics_period": 0.2, "log_throttle": 0.0,
-                  "input_qos": "reliable", **params}
+                  "input_qos": "reliable", "input_timeout": 0.0, "frozen_warning": 0.0, **params}
         node = TASegNode(namespace=namespace, context=context,
                          parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
         executor.add_node(node)
@@ -319,25 +322,25 @@ def test_unsubscribed_outputs_are_not_built(start_node):
     node, probe = start_node(publish_confidence=True)
     for sub in list(probe.subs[1:4]):  # keep only ~/labels
         probe.node.destroy_subscription(sub)
-    wait_until(lambda: node._outputs["overlay"].get_subscription_count() == 0
-               and node._outputs["colorized"].get_subscription_count() == 0
-               and node._outputs["confidence"].get_subscription_count() == 0, what="subscribers to go away")
+    wait_until(lambda: node._outputs.raw["overlay"].get_subscription_count() == 0
+               and node._outputs.raw["colorized"].get_subscription_count() == 0
+               and node._outputs.raw["confidence"].get_subscription_count() == 0, what="subscribers to go away")
     built = []
-    import taseg_ros.ros.node as node_module
+    import taseg_ros.ros.publishers as node_module
 
-    original = node_module._image_msg
+    original = node_module.image_message
 
     def counting(header, image, encoding):
         built.append(encoding)
         return original(header, image, encoding)
 
-    node_module._image_msg = counting
+    node_module.image_message = counting
     try:
         stamp = publish_pair(probe)
         wait_until(lambda: probe.count("labels") >= 1, what="labels")
-        wait_until(lambda: node.stats.processed >= 1, what="processing to finish")
+        wait_until(lambda: node.health.stats.processed >= 1, what="processing to finish")
     finally:
-        node_module._image_msg = original
+        node_module.image_message = original
     assert stamp_of(probe.last("labels")) == stamp
     assert built == ["mono8"]
 
@@ -359,7 +362,7 @@ def test_compressed_inputs(start_node):
     stamp = probe.next_stamp_ns()
     probe.rgb_pub.publish(set_stamp(CompressedImage(format="jpeg", data=b"\xff\xd8garbage"), stamp, "cam"))
     probe.thermal_pub.publish(set_stamp(CompressedImage(format="png", data=png.tobytes()), stamp, "th"))
-    wait_until(lambda: node.stats.errors["bad_rgb"] == 1, what="the bad JPEG to be counted")
+    wait_until(lambda: node.health.stats.errors["bad_rgb"] == 1, what="the bad JPEG to be counted")
     stamp = probe.next_stamp_ns()
     probe.rgb_pub.publish(set_stamp(CompressedImage(format="jpeg", data=jpeg.tobytes()), stamp, "cam"))
     probe.thermal_pub.publish(set_stamp(CompressedImage(format="png", data=png.tobytes()), stamp, "th"))
@@ -385,8 +388,8 @@ def test_device_and_precision_parameters(start_node):
 
 
 def test_qos_follows_the_parameters(start_node):
-    """As DDS discovery reports them to other participants: inputs sensor-data (best effort) and
-    outputs reliable by default, each switchable by its parameter."""
+    """As DDS discovery reports them to other participants: inputs and outputs reliable by default
+    (inputs: no frame lost in transport, README), each switchable by its parameter."""
     def reliability(probe):
         graph = probe.node
         wait_until(lambda: all(len(graph.get_subscriptions_info_by_topic(f"{probe.namespace}/{s}/image")) == 1
@@ -397,11 +400,11 @@ def test_qos_follows_the_parameters(start_node):
 
     default = NodeParams()
     node, probe = start_node(input_qos=default.input_qos, output_qos=default.output_qos)
-    assert reliability(probe) == ({ReliabilityPolicy.BEST_EFFORT}, {ReliabilityPolicy.RELIABLE})
-    node, probe = start_node(activate=False, input_qos="reliable", output_qos="sensor_data")
+    assert reliability(probe) == ({ReliabilityPolicy.RELIABLE}, {ReliabilityPolicy.RELIABLE})
+    node, probe = start_node(activate=False, input_qos="sensor_data", output_qos="sensor_data")
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    assert reliability(probe) == ({ReliabilityPolicy.RELIABLE}, {ReliabilityPolicy.BEST_EFFORT})
+    assert reliability(probe) == ({ReliabilityPolicy.BEST_EFFORT}, {ReliabilityPolicy.BEST_EFFORT})
 
 
 def test_hour_old_stamps_still_pair_and_diagnostics_say_why_latency_is_off(start_node):
@@ -445,18 +448,18 @@ def test_stale_pairs_are_dropped_and_latency_stays_bounded(start_node):
                    what="the newest pair to be processed")
     except AssertionError as exc:
         raise AssertionError(
-            f"{exc}: last published {last}, last paired rgb {node._pairer.last_pair_stamp_ns}, "
+            f"{exc}: last published {last}, last paired rgb {node._inputs.pairer.last_pair_stamp_ns}, "
             f"last output {stamp_of(probe.last('labels')) if probe.count('labels') else None}, "
-            f"pairing {node._pairer.stats}, buffered {node._pairer.buffered()}, stats {node.stats.snapshot()}, "
-            f"dropped {node._slot.dropped}, worker alive {node._worker.is_alive()}"
+            f"pairing {node._inputs.pairer.stats}, buffered {node._inputs.pairer.buffered()}, stats {node.health.stats.snapshot()}, "
+            f"dropped {node._slot.dropped}, worker alive {node._worker.thread.is_alive()}"
         ) from None
-    pairing = node._pairer.stats
+    pairing = node._inputs.pairer.stats
     # every pair is either processed or counted as dropped (processed is counted just after publishing)
-    wait_until(lambda: pairing.pairs == node.stats.processed + node._slot.dropped, what="pair accounting")
+    wait_until(lambda: pairing.pairs == node.health.stats.processed + node._slot.dropped, what="pair accounting")
     assert not node._slot.pending
     assert node._slot.dropped > 0
-    assert node.stats.processed < pairing.pairs
-    snap = node.stats.snapshot()
+    assert node.health.stats.processed < pairing.pairs
+    snap = node.health.stats.snapshot()
     # Newest-wins: a pair waits at most for the inference in progress plus its own; a FIFO queue
     # would make the last of 80 pairs wait for every pair before it.
     bound = 2 * snap["inference"]["max"] + 2 * snap["overhead"]["max"] + 1.0
@@ -481,7 +484,7 @@ def test_bad_inputs_are_counted_and_processing_continues(start_node):
                    what="output of a good pair")
 
     def errors(kind):
-        return node.stats.errors[kind]
+        return node.health.stats.errors[kind]
 
     good_pair_still_works()
 
@@ -502,9 +505,9 @@ def test_bad_inputs_are_counted_and_processing_continues(start_node):
     good_pair_still_works()
 
     probe.rgb_pub.publish(image_msg(rgb, "rgb8", 0, "cam"))
-    wait_until(lambda: node._pairer.stats.zero_stamp == 1, what="zero stamp counted")
+    wait_until(lambda: node._inputs.pairer.stats.zero_stamp == 1, what="zero stamp counted")
     probe.rgb_pub.publish(image_msg(rgb, "rgb8", probe._last_stamp_ns - 50_000_000, "cam"))
-    wait_until(lambda: node._pairer.stats.out_of_order == 1, what="out-of-order stamp counted")
+    wait_until(lambda: node._inputs.pairer.stats.out_of_order == 1, what="out-of-order stamp counted")
     good_pair_still_works()
 
     stamp = probe.next_stamp_ns()
@@ -517,7 +520,7 @@ def test_bad_inputs_are_counted_and_processing_continues(start_node):
     assert errors("nonfinite_thermal") == 1 and stamp_of(probe.last("labels")) == stamp
 
     # one stream missing: only RGB for longer than no_pair_warning
-    unmatched_before = node._pairer.stats.unmatched_rgb
+    unmatched_before = node._inputs.pairer.stats.unmatched_rgb
     deadline = time.monotonic() + WAIT
 
     def warned_about_thermal_only():
@@ -527,12 +530,12 @@ def test_bad_inputs_are_counted_and_processing_continues(start_node):
         return status.level == b"\x01" and status.message.endswith("no message for > 0.6 s on: thermal")
 
     while time.monotonic() < deadline:
-        if warned_about_thermal_only() and node._pairer.stats.unmatched_rgb > unmatched_before:
+        if warned_about_thermal_only() and node._inputs.pairer.stats.unmatched_rgb > unmatched_before:
             break
         probe.rgb_pub.publish(image_msg(rgb, "rgb8", probe.next_stamp_ns(), "cam"))
         time.sleep(0.05)
     assert warned_about_thermal_only(), f"no warning about the missing thermal stream: {probe.last('diagnostics')}"
-    assert node._pairer.stats.unmatched_rgb > unmatched_before  # RGB frames without a partner are counted
+    assert node._inputs.pairer.stats.unmatched_rgb > unmatched_before  # RGB frames without a partner are counted
     good_pair_still_works()
     wait_until(lambda: probe.last("diagnostics").level == b"\x00", what="diagnostics back to OK")
 
@@ -552,7 +555,7 @@ def test_bad_inputs_are_counted_and_processing_continues(start_node):
     wait_until(lambda: errors("model") == 1, what="model error counted")
     good_pair_still_works()
 
-    assert node._worker.is_alive()
+    assert node._worker.thread.is_alive()
     values = {}
     wait_until(lambda: (values.update({kv.key: kv.value for kv in probe.last("diagnostics").values})
                         or values.get("errors_model") == "1"), what="diagnostics with the model error")
@@ -580,7 +583,7 @@ def test_undecodable_frames_are_reported_with_their_reason(start_node):
     rgb, thermal = frames(seed=6)
     deadline = time.monotonic() + WAIT
     hostile = "yuv420\x1b[2J\x1b[31m"
-    while not node.stats.errors["bad_rgb"] >= 3 or node.stats.errors["bad_rgb"] == 0:
+    while not node.health.stats.errors["bad_rgb"] >= 3 or node.health.stats.errors["bad_rgb"] == 0:
         assert time.monotonic() < deadline, "refused frames not counted"
         stamp = probe.next_stamp_ns()
         probe.rgb_pub.publish(image_msg(rgb[:, :, :2], hostile, stamp, "cam"))
@@ -649,12 +652,12 @@ def test_counters_restart_at_configure(start_node):
     stamp = publish_pair(probe, rgb, thermal)
     wait_until(lambda: probe.count("labels") >= 1 and stamp_of(probe.last("labels")) == stamp, what="labels")
     probe.rgb_pub.publish(image_msg(rgb[:, :, :2], "yuv420", probe.next_stamp_ns(), "cam"))
-    wait_until(lambda: node.stats.errors["bad_rgb"] == 1, what="the refused frame counted")
-    wait_until(lambda: node.stats.processed == 1, what="the processed pair counted")
+    wait_until(lambda: node.health.stats.errors["bad_rgb"] == 1, what="the refused frame counted")
+    wait_until(lambda: node.health.stats.processed == 1, what="the processed pair counted")
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    assert node.stats.processed == 0 and not node.stats.errors and node._slot.dropped == 0
+    assert node.health.stats.processed == 0 and not node.health.stats.errors and node._slot.dropped == 0
     report = node.diagnostic_report()
     assert report.values["processed"] == "0" and report.values["errors"] == "0" and report.values["pairs"] == "0"
     assert report.values["latency_mean_ms"] == "nan"
@@ -662,7 +665,7 @@ def test_counters_restart_at_configure(start_node):
     probe.wait_connected(node)
     stamp = publish_pair(probe, rgb, thermal)
     wait_until(lambda: probe.count("labels") >= 2 and stamp_of(probe.last("labels")) == stamp, what="labels again")
-    wait_until(lambda: node.stats.processed == 1, what="one pair counted since configure")
+    wait_until(lambda: node.health.stats.processed == 1, what="one pair counted since configure")
     status = wait_for_status(probe, lambda st: {kv.key: kv.value for kv in st.values}.get("processed") == "1"
                              and {kv.key: kv.value for kv in st.values}.get("errors") == "0",
                              "diagnostics counting from the new configure")
@@ -712,8 +715,9 @@ def test_parameters_set_while_running(start_node):
     assert not bad.successful and "overlay_alpha" in bad.reason and "range" in bad.reason, bad.reason
     (bad,) = set_params(thermal_percentiles=[99.0, 1.0])  # refused by the node's own check across values
     assert not bad.successful and "percentiles must satisfy" in bad.reason, bad.reason
-    (fixed,) = set_params(checkpoint="/elsewhere/model.safetensors")
-    assert not fixed.successful and "read-only" in fixed.reason, fixed.reason
+    (fixed,) = set_params(checkpoint="/elsewhere/model.safetensors")  # read at configure: refused while active
+    assert not fixed.successful and "checkpoint: read at configure, and the node is active" in fixed.reason, fixed.reason
+    assert "deactivate, then cleanup" in fixed.reason, fixed.reason
     assert node.get_parameter("checkpoint").value != "/elsewhere/model.safetensors"
     assert node.params.overlay_alpha == 0.9  # the refused values changed nothing
 
@@ -726,14 +730,18 @@ def test_parameters_set_while_running(start_node):
     expected = node.segmenter.predict(rgb, np.ones(rgb.shape[:2], np.float32), thermal_norm=ThermalNormalization("fixed", 0.0, 1.0))
     assert np.array_equal(image_to_array(probe.last("labels")), expected.labels)
 
-    # unconfigured: a live parameter is taken and checked at the next configure; read-only ones stay so
+    # unconfigured: every parameter may change (each value checked against its row now, across
+    # parameters at the next configure)
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
     (later,) = set_params(thermal_percentiles=[99.0, 1.0])
     assert later.successful and node.trigger_configure() == TransitionCallbackReturn.FAILURE
     assert "percentiles must satisfy" in node.configure_error
-    (still,) = set_params(slop=0.05)
-    assert not still.successful and node.get_parameter("slop").value != 0.05
+    (typed,) = set_params(slop="fast")
+    assert not typed.successful and "parameter 'slop' = 'fast'" in typed.reason, typed.reason
+    results = set_params(slop=0.05, thermal_percentiles=[1.0, 99.0])
+    assert all(r.successful for r in results) and node.get_parameter("slop").value == 0.05
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.params.slop == 0.05
 
 def test_configure_fails_clearly_for_bad_checkpoints(start_node, tmp_path):
     from safetensors.torch import save_file
@@ -803,7 +811,7 @@ def test_lifecycle_transitions_over_services(start_node):
 
     assert transition(Transition.TRANSITION_DEACTIVATE)
     assert transition(Transition.TRANSITION_CLEANUP) and state() == "unconfigured"
-    assert node._outputs == {} and node._diag_timer is None
+    assert node._outputs is None and node._diag_timer is None
     wait_until(lambda: probe.subs[0].get_publisher_count() == 0, what="output publishers to be removed")
     assert transition(Transition.TRANSITION_CONFIGURE) and state() == "inactive"
     assert transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN) is False  # not valid from inactive
@@ -845,13 +853,13 @@ def test_soak_memory_is_flat(start_node):
         probe.thermal_pub.publish(set_stamp(thermal_msg, stamp + 1_000_000, "th"))
         time.sleep(1 / 30)
         if time.monotonic() > warmup_end and (not samples or time.monotonic() - samples[-1][0] > 5.0):
-            samples.append((time.monotonic(), rss_mib(), node.stats.processed))
-    processed = node.stats.processed
+            samples.append((time.monotonic(), rss_mib(), node.health.stats.processed))
+    processed = node.health.stats.processed
     growth = samples[-1][1] - samples[0][1]
     print(f"\nsoak: {seconds:.0f} s, {processed} frames processed, dropped {node._slot.dropped}, "
           f"RSS {samples[0][1]:.1f} -> {samples[-1][1]:.1f} MiB (max {max(s[1] for s in samples):.1f}); "
           f"samples (s, MiB, processed) {[(round(t - start), round(m, 1), n) for t, m, n in samples]}; "
-          f"{node.stats.snapshot()}")
+          f"{node.health.stats.snapshot()}")
     # A floor far below the ~30 fps measured on 2 cores, there to prove that memory was watched over
     # hundreds of frames (speed itself is measured by `python -m taseg_ros.ros.bench`, not asserted).
     assert processed > 5 * seconds, f"only {processed} frames in {seconds:.0f} s"
@@ -867,7 +875,7 @@ def node_process(*ros_args: str):
 
     env = {**os.environ, "ROS_DOMAIN_ID": str(DOMAIN_ID), "PYTHONWARNINGS": "ignore"}
     return subprocess.Popen(
-        [sys.executable, "-c", "import sys; from taseg_ros.ros.node import main; sys.exit(main())", "--ros-args", *ros_args],
+        [sys.executable, "-c", "import sys; from taseg_ros.ros.start import main; sys.exit(main())", "--ros-args", *ros_args],
         cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
@@ -945,7 +953,7 @@ def test_each_kind_of_input_problem_is_logged_within_the_throttle_window(start_n
     ]
     for count, msg in enumerate(frames, start=1):  # one at a time: the input queue holds one frame
         probe.rgb_pub.publish(msg)
-        wait_until(lambda: node.stats.errors["bad_rgb"] == count, what=f"bad RGB frame {count} counted")
+        wait_until(lambda: node.health.stats.errors["bad_rgb"] == count, what=f"bad RGB frame {count} counted")
     wait_until(lambda: len(probe.logged("frame ignored")) >= 3, what="three warnings on /rosout")
     time.sleep(0.5)  # a fourth line would have arrived by now
     lines = probe.logged("frame ignored")
@@ -986,7 +994,7 @@ def test_node_and_bag_eval_report_the_same_steps_and_notes(start_node, checkpoin
         probe.rgb_pub.publish(image_msg(rgb, "rgb8", stamp, "cam"))
         probe.thermal_pub.publish(image_msg(thermal, "32FC1", stamp, "th"))
         wait_until(lambda: probe.count("labels") > before, what="labels of the NaN thermal pair")
-    assert node.stats.errors["nonfinite_thermal"] == bag.note_counts["nonfinite_thermal"]
+    assert node.health.stats.errors["nonfinite_thermal"] == bag.note_counts["nonfinite_thermal"]
     wait_until(lambda: probe.logged("NaN/inf") and probe.logged("resized to the RGB frame"), what="both notes on /rosout")
     node_lines = probe.logged("NaN/inf") + probe.logged("resized to the RGB frame")
 
@@ -1101,3 +1109,192 @@ def test_a_closed_tool_node_leaves_no_dds_participant():
     tool.close()
     assert time.monotonic() - started < 8  # the spinner ends with the context (was a 10 s join timeout)
     wait_until(lambda: dds_threads() <= before, what="the participant's threads to end")
+
+
+# --- the output contract (issue 25): LabelInfo, compressed outputs, confidence encodings, timings ---
+
+
+def late_subscriber(probe: Probe, type_, topic: str, qos=LATCHED):
+    """A subscription made now, recording into a list (late: after the node published)."""
+    got = []
+    probe.subs.append(probe.node.create_subscription(type_, topic, got.append, qos))
+    return got
+
+
+def test_label_info_is_latched_and_matches_the_class_list(start_node):
+    vision_msgs = pytest.importorskip("vision_msgs.msg", reason="vision_msgs is not installed (../shared/ros2_tools)")
+    node, probe = start_node()
+    wait_until(lambda: probe.count("class_info") >= 1, what="class_info")
+    infos = late_subscriber(probe, vision_msgs.LabelInfo, "taseg/label_info")
+    wait_until(lambda: infos, what="LabelInfo for a late subscriber (transient local)")
+    names = json.loads(probe.last("class_info").data)["classes"]
+    assert [(c.class_id, c.class_name) for c in infos[0].class_map] == list(enumerate(names))
+    assert len(names) == 9 and infos[0].threshold == 0.0
+    publishers = probe.node.get_publishers_info_by_topic(f"{probe.namespace}/taseg/label_info")
+    assert [(p.qos_profile.reliability, p.qos_profile.durability) for p in publishers] == [
+        (ReliabilityPolicy.RELIABLE, DurabilityPolicy.TRANSIENT_LOCAL)]
+
+
+def test_compressed_outputs_decode_and_mono8_confidence_is_255_p(start_node, tmp_path):
+    """~/labels/compressed is lossless PNG, ~/overlay/compressed and ~/colorized/compressed JPEG, each
+    decoded by OpenCV and written to / read from an MCAP with Foxglove's readers (mcap-ros2-support);
+    the mono8 confidence is round(255 x the 32FC1 one) for the same pair."""
+    node, probe = start_node(publish_confidence=True)
+    compressed = {name: late_subscriber(probe, CompressedImage, f"taseg/{name}/compressed", RELIABLE)
+                  for name in ("labels", "colorized", "overlay")}
+    wait_until(lambda: all(node._outputs.compressed[n].get_subscription_count() for n in compressed)
+               and all(s.get_publisher_count() for s in probe.subs[-3:]), what="compressed subscriptions to match")
+    probe.wait_connected(node, outputs=OUTPUTS)
+    _, thermal = frames(seed=11)
+    y, x = np.mgrid[0:120, 0:160]
+    rgb = np.dstack([x * 1.5, y * 2, 255 - x]).astype(np.uint8)  # smooth, as a camera frame (JPEG keeps it close)
+    stamp = publish_pair(probe, rgb, thermal)
+    wait_until(lambda: probe.count("confidence") == 1 and all(compressed.values()), what="raw and compressed outputs")
+    assert all(stamp_of(msgs[0]) == stamp for msgs in compressed.values())
+    assert [compressed[n][0].format for n in ("labels", "colorized", "overlay")] == ["png", "jpeg", "jpeg"]
+    labels = image_to_array(probe.last("labels"))
+    decoded = {n: cv2.imdecode(np.frombuffer(bytes(m[0].data), np.uint8), cv2.IMREAD_UNCHANGED) for n, m in compressed.items()}
+    assert np.array_equal(decoded["labels"], labels)  # PNG: every class id survives
+    for name in ("colorized", "overlay"):
+        raw = image_to_array(probe.last(name))
+        assert np.abs(decoded[name][:, :, ::-1].astype(int) - raw.astype(int)).mean() < 6, name  # JPEG, quality 95
+
+    confidence32 = image_to_array(probe.last("confidence"))
+    assert probe.last("confidence").encoding == "32FC1"
+    node.set_parameters([Parameter("confidence_encoding", value="mono8")])
+    publish_pair(probe, rgb, thermal)
+    wait_until(lambda: probe.count("confidence") == 2, what="the mono8 confidence")
+    assert probe.last("confidence").encoding == "mono8"
+    assert np.array_equal(image_to_array(probe.last("confidence")), np.rint(255 * confidence32).astype(np.uint8))
+
+    # Recorded as `ros2 bag record` stores them (the serialized messages in an MCAP), then read back by
+    # Foxglove's own reader (mcap + mcap_ros2) and decoded
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+    from rclpy.serialization import serialize_message
+
+    from taseg_ros.bag.io.msgtypes import COMPRESSED_IMAGE
+    from taseg_ros.bag.io.writer import BagWriter
+
+    with BagWriter(tmp_path / "recorded") as writer:
+        for name, msgs in compressed.items():
+            writer.write_raw(f"/taseg/{name}/compressed", COMPRESSED_IMAGE, stamp, serialize_message(msgs[0]))
+    with open(next((tmp_path / "recorded").glob("*.mcap")), "rb") as stream:
+        read = {channel.topic: msg for _, channel, _, msg in
+                make_reader(stream, decoder_factories=[DecoderFactory()]).iter_decoded_messages()}
+    assert {m.format for m in read.values()} <= {"jpeg", "png"}  # Foxglove's documented formats: jpeg, png, webp, avif
+    assert np.array_equal(cv2.imdecode(np.frombuffer(bytes(read["/taseg/labels/compressed"].data), np.uint8),
+                                       cv2.IMREAD_UNCHANGED), labels)
+    overlay = cv2.imdecode(np.frombuffer(bytes(read["/taseg/overlay/compressed"].data), np.uint8), cv2.IMREAD_COLOR)
+    assert overlay.shape == (120, 160, 3)
+
+
+def test_timing_topics_report_processing_time_and_latency_in_ms(start_node):
+    from std_msgs.msg import Float64
+
+    node, probe = start_node()
+    processing = late_subscriber(probe, Float64, "taseg/debug/processing_time_ms", RELIABLE)
+    latency = late_subscriber(probe, Float64, "taseg/debug/pipeline_latency_ms", RELIABLE)
+    wait_until(lambda: all(p.get_subscription_count() for p in node._outputs.timing.values()), what="timing subscribers")
+    stamp = probe.next_stamp_ns()
+    publish_pair(probe, stamp_ns=stamp)
+    wait_until(lambda: processing and latency, what="one value on each timing topic")
+    wait_until(lambda: node.health.stats.processed == 1, what="the frame's statistics")
+    snap = node.health.stats.snapshot()
+    assert 0 < processing[0].data < latency[0].data  # the latency also counts transport and waiting
+    assert latency[0].data == pytest.approx(snap["latency"]["mean"] * 1e3, rel=0.05)
+    assert processing[0].data >= snap["inference"]["mean"] * 1e3
+
+
+# --- camera faults (issue 25): a silent stream with each fallback, a frozen stream ----------------
+
+
+def publish_alone(probe: Probe, stream: str, array, encoding: str, frame_id: str) -> int:
+    stamp = probe.next_stamp_ns()
+    (probe.rgb_pub if stream == "rgb" else probe.thermal_pub).publish(image_msg(array, encoding, stamp, frame_id))
+    return stamp
+
+
+@pytest.mark.parametrize("fallback", ["none", "blank"])
+def test_a_thermal_stream_that_stops_and_resumes(start_node, thermal_checkpoint, fallback):
+    """input_timeout 0.5 s. The thermal camera stops: `none` publishes nothing and the diagnostics turn
+    ERROR naming the stream; `blank` goes on from RGB alone with thermal blanked exactly as `taseg eval
+    --blank-thermal` blanks it, WARN with the count of degraded frames. It comes back: pairs again.
+    With `blank`, the RGB camera stopping instead gives outputs from thermal alone, in the RGB frame's
+    geometry (size, frame_id)."""
+    from taseg_ros.frames.blank import blank_rgb, blank_thermal
+
+    node, probe = start_node(input_timeout=0.5, input_fallback=fallback, no_pair_warning=30.0,
+                             checkpoint=str(thermal_checkpoint))  # a model whose labels depend on thermal
+    rgb, thermal = frames(seed=12)
+    for n in (1, 2):
+        publish_pair(probe, rgb, thermal)
+        wait_until(lambda: probe.count("labels") == n, what=f"paired output {n}")
+    paired_labels = image_to_array(probe.last("labels"))
+
+    silent_since = time.monotonic()
+    while time.monotonic() - silent_since < 1.0:  # RGB alone at ~20 Hz, past input_timeout
+        publish_alone(probe, "rgb", rgb, "rgb8", "camera_rgb")
+        time.sleep(0.05)
+    if fallback == "none":
+        status = wait_for_status(probe, lambda st: st.level == b"\x02" and "silent" in st.message, "the ERROR")
+        assert status.message.startswith(f"{probe.namespace}/thermal/image silent for ")
+        assert status.message.endswith("(input_timeout 0.5 s): publishing nothing (input_fallback none)")
+        assert probe.count("labels") == 2
+    else:
+        wait_until(lambda: probe.count("labels") > 4, what="outputs from RGB alone")
+        blanked = node.segmenter.predict_prepared(rgb, blank_thermal(rgb.shape[:2])).labels
+        assert np.array_equal(image_to_array(probe.last("labels")), blanked)  # evaluation's blanking, exactly
+        assert not np.array_equal(blanked, paired_labels)  # (the model does use the thermal input)
+        status = wait_for_status(probe, lambda st: st.level == b"\x01" and "degraded" in st.message, "the WARN")
+        values = {kv.key: kv.value for kv in status.values}
+        assert "thermal/image silent for" in status.message and ", since " in status.message
+        assert "publishing from" in status.message and "alone with thermal blanked (input_fallback blank)" in status.message
+        assert values["input_fallback_active"] == "thermal" and int(values["degraded_thermal_blanked"]) >= 1
+
+    before = probe.count("labels")
+    deadline = time.monotonic() + WAIT
+    while not (probe.count("labels") > before and np.array_equal(image_to_array(probe.last("labels")), paired_labels)):
+        assert time.monotonic() < deadline, "no paired output after the thermal camera came back"
+        publish_pair(probe, rgb, thermal)  # the first thermal frame clears the fault, the next ones pair
+        time.sleep(0.1)
+    wait_for_status(probe, lambda st: st.level == b"\x00", "diagnostics back to OK")
+
+    if fallback == "blank":  # now the RGB camera stops
+        silent_since = time.monotonic()
+        while time.monotonic() - silent_since < 1.0:
+            publish_alone(probe, "thermal", thermal, "mono16", "camera_thermal")
+            time.sleep(0.05)
+        wait_until(lambda: probe.last("labels").header.frame_id == "camera_rgb"
+                   and values_of(probe).get("input_fallback_active") == "rgb", what="outputs from thermal alone")
+        stamp = publish_alone(probe, "thermal", thermal, "mono16", "camera_thermal")
+        wait_until(lambda: stamp_of(probe.last("labels")) == stamp, what="the thermal frame's output")
+        labels = probe.last("labels")
+        assert (labels.height, labels.width, labels.header.frame_id) == (120, 160, "camera_rgb")
+        thermal01 = align_thermal(normalize_thermal(thermal, ThermalNormalization()), (120, 160))
+        expected = node.segmenter.predict_prepared(blank_rgb((120, 160)), thermal01).labels
+        assert np.array_equal(image_to_array(labels), expected)
+
+
+def values_of(probe: Probe) -> dict:
+    return {kv.key: kv.value for kv in probe.last("diagnostics").values} if probe.count("diagnostics") else {}
+
+
+def test_a_frozen_thermal_stream_is_reported(start_node):
+    node, probe = start_node(frozen_warning=0.5, no_pair_warning=30.0)
+    rgb, thermal = frames(seed=13)
+    started, shift = time.monotonic(), 0
+    while time.monotonic() - started < 1.0:  # live RGB (a new image each time), the same thermal image again and again
+        shift += 1
+        publish_pair(probe, np.roll(rgb, shift, axis=1), thermal)
+        time.sleep(0.05)
+    status = wait_for_status(probe, lambda st: "frozen" in st.message, "the frozen-stream WARN")
+    assert status.level == b"\x01" and status.message.startswith(f"{probe.namespace}/thermal/image frozen: the same image for ")
+    values = {kv.key: kv.value for kv in status.values}
+    assert float(values["thermal_frozen_s"]) > 0.5 and values["rgb_frozen_s"] == "0.0"
+    assert probe.count("labels") > 0  # a frozen stream is reported, its frames are still used
+    for seed in range(14, 20):  # it moves again
+        publish_pair(probe, rgb, frames(seed=seed)[1])
+        time.sleep(0.05)
+    wait_for_status(probe, lambda st: st.level == b"\x00" and {kv.key: kv.value for kv in st.values}["thermal_frozen_s"] == "0.0",
+                    "OK once the stream moves")

@@ -165,7 +165,7 @@ def record_and_replay(opts: DemoOptions, checkpoint: Path, bag: Path) -> dict | 
     domain = random.Random(os.getpid()).randint(100, 200)
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
     node_cmd = [
-        sys.executable, "-m", "taseg_ros.ros.node", "--ros-args", "-p", f"checkpoint:={checkpoint}",
+        sys.executable, "-m", "taseg_ros.ros.start", "--ros-args", "-p", f"checkpoint:={checkpoint}",
         "-r", f"rgb/image:={DEMO_RGB_TOPIC}", "-r", f"thermal/image:={DEMO_THERMAL_TOPIC}",
     ]
     log_path = opts.output / "bag" / "node.log"

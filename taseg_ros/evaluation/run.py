@@ -12,6 +12,7 @@ import torch
 from taseg_ros.errors import InputError
 from taseg_ros.evaluation.metrics import SegmentationEvaluator
 from taseg_ros.formatting import progress_bar
+from taseg_ros.frames.blank import blank_thermal as blank  # the parameter below is named blank_thermal
 from taseg_ros.frames.files import write_output
 from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA, IMAGE_OUTPUTS, check_alpha, colorize, overlay
 from taseg_ros.inference import PRECISIONS, Segmenter
@@ -50,7 +51,7 @@ def evaluate(
         sample = dataset[index]
         if sample["label"] is None:
             raise InputError(f"{config.name} sample '{sample['id']}' has no label file; cannot score it")
-        thermal = np.zeros_like(sample["thermal"]) if blank_thermal else sample["thermal"]
+        thermal = blank(sample["rgb"].shape[:2]) if blank_thermal else sample["thermal"]
         labels = segmenter.predict_prepared(sample["rgb"], thermal).labels
         evaluator.update(sample["label"], labels, condition=sample["condition"], source=sample["id"])
         if on_prediction is not None:

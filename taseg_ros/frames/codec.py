@@ -228,14 +228,14 @@ def decode_thermal(msg: Any) -> np.ndarray:
     return to_single_channel(image, "thermal image message")
 
 
-def decode_pair(rgb_msg: Any, thermal_msg: Any) -> tuple[np.ndarray, np.ndarray]:
+def decode_pair(rgb_msg: Any, thermal_msg: Any) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Both frames of a pair, (rgb, raw thermal), as the node, ``bag extract`` and ``bag select`` take
-    them. The ImageDecodeError of a frame that cannot be decoded says which one in ``stream``
-    ("rgb" or "thermal")."""
+    them (a missing message, None, stays None). The ImageDecodeError of a frame that cannot be
+    decoded says which one in ``stream`` ("rgb" or "thermal")."""
     images = []
     for stream, decode, msg in (("rgb", decode_rgb, rgb_msg), ("thermal", decode_thermal, thermal_msg)):
         try:
-            images.append(decode(msg))
+            images.append(None if msg is None else decode(msg))
         except ImageDecodeError as exc:
             exc.stream = stream
             raise
@@ -263,3 +263,29 @@ def encode_image(array: np.ndarray, encoding: str) -> ImageFields:
         is_bigendian=_HOST_BIG_ENDIAN,
         data=array.reshape(-1).view(np.uint8),
     )
+
+
+# Compressed images as image_transport's compressed publisher makes them: JPEG for colour, PNG
+# where every value must survive (labels), its default PNG level, colour stored as BGR. The format
+# field is the plain codec name ("jpeg", "png"), not image_transport's "rgb8; jpeg compressed bgr8":
+# Foxglove documents only the plain names (docs.foxglove.dev CompressedImage; its Lichtblick fork
+# failed on the long form, lichtblick#585), and image_transport's subscriber reads a plain name as
+# a bgr8 or mono8 image, which these are. This module's decoder reads both.
+COMPRESSED_FORMATS = ("jpeg", "png")
+PNG_LEVEL = 3
+
+
+def encode_compressed(array: np.ndarray, encoding: str, fmt: str, jpeg_quality: int = 95) -> tuple[str, bytes]:
+    """(H, W) mono8 or (H, W, 3) rgb8 array -> (CompressedImage format, data): colour stored as BGR
+    (OpenCV's order), the format the plain codec name."""
+    if fmt not in COMPRESSED_FORMATS:
+        raise ImageDecodeError(f"cannot compress to '{fmt}'; supported: {', '.join(COMPRESSED_FORMATS)}")
+    if encoding not in ("mono8", "rgb8"):
+        raise ImageDecodeError(f"cannot compress '{encoding}' images; supported: mono8, rgb8")
+    encode_image(array, encoding)  # checks the array fits the encoding
+    image = cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if encoding == "rgb8" else array
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if fmt == "jpeg" else [cv2.IMWRITE_PNG_COMPRESSION, PNG_LEVEL]
+    ok, data = cv2.imencode(".jpg" if fmt == "jpeg" else ".png", image, params)
+    if not ok:
+        raise ImageDecodeError(f"OpenCV could not encode a {array.shape} {encoding} image as {fmt}")
+    return fmt, data.tobytes()

@@ -97,3 +97,18 @@ def overlay(rgb: np.ndarray, colour: np.ndarray, alpha: float) -> np.ndarray:
     import cv2  # here, not at the top: the command-line parsers read this module's names, `--help` stays fast
 
     return cv2.addWeighted(colour, check_alpha(alpha), rgb, 1.0 - alpha, 0.0)
+
+
+# Encodings of the confidence image (node parameter confidence_encoding): the probability of the
+# chosen class as 32-bit float, or as mono8 0-255 (what Nav2's semantic segmentation layer reads).
+CONFIDENCE_ENCODINGS = ("32FC1", "mono8")
+
+
+def confidence_image(confidence: np.ndarray, encoding: str) -> np.ndarray:
+    """(H, W) float probabilities in [0, 1] -> the confidence image in ``encoding``: float32 as
+    they are, or uint8 round(255 x p)."""
+    if encoding not in CONFIDENCE_ENCODINGS:
+        raise InputError(f"unknown confidence encoding '{encoding}'; choose from {CONFIDENCE_ENCODINGS}")
+    if encoding == "32FC1":
+        return np.asarray(confidence, np.float32)
+    return np.rint(np.clip(confidence, 0.0, 1.0) * 255.0).astype(np.uint8)

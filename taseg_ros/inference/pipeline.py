@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from taseg_ros.frames.blank import blank_rgb, blank_thermal
 from taseg_ros.frames.codec import ImageDecodeError, decode_pair
 from taseg_ros.frames.render import COLOUR_OUTPUTS, RENDERED_OUTPUTS, check_outputs, colorize, overlay
 from taseg_ros.frames.settings import STEPS, FrameSettings
@@ -77,28 +78,34 @@ class FramePipeline:
         self._current = (settings, thermal)
 
     def process_messages(self, rgb_msg: Any, thermal_msg: Any, outputs: Iterable[str] = RENDERED_OUTPUTS,
-                         entropy: bool = False) -> FrameResult:
-        """Decode both messages, then ``process``; a message that cannot be decoded skips the pair."""
+                         entropy: bool = False, rgb_hw: tuple[int, int] | None = None) -> FrameResult:
+        """Decode both messages, then ``process``; a message that cannot be decoded skips the pair.
+        A missing message (None: the node's fallback for a silent camera) is blanked
+        (``frames.blank``): the thermal input as evaluation blanks it, RGB as a black ``rgb_hw`` frame."""
         start = time.perf_counter()
         try:
-            images = decode_pair(rgb_msg, thermal_msg)
+            rgb, thermal = decode_pair(rgb_msg, thermal_msg)
         except ImageDecodeError as exc:
             return FrameResult(error=FrameNote(f"bad_{exc.stream}", exc.stream, f"{exc}; pair skipped", exc.reason),
                                timings={"decode": time.perf_counter() - start})
-        return self.process(*images, outputs=outputs, decode_s=time.perf_counter() - start, entropy=entropy)
+        rgb = blank_rgb(rgb_hw) if rgb is None else rgb
+        return self.process(rgb, thermal, outputs=outputs, decode_s=time.perf_counter() - start, entropy=entropy)
 
     def process(
-        self, rgb: np.ndarray, thermal: np.ndarray, outputs: Iterable[str] = RENDERED_OUTPUTS, decode_s: float = 0.0,
-        entropy: bool = False,
+        self, rgb: np.ndarray, thermal: np.ndarray | None, outputs: Iterable[str] = RENDERED_OUTPUTS,
+        decode_s: float = 0.0, entropy: bool = False,
     ) -> FrameResult:
-        """Decoded rgb (H, W, 3) uint8 and raw thermal (any size and dtype) -> labels and the
-        requested ``outputs``; ``entropy``: also the normalised entropy map (timed on its own)."""
+        """Decoded rgb (H, W, 3) uint8 and raw thermal (any size and dtype; None: blanked) -> labels
+        and the requested ``outputs``; ``entropy``: also the normalised entropy map (timed on its own)."""
         settings, prepare_thermal = self._current
         wanted = check_outputs(outputs)
         result = FrameResult(rgb=rgb, timings={"decode": decode_s})
         start = time.perf_counter()
         try:
-            thermal01, result.notes = prepare_thermal(thermal, rgb.shape[:2])
+            if thermal is None:
+                thermal01 = blank_thermal(rgb.shape[:2])
+            else:
+                thermal01, result.notes = prepare_thermal(thermal, rgb.shape[:2])
         except ValueError as exc:  # e.g. a homography that warps this frame size out of view
             result.error = FrameNote("bad_thermal", "thermal", f"{exc}; pair skipped")
             return result

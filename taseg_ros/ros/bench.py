@@ -32,8 +32,10 @@ from pathlib import Path
 import numpy as np
 
 from taseg_ros.outputs import write_text_atomic
+from taseg_ros.frames.render import OUTPUTS, RENDERED_OUTPUTS
 from taseg_ros.frames.settings import STEPS
 from taseg_ros.ros.client import wait_for
+from taseg_ros.ros.params import NodeParams
 from taseg_ros.scenes import scene_pair16
 from taseg_ros.timing import summarize_ms
 
@@ -60,18 +62,19 @@ def _in_thread(fn):
     return result[0]
 
 
-def _pipeline_runs(pipeline, rgb_msg, thermal_msg, frames: int) -> list:
+def _pipeline_runs(pipeline, rgb_msg, thermal_msg, frames: int, outputs=RENDERED_OUTPUTS) -> list:
     """FramePipeline results for ``frames`` runs after one warm-up, on a worker thread as in the node."""
     def run():
-        pipeline.process_messages(rgb_msg, thermal_msg)
-        return [pipeline.process_messages(rgb_msg, thermal_msg) for _ in range(frames)]
+        pipeline.process_messages(rgb_msg, thermal_msg, outputs)
+        return [pipeline.process_messages(rgb_msg, thermal_msg, outputs) for _ in range(frames)]
 
     return _in_thread(run)
 
 
 def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int, device: str, precision: str) -> dict:
     """The node's per-frame pipeline without DDS: its own step timings, with thermal at the RGB size
-    and at half size (the resize step), plus building the three output messages."""
+    and at half size (the resize step), plus rendering and building the output messages with every
+    output subscribed (raw and compressed) and with only ~/labels (the node skips the others)."""
     from taseg_ros.frames.codec import encode_image
     from taseg_ros.inference.pipeline import FramePipeline
     from taseg_ros.inference import Segmenter
@@ -83,20 +86,20 @@ def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int
     bgr = encode_image(rgb[:, :, ::-1].copy(), "bgr8")
     full = _pipeline_runs(pipeline, bgr, encode_image(thermal, "mono16"), frames)
     half = _pipeline_runs(pipeline, bgr, encode_image(thermal[::2, ::2].copy(), "mono16"), frames)
+    labels_only = _pipeline_runs(pipeline, bgr, encode_image(thermal, "mono16"), frames, outputs=())
     steps = {step: [r.timings[step] for r in full] for step in STEPS}
     steps["thermal_from_half_size"] = [r.timings["thermal"] for r in half]
+    steps["render_labels_only"] = [r.timings["render"] for r in labels_only]
     steps.update(_quality_costs(full, len(seg.class_info.names), frames))
     try:
         from std_msgs.msg import Header
 
-        from taseg_ros.ros.node import _image_msg
+        from taseg_ros.ros.publishers import COMPRESSED, output_messages
 
-        header, last = Header(), full[-1]
-        steps["build_3_messages"] = _timeit(
-            lambda: (_image_msg(header, last.labels, "mono8"), _image_msg(header, last.colorized, "rgb8"),
-                     _image_msg(header, last.overlay, "rgb8")),
-            frames,
-        )
+        header, last, params = Header(), full[-1], NodeParams(publish_confidence=True)
+        steps["messages_all_outputs"] = _timeit(
+            lambda: output_messages(header, last, params, list(OUTPUTS), list(COMPRESSED)), frames)
+        steps["messages_labels_only"] = _timeit(lambda: output_messages(header, last, params, ["labels"], []), frames)
     except ImportError:  # no rclpy: the message-building step is measured by the node run only
         pass
     seg.release()
@@ -139,7 +142,7 @@ def bench_node(checkpoint: Path, height: int, width: int, frames: int, device: s
 class _NodeBench:
     """A node and a probe node (publishers of the pairs, subscribers of the outputs) in one context."""
 
-    OUTPUTS = ("labels", "colorized", "overlay")
+    VIEWED = tuple(name for name in OUTPUTS if name != "confidence")  # what a viewer subscribes to
     WARMUP = 3
 
     def __init__(self, checkpoint: Path, device: str, precision: str, backend: str) -> None:
@@ -156,10 +159,10 @@ class _NodeBench:
         self.probe.add_node(self.node)
         self.rgb_pub = self.probe.publisher("rgb/image", "sensor_msgs/msg/Image")
         self.thermal_pub = self.probe.publisher("thermal/image", "sensor_msgs/msg/Image")
-        self.received = {name: 0 for name in self.OUTPUTS}
+        self.received = {name: 0 for name in self.VIEWED}
         self.cond = threading.Condition()
         self.subs = [self.probe.subscribe(f"taseg/{name}", "sensor_msgs/msg/Image", self._counter(name))
-                     for name in self.OUTPUTS]
+                     for name in self.VIEWED]
 
     def _counter(self, name: str):
         def on_msg(_):
@@ -186,21 +189,21 @@ class _NodeBench:
 
         from std_msgs.msg import Header
 
-        from taseg_ros.ros.node import _image_msg
+        from taseg_ros.ros.messages import image_message
 
-        rgb_msg, thermal_msg = _image_msg(Header(), rgb, "rgb8"), _image_msg(Header(), thermal, "mono16")
+        rgb_msg, thermal_msg = image_message(Header(), rgb, "rgb8"), image_message(Header(), thermal, "mono16")
         for i in range(frames + self.WARMUP):
             if i == self.WARMUP:
                 # The node records a frame's statistics after publishing its outputs: wait for the last
                 # warm-up frame's record before dropping them, or (on a loaded machine) it lands in the
                 # measured statistics as a fourth frame.
-                wait_for(lambda: self.node.stats.processed >= self.WARMUP, 30)
-                self.node.stats = NodeStatistics()  # drop the warm-up frames from the statistics
+                wait_for(lambda: self.node.health.stats.processed >= self.WARMUP, 30)
+                self.node.health.stats = NodeStatistics()  # drop the warm-up frames from the statistics
                 measured_from = time.perf_counter()
             self._one_pair(rgb_msg, thermal_msg, i)
         elapsed = time.perf_counter() - measured_from
         deadline = time.monotonic() + 10
-        while self.node.stats.processed < frames and time.monotonic() < deadline:
+        while self.node.health.stats.processed < frames and time.monotonic() < deadline:
             time.sleep(0.01)
         return self._result(frames / elapsed)
 
@@ -215,7 +218,7 @@ class _NodeBench:
                 raise RuntimeError(f"no output for frame {index}")
 
     def _result(self, fps: float) -> dict:
-        snap = self.node.stats.snapshot()
+        snap = self.node.health.stats.snapshot()
         result = {"fps": fps, "processed": snap["processed"], "dropped": self.node._slot.dropped,
                   "errors": snap["errors"]}
         for name in ("inference", "overhead", "latency", "prepare", "publish"):
@@ -262,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(results["steps"][step]["mean"] for step in STEPS)
     for name in ("quality_node", "quality_bag_eval"):
         print(f"  {name} / pipeline per-frame time = {results['steps'][name]['mean'] / total:.2%}")
+    if "messages_all_outputs" in results["steps"]:
+        every = results["steps"]["render"]["mean"] + results["steps"]["messages_all_outputs"]["mean"]
+        labels = results["steps"]["render_labels_only"]["mean"] + results["steps"]["messages_labels_only"]["mean"]
+        print(f"  outputs rendered + built per frame: every output subscribed (4 raw incl. confidence, 3 compressed) "
+              f"{every:.2f} ms, only ~/labels {labels:.2f} ms: skipping the unsubscribed ones saves {every - labels:.2f} ms")
     if "node" in results:
         node = results["node"]
         print(f"  node ({node['processed']} frames, {node['dropped']} dropped, errors {node['errors'] or 0}, "

@@ -16,9 +16,6 @@ from typing import Any, Callable
 
 from taseg_ros.errors import MissingInputError
 
-QOS_KINDS = ("reliable", "best_effort", "latched")
-
-
 def ros_missing() -> str | None:
     """None when the ROS 2 Python packages import, else the reason, worded for the user."""
     try:
@@ -45,15 +42,11 @@ def message_class(type_name: str) -> type:
 
 
 def qos(kind: str = "reliable", depth: int = 10):
-    """A QoS profile: ``reliable`` / ``best_effort`` (keep last ``depth``) or ``latched`` (transient local)."""
-    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+    """A QoS profile of ros/qos.py's table: ``reliable`` / ``best_effort`` / ``sensor_data`` (keep last
+    ``depth``) or ``latched`` (transient local)."""
+    from taseg_ros.ros import qos as profiles  # rclpy: only once ROS is known to be there
 
-    from taseg_ros.ros.qos import latched_qos
-
-    if kind == "latched":
-        return latched_qos()
-    reliability = ReliabilityPolicy.RELIABLE if kind == "reliable" else ReliabilityPolicy.BEST_EFFORT
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability)
+    return profiles.latched_qos() if kind == "latched" else profiles.profile(kind, depth)
 
 
 def serialize(msg: Any) -> bytes:
@@ -105,8 +98,6 @@ class ToolNode:
         self._extra_nodes.append(node)
 
     def start(self) -> None:
-        from taseg_ros.ros.node import spin_resiliently
-
         self._spinner = threading.Thread(target=spin_resiliently, args=(self.executor,), name=f"{self.node.get_name()}_spin",
                                          daemon=True)
         self._spinner.start()
@@ -145,3 +136,28 @@ class ToolNode:
         if self._spinner is not None:
             self._spinner.join(timeout=10)
         self.context.destroy()
+
+
+def spin_resiliently(executor: Any) -> None:
+    """``executor.spin()`` for a background thread while other threads create and destroy
+    entities (tests and tools that drive lifecycle transitions from outside the executor).
+
+    rclpy raises InvalidHandle in the spinning thread when a subscription or publisher is
+    destroyed while that thread builds its wait set, which ends ``spin()`` for good; the next
+    wait set no longer holds the destroyed entity, so this loop simply carries on.
+    """
+    from rclpy.exceptions import InvalidHandle
+    from rclpy.executors import ExternalShutdownException, ShutdownException
+
+    while executor.context.ok():
+        try:
+            executor.spin_once(timeout_sec=0.1)
+        except InvalidHandle:
+            time.sleep(0.01)  # never a busy loop holding the GIL if rclpy keeps raising
+            continue
+        except (ShutdownException, ExternalShutdownException):
+            return
+        except Exception:  # noqa: BLE001 - rclpy raises RCLError when the context shuts down mid-wait
+            if executor.context.ok():
+                raise
+            return

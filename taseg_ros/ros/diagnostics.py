@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,8 +32,8 @@ class RollingWindow:
     def __len__(self) -> int:
         return len(self._values)
 
-    def summary(self, since: float | None = None) -> dict[str, float]:
-        values = [v for t, v in self._values if since is None or t >= since]
+    def summary(self, since: float | None = None, absolute: bool = False) -> dict[str, float]:
+        values = [abs(v) if absolute else v for t, v in self._values if since is None or t >= since]
         if not values:
             return {"mean": float("nan"), "p95": float("nan"), "max": float("nan")}
         array = np.asarray(values, dtype=np.float64)
@@ -83,6 +84,7 @@ class NodeStatistics:
         self.prepare = RollingWindow(window)
         self.publish = RollingWindow(window)
         self.stamp_age = {"rgb": RollingWindow(window), "thermal": RollingWindow(window)}
+        self.skew = RollingWindow(window)  # thermal stamp minus RGB stamp of each pair
         self.steps = {step: RollingWindow(window) for step in STEPS}  # inference.pipeline.FramePipeline steps
         self.errors: Counter[str] = Counter()
         self.reasons: Counter[tuple[str, str]] = Counter()
@@ -123,6 +125,10 @@ class NodeStatistics:
     def record_stamp_age(self, stream: str, age_s: float, now: float | None = None) -> None:
         with self._lock:
             self.stamp_age[stream].add(age_s, now)
+
+    def record_skew(self, skew_s: float, now: float | None = None) -> None:
+        with self._lock:
+            self.skew.add(skew_s, now)
 
     def count_error(self, kind: str, n: int = 1) -> None:
         with self._lock:
@@ -209,6 +215,8 @@ class NodeStatistics:
                 "prepare": self.prepare.summary(since),
                 "publish": self.publish.summary(since),
                 "stamp_age": {stream: window.summary(since) for stream, window in self.stamp_age.items()},
+                "skew": self.skew.summary(since),
+                "skew_abs_max": self.skew.summary(since, absolute=True)["max"],
                 "steps": {step: window.summary(since) for step, window in self.steps.items()},
             }
 
@@ -266,6 +274,8 @@ def build_report(
     now: float | None = None,
     lossy_inputs: bool = False,
     publishers: dict[str, int] | None = None,
+    input_faults: Sequence[tuple[int, str]] = (),
+    stream_warnings: Sequence[tuple[int, str]] = (),
 ) -> DiagnosticReport:
     """The node's diagnostic status over the last ``stats.recent_s`` seconds (timings, failures, stamp
     offsets), with counts since configure:
@@ -281,6 +291,9 @@ def build_report(
     maps "rgb"/"thermal" to the time since that stream's last message (None: never).
     ``lossy_inputs``: the inputs are best effort, where DDS drops a large frame that lost a fragment.
     ``publishers``: how many publishers each input topic has (a silent stream without one is named so).
+    ``input_faults``: (level, message) of a stream silent past input_timeout (ros.health), checked
+    right after the failed pairs; ``stream_warnings``: (level, message) of frozen streams, checked
+    after the unmatched pairs.
     """
     now = time.monotonic() if now is None else now
     recent = stats.recent(now)
@@ -293,7 +306,9 @@ def build_report(
         return DiagnosticReport(OK, "inactive", values)
     level, message = (
         _every_pair_failed(recent)
+        or next(iter(input_faults), None)
         or _no_pair_matched(recent, seconds_since_pair, seconds_since_input, no_pair_warn_s, lossy_inputs, publishers)
+        or next(iter(stream_warnings), None)
         or _lost_in_transport(recent, lossy_inputs)
         or _some_failed(recent)
         or _clock_offset(snap, clock_offset_warn_s)
@@ -418,6 +433,8 @@ def _report_values(stats: NodeStatistics, snap: dict, recent: dict, pairing: dic
         values[f"step_{step}_mean_ms"] = f"{summary['mean'] * 1e3:.1f}"
     for stream, summary in snap["stamp_age"].items():
         values[f"{stream}_stamp_age_mean_ms"] = f"{summary['mean'] * 1e3:.1f}"
+    values["stamp_skew_mean_ms"] = f"{snap['skew']['mean'] * 1e3:.2f}"  # thermal minus RGB, over the window
+    values["stamp_skew_max_ms"] = f"{snap['skew_abs_max'] * 1e3:.2f}"  # the largest |thermal - RGB|
     for key in ("rgb_received", "thermal_received", "pairs", "unmatched_rgb", "unmatched_thermal",
                 "zero_stamp", "out_of_order", "time_resets"):
         values[key] = str(pairing.get(key, 0))

@@ -15,17 +15,18 @@ from typing import Any
 
 import numpy as np
 
-from taseg_ros.config_io import check_fields, from_mapping, limits_of, setting
+from taseg_ros.config_io import check_fields, from_mapping, limits_of, parse_yaml, setting
 from taseg_ros.devices import BACKEND_CHOICES, PRECISIONS
 from taseg_ros.errors import InputError
 from taseg_ros.frames.pairing import DEFAULT_SLOP_S
-from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA
+from taseg_ros.frames.render import CONFIDENCE_ENCODINGS, DEFAULT_OVERLAY_ALPHA
 from taseg_ros.model.config import DEFAULT_MAX_INPUT_SIZE, max_input_size_problem
 from taseg_ros.frames.thermal import THERMAL_MODES, ThermalNormalization, validate_homography
 
 DEVICES_HINT = "auto (cuda when available, else cpu), cpu, cuda or cuda:N (torch, onnxruntime), tensorrt (onnxruntime's TensorRT provider), gpu or npu (openvino)"
 TRANSPORTS = ("raw", "compressed")
-QOS_PRESETS = ("sensor_data", "reliable", "best_effort")
+QOS_PRESETS = ("sensor_data", "reliable", "best_effort")  # ros/qos.py's table builds each on rclpy's presets
+FALLBACKS = ("none", "blank")
 
 # Topic names relative to the node's namespace (remap them); "compressed" transport
 # subscribes to "<name>/compressed" as image_transport does.
@@ -33,12 +34,23 @@ RGB_TOPIC = "rgb/image"
 THERMAL_TOPIC = "thermal/image"
 
 
+# YAML's spellings of "no value": rcl's parameter parser reads them as strings, so `ros2 param dump`'s
+# `null` for a parameter without a value comes back as 'null'. For a list parameter they mean [].
+YAML_NULLS = frozenset({"null", "Null", "NULL", "~", ""})
+
+
+def no_value(value: Any) -> bool:
+    """A ROS parameter value that means "nothing": not set, or YAML's null as rcl reads it."""
+    return value is None or (isinstance(value, str) and value in YAML_NULLS)
+
+
 def param(default: Any = dataclasses.MISSING, *, doc: str, live: bool = False, section: str = "",
           default_factory: Any = dataclasses.MISSING, **limits: Any) -> Any:
     """A node parameter: its default and limits (config_io.setting), what it does (``doc``: the
     ``ros2 param describe`` text, config/taseg.yaml's comment and the launch argument's help), whether
-    a running node applies it to the next frame (``live``; the others are read at configure and are
-    read-only to ``ros2 param set``), and the config file ``section`` it opens."""
+    a running node applies it to the next frame (``live``; the others are read at configure: they can
+    be changed while the node is unconfigured, and are refused while it is configured or active), and
+    the config file ``section`` it opens."""
     row = setting(default, default_factory=default_factory, **limits)
     row.metadata = {**row.metadata, "doc": doc, "live": live, "section": section}
     return row
@@ -89,9 +101,30 @@ class NodeParams:
         doc="A stamp older than the previous one by more than this (s) is a clock reset (bag loop, simulator "
         "restart): pairing restarts. Smaller backward steps are dropped as out of order.")
     input_qos: str = param(
-        "sensor_data", choices=QOS_PRESETS,
-        doc="Input QoS: sensor_data (best effort), reliable or best_effort.")
-    input_depth: int = param(1, ge=1, doc="Input queue depth; 1: only the newest frame matters.")
+        "reliable", choices=QOS_PRESETS,
+        doc="Input QoS: reliable (from a driver publishing reliable, as REP-2003 has drivers do, no frame is lost in "
+        "transport: scripts/bench_transport.py), sensor_data or best_effort (best effort: a large frame that loses one "
+        "fragment is lost whole). A camera publishing best effort needs sensor_data: a reliable subscription hears "
+        "nothing from it (the node says so).")
+    input_depth: int = param(
+        10, ge=1,
+        doc="Input queue depth (DDS keeps this many frames per stream while the node takes them; the node itself "
+        "keeps only the newest pair).")
+    input_timeout: float = param(
+        1.0, ge=0, unit="seconds", live=True, section="camera faults",
+        doc="A stream with no message for this long (s) while the other one arrives is silent (a driver crash, a "
+        "cable): input_fallback applies until it returns. 0: off.")
+    input_fallback: str = param(
+        "none", choices=FALLBACKS, live=True,
+        doc="With one stream silent: none publishes nothing (diagnostics ERROR naming the silent stream); blank "
+        "publishes from the live stream alone with the missing one blanked (thermal exactly as `taseg eval "
+        "--blank-thermal` blanks it; RGB as a black frame of the last RGB size), diagnostics WARN with the stream, "
+        "since when and the frames published degraded; pairs resume with the stream's next message.")
+    frozen_warning: float = param(
+        2.0, ge=0, unit="seconds", live=True,
+        doc="Diagnostics turn WARN when a stream repeats the same image for this long (s): a thermal camera's "
+        "flat-field correction (a second or less is normal) or a hung driver. Checked on a sample of each "
+        "message's bytes (0.1-0.2 ms a frame). 0: off.")
     thermal_normalization: str = param(
         ThermalNormalization.mode, choices=THERMAL_MODES, live=True, section="thermal",
         doc="auto (8-bit: fixed 0..255; otherwise percentile), fixed (thermal_range), minmax (per frame), "
@@ -111,7 +144,16 @@ class NodeParams:
     overlay_alpha: float = param(
         DEFAULT_OVERLAY_ALPHA, ge=0, le=1, live=True, section="outputs",
         doc="Weight of the class colours in ~/overlay: 0 = RGB only, 1 = colours only.")
-    publish_confidence: bool = param(False, doc="Also publish ~/confidence (32FC1, probability of the chosen class).")
+    publish_confidence: bool = param(
+        False, doc="Also publish ~/confidence (the probability of the chosen class, in confidence_encoding).")
+    confidence_encoding: str = param(
+        "32FC1", choices=CONFIDENCE_ENCODINGS, live=True,
+        doc="~/confidence as 32FC1 (the probability, 0..1) or mono8 (round(255 x probability), 0..255: the "
+        "confidence image Nav2's semantic_segmentation_layer reads).")
+    jpeg_quality: int = param(
+        95, ge=1, le=100, live=True,
+        doc="JPEG quality of ~/overlay/compressed and ~/colorized/compressed (image_transport's default); "
+        "~/labels/compressed is PNG, lossless.")
     output_qos: str = param("reliable", choices=QOS_PRESETS, doc="Output QoS: reliable, sensor_data or best_effort.")
     output_depth: int = param(1, ge=1, doc="Output queue depth.")
     diagnostics_period: float = param(
@@ -147,10 +189,11 @@ class NodeParams:
     @classmethod
     def from_parameters(cls, values: Mapping[str, Any], base: "NodeParams | None" = None) -> "NodeParams":
         """NodeParams (or `base` changed) from ROS parameter values: ints pass where doubles are
-        expected, arrays come as array.array, an empty array as None (it has no declared type).
-        Types and limits are checked here; validate() adds the checks across parameters."""
+        expected, arrays come as array.array, an empty array as None (it has no declared type) or as
+        YAML's null, which rcl reads as a string ('null', '~'). Types and limits are checked here;
+        validate() adds the checks across parameters."""
         lists = {name for name, default in cls.defaults().items() if isinstance(default, list)}
-        values = {name: [] if value is None and name in lists else value for name, value in values.items()}
+        values = {name: [] if name in lists and no_value(value) else value for name, value in values.items()}
         return from_mapping(cls, values, base=base, style="parameter")
 
     @classmethod
@@ -194,6 +237,24 @@ class NodeParams:
             except ValueError as exc:
                 raise bad("thermal_homography", str(exc).removeprefix("thermal homography: ")) from None
 
+    def refuse_change(self, changes: Mapping[str, Any], state: str, node: str) -> str | None:
+        """Why `ros2 param set` of ``changes`` (ROS values) on a node in lifecycle ``state`` must be
+        refused, or None. Each value is checked against its row in every state; a configured node
+        refuses the parameters read at configure (saying how to change them) and checks the live
+        ones across parameters, as configure does."""
+        fixed = [name for name in changes if name not in LIVE_PARAMETERS]
+        if fixed and state != "unconfigured":
+            steps = "deactivate, then cleanup" if state == "active" else "cleanup"
+            return (f"{', '.join(fixed)}: read at configure, and the node is {state}; change it while unconfigured: "
+                    f"ros2 lifecycle set {node} {steps}; set it; configure; activate")
+        try:
+            changed = NodeParams.from_parameters(changes, base=self)
+            if state != "unconfigured":
+                changed.validate()
+        except ValueError as exc:
+            return str(exc)
+        return None
+
     def thermal_norm(self) -> ThermalNormalization:
         low, high = self.thermal_range
         return ThermalNormalization(
@@ -221,6 +282,22 @@ PARAMETERS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.field
 LIVE_PARAMETERS = frozenset(name for name, f in PARAMETERS.items() if f.metadata["live"])
 
 
+def launch_value(name: str, text: str) -> Any:
+    """A launch argument's text (`name:=text`) as the value of node parameter ``name`` (or rclpy's
+    ``use_sim_time``), checked against its row: text parameters as given, the others read as YAML;
+    a ValueError naming the argument and the expected form otherwise."""
+    default = False if name == "use_sim_time" else NodeParams.defaults()[name]
+    try:
+        value = text if isinstance(default, str) else parse_yaml(text, f"launch argument {name}")
+        if name == "use_sim_time":
+            if not isinstance(value, bool):
+                raise ValueError(f"parameter 'use_sim_time' = {text!r}: expected true or false")
+            return value
+        return getattr(NodeParams.from_parameters({name: value}), name)
+    except ValueError as exc:
+        raise ValueError(f"launch argument {name}:={text}: {exc}") from None
+
+
 def description(name: str) -> str:
     """What ``ros2 param describe`` says of a parameter: its doc, its limits and when it applies."""
     f = PARAMETERS[name]
@@ -230,7 +307,7 @@ def description(name: str) -> str:
         extra.append(f"one of: {', '.join(map(str, limits.choices))}")
     elif _has_range(limits):
         extra.append(f"range: {limits.range_text(False)}")
-    extra.append("applies to the next frame" if f.metadata["live"] else "read at configure (read-only while running)")
+    extra.append("applies to the next frame" if f.metadata["live"] else "read at configure: set it while unconfigured")
     return f"{f.metadata['doc']} [{'; '.join(extra)}]"
 
 
@@ -265,12 +342,16 @@ _CONFIG_HEADER = """\
 # (`--params-file` / the launch file's `params_file` argument) or launch arguments.
 # `ros2 param describe /taseg NAME` gives the same descriptions with their limits. Generated from
 # taseg_ros/ros/params.py (python -m taseg_ros.ros.params > config/taseg.yaml); a test keeps them equal.
-# Parameters marked "Read at configure" are read-only on a running node; the others apply to the next frame.
+# Parameters marked "Read at configure" can be set while the node is unconfigured (deactivate and
+# clean it up first: `ros2 lifecycle set /taseg cleanup`) and are refused while it is configured or
+# active; the others apply to the next frame.
 #
 # Inputs (relative names, remap them): rgb/image and thermal/image (sensor_msgs/Image), or
 # rgb/image/compressed and thermal/image/compressed with the *_transport parameters.
-# Outputs: ~/labels (mono8), ~/colorized (rgb8), ~/overlay (rgb8), ~/confidence (32FC1, optional),
-# ~/class_info (std_msgs/String JSON, transient local), /diagnostics."""
+# Outputs: ~/labels (mono8), ~/colorized (rgb8), ~/overlay (rgb8), ~/confidence (32FC1 or mono8,
+# optional), each also as <topic>/compressed (JPEG; labels PNG); ~/label_info (vision_msgs/LabelInfo)
+# and ~/class_info (std_msgs/String JSON), both transient local; ~/debug/processing_time_ms and
+# ~/debug/pipeline_latency_ms (std_msgs/Float64); /diagnostics."""
 
 
 def resolve_checkpoint(path: str) -> Path:

@@ -33,6 +33,7 @@ from taseg_ros.devices import resolve_device
 from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.formatting import progress_bar
 from taseg_ros.evaluation.metrics import ConfusionMatrix
+from taseg_ros.frames.blank import blank_thermal as blank  # AugmentedSamples.blank_thermal is the switch
 from taseg_ros.evaluation.run import evaluate
 from taseg_ros.inference import PRECISIONS
 from taseg_ros.model.checkpoint import init_checkpoint, load_checkpoint, save_checkpoint
@@ -137,7 +138,7 @@ class AugmentedSamples(torch.utils.data.Dataset):
         epoch, index = key
         sample = self.dataset.sample(index, epoch)
         if self.blank_thermal:
-            sample["thermal"] = np.zeros_like(sample["thermal"])
+            sample["thermal"] = blank(sample["rgb"].shape[:2])
         return {
             "rgb": torch.from_numpy(np.ascontiguousarray(sample["rgb"])),
             "thermal": torch.from_numpy(np.ascontiguousarray(sample["thermal"])),

@@ -60,6 +60,7 @@ from taseg_ros.evaluation.quality import (
     RecordingQuality,
     disagreement,
 )
+from taseg_ros.frames.blank import blank_thermal
 from taseg_ros.frames.pairing import NS_PER_S, Pair
 from taseg_ros.frames.settings import STEPS, FrameSettings
 from taseg_ros.inference.pipeline import SAID_ONCE, FramePipeline
@@ -399,8 +400,7 @@ class _Quality:
 def _thermal_reliance(segmenter, frame) -> float:
     """Share of pixels whose label changes when the thermal input is blanked (zeros after
     normalisation, as the `taseg eval` blank-thermal ablation): a second forward of the model."""
-    blank = np.zeros(frame.rgb.shape[:2], np.float32)
-    return disagreement(frame.labels, segmenter.predict_prepared(frame.rgb, blank).labels)
+    return disagreement(frame.labels, segmenter.predict_prepared(frame.rgb, blank_thermal(frame.rgb.shape[:2])).labels)
 
 
 def _note(result: BagEvalResult, note, topics: dict[str, str]) -> None:
