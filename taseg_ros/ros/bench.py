@@ -27,13 +27,22 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from taseg_ros.evaluation.quality import QualityTracker
+from taseg_ros.errors import InputError
+from taseg_ros.frames.codec import encode_image
+from taseg_ros.inference import Segmenter
+from taseg_ros.inference.pipeline import FramePipeline
+from taseg_ros.model.checkpoint import init_checkpoint
 from taseg_ros.outputs import write_text_atomic
+from taseg_ros.ros.diagnostics import NodeStatistics
 from taseg_ros.frames.render import OUTPUTS, RENDERED_OUTPUTS
 from taseg_ros.frames.settings import STEPS
+from taseg_ros.frames.sizes import parse_size
 from taseg_ros.ros.client import wait_for
 from taseg_ros.ros.params import NodeParams
 from taseg_ros.scenes import scene_pair16
@@ -75,10 +84,6 @@ def bench_model_and_steps(checkpoint: Path, height: int, width: int, frames: int
     """The node's per-frame pipeline without DDS: its own step timings, with thermal at the RGB size
     and at half size (the resize step), plus rendering and building the output messages with every
     output subscribed (raw and compressed) and with only ~/labels (the node skips the others)."""
-    from taseg_ros.frames.codec import encode_image
-    from taseg_ros.inference.pipeline import FramePipeline
-    from taseg_ros.inference import Segmenter
-
     seg = Segmenter.from_checkpoint(checkpoint, device=device, precision=precision)
     rgb, thermal = _frames(height, width)
     pipeline = FramePipeline(seg)
@@ -110,8 +115,6 @@ def _quality_costs(results: list, classes: int, frames: int) -> dict[str, list[f
     """Seconds per frame of evaluation.quality as the node runs it (quality_node) and as bag eval
     does (quality_bag_eval); frames alternate with a copy shifted by 3 px, so every flicker is computed
     on two different frames."""
-    from taseg_ros.evaluation.quality import QualityTracker
-
     first = results[-1]
     shifted = (np.roll(first.labels, 3, axis=1), np.roll(first.confidence, 3, axis=1), np.roll(first.rgb, 3, axis=1))
     inputs = [(first.labels, first.confidence, first.rgb), shifted]
@@ -185,8 +188,6 @@ class _NodeBench:
                     and all(s.get_publisher_count() for s in self.subs))
 
     def run(self, rgb: np.ndarray, thermal: np.ndarray, frames: int) -> dict:
-        from taseg_ros.ros.diagnostics import NodeStatistics
-
         from std_msgs.msg import Header
 
         from taseg_ros.ros.messages import image_message
@@ -240,15 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-node", action="store_true", help="skip the DDS run (no rclpy needed)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    try:
+        width, height = parse_size(args.size)
+    except InputError as exc:
+        parser.error(f"--size: {exc}")
 
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(args.checkpoint) if args.checkpoint else Path(tmp) / "tiny.safetensors"
         if not args.checkpoint:
-            import warnings
-
-            from taseg_ros.model.checkpoint import init_checkpoint
-
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 init_checkpoint("tiny", "mfnet", checkpoint)

@@ -49,6 +49,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from taseg_ros.devices import resolve_device
 from taseg_ros.errors import MissingInputError
 from taseg_ros.frames.pairing import LatestSlot, Pair
+from taseg_ros.inference import Segmenter
 from taseg_ros.inference.pipeline import FramePipeline
 from taseg_ros.ros.health import NodeHealth
 from taseg_ros.ros.inputs import InferenceThread, InputPath
@@ -201,8 +202,6 @@ class TASegNode(LifecycleNode):
     # --- setup / teardown ------------------------------------------------------------------------
 
     def _load_model(self) -> None:
-        from taseg_ros.inference import Segmenter  # torch loads here, not at import
-
         path = resolve_checkpoint(self.params.checkpoint)
         if not path.is_file():
             raise MissingInputError(f"checkpoint not found: {path} (parameter 'checkpoint')")

@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from taseg_ros.config_io import check_fields, from_mapping, limits_of, parse_yaml, setting
+from taseg_ros.config_io import ConfigError, check_fields, from_mapping, limits_of, parse_yaml, read_yaml, setting
 from taseg_ros.devices import BACKEND_CHOICES, PRECISIONS
 from taseg_ros.errors import InputError
-from taseg_ros.frames.pairing import DEFAULT_SLOP_S
+from taseg_ros.frames.pairing import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S, DEFAULT_TIME_RESET_S
 from taseg_ros.frames.render import CONFIDENCE_ENCODINGS, DEFAULT_OVERLAY_ALPHA
+from taseg_ros.frames.settings import FrameSettings
 from taseg_ros.model.config import DEFAULT_MAX_INPUT_SIZE, max_input_size_problem
+from taseg_ros.resources import models_dir
 from taseg_ros.frames.thermal import THERMAL_MODES, ThermalNormalization, validate_homography
 
 DEVICES_HINT = "auto (cuda when available, else cpu), cpu, cuda or cuda:N (torch, onnxruntime), tensorrt (onnxruntime's TensorRT provider), gpu or npu (openvino)"
@@ -95,9 +97,9 @@ class NodeParams:
         DEFAULT_SLOP_S, ge=0, unit="seconds",
         doc="Largest stamp difference (s) of an RGB and a thermal frame that form a pair; keep it well under one "
         "frame period (33 ms at 30 fps).")
-    pairing_queue_size: int = param(5, ge=1, doc="Frames per stream held while waiting for a partner (bounds memory).")
+    pairing_queue_size: int = param(DEFAULT_QUEUE_SIZE, ge=1, doc="Frames per stream held while waiting for a partner (bounds memory).")
     time_reset: float = param(
-        2.0, gt=0, unit="seconds",
+        DEFAULT_TIME_RESET_S, gt=0, unit="seconds",
         doc="A stamp older than the previous one by more than this (s) is a clock reset (bag loop, simulator "
         "restart): pairing restarts. Smaller backward steps are dropped as out of order.")
     input_qos: str = param(
@@ -266,8 +268,6 @@ class NodeParams:
 
     def frame_settings(self):
         """The per-frame pipeline's settings (``frames.settings.FrameSettings``) from these parameters."""
-        from taseg_ros.frames.settings import FrameSettings
-
         return FrameSettings(self.thermal_norm(), self.homography(), self.overlay_alpha)
 
     def homography(self) -> np.ndarray | None:
@@ -356,8 +356,6 @@ _CONFIG_HEADER = """\
 
 def resolve_checkpoint(path: str) -> Path:
     """A checkpoint path as given, or relative to the models folder (``TASEG_MODELS_DIR``)."""
-    from taseg_ros.resources import models_dir
-
     candidate = Path(path).expanduser()
     if candidate.is_file() or candidate.is_absolute():
         return candidate
@@ -385,8 +383,6 @@ def homography_params_text(homography: np.ndarray, comments: list[str]) -> str:
 def homography_from_params_file(path: str | Path) -> np.ndarray:
     """The ``thermal_homography`` of a ROS 2 parameters file (any node entry holding it; they must
     agree), checked by validate_homography; InputError naming the file and what is wrong."""
-    from taseg_ros.config_io import ConfigError, read_yaml
-
     path = Path(path)
     try:
         data = read_yaml(path)

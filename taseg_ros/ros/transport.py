@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from taseg_ros.config_io import ConfigError, read_text
+
 SOCKETS_SIZE = 4 * 1024 * 1024
 FASTDDS_NODE_TRANSPORT = f"UDPv4?sockets_size={SOCKETS_SIZE}"
 CHOICES_HELP = ("auto (UDPv4 with 4 MiB socket buffers for this launch's processes, unless the environment configures "
@@ -49,6 +51,6 @@ def node_environment(choice: str, environ: Mapping[str, str], rmem_max: int | No
 
 def _read_rmem_max() -> int | None:
     try:
-        return int(_RMEM_MAX.read_text().strip())
-    except (OSError, ValueError):  # not Linux, or no /proc: nothing to say
+        return int(read_text(_RMEM_MAX).strip())
+    except (OSError, ValueError, ConfigError):  # not Linux, or no /proc: nothing to say
         return None
