@@ -22,7 +22,7 @@ import numpy as np
 from taseg_ros.bag.io.reader import BagError, open_bag
 from taseg_ros.bag.io.topics import resolve_image_topics
 from taseg_ros.bag.pairs import BagPairing, PairSource
-from taseg_ros.errors import InputError
+from taseg_ros.errors import InputError, safe_lines
 from taseg_ros.frames import calibration as cal
 from taseg_ros.frames import registration as reg
 from taseg_ros.frames.codec import ImageDecodeError, decode_rgb, decode_thermal
@@ -328,8 +328,8 @@ def registration_check(source: PairSource, homography: np.ndarray | None, total_
 
 
 def format_calibration(result: CalibrationResult, output: Path) -> str:
-    return "\n".join([*result.lines, f"wrote {output}"])
+    return safe_lines([*result.lines, f"wrote {output}"])  # the lines name the recording's topics
 
 
 def format_refine(result: RefineResult, output: Path | None) -> str:
-    return "\n".join([*result.lines, *([f"wrote {output}"] if output is not None else [])])
+    return safe_lines([*result.lines, *([f"wrote {output}"] if output is not None else [])])

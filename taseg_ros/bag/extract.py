@@ -44,7 +44,7 @@ from taseg_ros.bag.pairs import BagPairing, PairSource, failure_summary
 from taseg_ros.bag.io.reader import Bag, BagError, open_bag
 from taseg_ros.bag.io.topics import resolve_image_topics
 from taseg_ros.classes import ClassInfo, load_classes
-from taseg_ros.errors import InputError
+from taseg_ros.errors import InputError, safe_lines
 from taseg_ros.frames.codec import ImageDecodeError, decode_pair
 from taseg_ros.frames.files import write_image, write_rgb, write_thermal
 from taseg_ros.frames.pairing import NS_PER_S, Pair
@@ -429,4 +429,4 @@ def format_extract(result: ExtractResult) -> str:
         lines.append(f"  {len(result.failed)} pairs could not be decoded, e.g. {result.failed[0]}")
     for note in result.notes:
         lines.append(f"  {note}")
-    return "\n".join(lines)
+    return safe_lines(lines)  # topic names are the recording's text

@@ -21,7 +21,7 @@ from taseg_ros.bag.pairs import BagPairing
 from taseg_ros.bag.io.reader import Bag, BagError, open_bag
 from taseg_ros.bag.io.topics import MissingStreamError, resolve_image_topics
 from taseg_ros.timing import summarize_ms
-from taseg_ros.errors import safe_text
+from taseg_ros.errors import safe_lines, safe_text
 
 CANDIDATE_SLOPS_S = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 
@@ -334,4 +334,4 @@ def format_info(info: BagInfo) -> str:
             within = ", ".join(f"{float(s) * 1e3:g} ms: {c}" for s, c in info.within_slop.items())
             lines.append(f"  RGB frames with a thermal frame within {within}")
     lines.append(f"verdict: {info.verdict}")
-    return "\n".join(lines)
+    return safe_lines(lines)  # topic names, types and encodings are the recording's text

@@ -110,7 +110,7 @@ def sigterm_as_sigint():
 def counted_input_warnings():
     """Within the block, every InputWarning (all-NaN thermal, resized thermal, ...) is printed as
     `warning: ...` when it happens and counted by kind in the yielded Counter."""
-    from taseg_ros.errors import InputWarning
+    from taseg_ros.errors import InputWarning, safe_text
 
     counts = collections.Counter()
     with warnings.catch_warnings():
@@ -120,7 +120,7 @@ def counted_input_warnings():
         def show(message, category, *args, **kwargs):
             if issubclass(category, InputWarning):
                 counts[message.kind] += 1
-                print(f"warning: {message}", file=sys.stderr)
+                print(f"warning: {safe_text(message, limit=None)}", file=sys.stderr)  # names files and topics
             else:
                 shown(message, category, *args, **kwargs)
 
@@ -129,8 +129,11 @@ def counted_input_warnings():
 
 
 def _one_line(exc: BaseException) -> str:
-    """The message on one line (YAML parser messages and the like span several)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+    """The message on one line (YAML parser messages and the like span several), escaped: it names
+    topics, zip members and fields of the user's files, whose text must not drive the terminal."""
+    from taseg_ros.errors import safe_text
+
+    return safe_text(" ".join(str(exc).split()) or type(exc).__name__, limit=None)
 
 
 if __name__ == "__main__":

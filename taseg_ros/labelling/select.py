@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from taseg_ros.errors import InputError
+from taseg_ros.errors import InputError, safe_lines
 from taseg_ros.frames.pairing import DEFAULT_SLOP_S, NS_PER_S
 from taseg_ros.labelling.uncertainty import DEFAULT_LOW_CONFIDENCE, SCORES, FrameUncertainty, frame_uncertainty
 from taseg_ros.outputs import output_dir, write_text_atomic
@@ -380,4 +380,4 @@ def format_select(result: SelectResult, settings: SelectSettings) -> str:
         lines.append(f"  {sum(result.failures.values())} pairs could not be decoded: {failure_summary(result.failures)}")
     lines += [f"  {note}" for note in result.notes]
     lines.append(f"  next: taseg label export {result.out_dir} --checkpoint MODEL -o prelabels.zip")
-    return "\n".join(lines)
+    return safe_lines(lines)  # notes name the recordings' topics

@@ -17,7 +17,7 @@ import numpy as np
 
 from taseg_ros.config_io import check_fields, from_mapping, limits_of, setting
 from taseg_ros.devices import BACKEND_CHOICES, PRECISIONS
-from taseg_ros.errors import InputError
+from taseg_ros.errors import InputError, safe_text
 from taseg_ros.frames.pairing import DEFAULT_SLOP_S
 from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA
 from taseg_ros.model.config import DEFAULT_MAX_INPUT_SIZE, max_input_size_problem
@@ -297,7 +297,8 @@ def homography_params_text(homography: np.ndarray, comments: list[str]) -> str:
     # repr: every value a double with a decimal point or exponent ("2.0", not "2"); rcl's parser
     # types an array by its elements and rejects [1.88, 22, ...] mixing doubles and integers.
     numbers = ", ".join(repr(float(v)) for v in np.asarray(homography, np.float64).ravel())
-    head = "".join(f"# {line}\n" if line else "#\n" for line in comments)
+    # safe_text: a comment names the recording's topics; a line break in one would start a YAML line
+    head = "".join(f"# {safe_text(line, limit=None)}\n" if line else "#\n" for line in comments)
     return f"{head}{PARAMS_NODE_KEY}:\n  ros__parameters:\n    thermal_homography: [{numbers}]\n"
 
 

