@@ -48,7 +48,7 @@ from taseg_ros.errors import InputError, safe_lines
 from taseg_ros.frames.codec import ImageDecodeError, decode_pair
 from taseg_ros.frames.files import write_image, write_rgb, write_thermal
 from taseg_ros.frames.pairing import NS_PER_S, Pair
-from taseg_ros.frames.thermal import ThermalNormalization, validate_homography
+from taseg_ros.frames.thermal import ThermalNormalization, check_registration_size, validate_homography
 from taseg_ros.outputs import output_dir, replacing, write_text_atomic
 
 
@@ -68,6 +68,7 @@ class ExtractSettings:
     thermal_norm: ThermalNormalization = field(default_factory=ThermalNormalization)
     homography: np.ndarray | None = None  # thermal px -> RGB px; recorded, applied by the loader
     stamps: frozenset[int] | None = None  # only the pairs with these RGB stamps (ns); None: all
+    homography_size: tuple[int, int, int, int] | None = None  # thermal W, H, RGB W, H it was made for
 
     def __post_init__(self) -> None:
         PairThinning(self.every, self.hz)  # checks the two options
@@ -86,6 +87,8 @@ class ExtractSettings:
         data: dict = {"normalization": self.thermal_norm.to_mapping()}
         if self.homography is not None:
             data["homography"] = [float(v) for v in self.homography.ravel()]
+        if self.homography is not None and self.homography_size is not None:
+            data["homography_size"] = [int(v) for v in self.homography_size]
         return data
 
 
@@ -312,10 +315,14 @@ class _Extraction:
         return True
 
     def _check_registration(self, thermal_hw, rgb_hw) -> None:
-        """A homography that warps these frames out of view is refused before anything is written."""
-        if self.settings.homography is not None and not self.result.written:
+        """A homography made for other frame sizes (every pair: a camera may change its resolution
+        mid-recording) or that warps these frames out of view is refused (before anything is written
+        when the first pair shows it)."""
+        if self.settings.homography is not None:
             try:
-                validate_homography(self.settings.homography, thermal_hw, rgb_hw)
+                check_registration_size(self.settings.homography_size, thermal_hw, rgb_hw)
+                if not self.result.written:
+                    validate_homography(self.settings.homography, thermal_hw, rgb_hw)
             except ValueError as exc:
                 raise InputError(f"--thermal-homography: {str(exc).removeprefix('thermal homography: ')}") from None
 

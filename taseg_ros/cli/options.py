@@ -121,19 +121,25 @@ def add_homography_option(parser, help_text: str = HOMOGRAPHY_HELP) -> None:
 
 def homography_from_args(args: argparse.Namespace):
     """--thermal-homography (9 numbers, or one parameters file) as a checked 3x3 array, or None."""
+    return registration_from_args(args)[0]
+
+
+def registration_from_args(args: argparse.Namespace):
+    """(--thermal-homography as a checked 3x3 array or None, the frame sizes it was made for or None:
+    thermal W, H, RGB W, H, as `bag calibrate`/`refine` record them in the parameters file)."""
     from taseg_ros.frames.thermal import validate_homography
 
     values = getattr(args, "thermal_homography", None)
     if values is None:
-        return None
+        return None, None
     if len(values) == 1 and not _is_number(values[0]):
-        from taseg_ros.ros.params import homography_from_params_file
+        from taseg_ros.ros.params import registration_from_params_file
 
-        return homography_from_params_file(values[0])
+        return registration_from_params_file(values[0])
     if not all(_is_number(v) for v in values):
         raise InputError(f"--thermal-homography: expected 9 numbers or one parameters file, got {' '.join(values)}")
     try:
-        return validate_homography([float(v) for v in values])
+        return validate_homography([float(v) for v in values]), None
     except ValueError as exc:
         raise InputError(f"--thermal-homography: {exc}") from None
 
@@ -154,8 +160,9 @@ def frame_settings_from_args(args: argparse.Namespace):
     from taseg_ros.frames.thermal import ThermalNormalization
 
     alpha = getattr(args, "overlay_alpha", DEFAULT_OVERLAY_ALPHA)
+    homography, size = registration_from_args(args)
     try:
-        return FrameSettings(thermal_norm_from_args(args) or ThermalNormalization(), homography_from_args(args), alpha)
+        return FrameSettings(thermal_norm_from_args(args) or ThermalNormalization(), homography, alpha, size)
     except ValueError as exc:
         raise InputError(f"--overlay-alpha: {exc}") from None
 

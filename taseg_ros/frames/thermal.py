@@ -181,6 +181,23 @@ def homography_coverage(h: np.ndarray, thermal_hw: tuple[int, int], rgb_hw: tupl
     return float(np.count_nonzero(covered)) / covered.size
 
 
+def describe_sizes(size: tuple[int, int, int, int]) -> str:
+    """(thermal W, H, RGB W, H) as words."""
+    tw, th, rw, rh = size
+    return f"thermal {tw}x{th} -> RGB {rw}x{rh}"
+
+
+def check_registration_size(made_for, thermal_hw: tuple[int, int], rgb_hw: tuple[int, int]) -> None:
+    """A registration applies only to the frame sizes it was made for (``made_for``: thermal W, H,
+    RGB W, H, as `taseg bag calibrate`/`refine` record it; None: not recorded, not checked)."""
+    if made_for is None:
+        return
+    here = (thermal_hw[1], thermal_hw[0], rgb_hw[1], rgb_hw[0])
+    if tuple(made_for) != here:
+        raise InputError(f"thermal homography: made for {describe_sizes(made_for)}, but these frames are "
+                         f"{describe_sizes(here)}; calibrate (or refine) the registration for these cameras")
+
+
 def align_thermal(thermal: np.ndarray, rgb_hw: tuple[int, int], homography: np.ndarray | None = None) -> np.ndarray:
     """Bring a thermal image onto the RGB pixel grid: warp by a 3x3 homography (thermal -> RGB pixel
     coordinates; pixels it does not reach become 0) when given, else a plain (bilinear) resize."""
@@ -197,8 +214,9 @@ class ThermalAligner:
     """Puts thermal frames on the RGB grid (``align_thermal``) and returns a note the first time it
     has to, so the node and the tools say it once, not once per frame."""
 
-    def __init__(self, homography: np.ndarray | None = None) -> None:
+    def __init__(self, homography: np.ndarray | None = None, made_for: tuple[int, int, int, int] | None = None) -> None:
         self.homography = None if homography is None else validate_homography(homography)
+        self.made_for = None if homography is None or made_for is None else tuple(made_for)  # thermal W, H, RGB W, H
         self.noted = False
         self.checked_sizes = None  # (thermal hw, rgb hw) the homography was last validated for
 
@@ -207,6 +225,7 @@ class ThermalAligner:
             return thermal, None
         sizes = (tuple(thermal.shape[:2]), tuple(rgb_hw))
         if self.homography is not None and sizes != self.checked_sizes:
+            check_registration_size(self.made_for, *sizes)  # made for other cameras
             validate_homography(self.homography, *sizes)  # raises for a frame warped out of view
             self.checked_sizes = sizes
         note = None
@@ -239,10 +258,10 @@ class ThermalPreparation:
 
     def __init__(
         self, norm: ThermalNormalization | None = None, homography: np.ndarray | None = None,
-        aligner: ThermalAligner | None = None,
+        aligner: ThermalAligner | None = None, made_for: tuple[int, int, int, int] | None = None,
     ) -> None:
         self.norm = norm or ThermalNormalization()
-        self.aligner = aligner or ThermalAligner(homography)
+        self.aligner = aligner or ThermalAligner(homography, made_for)
 
     @property
     def homography(self) -> np.ndarray | None:

@@ -71,6 +71,7 @@ class SelectSettings:
     val_fraction: float = 0.2
     thermal_norm: ThermalNormalization | None = None  # None: the node's default (auto)
     homography: np.ndarray | None = None
+    homography_size: tuple[int, int, int, int] | None = None  # thermal W, H, RGB W, H it was made for
 
     def __post_init__(self) -> None:
         from taseg_ros.bag.extract import PairThinning
@@ -111,6 +112,7 @@ class SelectSettings:
             thermal_norm=self.thermal_norm,
             homography=self.homography,
             stamps=stamps,
+            homography_size=self.homography_size,
         )
 
 
@@ -259,7 +261,7 @@ def _score_recording(index, settings: SelectSettings, segmenter, existing: set[s
     from taseg_ros.frames.thermal import ThermalPreparation
 
     recording = settings.recordings[index]
-    prepare = ThermalPreparation(settings.thermal_norm, settings.homography)
+    prepare = ThermalPreparation(settings.thermal_norm, settings.homography, made_for=settings.homography_size)
     thinning = PairThinning(settings.every, settings.hz)
     candidates = []
     with open_bag(recording) as bag:

@@ -68,7 +68,6 @@ from taseg_ros.evaluation.quality import QualityTracker
 from taseg_ros.ros.diagnostics import ERROR, LOSSY_HINT, OK, NodeStatistics, QualityStatistics, RegistrationWatch, build_report
 from taseg_ros.frames.codec import ImageDecodeError, RGB_ENCODINGS, THERMAL_ENCODINGS, check_image_fields, decode_thermal, encode_image
 from taseg_ros.frames.pairing import LatestSlot, Pair, StampPairer, stamp_to_ns
-from taseg_ros.frames.registration import SCORE_WARN, alignment_score
 from taseg_ros.frames.render import OUTPUTS
 from taseg_ros.ros.params import LIVE_PARAMETERS, PARAMETERS, RGB_TOPIC, THERMAL_TOPIC, NodeParams, description, resolve_checkpoint
 from taseg_ros.ros.throttle import LogThrottle
@@ -149,7 +148,7 @@ class TASegNode(LifecycleNode):
         self._activated_at = time.monotonic()
         self._last_pair_at: float | None = None
         self._last_input_at: dict[str, float | None] = {"rgb": None, "thermal": None}
-        self._registration = RegistrationWatch(SCORE_WARN)
+        self._registration = RegistrationWatch()
         self._registration_checked_at = -float("inf")
         # Registered after the declarations above: rclpy runs these callbacks for declarations too.
         self.add_on_set_parameters_callback(self._check_parameter_change)
@@ -183,7 +182,7 @@ class TASegNode(LifecycleNode):
             self._pipeline.update(params.frame_settings())
         self.params = params  # one assignment: the inference thread sees the old or the new set, never a mix
         if any(p.name == "thermal_homography" for p in ours):
-            self._registration = RegistrationWatch(SCORE_WARN)  # a new registration starts a new record
+            self._registration = RegistrationWatch()  # a new registration starts a new record
         self.get_logger().info("applied " + ", ".join(f"{p.name}={p.value!r}" for p in ours))
 
     def _changed_params(self, parameters: list[Any]) -> NodeParams:
@@ -233,7 +232,7 @@ class TASegNode(LifecycleNode):
         self._activated_at = time.monotonic()
         self._last_pair_at = None
         self._last_input_at = {"rgb": None, "thermal": None}
-        self._registration = RegistrationWatch(SCORE_WARN)  # scores of the old session say nothing now
+        self._registration = RegistrationWatch()  # scores of the old session say nothing now
         self._active = True
         self.get_logger().info(
             f"active: {self.segmenter.cfg.name} ({self.segmenter.cfg.resolution} resolution), "
@@ -454,12 +453,10 @@ class TASegNode(LifecycleNode):
         if period <= 0 or now - self._registration_checked_at < period:
             return
         self._registration_checked_at = now
-        start = time.perf_counter()
         try:
-            score = alignment_score(rgb, decode_thermal(pair.thermal), self.params.homography())
+            self._registration.check(rgb, decode_thermal(pair.thermal), self.params.homography())
         except ValueError:  # an undecodable frame was counted by the pipeline already
             return
-        self._registration.record(score, time.perf_counter() - start)
 
     def _report(self, note: FrameNote, failed: bool = False) -> None:
         """Count a frame's problem (``failed``: the pair was skipped, counted per reason for the

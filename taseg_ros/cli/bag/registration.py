@@ -66,7 +66,6 @@ def add_refine(sub) -> None:
 
 def run_calibrate(args) -> int:
     from taseg_ros.bag.calibrate import CalibrateSettings, calibrate, format_calibration
-    from taseg_ros.bag.io.stop import stop_on_sigint
     from taseg_ros.frames.calibration import Target
 
     settings = CalibrateSettings(
@@ -80,20 +79,22 @@ def run_calibrate(args) -> int:
         rgb_hfov_deg=args.rgb_hfov,
         force=args.force,
     )
-    with stop_on_sigint() as stop:
-        result = calibrate(settings, stop=lambda: bool(stop))
+    # No stop at a safe point (as bag extract/eval have): a registration from part of the recording
+    # would claim more than it knows. Ctrl-C / SIGTERM abort, and nothing is written.
+    result = calibrate(settings)
     print(format_calibration(result, settings.output))
     return 0
 
 
 def run_refine(args) -> int:
     from taseg_ros.bag.calibrate import RefineSettings, format_refine, refine_recording
-    from taseg_ros.cli.options import homography_from_args
+    from taseg_ros.cli.options import registration_from_args
 
     given = args.thermal_homography or []
     homography_file = given[0] if len(given) == 1 else None  # a file, not numbers: an input never overwritten
-    settings = RefineSettings(source_from_args(args), args.output, homography_from_args(args), args.samples,
-                              args.force, homography_file)
+    homography, made_for = registration_from_args(args)
+    settings = RefineSettings(source_from_args(args), args.output, homography, args.samples, args.force,
+                              homography_file, made_for)
     result = refine_recording(settings)
     print(format_refine(result, settings.output))
     return 0

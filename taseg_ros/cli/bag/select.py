@@ -52,16 +52,17 @@ def add_select(sub) -> None:
 def run_select(args) -> int:
     import warnings
 
-    from taseg_ros.cli.options import homography_from_args, segmenter_from_args, thermal_norm_from_args
+    from taseg_ros.cli.options import registration_from_args, segmenter_from_args, thermal_norm_from_args
     from taseg_ros.labelling.select import SelectSettings, format_select, select_frames
     from taseg_ros.outputs import check_not_overlapping
 
+    homography, homography_size = registration_from_args(args)
     settings = SelectSettings(
         recordings=tuple(args.bag), output=args.output, k=args.k, rgb_topic=args.rgb_topic,
         thermal_topic=args.thermal_topic, slop_s=args.slop, score=args.score, low_confidence=args.low_confidence,
         min_gap_s=args.min_gap, min_distance=args.min_distance, every=args.every, hz=args.hz, prefix=args.prefix,
         val_fraction=args.val_fraction, thermal_norm=thermal_norm_from_args(args),
-        homography=homography_from_args(args),
+        homography=homography, homography_size=homography_size,
     )
     check_not_overlapping(settings.output, {"--checkpoint": args.checkpoint, **{f"REC {r}": r for r in args.bag}})
     with warnings.catch_warnings():
