@@ -96,3 +96,36 @@ def test_a_zip_member_gate_and_baseline_text_reach_the_terminal_escaped(hostile_
         "recording_start_ns": 1, "topics": {"rgb": "/a\x1b[5m", "thermal": "/b\r"}}))
     code, text = run([*base, "--baseline", report, "-o", tmp_path / "e2"], capsys)
     assert code == 2 and "another recording" in text and not raw_characters(text), text
+
+
+# --- f: checks that check what matters -------------------------------------------------------------
+
+
+def test_f_a_fixed_thermal_range_that_blanks_the_frame_is_said(tmp_path, capsys, tiny_checkpoint):
+    """16-bit counts (~7000..14650) with the 8-bit range 0..255: every pixel was 1.0 and the model ran
+    on RGB alone without a word. Now a note per frame kind: bag eval's report and the node's log."""
+    from taseg_ros.frames.thermal import ThermalNormalization, ThermalPreparation
+
+    bag = write_rgbt_bag(tmp_path / "run", synthetic_frames(3, 48, 64), thermal_encoding="mono16", imu=False).path
+    code, text = run(["bag", "eval", bag, "--checkpoint", tiny_checkpoint, "-o", tmp_path / "eval", "--no-output-bag",
+                      "--thermal-range", "0", "255"], capsys)
+    assert code == 0 and "is at or above the fixed range 0..255: the thermal input is blank" in text, text
+    counts = np.array([[7000, 9000], [12000, 14000]], np.uint16)
+    for low, high, says in ((0, 255, "(7000..14000) is at or above"), (20000, 30000, "(7000..14000) is at or below"),
+                            (0, 65535, None), (8000, 13000, None)):  # partly outside: a contrast choice, no note
+        _, notes = ThermalPreparation(ThermalNormalization("fixed", low, high))(counts, (2, 2))
+        texts = [n.text for n in notes if n.kind == "thermal_out_of_range"]
+        assert (texts[0].startswith(f"every thermal pixel {says}") if says else not texts), (low, high, texts)
+
+
+def test_f_train_output_empty_is_refused_not_the_recipes_folder(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for argv in (["--output", ""], ["train.output="], ["train.output=''"]):
+        code = main(["train", "mfnet", "--data-root", str(tmp_path / "data"), *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and "train.output" in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert list(tmp_path.iterdir()) == []  # no runs/experiment
+    # a path that reads as YAML is still a path
+    from taseg_ros.train.recipe import load_recipe
+
+    assert load_recipe("mfnet", ["train.output=\"yes\""]).train.output == "yes"

@@ -243,7 +243,8 @@ class ThermalAligner:
 class FrameNote:
     """Something worth telling the user about a frame. ``kind`` groups notes for log throttling and
     counting: ``nonfinite_thermal`` (some NaN/inf pixels), ``blank_thermal`` (no finite pixel at all),
-    ``thermal_aligned``, ``input_resized`` (frames over max_input_size), ``bad_rgb``, ``bad_thermal``, ``model``."""
+    ``thermal_out_of_range`` (a fixed range the whole frame lies outside of), ``thermal_aligned``,
+    ``input_resized`` (frames over max_input_size), ``bad_rgb``, ``bad_thermal``, ``model``."""
 
     kind: str
     stream: str  # "rgb", "thermal" or "model"
@@ -272,10 +273,28 @@ class ThermalPreparation:
         notes = []
         if thermal.dtype.kind == "f":
             notes += _nonfinite_notes(thermal)
-        thermal01, aligned = self.aligner(normalize_thermal(thermal, self.norm), rgb_hw)
+        normalized = normalize_thermal(thermal, self.norm)
+        if self.norm.mode == "fixed":
+            notes += _out_of_range_notes(thermal, normalized, self.norm)
+        thermal01, aligned = self.aligner(normalized, rgb_hw)
         if aligned is not None:
             notes.append(FrameNote("thermal_aligned", "thermal", aligned))
         return thermal01, notes
+
+
+def _out_of_range_notes(thermal: np.ndarray, normalized: np.ndarray, norm: ThermalNormalization) -> list[FrameNote]:
+    """A fixed range the whole frame lies outside of (a 0..255 range on 16-bit counts, a range in
+    another unit) turns every pixel 0 or every pixel 1: the model then sees no thermal image at all."""
+    if normalized.size == 0 or 0.0 < float(normalized.max()) and float(normalized.min()) < 1.0:
+        return []
+    finite = thermal[np.isfinite(thermal)] if thermal.dtype.kind == "f" else thermal
+    if finite.size == 0:
+        return []  # no finite pixel: _nonfinite_notes says so
+    side = "at or below" if float(normalized.max()) <= 0.0 else "at or above"
+    return [FrameNote("thermal_out_of_range", "thermal",
+                      f"every thermal pixel ({float(finite.min()):g}..{float(finite.max()):g}) is {side} the fixed range "
+                      f"{norm.low:g}..{norm.high:g}: the thermal input is blank, so the frame is segmented from RGB "
+                      "alone; give the camera's range (thermal_range, --thermal-range) or percentile normalisation")]
 
 
 def _nonfinite_notes(thermal: np.ndarray) -> list[FrameNote]:

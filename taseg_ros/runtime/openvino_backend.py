@@ -40,7 +40,7 @@ class OpenVinoBackend(Backend):
             raise InputError(f"precision '{precision}' is not one of {sorted(HINTS)}")
         if self.path.suffix.lower() == ".xml":
             check_ir_files(self.path)
-            check_weights(read_ir_weights_record(self.path), self.path)
+            check_weights(read_ir_weights_record(self.path), self.path, self.path.with_suffix(".bin"))  # what it loads
         core = ov.Core()
         try:
             model = core.read_model(str(self.path))
