@@ -13,7 +13,11 @@ in test_runtimes.py and test_bench.py.)
 from __future__ import annotations
 
 import json
-import warnings
+import os
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -25,6 +29,7 @@ from taseg_ros.classes import load_classes
 from taseg_ros.cli import main
 from taseg_ros.labelling.cvat import labelmap_text
 
+REPO = Path(__file__).resolve().parents[1]
 # Every line break YAML or a terminal knows, an ANSI colour and an OSC title sequence.
 HOSTILE = "\x1b[31m\x1b]0;pwned\x07\r\x85\u2028\u2029\v\f\n"
 RAW = set("\x1b\x07\r\x85\u2028\u2029\v\f")
@@ -129,3 +134,85 @@ def test_f_train_output_empty_is_refused_not_the_recipes_folder(tmp_path, capsys
     from taseg_ros.train.recipe import load_recipe
 
     assert load_recipe("mfnet", ["train.output=\"yes\""]).train.output == "yes"
+
+
+# --- g: degenerate inputs and signals ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def unstamped_bags(tmp_path_factory) -> dict[str, Path]:
+    """Recordings whose image stamps are all zero, or all negative (drivers that do not stamp)."""
+    from taseg_ros.bag.io.messages import image_message
+    from taseg_ros.bag.io.writer import BagWriter
+
+    frames, bags = synthetic_frames(4, 48, 64), {}
+    for name, stamp in (("zero", lambda i: 0), ("negative", lambda i: -10**9 + i * 10**8)):
+        bags[name] = tmp_path_factory.mktemp("unstamped") / name
+        with BagWriter(bags[name], storage="mcap", compress=False, distro="kilted") as writer:
+            for i, frame in enumerate(frames):
+                log = 1_700_000_000 * 10**9 + i * 10**8
+                writer.write("/camera/image_raw", "sensor_msgs/msg/Image", log, image_message(stamp(i), "c", frame.rgb, "rgb8"))
+                writer.write("/thermal/image_raw", "sensor_msgs/msg/Image", log + 1000,
+                             image_message(stamp(i), "t", frame.thermal, "mono8"))
+    return bags
+
+
+def test_g_zero_or_negative_stamps_are_a_verdict_not_a_traceback(unstamped_bags, tmp_path, capsys, tiny_checkpoint):
+    says = "every stamp of RGB (4 frames) and thermal (4 frames) is zero or negative"
+    for name, bag in unstamped_bags.items():
+        for argv, expected in ((["bag", "info", bag], 1), (["bag", "extract", bag, "-o", tmp_path / f"{name}_ds"], 2),
+                               (["bag", "eval", bag, "--checkpoint", tiny_checkpoint, "-o", tmp_path / f"{name}_ev",
+                                 "--no-output-bag"], 2)):
+            code, text = run(argv, capsys)
+            assert code == expected and says in text, (name, argv, text)
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--min-gap", "inf", "--min-gap must be a finite number of seconds"),
+    ("--segment-window", "inf", "--segment-window must be a finite number of seconds"),
+    ("--label-tolerance", "nan", "--label-tolerance must be a finite number of seconds"),
+])
+def test_g_non_finite_numbers_are_refused_in_one_line(hostile_bag, tmp_path, capsys, tiny_checkpoint, option, value, says):
+    command = "select" if option == "--min-gap" else "eval"
+    extra = ["-k", "2"] if command == "select" else ["--no-output-bag"]
+    code, text = run(["bag", command, hostile_bag, "--checkpoint", tiny_checkpoint, "-o", tmp_path / "out", *extra,
+                      option, value], capsys)
+    assert code == 2 and says in text and len(text.strip().splitlines()) == 1, text
+    assert not (tmp_path / "out").exists()
+
+
+def _taseg(*args) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+               PYTHONWARNINGS="ignore")
+    return subprocess.Popen([sys.executable, "-m", "taseg_ros.cli", *map(str, args)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_g_a_closed_stdout_ends_quietly(hostile_bag):
+    """`taseg bag info REC | head -1`: the reader left; was a BrokenPipeError traceback."""
+    process = _taseg("bag", "info", hostile_bag)
+    process.stdout.close()  # before the command writes: it is still importing
+    err = process.stderr.read()
+    assert process.wait(timeout=240) == 141 and "Traceback" not in err, err
+
+
+def test_g_sigterm_while_the_command_starts_is_ctrl_c(hostile_bag, tiny_checkpoint, tmp_path):
+    """SIGTERM while `bag select` loads its modules (torch): was ended by the signal (-15), not exit 143."""
+    out = tmp_path / "sel"
+    process = _taseg("bag", "select", hostile_bag, "--checkpoint", tiny_checkpoint, "-k", "1", "-o", out)
+
+    def loading_torch() -> bool:
+        try:
+            return "libtorch" in Path(f"/proc/{process.pid}/maps").read_text()
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 240
+    while not loading_torch():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "torch never loaded"
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=240)
+    assert process.returncode == 143 and "terminated" in err and "Traceback" not in err, (process.returncode, err)
+    assert not out.exists()

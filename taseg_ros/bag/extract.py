@@ -39,7 +39,7 @@ from typing import Callable
 import numpy as np
 import yaml
 
-from taseg_ros.bag.labels import TopicLabels, stamp_id
+from taseg_ros.bag.labels import TopicLabels, check_tolerance, stamp_id
 from taseg_ros.bag.pairs import BagPairing, PairSource, failure_summary
 from taseg_ros.bag.io.reader import Bag, BagError, open_bag
 from taseg_ros.bag.io.topics import resolve_image_topics
@@ -76,6 +76,7 @@ class ExtractSettings:
             object.__setattr__(self, "stamps", frozenset(int(s) for s in self.stamps))
         if not 0.0 <= self.val_fraction < 1.0:
             raise InputError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        check_tolerance(self.label_tolerance_s)
         if self.prefix and not all(c.isalnum() or c in "-_." for c in self.prefix):
             raise InputError(f"--prefix may only hold letters, digits, '-', '_' and '.', got {self.prefix!r}")
         if self.homography is not None:

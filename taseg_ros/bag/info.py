@@ -226,6 +226,12 @@ def _judge(info: BagInfo, abs_nearest_ns: np.ndarray) -> None:
     if rgb_count == 0 or info.thermal is None or info.thermal.count == 0:
         info.verdict = "NOT USABLE: one of the cameras has no frames"
         return
+    unstamped = [f"{name} ({s.count} frames)" for name, s in (("RGB", info.rgb), ("thermal", info.thermal))
+                 if s.zero_stamps == s.count]
+    if unstamped:  # a stamp <= 0 is never paired (as by the node): nothing to measure offsets with
+        info.verdict = (f"NOT USABLE: every stamp of {' and '.join(unstamped)} is zero or negative: frames are paired "
+                        "by their header stamps; have the camera drivers stamp them")
+        return
     share = info.pairs / rgb_count
     median_offset_ms = info.nearest_offset_ms.get("median")
     if info.pairs == 0:
@@ -236,9 +242,11 @@ def _judge(info: BagInfo, abs_nearest_ns: np.ndarray) -> None:
             )
         else:
             better = f"; try --slop {info.suggested_slop_s:g}" if info.suggested_slop_s else ""
+            offset = "no thermal frame within half a frame period" if median_offset_ms is None else \
+                f"median offset {median_offset_ms:+.1f} ms"
             info.verdict = (
                 f"NOT USABLE at slop {info.slop_s * 1e3:g} ms: no RGB frame has a thermal frame that close "
-                f"(median offset {median_offset_ms:+.1f} ms){better}"
+                f"({offset}){better}"
             )
         return
     info.usable = True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -44,6 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # SIGTERM is Ctrl-C from the first moment: building the parser loads the commands' modules
+    # (seconds), and a SIGTERM then ended the process by the signal (-15) instead of exit 143.
+    with sigterm_as_sigint() as terminated:
+        try:
+            return _run(argv, terminated)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM: every command's clean-up has run
+            print("terminated" if terminated else "interrupted", file=sys.stderr)
+            return 128 + signal.SIGTERM if terminated else 130
+        except BrokenPipeError:  # stdout's reader left (`taseg bag info REC | head -1`): it read what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
+            return 128 + signal.SIGPIPE  # what a shell reports for a command ended by SIGPIPE
+
+
+def _run(argv: list[str] | None, terminated: list[int]) -> int:
     parser = build_parser()
     # key=value overrides may stand anywhere, also after options (argparse alone would
     # refuse a positional list once an option has followed it).
@@ -54,31 +69,30 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = list(args.overrides) + extra
     from taseg_ros.errors import TasegError
 
-    with sigterm_as_sigint() as terminated:
-        try:
-            code = int(args.func(args) or 0)
-            return 128 + signal.SIGTERM if terminated and code == 130 else code  # a loop stopped early, cleanly
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM: every command's clean-up has run
-            print("terminated" if terminated else "interrupted", file=sys.stderr)
-            return 128 + signal.SIGTERM if terminated else 130
-        # User errors: one clear line, no traceback. The package raises TasegError subclasses for
-        # what it refuses; FileNotFoundError is the system's own word for a path the user gave, and
-        # names it. Anything else (a ValueError from deep inside numpy, say) is a bug and keeps its
-        # traceback.
-        except (TasegError, FileNotFoundError) as exc:
-            print(f"taseg {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-            return 2
-        # The system refusing a write the package did not route through outputs.replacing (a
-        # library's own files): disk full, name too long, read-only, no permission. One line, the file
-        # named; the output policy has already removed what the run created.
-        except OSError as exc:
-            from taseg_ros.outputs import write_error
+    try:
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, where main answers it, not at interpreter exit
+        return 128 + signal.SIGTERM if terminated and code == 130 else code  # a loop stopped early, cleanly
+    # User errors: one clear line, no traceback. The package raises TasegError subclasses for
+    # what it refuses; FileNotFoundError is the system's own word for a path the user gave, and
+    # names it. Anything else (a ValueError from deep inside numpy, say) is a bug and keeps its
+    # traceback.
+    except (TasegError, FileNotFoundError) as exc:
+        print(f"taseg {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        raise  # main's
+    # The system refusing a write the package did not route through outputs.replacing (a
+    # library's own files): disk full, name too long, read-only, no permission. One line, the file
+    # named; the output policy has already removed what the run created.
+    except OSError as exc:
+        from taseg_ros.outputs import write_error
 
-            refusal = write_error(exc, exc.filename or "a file")  # some writers do not say which
-            if refusal is None:
-                raise
-            print(f"taseg {args.command}: error: {_one_line(refusal)}", file=sys.stderr)
-            return 2
+        refusal = write_error(exc, exc.filename or "a file")  # some writers do not say which
+        if refusal is None:
+            raise
+        print(f"taseg {args.command}: error: {_one_line(refusal)}", file=sys.stderr)
+        return 2
 
 
 @contextmanager

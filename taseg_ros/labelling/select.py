@@ -26,6 +26,8 @@ Method (deterministic: the same recordings, model and options choose the same fr
 """
 from __future__ import annotations
 
+import math
+
 import csv
 import io
 from collections import Counter
@@ -90,8 +92,8 @@ class SelectSettings:
             raise InputError(f"--score must be one of {', '.join(SCORES)}, got {self.score!r}")
         if not 0.0 < self.low_confidence <= 1.0:
             raise InputError(f"--low-confidence must be in (0, 1], got {self.low_confidence}")
-        if not self.min_gap_s >= 0:
-            raise InputError(f"--min-gap must be >= 0 seconds, got {self.min_gap_s}")
+        if not 0 <= self.min_gap_s < math.inf:  # it becomes integer nanoseconds: inf has none
+            raise InputError(f"--min-gap must be a finite number of seconds >= 0, got {self.min_gap_s}")
         if not self.min_distance >= 0:
             raise InputError(f"--min-distance must be >= 0, got {self.min_distance}")
         PairThinning(self.every, self.hz)  # checks --every / --hz
