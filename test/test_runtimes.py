@@ -129,6 +129,8 @@ def test_openvino_precision_is_the_one_asked_for(exports):
     bf16 = Segmenter.from_checkpoint(exports["openvino"]["output"], precision="bf16")
     assert fp32.precision == "fp32" and "fp32" in fp32.describe()
     assert bf16.precision in ("bf16", "fp32")  # fp32 where the CPU has no bf16 support; never silently other
+    assert (bf16.backend.precision_note != "") == (bf16.precision != "bf16")  # said when another one runs
+    assert bf16.backend.op_precisions.get("bf16" if bf16.precision == "bf16" else "f32", 0) > 0  # OpenVINO's count
     assert (fp32.predict(rgb, thermal).labels == bf16.predict(rgb, thermal).labels).mean() > 0.9
 
 

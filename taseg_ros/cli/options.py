@@ -6,6 +6,7 @@ turns the parsed values into the object the library takes.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from taseg_ros.devices import BACKEND_CHOICES, DEVICE_CHOICES_HINT, PRECISIONS, resolve_device
 from taseg_ros.errors import InputError
@@ -59,11 +60,14 @@ def segmenter_from_args(args: argparse.Namespace):
     problem = max_input_size_problem(max_input_size)
     if problem:
         raise InputError(f"--max-input-size {max_input_size}: {problem}")
-    return Segmenter.from_checkpoint(
+    segmenter = Segmenter.from_checkpoint(
         args.checkpoint, sam_checkpoint=args.sam_checkpoint, device=device_from_args(args), precision=args.precision,
         backend=getattr(args, "backend", None), merge_lora=getattr(args, "merge_lora", False),
         max_input_size=max_input_size,
     )
+    if segmenter.backend.precision_note:  # another precision runs than was asked: one line says which and why
+        print(f"note: {segmenter.backend.precision_note}", file=sys.stderr)
+    return segmenter
 
 
 # --- thermal normalisation --------------------------------------------------------------------

@@ -15,19 +15,12 @@ from taseg_ros.frames.files import write_output
 from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA, check_alpha, colorize, overlay
 
 
-def _segmenter(model, device, dtype: torch.dtype):
-    from taseg_ros.inference import PRECISIONS, Segmenter
-
-    precision = next(name for name, d in PRECISIONS.items() if d == dtype)
-    return Segmenter(model, device=str(device), precision=precision)
-
-
 def evaluate(
     model,
     dataset,
     *,
     device="cpu",
-    dtype=torch.float32,
+    precision: str = "fp32",
     indices: Iterable[int] | None = None,
     blank_thermal: bool = False,
     on_prediction: Callable[[dict, np.ndarray], None] | None = None,
@@ -35,7 +28,8 @@ def evaluate(
 ) -> SegmentationEvaluator:
     """Predict every sample (or `indices`) of a labelled dataset and accumulate its
     confusion matrices (overall and per day/night condition). `model` is a TASeg, or a ready
-    Segmenter (any runtime: `taseg eval --backend`; then `device` and `dtype` are its own)."""
+    Segmenter (any runtime: `taseg eval --backend`; then `device` and `precision`, a name of
+    devices.PRECISIONS, are its own)."""
     from taseg_ros.inference import Segmenter
 
     config = dataset.config
@@ -49,7 +43,7 @@ def evaluate(
         from tqdm import tqdm
 
         indices = tqdm(indices, desc="eval", dynamic_ncols=True)
-    segmenter = segmenter or _segmenter(model, device, dtype)
+    segmenter = segmenter or Segmenter(model, device=str(device), precision=precision)
     for index in indices:
         sample = dataset[index]
         if sample["label"] is None:

@@ -29,16 +29,12 @@ import numpy as np
 import torch
 
 from taseg_ros.classes import ClassInfo
-from taseg_ros.devices import PRECISIONS as PRECISION_NAMES, torch_dtype
 from taseg_ros.errors import InputError
 from taseg_ros.frames.thermal import ThermalNormalization, ThermalPreparation
 from taseg_ros.model.config import DEFAULT_MAX_INPUT_SIZE
 from taseg_ros.model.inputs import FrameTransform
 from taseg_ros.model.taseg import TASeg
 from taseg_ros.runtime.base import Backend
-
-# The one table of precision names (taseg_ros.devices), as torch dtypes.
-PRECISIONS = {name: torch_dtype(name) for name in PRECISION_NAMES}
 
 
 def normalized_entropy(probabilities: torch.Tensor) -> torch.Tensor:
