@@ -406,14 +406,21 @@ def _png(image: np.ndarray) -> bytes:
     return cv2.imencode(".png", image)[1].tobytes()
 
 
-@pytest.mark.parametrize("case", ["unknown_colour", "labelmap_without_a_class", "wrong_size", "zip_slip", "unknown_id"])
-def test_bad_exports_are_refused(prelabels, tmp_path, capsys, case):
-    folder = _copy_dataset(prelabels, tmp_path)
+def _first_mask(prelabels) -> tuple[str, str, np.ndarray]:
+    """(first frame id, its mask member, the mask as the zip holds it) of the pre-label export."""
     _, archive, predicted = prelabels
     first = sorted(predicted)[0]
     member = f"SegmentationClass/{first}.png"
     with zipfile.ZipFile(archive) as zf:
-        mask = cv2.imdecode(np.frombuffer(zf.read(member), np.uint8), cv2.IMREAD_UNCHANGED)
+        return first, member, cv2.imdecode(np.frombuffer(zf.read(member), np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+@pytest.mark.parametrize("case", ["unknown_colour", "labelmap_without_a_class", "wrong_size", "zip_slip", "unknown_id"])
+def test_bad_exports_are_refused(prelabels, tmp_path, capsys, case):
+    folder = _copy_dataset(prelabels, tmp_path)
+    _, archive, predicted = prelabels
+    first, member, mask = _first_mask(prelabels)
+    with zipfile.ZipFile(archive) as zf:
         labelmap = zf.read("labelmap.txt").decode()
     if case == "unknown_colour":
         mask[5:9, 5:9] = (3, 2, 1)  # BGR of (1, 2, 3)
@@ -512,10 +519,7 @@ def test_a_frame_with_two_masks_is_refused_naming_both(prelabels, tmp_path, caps
     frame's; two masks for one frame (twice the same name, or nested and at the top) are refused."""
     folder = _copy_dataset(prelabels, tmp_path)
     _, archive, predicted = prelabels
-    first = sorted(predicted)[0]
-    member = f"SegmentationClass/{first}.png"
-    with zipfile.ZipFile(archive) as zf:
-        mask = cv2.imdecode(np.frombuffer(zf.read(member), np.uint8), cv2.IMREAD_UNCHANGED)
+    first, member, mask = _first_mask(prelabels)
     other = mask.copy()
     other[:8] = mask[0, 0]  # a different mask of the same frame, in the same colours
     nested = f"SegmentationClass/uploaded/{first}.png"

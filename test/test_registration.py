@@ -8,6 +8,7 @@ blurred, noisy, 16-bit counts), recorded as a real rosbag2 file with the package
 from __future__ import annotations
 
 import re
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from bag_fixtures import write_rgbt_bag
+from process_fixtures import finish, has_open, taseg as taseg_process, wait_for
 from taseg_ros.cli import main as taseg
 from taseg_ros.frames import calibration as cal
 from taseg_ros.frames import registration as reg
@@ -175,37 +177,14 @@ def test_parallax_figures():
 def test_sigterm_during_calibrate_writes_nothing(tmp_path):
     """SIGTERM (as Ctrl-C) mid-way aborts: a registration from part of the recording would claim more
     than it knows (was: the pairs so far fitted, written, exit 0)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from bag_fixtures import write_rgbt_bag
-
     frames = good_frames(np.random.default_rng(0)) * 10  # 60 pairs: ~12 s of detection
     bag = write_rgbt_bag(tmp_path / "run", frames, thermal_encoding="mono16", imu=False, compressed=True).path
     out = tmp_path / "registration.yaml"
-    repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
-    process = subprocess.Popen([sys.executable, "-m", "taseg_ros.cli", "bag", "calibrate", str(bag), "--board", "9x6",
-                                "-o", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def reading_the_recording() -> bool:  # the recording open in the process: the loop has started
-        try:
-            return any(os.readlink(f"/proc/{process.pid}/fd/{fd}").endswith(".mcap")
-                       for fd in os.listdir(f"/proc/{process.pid}/fd"))
-        except OSError:
-            return False
-
-    deadline = time.monotonic() + 240
-    while not reading_the_recording():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the recording was never opened"
-        time.sleep(0.02)
+    process = taseg_process("bag", "calibrate", bag, "--board", "9x6", "-o", out)
+    wait_for(lambda: has_open(process, ".mcap"), process, "the recording opened (the loop started)")
     process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=240)
-    assert process.returncode == 143 and "terminated" in err, err
+    code, _, err = finish(process)
+    assert code == 143 and "terminated" in err, err
     assert not out.exists() and not out.parent.joinpath(".taseg-tmp").exists()
 
 

@@ -13,11 +13,7 @@ in test_runtimes.py and test_bench.py.)
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 import zipfile
 from pathlib import Path
 
@@ -25,11 +21,11 @@ import numpy as np
 import pytest
 
 from bag_fixtures import synthetic_frames, write_rgbt_bag
+from process_fixtures import finish, proc_text, taseg, wait_for
 from taseg_ros.classes import load_classes
 from taseg_ros.cli import main
 from taseg_ros.labelling.cvat import labelmap_text
 
-REPO = Path(__file__).resolve().parents[1]
 # Every line break YAML or a terminal knows, an ANSI colour and an OSC title sequence.
 HOSTILE = "\x1b[31m\x1b]0;pwned\x07\r\x85\u2028\u2029\v\f\n"
 RAW = set("\x1b\x07\r\x85\u2028\u2029\v\f")
@@ -181,16 +177,9 @@ def test_g_non_finite_numbers_are_refused_in_one_line(hostile_bag, tmp_path, cap
     assert not (tmp_path / "out").exists()
 
 
-def _taseg(*args) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-               PYTHONWARNINGS="ignore")
-    return subprocess.Popen([sys.executable, "-m", "taseg_ros.cli", *map(str, args)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def test_g_a_closed_stdout_ends_quietly(hostile_bag):
     """`taseg bag info REC | head -1`: the reader left; was a BrokenPipeError traceback."""
-    process = _taseg("bag", "info", hostile_bag)
+    process = taseg("bag", "info", hostile_bag)
     process.stdout.close()  # before the command writes: it is still importing
     err = process.stderr.read()
     assert process.wait(timeout=240) == 141 and "Traceback" not in err, err
@@ -199,20 +188,9 @@ def test_g_a_closed_stdout_ends_quietly(hostile_bag):
 def test_g_sigterm_while_the_command_starts_is_ctrl_c(hostile_bag, tiny_checkpoint, tmp_path):
     """SIGTERM while `bag select` loads its modules (torch): was ended by the signal (-15), not exit 143."""
     out = tmp_path / "sel"
-    process = _taseg("bag", "select", hostile_bag, "--checkpoint", tiny_checkpoint, "-k", "1", "-o", out)
-
-    def loading_torch() -> bool:
-        try:
-            return "libtorch" in Path(f"/proc/{process.pid}/maps").read_text()
-        except OSError:
-            return False
-
-    deadline = time.monotonic() + 240
-    while not loading_torch():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "torch never loaded"
-        time.sleep(0.005)
+    process = taseg("bag", "select", hostile_bag, "--checkpoint", tiny_checkpoint, "-k", "1", "-o", out)
+    wait_for(lambda: "libtorch" in proc_text(process, "maps"), process, "torch loading", poll_s=0.005)
     process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=240)
-    assert process.returncode == 143 and "terminated" in err and "Traceback" not in err, (process.returncode, err)
+    code, _, err = finish(process)
+    assert code == 143 and "terminated" in err and "Traceback" not in err, (code, err)
     assert not out.exists()
