@@ -474,6 +474,13 @@ class RegistrationMonitor:
             self.checks += 1
             self.seconds.append(time.perf_counter() - start)
 
+    def snapshot(self) -> tuple[int, float, float, RegistrationVerdict | None]:
+        """(checks, median of the last scores, mean seconds a check cost, the last verdict), consistent."""
+        with self._lock:
+            median = float(np.median(self.scores)) if self.scores else float("nan")
+            cost = float(np.mean(self.seconds)) if self.seconds else float("nan")
+            return self.checks, median, cost, self.verdict
+
 
 def describe_offset(shift_px: float, converged: bool = True) -> str:
     """A refinement's corner shift as words for `bag info` and `bag refine`."""

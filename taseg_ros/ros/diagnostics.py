@@ -447,15 +447,12 @@ class RegistrationWatch:
 
     def apply(self, report: DiagnosticReport) -> DiagnosticReport:
         """``report`` with the registration keys added, and WARN (if it was OK) when the verdict says so."""
-        m = self.monitor
-        with m._lock:
-            if not m.checks:
-                return report
-            median = float(np.median(m.scores)) if m.scores else float("nan")
-            report.values["registration_score"] = f"{median:.3f}"
-            report.values["registration_checks"] = str(m.checks)
-            report.values["registration_check_ms"] = f"{1e3 * float(np.mean(m.seconds)):.1f}" if m.seconds else "-"
-            verdict = m.verdict
+        checks, median, cost, verdict = self.monitor.snapshot()
+        if not checks:
+            return report
+        report.values["registration_score"] = f"{median:.3f}"
+        report.values["registration_checks"] = str(checks)
+        report.values["registration_check_ms"] = f"{1e3 * cost:.1f}"
         if verdict is not None and verdict.known:
             report.values["registration_offset_px"] = f"{verdict.shift_px:.1f}"
         if verdict is not None and verdict.looks_off and report.level == OK and report.message == "processing":
