@@ -68,6 +68,38 @@ def test_bf16_on_cpu_agrees_mostly_with_fp32(tiny_checkpoint):
     assert (fp32.labels == bf16.labels).mean() > 0.9
 
 
+def test_a_precision_the_device_cannot_run_natively_falls_back_and_says_so(tiny_checkpoint, tmp_path, monkeypatch,
+                                                                           capsys):
+    """bf16 on a CPU without bf16 instructions was run emulated (vit_b 0.13x fp32 on an AVX2-only
+    EPYC), silently. The decision is the CPU's flags (injected here: this machine has avx512_bf16)."""
+    from taseg_ros import devices
+
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx2", "fma"}), raising=False)  # the previous machine
+    seg = Segmenter.from_checkpoint(tiny_checkpoint, precision="bf16")
+    assert seg.precision == "fp32" and seg.backend.precision_note.startswith(
+        "bf16 asked, fp32 runs: this CPU has no bf16 instructions (avx512_bf16 or amx_bf16)")
+    assert seg.describe().startswith("torch on cpu, fp32") and "bf16 asked" in seg.describe()  # the node's diagnostics
+    rgb, thermal = np.zeros((32, 48, 3), np.uint8), np.zeros((32, 48), np.uint8)
+    assert np.array_equal(seg.predict(rgb, thermal).labels, Segmenter.from_checkpoint(tiny_checkpoint).predict(rgb, thermal).labels)
+    for folder in ("rgb", "thermal"):
+        (tmp_path / folder).mkdir()
+    from taseg_ros.frames.files import write_image
+
+    write_image(tmp_path / "rgb" / "a.png", rgb)
+    write_image(tmp_path / "thermal" / "a.png", thermal)
+    assert main(["predict", "--checkpoint", str(tiny_checkpoint), "--rgb", str(tmp_path / "rgb"), "--thermal",
+                 str(tmp_path / "thermal"), "-o", str(tmp_path / "out"), "--precision", "bf16"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert notes == ["note: " + seg.backend.precision_note]
+    monkeypatch.undo()
+    assert devices.runnable_precision("bf16", "cpu", frozenset({"avx2", "avx512_bf16"})) == ("bf16", "")
+    assert devices.runnable_precision("bf16", "cpu", frozenset({"asimd", "bf16"})) == ("bf16", "")  # aarch64
+    assert devices.runnable_precision("bf16", "cuda:0", cuda_capability=(8, 0)) == ("bf16", "")
+    assert devices.runnable_precision("fp16", "cuda", cuda_capability=(7, 5)) == ("fp16", "")
+    ran, why = devices.runnable_precision("bf16", "cuda", cuda_capability=(7, 0))
+    assert ran == "fp32" and "compute capability 7.0" in why
+
+
 def test_info_prints_the_breakdown(capsys):
     assert main(["info", "--config", "vit_h"]) == 0
     out = capsys.readouterr().out

@@ -406,14 +406,21 @@ def _png(image: np.ndarray) -> bytes:
     return cv2.imencode(".png", image)[1].tobytes()
 
 
-@pytest.mark.parametrize("case", ["unknown_colour", "labelmap_without_a_class", "wrong_size", "zip_slip", "unknown_id"])
-def test_bad_exports_are_refused(prelabels, tmp_path, capsys, case):
-    folder = _copy_dataset(prelabels, tmp_path)
+def _first_mask(prelabels) -> tuple[str, str, np.ndarray]:
+    """(first frame id, its mask member, the mask as the zip holds it) of the pre-label export."""
     _, archive, predicted = prelabels
     first = sorted(predicted)[0]
     member = f"SegmentationClass/{first}.png"
     with zipfile.ZipFile(archive) as zf:
-        mask = cv2.imdecode(np.frombuffer(zf.read(member), np.uint8), cv2.IMREAD_UNCHANGED)
+        return first, member, cv2.imdecode(np.frombuffer(zf.read(member), np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+@pytest.mark.parametrize("case", ["unknown_colour", "labelmap_without_a_class", "wrong_size", "zip_slip", "unknown_id"])
+def test_bad_exports_are_refused(prelabels, tmp_path, capsys, case):
+    folder = _copy_dataset(prelabels, tmp_path)
+    _, archive, predicted = prelabels
+    first, member, mask = _first_mask(prelabels)
+    with zipfile.ZipFile(archive) as zf:
         labelmap = zf.read("labelmap.txt").decode()
     if case == "unknown_colour":
         mask[5:9, 5:9] = (3, 2, 1)  # BGR of (1, 2, 3)
@@ -434,3 +441,100 @@ def test_bad_exports_are_refused(prelabels, tmp_path, capsys, case):
     assert err.count("\n") == 0 and expected in err, err
     assert str(bad) in err
     assert not (folder / "labels").exists() and not (tmp_path / "labels").exists()
+
+
+# --- archives a zip reader must refuse (issue 27, class d): one line, nothing inflated whole --------------
+
+
+def _central_entry(data: bytearray, name: str) -> int:
+    """Offset of ``name``'s entry in the zip's central directory (the record zipfile reads first)."""
+    offset = data.find(b"PK\x01\x02")
+    while offset >= 0:
+        length = int.from_bytes(data[offset + 28:offset + 30], "little")
+        if data[offset + 46:offset + 46 + length] == name.encode():
+            return offset
+        offset = data.find(b"PK\x01\x02", offset + 46)
+    raise AssertionError(name)
+
+
+def _damaged(archive: Path, dst: Path, member: str, case: str) -> Path:
+    """``archive`` with one member made unreadable the way real zips are: the encryption flag, a method
+    this reader does not know, a CRC that does not match, a deflate stream cut in its middle."""
+    data = bytearray(archive.read_bytes())
+    entry = _central_entry(data, member)
+    if case == "encrypted":
+        data[entry + 8] |= 0x1
+    elif case == "unknown_method":
+        data[entry + 10:entry + 12] = (99).to_bytes(2, "little")  # 99: AES, which zipfile cannot read
+    elif case == "bad_crc":
+        data[entry + 16:entry + 20] = bytes(x ^ 0xFF for x in data[entry + 16:entry + 20])
+    else:  # broken_stream: garbage in the middle of the deflated bytes
+        with zipfile.ZipFile(archive) as zf:
+            info = zf.getinfo(member)
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+        data[start + 2:start + 12] = b"\xff" * 10
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def _deflated_copy(src: Path, dst: Path, replace: dict[str, bytes] = {}, add: list[tuple[str, bytes]] = ()) -> Path:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", compression=zipfile.ZIP_DEFLATED) as zout:
+        for name in zin.namelist():
+            zout.writestr(name, replace.get(name, zin.read(name)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile's "Duplicate name" warning: that case is the point
+            for name, data in add:
+                zout.writestr(name, data)
+    return dst
+
+
+@pytest.mark.parametrize("case", ["encrypted", "unknown_method", "bad_crc", "broken_stream"])
+def test_an_unreadable_member_is_one_line_naming_it(prelabels, tmp_path, capsys, case):
+    folder = _copy_dataset(prelabels, tmp_path)
+    _, archive, predicted = prelabels
+    member = f"SegmentationClass/{sorted(predicted)[0]}.png"
+    bad = _damaged(_deflated_copy(archive, tmp_path / "deflated.zip"), tmp_path / "bad.zip", member, case)
+    assert main(["label", "import", str(bad), str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    expected = {"encrypted": "is encrypted", "unknown_method": "zip method 99"}.get(case, "damaged member")
+    assert err.count("\n") == 0 and f"{bad}:{member}" in err and expected in err, err
+    assert not (folder / "labels").exists()
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(prelabels, tmp_path, capsys):
+    """A mask member declaring 512 MiB (deflated to 0.5 MiB of zeros) for a 64x48 frame."""
+    folder = _copy_dataset(prelabels, tmp_path)
+    _, archive, predicted = prelabels
+    member = f"SegmentationClass/{sorted(predicted)[0]}.png"
+    bomb = _deflated_copy(archive, tmp_path / "bomb.zip", {member: bytes(512 << 20)})
+    assert bomb.stat().st_size < 1 << 20
+    assert main(["label", "import", str(bomb), str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{512 << 20} bytes uncompressed" in err and "refused unread" in err and member in err, err
+
+
+@pytest.mark.parametrize("case", ["same_name_twice", "nested_and_top", "nested_only"])
+def test_a_frame_with_two_masks_is_refused_naming_both(prelabels, tmp_path, capsys, case):
+    """A CVAT task from an uploaded folder keeps the folder in its ids: a nested mask alone is its
+    frame's; two masks for one frame (twice the same name, or nested and at the top) are refused."""
+    folder = _copy_dataset(prelabels, tmp_path)
+    _, archive, predicted = prelabels
+    first, member, mask = _first_mask(prelabels)
+    other = mask.copy()
+    other[:8] = mask[0, 0]  # a different mask of the same frame, in the same colours
+    nested = f"SegmentationClass/uploaded/{first}.png"
+    if case == "same_name_twice":
+        bad, names = _deflated_copy(archive, tmp_path / "bad.zip", add=[(member, _png(other))]), [member]
+    elif case == "nested_and_top":
+        bad, names = _deflated_copy(archive, tmp_path / "bad.zip", add=[(nested, _png(other))]), [nested, member]
+    else:
+        with zipfile.ZipFile(archive) as zin, zipfile.ZipFile(tmp_path / "nested.zip", "w") as zout:
+            for name in zin.namelist():
+                zout.writestr(nested if name == member else name, zin.read(name))
+        assert main(["label", "import", str(tmp_path / "nested.zip"), str(folder)]) == 0
+        assert np.array_equal(cv2.imread(str(folder / "labels" / f"{first}.png"), cv2.IMREAD_UNCHANGED), predicted[first])
+        return
+    assert main(["label", "import", str(bad), str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and all(repr(n) in err for n in names), err
+    assert not (folder / "labels").exists()

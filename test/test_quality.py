@@ -352,6 +352,8 @@ def test_report_baseline_and_what_is_refused(panned_bag, tiny_checkpoint, tmp_pa
     other_recording.write_text(json.dumps({**report, "recording_start_ns": 5}))
     old_report = tmp_path / "old.json"
     old_report.write_text(json.dumps({k: v for k, v in report.items() if k != "quality"}))
+    interrupted = tmp_path / "interrupted.json"
+    interrupted.write_text(json.dumps({**report, "interrupted": True}))
     from taseg_ros.model.checkpoint import init_checkpoint
 
     pst = tmp_path / "pst.safetensors"
@@ -362,6 +364,9 @@ def test_report_baseline_and_what_is_refused(panned_bag, tiny_checkpoint, tmp_pa
         (["--baseline", other_classes], "differ from the model's"),
         (["--baseline", other_recording], "a report of another recording"),
         (["--baseline", old_report], "with label-free figures"),
+        (["--baseline", interrupted], "the report of an interrupted run"),
+        # a report of the first 4 pairs is no baseline of the whole recording (was accepted and compared)
+        (["--baseline", first], "its figures are means over 4 pairs, this run's over"),
         (["--baseline", pst], "differ from the checkpoint's"),
         (["--gate", "flicker:change_max=0"], "a change bound needs --baseline"),
         (["--gate", "thermal_reliance:max=0.5"], "needs --thermal-reliance"),

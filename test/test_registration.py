@@ -8,6 +8,7 @@ blurred, noisy, 16-bit counts), recorded as a real rosbag2 file with the package
 from __future__ import annotations
 
 import re
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from bag_fixtures import write_rgbt_bag
+from process_fixtures import finish, has_open, taseg as taseg_process, wait_for
 from taseg_ros.cli import main as taseg
 from taseg_ros.frames import calibration as cal
 from taseg_ros.frames import registration as reg
@@ -141,6 +143,24 @@ def test_calibrate_recovers_the_homography_from_a_recording(target_bag, tmp_path
     assert "exact only for points on one plane" in out.read_text()  # the file says it too
 
 
+def test_topic_names_reach_the_registration_file_as_comments_only(tmp_path, capsys):
+    """A topic name with a line break injected node parameters into the file (and terminal escapes
+    into the report): every comment line is escaped (errors.safe_text)."""
+    hostile = "/thermal\x1b]0;pwned\x07\r\x85\u2028\n/**/taseg:\n  ros__parameters:\n    checkpoint: evil.safetensors"
+    bag = write_rgbt_bag(tmp_path / "run", good_frames(np.random.default_rng(0)), thermal_encoding="mono16",
+                         imu=False, seed=1, thermal_topic=hostile).path
+    out, refined = tmp_path / "registration.yaml", tmp_path / "refined.yaml"
+    assert taseg(["bag", "calibrate", str(bag), "--board", "9x6", "-o", str(out)]) == 0
+    assert taseg(["bag", "refine", str(bag), "--thermal-homography", str(out), "--samples", "4", "-o", str(refined)]) == 0
+    captured = capsys.readouterr()
+    for text in (out.read_text(), refined.read_text(), captured.out + captured.err):
+        assert not set("\x1b\x07\r\x85\u2028") & set(text) and "\n    checkpoint:" not in text, text
+        assert "\\x1b]0;pwned\\x07" in text
+    for path in (out, refined):
+        assert list(yaml.safe_load(path.read_text())["/**/taseg"]["ros__parameters"]) == [
+            "thermal_homography", "thermal_homography_size"]
+
+
 def test_parallax_figures():
     # focal 500 px, baseline 0.1 m: a point at d shifts 50/d px; fitted at 5 m, near 2 m -> 50 * (1/2 - 1/5) = 15 px
     p = cal.Parallax(0.1, 2.0, 20.0, 500.0, 5.0)
@@ -152,6 +172,20 @@ def test_parallax_figures():
     # the board's distance from its apparent square size: 40 px squares of 0.05 m at focal 800 px -> 1 m
     grid = np.stack(np.meshgrid(np.arange(9) * 40.0, np.arange(6) * 40.0), axis=-1).reshape(-1, 2)
     assert cal.board_distance_m([grid], cal.Target(9, 6, square_m=0.05), 800.0) == pytest.approx(1.0)
+
+
+def test_sigterm_during_calibrate_writes_nothing(tmp_path):
+    """SIGTERM (as Ctrl-C) mid-way aborts: a registration from part of the recording would claim more
+    than it knows (was: the pairs so far fitted, written, exit 0)."""
+    frames = good_frames(np.random.default_rng(0)) * 10  # 60 pairs: ~12 s of detection
+    bag = write_rgbt_bag(tmp_path / "run", frames, thermal_encoding="mono16", imu=False, compressed=True).path
+    out = tmp_path / "registration.yaml"
+    process = taseg_process("bag", "calibrate", bag, "--board", "9x6", "-o", out)
+    wait_for(lambda: has_open(process, ".mcap"), process, "the recording opened (the loop started)")
+    process.send_signal(signal.SIGTERM)
+    code, _, err = finish(process)
+    assert code == 143 and "terminated" in err, err
+    assert not out.exists() and not out.parent.joinpath(".taseg-tmp").exists()
 
 
 def test_thermal_numbering_follows_the_rgb_one():
@@ -187,6 +221,78 @@ def test_calibrate_refuses_with_one_line_and_writes_nothing(case, expected, tmp_
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and expected in err, err
     assert not out.exists() and not out.parent.exists()
+
+
+def test_an_upside_down_thermal_camera_is_calibrated_right(tmp_path, capsys):
+    """The cameras need not be mounted the same way up: the rig's roll is found from the frames
+    (was: corners paired the same way up, a fit over one pose's 54 of 324 corners, exit 0 and a
+    homography 573 px off)."""
+    frames = good_frames(np.random.default_rng(0))
+    for frame in frames:
+        frame.thermal = np.ascontiguousarray(frame.thermal[::-1, ::-1])
+    (th, tw), out = THERMAL_HW, tmp_path / "registration.yaml"
+    truth = TRUE_H @ np.array([[-1, 0, tw - 1], [0, -1, th - 1], [0, 0, 1.0]])
+    code = taseg(["bag", "calibrate", str(record(tmp_path / "run", frames)), "--board", "9x6", "-o", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0 and "mounted upside down relative to the RGB camera" in text, text
+    assert "over 324 of 324 corners" in text
+    assert reg.mean_shift(homography_from_params_file(out), truth, THERMAL_HW) < 0.5  # measured 0.14
+
+
+def test_detections_that_fit_no_single_homography_are_refused(tmp_path, capsys):
+    """The thermal camera showing each pose one pair late (a recording with a time offset): per pair
+    the corners correspond, across pairs no homography explains them."""
+    frames = good_frames(np.random.default_rng(0))
+    late = [SceneFrame(frames[i].rgb, frames[i - 1].thermal) for i in range(len(frames))]
+    out = tmp_path / "registration.yaml"
+    code = taseg(["bag", "calibrate", str(record(tmp_path / "run", late)), "--board", "9x6", "-o", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "fit no single homography" in err and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_a_camera_that_changes_resolution_mid_recording_is_refused(tmp_path, capsys):
+    frames = good_frames(np.random.default_rng(0))
+    for frame in frames[3:]:  # the thermal driver switched to twice the resolution
+        frame.thermal = cv2.resize(frame.thermal, (2 * THERMAL_HW[1], 2 * THERMAL_HW[0]))
+    bag = record(tmp_path / "run", frames)
+    expected = "the cameras change resolution within the recording (thermal 320x256 -> RGB 640x480 at first, " \
+               "thermal 640x512 -> RGB 640x480 at pair 4)"
+    for argv in (["calibrate", "--board", "9x6"], ["refine", "--samples", "6"]):
+        code = taseg(["bag", argv[0], str(bag), *argv[1:], "-o", str(tmp_path / "out.yaml")])
+        err = capsys.readouterr().err
+        assert code == 2 and expected in err, err
+        assert not (tmp_path / "out.yaml").exists()
+
+
+def test_a_registration_made_for_other_cameras_is_refused_where_it_is_applied(target_bag, tmp_path, capsys,
+                                                                            tiny_checkpoint):
+    """bag calibrate records the frame sizes in the file; every tool that applies it checks them, and
+    the node does through its parameters (thermal_homography_size -> FrameSettings -> ThermalAligner)."""
+    from bag_fixtures import synthetic_frames, write_rgbt_bag
+    from taseg_ros.inference.pipeline import FramePipeline
+    from taseg_ros.ros.params import NodeParams, registration_from_params_file
+
+    registration = tmp_path / "registration.yaml"
+    assert taseg(["bag", "calibrate", str(target_bag), "--board", "9x6", "-o", str(registration)]) == 0
+    capsys.readouterr()
+    h, size = registration_from_params_file(registration)
+    assert size == (320, 256, 640, 480)
+    other = write_rgbt_bag(tmp_path / "other", synthetic_frames(3, 96, 128), imu=False).path  # 128x96 cameras
+    why = "made for thermal 320x256 -> RGB 640x480, but these frames are thermal 128x96 -> RGB 128x96"
+    for argv in (["extract", "-o", tmp_path / "ds"], ["refine", "-o", tmp_path / "r.yaml"],
+                 ["eval", "--checkpoint", tiny_checkpoint, "-o", tmp_path / "ev", "--no-output-bag"],
+                 ["info"]):
+        code = taseg(["bag", argv[0], str(other), *map(str, argv[1:]), "--thermal-homography", str(registration)])
+        captured = capsys.readouterr()
+        assert why in captured.out + captured.err, (argv, captured)
+        assert code == (0 if argv[0] == "info" else 2), argv  # bag info reports it in its registration line
+    assert not any((tmp_path / name).exists() for name in ("ds", "r.yaml", "ev"))
+    # the node: its parameters carry the size into the per-frame pipeline, which skips such a pair
+    params = NodeParams(checkpoint="x", thermal_homography=h.ravel().tolist(), thermal_homography_size=list(size))
+    frame = synthetic_frames(1, 96, 128)[0]
+    result = FramePipeline(None, params.frame_settings()).process(frame.rgb, frame.thermal)
+    assert result.error is not None and why in result.error.text
 
 
 # --- target-free refinement and the score on real frames --------------------------------------------
@@ -265,6 +371,12 @@ def test_bag_refine_recovers_a_knocked_camera_from_a_real_recording(real_frames,
         # bag info's quick check (3 pairs at 320 px) tells the knocked registration from the true one
         assert info_registration_px(bag, start, tmp_path, capsys) == pytest.approx(before, abs=4.0)
     assert info_registration_px(bag, truth, tmp_path, capsys) == 0.0  # "looks right"; measured 2.6 px
+    # Beyond its reach (60 px) it stopped on false peaks: was 49-64 px off, written, "moved 6-12 px".
+    start, out = knocked(truth, 60, 0.5, 100), tmp_path / "far.yaml"
+    code = taseg(["bag", "refine", str(bag), "--thermal-homography", *[f"{v:.10g}" for v in start.ravel()],
+                  "--samples", str(len(frames)), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not look aligned either" in err and not out.exists(), err
 
 
 def test_score_tells_aligned_from_misaligned_pairs(real_frames):
@@ -343,26 +455,46 @@ def test_bag_refine_writes_a_refined_file(target_bag, tmp_path, capsys):
     assert "alignment score" in text and "converged on" in text
 
 
-def test_registration_watch_warns_on_the_median_of_the_last_checks():
+def _msrs_pair(samples_dir, name: str):
+    rgb = cv2.cvtColor(cv2.imread(str(samples_dir / "msrs" / "vi" / name)), cv2.COLOR_BGR2RGB)
+    return rgb, cv2.imread(str(samples_dir / "msrs" / "ir" / name), cv2.IMREAD_UNCHANGED)
+
+
+def test_the_nodes_registration_watch_and_bag_info_apply_one_rule(real_frames, samples_dir, tmp_path, capsys):
+    """Three real night/day pairs correctly registered (the consensus of the other ten) that score
+    below SCORE_WARN: the node's watch warned on that median score alone ("registration looks off")
+    where `bag info` called the registration right. Now both refine and combine (judge_registration):
+    right for them, off for the same pairs knocked 15 px."""
     from taseg_ros.ros.diagnostics import OK, WARN, DiagnosticReport, RegistrationWatch
 
-    watch = RegistrationWatch(warn_below=0.02, window=3)
-    assert watch.apply(DiagnosticReport(OK, "processing")).values == {}  # no check yet: no keys
-    watch.record(-0.05, 0.010)  # the first check alone never warns
-    assert watch.apply(DiagnosticReport(OK, "processing")).level == OK
-    watch = RegistrationWatch(warn_below=0.02, window=3)
-    for score in (0.08, 0.07, -0.01):  # one bad frame among good ones: median 0.07
-        watch.record(score, 0.010)
-    report = watch.apply(DiagnosticReport(OK, "processing"))
-    assert report.level == OK and report.values["registration_score"] == "0.070"
-    assert report.values["registration_checks"] == "3" and report.values["registration_check_ms"] == "10.0"
-    for score in (0.0, 0.01):  # the camera was knocked: the last three are -0.01, 0.0, 0.01
-        watch.record(score, 0.010)
-    report = watch.apply(DiagnosticReport(OK, "processing"))
-    assert report.level == WARN and report.values["registration_score"] == "0.000"
-    assert report.message.startswith("registration looks off: alignment score 0.000 < 0.02")
-    # another warning (no pairs, clock) keeps its own message
-    assert watch.apply(DiagnosticReport(WARN, "no RGB/thermal pair matched")).message == "no RGB/thermal pair matched"
+    consensus = reg.combine_homographies([native for *_, native in real_frames], (480, 640))
+    pairs = [_msrs_pair(samples_dir, name) for name in ("00008N.png", "00024N.png", "00091D.png")]
+    assert np.median([reg.alignment_score(rgb, ir, consensus) for rgb, ir in pairs]) < reg.SCORE_WARN  # measured -0.035
+    bag = record(tmp_path / "three", [SceneFrame(rgb, ir) for rgb, ir in pairs])
+    for h, off in ((consensus, False), (knocked(consensus, 15, 0.5, 60), True)):
+        watch = RegistrationWatch()
+        assert watch.apply(DiagnosticReport(OK, "processing")).values == {}  # no check yet: no keys
+        for rgb, ir in pairs:
+            watch.check(rgb, ir, h)
+        report = watch.apply(DiagnosticReport(OK, "processing"))
+        assert (report.level == WARN) == off, (report.message, report.values)
+        assert report.values["registration_checks"] == "3" and float(report.values["registration_check_ms"]) > 0
+        offset = float(report.values["registration_offset_px"])
+        assert info_registration_px(bag, h, tmp_path, capsys) == (pytest.approx(offset, abs=0.5) if off else 0.0)
+        if off:
+            assert report.message.startswith("registration looks off by about") and 10 < offset < 20, report.message
+            # another warning (no pairs, clock) keeps its own message
+            assert watch.apply(DiagnosticReport(WARN, "no RGB/thermal pair matched")).message == "no RGB/thermal pair matched"
+        else:
+            assert offset < reg.LOOKS_RIGHT_PX  # measured 1.5 px
+
+
+def test_the_watch_judges_only_when_the_score_says_so(real_frames):
+    """Pairs that score aligned cost a score each (no refinement): the verdict stays None."""
+    watch = reg.RegistrationMonitor(window=3)
+    for _, rgb, ir, native in real_frames[:3]:
+        watch.check(rgb, ir, native)
+    assert watch.checks == 3 and watch.verdict is None and all(s > reg.SCORE_WARN for s in watch.scores)
 
 
 def test_refine_never_overwrites_the_file_it_reads(target_bag, tmp_path, capsys):

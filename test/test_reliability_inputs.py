@@ -22,10 +22,8 @@ import cv2
 import numpy as np
 import pytest
 
+from process_fixtures import DEADLINE_S, REPO, finish, taseg, wait_for
 from taseg_ros.cli import main
-
-REPO = Path(__file__).resolve().parents[1]
-DEADLINE_S = 240.0  # a cold `import torch` on a loaded machine is slow; a hang still fails
 
 
 @pytest.fixture(scope="module")
@@ -34,32 +32,6 @@ def data(tmp_path_factory) -> Path:
 
     return write_street_dataset(tmp_path_factory.mktemp("street") / "data", num_train=4, num_val=2, num_test=2,
                                 height=32, width=48, seed=3)
-
-
-def taseg(*args: str) -> subprocess.Popen:
-    """`taseg ARGS` as its own process (this checkout's package first on the path)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-               PYTHONWARNINGS="ignore")
-    return subprocess.Popen([sys.executable, "-m", "taseg_ros.cli", *map(str, args)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(condition, process: subprocess.Popen, what: str) -> None:
-    """Poll `condition` until it holds; fail if `process` ends first or the deadline passes."""
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if process.poll() is not None:
-            out, err = process.communicate()
-            pytest.fail(f"the process ended (exit {process.returncode}) before {what}\n{out[-2000:]}\n{err[-3000:]}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"no {what} within {DEADLINE_S} s")
-        time.sleep(0.02)
-
-
-def finish(process: subprocess.Popen) -> tuple[int, str, str]:
-    out, err = process.communicate(timeout=DEADLINE_S)
-    return process.returncode, out, err
 
 
 def error_lines(err: str) -> list[str]:

@@ -497,7 +497,7 @@ def test_every_parameter_has_a_description_and_numeric_limits_are_stated():
     from taseg_ros.ros.params import LIVE_PARAMETERS, PARAMETERS, description
 
     assert LIVE_PARAMETERS == {"overlay_alpha", "thermal_normalization", "thermal_range", "thermal_percentiles",
-                               "thermal_homography", "no_pair_warning", "clock_offset_warning", "log_throttle",
+                               "thermal_homography", "thermal_homography_size", "no_pair_warning", "clock_offset_warning", "log_throttle",
                                "quality_diagnostics", "input_timeout", "input_fallback", "frozen_warning",
                                "confidence_encoding", "jpeg_quality"}
     for name in PARAMETERS:

@@ -129,6 +129,8 @@ def test_openvino_precision_is_the_one_asked_for(exports):
     bf16 = Segmenter.from_checkpoint(exports["openvino"]["output"], precision="bf16")
     assert fp32.precision == "fp32" and "fp32" in fp32.describe()
     assert bf16.precision in ("bf16", "fp32")  # fp32 where the CPU has no bf16 support; never silently other
+    assert (bf16.backend.precision_note != "") == (bf16.precision != "bf16")  # said when another one runs
+    assert bf16.backend.op_precisions.get("bf16" if bf16.precision == "bf16" else "f32", 0) > 0  # OpenVINO's count
     assert (fp32.predict(rgb, thermal).labels == bf16.predict(rgb, thermal).labels).mean() > 0.9
 
 
@@ -182,6 +184,33 @@ def test_fixed_size_batches_and_size_mismatch(trained_checkpoint, tmp_path):
     message = str(err.value)
     assert str(tmp_path / "b2.onnx") in message and "160x128 input" in message and "100x100 frame" in message
     assert "112x112" in message and "\n" not in message
+
+
+def test_the_weights_check_digests_the_file_openvino_loads(exports, tmp_path):
+    """OpenVINO loads <stem>.bin beside the .xml, whatever file name the export recorded: a pair
+    renamed together runs (was refused: 'tiny.bin is missing'); an .xml beside the .bin of another
+    export of the same architecture is refused (was run: the digest was of the recorded tiny.bin)."""
+    import shutil
+
+    xml = exports["openvino"]["output"]
+    reference = Segmenter.from_checkpoint(xml)
+    rgb, thermal = np.full((480, 640, 3), 90, np.uint8), np.tile(np.arange(640, dtype=np.uint16) * 50, (480, 1))
+    renamed = tmp_path / "renamed" / "model.xml"
+    renamed.parent.mkdir()
+    shutil.copy(xml, renamed)
+    shutil.copy(xml.with_suffix(".bin"), renamed.with_suffix(".bin"))
+    assert np.array_equal(Segmenter.from_checkpoint(renamed).predict(rgb, thermal).labels,
+                          reference.predict(rgb, thermal).labels)
+    mixed = tmp_path / "mixed" / "model.xml"  # this .xml, another export's .bin (same layout, other values)
+    mixed.parent.mkdir()
+    shutil.copy(xml, mixed)
+    shutil.copy(xml, mixed.parent / xml.name)
+    shutil.copy(xml.with_suffix(".bin"), mixed.parent / xml.with_suffix(".bin").name)  # the recorded name, intact
+    other = bytearray(xml.with_suffix(".bin").read_bytes())
+    other[len(other) // 2:len(other) // 2 + 64] = bytes(64)
+    mixed.with_suffix(".bin").write_bytes(bytes(other))
+    with pytest.raises(ValueError, match=r"mixed/model.xml and .*mixed/model.bin: not from the same export"):
+        Segmenter.from_checkpoint(mixed)
 
 
 def test_bad_model_files_fail_in_one_line(exports, tmp_path):

@@ -41,18 +41,19 @@ import yaml
 
 from taseg_ros.bag import DEFAULT_VAL_FRACTION
 from taseg_ros.bag.info import inspect_bag
+from taseg_ros.bag.labels import TopicLabels, check_tolerance, stamp_id
+from taseg_ros.bag.pairs import BagPairing, PairSource, failure_summary
 from taseg_ros.bag.io.reader import Bag, BagError, open_bag
 from taseg_ros.bag.io.topics import resolve_image_topics
-from taseg_ros.bag.labels import TopicLabels, stamp_id
-from taseg_ros.bag.pairs import BagPairing, PairSource, failure_summary
 from taseg_ros.classes import ClassInfo, load_classes
 from taseg_ros.config_io import read_text
 from taseg_ros.datasets.config import load_dataset_config
 from taseg_ros.errors import InputError
+from taseg_ros.errors import safe_lines
 from taseg_ros.frames.codec import ImageDecodeError, decode_pair
 from taseg_ros.frames.files import write_image, write_rgb, write_thermal
 from taseg_ros.frames.pairing import NS_PER_S, Pair
-from taseg_ros.frames.thermal import ThermalNormalization, validate_homography
+from taseg_ros.frames.thermal import ThermalNormalization, check_registration_size, validate_homography
 from taseg_ros.outputs import output_dir, replacing, write_text_atomic
 
 
@@ -72,6 +73,7 @@ class ExtractSettings:
     thermal_norm: ThermalNormalization = field(default_factory=ThermalNormalization)
     homography: np.ndarray | None = None  # thermal px -> RGB px; recorded, applied by the loader
     stamps: frozenset[int] | None = None  # only the pairs with these RGB stamps (ns); None: all
+    homography_size: tuple[int, int, int, int] | None = None  # thermal W, H, RGB W, H it was made for
 
     def __post_init__(self) -> None:
         PairThinning(self.every, self.hz)  # checks the two options
@@ -79,6 +81,7 @@ class ExtractSettings:
             object.__setattr__(self, "stamps", frozenset(int(s) for s in self.stamps))
         if not 0.0 <= self.val_fraction < 1.0:
             raise InputError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        check_tolerance(self.label_tolerance_s)
         if self.prefix and not all(c.isalnum() or c in "-_." for c in self.prefix):
             raise InputError(f"--prefix may only hold letters, digits, '-', '_' and '.', got {self.prefix!r}")
         if self.homography is not None:
@@ -90,6 +93,8 @@ class ExtractSettings:
         data: dict = {"normalization": self.thermal_norm.to_mapping()}
         if self.homography is not None:
             data["homography"] = [float(v) for v in self.homography.ravel()]
+        if self.homography is not None and self.homography_size is not None:
+            data["homography_size"] = [int(v) for v in self.homography_size]
         return data
 
 
@@ -321,10 +326,14 @@ class _Extraction:
         return True
 
     def _check_registration(self, thermal_hw, rgb_hw) -> None:
-        """A homography that warps these frames out of view is refused before anything is written."""
-        if self.settings.homography is not None and not self.result.written:
+        """A homography made for other frame sizes (every pair: a camera may change its resolution
+        mid-recording) or that warps these frames out of view is refused (before anything is written
+        when the first pair shows it)."""
+        if self.settings.homography is not None:
             try:
-                validate_homography(self.settings.homography, thermal_hw, rgb_hw)
+                check_registration_size(self.settings.homography_size, thermal_hw, rgb_hw)
+                if not self.result.written:
+                    validate_homography(self.settings.homography, thermal_hw, rgb_hw)
             except ValueError as exc:
                 raise InputError(f"--thermal-homography: {str(exc).removeprefix('thermal homography: ')}") from None
 
@@ -437,4 +446,4 @@ def format_extract(result: ExtractResult) -> str:
         lines.append(f"  {len(result.failed)} pairs could not be decoded, e.g. {result.failed[0]}")
     for note in result.notes:
         lines.append(f"  {note}")
-    return "\n".join(lines)
+    return safe_lines(lines)  # topic names are the recording's text

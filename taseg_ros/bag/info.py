@@ -23,6 +23,7 @@ from taseg_ros.timing import summarize_ms
 from taseg_ros.errors import safe_text
 from taseg_ros.formatting import fixed as _fmt
 from taseg_ros.formatting import human_size as _size
+from taseg_ros.errors import safe_lines
 
 CANDIDATE_SLOPS_S = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1)
 
@@ -227,6 +228,12 @@ def _judge(info: BagInfo, abs_nearest_ns: np.ndarray) -> None:
     if rgb_count == 0 or info.thermal is None or info.thermal.count == 0:
         info.verdict = "NOT USABLE: one of the cameras has no frames"
         return
+    unstamped = [f"{name} ({s.count} frames)" for name, s in (("RGB", info.rgb), ("thermal", info.thermal))
+                 if s.zero_stamps == s.count]
+    if unstamped:  # a stamp <= 0 is never paired (as by the node): nothing to measure offsets with
+        info.verdict = (f"NOT USABLE: every stamp of {' and '.join(unstamped)} is zero or negative: frames are paired "
+                        "by their header stamps; have the camera drivers stamp them")
+        return
     share = info.pairs / rgb_count
     median_offset_ms = info.nearest_offset_ms.get("median")
     if info.pairs == 0:
@@ -237,9 +244,11 @@ def _judge(info: BagInfo, abs_nearest_ns: np.ndarray) -> None:
             )
         else:
             better = f"; try --slop {info.suggested_slop_s:g}" if info.suggested_slop_s else ""
+            offset = "no thermal frame within half a frame period" if median_offset_ms is None else \
+                f"median offset {median_offset_ms:+.1f} ms"
             info.verdict = (
                 f"NOT USABLE at slop {info.slop_s * 1e3:g} ms: no RGB frame has a thermal frame that close "
-                f"(median offset {median_offset_ms:+.1f} ms){better}"
+                f"({offset}){better}"
             )
         return
     info.usable = True
@@ -321,4 +330,4 @@ def format_info(info: BagInfo) -> str:
             within = ", ".join(f"{float(s) * 1e3:g} ms: {c}" for s, c in info.within_slop.items())
             lines.append(f"  RGB frames with a thermal frame within {within}")
     lines.append(f"verdict: {info.verdict}")
-    return "\n".join(lines)
+    return safe_lines(lines)  # topic names, types and encodings are the recording's text

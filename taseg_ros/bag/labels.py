@@ -14,6 +14,7 @@ the ignore value (255, or the ``ignore_index`` of classes.yaml) is not scored.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from taseg_ros.datasets.config import LabelMap, load_dataset_config
 from taseg_ros.datasets.io import index_by_stem, read_label
 from taseg_ros.errors import MissingInputError
 from taseg_ros.frames.codec import ImageDecodeError, image_to_array
+from taseg_ros.errors import InputError
 from taseg_ros.frames.pairing import NS_PER_S, stamp_to_ns
 
 STAMP_IN_NAME = re.compile(r"(\d+)_(\d{9})$")
@@ -59,6 +61,12 @@ def _label_map(classes: ClassInfo, classes_yaml: Path | None):
     return LabelMap(classes.num_classes, ignore=(int(ignore),)), None
 
 
+def check_tolerance(tolerance_s: float) -> None:
+    """--label-tolerance: seconds between a label's stamp and its RGB frame's, as integer ns."""
+    if not 0 <= tolerance_s < math.inf:
+        raise InputError(f"--label-tolerance must be a finite number of seconds >= 0, got {tolerance_s}")
+
+
 class LabelSource:
     """Labels keyed by stamp; ``match(rgb_stamp_ns)`` finds one, ``load(key)`` reads it as class ids
     (int64, ignored pixels = IGNORE_INDEX)."""
@@ -66,6 +74,7 @@ class LabelSource:
     description = ""
 
     def __init__(self, classes: ClassInfo, tolerance_s: float, classes_yaml: Path | None = None) -> None:
+        check_tolerance(tolerance_s)
         self.tolerance_ns = int(round(tolerance_s * 1e9))
         self.label_map, self.metric = _label_map(classes, classes_yaml)
         self._stamps = np.zeros(0, np.int64)

@@ -40,6 +40,7 @@ from taseg_ros.bag.io.topics import resolve_image_topics
 from taseg_ros.bag.io.writer import BagWriter
 from taseg_ros.errors import InputError
 from taseg_ros.formatting import fixed
+from taseg_ros.errors import safe_lines
 from taseg_ros.frames.render import OUTPUTS
 from taseg_ros.ros.client import ToolNode, deserialize, require_ros, serialize, wait_for
 from taseg_ros.ros.names import check_namespace
@@ -381,4 +382,4 @@ def format_replay(result: ReplayResult) -> str:
         lines.append(f"  note: {note}")
     if result.output_bag:
         lines.append(f"  output recording: {result.output_bag}")
-    return "\n".join(lines)
+    return safe_lines(lines)  # the recording's topic names

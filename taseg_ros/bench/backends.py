@@ -22,7 +22,7 @@ from taseg_ros.bench.mode import prepared_inputs
 from taseg_ros.bench.models import plain_encoder_forward, plain_sam_encoder
 from taseg_ros.bench.node import node_vs_alone
 from taseg_ros.bench.timing import auto_repeats, device_synchronizer, run_rounds, summarize_ratio
-from taseg_ros.devices import BACKENDS
+from taseg_ros.devices import BACKENDS, runnable_precision
 from taseg_ros.errors import InputError
 from taseg_ros.inference import Segmenter
 from taseg_ros.model.checkpoint import save_checkpoint
@@ -54,15 +54,19 @@ def scene_frames(height: int, width: int, count: int = 4) -> list[tuple[str, np.
             for seed in range(count)]
 
 
-def plan_variants(backends: tuple[str, ...], precisions: tuple[str, ...], cuda: bool) -> list[Variant]:
-    """The (runtime, precision) pairs worth timing here; eager fp32 (the reference) always first."""
+def plan_variants(backends: tuple[str, ...], precisions: tuple[str, ...], cuda: bool,
+                  flags: frozenset[str] | None = None) -> list[Variant]:
+    """The (runtime, precision) pairs worth timing here; eager fp32 (the reference) always first.
+    Eager PyTorch only in the precisions this device runs natively (devices.runnable_precision:
+    emulated bf16 is no figure to report); the other runtimes say themselves what they ran."""
     device = "cuda" if cuda else "cpu"
     usable = [p for p in precisions if cuda or p != "fp16"]
+    native = [p for p in usable if not runnable_precision(p, device, flags)[1]]
     out = [Variant("torch", "fp32", device)]
     for backend in backends:
         if backend == "torch":
-            out += [Variant("torch", p, device) for p in usable if p != "fp32"]
-            out += [Variant("torch", p, device, merged=True) for p in usable]
+            out += [Variant("torch", p, device) for p in native if p != "fp32"]
+            out += [Variant("torch", p, device, merged=True) for p in native]
         elif backend == "onnxruntime":
             out.append(Variant("onnxruntime", "fp32", device))
             if cuda:
@@ -210,12 +214,14 @@ class BackendBench:
         variants = {}
         for variant in self.variants:
             seg, times = self.segmenters[variant.name], samples[variant.name]
-            same_precision = f"torch {variant.precision}"
+            same_precision = f"torch {seg.precision}"  # the eager run of the precision that actually ran
             entry = {
                 "backend": variant.backend,
                 "requested_precision": variant.precision,
                 "ran": seg.describe(),
                 "precision": seg.precision,
+                "precision_note": seg.backend.precision_note,
+                "op_precisions": getattr(seg.backend, "op_precisions", None),  # OpenVINO's own account
                 "latency": summarize_ms(times),
                 "fps": 1e3 / summarize_ms(times)["median"],
                 "speedup_vs_eager_fp32": summarize_ratio([r / t for r, t in zip(reference, times)]),

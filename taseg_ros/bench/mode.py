@@ -17,7 +17,8 @@ from taseg_ros.bench.memory import measure_peak
 from taseg_ros.bench.models import STAGES, count_flops, derive_stages
 from taseg_ros.bench.timing import auto_repeats, device_synchronizer, run_rounds, summarize_ratio
 from taseg_ros.timing import summarize_ms
-from taseg_ros.inference import PRECISIONS, Segmenter
+from taseg_ros.devices import PRECISIONS, runnable_precision, torch_dtype
+from taseg_ros.inference import Segmenter
 
 
 def trim_heap() -> None:
@@ -54,7 +55,7 @@ class ModeBench:
         self.clock, self.opt, self.device, self.worker, self.log = clock, opt, device, worker, log
         self.rgb, self.thermal = frames
         self.cuda = device.type == "cuda"
-        self.dtype = PRECISIONS[opt.precision]
+        self.dtype = torch_dtype(opt.precision)  # run_benchmark made it one this device runs natively
         self.sync = device_synchronizer(device)
         self.seg = segmenter_for(model, device, opt.precision, mode)
         self.geometry = self.seg.transform.geometry(opt.height, opt.width)
@@ -109,8 +110,8 @@ class ModeBench:
         rgb, thermal = self.rgb, self.thermal
         if self.cuda:
             out["forward"] = self._staged(self.forward)
-            for other in PRECISIONS:
-                if other != self.opt.precision:
+            for other in PRECISIONS:  # the others this GPU runs natively (bf16: compute 8.0 and later)
+                if other != self.opt.precision and not runnable_precision(other, str(self.device))[1]:
                     other_seg = segmenter_for(self.model, self.device, other, self.mode)
                     out[f"predict_{other}"] = lambda s=other_seg: s.predict(rgb, thermal)
         if self.batch > 1:

@@ -65,9 +65,12 @@ def _header_lines(result: dict[str, Any]) -> list[str]:
     lines = [
         f"taseg bench: config {result['config']}, {result['frame_hw'][1]}x{result['frame_hw'][0]} frames, "
         f"{result['device']} {result['precision']}, torch {env['torch']}, {env['torch_threads']} threads"
-        + (f", {env['gpu']}" if "gpu" in env else f", {env.get('cpu', '')}"),
+        + (f", {env['gpu']}" if "gpu" in env else f", {env.get('cpu', '')}")
+        + (f" ({' '.join(env['cpu_flags'])})" if env.get("cpu_flags") else ""),
         f"weights: {result['weights']}",
     ]
+    if result.get("precision_note"):
+        lines.append(f"precision: {result['precision_note']}")
     if "loadavg_start" in env:
         lines.append(
             f"machine load (1-min loadavg, {env['cpu_count']} CPUs): {env['loadavg_start'][0]:.1f} at start, "
@@ -195,7 +198,7 @@ def backend_lines(mode: str, section: dict[str, Any]) -> list[str]:
         "per-round eager-time / runtime-time, median [min-max]; agreement = argmax equal to eager fp32's, over "
         f"{frames}):",
         "",
-        "| runtime | ran as | latency | fps | vs eager fp32 | vs eager, same precision | argmax agreement |",
+        "| runtime | ran as | latency | fps | vs eager fp32 | vs eager, precision it ran | argmax agreement |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, v in section["variants"].items():

@@ -43,8 +43,8 @@ from taseg_ros.classes import load_classes
 from taseg_ros.config_io import read_text
 from taseg_ros.devices import check_memory
 from taseg_ros.errors import InputError
-from taseg_ros.inference import PRECISIONS
 from taseg_ros.model.checkpoint import save_checkpoint
+from taseg_ros.devices import CPU_FP16, PRECISIONS, cpu_flags, runnable_precision
 from taseg_ros.model.config import RESOLUTION_MODES, get_config
 from taseg_ros.model.inputs import tensor_bytes
 from taseg_ros.ros.client import ros_missing
@@ -116,6 +116,9 @@ class BenchOptions:
                      "output tensors", "choose a smaller --width/--height or --batch")
 
 
+CPU_SPEED_FLAGS = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_fp16", "amx_fp16", "bf16", "asimd"})
+
+
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -135,6 +138,7 @@ def _environment(device: torch.device) -> dict[str, Any]:
                 break
     except (OSError, ValueError):  # no /proc (macOS): the processor name above stays
         pass
+    env["cpu_flags"] = sorted(cpu_flags() & CPU_SPEED_FLAGS)  # what decides the CPU's fast precisions
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
         env["cuda"] = torch.version.cuda
@@ -188,7 +192,7 @@ def _bench_vit_h(
     for mode in opt.resolutions:
         candidates = {
             precision: (lambda s=segmenter_for(model, device, precision, mode): s.predict(rgb, thermal))
-            for precision in PRECISIONS
+            for precision in PRECISIONS if not runnable_precision(precision, str(device))[1]  # native only
         }
         worker(run_rounds, candidates, max(opt.warmup, 1), sync)
         samples, _ = worker(run_rounds, candidates, opt.repeats or 10, sync)
@@ -206,7 +210,10 @@ def run_benchmark(opt: BenchOptions, log: Callable[[str], None] = _log) -> dict[
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError("device 'cuda' requested but CUDA is not available on this machine")
     if device.type == "cpu" and opt.precision == "fp16":
-        raise InputError("fp16 is not supported on the CPU; use fp32 or bf16")
+        raise InputError(f"fp16 is not supported on the CPU ({CPU_FP16}); use fp32 or bf16")
+    asked, (opt.precision, why) = opt.precision, runnable_precision(opt.precision, str(device))
+    if why:  # every figure is of the precision that runs, and the report says which was asked
+        log(f"note: {why}")
     cfg = get_config(opt.config)
     class_info = load_classes(opt.classes)
     started = time.perf_counter()
@@ -215,6 +222,8 @@ def run_benchmark(opt: BenchOptions, log: Callable[[str], None] = _log) -> dict[
         "frame_hw": [opt.height, opt.width],
         "device": str(device),
         "precision": opt.precision,
+        "requested_precision": asked,
+        "precision_note": why,
         "weights": WEIGHTS_NOTE,
         "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opt).items()},
         "environment": _environment(device),

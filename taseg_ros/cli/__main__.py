@@ -1,5 +1,4 @@
-import sys
+"""`python -m taseg_ros.cli ...`: the same as `taseg ...` (torchrun starts it so)."""
+from taseg_ros.cli import exit_as_module, main
 
-from taseg_ros.cli import main
-
-sys.exit(main())
+exit_as_module(main())

@@ -6,6 +6,7 @@ turns the parsed values into the object the library takes.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from taseg_ros.devices import BACKEND_CHOICES, DEVICE_CHOICES_HINT, PRECISIONS, resolve_device
 from taseg_ros.errors import InputError
@@ -80,7 +81,10 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
 
 def segmenter_from_args(args: argparse.Namespace):
     """A Segmenter from --checkpoint (any model file), --sam-checkpoint, the device and the backend options."""
-    return model_spec_from_args(args).load()
+    segmenter = model_spec_from_args(args).load()
+    if segmenter.backend.precision_note:  # another precision runs than was asked: one line says which and why
+        print(f"note: {segmenter.backend.precision_note}", file=sys.stderr)
+    return segmenter
 
 
 def model_spec_from_args(args: argparse.Namespace, checkpoint=None, threads: int | None = None):
@@ -155,19 +159,25 @@ def add_homography_option(parser, help_text: str = HOMOGRAPHY_HELP) -> None:
 
 def homography_from_args(args: argparse.Namespace):
     """--thermal-homography (9 numbers, or one parameters file) as a checked 3x3 array, or None."""
+    return registration_from_args(args)[0]
+
+
+def registration_from_args(args: argparse.Namespace):
+    """(--thermal-homography as a checked 3x3 array or None, the frame sizes it was made for or None:
+    thermal W, H, RGB W, H, as `bag calibrate`/`refine` record them in the parameters file)."""
     from taseg_ros.frames.thermal import validate_homography
 
     values = getattr(args, "thermal_homography", None)
     if values is None:
-        return None
+        return None, None
     if len(values) == 1 and not _is_number(values[0]):
-        from taseg_ros.ros.params import homography_from_params_file
+        from taseg_ros.ros.params import registration_from_params_file
 
-        return homography_from_params_file(values[0])
+        return registration_from_params_file(values[0])
     if not all(_is_number(v) for v in values):
         raise InputError(f"--thermal-homography: expected 9 numbers or one parameters file, got {' '.join(values)}")
     try:
-        return validate_homography([float(v) for v in values])
+        return validate_homography([float(v) for v in values]), None
     except ValueError as exc:
         raise InputError(f"--thermal-homography: {exc}") from None
 
@@ -187,8 +197,9 @@ def frame_settings_from_args(args: argparse.Namespace):
     from taseg_ros.frames.thermal import ThermalNormalization
 
     alpha = getattr(args, "overlay_alpha", DEFAULT_OVERLAY_ALPHA)
+    homography, size = registration_from_args(args)
     try:
-        return FrameSettings(thermal_norm_from_args(args) or ThermalNormalization(), homography_from_args(args), alpha)
+        return FrameSettings(thermal_norm_from_args(args) or ThermalNormalization(), homography, alpha, size)
     except ValueError as exc:
         raise InputError(f"--overlay-alpha: {exc}") from None
 

@@ -1,6 +1,8 @@
 """`taseg train RECIPE [section.key=value ...]`: fine-tune TASeg (torchrun for several GPUs)."""
 from __future__ import annotations
 
+import json
+
 from taseg_ros.errors import InputError
 from taseg_ros.train.recipe import load_recipe
 from taseg_ros.train.run_dir import run_folder
@@ -35,10 +37,12 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     overrides = list(args.overrides)
-    if args.data_root:
-        overrides.append(f"data.root={args.data_root}")
-    if args.output:
-        overrides.append(f"train.output={args.output}")
+    # `is not None`: an empty --output is a value (refused by the recipe), not the recipe's default
+    # folder; json.dumps: the path as a YAML string, never read as a number, a bool or a mapping.
+    if args.data_root is not None:
+        overrides.append(f"data.root={json.dumps(args.data_root)}")
+    if args.output is not None:
+        overrides.append(f"train.output={json.dumps(args.output)}")
     recipe = load_recipe(args.recipe, overrides)
     if args.plan:
         from taseg_ros.train.memory import plan_report

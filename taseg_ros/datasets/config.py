@@ -21,6 +21,8 @@
                                 # (what `taseg bag extract --thermal-homography` records; the
                                 # node's thermal_homography); absent: a thermal image of another
                                 # size is resized onto the RGB grid
+      homography_size: [tw, th, rw, rh]  # the frame sizes the homography was made for (files of
+                                # other sizes are refused); absent: not checked
     metric:
       nan_policy: zero | nanmean   # headline mIoU: NaN IoU (class absent and never predicted)
                                    # counts as 0, or is left out of the mean (default); both
@@ -128,6 +130,8 @@ class ThermalConfig:
     inpaint_method: str = setting("ns", choices=("ns", "telea"))
     # Registration onto the RGB grid, as the node's thermal_homography (frames.thermal).
     homography: tuple[float, ...] | None = setting(None, form="9 numbers (3x3 row-major, thermal px -> RGB px)")
+    # The frame sizes it was made for (thermal W, H, RGB W, H); files of other sizes are refused.
+    homography_size: tuple[int, int, int, int] | None = setting(None, gt=0, form="[thermal W, H, RGB W, H]")
 
     def __post_init__(self) -> None:
         if self.homography is not None:
@@ -136,7 +140,7 @@ class ThermalConfig:
     def preparation(self, normalization: ThermalNormalization | None = None) -> ThermalPreparation:
         """The frame layer's ThermalPreparation for this dataset's files (the node's, given the same
         settings): `normalization` overrides the configured one (PST900's thermal_raw)."""
-        return ThermalPreparation(normalization or self.normalization, self.homography)
+        return ThermalPreparation(normalization or self.normalization, self.homography, made_for=self.homography_size)
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,7 @@ from taseg_ros.formatting import progress_bar
 from taseg_ros.frames.blank import blank_thermal as blank  # the parameter below is named blank_thermal
 from taseg_ros.frames.files import write_output
 from taseg_ros.frames.render import DEFAULT_OVERLAY_ALPHA, IMAGE_OUTPUTS, check_alpha, colorize, overlay
-from taseg_ros.inference import PRECISIONS, Segmenter
-
-
-def _segmenter(model, device, dtype: torch.dtype):
-    precision = next(name for name, d in PRECISIONS.items() if d == dtype)
-    return Segmenter(model, device=str(device), precision=precision)
+from taseg_ros.inference import Segmenter
 
 
 def evaluate(
@@ -28,7 +23,7 @@ def evaluate(
     dataset,
     *,
     device="cpu",
-    dtype=torch.float32,
+    precision: str = "fp32",
     indices: Iterable[int] | None = None,
     blank_thermal: bool = False,
     on_prediction: Callable[[dict, np.ndarray], None] | None = None,
@@ -36,7 +31,8 @@ def evaluate(
 ) -> SegmentationEvaluator:
     """Predict every sample (or `indices`) of a labelled dataset and accumulate its
     confusion matrices (overall and per day/night condition). `model` is a TASeg, or a ready
-    Segmenter (any runtime: `taseg eval --backend`; then `device` and `dtype` are its own)."""
+    Segmenter (any runtime: `taseg eval --backend`; then `device` and `precision`, a name of
+    devices.PRECISIONS, are its own)."""
     config = dataset.config
     evaluator = SegmentationEvaluator(config.classes.names, config.metric, config.name)
     segmenter = model if isinstance(model, Segmenter) else None
@@ -46,7 +42,7 @@ def evaluate(
     indices = list(range(len(dataset))) if indices is None else list(indices)
     if progress:
         indices = progress_bar(indices, desc="eval", enabled=True, leave=True)
-    segmenter = segmenter or _segmenter(model, device, dtype)
+    segmenter = segmenter or Segmenter(model, device=str(device), precision=precision)
     for index in indices:
         sample = dataset[index]
         if sample["label"] is None:

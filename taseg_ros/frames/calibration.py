@@ -9,8 +9,11 @@ are bright in thermal where the black squares are dark in RGB. ``auto`` tries bo
 Correspondence: both detectors number the corners row by row, but on a board whose colours swap
 under a half turn (and on any inverted image) the two cameras may start at opposite corners. The
 thermal numbering is turned (half turn; quarter turns too on a square board) so that the first row
-points the way it points in RGB: this assumes the cameras are mounted the same way up (their
-relative roll below 90 degrees, below 45 on a square board), as on every RGB-T rig.
+points the way it points in RGB once turned by the rig's relative roll. That roll is not assumed
+(a thermal camera mounted upside down is common): ``fit_rig`` tries every quarter turn and keeps the
+one whose correspondences one homography explains (most inliers over all frames; a wrong roll pairs
+each pose's corners point-mirrored, which no single homography fits across poses). A fit that still
+leaves more than a tenth of the corners outside its threshold is refused (``MIN_INLIER_SHARE``).
 
 Fitting: ``cv2.findHomography`` with USAC_MAGSAC over all frames' correspondences, then a
 least-squares refit on the inliers; reprojection RMS and worst in RGB px.
@@ -40,6 +43,10 @@ from taseg_ros.frames.targets import (
 from taseg_ros.frames.thermal import ThermalNormalization, normalize_thermal, to_single_channel
 
 RANSAC_THRESHOLD_PX = 3.0  # inlier distance in RGB px
+# Share of all detected corners the fitted homography must explain: the synthetic rig's fits keep all
+# of them; a wrong correspondence (an upside-down camera paired the same way up) kept 54 of 324.
+MIN_INLIER_SHARE = 0.9
+ROLLS = (0, 1, 2, 3)  # the rig's relative roll tried by fit_rig, in quarter turns
 PERCENTILES = ThermalNormalization("percentile", percentiles=(0.5, 99.5))
 
 
@@ -89,13 +96,16 @@ def detect_thermal(thermal: np.ndarray, target: Target, invert: str = "auto") ->
     return None, False
 
 
-def match_order(rgb_points: np.ndarray, thermal_points: np.ndarray, target: Target) -> np.ndarray:
+def match_order(rgb_points: np.ndarray, thermal_points: np.ndarray, target: Target, roll: int = 0) -> np.ndarray:
     """The thermal points renumbered to correspond to the RGB points (see the module docstring):
-    of the grid's turns that keep its shape, the one whose first-row direction is closest to RGB's."""
+    of the grid's turns that keep its shape, the one whose first-row direction, turned by ``roll``
+    quarter turns (the rig's relative roll), is closest to RGB's."""
     grid = thermal_points.reshape(target.rows, target.cols, 2)
     turns = (0, 1, 2, 3) if target.cols == target.rows else (0, 2)
     rgb_dir = _row_direction(rgb_points.reshape(target.rows, target.cols, 2))
-    best = max((np.rot90(grid, k) for k in turns), key=lambda g: float(np.dot(_row_direction(g), rgb_dir)))
+    a = roll * np.pi / 2
+    turn = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    best = max((np.rot90(grid, k) for k in turns), key=lambda g: float(np.dot(turn @ _row_direction(g), rgb_dir)))
     return best.reshape(-1, 2)
 
 
@@ -133,6 +143,35 @@ def fit_homography(thermal_points: list[np.ndarray], rgb_points: list[np.ndarray
     inlier_errors = errors[inliers]
     return Fit(h, float(np.sqrt(np.mean(inlier_errors ** 2))), float(inlier_errors.max()), int(inliers.sum()),
                len(src), errors)
+
+
+def fit_rig(rgb_points: list[np.ndarray], thermal_points: list[np.ndarray], target: Target) -> tuple[Fit, int]:
+    """(fit, the rig's relative roll in quarter turns): the thermal detections renumbered for each
+    roll of ``ROLLS`` and fitted; the roll whose fit explains the most corners (then the lowest RMS)
+    wins. InputError when even that one leaves over a tenth of the corners unexplained."""
+    fits = []
+    for roll in ROLLS:
+        ordered = [match_order(r, t, target, roll) for r, t in zip(rgb_points, thermal_points)]
+        try:
+            fit = fit_homography(ordered, rgb_points)
+        except InputError:
+            continue
+        fits.append(((fit.inliers, -fit.rms_px), roll, fit))
+    if not fits:
+        raise InputError("the target points of the two cameras fit no homography "
+                         "(are both cameras looking at the same board?)")
+    _, roll, fit = max(fits, key=lambda f: f[0])
+    if fit.inliers < MIN_INLIER_SHARE * fit.points:
+        raise InputError(f"the detections fit no single homography: the best leaves {fit.points - fit.inliers} of "
+                         f"{fit.points} target points more than {RANSAC_THRESHOLD_PX:g} px off (do both cameras see "
+                         "the same board at the same time? is one of them distorted?)")
+    return fit, roll
+
+
+def describe_roll(roll: int) -> str:
+    """The rig's relative roll for the report."""
+    return {0: "mounted the same way up as the RGB camera", 2: "mounted upside down relative to the RGB camera"}.get(
+        roll % 4, "turned by a quarter turn relative to the RGB camera")
 
 
 def distinct_poses(rgb_points: list[np.ndarray], width: int) -> int:

@@ -19,17 +19,20 @@ class FrameSettings:
     thermal_norm: ThermalNormalization = field(default_factory=ThermalNormalization)
     homography: np.ndarray | None = None  # 3x3, thermal -> RGB pixel coordinates; None: resize
     overlay_alpha: float = DEFAULT_OVERLAY_ALPHA
+    homography_size: tuple[int, int, int, int] | None = None  # thermal W, H, RGB W, H it was made for
 
     def __post_init__(self) -> None:
         if self.homography is not None:
             object.__setattr__(self, "homography", validate_homography(self.homography))
+        if self.homography_size is not None:
+            object.__setattr__(self, "homography_size", tuple(int(v) for v in self.homography_size))
         check_alpha(self.overlay_alpha)
 
     def thermal_preparation(self) -> ThermalPreparation:
-        return ThermalPreparation(self.thermal_norm, self.homography)
+        return ThermalPreparation(self.thermal_norm, self.homography, made_for=self.homography_size)
 
     def same_registration(self, other: "FrameSettings") -> bool:
         a, b = self.homography, other.homography
         if a is None or b is None:
             return a is None and b is None
-        return bool(np.array_equal(a, b))
+        return bool(np.array_equal(a, b)) and self.homography_size == other.homography_size

@@ -181,6 +181,23 @@ def homography_coverage(h: np.ndarray, thermal_hw: tuple[int, int], rgb_hw: tupl
     return float(np.count_nonzero(covered)) / covered.size
 
 
+def describe_sizes(size: tuple[int, int, int, int]) -> str:
+    """(thermal W, H, RGB W, H) as words."""
+    tw, th, rw, rh = size
+    return f"thermal {tw}x{th} -> RGB {rw}x{rh}"
+
+
+def check_registration_size(made_for, thermal_hw: tuple[int, int], rgb_hw: tuple[int, int]) -> None:
+    """A registration applies only to the frame sizes it was made for (``made_for``: thermal W, H,
+    RGB W, H, as `taseg bag calibrate`/`refine` record it; None: not recorded, not checked)."""
+    if made_for is None:
+        return
+    here = (thermal_hw[1], thermal_hw[0], rgb_hw[1], rgb_hw[0])
+    if tuple(made_for) != here:
+        raise InputError(f"thermal homography: made for {describe_sizes(made_for)}, but these frames are "
+                         f"{describe_sizes(here)}; calibrate (or refine) the registration for these cameras")
+
+
 def align_thermal(thermal: np.ndarray, rgb_hw: tuple[int, int], homography: np.ndarray | None = None) -> np.ndarray:
     """Bring a thermal image onto the RGB pixel grid: warp by a 3x3 homography (thermal -> RGB pixel
     coordinates; pixels it does not reach become 0) when given, else a plain (bilinear) resize."""
@@ -197,8 +214,9 @@ class ThermalAligner:
     """Puts thermal frames on the RGB grid (``align_thermal``) and returns a note the first time it
     has to, so the node and the tools say it once, not once per frame."""
 
-    def __init__(self, homography: np.ndarray | None = None) -> None:
+    def __init__(self, homography: np.ndarray | None = None, made_for: tuple[int, int, int, int] | None = None) -> None:
         self.homography = None if homography is None else validate_homography(homography)
+        self.made_for = None if homography is None or made_for is None else tuple(made_for)  # thermal W, H, RGB W, H
         self.noted = False
         self.checked_sizes = None  # (thermal hw, rgb hw) the homography was last validated for
 
@@ -207,6 +225,7 @@ class ThermalAligner:
             return thermal, None
         sizes = (tuple(thermal.shape[:2]), tuple(rgb_hw))
         if self.homography is not None and sizes != self.checked_sizes:
+            check_registration_size(self.made_for, *sizes)  # made for other cameras
             validate_homography(self.homography, *sizes)  # raises for a frame warped out of view
             self.checked_sizes = sizes
         note = None
@@ -224,7 +243,8 @@ class ThermalAligner:
 class FrameNote:
     """Something worth telling the user about a frame. ``kind`` groups notes for log throttling and
     counting: ``nonfinite_thermal`` (some NaN/inf pixels), ``blank_thermal`` (no finite pixel at all),
-    ``thermal_aligned``, ``input_resized`` (frames over max_input_size), ``bad_rgb``, ``bad_thermal``, ``model``."""
+    ``thermal_out_of_range`` (a fixed range the whole frame lies outside of), ``thermal_aligned``,
+    ``input_resized`` (frames over max_input_size), ``bad_rgb``, ``bad_thermal``, ``model``."""
 
     kind: str
     stream: str  # "rgb", "thermal" or "model"
@@ -239,10 +259,10 @@ class ThermalPreparation:
 
     def __init__(
         self, norm: ThermalNormalization | None = None, homography: np.ndarray | None = None,
-        aligner: ThermalAligner | None = None,
+        aligner: ThermalAligner | None = None, made_for: tuple[int, int, int, int] | None = None,
     ) -> None:
         self.norm = norm or ThermalNormalization()
-        self.aligner = aligner or ThermalAligner(homography)
+        self.aligner = aligner or ThermalAligner(homography, made_for)
 
     @property
     def homography(self) -> np.ndarray | None:
@@ -253,10 +273,28 @@ class ThermalPreparation:
         notes = []
         if thermal.dtype.kind == "f":
             notes += _nonfinite_notes(thermal)
-        thermal01, aligned = self.aligner(normalize_thermal(thermal, self.norm), rgb_hw)
+        normalized = normalize_thermal(thermal, self.norm)
+        if self.norm.mode == "fixed":
+            notes += _out_of_range_notes(thermal, normalized, self.norm)
+        thermal01, aligned = self.aligner(normalized, rgb_hw)
         if aligned is not None:
             notes.append(FrameNote("thermal_aligned", "thermal", aligned))
         return thermal01, notes
+
+
+def _out_of_range_notes(thermal: np.ndarray, normalized: np.ndarray, norm: ThermalNormalization) -> list[FrameNote]:
+    """A fixed range the whole frame lies outside of (a 0..255 range on 16-bit counts, a range in
+    another unit) turns every pixel 0 or every pixel 1: the model then sees no thermal image at all."""
+    if normalized.size == 0 or 0.0 < float(normalized.max()) and float(normalized.min()) < 1.0:
+        return []
+    finite = thermal[np.isfinite(thermal)] if thermal.dtype.kind == "f" else thermal
+    if finite.size == 0:
+        return []  # no finite pixel: _nonfinite_notes says so
+    side = "at or below" if float(normalized.max()) <= 0.0 else "at or above"
+    return [FrameNote("thermal_out_of_range", "thermal",
+                      f"every thermal pixel ({float(finite.min()):g}..{float(finite.max()):g}) is {side} the fixed range "
+                      f"{norm.low:g}..{norm.high:g}: the thermal input is blank, so the frame is segmented from RGB "
+                      "alone; give the camera's range (thermal_range, --thermal-range) or percentile normalisation")]
 
 
 def _nonfinite_notes(thermal: np.ndarray) -> list[FrameNote]:

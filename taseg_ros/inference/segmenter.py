@@ -29,8 +29,6 @@ import numpy as np
 import torch
 
 from taseg_ros.classes import ClassInfo
-from taseg_ros.devices import PRECISIONS as PRECISION_NAMES
-from taseg_ros.devices import torch_dtype
 from taseg_ros.errors import InputError
 from taseg_ros.frames.thermal import ThermalNormalization, ThermalPreparation
 from taseg_ros.model.config import DEFAULT_MAX_INPUT_SIZE
@@ -39,9 +37,6 @@ from taseg_ros.model.taseg import TASeg
 from taseg_ros.runtime import open_backend
 from taseg_ros.runtime.base import Backend
 from taseg_ros.runtime.torch_backend import TorchBackend
-
-# The one table of precision names (taseg_ros.devices), as torch dtypes.
-PRECISIONS = {name: torch_dtype(name) for name in PRECISION_NAMES}
 
 
 def normalized_entropy(probabilities: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ tests check both directions against Datumaro itself (``voc`` import, ``voc_segme
 from __future__ import annotations
 
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
@@ -219,22 +220,20 @@ def _read_export(archive: Path, classes: ClassInfo, classes_yaml: Path, frames: 
     except zipfile.BadZipFile:
         raise InputError(f"{archive}: not a zip file (export the task as 'Segmentation mask 1.1')") from None
     with zf:
-        names = _checked_names(zf, archive)
-        root = _root(names, archive)
+        members = _checked_members(zf, archive)
+        root = _root(list(members), archive)
         where = f"{archive}:{root}{LABELMAP}"
-        labelmap = parse_labelmap(zf.read(root + LABELMAP).decode("utf-8", errors="replace"), where)
+        labelmap = parse_labelmap(_read_member(zf, members[root + LABELMAP], MAX_LABELMAP_BYTES, where)
+                                  .decode("utf-8", errors="replace"), where)
         table = ColourTable(labelmap, classes, where, classes_yaml)
-        masks = sorted(n for n in names if n.startswith(f"{root}{CLASS_MASKS}/") and n.lower().endswith(".png"))
-        if not masks:
-            raise InputError(f"{archive}: no {root}{CLASS_MASKS}/*.png masks (export as 'Segmentation mask 1.1')")
         converted = {}
-        for member in masks:
-            sample_id = PurePosixPath(member).stem
-            where = f"{archive}:{member}"
+        for sample_id, info in _masks_by_frame(members, root, archive).items():
+            where = f"{archive}:{info.filename}"
             if sample_id not in frames:
                 raise InputError(f"{where}: the dataset {classes_yaml.parent} has no frame {sample_id!r} in rgb/")
-            data = zf.read(member)
-            _check_size(data, frames[sample_id], where)
+            frame_hw = _image_size(frames[sample_id])
+            data = _read_member(zf, info, max_mask_bytes(frame_hw), where)
+            _check_size(data, frames[sample_id], frame_hw, where)
             labels, unlabelled = table.labels(data, where)
             if unlabelled and classes.ignore_index is None:
                 raise InputError(f"{where}: {unlabelled} pixels are unlabelled ({BACKGROUND}) but {classes_yaml} has no "
@@ -245,16 +244,73 @@ def _read_export(archive: Path, classes: ClassInfo, classes_yaml: Path, frames: 
     return converted
 
 
-def _checked_names(zf: zipfile.ZipFile, archive: Path) -> list[str]:
-    """Member names, every one refused that would point outside the archive if unpacked."""
-    names = []
-    for name in zf.namelist():
+def _checked_members(zf: zipfile.ZipFile, archive: Path) -> dict[str, zipfile.ZipInfo]:
+    """The file members by name, every one refused that would point outside the archive if unpacked,
+    and a name that is in the archive twice (a reader would silently take one of the two)."""
+    members: dict[str, zipfile.ZipInfo] = {}
+    for info in zf.infolist():
+        name = info.filename
         parts = PurePosixPath(name).parts
         if name.startswith(("/", "\\")) or "\\" in name or ".." in parts or (parts and ":" in parts[0]):
             raise InputError(f"{archive}: member {name!r} points outside the archive; refused")
-        if not name.endswith("/"):
-            names.append(name)
-    return names
+        if name.endswith("/"):
+            continue
+        if name in members:
+            raise InputError(f"{archive}: member {name!r} is in the archive twice; keep one")
+        members[name] = info
+    return members
+
+
+def _masks_by_frame(members: dict[str, zipfile.ZipInfo], root: str, archive: Path) -> dict[str, zipfile.ZipInfo]:
+    """The mask member of each frame id. A CVAT task made from an uploaded folder keeps the folder in
+    its ids (``SegmentationClass/<folder>/<id>.png``), so a mask is matched to its frame by file name:
+    right only while that is unambiguous, so two masks for one frame are refused, naming both."""
+    prefix = f"{root}{CLASS_MASKS}/"
+    by_frame: dict[str, zipfile.ZipInfo] = {}
+    for name in sorted(members):
+        if not (name.startswith(prefix) and name.lower().endswith(".png")):
+            continue
+        sample_id = PurePosixPath(name).stem
+        if sample_id in by_frame:
+            raise InputError(f"{archive}: {by_frame[sample_id].filename!r} and {name!r} are both masks of frame "
+                             f"{sample_id!r}; keep one")
+        by_frame[sample_id] = members[name]
+    if not by_frame:
+        raise InputError(f"{archive}: no {prefix}*.png masks (export as 'Segmentation mask 1.1')")
+    return by_frame
+
+
+# A labelmap is a line per label; a mask PNG holds at most 8 bytes a pixel (16-bit RGBA) and a filter
+# byte a row, stored uncompressed at worst, plus chunk and metadata overhead. A member declaring more
+# is refused before it is inflated (a zip bomb); zipfile never inflates past the declared size.
+MAX_LABELMAP_BYTES = 1 << 20
+MASK_OVERHEAD_BYTES = 1 << 20
+
+
+def max_mask_bytes(frame_hw: tuple[int, int]) -> int:
+    """The most bytes a mask PNG of a frame this size can need."""
+    height, width = frame_hw
+    raw = (8 * width + 1) * height
+    return raw + raw // 64 + MASK_OVERHEAD_BYTES
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, where: str) -> bytes:
+    """A member's bytes, or InputError in one line: encrypted, compressed with a method zipfile does
+    not know, damaged (a bad CRC, a broken stream), or more than ``limit`` bytes (its declared size,
+    checked before inflating)."""
+    if info.flag_bits & 0x1:
+        raise InputError(f"{where}: the member is encrypted; export the task again without a password")
+    if info.file_size > limit:
+        raise InputError(f"{where}: {info.file_size} bytes uncompressed, more than the {limit} its frame's mask "
+                         "can need; refused unread")
+    try:
+        with zf.open(info) as stream:
+            return stream.read(limit + 1)
+    except NotImplementedError:
+        raise InputError(f"{where}: compressed with zip method {info.compress_type}, which this reader does not "
+                         "know; export it again (stored or deflated)") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, OSError) as exc:
+        raise InputError(f"{where}: damaged member ({type(exc).__name__}: {exc}); download the export again") from None
 
 
 def _root(names: list[str], archive: Path) -> str:
@@ -265,13 +321,13 @@ def _root(names: list[str], archive: Path) -> str:
     return found[0][: -len(LABELMAP)]
 
 
-def _check_size(png: bytes, frame: Path, where: str) -> None:
-    """The mask's size from its PNG header (before decoding: a huge mask is refused unread) against
-    the frame's."""
+def _check_size(png: bytes, frame: Path, frame_hw: tuple[int, int], where: str) -> None:
+    """The mask's size from its PNG header (before decoding: a huge mask is refused undecoded)
+    against the frame's (``frame_hw``)."""
     if not png.startswith(_PNG_SIGNATURE) or len(png) < 24:
         raise InputError(f"{where}: not a PNG file")
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-    frame_h, frame_w = _image_size(frame)
+    frame_h, frame_w = frame_hw
     if (width, height) != (frame_w, frame_h):
         raise InputError(f"{where}: mask is {width}x{height}, its frame {frame} is {frame_w}x{frame_h}")
 

@@ -5,6 +5,8 @@ text `taseg bag select --help` shows; the steps below are named after it.
 """
 from __future__ import annotations
 
+import math
+
 import csv
 import io
 import warnings
@@ -31,6 +33,7 @@ from taseg_ros.bag.labels import stamp_id
 from taseg_ros.bag.pairs import BagPairing, PairSource, failure_summary
 from taseg_ros.datasets import build_dataset
 from taseg_ros.errors import InputError, TasegError
+from taseg_ros.errors import safe_lines
 from taseg_ros.frames.pairing import DEFAULT_SLOP_S, NS_PER_S
 from taseg_ros.frames.thermal import ThermalNormalization, ThermalPreparation
 from taseg_ros.labelling.settings import DEFAULT_LOW_CONFIDENCE, DEFAULT_MIN_DISTANCE, DEFAULT_MIN_GAP_S, DEFAULT_SCORE, SCORES
@@ -61,6 +64,7 @@ class SelectSettings:
     val_fraction: float = DEFAULT_VAL_FRACTION
     thermal_norm: ThermalNormalization | None = None  # None: the node's default (auto)
     homography: np.ndarray | None = None
+    homography_size: tuple[int, int, int, int] | None = None  # thermal W, H, RGB W, H it was made for
 
     def __post_init__(self) -> None:
         if self.thermal_norm is None:
@@ -75,8 +79,8 @@ class SelectSettings:
             raise InputError(f"--score must be one of {', '.join(SCORES)}, got {self.score!r}")
         if not 0.0 < self.low_confidence <= 1.0:
             raise InputError(f"--low-confidence must be in (0, 1], got {self.low_confidence}")
-        if not self.min_gap_s >= 0:
-            raise InputError(f"--min-gap must be >= 0 seconds, got {self.min_gap_s}")
+        if not 0 <= self.min_gap_s < math.inf:  # it becomes integer nanoseconds: inf has none
+            raise InputError(f"--min-gap must be a finite number of seconds >= 0, got {self.min_gap_s}")
         if not self.min_distance >= 0:
             raise InputError(f"--min-distance must be >= 0, got {self.min_distance}")
         PairThinning(self.every, self.hz)  # checks --every / --hz
@@ -94,6 +98,7 @@ class SelectSettings:
             thermal_norm=self.thermal_norm,
             homography=self.homography,
             stamps=stamps,
+            homography_size=self.homography_size,
         )
 
 
@@ -303,7 +308,7 @@ def _earlier_round(settings: SelectSettings, thumbnails, recordings, stamps, min
 def _score_recording(index, settings: SelectSettings, segmenter, existing: set[str], result: SelectResult, on_pair):
 
     recording = settings.recordings[index]
-    prepare = ThermalPreparation(settings.thermal_norm, settings.homography)
+    prepare = ThermalPreparation(settings.thermal_norm, settings.homography, made_for=settings.homography_size)
     thinning = PairThinning(settings.every, settings.hz)
     candidates = []
     with open_bag(recording) as bag:
@@ -414,4 +419,4 @@ def format_select(result: SelectResult, settings: SelectSettings) -> str:
         lines.append(f"  {sum(result.failures.values())} pairs could not be decoded: {failure_summary(result.failures)}")
     lines += [f"  {note}" for note in result.notes]
     lines.append(f"  next: taseg label export {result.out_dir} --checkpoint MODEL -o prelabels.zip")
-    return "\n".join(lines)
+    return safe_lines(lines)  # notes name the recordings' topics

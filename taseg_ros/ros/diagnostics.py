@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from taseg_ros.frames.registration import RegistrationMonitor
 from taseg_ros.frames.settings import STEPS
 
 # diagnostic_msgs/DiagnosticStatus level values (bytes in the message).
@@ -451,38 +452,28 @@ def _report_values(stats: NodeStatistics, snap: dict, recent: dict, pairing: dic
 
 
 class RegistrationWatch:
-    """The node's registration check (issue 20): the last few alignment scores
-    (``frames.registration.alignment_score``) and what one check cost. Thread-safe: the worker
-    records, the diagnostics timer reads. WARN when the median of the last ``window`` scores is
-    below ``warn_below``, and only once there are ``window`` of them: one frame with little shared
-    structure (or the first frame after start) must not raise it alone."""
+    """The node's registration check (issue 20) in the diagnostics: ``frames.registration.
+    RegistrationMonitor`` decides, by the rule `taseg bag info` applies; this adds its keys and
+    turns an OK report WARN when its last verdict says the registration looks off."""
 
-    def __init__(self, warn_below: float, window: int = 3) -> None:
-        self._lock = threading.Lock()
-        self.warn_below = warn_below
-        self.scores: deque[float] = deque(maxlen=window)
-        self.cost = RollingWindow(50)
-        self.checks = 0
+    def __init__(self, window: int = 3) -> None:
+        self.monitor = RegistrationMonitor(window)
 
-    def record(self, score: float, seconds: float) -> None:
-        with self._lock:
-            self.checks += 1
-            self.cost.add(seconds)
-            if np.isfinite(score):
-                self.scores.append(float(score))
+    def check(self, rgb: np.ndarray, thermal: np.ndarray, homography: np.ndarray | None) -> None:
+        self.monitor.check(rgb, thermal, homography)
 
     def apply(self, report: DiagnosticReport) -> DiagnosticReport:
-        """``report`` with the registration keys added, and WARN (if it was OK) when the scores say so."""
-        with self._lock:
-            if not self.checks:
-                return report
-            median = float(np.median(self.scores)) if self.scores else float("nan")
-            report.values["registration_score"] = f"{median:.3f}"
-            report.values["registration_checks"] = str(self.checks)
-            report.values["registration_check_ms"] = f"{self.cost.summary()['mean'] * 1e3:.1f}"
-            full = len(self.scores) == self.scores.maxlen
-            if full and report.level == OK and report.message == "processing" and median < self.warn_below:
-                report.level = WARN
-                report.message = (f"registration looks off: alignment score {median:.3f} < {self.warn_below:g} "
-                                  "(median of the last checks); was a camera moved? check with `taseg bag refine`")
+        """``report`` with the registration keys added, and WARN (if it was OK) when the verdict says so."""
+        checks, median, cost, verdict = self.monitor.snapshot()
+        if not checks:
+            return report
+        report.values["registration_score"] = f"{median:.3f}"
+        report.values["registration_checks"] = str(checks)
+        report.values["registration_check_ms"] = f"{1e3 * cost:.1f}"
+        if verdict is not None and verdict.known:
+            report.values["registration_offset_px"] = f"{verdict.shift_px:.1f}"
+        if verdict is not None and verdict.looks_off and report.level == OK and report.message == "processing":
+            report.level = WARN
+            report.message = (f"registration {verdict.describe()} (refined on the last {verdict.pairs} checked pairs, "
+                              "as `taseg bag info` checks); was a camera moved? check with `taseg bag refine`")
         return report

@@ -14,6 +14,7 @@ every problem lives here beside the rule that raises it.
 from __future__ import annotations
 
 import datetime
+import threading
 import time
 import traceback
 import zlib
@@ -24,7 +25,6 @@ import numpy as np
 
 from taseg_ros.evaluation.quality import QualityTracker
 from taseg_ros.frames.codec import decode_thermal
-from taseg_ros.frames.registration import SCORE_WARN, alignment_score
 from taseg_ros.frames.thermal import FrameNote
 from taseg_ros.inference.pipeline import SAID_ONCE, FrameResult
 from taseg_ros.ros.diagnostics import (ERROR, LOSSY_HINT, OK, WARN, DiagnosticReport, NodeStatistics, QualityStatistics,
@@ -99,15 +99,17 @@ class NodeHealth:
         self.streams = {stream: StreamWatch() for stream in STREAMS}
         self.incompatible_qos: dict[str, str] = {}  # stream -> the QoS policy a publisher of it cannot match
         self.last_pair_at: float | None = None
-        self.registration = RegistrationWatch(SCORE_WARN)
+        self.registration = RegistrationWatch()
         self.registration_checked_at = -float("inf")
+        self._registration_check: threading.Thread | None = None
         if self.quality is not None:
             self.quality.reset()  # the first pair after activation has no previous frame
 
     def set_params(self, params: NodeParams) -> None:
         """Live parameters changed (``ros2 param set``)."""
-        if params.thermal_homography != self.params.thermal_homography:
-            self.registration = RegistrationWatch(SCORE_WARN)  # a new registration starts a new record
+        if (params.thermal_homography, params.thermal_homography_size) != \
+                (self.params.thermal_homography, self.params.thermal_homography_size):
+            self.registration = RegistrationWatch()  # a new registration starts a new record
         self.params = params
 
     # --- inputs (subscription callbacks) --------------------------------------------------------
@@ -195,13 +197,19 @@ class NodeHealth:
         period, now = self.params.registration_check_period, self.clock()
         if period <= 0 or now - self.registration_checked_at < period:
             return
+        if self._registration_check is not None and self._registration_check.is_alive():
+            return  # one check at a time
         self.registration_checked_at = now
-        start = time.perf_counter()
         try:
-            score = alignment_score(rgb, decode_thermal(thermal_msg), self.params.homography())
+            thermal = decode_thermal(thermal_msg)
         except ValueError:  # an undecodable frame was counted by the pipeline already
             return
-        self.registration.record(score, time.perf_counter() - start)
+        # A check that judges refines its pairs (~0.2 s each, frames.registration.RegistrationMonitor):
+        # on its own thread, so the frames behind it are not held up.
+        self._registration_check = threading.Thread(
+            target=self.registration.check, args=(rgb.copy(), thermal, self.params.homography()),
+            name="taseg_registration", daemon=True)
+        self._registration_check.start()
 
     def note(self, note: FrameNote, failed: bool = False) -> None:
         """Count a frame's problem (``failed``: the pair was skipped, counted per reason) and log it,

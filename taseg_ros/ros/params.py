@@ -21,6 +21,7 @@ from taseg_ros.errors import InputError
 from taseg_ros.frames.pairing import DEFAULT_QUEUE_SIZE, DEFAULT_SLOP_S, DEFAULT_TIME_RESET_S
 from taseg_ros.frames.render import CONFIDENCE_ENCODINGS, DEFAULT_OVERLAY_ALPHA
 from taseg_ros.frames.settings import FrameSettings
+from taseg_ros.errors import safe_text
 from taseg_ros.model.config import DEFAULT_MAX_INPUT_SIZE, max_input_size_problem
 from taseg_ros.resources import models_dir
 from taseg_ros.frames.thermal import THERMAL_MODES, ThermalNormalization, validate_homography
@@ -143,6 +144,11 @@ class NodeParams:
         doc="3x3 homography, row-major, thermal pixel -> RGB pixel, registering the thermal frame onto the RGB frame "
         "(applied after normalisation, as `taseg bag extract` records it for training). [] = plain resize when "
         "the sizes differ.")
+    thermal_homography_size: list[int] = param(
+        default_factory=list, live=True,
+        doc="[thermal width, height, RGB width, height] the thermal_homography was made for (`taseg bag calibrate` "
+        "and `bag refine` write it): pairs of other sizes are refused, counted and logged, not warped by a "
+        "registration of other cameras. [] = not checked.")
     overlay_alpha: float = param(
         DEFAULT_OVERLAY_ALPHA, ge=0, le=1, live=True, section="outputs",
         doc="Weight of the class colours in ~/overlay: 0 = RGB only, 1 = colours only.")
@@ -184,9 +190,10 @@ class NodeParams:
     registration_check_period: float = param(
         10.0, ge=0, unit="seconds",
         doc="Every this many seconds the worker scores the registration on the pair it just published "
-        "(frames.registration.alignment_score at 160 px: a few ms at 640x480); diagnostics show the score and "
-        "turn WARN when the median of the last checks drops below 0 (the structure lines up better elsewhere: a "
-        "camera knocked out of place). 0 turns the check off.")
+        "(frames.registration.alignment_score at 160 px: a few ms at 640x480). When the median score of the last 3 "
+        "checks is not above 0, those pairs are refined as `taseg bag info` checks a recording (~0.2 s a pair): "
+        "diagnostics show the score and the offset and turn WARN when it is 4 px or more (a camera knocked out of "
+        "place). 0 turns the check off.")
 
     @classmethod
     def from_parameters(cls, values: Mapping[str, Any], base: "NodeParams | None" = None) -> "NodeParams":
@@ -231,6 +238,13 @@ class NodeParams:
             self.thermal_norm()
         except ValueError as exc:
             raise InputError(f"thermal normalisation parameters: {exc}") from exc
+        self.check_registration()
+
+    def check_registration(self) -> None:
+        """thermal_homography and thermal_homography_size (ValueError naming the bad one)."""
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"parameter '{name}' = {getattr(self, name)!r}: {why}")
+
         if len(self.thermal_homography) not in (0, 9):
             raise bad("thermal_homography", "expected 9 numbers (3x3 row-major, thermal px -> RGB px) or []")
         if self.thermal_homography:
@@ -238,6 +252,10 @@ class NodeParams:
                 validate_homography(self.thermal_homography)  # finite, h33 != 0, invertible
             except ValueError as exc:
                 raise bad("thermal_homography", str(exc).removeprefix("thermal homography: ")) from None
+        size = self.thermal_homography_size
+        whole = all(isinstance(v, (int, float)) and not isinstance(v, bool) and int(v) == v > 0 for v in size)
+        if size and (len(size) != 4 or not whole):
+            raise bad("thermal_homography_size", "expected [thermal width, height, RGB width, height] or []")
 
     def refuse_change(self, changes: Mapping[str, Any], state: str, node: str) -> str | None:
         """Why `ros2 param set` of ``changes`` (ROS values) on a node in lifecycle ``state`` must be
@@ -268,7 +286,8 @@ class NodeParams:
 
     def frame_settings(self):
         """The per-frame pipeline's settings (``frames.settings.FrameSettings``) from these parameters."""
-        return FrameSettings(self.thermal_norm(), self.homography(), self.overlay_alpha)
+        size = tuple(int(v) for v in self.thermal_homography_size) or None
+        return FrameSettings(self.thermal_norm(), self.homography(), self.overlay_alpha, size)
 
     def homography(self) -> np.ndarray | None:
         if not self.thermal_homography:
@@ -370,19 +389,28 @@ def resolve_checkpoint(path: str) -> Path:
 PARAMS_NODE_KEY = "/**/taseg"
 
 
-def homography_params_text(homography: np.ndarray, comments: list[str]) -> str:
-    """A ROS 2 parameters file setting ``thermal_homography`` (9 numbers, row-major), led by
-    ``comments`` (each line prefixed with '# ')."""
+def homography_params_text(homography: np.ndarray, comments: list[str], size: tuple[int, ...] | None = None) -> str:
+    """A ROS 2 parameters file setting ``thermal_homography`` (9 numbers, row-major) and, when given,
+    ``thermal_homography_size`` (thermal W, H, RGB W, H it was made for), led by ``comments`` (each
+    line prefixed with '# ')."""
     # repr: every value a double with a decimal point or exponent ("2.0", not "2"); rcl's parser
     # types an array by its elements and rejects [1.88, 22, ...] mixing doubles and integers.
     numbers = ", ".join(repr(float(v)) for v in np.asarray(homography, np.float64).ravel())
-    head = "".join(f"# {line}\n" if line else "#\n" for line in comments)
-    return f"{head}{PARAMS_NODE_KEY}:\n  ros__parameters:\n    thermal_homography: [{numbers}]\n"
+    # safe_text: a comment names the recording's topics; a line break in one would start a YAML line
+    head = "".join(f"# {safe_text(line, limit=None)}\n" if line else "#\n" for line in comments)
+    sizes = "" if size is None else f"    thermal_homography_size: [{', '.join(str(int(v)) for v in size)}]\n"
+    return f"{head}{PARAMS_NODE_KEY}:\n  ros__parameters:\n    thermal_homography: [{numbers}]\n{sizes}"
 
 
 def homography_from_params_file(path: str | Path) -> np.ndarray:
-    """The ``thermal_homography`` of a ROS 2 parameters file (any node entry holding it; they must
-    agree), checked by validate_homography; InputError naming the file and what is wrong."""
+    """The ``thermal_homography`` of a ROS 2 parameters file (``registration_from_params_file``)."""
+    return registration_from_params_file(path)[0]
+
+
+def registration_from_params_file(path: str | Path) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
+    """(``thermal_homography``, ``thermal_homography_size`` or None) of a ROS 2 parameters file (any
+    node entry holding them; they must agree), checked as the node checks them; InputError naming
+    the file and what is wrong."""
     path = Path(path)
     try:
         data = read_yaml(path)
@@ -392,17 +420,19 @@ def homography_from_params_file(path: str | Path) -> np.ndarray:
     for node, entry in (data or {}).items() if isinstance(data, dict) else ():
         params = entry.get("ros__parameters") if isinstance(entry, dict) else None
         if isinstance(params, dict) and params.get("thermal_homography") not in (None, []):
-            found.append((node, params["thermal_homography"]))
+            found.append((node, params["thermal_homography"], params.get("thermal_homography_size") or []))
     if not found:
         raise InputError(f"{path}: no '<node>: ros__parameters: thermal_homography: [9 numbers]' in it "
                          "(`taseg bag calibrate` writes one)")
-    if any(list(value) != list(found[0][1]) for _, value in found[1:]):
-        raise InputError(f"{path}: {', '.join(n for n, _ in found)} set different thermal_homography values")
+    if any((list(h), list(s)) != (list(found[0][1]), list(found[0][2])) for _, h, s in found[1:]):
+        raise InputError(f"{path}: {', '.join(n for n, *_ in found)} set different thermal_homography values")
+    node, homography, size = found[0]
     try:
-        return validate_homography(found[0][1])
+        params = NodeParams(thermal_homography=list(homography), thermal_homography_size=list(size))
+        params.check_registration()
     except (ValueError, TypeError) as exc:
-        raise InputError(f"{path}: {found[0][0]}: {str(exc).removeprefix('thermal homography: ')}") from None
-
+        raise InputError(f"{path}: {node}: {str(exc).removeprefix('thermal homography: ')}") from None
+    return params.homography(), params.frame_settings().homography_size
 
 if __name__ == "__main__":
     print(render_config_yaml(), end="")

@@ -25,6 +25,7 @@ class Backend:
     cfg: TASegConfig
     class_info: ClassInfo
     precision: str = "fp32"  # the precision that actually runs (as the runtime reports it)
+    precision_note: str = ""  # what was asked when another precision runs, and why
     device_label: str = "cpu"  # where it runs, in the runtime's own words (CPU EP, GPU.0, ...)
     torch_device: torch.device = torch.device("cpu")  # where pre/post-processing runs
     input_hw: tuple[int, int] | None = None  # fixed network input size; None: any
@@ -37,7 +38,8 @@ class Backend:
 
     def describe(self) -> str:
         size = f", input {self.input_hw[1]}x{self.input_hw[0]}" if self.input_hw else ""
-        return f"{self.name} on {self.device_label}, {self.precision}{size}"
+        note = f" ({self.precision_note})" if self.precision_note else ""
+        return f"{self.name} on {self.device_label}, {self.precision}{size}{note}"
 
     def check_geometry(self, geometry: InputGeometry) -> None:
         if self.input_hw is None or tuple(geometry.padded_hw) == tuple(self.input_hw):

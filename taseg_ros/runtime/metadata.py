@@ -101,22 +101,42 @@ def _mapping(strings: dict[str, str], key: str) -> dict:
     return value
 
 
-def check_weights(record: dict, model_path: str | Path) -> None:
-    """The weights file beside `model_path` is the one exported with it (sha256 recorded at export):
-    an OpenVINO .xml with the .bin of another export of the same architecture would load and run
-    with the wrong weights. Exports older than the record are not checked."""
-    model_path = Path(model_path)
+def check_weights(record: dict, model_path: str | Path, weights: str | Path) -> None:
+    """``weights``, the file the runtime will load (OpenVINO: ``<stem>.bin`` beside the .xml; TensorRT:
+    the engine; ONNX Runtime: the data file the graph names), is the one exported with ``model_path``
+    (its sha256 recorded at export): an OpenVINO .xml with the .bin of another export of the same
+    architecture would load and run with the wrong weights. The digest, not the name the record
+    gives, decides: a pair renamed together is the same export. Exports older than the record are
+    not checked."""
+    model_path, weights = Path(model_path), Path(weights)
     if not record:
         return
-    name = record.get("file") if isinstance(record, dict) else None
-    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
-        raise InputError(f"{model_path}: damaged TASeg export metadata (weights file {name!r} is not a plain file name)")
-    weights = model_path.parent / name
+    if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+        raise InputError(f"{model_path}: damaged TASeg export metadata (its weights record has no sha256)")
     if not weights.is_file():
-        raise InputError(f"{model_path}: its weights file {name} is missing beside it")
-    if sha256_file(weights) != record.get("sha256"):
-        raise InputError(f"{model_path} and {weights}: not from the same export (the sha256 of {name} differs from "
-                         "the one recorded at export); keep the files of one export together, or export again")
+        raise InputError(f"{model_path}: its weights file {weights.name} is missing beside it")
+    if sha256_file(weights) != record["sha256"]:
+        raise InputError(f"{model_path} and {weights}: not from the same export (the sha256 of {weights.name} differs "
+                         "from the one recorded at export); keep the files of one export together, or export again")
+
+
+def onnx_external_data(path: str | Path) -> Path | None:
+    """The one external data file an ONNX graph names (what ONNX Runtime loads; `taseg export` writes
+    at most one), beside the graph; None when its weights are inside it. A location outside the
+    graph's folder, or several files, are refused: the package never follows a path out of a folder."""
+    import onnx
+
+    path = Path(path)
+    proto = onnx.load(str(path), load_external_data=False)
+    locations = {entry.value for tensor in proto.graph.initializer for entry in tensor.external_data
+                 if entry.key == "location"}
+    if not locations:
+        return None
+    name = next(iter(locations))
+    if len(locations) > 1 or Path(name).name != name or name in (".", ".."):
+        raise InputError(f"{path}: its weights are in {sorted(locations)}; an export keeps one data file beside "
+                         "its graph (export again)")
+    return path.parent / name
 
 
 def read_ir_weights_record(xml: str | Path) -> dict:

@@ -8,7 +8,7 @@ import torch
 
 from taseg_ros.errors import InputError
 from taseg_ros.runtime.base import Backend, require
-from taseg_ros.runtime.metadata import check_weights, read_onnx_metadata
+from taseg_ros.runtime.metadata import check_weights, onnx_external_data, read_onnx_metadata
 
 # Our device names -> ONNX Runtime provider lists (each falls back to the CPU for unsupported nodes).
 PROVIDERS = {
@@ -25,7 +25,8 @@ class OnnxRuntimeBackend(Backend):
         ort = require("onnxruntime", "onnxruntime", self.name)
         self.path = Path(path)
         meta = read_onnx_metadata(self.path)
-        check_weights(meta.weights, self.path)
+        if meta.weights:  # the data file the graph names is what ONNX Runtime loads
+            check_weights(meta.weights, self.path, onnx_external_data(self.path) or self.path)
         device = device.split(":")[0].lower()
         if device not in PROVIDERS:
             raise InputError(f"onnxruntime device '{device}' is not one of {sorted(PROVIDERS)}")

@@ -10,8 +10,9 @@ from taseg_ros.errors import InputError
 from taseg_ros.runtime.base import Backend, require
 from taseg_ros.runtime.metadata import check_weights, read_ir_weights_record, read_openvino_metadata
 
-# OpenVINO picks bf16 by itself on CPUs with bf16 instructions; we always pass the hint, so
-# the precision that runs is the one asked for, and report what the compiled model says.
+# OpenVINO picks bf16 by itself on CPUs with bf16 instructions; we always pass the hint, and report
+# what the compiled model says it runs: a CPU without the instructions runs f32 for a bf16 hint, one
+# without fp16 runs bf16 (or f32) for an f16 hint.
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 DEVICES = ("CPU", "GPU", "NPU")
 
@@ -27,6 +28,23 @@ def check_ir_files(xml: Path) -> None:
         raise InputError(f"{xml}: its weights file {xml.with_suffix('.bin').name} is missing beside it")
 
 
+def op_precisions(compiled) -> dict[str, int]:
+    """How many operations of the compiled (runtime) model run in each precision, as OpenVINO says
+    (rt_info runtimePrecision): its INFERENCE_PRECISION_HINT is a default, a layer may stay f32."""
+    counts: dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        if "runtimePrecision" in info:
+            name = info["runtimePrecision"].astype(str)
+            if name in ("f32", "bf16", "f16"):
+                counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _ops_text(counts: dict[str, int]) -> str:
+    return "operations: " + ", ".join(f"{n} {p}" for p, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 class OpenVinoBackend(Backend):
     name = "openvino"
 
@@ -40,7 +58,7 @@ class OpenVinoBackend(Backend):
             raise InputError(f"precision '{precision}' is not one of {sorted(HINTS)}")
         if self.path.suffix.lower() == ".xml":
             check_ir_files(self.path)
-            check_weights(read_ir_weights_record(self.path), self.path)
+            check_weights(read_ir_weights_record(self.path), self.path, self.path.with_suffix(".bin"))  # what it loads
         core = ov.Core()
         try:
             model = core.read_model(str(self.path))
@@ -62,6 +80,10 @@ class OpenVinoBackend(Backend):
         self.input_hw, self.frame_hw, self.batch = meta.input_hw, meta.frame_hw, meta.batch
         ran = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "f32", "bf16", "f16"
         self.precision = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(ran, ran)
+        self.op_precisions = op_precisions(self.compiled)
+        if self.precision != precision:
+            self.precision_note = (f"{precision} asked, OpenVINO runs {self.precision} on {ov_device}: its compiled "
+                                   f"execution precision; {_ops_text(self.op_precisions)}")
         self.device_label = ov_device
         self.torch_device = torch.device("cpu")
 

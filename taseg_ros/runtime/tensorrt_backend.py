@@ -31,7 +31,7 @@ class TensorRTBackend(Backend):
     def __init__(self, path: str | Path, device: str = "cuda", precision: str | None = None) -> None:
         self.path = Path(path)
         meta = read_tensorrt_metadata(self.path)
-        check_weights(meta.weights, self.path)
+        check_weights(meta.weights, self.path, self.path)  # the engine holds its weights
         if not torch.cuda.is_available():
             raise InputError(f"{self.path}: a TensorRT engine needs an NVIDIA GPU; CUDA is not available here")
         trt = require("tensorrt", "gpu", self.name)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from taseg_ros.devices import PRECISIONS, torch_dtype
+from taseg_ros.devices import CPU_FP16, PRECISIONS, runnable_precision, torch_dtype
 from taseg_ros.errors import InputError
 from taseg_ros.model.lora import merge_lora
 from taseg_ros.model.taseg import TASeg
@@ -32,8 +32,9 @@ class TorchBackend(Backend):
                              "tensorrt an ONNX Runtime provider)") from None
         if device.type == "cuda" and not torch.cuda.is_available():
             raise InputError("device 'cuda' requested but CUDA is not available on this machine")
-        if device.type == "cpu" and precision == "fp16":
-            raise InputError("fp16 is not supported on the CPU; use fp32 or bf16")
+        if device.type == "cpu" and precision == "fp16":  # never native there: refused, not run as fp32
+            raise InputError(f"fp16 is not supported on the CPU ({CPU_FP16}); use fp32, or bf16 on a CPU with bf16 "
+                             "instructions")
         self.model = model.to(device).eval()
         if merge:  # same function, plain SAM Linears: LoRA costs nothing at inference
             merge_lora(self.model)
@@ -41,7 +42,8 @@ class TorchBackend(Backend):
         self.class_info = model.class_info
         self.torch_device = device
         self.device_label = str(device)
-        self.precision = precision
+        # A precision the device cannot run natively falls back to fp32, said (devices.runnable_precision).
+        self.precision, self.precision_note = runnable_precision(precision, str(device))
         self.compiled = compile
         self._forward = torch.compile(self.model) if compile else self.model
         self.path = None

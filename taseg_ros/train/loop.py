@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -29,13 +30,12 @@ from torch.utils.data import DataLoader
 from taseg_ros.config_io import parse_json
 from taseg_ros.datasets import IGNORE_INDEX, build_dataset
 from taseg_ros.datasets.transforms import train_transform
-from taseg_ros.devices import resolve_device
+from taseg_ros.devices import resolve_device, runnable_precision, torch_dtype
 from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.formatting import progress_bar
 from taseg_ros.evaluation.metrics import ConfusionMatrix
 from taseg_ros.frames.blank import blank_thermal as blank  # AugmentedSamples.blank_thermal is the switch
 from taseg_ros.evaluation.run import evaluate
-from taseg_ros.inference import PRECISIONS
 from taseg_ros.model.checkpoint import init_checkpoint, load_checkpoint, save_checkpoint
 from taseg_ros.model.config import get_config
 from taseg_ros.model.sam_parts import check_state_fits
@@ -193,10 +193,10 @@ def save_state(path: Path, model, optimizer, scaler, step: int, best: dict, reci
 
 
 # --- validation -----------------------------------------------------------------------------
-def validate(model, dataset, runtime: Runtime, dtype: torch.dtype, blank_thermal: bool = False):
+def validate(model, dataset, runtime: Runtime, precision: str, blank_thermal: bool = False):
     """Score the validation split, images shared out over processes, one confusion matrix."""
     evaluator = evaluate(
-        model, dataset, device=runtime.device, dtype=dtype, blank_thermal=blank_thermal,
+        model, dataset, device=runtime.device, precision=precision, blank_thermal=blank_thermal,
         indices=range(runtime.rank, len(dataset), runtime.world_size),
     )
     if runtime.world_size > 1:
@@ -284,8 +284,13 @@ class Trainer:
             self.output.mkdir(parents=True, exist_ok=True)
         if self.runtime.world_size > 1:
             dist.barrier()
-        self.use_amp = self.runtime.device.type == "cuda" and self.t.precision != "fp32"
-        self.dtype = PRECISIONS[self.t.precision] if self.use_amp else torch.float32
+        # CPU runs train in fp32; a GPU without the recipe's precision (bf16 before compute 8.0) too, said.
+        asked = self.t.precision if self.runtime.device.type == "cuda" else "fp32"
+        self.precision, why = runnable_precision(asked, str(self.runtime.device))
+        if why and self.runtime.is_main:
+            print(f"note: {why}", flush=True)
+        self.use_amp = self.precision != "fp32"
+        self.dtype = torch_dtype(self.precision)
         self.build_data()
         self.build_model()
         self.micro_batch, self.accumulation = self.plan_micro_batches()
@@ -336,7 +341,8 @@ class Trainer:
         self.notes, self.plan = [], None
         if t.micro_batch_size == "auto" or self.runtime.device.type == "cuda":
             candidates = [b for b in range(1, per_process + 1) if per_process % b == 0] or [1]
-            self.plan = plan_for_recipe(self.recipe, self.model.cfg, self.train_set.class_info.num_classes,
+            ran = dataclasses.replace(self.recipe, train=dataclasses.replace(t, precision=self.precision))  # what runs
+            self.plan = plan_for_recipe(ran, self.model.cfg, self.train_set.class_info.num_classes,
                                         self.runtime.device.type, micro_batches=candidates)
         micro = t.micro_batch_size
         if micro == "auto":
@@ -466,7 +472,7 @@ class Trainer:
 
     def validate_and_keep_best(self, done: int) -> None:
         d = self.recipe.data
-        miou = validate(self.model, self.val_set, self.runtime, self.dtype, d.blank_thermal).overall.miou
+        miou = validate(self.model, self.val_set, self.runtime, self.precision, d.blank_thermal).overall.miou
         if self.runtime.is_main:
             self.log.validation(done, miou, self.best["miou"])
             extra = {"step": done, "val_miou": miou, "dataset": str(d.dataset), "recipe": self.recipe.to_dict()}

@@ -72,6 +72,10 @@ class TrainConfig:
     checkpoint_every: int = setting(500, ge=1)  # resumable state; also written at every validation
     output: str = "runs/experiment"
 
+    def __post_init__(self) -> None:
+        if not self.output.strip():  # an empty path is the current folder to every file function
+            raise ConfigError("output", "expected a folder for the run (an empty path is no folder)", self.output)
+
 
 @dataclass(frozen=True)
 class Recipe:

@@ -31,6 +31,7 @@ class BaselineReport:
     path: Path
     summary: dict  # the report's quality summary: figure -> value
     frames: int
+    stamps: frozenset[int] = frozenset()  # RGB stamps of the pairs its figures are means over
 
 
 def is_report(path: str | Path) -> bool:
@@ -59,7 +60,32 @@ def load_baseline_report(path: str | Path, class_names, recording_start_ns: int 
         raise InputError(f"--baseline {path}: a report of another recording ({report.get('bag')}, "
                          f"start {_seconds(recorded[0])}, {recorded[1]} + {recorded[2]}; this one starts "
                          f"{_seconds(recording_start_ns)}, {topics[0]} + {topics[1]}); compare on the same recording")
-    return BaselineReport(path, report["quality"].get("summary") or {}, int(report["quality"].get("frames") or 0))
+    if report.get("interrupted"):
+        raise InputError(f"--baseline {path}: the report of an interrupted run (its figures cover part of the "
+                         "recording); run bag eval with the old model to the end")
+    return BaselineReport(path, report["quality"].get("summary") or {}, int(report["quality"].get("frames") or 0),
+                          _measured_stamps(report, path))
+
+
+def _measured_stamps(report: dict, path: Path) -> frozenset[int]:
+    """The RGB stamps of the pairs a report's label-free figures are means over (its per-frame rows
+    with figures)."""
+    rows = report.get("per_frame")
+    try:
+        return frozenset(int(row["rgb_stamp_ns"]) for row in rows if row.get("quality") is not None)
+    except (TypeError, KeyError, ValueError, AttributeError):
+        raise InputError(f"--baseline {path}: its per_frame rows are not a `taseg bag eval` report's") from None
+
+
+def check_same_pairs(result, baseline: BaselineReport) -> None:
+    """A report's figures are means over its pairs: compared with this run's only over the same ones
+    (was: a report of 3 pairs accepted as the baseline of a whole recording)."""
+    ours = frozenset(f.rgb_stamp_ns for f in result.frames if f.quality is not None)
+    if ours != baseline.stamps:
+        raise InputError(
+            f"--baseline {baseline.path}: its figures are means over {len(baseline.stamps)} pairs, this run's over "
+            f"{len(ours)} ({len(ours & baseline.stamps)} in common); compare runs over the same pairs (same "
+            "--max-pairs and --slop, --mode offline), or give the old model as --baseline")
 
 
 # The parts of a report.json the comparison reads, with their types (a report is a file: a string where
@@ -106,6 +132,7 @@ def compare(result, gates: list[Gate], baseline: str | None, baseline_report: Ba
     in ``result.comparison``."""
     figures = result.quality.summary()
     if baseline_report is not None:
+        check_same_pairs(result, baseline_report)
         kind, base, base_frames = "report", baseline_report.summary, baseline_report.frames
     elif result.baseline_quality is not None:
         kind, base, base_frames = "model", result.baseline_quality.summary(), len(result.baseline_quality.frames)

@@ -12,6 +12,7 @@ from taseg_ros.bag.evaluate.result import BagEvalResult, split_timings
 from taseg_ros.evaluation.figures import FIGURES
 from taseg_ros.evaluation.report import plot_confusion, plot_iou_bars, to_markdown
 from taseg_ros.formatting import fixed
+from taseg_ros.errors import safe_lines
 from taseg_ros.outputs import write_text_atomic
 
 # How each figure reads in the summaries: (label, shown as a percentage).
@@ -117,7 +118,7 @@ def format_summary(result: BagEvalResult) -> str:
         lines.append(f"  note: {note}")
     if result.output_bag:
         lines.append(f"  output recording: {result.output_bag}")
-    return "\n".join(lines)
+    return safe_lines(lines)  # topic names, notes and baseline fields are files' text
 
 
 def _quality_markdown(result: BagEvalResult, plots: dict[str, Path]) -> list[str]:
@@ -187,12 +188,12 @@ def _markdown(result: BagEvalResult, plots: dict[str, Path], timings: bool = Tru
         rows.append(("output recording", f"`{result.output_bag}`"))
     text = ["# Recording evaluation", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], ""]
     if result.mode == "offline" and timings:
-        text.append(
+        text += [
             "Drops are simulated: the recording's pairs replayed at their recorded times against the "
-            "measured per-pair processing times, with the node's newest-pair-wins policy.\n"
-        )
+            "measured per-pair processing times, with the node's newest-pair-wins policy.", ""
+        ]
     if not timings:
-        text.append("Timings (per pair, and the pairs a real-time node would drop) are in `timings.json`.\n")
+        text += ["Timings (per pair, and the pairs a real-time node would drop) are in `timings.json`.", ""]
     for note in result.notes:
         text.append(f"- note: {note}")
     if "latency" in plots:
@@ -200,11 +201,11 @@ def _markdown(result: BagEvalResult, plots: dict[str, Path], timings: bool = Tru
     text += _quality_markdown(result, plots)
     if result.scores is not None:
         scores_md = to_markdown(result.scores).replace("# Evaluation", "## Scores", 1)
-        text += [scores_md]
+        text += scores_md.splitlines()
         for key in ("iou_bars", "confusion"):
             if key in plots:
-                text.append(f"![{key}]({plots[key].name})\n")
-    return "\n".join(text) + "\n"
+                text += [f"![{key}]({plots[key].name})", ""]
+    return safe_lines(text) + "\n"  # one field per line: a topic name's line break cannot start a line
 
 
 def _timing_rows(result: BagEvalResult) -> list[tuple[str, str]]:

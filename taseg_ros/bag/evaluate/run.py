@@ -35,6 +35,7 @@ the frames done so far, and marked interrupted.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,10 +46,10 @@ import numpy as np
 from taseg_ros.bag.evaluate.output import EvalRecording
 from taseg_ros.bag.evaluate.result import BagEvalResult, PairResult
 from taseg_ros.bag.info import inspect_bag
+from taseg_ros.bag.labels import FolderLabels, LabelSource, TopicLabels, check_tolerance
+from taseg_ros.bag.pairs import BagPairing, PairSource, RealTimeWorker, failure_summary, simulate_realtime
 from taseg_ros.bag.io.reader import Bag, BagError, open_bag
 from taseg_ros.bag.io.topics import resolve_image_topics
-from taseg_ros.bag.labels import FolderLabels, LabelSource, TopicLabels
-from taseg_ros.bag.pairs import BagPairing, PairSource, RealTimeWorker, failure_summary, simulate_realtime
 from taseg_ros.datasets.config import MetricProtocol
 from taseg_ros.errors import InputError
 from taseg_ros.evaluation.metrics import SegmentationEvaluator
@@ -91,6 +92,9 @@ class EvalSettings:
             raise InputError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.labels_dir is not None and self.label_topic is not None:
             raise InputError("give labels either as a folder (--labels) or as a topic (--label-topic), not both")
+        check_tolerance(self.label_tolerance_s)
+        if not 0 < self.segment_window_s < math.inf:  # report.json holds it: JSON has no inf
+            raise InputError(f"--segment-window must be a finite number of seconds > 0, got {self.segment_window_s}")
         object.__setattr__(self, "output_namespace", check_namespace(self.output_namespace, "--namespace"))
 
 

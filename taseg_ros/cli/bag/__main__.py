@@ -1,6 +1,5 @@
 """`python -m taseg_ros.cli.bag ...`: the same as `taseg bag ...`."""
-import sys
-
+from taseg_ros.cli import exit_as_module
 from taseg_ros.cli.bag import main
 
-sys.exit(main())
+exit_as_module(main())

@@ -4,7 +4,7 @@ from __future__ import annotations
 from taseg_ros.bag import DEFAULT_VAL_FRACTION
 from taseg_ros.bag.io.stop import stop_on_sigint
 from taseg_ros.cli.bag.common import bag_and_topics, max_pairs_option, progress, source_from_args
-from taseg_ros.cli.options import add_thermal_options, homography_from_args, thermal_norm_from_args
+from taseg_ros.cli.options import add_thermal_options, registration_from_args, thermal_norm_from_args
 
 
 def add_extract(sub) -> None:
@@ -45,6 +45,7 @@ def run_extract(args) -> int:
     from taseg_ros.bag.extract import ExtractSettings, extract_pairs, format_extract
     from taseg_ros.frames.thermal import ThermalNormalization
 
+    homography, homography_size = registration_from_args(args)
     settings = ExtractSettings(
         source=source_from_args(args),
         output=args.output,
@@ -55,7 +56,8 @@ def run_extract(args) -> int:
         prefix=args.prefix,
         val_fraction=args.val_fraction,
         thermal_norm=thermal_norm_from_args(args) or ThermalNormalization(),
-        homography=homography_from_args(args),
+        homography=homography,
+        homography_size=homography_size,
     )
     bar, update = progress(None, "pair")
     with stop_on_sigint() as stop, bar:

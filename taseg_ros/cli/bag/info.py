@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from taseg_ros.bag.info import format_info, inspect_bag
 from taseg_ros.cli.bag.common import bag_and_topics, json_option, source_from_args
-from taseg_ros.cli.options import add_homography_option, homography_from_args
+from taseg_ros.cli.options import add_homography_option, registration_from_args
 
 
 def add_info(sub) -> None:
@@ -26,12 +26,12 @@ def add_info(sub) -> None:
 def run_info(args) -> int:
     import json
 
-    homography = homography_from_args(args)
+    homography, made_for = registration_from_args(args)
     info = inspect_bag(args.bag, args.rgb_topic, args.thermal_topic, args.slop)
     if info.usable and not args.no_registration_check:
         from taseg_ros.bag.calibrate import registration_check
 
-        info.registration = registration_check(source_from_args(args), homography, info.pairs)
+        info.registration = registration_check(source_from_args(args), homography, info.pairs, made_for=made_for)
     text = format_info(info) + (f"\n{info.registration}" if info.registration else "")
     print(json.dumps(info.to_dict(), indent=2) if args.json else text)
     return 0 if info.usable else 1

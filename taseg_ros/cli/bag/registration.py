@@ -1,9 +1,8 @@
 """`taseg bag calibrate` (target) and `taseg bag refine` (ordinary frames): the thermal -> RGB registration."""
 from __future__ import annotations
 
-from taseg_ros.bag.io.stop import stop_on_sigint
 from taseg_ros.cli.bag.common import bag_and_topics, max_pairs_option, source_from_args
-from taseg_ros.cli.options import add_force_option, add_homography_option, homography_from_args
+from taseg_ros.cli.options import add_force_option, add_homography_option, registration_from_args
 from taseg_ros.frames import targets
 from taseg_ros.frames.targets import DEFAULT_HFOV_DEG, Target
 
@@ -76,8 +75,9 @@ def run_calibrate(args) -> int:
         rgb_hfov_deg=args.rgb_hfov,
         force=args.force,
     )
-    with stop_on_sigint() as stop:
-        result = calibrate(settings, stop=lambda: bool(stop))
+    # No stop at a safe point (as bag extract/eval have): a registration from part of the recording
+    # would claim more than it knows. Ctrl-C / SIGTERM abort, and nothing is written.
+    result = calibrate(settings)
     print(format_calibration(result, settings.output))
     return 0
 
@@ -87,8 +87,9 @@ def run_refine(args) -> int:
 
     given = args.thermal_homography or []
     homography_file = given[0] if len(given) == 1 else None  # a file, not numbers: an input never overwritten
-    settings = RefineSettings(source_from_args(args), args.output, homography_from_args(args), args.samples,
-                              args.force, homography_file)
+    homography, made_for = registration_from_args(args)
+    settings = RefineSettings(source_from_args(args), args.output, homography, args.samples, args.force,
+                              homography_file, made_for)
     result = refine_recording(settings)
     print(format_refine(result, settings.output))
     return 0

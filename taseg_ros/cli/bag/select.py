@@ -11,7 +11,7 @@ from taseg_ros.cli.options import (
     add_device_options,
     add_model_options,
     add_thermal_options,
-    homography_from_args,
+    registration_from_args,
     model_spec_from_args,
     thermal_norm_from_args,
 )
@@ -62,12 +62,13 @@ def run_select(args) -> int:
     from taseg_ros.labelling.select import SelectSettings, format_select, select_frames  # the model, OpenCV, rosbags
 
     engine = engine_from_args(args)  # first: without Ray, one line and nothing else done
+    homography, homography_size = registration_from_args(args)
     settings = SelectSettings(
         recordings=tuple(args.bag), output=args.output, k=args.k, rgb_topic=args.rgb_topic,
         thermal_topic=args.thermal_topic, slop_s=args.slop, score=args.score, low_confidence=args.low_confidence,
         min_gap_s=args.min_gap, min_distance=args.min_distance, every=args.every, hz=args.hz, prefix=args.prefix,
         val_fraction=args.val_fraction, thermal_norm=thermal_norm_from_args(args),
-        homography=homography_from_args(args),
+        homography=homography, homography_size=homography_size,
     )
     check_not_overlapping(settings.output, {"--checkpoint": args.checkpoint, **{f"REC {r}": r for r in args.bag}})
     model = model_spec_from_args(args, threads=args.threads_per_worker)
