@@ -393,32 +393,6 @@ def replacing_dir(path: PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def remove_stale_temporaries(folder: PathLike) -> list[Path]:
-    """Remove what `replacing`/`replacing_dir` left in `folder` when a run was killed (SIGKILL, a
-    lost node): entries named TEMP_PREFIX + a pid that is not running any more. Returns them."""
-    removed = []
-    for entry in Path(folder).glob(f"{TEMP_PREFIX}*"):
-        pid = entry.name[len(TEMP_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or _running(int(pid)):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-        removed.append(entry)
-    return removed
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextmanager
 def system_refusals(path: PathLike, together: Iterable[Path] = ()) -> Iterator[None]:
     """Within the block, an exception of a writer of `path` that is the system refusing the write

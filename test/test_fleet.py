@@ -365,7 +365,7 @@ def test_help_does_not_import_ray():
 
 
 def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
-    from taseg_ros.outputs import TEMP_PREFIX, remove_stale_temporaries, replacing_dir
+    from taseg_ros.outputs import TEMP_PREFIX, remove_dead_temporaries, replacing_dir
 
     dest = tmp_path / "drive"
     with replacing_dir(dest) as stage:
@@ -380,10 +380,10 @@ def test_a_folder_is_replaced_whole_or_not_at_all(tmp_path):
         (stage / "c.json").write_text("2")
     assert [p.name for p in dest.iterdir()] == ["c.json"]  # the old folder's files do not stay
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (tmp_path / f"{TEMP_PREFIX}{dead.stdout.strip()}-abcd").mkdir()  # what a SIGKILLed run leaves
-    (tmp_path / f"{TEMP_PREFIX}{os.getpid()}-live").mkdir()  # a running writer's: left alone
-    assert [p.name for p in remove_stale_temporaries(tmp_path)] == [f"{TEMP_PREFIX}{dead.stdout.strip()}-abcd"]
-    assert (tmp_path / f"{TEMP_PREFIX}{os.getpid()}-live").is_dir()
+    (tmp_path / f"{TEMP_PREFIX}{dead.stdout.strip()}-abcd1234").mkdir()  # what a SIGKILLed run leaves
+    (tmp_path / f"{TEMP_PREFIX}{os.getppid()}-0123abcd").mkdir()  # a running writer's: left alone
+    assert [p.name for p in remove_dead_temporaries(tmp_path)] == [f"{TEMP_PREFIX}{dead.stdout.strip()}-abcd1234"]
+    assert (tmp_path / f"{TEMP_PREFIX}{os.getppid()}-0123abcd").is_dir()
 
 
 def test_fingerprints_and_names(fleet, tmp_path):

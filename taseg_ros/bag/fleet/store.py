@@ -30,7 +30,7 @@ from taseg_ros import config_io
 from taseg_ros.config_io import parse_json
 from taseg_ros.errors import InputError, MissingInputError
 from taseg_ros.weights import sha256_file
-from taseg_ros.outputs import remove_stale_temporaries, replacing_dir, write_bytes_atomic, write_text_atomic
+from taseg_ros.outputs import remove_dead_temporaries, replacing_dir, write_bytes_atomic, write_text_atomic
 
 RUN_FILE = "fleet_run.json"
 RECORDING_RUN_FILE = "run.json"
@@ -129,7 +129,7 @@ class RecordingStore:
         """The folder made (or taken up again: what a killed run left half-written goes) and the run
         described in fleet_run.json."""
         self.root.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.root)
+        remove_dead_temporaries(self.root)
         write_text_atomic(self.root / RUN_FILE, dumps(run.to_dict()))
 
     def is_done(self, run: FleetRun, recording: Recording, fingerprint: str) -> bool:
