@@ -140,7 +140,8 @@ def test_every_yaml_parser_error_is_one_config_error_line(tmp_path):
 
 def write_report(path: Path, summary: dict, **top) -> Path:
     report = {"class_names": ["a", "b"], "recording_start_ns": 5, "topics": {"rgb": "/rgb", "thermal": "/t"},
-              "quality": {"summary": summary, "frames": 3}, **top}
+              "quality": {"summary": summary, "frames": 3},
+              "per_frame": [{"rgb_stamp_ns": 5 + i, "quality": {"mean_confidence": 0.5}} for i in range(3)], **top}
     path.write_text(json.dumps(report))
     return path
 
