@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -33,6 +32,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from taseg_ros.ros.domains import claim_domain
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -167,7 +168,7 @@ class Camera:
 def run_case(prefix: Path, checkpoint: Path, name: str, seconds: float, args: list[str], tmp: Path,
              node_env: dict[str, str]) -> dict:
     width, height, rate = CASES[name]
-    domain = random.randint(1, 99)
+    domain = claim_domain()
     launch = Launch(prefix, checkpoint, domain, args, tmp / f"launch_{name}.log", node_env)
     camera = None
     try:

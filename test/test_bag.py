@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shlex
 import shutil
 import signal
@@ -40,6 +39,7 @@ from taseg_ros.bag.pairs import PairSource
 from taseg_ros.cli import bag as bag_cli
 from taseg_ros.evaluation.metrics import ConfusionMatrix
 from taseg_ros.frames.pairing import Pair
+from taseg_ros.ros.domains import claim_domain
 
 REPO = Path(__file__).resolve().parents[1]
 DROP_RGB = (5, 17)
@@ -902,14 +902,14 @@ def test_documented_workflow_runs_as_written(tmp_path, tiny_checkpoint, monkeypa
 
 @pytest.fixture(scope="module")
 def running_node(tiny_checkpoint):
-    """A TASegNode in its own context and namespace, on a random domain (no cross-talk with other tests)."""
+    """A TASegNode in its own context and namespace, on a domain of its own (no cross-talk with other tests or test runs)."""
     rclpy = pytest.importorskip("rclpy")
     node_module = pytest.importorskip("taseg_ros.ros.node")
     client_module = pytest.importorskip("taseg_ros.ros.client")
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
-    domain = random.randint(100, 200)
+    domain = claim_domain()
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     namespace = f"/replay_{os.getpid()}"
@@ -978,7 +978,7 @@ def test_replay_without_a_node_says_how_to_start_one(compressed_bag, tmp_path):
 
     with pytest.raises(BagError) as excinfo:
         replay_bag(ReplaySettings(PairSource(compressed_bag.path), node="/nobody/taseg", wait_s=1.0,
-                                  domain_id=random.randint(201, 230)))
+                                  domain_id=claim_domain()))
     text = str(excinfo.value)
     assert "no running node answered within 1 s" in text
     assert "-p rgb_transport:=compressed" in text and f"-r rgb/image/compressed:={compressed_bag.rgb_topic}" in text

@@ -69,11 +69,41 @@ def test_output_names_are_spelled_only_in_their_table():
         "\n  ".join(offenders)
 
 
+def chosen_domains(path: Path) -> list[int]:
+    """Lines that pick a DDS domain id by hand (a literal, or a call other than claim_domain) for a
+    ``domain_id=`` argument or a name with "domain" in it."""
+    def by_hand(value) -> bool:
+        if isinstance(value, ast.Constant):
+            return value.value is not None
+        return isinstance(value, ast.Call) and getattr(value.func, "id", getattr(value.func, "attr", "")) != "claim_domain"
+
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call):
+            lines += [node.lineno for k in node.keywords if k.arg == "domain_id" and by_hand(k.value)]
+        elif isinstance(node, ast.Assign) and by_hand(node.value):
+            lines += [node.lineno for t in node.targets if isinstance(t, ast.Name) and "domain" in t.id.lower()]
+    return lines
+
+
+def test_dds_domains_are_claimed_not_picked():
+    """Two runs on one machine (CI beside a developer's run) meet on a domain picked at random now and
+    then; ros.domains.claim_domain hands each process one nobody else holds."""
+    offenders = [f"{path.relative_to(ROOT)}:{line}" for top in LINTED for path in sorted((ROOT / top).rglob("*.py"))
+                 for line in chosen_domains(path)]
+    assert not offenders, "DDS domain ids picked by hand (use taseg_ros.ros.domains.claim_domain()):\n  " + \
+        "\n  ".join(offenders)
+
+
 def test_the_lint_checks_find_what_they_look_for(tmp_path):
     """The checks above are not vacuous: a write_text call and a literal output tuple are found."""
     sample = tmp_path / "sample.py"
     sample.write_text('from pathlib import Path\nPath("x").write_text("y")\nfig.savefig("a.png")\n')
     assert method_calls(sample, METHOD_HOMES) == [(2, "write_text"), (3, "savefig")]
+    domains = tmp_path / "domains.py"
+    domains.write_text("domain = random.randint(100, 200)\nrclpy.init(domain_id=201)\nok = claim_domain()\n"
+                       "ToolNode('x', domain_id=ok)\nDOMAIN_ID = claim_domain()\n")
+    assert chosen_domains(domains) == [1, 2]
     banned = tmp_path / "banned.py"
     banned.write_text("import yaml\nimport os\nyaml.safe_load('a')\nos.replace('a', 'b')\n")
     done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--config", str(ROOT / "ruff.toml"),

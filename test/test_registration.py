@@ -22,6 +22,7 @@ from process_fixtures import finish, has_open, taseg as taseg_process, wait_for
 from taseg_ros.cli import main as taseg
 from taseg_ros.frames import calibration as cal
 from taseg_ros.frames import registration as reg
+from taseg_ros.ros.domains import claim_domain
 from taseg_ros.ros.params import homography_from_params_file
 
 RGB_HW, THERMAL_HW = (480, 640), (256, 320)
@@ -518,7 +519,7 @@ def test_the_parameters_file_sets_the_nodes_parameter_in_any_namespace(tmp_path)
     path = tmp_path / "registration.yaml"
     path.write_text(homography_params_text(h, ["comment"]))
     context = rclpy.Context()
-    rclpy.init(args=["--ros-args", "--params-file", str(path)], context=context, domain_id=201)
+    rclpy.init(args=["--ros-args", "--params-file", str(path)], context=context, domain_id=claim_domain())
     try:
         for namespace, name, expected in (("/robot1", "taseg", h.ravel().tolist()), ("", "taseg", h.ravel().tolist()),
                                           ("", "camera_driver", [0.0])):

@@ -3,8 +3,8 @@ with namespace, topic remaps and a parameter override, then `ros2 node|param|lif
 the running node, frames published over DDS, and Ctrl-C.
 
 The `ros2`/launch tools are the upstream ones from ../shared/ros2_tools (installed by .ci/run,
-see its README); without them, colcon or rclpy the module skips. It uses its own ROS_DOMAIN_ID
-(201..232; test_ros_node.py uses 100..200) so concurrent DDS tests on the machine do not meet,
+see its README); without them, colcon or rclpy the module skips. It claims a ROS_DOMAIN_ID of its own
+(ros.domains) so concurrent DDS tests and test runs on the machine do not meet,
 and `--no-daemon` so no ros2 daemon outlives it.
 
 Never flaky on a loaded machine: every wait is a condition polled up to a generous deadline. Each
@@ -34,10 +34,12 @@ pytest.importorskip("launch_ros", reason="the ROS 2 launch tools are not install
 
 from sensor_msgs.msg import Image  # noqa: E402
 
+from taseg_ros.ros.domains import claim_domain  # noqa: E402
+
 BIN = Path(sys.executable).parent
 ROS2 = shutil.which("ros2", path=str(BIN))
 COLCON = shutil.which("colcon", path=str(BIN))
-DOMAIN_ID = random.randint(201, 232)
+DOMAIN_ID = claim_domain()
 NAMESPACE, RGB_TOPIC, THERMAL_TOPIC = "front", "/cam/front/rgb", "/cam/front/thermal"
 NODE = f"/{NAMESPACE}/taseg"
 # Each call discovers the graph from scratch for 2 s (local discovery takes well under that), and is

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import ast
 import py_compile
+import fcntl
+import os
 import re
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -17,6 +20,7 @@ import yaml
 
 from taseg_ros.frames.thermal import ThermalAligner, ThermalNormalization
 from taseg_ros.frames.render import colorize, overlay
+from taseg_ros.ros import domains
 from taseg_ros.ros.diagnostics import ERROR, LOSSY_HINT, OK, WARN, NodeStatistics, build_report
 from taseg_ros.frames.codec import ImageDecodeError, check_image_fields, decode_rgb, decode_thermal, encode_image, image_to_array
 from taseg_ros.frames.pairing import LatestSlot, StampPairer, stamp_to_ns
@@ -880,3 +884,26 @@ def test_the_input_path_pairs_and_falls_back_to_single_frames():
     clock.now += 0.25
     path.accept("rgb", image_in(t + 7 * 250 * MS, 7, "rgb8"), 0)
     assert slot.take(timeout=0) is None  # none: nothing without a partner
+
+
+def test_a_domain_is_claimed_by_one_process_at_a_time(tmp_path, monkeypatch):
+    """Two claims in one process differ; a second process gets none of them; its id is free again when
+    it exits; a link planted where a lock file goes is skipped, never followed."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # gettempdir() reads TMPDIR again
+    monkeypatch.setattr(domains, "_held", {})
+    target = tmp_path / "not_to_be_created"
+    os.symlink(target, tmp_path / f"taseg_ros_domain_{domains.CANDIDATES[0]}.lock")
+    mine = {domains.claim_domain(), domains.claim_domain()}
+    assert mine == set(domains.CANDIDATES[1:3]) and not target.exists()
+    child = subprocess.run([sys.executable, "-c", "from taseg_ros.ros.domains import claim_domain; print(claim_domain())"],
+                           capture_output=True, text=True, timeout=120, check=True)
+    theirs = int(child.stdout)
+    assert theirs == domains.CANDIDATES[3], child.stdout
+    with open(tmp_path / f"taseg_ros_domain_{theirs}.lock") as lock:  # released when the child ended
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    held = next(iter(mine))
+    with open(tmp_path / f"taseg_ros_domain_{held}.lock") as lock, pytest.raises(BlockingIOError):
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open file description: refused while held
+    for fd in domains._held.values():
+        os.close(fd)

@@ -1,14 +1,13 @@
 """The segmentation node end to end over real rclpy + DDS (the ROS 2 wheels), with a tiny checkpoint.
 
 Each test runs its own node in its own namespace; a probe node publishes RGB/thermal frames and
-subscribes to every output. The session uses a random ROS_DOMAIN_ID in 100..200 so that other
+subscribes to every output. The session claims a ROS_DOMAIN_ID of its own (ros.domains) so that other
 test runs on this machine do not cross-talk. All waits are bounded.
 """
 from __future__ import annotations
 
 import json
 import os
-import random
 import threading
 import time
 import uuid
@@ -35,10 +34,11 @@ from std_msgs.msg import String  # noqa: E402
 from taseg_ros.frames.thermal import ThermalNormalization, align_thermal, normalize_thermal  # noqa: E402
 from taseg_ros.frames.codec import image_to_array  # noqa: E402
 from taseg_ros.ros.client import spin_resiliently  # noqa: E402
+from taseg_ros.ros.domains import claim_domain  # noqa: E402
 from taseg_ros.ros.node import TASegNode  # noqa: E402
 from taseg_ros.ros.params import NodeParams  # noqa: E402
 
-DOMAIN_ID = random.randint(100, 200)
+DOMAIN_ID = claim_domain()
 WAIT = 60.0  # seconds: generous upper bound for anything that should happen "soon" on a loaded machine
 RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -1109,6 +1109,26 @@ def test_a_closed_tool_node_leaves_no_dds_participant():
     tool.close()
     assert time.monotonic() - started < 8  # the spinner ends with the context (was a 10 s join timeout)
     wait_until(lambda: dds_threads() <= before, what="the participant's threads to end")
+
+
+def test_a_destroyed_node_leaves_no_dds_participant(checkpoint):
+    """rclpy's LifecycleNode.destroy_node leaves the lifecycle state machine, which holds the node's
+    handle: the participant lived on until the garbage collector freed it, at any later moment (a
+    suite crashed later with a segfault). TASegNode.destroy_node releases it; the node object is still
+    referenced here, so nothing but destroy_node can have ended the participant."""
+    from taseg_ros.ros.client import ToolNode
+
+    before = dds_threads()
+    tool = ToolNode(f"leak_probe_{uuid.uuid4().hex[:8]}", domain_id=DOMAIN_ID)
+    node = TASegNode(namespace=f"/t{uuid.uuid4().hex[:8]}", context=tool.context,
+                     parameter_overrides=[Parameter("checkpoint", value=str(checkpoint))])
+    tool.add_node(node)
+    tool.start()
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node.configure_error
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    tool.close()
+    wait_until(lambda: dds_threads() <= before, what="the participant threads to end with the node still referenced")
+    assert node is not None
 
 
 # --- the output contract (issue 25): LabelInfo, compressed outputs, confidence encodings, timings ---

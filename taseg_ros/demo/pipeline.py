@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from taseg_ros.frames.files import write_rgb
 from taseg_ros.frames.settings import FrameSettings
 from taseg_ros.frames.thermal import ThermalNormalization
 from taseg_ros.inference import Segmenter
+from taseg_ros.ros.domains import claim_domain
 from taseg_ros.inference.pipeline import FramePipeline
 from taseg_ros.labelling.cvat import export_prelabels
 from taseg_ros.labelling.select import SelectSettings, select_frames
@@ -162,7 +162,7 @@ def record_and_replay(opts: DemoOptions, checkpoint: Path, bag: Path) -> dict | 
         return None
 
     _say("4/5 playing the recording over DDS into the real node, recording its outputs")
-    domain = random.Random(os.getpid()).randint(100, 200)
+    domain = claim_domain()  # its own: a second demo or a test run beside it sees nothing of it
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain))
     node_cmd = [
         sys.executable, "-m", "taseg_ros.ros.start", "--ros-args", "-p", f"checkpoint:={checkpoint}",

@@ -10,6 +10,7 @@
     start        the taseg_node executable
     client       a private rclpy client for the tools (bag replay, the ROS bench, the demo, tests)
     bench        the node's own per-frame cost next to the model's (python -m taseg_ros.ros.bench)
+    domains      a DDS domain of its own for a self-contained run (the demo, the bench, tests)
     qos, transport, names, throttle   QoS presets, the node's DDS transport, ROS name rules, log throttling
 
 rclpy is imported only in ``node``, ``publishers``, ``messages``, ``start``, ``client``, ``bench``

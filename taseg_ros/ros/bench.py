@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import tempfile
 import threading
@@ -40,6 +39,7 @@ from taseg_ros.inference.pipeline import FramePipeline
 from taseg_ros.model.checkpoint import init_checkpoint
 from taseg_ros.outputs import write_text_atomic
 from taseg_ros.ros.diagnostics import NodeStatistics
+from taseg_ros.ros.domains import claim_domain
 from taseg_ros.frames.render import OUTPUTS, RENDERED_OUTPUTS
 from taseg_ros.frames.settings import STEPS
 from taseg_ros.frames.sizes import parse_size
@@ -154,7 +154,7 @@ class _NodeBench:
         from taseg_ros.ros.client import ToolNode
         from taseg_ros.ros.node import TASegNode
 
-        self.probe = ToolNode("bench_probe", namespace="/bench", domain_id=random.randint(100, 200))
+        self.probe = ToolNode("bench_probe", namespace="/bench", domain_id=claim_domain())
         params = {"checkpoint": str(checkpoint), "device": device, "precision": precision, "backend": backend,
                   "input_qos": "reliable"}
         self.node = TASegNode(namespace="/bench", context=self.probe.context,

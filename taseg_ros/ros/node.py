@@ -262,6 +262,15 @@ class TASegNode(LifecycleNode):
             self._outputs.destroy()
         self._outputs, self._diag_pub, self._diag_timer = None, None, None
 
+    def destroy_node(self) -> None:
+        """Release what the node holds, then the node, its lifecycle state machine included: rclpy's
+        LifecycleNode.destroy_node leaves that one (kilted), and as it holds the node's handle the DDS
+        participant lived on until the garbage collector freed it, at a moment and in a thread nobody
+        chose (ros2/rclpy#1710 is the same for a plain node's graph entry)."""
+        self.release_resources()
+        super().destroy_node()
+        self._state_machine.destroy_when_not_in_use()
+
     def _header(self) -> Any:
         header = Image().header
         header.stamp = self.get_clock().now().to_msg()
