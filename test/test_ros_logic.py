@@ -907,3 +907,29 @@ def test_a_domain_is_claimed_by_one_process_at_a_time(tmp_path, monkeypatch):
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another open file description: refused while held
     for fd in domains._held.values():
         os.close(fd)
+
+
+def test_a_registration_check_in_flight_is_waited_for_never_left_running():
+    """A check still inside OpenCV when the interpreter exits aborted the node (`terminate called without
+    an active exception`, exit -6 on Ctrl-C, 1 in ~9 stops): the check's thread is not a daemon, and
+    deactivate, cleanup and exit (finish_checks) wait for it; a new activation too."""
+    clock = FakeClock()
+    health = health_with(clock, registration_check_period=1.0)
+    started, release, done = threading.Event(), threading.Event(), []
+
+    def slow_check(rgb, thermal, homography):
+        started.set()
+        release.wait(30)
+        done.append(True)
+
+    health.registration.check = slow_check
+    thermal = SimpleNamespace(encoding="mono16", height=4, width=6, step=12, is_bigendian=0, data=bytes(48))
+    health._check_registration(np.zeros((4, 6, 3), np.uint8), thermal)
+    assert started.wait(30)
+    check = health._registration_check
+    assert check is not None and not check.daemon
+    assert not health.finish_checks(timeout=0.05) and check.is_alive()  # still running: says so
+    health._registration_check = check
+    threading.Timer(0.2, release.set).start()
+    assert health.finish_checks() and done == [True] and not check.is_alive()
+    assert health._registration_check is None and health.finish_checks()  # nothing in flight: nothing to wait for

@@ -77,6 +77,7 @@ class NodeHealth:
     def __init__(self, log: Any, clock: Callable[[], float] = time.monotonic) -> None:
         self.log, self.clock = log, clock
         self.topics = {"rgb": RGB_TOPIC, "thermal": THERMAL_TOPIC}
+        self._registration_check: threading.Thread | None = None
         self.configure(NodeParams(), classes=None)
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -94,6 +95,7 @@ class NodeHealth:
 
     def activate(self, topics: dict[str, str]) -> None:
         """A new session: the streams, the pair clock and the registration record start over."""
+        self.finish_checks()
         self.topics = topics
         self.activated_at = self.clock()
         self.streams = {stream: StreamWatch() for stream in STREAMS}
@@ -101,9 +103,19 @@ class NodeHealth:
         self.last_pair_at: float | None = None
         self.registration = RegistrationWatch()
         self.registration_checked_at = -float("inf")
-        self._registration_check: threading.Thread | None = None
         if self.quality is not None:
             self.quality.reset()  # the first pair after activation has no previous frame
+
+    def finish_checks(self, timeout: float = 30.0) -> bool:
+        """Wait for a registration check in flight (under a second; deactivate, cleanup, exit): a
+        check left running when the interpreter exits aborted the process (a thread inside OpenCV
+        cannot be stopped; `terminate called without an active exception`, exit -6 on Ctrl-C).
+        False if it did not end within ``timeout``."""
+        check, self._registration_check = self._registration_check, None
+        if check is not None:
+            check.join(timeout)
+            return not check.is_alive()
+        return True
 
     def set_params(self, params: NodeParams) -> None:
         """Live parameters changed (``ros2 param set``)."""
@@ -208,7 +220,7 @@ class NodeHealth:
         # on its own thread, so the frames behind it are not held up.
         self._registration_check = threading.Thread(
             target=self.registration.check, args=(rgb.copy(), thermal, self.params.homography()),
-            name="taseg_registration", daemon=True)
+            name="taseg_registration")  # not a daemon: an exit waits for it rather than aborting in OpenCV
         self._registration_check.start()
 
     def note(self, note: FrameNote, failed: bool = False) -> None:

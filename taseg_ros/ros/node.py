@@ -246,6 +246,8 @@ class TASegNode(LifecycleNode):
         if self._worker is not None and not self._worker.stop(timeout=60.0):
             self.get_logger().error("the inference thread did not stop within 60 s")
         self._worker = None
+        if not self.health.finish_checks():
+            self.get_logger().error("the registration check did not end within 30 s")
         if self._inputs is not None:
             self._inputs.pairer.reset()
 
