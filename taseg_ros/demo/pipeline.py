@@ -42,13 +42,13 @@ from taseg_ros.frames.files import write_rgb
 from taseg_ros.frames.settings import FrameSettings
 from taseg_ros.frames.thermal import ThermalNormalization
 from taseg_ros.inference import Segmenter
-from taseg_ros.ros.domains import claim_domain
 from taseg_ros.inference.pipeline import FramePipeline
 from taseg_ros.labelling.cvat import export_prelabels
 from taseg_ros.labelling.select import SelectSettings, select_frames
 from taseg_ros.model.checkpoint import load_checkpoint
 from taseg_ros.outputs import write_text_atomic
 from taseg_ros.ros.client import ros_missing
+from taseg_ros.ros.domains import claim_domain
 from taseg_ros.scenes import SceneFrame, panned_street
 from taseg_ros.train.loop import train
 from taseg_ros.train.recipe import load_recipe

@@ -227,8 +227,7 @@ class _NodeBench:
         return result
 
     def close(self) -> None:
-        self.node.release_resources()
-        self.probe.close()
+        self.probe.close()  # destroys the node too, which releases what it holds
 
 
 def main(argv: list[str] | None = None) -> int:

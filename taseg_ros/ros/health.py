@@ -34,6 +34,7 @@ from taseg_ros.ros.throttle import LogThrottle
 
 STREAMS = ("rgb", "thermal")
 DIGEST_SAMPLES = 65536  # bytes of a frame compared to spot a repeated image
+CHECK_WAIT_S = 30.0  # how long deactivate, cleanup and exit wait for a registration check in flight (it takes < 1 s)
 
 
 def frame_digest(data: Any) -> int:
@@ -106,7 +107,7 @@ class NodeHealth:
         if self.quality is not None:
             self.quality.reset()  # the first pair after activation has no previous frame
 
-    def finish_checks(self, timeout: float = 30.0) -> bool:
+    def finish_checks(self, timeout: float = CHECK_WAIT_S) -> bool:
         """Wait for a registration check in flight (under a second; deactivate, cleanup, exit): a
         check left running when the interpreter exits aborted the process (a thread inside OpenCV
         cannot be stopped; `terminate called without an active exception`, exit -6 on Ctrl-C).

@@ -51,7 +51,7 @@ from taseg_ros.errors import MissingInputError
 from taseg_ros.frames.pairing import LatestSlot, Pair
 from taseg_ros.inference import Segmenter
 from taseg_ros.inference.pipeline import FramePipeline
-from taseg_ros.ros.health import NodeHealth
+from taseg_ros.ros.health import CHECK_WAIT_S, NodeHealth
 from taseg_ros.ros.inputs import InferenceThread, InputPath
 from taseg_ros.ros.messages import diagnostic_array, parameter_descriptor
 from taseg_ros.ros.params import (LIVE_PARAMETERS, PARAMETERS, RGB_TOPIC, THERMAL_TOPIC, NodeParams, no_value,
@@ -247,7 +247,7 @@ class TASegNode(LifecycleNode):
             self.get_logger().error("the inference thread did not stop within 60 s")
         self._worker = None
         if not self.health.finish_checks():
-            self.get_logger().error("the registration check did not end within 30 s")
+            self.get_logger().error(f"the registration check did not end within {CHECK_WAIT_S:g} s")
         if self._inputs is not None:
             self._inputs.pairer.reset()
 

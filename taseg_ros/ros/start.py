@@ -44,9 +44,8 @@ def main(args: list[str] | None = None) -> int:
         # Ctrl-C under `ros2 launch` reaches the node twice (the terminal's process group, then
         # launch's own SIGINT): the second must not break the clean-up with a traceback.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        node.release_resources()
         executor.shutdown()
-        node.destroy_node()
+        node.destroy_node()  # releases the model, the threads and the publishers first
         rclpy.try_shutdown()
     return 0
 
